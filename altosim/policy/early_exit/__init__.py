@@ -1,0 +1,27 @@
+"""Early-exit policies, chosen by name from config (`early_exit: {name: ..., params: {...}}`).
+
+Importing this package registers every policy in `altosim.policy.registry.EARLY_EXIT`:
+`alto` (the paper's Algorithm 1), `none`, `median` (median stopping), `asha`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from altosim.policy.early_exit.base import CONTINUE, EarlyExitPolicy, Verdict
+from altosim.policy.early_exit.alto import Alto
+from altosim.policy.early_exit.asha import Asha
+from altosim.policy.early_exit.median_stopping import MedianStopping
+from altosim.policy.early_exit.no_exit import NoExit
+from altosim.policy.registry import EARLY_EXIT
+
+__all__ = ["Verdict", "CONTINUE", "EarlyExitPolicy", "build_early_exit",
+           "Alto", "Asha", "MedianStopping", "NoExit"]
+
+
+def build_early_exit(name: str, params: Mapping[str, Any] | None = None) -> EarlyExitPolicy:
+    """A fresh policy (one per task). Unknown name or parameter, bad value -> one-line ValueError."""
+    if params is not None and not isinstance(params, Mapping):
+        raise ValueError(f"early_exit params must be a mapping, got {type(params).__name__}")
+    return EARLY_EXIT.build(name, **dict(params or {}))
