@@ -1,0 +1,98 @@
+"""Frozen backbones: any Hugging Face causal LM with Llama-style projections.
+
+The runtime never trains backbone weights; it only wraps target projections with multi-adapter
+layers. Loading from a local directory or a GGUF file goes through transformers so the backbone
+is the very module PEFT would wrap (the export round-trip test relies on that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+LLAMA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Turn off gradients for every backbone parameter (adapters are added later)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_backbone(
+    path: str | Path,
+    gguf_file: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Load a causal LM from a local directory, or a `.gguf` file (path to the file itself, or
+    a directory plus `gguf_file`), frozen and on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    p = Path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        p, gguf_file = p.parent, p.name
+    if not p.exists():
+        raise ValueError(f"path: backbone {str(path)!r} does not exist")
+    kwargs = {"dtype": dtype}
+    if gguf_file is not None:
+        if not (p / gguf_file).is_file():
+            raise ValueError(f"gguf_file: {gguf_file!r} not found in {str(p)!r}")
+        kwargs["gguf_file"] = gguf_file
+    model = AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
+    return freeze(model.to(device))
+
+
+def tiny_llama(
+    hidden: int = 64,
+    layers: int = 2,
+    vocab: int = 128,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """A random-init Llama for CPU tests (deterministic in `seed`), frozen."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    cfg._attn_implementation = "eager"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg).to(dtype)
+    return freeze(model.eval())
+
+
+def find_targets(model: nn.Module, target_modules: Sequence[str]) -> list[tuple[str, nn.Linear]]:
+    """All nn.Linear modules whose last name part is in `target_modules`, in `named_modules`
+    order (the order PEFT creates adapters in, which the seeded init must follow)."""
+    if isinstance(target_modules, str) or not target_modules:
+        raise ValueError("target_modules: expected a non-empty list of module names, e.g. ['q_proj', 'v_proj']")
+    wanted = set(target_modules)
+    found: list[tuple[str, nn.Linear]] = []
+    seen: set[str] = set()
+    for name, mod in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in wanted and isinstance(mod, nn.Linear):
+            found.append((name, mod))
+            seen.add(leaf)
+    missing = sorted(wanted - seen)
+    if missing:
+        raise ValueError(f"target_modules: no nn.Linear named {missing[0]!r} in the backbone")
+    return found

@@ -1,0 +1,142 @@
+"""Per-adapter AdamW over stacked adapter tensors, vectorized over slots.
+
+Each stacked parameter [S, ...] holds one adapter per slot; every slot has its own lr, weight
+decay, betas, eps and step count. One `step(slots)` updates the given slots of every parameter
+with a few batched tensor ops (no Python loop over adapters), following torch.optim.AdamW's
+single-tensor update op for op so an adapter trained here matches one trained alone.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+_HYPER = ("lr", "weight_decay", "beta1", "beta2", "eps", "step")
+
+
+class SlotAdamW:
+    """AdamW whose hyperparameters and state are indexed by adapter slot (dim 0 of each param)."""
+
+    def __init__(self, params: Sequence[nn.Parameter]) -> None:
+        if not params:
+            raise ValueError("params: need at least one stacked parameter")
+        self.params = list(params)
+        s = self.capacity
+        if any(p.shape[0] != s for p in self.params):
+            raise ValueError("params: all stacked parameters need the same slot count (dim 0)")
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        # float64 host copies: bias corrections are computed in double, like torch's scalar path
+        self.hyper = {k: torch.zeros(s, dtype=torch.float64) for k in _HYPER}
+
+    @property
+    def capacity(self) -> int:
+        return self.params[0].shape[0]
+
+    def resize(self) -> None:
+        """Pad state to the params' current shapes (call after the layers grew)."""
+        s = self.capacity
+        for states in (self.exp_avg, self.exp_avg_sq):
+            for i, p in enumerate(self.params):
+                old = states[i]
+                if old.shape == p.shape:
+                    continue
+                new = torch.zeros_like(p)
+                new[tuple(slice(0, n) for n in old.shape)] = old
+                states[i] = new
+        for k, v in self.hyper.items():
+            if v.shape[0] < s:
+                self.hyper[k] = torch.cat([v, torch.zeros(s - v.shape[0], dtype=torch.float64)])
+
+    def init_slot(
+        self, slot: int, lr: float, weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    ) -> None:
+        """Fresh state for a newly admitted adapter."""
+        if not lr > 0:
+            raise ValueError(f"lr: must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0, got {weight_decay}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas: each must be in [0, 1), got {betas}")
+        self.free_slot(slot)
+        for k, v in zip(_HYPER, (lr, weight_decay, betas[0], betas[1], eps, 0.0)):
+            self.hyper[k][slot] = v
+
+    @torch.no_grad()
+    def free_slot(self, slot: int) -> None:
+        for st in self.exp_avg + self.exp_avg_sq:
+            st[slot].zero_()
+        for v in self.hyper.values():
+            v[slot] = 0.0
+
+    def slot_state(self, slot: int) -> dict[str, object]:
+        """CPU copy of one slot's state (for suspend, snapshots, checkpoints)."""
+        return {
+            "exp_avg": [t[slot].detach().cpu().clone() for t in self.exp_avg],
+            "exp_avg_sq": [t[slot].detach().cpu().clone() for t in self.exp_avg_sq],
+            "hyper": {k: float(v[slot]) for k, v in self.hyper.items()},
+        }
+
+    @torch.no_grad()
+    def load_slot_state(self, slot: int, state: dict[str, object]) -> None:
+        """Write a `slot_state` back, into a possibly larger slot (rank padding is kept zero)."""
+        self.free_slot(slot)
+        for dst, src in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
+            for t, s in zip(dst, src):
+                t[slot][tuple(slice(0, n) for n in s.shape)] = s.to(t.device, t.dtype)
+        for k, v in state["hyper"].items():
+            self.hyper[k][slot] = v
+
+    def step_count(self, slot: int) -> int:
+        return int(self.hyper["step"][slot])
+
+    @torch.no_grad()
+    def step(self, slots: Sequence[int]) -> None:
+        """One AdamW update of `slots` (those that had a finite gradient this step)."""
+        if len(slots) == 0:
+            return
+        idx_cpu = torch.as_tensor(list(slots), dtype=torch.long)
+        h = {k: v[idx_cpu] for k, v in self.hyper.items()}
+        h["step"] = h["step"] + 1
+        self.hyper["step"][idx_cpu] = h["step"]
+        bc1 = 1 - h["beta1"] ** h["step"]
+        bc2_sqrt = (1 - h["beta2"] ** h["step"]).sqrt()
+        step_size = h["lr"] / bc1
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            dev, dt = p.device, p.dtype
+            idx = idx_cpu.to(dev)
+            shape = (-1,) + (1,) * (p.dim() - 1)
+
+            def col(x: torch.Tensor) -> torch.Tensor:
+                return x.to(dev, dt).view(shape)
+
+            w, g = p.data.index_select(0, idx), p.grad.index_select(0, idx)
+            m, v = self.exp_avg[i].index_select(0, idx), self.exp_avg_sq[i].index_select(0, idx)
+            w.mul_(col(1 - h["lr"] * h["weight_decay"]))
+            m.lerp_(g, col(1 - h["beta1"]))
+            v.mul_(col(h["beta2"])).addcmul_(g, g * col(1 - h["beta2"]))
+            denom = (v.sqrt() / col(bc2_sqrt)).add_(col(h["eps"]))
+            w.addcdiv_(m * col(-step_size), denom)
+            p.data.index_copy_(0, idx, w)
+            self.exp_avg[i].index_copy_(0, idx, m)
+            self.exp_avg_sq[i].index_copy_(0, idx, v)
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "exp_avg": [t.detach().cpu().clone() for t in self.exp_avg],
+            "exp_avg_sq": [t.detach().cpu().clone() for t in self.exp_avg_sq],
+            "hyper": {k: v.clone() for k, v in self.hyper.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for dst, src in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
+            for i, s in enumerate(src):
+                if s.shape != self.params[i].shape:
+                    raise ValueError(f"state: shape {tuple(s.shape)} != param shape {tuple(self.params[i].shape)}")
+                dst[i] = s.to(self.params[i].device, self.params[i].dtype).clone()
+        self.hyper = {k: v.clone() for k, v in state["hyper"].items()}

@@ -1,0 +1,362 @@
+"""Fused multi-adapter training over one frozen backbone.
+
+One `step` concatenates every active adapter's micro-batch along the batch dimension (right
+padded to a common length, which leaves each sample's causal logits unchanged), runs one
+forward/backward through the frozen backbone with each adapter applied to its own rows, reduces
+each adapter's loss separately (mean token CE over its own tokens, as HF computes it for one
+adapter alone) and backpropagates their sum. Adapters share no parameters and samples do not
+attend to each other, so each adapter gets exactly the gradient it would get alone. A non-finite
+loss or gradient fails that adapter only: it is left out of the backward sum and the update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from kernels import build_meta
+from runtime.backbone import LLAMA_TARGETS, freeze
+from runtime.lora_layer import LoraContext, MultiLoraLinear, install_lora_layers, peft_init
+from runtime.optim import SlotAdamW
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, labels [b, L]
+Status = Literal["active", "suspended", "failed"]
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """One adapter's hyperparameters (alpha None -> 2 * rank, the paper's default)."""
+
+    job_id: str
+    rank: int
+    alpha: float
+    lr: float
+    weight_decay: float = 0.01
+    dropout: float = 0.0
+    seed: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+@dataclass
+class _Job:
+    cfg: AdapterConfig
+    slot: int | None
+    status: Status = "active"
+    offloaded: dict | None = None  # suspended: weights + optimizer slot state on CPU
+    best: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # best-val weights, PEFT layout
+    failure: str | None = None
+
+
+class MultiAdapterTrainer:
+    """Trains many LoRA adapters at once; adapters come and go between steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_modules: Sequence[str] = LLAMA_TARGETS,
+        capacity: int = 4,
+        impl: str = "auto",
+        gradient_checkpointing: bool = False,
+        pad_token_id: int = 0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity: must be >= 1, got {capacity}")
+        self.model = freeze(model)
+        self.target_modules = tuple(target_modules)
+        self.ctx = LoraContext(impl=impl)
+        self.named_layers = install_lora_layers(model, self.target_modules, self.ctx, capacity, 1)
+        self.layers: list[MultiLoraLinear] = [l for _, l in self.named_layers]
+        self.device = self.layers[0].weight.device
+        self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)])
+        self.jobs: dict[str, _Job] = {}
+        self.pad_token_id = pad_token_id
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ----------------------------------------------------------------------------- slots
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].A.shape[0]
+
+    @property
+    def r_max(self) -> int:
+        return self.layers[0].A.shape[2]
+
+    def _resize(self, capacity: int, r_max: int) -> None:
+        for l in self.layers:
+            l.resize(capacity, r_max)
+        self.optim.resize()
+
+    def _alloc_slot(self, rank: int) -> int:
+        used = {j.slot for j in self.jobs.values() if j.slot is not None}
+        free = [s for s in range(self.capacity) if s not in used]
+        cap = self.capacity if free else self.capacity * 2
+        if cap != self.capacity or rank > self.r_max:
+            self._resize(cap, max(rank, self.r_max))
+        return free[0] if free else len(used)
+
+    def _release_slot(self, job: _Job) -> None:
+        for l in self.layers:
+            l.zero_slot(job.slot)
+        self.optim.free_slot(job.slot)
+        job.slot = None
+
+    def _job(self, job_id: str, *status: Status) -> _Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ValueError(f"job_id: unknown adapter {job_id!r}")
+        if status and job.status not in status:
+            raise ValueError(f"job_id: adapter {job_id!r} is {job.status}, expected {' or '.join(status)}")
+        return job
+
+    def _write(self, slot: int, weights: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for l, (a, b) in zip(self.layers, weights):
+            l.set_slot(slot, a, b)
+
+    def _read(self, job: _Job) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if job.slot is None:
+            return [(a.clone(), b.clone()) for a, b in job.offloaded["weights"]]
+        return [tuple(t.cpu() for t in l.get_slot(job.slot, job.cfg.rank)) for l in self.layers]
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def admit(
+        self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
+        weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0,
+    ) -> None:
+        """Add a fresh adapter, initialized as PEFT would after `torch.manual_seed(seed)`."""
+        if job_id in self.jobs:
+            raise ValueError(f"job_id: adapter {job_id!r} already exists")
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank: must be a positive int, got {rank!r}")
+        for name, l in self.named_layers:
+            if rank > l.max_rank:
+                raise ValueError(f"rank: {rank} exceeds min(d_in, d_out) = {l.max_rank} of layer {name!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
+        alpha = 2.0 * rank if alpha is None else float(alpha)
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha: must be a positive number, got {alpha}")
+        cfg = AdapterConfig(job_id, rank, alpha, lr, weight_decay, dropout, seed)
+        slot = self._alloc_slot(rank)
+        self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)  # validates lr, wd
+        self._write(slot, peft_init(self.layers, rank, seed))
+        self.jobs[job_id] = _Job(cfg, slot)
+
+    def drop(self, job_id: str) -> None:
+        """Forget an adapter: free its slot, weights, optimizer state and snapshot."""
+        job = self._job(job_id)
+        if job.slot is not None:
+            self._release_slot(job)
+        del self.jobs[job_id]
+
+    def suspend(self, job_id: str) -> None:
+        """Move an adapter and its optimizer state to host memory and free its slot."""
+        job = self._job(job_id, "active")
+        job.offloaded = {"weights": self._read(job), "optim": self.optim.slot_state(job.slot)}
+        self._release_slot(job)
+        job.status = "suspended"
+
+    def resume(self, job_id: str) -> None:
+        """Bring a suspended adapter back (possibly into another slot) exactly as it was."""
+        job = self._job(job_id, "suspended")
+        slot = self._alloc_slot(job.cfg.rank)
+        self._write(slot, job.offloaded["weights"])
+        self.optim.load_slot_state(slot, job.offloaded["optim"])
+        job.slot, job.offloaded, job.status = slot, None, "active"
+
+    def snapshot_best(self, job_id: str) -> None:
+        """Remember the adapter's current weights as its best (call when val loss improves)."""
+        job = self._job(job_id)
+        job.best = self._read(job)
+
+    def restore_best(self, job_id: str) -> None:
+        """Make the best snapshot the adapter's weights (an overfitting exit keeps its best)."""
+        job = self._job(job_id)
+        if job.best is None:
+            raise ValueError(f"job_id: adapter {job_id!r} has no best snapshot")
+        if job.slot is None:
+            job.offloaded["weights"] = [(a.clone(), b.clone()) for a, b in job.best]
+        else:
+            self._write(job.slot, job.best)
+
+    def adapter_weights(self, job_id: str) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(module name, lora_A [r, d_in], lora_B [d_out, r]) per target layer, on the CPU."""
+        job = self._job(job_id)
+        return [(n, a, b) for (n, _), (a, b) in zip(self.named_layers, self._read(job))]
+
+    def config(self, job_id: str) -> AdapterConfig:
+        return self._job(job_id).cfg
+
+    def status(self, job_id: str) -> Status:
+        return self._job(job_id).status
+
+    def failure(self, job_id: str) -> str | None:
+        return self._job(job_id).failure
+
+    def step_count(self, job_id: str) -> int:
+        job = self._job(job_id)
+        return self.optim.step_count(job.slot) if job.slot is not None else int(job.offloaded["optim"]["hyper"]["step"])
+
+    @property
+    def active(self) -> list[str]:
+        return [k for k, j in self.jobs.items() if j.status == "active"]
+
+    # ----------------------------------------------------------------------------- batches
+    def _concat(self, batches: Mapping[str, Batch]) -> tuple[list[_Job], torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not batches:
+            raise ValueError("batches: need at least one adapter's batch")
+        jobs, parts = [], []
+        for job_id, batch in batches.items():
+            jobs.append(self._job(job_id, "active"))
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
+                raise ValueError(f"batches[{job_id!r}]: expected (input_ids, attention_mask, labels)")
+            ids, mask, labels = (torch.as_tensor(t) for t in batch)
+            if ids.dim() != 2 or ids.shape[0] < 1 or ids.shape[1] < 2:
+                raise ValueError(f"batches[{job_id!r}]: input_ids must be [batch, seq >= 2], got {tuple(ids.shape)}")
+            if mask.shape != ids.shape or labels.shape != ids.shape:
+                raise ValueError(f"batches[{job_id!r}]: attention_mask/labels shape differs from input_ids")
+            if not (labels[:, 1:] != IGNORE).any():
+                raise ValueError(f"batches[{job_id!r}]: labels have no token to predict (all -100)")
+            parts.append((ids, mask, labels))
+        length = max(p[0].shape[1] for p in parts)
+
+        def cat(i: int, fill: int) -> torch.Tensor:
+            padded = [nn.functional.pad(p[i].long(), (0, length - p[i].shape[1]), value=fill) for p in parts]
+            return torch.cat(padded).to(self.device)
+
+        return jobs, cat(0, self.pad_token_id), cat(1, 0), cat(2, IGNORE)
+
+    def _set_meta(self, jobs: Sequence[_Job], rows: Sequence[int], length: int, training: bool) -> None:
+        self.ctx.meta = build_meta(
+            [r * length for r in rows], [j.slot for j in jobs], [j.cfg.rank for j in jobs],
+            [j.cfg.scale for j in jobs], self.device,
+            dropout=[j.cfg.dropout for j in jobs] if training else None,
+        )
+        self.ctx.training = training
+
+    def _losses(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                rows: Sequence[int], training: bool) -> list[torch.Tensor]:
+        """Forward the concatenated batch; one mean-token-CE loss tensor per job."""
+        self._set_meta(jobs, rows, ids.shape[1], training)
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        finally:
+            self.ctx.meta = None
+        out, r0 = [], 0
+        for n in rows:
+            lg, lb = logits[r0:r0 + n, :-1].float(), labels[r0:r0 + n, 1:]
+            out.append(nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), ignore_index=IGNORE))
+            r0 += n
+        return out
+
+    # ----------------------------------------------------------------------------- train / eval
+    def _forward_backward(self, jobs: list[_Job], ids, mask, labels, rows) -> list[float]:
+        """Losses of `jobs`; on out-of-memory, retry in halves (a job that cannot fit alone fails)."""
+        try:
+            losses = self._losses(jobs, ids, mask, labels, rows, training=True)
+            finite = [bool(torch.isfinite(l)) for l in losses]
+            total = sum((l for l, ok in zip(losses, finite) if ok), torch.zeros((), device=self.device))
+            if any(finite):
+                total.backward()
+            return [float(l.detach()) for l in losses]
+        except torch.OutOfMemoryError:
+            self._zero_grads([j.slot for j in jobs])  # a backward may have half-run
+            if len(jobs) == 1:
+                jobs[0].failure = "out of memory even alone"
+                return [math.nan]
+            h, r = len(jobs) // 2, sum(rows[: len(jobs) // 2])
+            return (self._forward_backward(jobs[:h], ids[:r], mask[:r], labels[:r], rows[:h])
+                    + self._forward_backward(jobs[h:], ids[r:], mask[r:], labels[r:], rows[h:]))
+
+    @torch.no_grad()
+    def _zero_grads(self, slots: list[int]) -> None:
+        for p in self.optim.params:
+            if p.grad is not None:
+                p.grad[slots] = 0
+
+    def _grad_finite(self, slots: list[int]) -> list[bool]:
+        idx = torch.as_tensor(slots, device=self.device)
+        ok = torch.ones(len(slots), dtype=torch.bool, device=self.device)
+        for p in self.optim.params:
+            if p.grad is not None:
+                ok &= torch.isfinite(p.grad.index_select(0, idx).flatten(1).sum(1))
+        return ok.tolist()
+
+    def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
+        """One fused training step; returns each adapter's loss (NaN -> that adapter failed)."""
+        jobs, ids, mask, labels = self._concat(batches)
+        rows = [int(torch.as_tensor(b[0]).shape[0]) for b in batches.values()]
+        for p in self.optim.params:
+            p.grad = None
+        self.model.train()
+        losses = self._forward_backward(jobs, ids, mask, labels, rows)
+        grad_ok = self._grad_finite([j.slot for j in jobs])
+        good = []
+        for job, loss, gok in zip(jobs, losses, grad_ok):
+            if math.isfinite(loss) and gok:
+                good.append(job.slot)
+            else:
+                job.status = "failed"
+                job.failure = job.failure or ("non-finite loss" if not math.isfinite(loss) else "non-finite gradient")
+        self.optim.step(good)
+        for p in self.optim.params:
+            p.grad = None
+        return {j.cfg.job_id: l for j, l in zip(jobs, losses)}
+
+    @torch.no_grad()
+    def evaluate(self, batches: Mapping[str, Batch]) -> dict[str, float]:
+        """Each adapter's mean token CE on its batch (no dropout, no update)."""
+        jobs, ids, mask, labels = self._concat(batches)
+        rows = [int(torch.as_tensor(b[0]).shape[0]) for b in batches.values()]
+        self.model.eval()
+        losses = self._losses(jobs, ids, mask, labels, rows, training=False)
+        return {j.cfg.job_id: float(l) for j, l in zip(jobs, losses)}
+
+    @torch.no_grad()
+    def logits(self, job_id: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's logits with one adapter applied (for export checks and generation)."""
+        job = self._job(job_id, "active")
+        ids = input_ids.to(self.device)
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(self.device)
+        self.model.eval()
+        self._set_meta([job], [ids.shape[0]], ids.shape[1], training=False)
+        try:
+            return self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        finally:
+            self.ctx.meta = None
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Everything needed to rebuild the adapters and their optimizers (CPU tensors)."""
+        return {
+            "target_modules": list(self.target_modules),
+            "capacity": self.capacity,
+            "r_max": self.r_max,
+            "stacks": [(l.A.detach().cpu().clone(), l.B.detach().cpu().clone()) for l in self.layers],
+            "optim": self.optim.state_dict(),
+            "jobs": {k: {"cfg": asdict(j.cfg), "slot": j.slot, "status": j.status, "offloaded": j.offloaded,
+                         "best": j.best, "failure": j.failure} for k, j in self.jobs.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["target_modules"]) != list(self.target_modules):
+            raise ValueError(f"state: target_modules {state['target_modules']} != trainer's {list(self.target_modules)}")
+        for l, (a, b) in zip(self.layers, state["stacks"]):
+            l.A.grad, l.B.grad = None, None
+            l.A.data, l.B.data = a.to(self.device).clone(), b.to(self.device).clone()
+        self.optim.load_state_dict(state["optim"])
+        self.jobs = {}
+        for k, j in state["jobs"].items():
+            cfg = dict(j["cfg"])
+            cfg["betas"] = tuple(cfg["betas"])
+            self.jobs[k] = _Job(AdapterConfig(**cfg), j["slot"], j["status"], j["offloaded"], j["best"], j["failure"])
