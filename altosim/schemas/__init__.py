@@ -1,0 +1,24 @@
+"""Boundary schemas: workload traces, loss traces, cost profiles, run configs.
+
+Readers and writers live in `altosim.traces_io`; this package only defines and validates.
+"""
+
+from altosim.schemas.config import (
+    ANALYTIC,
+    DEFAULT,
+    ClusterConfig,
+    PolicyConfig,
+    PolicyRef,
+    RunConfig,
+    config_from_dict,
+    load_config,
+)
+from altosim.schemas.cost import CostProfile, CostRecord
+from altosim.schemas.loss import LossCurve, LossTraceSet
+from altosim.schemas.workload import SearchSpace, TaskRecord, WorkloadTrace, job_seed
+
+__all__ = [
+    "ANALYTIC", "DEFAULT", "ClusterConfig", "CostProfile", "CostRecord", "LossCurve",
+    "LossTraceSet", "PolicyConfig", "PolicyRef", "RunConfig", "SearchSpace", "TaskRecord",
+    "WorkloadTrace", "config_from_dict", "job_seed", "load_config",
+]

@@ -1,0 +1,138 @@
+"""Run configuration (`alto simulate CONFIG`): cluster, inputs, policies, seed, output folder.
+
+YAML or JSON; unknown keys are errors. Relative paths (workload, loss_traces, cost_profile,
+out) are taken relative to the config file's folder and stored resolved. Policy names are not
+checked here: the policy registry does that when it builds them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from altosim.errors import CONFIG, InputError, from_validation_error
+from altosim.schemas.workload import WorkloadTrace
+
+DEFAULT = "default"
+ANALYTIC = "analytic"
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: int = Field(8, ge=1, description="GPUs in the cluster")
+    gpu_type: str = Field("H100", min_length=1, description="GPU type, a key of the cost profile")
+    gpu_memory_gb: float = Field(80.0, gt=0, allow_inf_nan=False, description="memory per GPU, GB")
+    link_gbps: float = Field(400.0, gt=0, allow_inf_nan=False, description="GPU interconnect, Gbit/s")
+
+
+class PolicyRef(BaseModel):
+    """A policy picked by registry name, with keyword parameters for its factory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data  # `early_exit: asha`
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    early_exit: PolicyRef = Field(default_factory=lambda: PolicyRef(name="alto"))
+    inter_task: PolicyRef = Field(default_factory=lambda: PolicyRef(name="cpsat"))
+    batching: bool = Field(True, description="co-locate a task's jobs in fused groups")
+    max_jobs_per_group: int | None = Field(None, ge=1, description="cap on co-located jobs")
+    memory_margin: float = Field(0.1, ge=0, lt=1, description="memory safety margin (fraction)")
+
+
+class RunConfig(BaseModel):
+    """Everything one simulation run needs. `RunConfig()` is the default run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    workload: str = Field(DEFAULT, description="workload trace file, or 'default'")
+    loss_traces: str = Field(DEFAULT, description="folder of loss-trace sets, or 'default'")
+    cost_profile: str = Field(ANALYTIC, description="cost profile CSV, or 'analytic'")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    seed: int = Field(0, ge=0)
+    out: str | None = Field(None, description="output folder")
+    _file: str = PrivateAttr(CONFIG)
+
+    @property
+    def file(self) -> str:
+        """The file this config came from ("<config>" when built in memory)."""
+        return self._file
+
+    def check_workload(self, trace: WorkloadTrace, file: str) -> None:
+        """Contradictions between this config and a workload: a task larger than the cluster."""
+        for i, t in enumerate(trace.tasks):
+            if t.gpus > self.cluster.gpus:
+                raise InputError(
+                    file, f"tasks[{i}].gpus",
+                    f"task {t.id!r} needs {t.gpus} GPUs but the cluster has {self.cluster.gpus} "
+                    f"(cluster.gpus in {self.file})",
+                )
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML or JSON file's top-level mapping (empty file -> {}), bad syntax -> InputError."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(str(path), "<file>", "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(str(path), "<file>", f"cannot read: {e}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise InputError(str(path), "<json>", e.msg, e.lineno) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(str(path), "<yaml>", getattr(e, "problem", None) or str(e), line) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(str(path), "<root>", f"expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(data: dict[str, Any], file: str = CONFIG, base: Path | None = None) -> RunConfig:
+    """Validate a mapping; relative paths are resolved against `base` and must exist."""
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise from_validation_error(e, file) from None
+    if base is not None:
+        updates: dict[str, Any] = {}
+        for key, special in (("workload", DEFAULT), ("loss_traces", DEFAULT), ("cost_profile", ANALYTIC)):
+            value = getattr(cfg, key)
+            if value != special:
+                p = Path(value).expanduser()
+                p = p if p.is_absolute() else base / p
+                if not p.exists():
+                    raise InputError(file, key, f"no such {'folder' if key == 'loss_traces' else 'file'}: {p}")
+                updates[key] = str(p)
+        if cfg.out is not None and not Path(cfg.out).expanduser().is_absolute():
+            updates["out"] = str(base / cfg.out)
+        cfg = cfg.model_copy(update=updates)
+    cfg._file = file
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Read a run config (YAML or JSON); None -> the default run (embedded workload)."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    return config_from_dict(read_mapping(path), str(path), path.resolve().parent)

@@ -1,0 +1,183 @@
+"""Workload traces: tasks with arrival times and search spaces (pydantic, validated at the boundary).
+
+`WorkloadTrace.to_task_specs()` turns the records into the policy core's frozen `TaskSpec`s.
+Extra keys are rejected everywhere so that a typo in a trace is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from altosim.policy.types import JobSpec, TaskSpec
+
+
+def _check_list(values: list, name: str, positive: bool = True) -> list:
+    if not values:
+        raise ValueError(f"{name} must list at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has duplicate values")
+    for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{name} values must be finite")
+        if positive and v <= 0:
+            raise ValueError(f"{name} values must be > 0")
+    return values
+
+
+class SearchSpace(BaseModel):
+    """A grid of LoRA configs, expanded in the fixed order lr, rank, batch_size, alpha, dropout.
+
+    `subset` (optional) keeps only these indices of the expanded grid (e.g. K configs drawn from a
+    loss-trace set); job ids keep the full-grid index so a job names its config unambiguously.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: list[float] = Field(description="learning rates (constant schedule)")
+    rank: list[int] = Field(description="LoRA ranks")
+    batch_size: list[int] = Field(description="per-adapter batch sizes")
+    alpha: list[float] | None = Field(None, description="LoRA alphas; None -> 2 * rank")
+    dropout: list[float] = Field(default_factory=lambda: [0.0], description="LoRA dropouts")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay for every job")
+    seed: int = Field(0, ge=0, description="base seed; each job's seed is derived from it")
+    subset: list[int] | None = Field(None, description="indices of the expanded grid to keep")
+
+    @field_validator("lr", "rank", "batch_size", "alpha")
+    @classmethod
+    def _positive_lists(cls, v: list | None, info: Any) -> list | None:
+        return None if v is None else _check_list(v, info.field_name)
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v: list[float]) -> list[float]:
+        _check_list(v, "dropout", positive=False)
+        if any(not 0.0 <= d < 1.0 for d in v):
+            raise ValueError("dropout values must be in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _subset(self) -> "SearchSpace":
+        if self.subset is not None:
+            n = self.grid_size
+            if not self.subset:
+                raise ValueError("subset must keep at least one config")
+            if len(set(self.subset)) != len(self.subset):
+                raise ValueError("subset has duplicate indices")
+            bad = [i for i in self.subset if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"subset index {bad[0]} outside the grid of {n} configs")
+            if self.subset != sorted(self.subset):
+                raise ValueError("subset indices must be increasing")
+        return self
+
+    @property
+    def grid_size(self) -> int:
+        return (len(self.lr) * len(self.rank) * len(self.batch_size)
+                * len(self.alpha or [None]) * len(self.dropout))
+
+    def configs(self) -> list[tuple[int, dict[str, Any]]]:
+        """(grid index, config) pairs in the fixed order; only `subset` ones when it is set."""
+        grid = itertools.product(self.lr, self.rank, self.batch_size, self.alpha or [None], self.dropout)
+        keep = None if self.subset is None else set(self.subset)
+        return [
+            (i, dict(lr=lr, rank=r, batch_size=b, alpha=a, dropout=d))
+            for i, (lr, r, b, a, d) in enumerate(grid)
+            if keep is None or i in keep
+        ]
+
+    def __len__(self) -> int:
+        return self.grid_size if self.subset is None else len(self.subset)
+
+
+def job_seed(base_seed: int, task_id: str, index: int) -> int:
+    """Deterministic per-job seed: CRC32 of (base seed, task id, grid index), 31 bits."""
+    return zlib.crc32(f"{base_seed}/{task_id}/{index}".encode()) & 0x7FFFFFFF
+
+
+class TaskRecord(BaseModel):
+    """One tuning task as stored in a trace file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="unique task id (no '/')")
+    arrival: float = Field(ge=0, allow_inf_nan=False, description="arrival time, seconds")
+    model: str = Field(min_length=1, description="backbone name, e.g. Llama-3.2-1B")
+    dataset: str = Field(min_length=1, description="dataset name, e.g. gsm8k")
+    gpus: int = Field(ge=1, description="GPUs the task's executor needs")
+    search_space: SearchSpace
+    samples_per_job: int = Field(gt=0, description="samples a job sees if it runs to the end")
+    eval_every_samples: int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
+    seq_len: int = Field(512, gt=0, description="training sequence length, tokens")
+    loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
+    duration_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="worst-case (no early exit) wall time; when set the simulator scales step "
+        "times so that the task's no-exit duration equals it (used by real-trace imports)",
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if "/" in v or v.strip() != v:
+            raise ValueError("task id must not contain '/' or surrounding spaces")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_loss_trace(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("loss_trace") is None:
+            if isinstance(data.get("model"), str) and isinstance(data.get("dataset"), str):
+                data = {**data, "loss_trace": f"{data['model']}__{data['dataset']}"}
+        return data
+
+    def to_task_spec(self) -> TaskSpec:
+        space = self.search_space
+        jobs = tuple(
+            JobSpec(
+                job_id=f"{self.id}/j{i:03d}", task_id=self.id, lr=c["lr"], rank=c["rank"],
+                batch_size=c["batch_size"], alpha=c["alpha"], dropout=c["dropout"],
+                weight_decay=space.weight_decay, seed=job_seed(space.seed, self.id, i),
+            )
+            for i, c in space.configs()
+        )
+        return TaskSpec(
+            task_id=self.id, arrival=self.arrival, model=self.model, dataset=self.dataset,
+            gpus=self.gpus, jobs=jobs, samples_per_job=self.samples_per_job,
+            eval_every_samples=self.eval_every_samples, seq_len=self.seq_len,
+        )
+
+
+class WorkloadTrace(BaseModel):
+    """Tasks with arrival times; `meta` holds how it was made (importer knobs, generator)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    synthetic: bool = Field(description="True when any part was generated, not measured")
+    source: str = Field("", description="where it came from (file, generator, paper)")
+    meta: dict[str, Any] = Field(default_factory=dict)
+    tasks: list[TaskRecord]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "WorkloadTrace":
+        seen: set[str] = set()
+        for i, t in enumerate(self.tasks):
+            if t.id in seen:
+                raise ValueError(f"tasks[{i}].id: duplicate task id {t.id!r}")
+            seen.add(t.id)
+        return self
+
+    def to_task_specs(self) -> list[TaskSpec]:
+        return [t.to_task_spec() for t in self.tasks]
+
+    def task(self, task_id: str) -> TaskRecord:
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(task_id)
