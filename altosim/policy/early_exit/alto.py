@@ -12,8 +12,9 @@ Signals per job: the train loss smoothed by an EMA (every report feeds it) and t
   evaluations -> exit with `restore_best` (the best-val snapshot is the job's result). A
   non-positive train EMA leaves the gap undefined and counts as "not overfitting".
   When both rules fire on the same evaluation, diverging wins (the paper's order).
-- Underperforming: the cohort cut. Every job waits at ceil(`warmup_ratio` * its total steps);
-  then `select` keeps the top ceil(`select_ratio` * n) of the n jobs that got there, by latest
+- Underperforming: the cohort cut. Every job waits at the end of warm-up, `warmup_ratio` of its
+  steps snapped up to the eval grid (`warmup_steps`: evaluation ceil(warmup_ratio * the task's
+  nominal number of evaluations), the same index for every job); then `select` keeps the top ceil(`select_ratio` * n) of the n jobs that got there, by latest
   val loss (NaN/inf/missing last, ties by job id).
 
 EMA factor. ema_t = ema * ema_{t-1} + (1 - ema) * train_t (`ema` is the weight of the past,
@@ -32,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from altosim.policy.early_exit.base import (
-    CONTINUE, DIVERGING, EarlyExitPolicy, Verdict, check, bad_loss, lsq_slope, rank_key,
+    CONTINUE, DIVERGING, EarlyExitPolicy, Verdict, check, bad_loss, lsq_slope, nominal_evals, rank_key,
 )
 from altosim.policy.registry import EARLY_EXIT
 from altosim.policy.types import JobHistory, JobSpec, TaskSpec
@@ -104,8 +105,15 @@ class Alto(EarlyExitPolicy):
         return CONTINUE
 
     def warmup_steps(self, job: JobSpec, task: TaskSpec) -> int | None:
+        """End of warm-up on the eval grid: evaluation K = ceil(warmup_ratio * nominal evals).
+
+        Snapping to an eval index (rather than ceil(ratio * total_steps), whose last eval index
+        depends on the batch size through rounding) makes `select` rank every job by its val
+        loss at the same index, i.e. after the same number of samples.
+        """
         # the 1e-9 keeps e.g. 0.07 * 100 = 7.000000000000001 from rounding up to 8
-        return max(1, math.ceil(self.warmup_ratio * task.total_steps(job) - 1e-9))
+        k = max(1, math.ceil(self.warmup_ratio * nominal_evals(task) - 1e-9))
+        return min(task.total_steps(job), k * task.eval_every_steps(job))
 
     def select(self, warmed: Mapping[str, JobHistory], task: TaskSpec) -> list[str]:
         n = len(warmed)

@@ -90,6 +90,13 @@ def n_evals(task: TaskSpec, job: JobSpec) -> int:
     return eval_index(task, job, task.total_steps(job))
 
 
+def nominal_evals(task: TaskSpec) -> float:
+    """Evaluations per job by the sample budget (samples_per_job / eval interval in samples);
+    the same for every job of a task, unlike n_evals, which step rounding perturbs."""
+    every = task.eval_every_samples or max(1, task.samples_per_job // 100)
+    return task.samples_per_job / every
+
+
 def bad_loss(hist: JobHistory, i: int) -> bool:
     """Report i carries a NaN/inf train or val loss: the job's weights are gone."""
     v = hist.val[i]

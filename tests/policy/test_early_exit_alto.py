@@ -1,0 +1,292 @@
+"""ALTO Algorithm 1: decision sequences on hand-made curves, defaults, and the safety properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from altosim.policy.early_exit import CONTINUE, Alto, Verdict, build_early_exit
+from altosim.policy.types import JobHistory, JobSpec, StepReport, TaskSpec
+
+DIV = Verdict(True, "diverging")
+OVF = Verdict(True, "overfitting", restore_best=True)
+
+
+def make_task(n_jobs: int = 4, samples: int = 100, batch_sizes: tuple[int, ...] = (1,)) -> TaskSpec:
+    """Eval every sample-percent: a batch-1 job evaluates every step, 100 evals in all."""
+    jobs = tuple(JobSpec(f"j{i}", "t", lr=1e-4, rank=8, batch_size=batch_sizes[i % len(batch_sizes)])
+                 for i in range(n_jobs))
+    return TaskSpec("t", 0.0, "m", "d", 1, jobs, samples_per_job=samples)
+
+
+class Driver:
+    """A stand-in Controller: appends a report to the job's history, asks the policy."""
+
+    def __init__(self, policy, task: TaskSpec) -> None:
+        self.policy, self.task, self.hists = policy, task, {}
+
+    def report(self, job_id: str, train: float, val: float | None) -> Verdict:
+        job = self.task.job(job_id)
+        h = self.hists.setdefault(job_id, JobHistory(job, self.task.total_steps(job)))
+        step = (len(h.steps) + 1) * self.task.eval_every_steps(job)
+        h.add(StepReport(0.0, "t", job_id, step, step * job.batch_size, train, val))
+        return self.policy.on_report(h, self.hists, self.task)
+
+    def curve(self, job_id: str, train: list[float], val: list[float | None]) -> list[Verdict]:
+        """Verdicts report by report, up to and including the first stop."""
+        out: list[Verdict] = []
+        for t, v in zip(train, val):
+            out.append(self.report(job_id, t, v))
+            if out[-1].stop:
+                break
+        return out
+
+
+def run(train: list[float], val: list[float | None], **params) -> list[Verdict]:
+    return Driver(Alto(**params), make_task()).curve("j0", train, val)
+
+
+def test_defaults_are_the_papers():
+    p = build_early_exit("alto", {}).params()
+    assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
+                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5)
+
+
+# --- diverging ---------------------------------------------------------------------------------
+
+
+def test_diverging_needs_p_div_consecutive_rising_evals():
+    rise = [1.0, 1.01, 1.02, 1.03]
+    # eval 1: no slope yet; eval 2: both slopes >= tau (count 1); eval 3: count 2 -> exit
+    assert run(rise, rise) == [CONTINUE, CONTINUE, DIV]
+
+
+def test_diverging_counter_resets_when_val_slope_drops():
+    train = [1.0, 1.1, 1.2, 1.3, 1.4]
+    val = [1.0, 1.1, 1.1, 1.2, 1.3]  # flat at eval 3 -> reset
+    assert run(train, val) == [CONTINUE] * 4 + [DIV]
+
+
+def test_diverging_counter_resets_when_train_slope_drops():
+    train = [1.0, 1.1, 0.9, 1.1, 1.3, 1.5]  # EMA 1.0, 1.05, 0.975 (falls), 1.0375, 1.16875, ...
+    val = [1.0, 1.05, 1.1, 1.15, 1.2, 1.25]
+    assert run(train, val, tau_gap=math.inf) == [CONTINUE] * 4 + [DIV]  # gap rule off
+
+
+def test_one_rising_slope_is_not_diverging():
+    train = [1.0, 0.99, 0.98, 0.97, 0.96]  # falling train, rising val (gap stays < 0.1)
+    val = [1.0, 1.01, 1.02, 1.03, 1.04]
+    assert run(train, val) == [CONTINUE] * 5
+
+
+def test_slope_uses_the_last_w_points_by_least_squares():
+    # w=3: slope over (1.0, 1.3, 1.0) is 0 even though the last step rises
+    train = [1.0, 1.3, 1.0, 1.3, 1.0]
+    val = train
+    assert run(train, val, w=3, ema=0.0) == [CONTINUE] * 5
+    rise = [1.0, 1.3, 1.4, 1.5, 1.6]
+    assert run(rise, rise, w=3, ema=0.0, p_div=1) == [CONTINUE, CONTINUE, DIV]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_loss_exits_at_once(bad):
+    assert run([bad], [1.0]) == [DIV]
+    assert run([1.0], [bad]) == [DIV]
+    assert run([1.0, bad], [1.0, None]) == [CONTINUE, DIV]
+
+
+# --- overfitting -------------------------------------------------------------------------------
+
+
+def test_overfitting_needs_p_ovf_consecutive_gaps_and_restores_best():
+    train = [1.0, 1.0, 1.0]  # EMA stays 1.0
+    val = [1.05, 1.15, 1.15]  # gap 0.05, 0.15 (count 1), 0.15 (count 2) -> exit
+    out = run(train, val)
+    assert out == [CONTINUE, CONTINUE, OVF] and out[-1].restore_best
+
+
+def test_overfitting_counter_resets():
+    train = [1.0] * 4
+    val = [1.2, 1.05, 1.2, 1.2]
+    assert run(train, val) == [CONTINUE, CONTINUE, CONTINUE, OVF]
+
+
+def test_gap_is_relative_to_the_train_ema():
+    # raw train 0.5 at eval 2 would give gap 1.3; the EMA (0.75) gives 0.53 -> still > 0.1
+    # with ema=0.9 the EMA is 0.95, gap 0.21; ema=0.0 uses the raw train loss
+    assert run([1.0, 0.5], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, OVF]
+    assert run([1.0, 1.1], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # EMA 1.05: 0.095
+    assert run([1.0, 1.1], [1.0, 1.15], ema=0.0, p_ovf=1) == [CONTINUE, CONTINUE]  # raw: 0.045
+
+
+def test_reports_without_val_feed_only_the_ema():
+    # eval 1: gap 0.25 (count 1); the val-less report moves the EMA to 2.0 and keeps the count;
+    # eval 2: EMA 1.5 > val -> no gap, reset. Without feeding the EMA it would have exited.
+    assert run([1.0, 3.0, 1.0], [1.25, None, 1.25]) == [CONTINUE] * 3
+    # and a val-less report does not reset the counters
+    assert run([1.0, 1.0, 1.0], [1.25, None, 1.25]) == [CONTINUE, CONTINUE, OVF]
+
+
+def test_diverging_wins_when_both_rules_fire():
+    # eval 2: EMA slope 0.05, val slope 0.3 (diverging) and gap (1.3 - 1.05) / 1.05 = 0.24
+    assert run([1.0, 1.1], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, DIV]
+    assert run([1.0, 1.0], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, OVF]  # flat train
+
+
+# --- underperforming (cohort cut) --------------------------------------------------------------
+
+
+def test_warmup_steps():
+    task = make_task(samples=100)  # batch 1: eval every step, 100 steps
+    job = task.jobs[0]
+    assert Alto().warmup_steps(job, task) == 5
+    assert Alto(warmup_ratio=0.07).warmup_steps(job, task) == 7  # not 8 from 7.000000000000001
+    assert Alto(warmup_ratio=0.001).warmup_steps(job, task) == 1
+    assert Alto(warmup_ratio=1.0).warmup_steps(job, task) == 100
+
+
+def test_warmup_is_the_same_eval_index_for_every_batch_size():
+    # 10,000 samples, eval every 100 samples: batch 16 evaluates every round(6.25) = 6 steps
+    task = make_task(n_jobs=3, samples=10_000, batch_sizes=(1, 16, 3))
+    steps = [Alto().warmup_steps(j, task) for j in task.jobs]
+    assert steps == [500, 30, 165]  # evaluation 5 of each; ceil(0.05 * 625) = 32 would be eval 5 + 2 steps
+    assert all(task.is_eval_step(j, s) for j, s in zip(task.jobs, steps))
+
+
+def test_select_keeps_top_quarter_nan_last_ties_by_id():
+    task = make_task(n_jobs=8)
+    d = Driver(Alto(), task)
+    vals = {"j0": 3.0, "j1": 1.0, "j2": math.nan, "j3": 2.0, "j4": 1.0, "j5": None, "j6": 4.0, "j7": 5.0}
+    warmed = {}
+    for j, v in vals.items():
+        h = JobHistory(task.job(j), 100)
+        h.add(StepReport(0.0, "t", j, 5, 5, 1.0, v))
+        warmed[j] = h
+    assert d.policy.select(warmed, task) == ["j1", "j4"]  # ceil(0.25 * 8) = 2, tie -> id order
+    assert Alto(select_ratio=0.5).select(warmed, task) == ["j1", "j4", "j3", "j0"]
+    assert Alto(select_ratio=1.0).select(warmed, task)[-2:] == ["j2", "j5"]  # NaN, missing last
+    five = {j: warmed[j] for j in ["j0", "j1", "j3", "j6", "j7"]}
+    assert Alto().select(five, task) == ["j1", "j3"]  # ceil(1.25) = 2
+
+
+def test_select_uses_the_latest_val():
+    task = make_task(n_jobs=2)
+    d = Driver(Alto(select_ratio=0.5, tau_gap=math.inf), task)
+    d.curve("j0", [1.0, 1.0, 1.0], [0.5, 1.0, None])  # best 0.5, latest 1.0
+    d.curve("j1", [1.0, 1.0, 1.0], [0.9, 0.9, 0.9])
+    assert d.policy.select(d.hists, task) == ["j1"]
+
+
+# --- robustness --------------------------------------------------------------------------------
+
+
+def test_stopped_job_keeps_its_verdict():
+    d = Driver(Alto(), make_task())
+    assert d.curve("j0", [1.0, 1.0, 1.0], [1.05, 1.15, 1.15])[-1] == OVF
+    h = d.hists["j0"]
+    assert d.policy.on_report(h, d.hists, d.task) == OVF  # asked again, no new report
+    assert d.report("j0", 1.0, 1.0) == OVF  # a report after the stop: same verdict, no new one
+
+
+def test_asking_twice_without_a_new_report_does_not_double_count():
+    d = Driver(Alto(p_ovf=2), make_task())
+    assert d.report("j0", 1.0, 1.2) == CONTINUE
+    h = d.hists["j0"]
+    assert d.policy.on_report(h, d.hists, d.task) == CONTINUE  # would be count 2 if recounted
+    assert d.report("j0", 1.0, 1.0) == CONTINUE
+
+
+curves = st.lists(st.tuples(st.floats(0.05, 5.0), st.floats(0.0, 1.0), st.booleans()), min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(curves, st.integers(1, 6))
+def test_batched_reports_give_the_same_verdict_as_one_by_one(pts, chunk):
+    """A Controller that asks late (several new reports at once) gets the verdict it would have
+    got by asking after each: the first stop, or CONTINUE."""
+    train = [t for t, _, _ in pts]
+    val = [t * (0.5 + u) if has else None for t, u, has in pts]
+    one = run(train, val)
+    d = Driver(Alto(), make_task())
+    h = d.hists["j0"] = JobHistory(d.task.job("j0"), 100)
+    for i, (t, v) in enumerate(zip(train, val)):
+        h.add(StepReport(0.0, "t", "j0", i + 1, i + 1, t, v))
+        if (i + 1) % chunk == 0 or i == len(train) - 1:
+            expect = next((x for x in one[: i + 1] if x.stop), CONTINUE)
+            assert d.policy.on_report(h, d.hists, d.task) == expect
+
+
+# --- properties --------------------------------------------------------------------------------
+
+
+@st.composite
+def monotone_curve(draw, tau_gap: float):
+    """Non-increasing positive train and val, relative gap (val - train) / train <= tau_gap."""
+    n = draw(st.integers(1, 40))
+    train, val = [draw(st.floats(0.1, 10.0))], []
+    for _ in range(n - 1):
+        train.append(train[-1] * (1 - draw(st.floats(0.0, 0.2))))
+    for t in train:
+        cap = t * (1 + tau_gap * draw(st.floats(0.0, 0.999)))
+        val.append(min(cap, val[-1]) if val else cap)
+    assume(all((v - t) / t <= tau_gap - 1e-9 for t, v in zip(train, val)))
+    mask = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    return train, [v if keep or i == 0 else None for i, (v, keep) in enumerate(zip(val, mask))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.integers(2, 6), st.floats(1e-6, 0.1), st.floats(0.001, 1.0), st.integers(1, 4),
+       st.integers(1, 4), st.floats(0.0, 0.99))
+def test_monotone_curves_within_gap_never_stop(data, w, tau_slope, tau_gap, p_div, p_ovf, ema):
+    train, val = data.draw(monotone_curve(tau_gap))
+    out = run(train, val, w=w, tau_slope=tau_slope, tau_gap=tau_gap, p_div=p_div, p_ovf=p_ovf, ema=ema)
+    assert out == [CONTINUE] * len(train)
+
+
+@st.composite
+def non_crossing_cohort(draw):
+    """n jobs of mixed batch sizes whose monotone curves keep one order: job k's loss is the
+    shared shape times (1 + offset_k), offsets distinct, so no two curves ever cross."""
+    n = draw(st.integers(2, 12))
+    shape = [1.0]
+    for _ in range(99):
+        shape.append(shape[-1] * (1 - draw(st.floats(0.0, 0.05))))
+    offsets = draw(st.lists(st.floats(0.0, 0.5), min_size=n, max_size=n, unique=True))
+    gap = draw(st.floats(0.0, 0.09))
+    bs = tuple(draw(st.lists(st.sampled_from([1, 2, 4]), min_size=n, max_size=n)))
+    return n, shape, offsets, gap, bs
+
+
+@settings(max_examples=100, deadline=None)
+@given(non_crossing_cohort(), st.floats(0.01, 0.3), st.floats(0.05, 1.0))
+def test_best_final_job_survives_warmup_cut_and_rules(cohort, warmup_ratio, select_ratio):
+    n, shape, offsets, gap, bs = cohort
+    task = make_task(n_jobs=n, samples=400, batch_sizes=bs)  # eval every 4 samples, 100 evals
+    policy = Alto(warmup_ratio=warmup_ratio, select_ratio=select_ratio)
+    d = Driver(policy, task)
+    loss = {f"j{k}": [s * (1 + offsets[k]) for s in shape] for k in range(n)}
+    best = min(loss, key=lambda j: loss[j][-1])
+    alive = set(loss)
+
+    def advance(j: str, until_step: int | None) -> None:
+        job = task.job(j)
+        while j in alive and len(d.hists.get(j, JobHistory(job, 0)).steps) < 100:
+            i = len(d.hists.get(j, JobHistory(job, 0)).steps)
+            if until_step is not None and (i + 1) * task.eval_every_steps(job) > until_step:
+                return
+            v = d.report(j, loss[j][i], loss[j][i] * (1 + gap))
+            if v.stop:
+                alive.discard(j)
+
+    for j in sorted(loss):  # warm-up: every job up to its warm-up step
+        advance(j, policy.warmup_steps(task.job(j), task))
+    warmed = {j: d.hists[j] for j in sorted(alive) if j in d.hists}
+    kept = policy.select(warmed, task)
+    alive &= set(kept)
+    for j in sorted(alive):
+        advance(j, None)
+    assert best in alive
+    assert len(kept) == max(1, math.ceil(select_ratio * len(warmed) - 1e-9))
