@@ -1,0 +1,212 @@
+"""The `alto` command: simulate, sweep, replay, import-trace (and run/profile on a GPU machine).
+
+Bad input ends with one line `alto: error: <file>: <field>: <problem>` and exit code 2, before
+any output file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from altosim.errors import InputError
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    """A tqdm bar over finished tasks (to stderr), or nothing."""
+    if quiet:
+        return None, lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="task", leave=False, file=sys.stderr, dynamic_ncols=True)
+    return bar, lambda n: bar.update(n - bar.n)
+
+
+def _with_policy(cfg: Any, args: argparse.Namespace) -> Any:
+    """Apply --preset / --early-exit / --inter-task / --no-batching / --gpus on top of a config."""
+    from altosim.presets import preset_policy
+    from altosim.schemas import config_from_dict
+
+    data = cfg.model_dump()
+    if getattr(args, "preset", None):
+        data["policy"].update(preset_policy(args.preset))
+    if getattr(args, "early_exit", None):
+        data["policy"]["early_exit"] = {"name": args.early_exit, "params": {}}
+    if getattr(args, "inter_task", None):
+        data["policy"]["inter_task"] = {"name": args.inter_task, "params": {}}
+    if getattr(args, "no_batching", False):
+        data["policy"]["batching"] = False
+    if getattr(args, "gpus", None):
+        data["cluster"]["gpus"] = args.gpus
+    new = config_from_dict(data, cfg.file)
+    return new
+
+
+def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)[list(cols)]
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.3f}".format):
+        print(df.to_string(index=False))
+
+
+SUMMARY_COLS = ["policy", "tasks", "gpus", "makespan_h", "mean_jct_h", "gpu_busy_share", "samples_saved",
+                "mean_regret", "found_true_best", "wall_s"]
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from altosim.schemas import load_config
+    from altosim.simulate import load_inputs, simulate, write_outputs
+
+    cfg = _with_policy(load_config(args.config), args)
+    inputs = load_inputs(cfg)
+    out = Path(args.out or cfg.out or "runs/simulate")
+    bar, tick = _progress(len(inputs.tasks), "simulate", args.quiet)
+    try:
+        run = simulate(cfg, inputs, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    files = write_outputs(run, out)
+    _print_table([run.summary], SUMMARY_COLS)
+    print(f"\n{len(files)} files under {out}/ (summary.csv, tasks.csv, events.jsonl, gantt.png, losses_*.png)")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from altosim.presets import PRESETS, preset_policy
+    from altosim.report import save_fig, write_csv
+    from altosim.schemas import config_from_dict, load_config
+    from altosim.simulate import load_inputs, simulate
+    from altosim.sweep import plot_sweep
+
+    presets = args.policies.split(",")
+    for p in presets:
+        if p not in PRESETS:
+            raise InputError("--policies", p, f"unknown preset; known: {', '.join(PRESETS)}")
+    configs = args.configs or [None]
+    rows = []
+    bar, _ = _progress(len(presets) * len(configs), "sweep", args.quiet)
+    for c in configs:
+        base = load_config(c)
+        inputs = load_inputs(base)
+        for p in presets:
+            data = base.model_dump()
+            data["policy"].update(preset_policy(p))
+            cfg = config_from_dict(data, base.file)
+            run = simulate(cfg, inputs, label=p, record_log=False)
+            rows.append({"workload": c or "default", **run.summary})
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    df = pd.DataFrame(rows)
+    out = Path(args.out)
+    write_csv(df, out / "sweep.csv")
+    save_fig(plot_sweep(df), out / "sweep.png")
+    _print_table(rows, ["workload"] + SUMMARY_COLS)
+    print(f"\nwrote {out}/sweep.csv and {out}/sweep.png")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from altosim.replay import replay_file
+
+    t0 = time.perf_counter()
+    res = replay_file(args.events)
+    dt = time.perf_counter() - t0
+    if res.identical:
+        print(f"replay: {res.events} events -> {res.actions} actions, identical decisions ({dt:.2f} s)")
+        return 0
+    line, logged, got = res.mismatches[0]
+    print(f"replay: {len(res.mismatches)} of {res.events} events gave different actions; first at line {line}:\n"
+          f"  logged:   {logged}\n  replayed: {got}")
+    return 1
+
+
+def cmd_import_trace(args: argparse.Namespace) -> int:
+    from altosim.importers.philly import import_philly
+    from altosim.traces_io import load_trace_dir, write_workload
+    from altosim.workloads import default_loss_dir
+
+    if args.kind != "philly":
+        raise InputError("<args>", "kind", f"unknown trace kind {args.kind!r}; known: philly")
+    loss = load_trace_dir(args.loss_traces or default_loss_dir())
+    res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
+                        loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad)
+    write_workload(res.workload, args.out)
+    print(f"imported {len(res.workload.tasks)} tasks into {args.out}")
+    if res.skipped:
+        print(f"skipped {len(res.skipped)} malformed rows (first: line {res.skipped[0][0]}: {res.skipped[0][1]})")
+    if res.too_large:
+        print(f"left out {len(res.too_large)} tasks larger than the cluster ({args.max_gpus} GPUs)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("simulate", help="simulate a workload (default: the embedded 11-task, 8-GPU study)")
+    s.add_argument("config", nargs="?", help="YAML/JSON run config (default: the embedded workload)")
+    s.add_argument("--out", help="output folder (default: config's `out`, else runs/simulate)")
+    s.add_argument("--preset", help="a named policy combination (see `alto sweep --help`)")
+    s.add_argument("--early-exit", help="early-exit policy name (alto, asha, median, none)")
+    s.add_argument("--inter-task", help="inter-task scheduler name (cpsat, fifo, sjf)")
+    s.add_argument("--no-batching", action="store_true", help="train one job at a time per task")
+    s.add_argument("--gpus", type=int, help="override cluster.gpus")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_simulate)
+
+    from altosim.presets import ABLATION
+
+    w = sub.add_parser("sweep", help="policies x workloads -> one CSV + PNG")
+    w.add_argument("configs", nargs="*", help="run configs (default: the embedded workload)")
+    w.add_argument("--policies", default=",".join(ABLATION), help="comma-separated presets")
+    w.add_argument("--out", default="runs/sweep")
+    w.add_argument("-q", "--quiet", action="store_true")
+    w.set_defaults(fn=cmd_sweep)
+
+    r = sub.add_parser("replay", help="feed an events.jsonl back through the policy; check decisions")
+    r.add_argument("events")
+    r.set_defaults(fn=cmd_replay)
+
+    i = sub.add_parser("import-trace", help="convert a cluster trace into a WorkloadTrace")
+    i.add_argument("kind", help="trace kind: philly")
+    i.add_argument("file")
+    i.add_argument("--out", required=True, help="workload file to write (.json or .csv)")
+    i.add_argument("--configs-per-task", type=int, default=16)
+    i.add_argument("--max-gpus", type=int, default=1024)
+    i.add_argument("--loss-traces", help="folder of loss-trace sets (default: the embedded ones)")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of stopping")
+    i.set_defaults(fn=cmd_import_trace)
+
+    try:  # GPU commands live with the runtime; they register only when it is importable
+        from runtime.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except InputError as e:
+        print(f"alto: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # registry/policy parameter errors are one-liners too
+        print(f"alto: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

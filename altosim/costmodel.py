@@ -1,0 +1,161 @@
+"""Step time and memory of a fused multi-adapter group, and a task's worst-case duration.
+
+The analytic model (used until a measured CostProfile covers a setting) is the nanoGPT
+`estimate_mfu` habit applied to frozen-base LoRA training with gradient checkpointing:
+
+    step = floor(layers) + (base FLOPs + LoRA FLOPs) / (mfu * peak * P) + comm(P)
+
+* base FLOPs = 6 N T: forward 2NT, checkpoint recompute 2NT, input-gradient 2NT (the frozen
+  base has no weight gradient); T = tokens of all co-located adapters in the step;
+* LoRA FLOPs = 6 T_i r_i sum(d_in + d_out) per adapter (forward, dX, dA/dB);
+* floor = a per-layer latency (kernel launches, small GEMMs) that a lone small-batch adapter
+  cannot hide: it is what makes one small adapter leave a GPU almost idle, and what batching
+  amortizes;
+* comm(P): under rank-local adapter parallelism the frozen base is all-gathered once per step
+  (2N bytes, (P-1)/P of it over the link), partly overlapped with compute.
+
+Memory M(B) = k0 + k1 * B * L per GPU (the paper's model): k0 = resident weights + runtime
+overhead, k1 = bytes per token of checkpointed activations and logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from altosim.policy.intra import pick_admissions
+from altosim.policy.memory import MemoryModel
+from altosim.policy.types import JobSpec, TaskSpec
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Decoder-only transformer shape; weights do not change speed, only shapes do."""
+
+    name: str
+    params: float
+    layers: int
+    hidden: int
+    intermediate: int
+    kv_dim: int
+    vocab: int
+
+    @property
+    def proj_io(self) -> int:
+        """sum(d_in + d_out) over the 7 LoRA-targeted projections of one layer."""
+        h, i, kv = self.hidden, self.intermediate, self.kv_dim
+        return (h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h)
+
+
+MODELS: dict[str, ModelShape] = {
+    m.name: m
+    for m in (
+        ModelShape("smollm2-135m", 135e6, 30, 576, 1536, 192, 49152),
+        ModelShape("llama-3.2-1b", 1.24e9, 16, 2048, 8192, 512, 128256),
+        ModelShape("llama-3.2-3b", 3.21e9, 28, 3072, 8192, 1024, 128256),
+        ModelShape("llama-3.1-8b", 8.03e9, 32, 4096, 14336, 1024, 128256),
+        ModelShape("qwen2.5-14b", 14.7e9, 48, 5120, 13824, 1024, 152064),
+        ModelShape("llama-3.1-70b", 70.6e9, 80, 8192, 28672, 1024, 128256),
+    )
+}
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    peak_tflops: float  # measured dense bf16 GEMM
+    memory_gb: float
+
+
+GPUS: dict[str, GpuSpec] = {
+    g.name: g
+    for g in (
+        GpuSpec("H100", 784.0, 80.0),
+        GpuSpec("H200", 784.0, 141.0),
+        GpuSpec("A100", 290.0, 80.0),
+    )
+}
+
+
+def model_shape(name: str) -> ModelShape:
+    key = name.lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[key]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Analytic costs on one GPU type; `mfu` and `layer_floor_s` are the two fitted knobs."""
+
+    gpu: GpuSpec
+    mfu: float = 0.45
+    layer_floor_s: float = 0.0025
+    link_gbps: float = 400.0  # GB/s of all-gather bandwidth per GPU (NVLink class)
+    overlap: float = 0.7  # share of the all-gather hidden behind compute
+
+    def step_time(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
+        """Seconds for one fused step of `jobs` (one step each) on the task's GPUs."""
+        m = model_shape(task.model)
+        p = task.gpus
+        tokens = 0
+        lora = 0.0
+        for j in jobs:
+            t = j.batch_size * task.seq_len
+            tokens += t
+            lora += 6.0 * t * j.rank * m.proj_io * m.layers
+        flops = 6.0 * m.params * tokens + lora
+        compute = flops / (self.mfu * self.gpu.peak_tflops * 1e12 * p)
+        comm = 0.0
+        if p > 1:
+            comm = (1 - self.overlap) * 2 * m.params * (p - 1) / p / (self.link_gbps * 1e9)
+        return m.layers * self.layer_floor_s + compute + comm
+
+    def memory_model(self, task: TaskSpec, margin: float = 0.10) -> MemoryModel:
+        m = model_shape(task.model)
+        k0 = 2 * m.params / task.gpus + 3 * GIB
+        k1 = (2 * m.hidden * m.layers + 40 * m.hidden + 10 * m.vocab) / task.gpus
+        return MemoryModel(k0=k0, k1=k1, capacity=self.gpu.memory_gb * GIB, margin=margin)
+
+    def worst_case_duration(self, task: TaskSpec, batching: bool = True, max_jobs: int | None = None,
+                            margin: float = 0.10) -> float:
+        """Task time with no early exit: the intra-task packing played out job by job.
+
+        Jobs are admitted exactly as the Controller admits them (same `pick_admissions`), and
+        the group advances to the next job completion at a time.
+        """
+        memory = self.memory_model(task, margin)
+        pending = list(task.jobs)
+        running: dict[str, int] = {}  # job_id -> steps left
+        spec = {j.job_id: j for j in task.jobs}
+        now = 0.0
+        cap = max_jobs if batching else 1
+        prefer: int | None = None
+        while pending or running:
+            picked = pick_admissions([spec[i] for i in running], pending, memory, task.seq_len, cap, prefer)
+            if not running and not picked:
+                break  # nothing fits even alone: the Controller stops those jobs
+            for j in picked:
+                running[j.job_id] = task.total_steps(j)
+                pending.remove(j)
+            k = min(running.values())
+            now += k * self.step_time(task, [spec[i] for i in running])
+            done = [i for i, left in running.items() if left == k]
+            for i in running:
+                running[i] -= k
+            for i in done:
+                del running[i]
+            prefer = spec[done[0]].batch_size
+        return now
+
+
+def cost_model_for(gpu_type: str, link_gbps: float = 400.0, gpu_memory_gb: float | None = None) -> CostModel:
+    if gpu_type not in GPUS:
+        raise ValueError(f"unknown gpu_type {gpu_type!r}; known: {', '.join(sorted(GPUS))}")
+    gpu = GPUS[gpu_type]
+    if gpu_memory_gb is not None and not math.isclose(gpu_memory_gb, gpu.memory_gb):
+        gpu = GpuSpec(gpu.name, gpu.peak_tflops, gpu_memory_gb)
+    return CostModel(gpu=gpu, link_gbps=link_gbps)

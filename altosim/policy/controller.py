@@ -1,0 +1,274 @@
+"""The Controller: events in, actions out, for the simulator and the GPU runtime alike.
+
+It composes the three policies of the design: early exit (per task, on every StepReport), the
+intra-task scheduler (which jobs share a task's group, backfill on exits) and the inter-task
+scheduler (which waiting task starts on which GPUs, re-planned on every arrival and completion).
+It is deterministic given its events: `alto replay` feeds an event log back through a fresh
+Controller and must get the same actions.
+
+Warm-up with rotation (our reading of the paper, which leaves it open): a job that reaches the end
+of its warm-up while never-started jobs of its task still wait is *suspended* (state kept, slot
+freed) so every config gets warmed up; once every job has warmed up or exited, the early-exit
+policy's cohort cut keeps the best and the suspended survivors are resumed as slots allow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from altosim.policy.early_exit import EarlyExitPolicy, build_early_exit
+from altosim.policy import inter as _inter  # noqa: F401  (registers the inter-task schedulers)
+from altosim.policy.inter import RunningTask, WaitingTask
+from altosim.policy.registry import INTER_TASK
+from altosim.policy.intra import pick_admissions
+from altosim.policy.memory import MemoryModel
+from altosim.policy.types import (
+    Action,
+    Admit,
+    Event,
+    FinishTask,
+    JobFailed,
+    JobFinished,
+    JobHistory,
+    JobSpec,
+    StartTask,
+    Stop,
+    StepReport,
+    Suspend,
+    TaskArrived,
+    TaskSpec,
+    Tick,
+)
+
+_NO_RESULT = ("diverging", "failed", "no_fit")  # such jobs never count as a task's result
+JobState = Literal["pending", "running", "suspended", "stopped", "finished"]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """What a run's config decides about policy (built from RunConfig.policy)."""
+
+    num_gpus: int
+    early_exit: str = "alto"
+    early_exit_params: dict[str, Any] = field(default_factory=dict)
+    inter_task: str = "cpsat"
+    inter_task_params: dict[str, Any] = field(default_factory=dict)
+    batching: bool = True  # False: one job at a time per task (sequential training)
+    max_jobs_per_group: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_gpus < 1:
+            raise ValueError(f"num_gpus must be >= 1, got {self.num_gpus}")
+
+
+@dataclass
+class TaskState:
+    """A started task: its GPUs, early-exit policy, job states and histories."""
+
+    task: TaskSpec
+    gpus: tuple[int, ...]
+    started: float
+    policy: EarlyExitPolicy
+    memory: MemoryModel | None
+    state: dict[str, JobState]
+    hist: dict[str, JobHistory]
+    warmed: set[str] = field(default_factory=set)
+    cut_done: bool = False
+    gate: dict[str, int | None] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def jobs_in(self, *states: JobState) -> list[JobSpec]:
+        return [j for j in self.task.jobs if self.state[j.job_id] in states]
+
+    def alive(self) -> bool:
+        return any(s in ("pending", "running", "suspended") for s in self.state.values())
+
+
+class Controller:
+    """Deterministic policy core. `on_event(event) -> list[Action]`.
+
+    `duration_for(task)` gives a task's worst-case duration (no early exit) on its GPUs, for the
+    inter-task planner; `memory_for(task)` its memory model (None = no memory limit). Both must
+    be pure functions of the task so that replays reproduce decisions.
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        duration_for: Callable[[TaskSpec], float],
+        memory_for: Callable[[TaskSpec], MemoryModel | None] = lambda task: None,
+    ) -> None:
+        self.cfg = config
+        self.duration_for = duration_for
+        self.memory_for = memory_for
+        self.inter = INTER_TASK.build(config.inter_task, **dict(config.inter_task_params))
+        build_early_exit(config.early_exit, dict(config.early_exit_params))  # fail fast on bad names
+        self.waiting: dict[str, TaskSpec] = {}
+        self.running: dict[str, TaskState] = {}
+        self.done: dict[str, FinishTask] = {}
+        self.free: set[int] = set(range(config.num_gpus))
+        self._durations: dict[str, float] = {}
+        self.plans: list[dict[str, Any]] = []  # one record per inter-task re-plan (for reports)
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, ev: Event) -> list[Action]:
+        if isinstance(ev, TaskArrived):
+            return self._on_arrival(ev)
+        if isinstance(ev, StepReport):
+            return self._on_report(ev)
+        if isinstance(ev, (JobFinished, JobFailed)):
+            return self._on_job_end(ev)
+        if isinstance(ev, Tick):
+            return self._replan(ev.now)
+        raise ValueError(f"unknown event {ev!r}")
+
+    def _on_arrival(self, ev: TaskArrived) -> list[Action]:
+        t = ev.task
+        if t.task_id in self.waiting or t.task_id in self.running or t.task_id in self.done:
+            raise ValueError(f"task {t.task_id!r} arrived twice")
+        if t.gpus > self.cfg.num_gpus:
+            raise ValueError(f"task {t.task_id!r} needs {t.gpus} GPUs, cluster has {self.cfg.num_gpus}")
+        self.waiting[t.task_id] = t
+        self._durations[t.task_id] = float(self.duration_for(t))
+        return self._replan(ev.now)
+
+    def _on_report(self, ev: StepReport) -> list[Action]:
+        ts = self.running.get(ev.task_id)
+        if ts is None or ts.state.get(ev.job_id) != "running":
+            return []  # a stopped job's late report changes nothing
+        h = ts.hist[ev.job_id]
+        h.add(ev)
+        verdict = ts.policy.on_report(h, ts.hist, ts.task)
+        if verdict.stop:  # the early-exit decision, in one line
+            return self._stop(ts, h.job, verdict.reason or "pruned", verdict.restore_best, ev.now)
+        gate = ts.gate[ev.job_id]
+        if gate is None or ts.cut_done or ev.job_id in ts.warmed or ev.step < gate:
+            return []
+        ts.warmed.add(ev.job_id)
+        acts: list[Action] = []
+        if ts.jobs_in("pending"):  # rotate: give the slot to a config not yet tried
+            ts.state[ev.job_id] = "suspended"
+            acts.append(Suspend(ts.task.task_id, ev.job_id))
+        return acts + self._settle(ts, ev.now, prefer_batch=h.job.batch_size)
+
+    def _on_job_end(self, ev: JobFinished | JobFailed) -> list[Action]:
+        ts = self.running.get(ev.task_id)
+        if ts is None or ts.state.get(ev.job_id) != "running":
+            return []
+        job = ts.task.job(ev.job_id)
+        if isinstance(ev, JobFailed):
+            return self._stop(ts, job, "failed", False, ev.now)
+        ts.state[ev.job_id] = "finished"
+        ts.warmed.add(ev.job_id)
+        return self._settle(ts, ev.now, prefer_batch=job.batch_size)
+
+    # ------------------------------------------------------------------ intra-task
+    def _stop(self, ts: TaskState, job: JobSpec, reason: Any, restore: bool, now: float) -> list[Action]:
+        ts.state[job.job_id] = "stopped"
+        ts.reasons[job.job_id] = reason
+        acts: list[Action] = [Stop(ts.task.task_id, job.job_id, reason, restore)]
+        return acts + self._settle(ts, now, prefer_batch=job.batch_size)
+
+    def _settle(self, ts: TaskState, now: float, prefer_batch: int | None) -> list[Action]:
+        """After any change: cut if warm-up is complete, backfill free slots, finish if empty."""
+        acts = self._maybe_cut(ts)
+        acts += self._backfill(ts, prefer_batch=None if acts else prefer_batch)
+        if not ts.alive():
+            acts += self._finish(ts, now)
+        return acts
+
+    def _maybe_cut(self, ts: TaskState) -> list[Action]:
+        """The underperforming rule: once every job warmed up or exited, keep the policy's top."""
+        if ts.cut_done or all(g is None for g in ts.gate.values()):
+            return []
+        if any(s in ("pending", "running", "suspended") and j not in ts.warmed for j, s in ts.state.items()):
+            return []
+        ts.cut_done = True
+        alive = {j: ts.hist[j] for j, s in ts.state.items() if s in ("running", "suspended")}
+        keep = set(ts.policy.select(alive, ts.task)) if alive else set()
+        acts: list[Action] = []
+        for job_id in sorted(alive):
+            if job_id not in keep:
+                ts.state[job_id] = "stopped"
+                ts.reasons[job_id] = "underperforming"
+                acts.append(Stop(ts.task.task_id, job_id, "underperforming", False))
+        return acts
+
+    def _backfill(self, ts: TaskState, prefer_batch: int | None) -> list[Action]:
+        """Admit suspended survivors (after the cut) or never-started jobs while they fit."""
+        max_jobs = self.cfg.max_jobs_per_group if self.cfg.batching else 1
+        running = ts.jobs_in("running")
+        candidates = ts.jobs_in("suspended") if ts.cut_done else ts.jobs_in("pending")
+        if not candidates:
+            return []
+        picked = pick_admissions(running, candidates, ts.memory, ts.task.seq_len, max_jobs, prefer_batch)
+        acts: list[Action] = []
+        for job in picked:
+            resume = ts.state[job.job_id] == "suspended"
+            ts.state[job.job_id] = "running"
+            acts.append(Admit(ts.task.task_id, job.job_id, resume))
+        if not running and not picked:  # nothing runs and nothing fits, even alone
+            for job in candidates:
+                ts.state[job.job_id] = "stopped"
+                ts.reasons[job.job_id] = "no_fit"
+                acts.append(Stop(ts.task.task_id, job.job_id, "no_fit", False))
+        return acts
+
+    def _finish(self, ts: TaskState, now: float) -> list[Action]:
+        """Release the task's GPUs; its result is the job with the lowest best-val loss."""
+        best, best_val = None, math.inf
+        for job in ts.task.jobs:
+            if ts.reasons.get(job.job_id) in _NO_RESULT:
+                continue
+            v = ts.hist[job.job_id].best_val()
+            if v is not None and v < best_val:
+                best, best_val = job.job_id, v
+        fin = FinishTask(ts.task.task_id, ts.gpus, best, None if best is None else best_val)
+        del self.running[ts.task.task_id]
+        self.done[ts.task.task_id] = fin
+        self.free.update(ts.gpus)
+        return [fin] + self._replan(now)
+
+    # ------------------------------------------------------------------ inter-task
+    def _replan(self, now: float) -> list[Action]:
+        if not self.waiting:
+            return []
+        running = [
+            RunningTask(t, ts.gpus, max(0.0, ts.started + self._durations[t] - now))
+            for t, ts in sorted(self.running.items())
+        ]
+        waiting = [
+            WaitingTask(t.task_id, t.gpus, self._durations[t.task_id], t.arrival)
+            for t in self.waiting.values()
+        ]
+        plan = self.inter.plan(now, self.cfg.num_gpus, running, waiting)
+        self.plans.append(
+            {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
+             "makespan": plan.makespan, "lower_bound": plan.lower_bound}
+        )
+        acts: list[Action] = []
+        for a in sorted(plan.assignments, key=lambda a: (a.start, a.task_id)):
+            if a.start > now + 1e-6 or a.gpus > len(self.free):
+                continue
+            acts += self._start(self.waiting.pop(a.task_id), now)
+        return acts
+
+    def _start(self, task: TaskSpec, now: float) -> list[Action]:
+        gpus = tuple(sorted(self.free)[: task.gpus])
+        self.free.difference_update(gpus)
+        policy = build_early_exit(self.cfg.early_exit, dict(self.cfg.early_exit_params))
+        ts = TaskState(
+            task=task,
+            gpus=gpus,
+            started=now,
+            policy=policy,
+            memory=self.memory_for(task),
+            state={j.job_id: "pending" for j in task.jobs},
+            hist={j.job_id: JobHistory(j, task.total_steps(j)) for j in task.jobs},
+            gate={j.job_id: policy.warmup_steps(j, task) for j in task.jobs},
+        )
+        self.running[task.task_id] = ts
+        acts: list[Action] = [StartTask(task.task_id, gpus)]
+        return acts + self._settle(ts, now, prefer_batch=None)

@@ -1,0 +1,194 @@
+"""Tables and figures of one simulated (or real) run: summary.csv, tasks.csv, events.jsonl, PNGs.
+
+Every figure is drawn from a table the same run writes (ARCHITECTURE rule 5), and every file is
+written to a temporary name first and renamed, so an interrupted run leaves no half file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from altosim.sim.engine import Curve, SimResult
+from altosim.policy.types import TaskSpec
+
+
+def true_best(task: TaskSpec, curve: Callable[[Any], Curve], points: int = 101) -> tuple[str, float]:
+    """The config a full sweep would pick: lowest val loss anywhere on its whole curve."""
+    best_id, best = "", math.inf
+    for job in task.jobs:
+        c = curve(job)
+        v = min((c.val_at(i / (points - 1)) for i in range(points)), default=math.inf)
+        v = v if math.isfinite(v) else math.inf
+        if v < best:
+            best_id, best = job.job_id, v
+    return best_id, best
+
+
+def task_table(res: SimResult, tasks: Iterable[TaskSpec], curve: Callable[[Any], Curve]) -> pd.DataFrame:
+    rows = []
+    for t in tasks:
+        o = res.tasks[t.task_id]
+        tb_id, tb = true_best(t, curve)
+        jobs = [res.jobs[j.job_id] for j in t.jobs if j.job_id in res.jobs]
+        trained = sum(j.samples for j in jobs)
+        reasons: dict[str, int] = {}
+        for j in jobs:
+            reasons[j.status] = reasons.get(j.status, 0) + 1
+        rows.append({
+            "task": t.task_id, "model": t.model, "dataset": t.dataset, "gpus": t.gpus,
+            "gpu_ids": " ".join(map(str, o.gpu_ids)), "configs": len(t.jobs),
+            "arrival_s": o.arrival, "start_s": o.start, "finish_s": o.finish,
+            "queue_s": (o.start or 0.0) - o.arrival, "jct_s": (o.finish or 0.0) - o.arrival,
+            "samples_trained": trained, "samples_full": t.samples_per_job * len(t.jobs),
+            "samples_saved": 1.0 - trained / max(1, t.samples_per_job * len(t.jobs)),
+            "best_job": o.best_job, "best_val": o.best_val, "true_best_job": tb_id, "true_best_val": tb,
+            "regret": (o.best_val - tb) if o.best_val is not None and math.isfinite(tb) else math.nan,
+            "found_true_best": o.best_job == tb_id,
+            **{f"exit_{k}": v for k, v in sorted(reasons.items())},
+        })
+    return pd.DataFrame(rows)
+
+
+def summary_row(res: SimResult, tasks_df: pd.DataFrame, label: str, wall_s: float) -> dict[str, Any]:
+    span = max(res.makespan, 1e-9)
+    return {
+        "policy": label,
+        "tasks": len(tasks_df),
+        "gpus": res.num_gpus,
+        "makespan_h": res.makespan / 3600,
+        "mean_jct_h": tasks_df["jct_s"].mean() / 3600 if len(tasks_df) else math.nan,
+        "p99_jct_h": tasks_df["jct_s"].quantile(0.99) / 3600 if len(tasks_df) else math.nan,
+        "mean_queue_h": tasks_df["queue_s"].mean() / 3600 if len(tasks_df) else math.nan,
+        "gpu_busy_share": res.busy_gpu_s / (res.num_gpus * span),
+        "samples_trained": res.samples_trained,
+        "samples_full": res.samples_full,
+        "samples_saved": 1.0 - res.samples_trained / max(1, res.samples_full),
+        "mean_regret": tasks_df["regret"].mean() if len(tasks_df) else math.nan,
+        "found_true_best": int(tasks_df["found_true_best"].sum()) if len(tasks_df) else 0,
+        "sim_events": res.sim_events,
+        "wall_s": wall_s,
+        "events_per_s": res.sim_events / max(wall_s, 1e-9),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writers
+# ---------------------------------------------------------------------------------------------
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    _atomic(Path(path), lambda p: df.to_csv(p, index=False))
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> None:
+    def w(p: Path) -> None:
+        with open(p, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+
+    _atomic(Path(path), w)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_fig(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    _atomic(Path(path), lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------
+
+
+def gantt_frame(res: SimResult) -> pd.DataFrame:
+    return pd.DataFrame(res.gantt, columns=["task", "gpu", "start_s", "end_s"])
+
+
+def plot_gantt(gantt: pd.DataFrame, num_gpus: int, title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 0.35 * num_gpus + 1.5))
+    tasks = sorted(gantt["task"].unique())
+    cmap = plt.get_cmap("tab20")
+    color = {t: cmap(i % 20) for i, t in enumerate(tasks)}
+    for row in gantt.itertuples():
+        ax.barh(row.gpu, (row.end_s - row.start_s) / 3600, left=row.start_s / 3600,
+                color=color[row.task], edgecolor="black", linewidth=0.3)
+        if num_gpus <= 32 and (row.end_s - row.start_s) > 0.03 * max(gantt["end_s"].max(), 1):
+            ax.text((row.start_s + row.end_s) / 7200, row.gpu, row.task, ha="center", va="center", fontsize=6)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("GPU")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    return fig
+
+
+def report_frame(log: list[dict[str, Any]]) -> pd.DataFrame:
+    """All StepReports of an event log, plus the stop reason of each job at its last report."""
+    rows, stops = [], {}
+    for rec in log:
+        ev = rec["event"]
+        if ev["kind"] == "step_report":
+            rows.append({k: ev[k] for k in ("now", "task_id", "job_id", "step", "samples", "train_loss", "val_loss")})
+        for a in rec["actions"]:
+            if a["kind"] == "stop":
+                stops[a["job_id"]] = a["reason"]
+    df = pd.DataFrame(rows, columns=["now", "task_id", "job_id", "step", "samples", "train_loss", "val_loss"])
+    df["exit"] = df["job_id"].map(stops).fillna("")
+    return df
+
+
+def plot_losses(reports: pd.DataFrame, task_id: str) -> Any:
+    """Val loss vs samples for every job of one task, with a marker where each job exited."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    marks = {"diverging": ("x", "red"), "overfitting": ("^", "orange"), "underperforming": ("v", "grey"),
+             "pruned": ("v", "purple"), "": ("o", "green")}
+    df = reports[reports["task_id"] == task_id]
+    for job_id, g in df.groupby("job_id", sort=True):
+        g = g.dropna(subset=["val_loss"])
+        if g.empty:
+            continue
+        ax.plot(g["samples"], g["val_loss"], lw=0.7, alpha=0.6)
+        m, c = marks.get(g["exit"].iloc[-1], ("s", "black"))
+        ax.scatter(g["samples"].iloc[-1], g["val_loss"].iloc[-1], marker=m, color=c, s=18, zorder=3)
+    for reason, (m, c) in marks.items():
+        ax.scatter([], [], marker=m, color=c, label=reason or "ran to the end")
+    ax.set_xlabel("samples trained")
+    ax.set_ylabel("val loss")
+    ax.set_yscale("log")
+    ax.set_title(f"{task_id}: val loss per config, with exit points")
+    ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,151 @@
+"""One simulated run from a RunConfig: inputs loaded and checked, Controller built, SimPy run.
+
+Kept apart from the CLI so experiments and tests call the same function the command does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from altosim.costmodel import CostModel, cost_model_for
+from altosim.errors import InputError
+from altosim.policy.controller import Controller, ControllerConfig
+from altosim.policy.memory import MemoryModel
+from altosim.policy.types import JobSpec, TaskSpec
+from altosim.report import (
+    gantt_frame, plot_gantt, plot_losses, report_frame, save_fig, summary_row, task_table,
+    write_csv, write_jsonl,
+)
+from altosim.schemas import DEFAULT, LossCurve, LossTraceSet, RunConfig, WorkloadTrace
+from altosim.sim.engine import SimResult, Simulator
+from altosim.traces_io import load_trace_dir, read_workload
+from altosim.workloads import default_loss_dir, default_workload_path
+
+
+@dataclass
+class Inputs:
+    """A workload resolved against its loss traces: tasks, curves per job, time scales."""
+
+    workload: WorkloadTrace
+    tasks: list[TaskSpec]
+    curves: dict[str, LossCurve]
+    durations: dict[str, float | None]  # task -> worst-case wall time given by the trace
+
+
+def load_inputs(cfg: RunConfig, workload: WorkloadTrace | None = None,
+                loss_sets: dict[str, LossTraceSet] | None = None) -> Inputs:
+    wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
+    if workload is None:
+        workload = read_workload(wl_file)
+    cfg.check_workload(workload, wl_file)
+    if loss_sets is None:
+        loss_sets = load_trace_dir(default_loss_dir() if cfg.loss_traces == DEFAULT else cfg.loss_traces)
+    tasks = workload.to_task_specs()
+    curves: dict[str, LossCurve] = {}
+    durations: dict[str, float | None] = {}
+    for i, (rec, task) in enumerate(zip(workload.tasks, tasks)):
+        name = rec.trace_name if hasattr(rec, "trace_name") else (rec.loss_trace or f"{rec.model}__{rec.dataset}")
+        if name not in loss_sets:
+            raise InputError(wl_file, f"tasks[{i}].loss_trace",
+                             f"no loss-trace set {name!r} (have: {', '.join(sorted(loss_sets)) or 'none'})")
+        for job in task.jobs:
+            curves[job.job_id] = loss_sets[name].curve_for(job)
+        durations[task.task_id] = getattr(rec, "duration_s", None)
+    return Inputs(workload, tasks, curves, durations)
+
+
+@dataclass
+class SimRun:
+    label: str
+    result: SimResult
+    tasks_df: pd.DataFrame
+    summary: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def controller_config(cfg: RunConfig) -> ControllerConfig:
+    p = cfg.policy
+    return ControllerConfig(
+        num_gpus=cfg.cluster.gpus,
+        early_exit=p.early_exit.name, early_exit_params=dict(p.early_exit.params),
+        inter_task=p.inter_task.name, inter_task_params=dict(p.inter_task.params),
+        batching=p.batching, max_jobs_per_group=p.max_jobs_per_group,
+    )
+
+
+def make_cost(cfg: RunConfig) -> CostModel:
+    try:
+        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb)
+    except ValueError as e:
+        raise InputError(cfg.file, "cluster.gpu_type", str(e)) from None
+
+
+def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None = None,
+             record_log: bool = True, progress: Callable[[int], None] | None = None) -> SimRun:
+    """Run the simulator once; raises InputError/ValueError on bad input before any output."""
+    inputs = inputs or load_inputs(cfg)
+    cost = make_cost(cfg)
+    ccfg = controller_config(cfg)
+    margin = cfg.policy.memory_margin
+    worst: dict[str, float] = {}
+    scale: dict[str, float] = {}
+    for t in inputs.tasks:
+        try:
+            w = cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
+        except ValueError as e:  # unknown model name
+            raise InputError(cfg.workload, f"task {t.task_id}.model", str(e)) from None
+        given = inputs.durations.get(t.task_id)
+        scale[t.task_id] = (given / w) if given and w > 0 else 1.0
+        worst[t.task_id] = w * scale[t.task_id]
+    memory: dict[str, MemoryModel] = {t.task_id: cost.memory_model(t, margin) for t in inputs.tasks}
+    try:
+        ctl = Controller(ccfg, duration_for=lambda t: worst[t.task_id], memory_for=lambda t: memory[t.task_id])
+    except ValueError as e:
+        raise InputError(cfg.file, "policy", str(e)) from None
+    sim = Simulator(inputs.tasks, ctl, cost, lambda job: inputs.curves[job.job_id],
+                    time_scale=lambda t: scale[t.task_id], record_log=record_log, on_progress=progress)
+    t0 = time.perf_counter()
+    res = sim.run()
+    wall = time.perf_counter() - t0
+    label = label or f"{cfg.policy.early_exit.name}+{cfg.policy.inter_task.name}" + (
+        "" if cfg.policy.batching else "+sequential")
+    tdf = task_table(res, inputs.tasks, lambda job: inputs.curves[job.job_id])
+    meta = {
+        "controller": {k: v for k, v in vars(ccfg).items()},
+        "durations": worst,
+        "memory": {k: vars(m) for k, m in memory.items()},
+    }
+    return SimRun(label, res, tdf, summary_row(res, tdf, label, wall), meta)
+
+
+def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
+    """summary.csv, tasks.csv, events.jsonl (+ plans.csv) and PNGs under `out`."""
+    out = Path(out)
+    written = []
+    write_csv(pd.DataFrame([run.summary]), out / "summary.csv")
+    write_csv(run.tasks_df, out / "tasks.csv")
+    written += [out / "summary.csv", out / "tasks.csv"]
+    if run.result.log:
+        write_jsonl([{"meta": run.meta}, *run.result.log], out / "events.jsonl")
+        written.append(out / "events.jsonl")
+    if run.result.plans:
+        write_csv(pd.DataFrame(run.result.plans), out / "plans.csv")
+        written.append(out / "plans.csv")
+    g = gantt_frame(run.result)
+    write_csv(g, out / "gantt.csv")
+    save_fig(plot_gantt(g, run.result.num_gpus, f"GPU timeline ({run.label})"), out / "gantt.png")
+    written += [out / "gantt.csv", out / "gantt.png"]
+    if run.result.log and loss_plots:
+        reports = report_frame(run.result.log)
+        write_csv(reports, out / "reports.csv")
+        written.append(out / "reports.csv")
+        for task_id in list(run.tasks_df["task"])[:loss_plots]:
+            p = out / f"losses_{task_id.replace('/', '_')}.png"
+            save_fig(plot_losses(reports, task_id), p)
+            written.append(p)
+    return written
