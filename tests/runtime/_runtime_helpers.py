@@ -53,3 +53,23 @@ class PeftReference:
                 name = k.removeprefix("base_model.model.").removesuffix(".lora_A.default.weight")
                 out[name] = (v, sd[k.replace("lora_A", "lora_B")])
         return out
+
+
+def close_to(x: torch.Tensor, ref: torch.Tensor, lr: float) -> None:
+    """Relative Frobenius error < 1e-4, and no element off by more than 1% of one Adam step
+    (Adam divides by sqrt(v): a coordinate whose gradient is ~0 amplifies rounding noise)."""
+    assert float((x - ref).norm() / ref.norm()) < 1e-4
+    torch.testing.assert_close(x, ref, rtol=0, atol=1e-2 * lr)
+
+
+def assert_matches(trainer, job_id: str, ref: PeftReference, lr: float) -> None:
+    """The trainer's adapter equals the PEFT reference's, layer by layer."""
+    w = ref.weights()
+    names = [n for n, _, _ in trainer.adapter_weights(job_id)]
+    assert sorted(names) == sorted(w)
+    for name, a, b in trainer.adapter_weights(job_id):
+        close_to(a, w[name][0], lr)
+        if float(w[name][1].norm()) == 0.0:
+            assert float(b.norm()) == 0.0
+        else:
+            close_to(b, w[name][1], lr)
