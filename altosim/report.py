@@ -19,12 +19,14 @@ from altosim.sim.engine import Curve, SimResult
 from altosim.policy.types import TaskSpec
 
 
-def true_best(task: TaskSpec, curve: Callable[[Any], Curve], points: int = 101) -> tuple[str, float]:
-    """The config a full sweep would pick: lowest val loss anywhere on its whole curve."""
+def true_best(task: TaskSpec, curve: Callable[[Any], Curve]) -> tuple[str, float]:
+    """The config a full sweep would pick: lowest val loss at any of its evaluation points."""
     best_id, best = "", math.inf
     for job in task.jobs:
         c = curve(job)
-        v = min((c.val_at(i / (points - 1)) for i in range(points)), default=math.inf)
+        total, every = task.total_steps(job), task.eval_every_steps(job)
+        steps = [*range(every, total, every), total]
+        v = min((c.val_at(s / total) for s in steps), default=math.inf)
         v = v if math.isfinite(v) else math.inf
         if v < best:
             best_id, best = job.job_id, v
