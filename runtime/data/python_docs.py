@@ -43,6 +43,6 @@ def build(n_train: int = 2000, n_val: int = 250, n_eval: int = 250, seed: int = 
     splits = fill_splits(NAME, examples, {"train": n_train, "val": n_val, "eval": n_eval}, SplitFractions())
     return FineTuneDataset(
         name=NAME, train=splits["train"], val=splits["val"], eval=splits["eval"],
-        metric_name="rouge_l_f1", score_fn=rouge_l_f1, max_new_tokens=128,
+        metric_name="rouge_l_f1", score_fn=rouge_l_f1, max_new_tokens=144,
         description="Python stdlib signature -> first docstring paragraph (snapshot of Python 3.11); ROUGE-L F1",
     )
