@@ -108,6 +108,11 @@ def test_overfitting_needs_p_ovf_consecutive_gaps_and_restores_best():
     assert out == [CONTINUE, CONTINUE, OVF] and out[-1].restore_best
 
 
+def test_gap_must_exceed_tau_gap_strictly():
+    assert run([1.0, 1.0], [1.5, 1.5], tau_gap=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # gap == 0.5
+    assert run([1.0, 1.0], [1.5, 1.5], tau_gap=0.4375, p_ovf=1) == [OVF]
+
+
 def test_overfitting_counter_resets():
     train = [1.0] * 4
     val = [1.2, 1.05, 1.2, 1.2]
