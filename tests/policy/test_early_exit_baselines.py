@@ -270,3 +270,11 @@ def test_a_stopped_job_asked_again_gets_the_same_verdict(evs):
                 assert v == first[j]  # no second, different verdict
             elif v.stop:
                 first[j] = v
+
+
+@pytest.mark.parametrize("name, params", POLICIES)
+def test_name_and_params_rebuild_the_policy(name, params):
+    p = build_early_exit(name, params)
+    assert p.name == name
+    q = build_early_exit(p.name, p.params())
+    assert q == p and q is not p and q.params() == p.params()

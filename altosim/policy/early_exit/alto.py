@@ -31,6 +31,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from altosim.policy.early_exit.base import (
     CONTINUE, DIVERGING, EarlyExitPolicy, Verdict, check, bad_loss, lsq_slope, nominal_evals, rank_key,
@@ -61,6 +62,8 @@ class _Track:
 @dataclass
 class Alto(EarlyExitPolicy):
     """Algorithm 1 with the paper's defaults (ema is ours: see the module docstring)."""
+
+    name: ClassVar[str] = "alto"
 
     w: int = 2
     tau_slope: float = 0.001

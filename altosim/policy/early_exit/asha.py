@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -58,6 +59,8 @@ def cutoff(recorded: Mapping[str, float], eta: float) -> float | None:
 @dataclass
 class Asha(EarlyExitPolicy):
     """Async successive halving over eval indices, one bracket, Ray Tune's cutoff rule."""
+
+    name: ClassVar[str] = "asha"
 
     grace_period: int = 5
     reduction_factor: float = 4.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from altosim.policy.types import JobHistory, JobSpec, StopReason, TaskSpec
 
@@ -45,6 +45,7 @@ class EarlyExitPolicy:
     implement `judge(hist, i, cohort, task)` for report i of `hist`.
     """
 
+    name: ClassVar[str] = ""  # the registry name; build_early_exit(p.name, p.params()) rebuilds p
     _seen: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _last: dict[str, Verdict] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,6 +58,8 @@ class _Series:
 @dataclass
 class MedianStopping(EarlyExitPolicy):
     """Prune a job whose best val so far is worse than the other jobs' median at its eval index."""
+
+    name: ClassVar[str] = "median"
 
     n_warmup_evals: int = 5
     min_jobs: int = 3

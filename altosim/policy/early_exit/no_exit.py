@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from altosim.policy.early_exit.base import CONTINUE, EarlyExitPolicy, Verdict
 from altosim.policy.registry import EARLY_EXIT
@@ -14,6 +15,8 @@ from altosim.policy.types import JobHistory, TaskSpec
 @dataclass
 class NoExit(EarlyExitPolicy):
     """Never stops a job and has no warm-up gate (NaN jobs are left to the backend's JobFailed)."""
+
+    name: ClassVar[str] = "none"
 
     def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
         return CONTINUE
