@@ -59,9 +59,10 @@ SUMMARY_COLS = ["policy", "tasks", "gpus", "makespan_h", "mean_jct_h", "gpu_busy
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from altosim.schemas import load_config
-    from altosim.simulate import load_inputs, simulate, write_outputs
+    from altosim.simulate import check_policy, load_inputs, simulate, write_outputs
 
     cfg = _with_policy(load_config(args.config), args)
+    check_policy(cfg)
     inputs = load_inputs(cfg)
     out = Path(args.out or cfg.out or "runs/simulate")
     bar, tick = _progress(len(inputs.tasks), "simulate", args.quiet)

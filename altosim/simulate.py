@@ -78,6 +78,23 @@ def controller_config(cfg: RunConfig) -> ControllerConfig:
     )
 
 
+def check_policy(cfg: RunConfig) -> None:
+    """Build each named policy once, so a bad name or parameter fails before anything runs."""
+    from altosim.policy import inter  # noqa: F401  (registers the schedulers)
+    from altosim.policy.early_exit import build_early_exit
+    from altosim.policy.registry import INTER_TASK
+
+    p = cfg.policy
+    try:
+        build_early_exit(p.early_exit.name, dict(p.early_exit.params))
+    except ValueError as e:
+        raise InputError(cfg.file, "policy.early_exit", str(e)) from None
+    try:
+        INTER_TASK.build(p.inter_task.name, **dict(p.inter_task.params))
+    except ValueError as e:
+        raise InputError(cfg.file, "policy.inter_task", str(e)) from None
+
+
 def make_cost(cfg: RunConfig) -> CostModel:
     try:
         return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb)
@@ -88,6 +105,7 @@ def make_cost(cfg: RunConfig) -> CostModel:
 def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None = None,
              record_log: bool = True, progress: Callable[[int], None] | None = None) -> SimRun:
     """Run the simulator once; raises InputError/ValueError on bad input before any output."""
+    check_policy(cfg)
     inputs = inputs or load_inputs(cfg)
     cost = make_cost(cfg)
     ccfg = controller_config(cfg)
@@ -103,10 +121,7 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
         scale[t.task_id] = (given / w) if given and w > 0 else 1.0
         worst[t.task_id] = w * scale[t.task_id]
     memory: dict[str, MemoryModel] = {t.task_id: cost.memory_model(t, margin) for t in inputs.tasks}
-    try:
-        ctl = Controller(ccfg, duration_for=lambda t: worst[t.task_id], memory_for=lambda t: memory[t.task_id])
-    except ValueError as e:
-        raise InputError(cfg.file, "policy", str(e)) from None
+    ctl = Controller(ccfg, duration_for=lambda t: worst[t.task_id], memory_for=lambda t: memory[t.task_id])
     sim = Simulator(inputs.tasks, ctl, cost, lambda job: inputs.curves[job.job_id],
                     time_scale=lambda t: scale[t.task_id], record_log=record_log, on_progress=progress)
     t0 = time.perf_counter()
