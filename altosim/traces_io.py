@@ -94,10 +94,15 @@ def read_workload(path: str | Path) -> WorkloadTrace:
     path = Path(path)
     if path.suffix == ".csv":
         return _read_workload_csv(path)
-    data = _json_file(path)
+    text = _read_text(path)
     try:
-        return WorkloadTrace.model_validate(data)
+        return WorkloadTrace.model_validate_json(text)
     except ValidationError as e:
+        if e.errors()[0]["type"] == "json_invalid":
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as je:
+                raise InputError(str(path), "<json>", je.msg, je.lineno) from None
         raise from_validation_error(e, str(path)) from None
 
 
@@ -163,8 +168,17 @@ def write_workload(trace: WorkloadTrace, path: str | Path) -> None:
     if path.suffix == ".csv":
         text = workload_csv_text(trace)
     else:
-        text = json.dumps(trace.model_dump(mode="json"), indent=1) + "\n"
+        text = workload_json_text(trace)
     atomic_write([(path, text)])
+
+
+def workload_json_text(trace: WorkloadTrace) -> str:
+    """Pretty header, then one task per line (readable diffs, small files for large traces)."""
+    head = trace.model_dump(mode="json", exclude={"tasks"})
+    parts = [f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in head.items()]
+    tasks = ",\n  ".join(t.model_dump_json() for t in trace.tasks)
+    return "{\n" + ",\n".join(parts) + f',\n "tasks": [\n  {tasks}\n ]\n}}\n'
+
 
 
 # ------------------------------------------------------------------------------------------

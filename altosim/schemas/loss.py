@@ -175,6 +175,7 @@ class LossTraceSet:
             [[math.log10(c.lr), math.log2(c.rank), math.log2(c.batch_size)] for c in self.curves]
         )
         self._near: dict[tuple[float, int, int], LossCurve] = {}
+        self._samples_per_job = int(max(c.samples[-1] for c in self.curves))
 
     def curve_for(self, job: JobSpec) -> LossCurve:
         key = _key(job.lr, job.rank, job.batch_size)
@@ -193,7 +194,8 @@ class LossTraceSet:
 
     @property
     def samples_per_job(self) -> int:
-        return int(max(c.samples[-1] for c in self.curves))
+        """The longest curve's sample count (the budget the set was recorded at)."""
+        return self._samples_per_job
 
     def best_curve(self) -> LossCurve:
         """The curve with the lowest final val loss (the 'true best' config for regret)."""

@@ -80,15 +80,22 @@ class SearchSpace(BaseModel):
         return (len(self.lr) * len(self.rank) * len(self.batch_size)
                 * len(self.alpha or [None]) * len(self.dropout))
 
-    def configs(self) -> list[tuple[int, dict[str, Any]]]:
-        """(grid index, config) pairs in the fixed order; only `subset` ones when it is set."""
-        grid = itertools.product(self.lr, self.rank, self.batch_size, self.alpha or [None], self.dropout)
-        keep = None if self.subset is None else set(self.subset)
-        return [
-            (i, dict(lr=lr, rank=r, batch_size=b, alpha=a, dropout=d))
-            for i, (lr, r, b, a, d) in enumerate(grid)
-            if keep is None or i in keep
-        ]
+    def configs(self, cache: dict | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """(grid index, config) pairs in the fixed order; only `subset` ones when it is set.
+
+        `cache` (a dict the caller owns) shares expanded grids between equal search spaces.
+        """
+        key = (tuple(self.lr), tuple(self.rank), tuple(self.batch_size),
+               tuple(self.alpha or [None]), tuple(self.dropout))
+        grid = cache.get(key) if cache is not None else None
+        if grid is None:
+            grid = [dict(lr=lr, rank=r, batch_size=b, alpha=a, dropout=d)
+                    for lr, r, b, a, d in itertools.product(*key)]
+            if cache is not None:
+                cache[key] = grid
+        if self.subset is None:
+            return list(enumerate(grid))
+        return [(i, grid[i]) for i in self.subset]
 
     def __len__(self) -> int:
         return self.grid_size if self.subset is None else len(self.subset)
@@ -135,7 +142,7 @@ class TaskRecord(BaseModel):
                 data = {**data, "loss_trace": f"{data['model']}__{data['dataset']}"}
         return data
 
-    def to_task_spec(self) -> TaskSpec:
+    def to_task_spec(self, cache: dict | None = None) -> TaskSpec:
         space = self.search_space
         jobs = tuple(
             JobSpec(
@@ -143,7 +150,7 @@ class TaskRecord(BaseModel):
                 batch_size=c["batch_size"], alpha=c["alpha"], dropout=c["dropout"],
                 weight_decay=space.weight_decay, seed=job_seed(space.seed, self.id, i),
             )
-            for i, c in space.configs()
+            for i, c in space.configs(cache)
         )
         return TaskSpec(
             task_id=self.id, arrival=self.arrival, model=self.model, dataset=self.dataset,
@@ -174,7 +181,8 @@ class WorkloadTrace(BaseModel):
         return self
 
     def to_task_specs(self) -> list[TaskSpec]:
-        return [t.to_task_spec() for t in self.tasks]
+        cache: dict = {}
+        return [t.to_task_spec(cache) for t in self.tasks]
 
     def task(self, task_id: str) -> TaskRecord:
         for t in self.tasks:
