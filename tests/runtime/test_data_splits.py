@@ -171,3 +171,17 @@ def test_bad_sizes_and_seed_rejected(kwargs: dict, field: str) -> None:
 def test_split_accessor_rejects_unknown_split() -> None:
     with pytest.raises(ValueError, match="split must be one of train, val, eval"):
         get_dataset("list_ops", 3, 1, 1).split("test")
+
+
+def test_python_docs_snapshot_obeys_builder_filters_and_matches_this_python() -> None:
+    from runtime.data.build_python_docs import MAX_SIGNATURE_CHARS, MAX_WORDS, MIN_WORDS, build_pairs
+
+    pairs = load_pairs()
+    docs = [p["doc"] for p in pairs]
+    assert len(set(docs)) == len(docs) and len({p["name"] for p in pairs}) == len(pairs)
+    for p in pairs:
+        assert MIN_WORDS <= len(p["doc"].split()) <= MAX_WORDS and len(p["signature"]) <= MAX_SIGNATURE_CHARS
+        assert p["kind"] in ("function", "class", "method") and "\n" not in p["doc"]
+    # Rebuilt on whatever Python runs the tests, most names agree (docstrings drift between versions).
+    fresh = {p["name"] for p in build_pairs()}
+    assert len(fresh & {p["name"] for p in pairs}) >= 0.8 * len(pairs)
