@@ -4,7 +4,8 @@ Per config (lr, rank, batch) of one (model, dataset) grid, a curve over progress
 (3 epochs) with the behaviours early exit must face:
 - convergence speed grows with lr and shrinks with batch (fewer updates per sample); too low an
   lr converges slowly; the final loss is lowest near lr* = 2.5e-4 * (size/1.24B)^-0.25, jittered
-  per task (so the best config differs between tasks), plus per-config random offsets;
+  per task, with per-task rank/batch preferences and per-config random offsets (so the best
+  config differs between tasks);
 - divergence above lr_div (lower for small batch and high rank): the loss blows up from a random
   onset, and for some configs becomes NaN (val is then capped at a large finite value, since NaN
   val means "not evaluated" in the file format);
@@ -96,8 +97,8 @@ def _curve(spec: SyntheticSpec, lr: float, rank: int, batch: int, task: dict, rn
     n_in = np.maximum(1, np.diff(np.concatenate([[0], steps])))  # steps averaged per log
 
     x = math.log(lr / task["lr_star"])
-    final = floor * (1 + 0.05 * x * x + 0.012 * math.log2(batch) - 0.006 * math.log2(rank / 16)
-                     + rng.normal(0, 0.006))
+    final = floor * (1 + 0.05 * x * x + task["batch_pen"] * math.log2(batch)
+                     - task["rank_gain"] * math.log2(rank / 16) + rng.normal(0, 0.008))
     k = 14.0 * (lr / task["lr_star"]) ** 0.9 * batch ** -0.35
     def clean(tt: np.ndarray) -> np.ndarray:
         return final + (init - final) * np.exp(-k * tt)
@@ -144,6 +145,8 @@ def generate_loss_set(spec: SyntheticSpec, created: str = "") -> LossTraceSet:
         "lr_star": 2.5e-4 * (size / 1.24) ** -0.25 * rng.lognormal(0, 0.35),
         "ovf": rng.uniform(0.05, 0.35), "t_o": rng.uniform(0.35, 0.7), "gap": rng.uniform(0.02, 0.05),
         "m50": floor * rng.uniform(1.25, 1.45),
+        # per-task preferences: small batches usually help (paper), higher rank helps or hurts
+        "batch_pen": rng.uniform(-0.008, 0.015), "rank_gain": rng.uniform(-0.008, 0.01),
     }
     curves = [_curve(spec, lr, r, b, task, rng) for lr in spec.lrs for r in spec.ranks for b in spec.batch_sizes]
     meta = {

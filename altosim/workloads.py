@@ -36,12 +36,12 @@ PAPER_TASKS = [
     ("t03", "Llama-3.2-1B", "openthoughts3", 2048, 2.0),
     ("t04", "Llama-3.2-3B", "gsm8k", 512, 1.25),
     ("t05", "Llama-3.2-3B", "tulu3", 1024, 2.5),
-    ("t06", "Llama-3.2-3B", "openthoughts3", 2048, 3.5),
+    ("t06", "Llama-3.2-3B", "openthoughts3", 2048, 3.0),
     ("t07", "Llama-3.1-8B", "gsm8k", 512, 1.5),
-    ("t08", "Llama-3.1-8B", "tulu3", 1024, 3.0),
+    ("t08", "Llama-3.1-8B", "tulu3", 1024, 2.75),
     ("t09", "Llama-3.1-8B", "ultrafeedback", 1024, 2.5),
     ("t10", "Qwen2.5-14B", "gsm8k", 512, 2.0),
-    ("t11", "Qwen2.5-14B", "tulu3", 1024, 3.5),
+    ("t11", "Qwen2.5-14B", "tulu3", 1024, 3.0),
 ]
 
 

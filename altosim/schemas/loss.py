@@ -197,8 +197,11 @@ class LossTraceSet:
         """The longest curve's sample count (the budget the set was recorded at)."""
         return self._samples_per_job
 
-    def best_curve(self) -> LossCurve:
-        """The curve with the lowest final val loss (the 'true best' config for regret)."""
-        finals = [c.final_val() for c in self.curves]
-        finals = [v if math.isfinite(v) else math.inf for v in finals]
-        return self.curves[int(np.argmin(finals))]
+    def best_curve(self, by: str = "final") -> LossCurve:
+        """The 'true best' config for regret: lowest final val loss (`by="final"`) or lowest val
+        loss at any evaluation (`by="min"`, what a best-checkpoint restore keeps)."""
+        if by not in ("final", "min"):
+            raise ValueError(f"by must be 'final' or 'min', got {by!r}")
+        vals = [c.final_val() if by == "final" else c.best_val() for c in self.curves]
+        vals = [v if math.isfinite(v) else math.inf for v in vals]
+        return self.curves[int(np.argmin(vals))]
