@@ -106,7 +106,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tio.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         tio.write_workload(workload(3), p)
     with pytest.raises(OSError):
@@ -300,3 +300,22 @@ def test_load_run_inputs_default_and_errors(tmp_path):
     small = config_from_dict({"workload": "w.json", "cluster": {"gpus": 1}}, "c.yaml", tmp_path)
     with pytest.raises(InputError, match=r"w.json: tasks\[1\].gpus: task 't1' needs 2 GPUs"):
         tio.load_run_inputs(small)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 50), st.floats(0.01, 10)), min_size=1, max_size=30),
+       st.floats(0, 1), st.floats(0, 1))
+def test_train_mean_and_val_at_on_random_curves(points, a, b):
+    samples = np.cumsum([p[0] for p in points]).astype(float)
+    train = np.array([p[1] for p in points])
+    val = np.where(np.arange(len(train)) % 3 == 0, train + 0.1, np.nan)
+    c = LossCurve(lr=1e-4, rank=8, batch_size=1, alpha=None, samples=samples, train=train, val=val)
+    f0, f1 = min(a, b), max(a, b)
+    x = samples / samples[-1]
+    if f1 - f0 > 1e-3:
+        xs = np.linspace(f0, f1, 40001)
+        brute = np.trapezoid(np.interp(xs, x, train), xs) / (f1 - f0)
+        assert c.train_mean(f0, f1) == pytest.approx(brute, rel=1e-4)
+    assert min(train) - 1e-9 <= c.train_mean(f0, f1) <= max(train) + 1e-9
+    ev = ~np.isnan(val)
+    assert c.val_at(f0) == pytest.approx(np.interp(f0, x[ev], val[ev]))

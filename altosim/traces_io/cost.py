@@ -1,0 +1,53 @@
+"""Cost profiles: `.csv` with the CostRecord columns + optional `<stem>.meta.json` provenance."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from altosim.errors import InputError, from_validation_error
+from altosim.schemas import CostProfile, CostRecord
+from altosim.traces_io.files import atomic_write, json_file, read_text
+
+
+COST_COLUMNS = list(CostRecord.model_fields)
+
+
+def read_cost_profile(path: str | Path) -> CostProfile:
+    path = Path(path)
+    meta_path = path.with_name(path.stem + ".meta.json")
+    head = json_file(meta_path) if meta_path.exists() else {"source": str(path)}
+    if not isinstance(head, dict):
+        raise InputError(str(meta_path), "<root>", "expected a JSON object")
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    missing = [c for c in COST_COLUMNS if c not in (reader.fieldnames or []) and c not in ("note", "parallel_degree")]
+    if missing:
+        raise InputError(str(path), missing[0], "missing column", 1)
+    rows = []
+    for row in reader:
+        if not any((v or "").strip() for v in row.values()):
+            continue
+        rec = {k: v for k, v in row.items() if v not in ("", None) or k == "note"}
+        try:
+            rows.append(CostRecord.model_validate(rec))
+        except ValidationError as e:
+            raise from_validation_error(e, str(path), reader.line_num) from None
+    try:
+        return CostProfile.model_validate({**head, "rows": rows})
+    except ValidationError as e:
+        raise from_validation_error(e, str(meta_path)) from None
+
+
+def write_cost_profile(profile: CostProfile, path: str | Path) -> None:
+    path = Path(path)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COST_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in profile.rows:
+        w.writerow(r.model_dump())
+    meta = json.dumps(profile.model_dump(exclude={"rows"}), indent=1, sort_keys=True) + "\n"
+    atomic_write([(path, buf.getvalue()), (path.with_name(path.stem + ".meta.json"), meta)])

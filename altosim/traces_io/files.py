@@ -1,0 +1,50 @@
+"""Atomic multi-file writes and one-line errors for unreadable files (shared by the readers)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from altosim.errors import InputError
+
+
+def atomic_write(files: list[tuple[Path, str | bytes]]) -> None:
+    """Write all files, or none of them: contents go to temp files first, then os.replace each."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+        return (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode()
+    except FileNotFoundError:
+        raise InputError(str(path), "<file>", "no such file") from None
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise InputError(str(path), "<file>", f"cannot read: {e}") from None
+
+
+def json_file(path: Path) -> Any:
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(str(path), "<json>", e.msg, e.lineno) from None

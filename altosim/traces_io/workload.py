@@ -1,0 +1,113 @@
+"""Workload traces as `.json` (header fields, then one task per line) or `.csv` (one row per task,
+`search_space` as JSON, optional first line `# alto-workload {name, description, synthetic,
+source, meta}`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from altosim.errors import InputError, from_validation_error
+from altosim.schemas import TaskRecord, WorkloadTrace
+from altosim.traces_io.files import atomic_write, read_text
+
+
+_WORKLOAD_HEAD = "# alto-workload "
+_TASK_COLUMNS = ["id", "arrival", "model", "dataset", "gpus", "samples_per_job",
+                 "eval_every_samples", "seq_len", "loss_trace", "duration_s", "search_space"]
+
+
+def read_workload(path: str | Path) -> WorkloadTrace:
+    """A workload trace from `.json` or `.csv` (see the module doc for both formats)."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        return _read_workload_csv(path)
+    text = read_text(path)
+    try:
+        return WorkloadTrace.model_validate_json(text)
+    except ValidationError as e:
+        if e.errors()[0]["type"] == "json_invalid":
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as je:
+                raise InputError(str(path), "<json>", je.msg, je.lineno) from None
+        raise from_validation_error(e, str(path)) from None
+
+
+def _read_workload_csv(path: Path) -> WorkloadTrace:
+    lines = read_text(path).splitlines(keepends=True)
+    head: dict[str, Any] = {"name": path.stem, "synthetic": False, "source": str(path)}
+    skip = 0
+    if lines and lines[0].startswith(_WORKLOAD_HEAD):
+        try:
+            head = json.loads(lines[0][len(_WORKLOAD_HEAD):])
+        except json.JSONDecodeError as e:
+            raise InputError(str(path), "<header>", f"invalid JSON: {e.msg}", 1) from None
+        if not isinstance(head, dict) or "tasks" in head:
+            raise InputError(str(path), "<header>", "expected a JSON object without tasks", 1)
+        skip = 1
+    reader = csv.reader(lines[skip:])
+    header = next(reader, None)
+    if header is None:
+        raise InputError(str(path), "<header>", "empty file: no column header", skip + 1)
+    missing = [c for c in ("id", "arrival", "model", "dataset", "gpus", "samples_per_job",
+                           "search_space") if c not in header]
+    if missing:
+        raise InputError(str(path), missing[0], "missing column", skip + 1)
+    tasks = []
+    for row in reader:
+        line = skip + reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise InputError(str(path), "<row>", f"{len(row)} cells, header has {len(header)}", line)
+        rec: dict[str, Any] = {k: v for k, v in zip(header, row) if v != ""}
+        if "search_space" in rec:
+            try:
+                rec["search_space"] = json.loads(rec["search_space"])
+            except json.JSONDecodeError as e:
+                raise InputError(str(path), "search_space", f"invalid JSON: {e.msg}", line) from None
+        try:
+            tasks.append(TaskRecord.model_validate(rec))
+        except ValidationError as e:
+            raise from_validation_error(e, str(path), line) from None
+    try:
+        return WorkloadTrace.model_validate({**head, "tasks": tasks})
+    except ValidationError as e:
+        raise from_validation_error(e, str(path)) from None
+
+
+def workload_csv_text(trace: WorkloadTrace) -> str:
+    buf = io.StringIO()
+    head = trace.model_dump(mode="json", exclude={"tasks"})
+    buf.write(_WORKLOAD_HEAD + json.dumps(head, sort_keys=True) + "\n")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(_TASK_COLUMNS)
+    for t in trace.tasks:
+        d = t.model_dump(mode="json")
+        d["search_space"] = json.dumps(d["search_space"], separators=(",", ":"))
+        w.writerow(["" if d[c] is None else d[c] for c in _TASK_COLUMNS])
+    return buf.getvalue()
+
+
+def write_workload(trace: WorkloadTrace, path: str | Path) -> None:
+    """Write `.csv` or (any other suffix) JSON, atomically."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        text = workload_csv_text(trace)
+    else:
+        text = workload_json_text(trace)
+    atomic_write([(path, text)])
+
+
+def workload_json_text(trace: WorkloadTrace) -> str:
+    """Pretty header, then one task per line (readable diffs, small files for large traces)."""
+    head = trace.model_dump(mode="json", exclude={"tasks"})
+    parts = [f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in head.items()]
+    tasks = ",\n  ".join(t.model_dump_json() for t in trace.tasks)
+    return "{\n" + ",\n".join(parts) + f',\n "tasks": [\n  {tasks}\n ]\n}}\n'
