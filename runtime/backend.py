@@ -1,0 +1,243 @@
+"""The runtime backend: executes Controller actions with real trainers and reports real events.
+
+The same loop shape as the simulator: events go to `controller.on_event`, the returned actions
+are executed at once (admit, suspend, stop, finish), then every running task takes one fused
+step. At a job's evaluation steps (`TaskSpec.is_eval_step`) it sends a StepReport with the mean
+train loss since the previous report and the validation loss; at its last step a JobFinished; a
+NaN loss or a job that cannot fit alone becomes a JobFailed, and the task goes on.
+Time is the wall clock relative to the run start (injectable, so tests can fix it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, Sequence
+
+import torch
+
+from altosim.policy.types import (
+    Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport,
+    Suspend, TaskArrived, TaskSpec, Tick, to_dict,
+)
+from runtime.export import export_peft
+from runtime.trainer import Batch, IGNORE, MultiAdapterTrainer
+
+
+class TaskData(Protocol):
+    """Where a task's batches come from. The data order is a pure function of (job, position)."""
+
+    def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:
+        """The batch at `position` of this job's stream and the position after it."""
+
+    def val_batches(self) -> Sequence[Batch]:
+        """The validation set, in fixed batches (the same for every job)."""
+
+
+class Policy(Protocol):
+    def on_event(self, event: Event) -> list[Action]: ...
+
+
+@dataclass
+class _JobRun:
+    spec: JobSpec
+    step: int = 0
+    samples: int = 0
+    position: int = 0
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    best_val: float = math.inf
+    state: str = "running"  # running | suspended | stopped
+
+
+@dataclass
+class _TaskRun:
+    task: TaskSpec
+    gpus: tuple[int, ...]
+    trainer: MultiAdapterTrainer
+    data: TaskData
+    jobs: dict[str, _JobRun] = field(default_factory=dict)
+
+
+@dataclass
+class RunLog:
+    """What a run did: every event sent and action taken, in order, and each task's result."""
+
+    events: list[Event] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    trace: list[Event | Action] = field(default_factory=list)  # both, interleaved in order
+    results: dict[str, FinishTask] = field(default_factory=dict)
+    exported: dict[str, Path] = field(default_factory=dict)
+
+    def write_events(self, path: str | Path) -> None:
+        """events.jsonl: one event per line, each followed by the actions it caused."""
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text("".join(json.dumps(to_dict(e)) + "\n" for e in self.trace))
+        tmp.replace(path)
+
+
+class RuntimeBackend:
+    """Drives `controller` over `tasks` on real trainers made by `make_trainer(task, gpus)`."""
+
+    def __init__(
+        self,
+        controller: Policy,
+        make_trainer: Callable[[TaskSpec, tuple[int, ...]], MultiAdapterTrainer],
+        data_for: Callable[[TaskSpec], TaskData],
+        out_dir: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        on_step: Callable[[str, dict[str, float]], None] | None = None,
+    ) -> None:
+        self.ctl, self.make_trainer, self.data_for = controller, make_trainer, data_for
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.clock, self.sleep, self.on_step = clock, sleep, on_step
+        self.tasks: dict[str, _TaskRun] = {}
+        self.specs: dict[str, TaskSpec] = {}
+        self.log = RunLog()
+        self._t0 = 0.0
+
+    def now(self) -> float:
+        return self.clock() - self._t0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, tasks: Iterable[TaskSpec]) -> RunLog:
+        pending = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
+        self.specs = {t.task_id: t for t in pending}
+        self._t0 = self.clock()
+        while pending or self.tasks:
+            while pending and pending[0].arrival <= self.now():
+                self._send(TaskArrived(self.now(), pending.pop(0)))
+            stepping = [tr for tr in self.tasks.values() if tr.trainer.active]
+            for tr in stepping:
+                self._step(tr)
+            if stepping:
+                continue
+            if pending:  # idle until the next arrival
+                self.sleep(max(0.0, pending[0].arrival - self.now()))
+            elif self.tasks:  # started tasks with nothing to run: let the policy re-plan
+                before = len(self.log.actions)
+                self._send(Tick(self.now()))
+                if len(self.log.actions) == before and not any(t.trainer.active for t in self.tasks.values()):
+                    raise RuntimeError(f"controller left tasks {sorted(self.tasks)} with no job to run")
+        return self.log
+
+    def _send(self, event: Event) -> None:
+        self.log.events.append(event)
+        self.log.trace.append(event)
+        for action in self.ctl.on_event(event):
+            self.log.actions.append(action)
+            self.log.trace.append(action)
+            self._execute(action)
+
+    # ------------------------------------------------------------------ actions
+    def _execute(self, a: Action) -> None:
+        if isinstance(a, StartTask):
+            task = self.specs[a.task_id]
+            self.tasks[a.task_id] = _TaskRun(task, a.gpus, self.make_trainer(task, a.gpus), self.data_for(task))
+            return
+        tr = self.tasks[a.task_id]
+        if isinstance(a, Admit):
+            job = tr.jobs.get(a.job_id)
+            if a.resume and job is not None and job.state == "suspended":
+                tr.trainer.resume(a.job_id)
+            else:
+                spec = tr.task.job(a.job_id)
+                tr.trainer.admit(spec.job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr,
+                                 weight_decay=spec.weight_decay, dropout=spec.dropout, seed=spec.seed)
+                job = tr.jobs[a.job_id] = _JobRun(spec)
+            job.state = "running"
+        elif isinstance(a, Suspend):
+            tr.trainer.suspend(a.job_id)
+            tr.jobs[a.job_id].state = "suspended"
+        elif isinstance(a, Stop):
+            job = tr.jobs.get(a.job_id)
+            if job is None:  # never admitted (e.g. it fits nowhere): nothing to free
+                return
+            t = tr.trainer
+            if t.status(a.job_id) == "failed":
+                t.drop(a.job_id)
+                del tr.jobs[a.job_id]
+                return
+            if a.restore_best and t.jobs[a.job_id].best is not None:
+                t.restore_best(a.job_id)
+            if t.status(a.job_id) == "active":
+                t.suspend(a.job_id)  # frees the slot; weights stay on the host for the result
+            job.state = "stopped"
+        elif isinstance(a, FinishTask):
+            if a.best_job is not None and self.out_dir is not None and a.best_job in tr.trainer.jobs:
+                has_best = tr.trainer.jobs[a.best_job].best is not None
+                path = self.out_dir / a.task_id / "best_adapter"
+                self.log.exported[a.task_id] = export_peft(tr.trainer, a.best_job, path, best=has_best)
+            self.log.results[a.task_id] = a
+            del self.tasks[a.task_id]
+
+    # ------------------------------------------------------------------ one fused step
+    def _step(self, tr: _TaskRun) -> None:
+        batches, nxt = {}, {}
+        for job_id in tr.trainer.active:
+            job = tr.jobs[job_id]
+            batches[job_id], nxt[job_id] = tr.data.train_batch(job.spec, job.position)
+        losses = tr.trainer.step(batches)
+        if self.on_step is not None:
+            self.on_step(tr.task.task_id, losses)
+        now = self.now()
+        reports, failed = [], []
+        for job_id, loss in losses.items():
+            job = tr.jobs[job_id]
+            if tr.trainer.status(job_id) == "failed":
+                failed.append(JobFailed(now, tr.task.task_id, job_id, tr.trainer.failure(job_id) or "failed"))
+                continue
+            job.step += 1
+            job.samples += int(batches[job_id][0].shape[0])
+            job.position = nxt[job_id]
+            job.loss_sum += loss
+            job.loss_n += 1
+            if tr.task.is_eval_step(job.spec, job.step):
+                reports.append(job_id)
+        vals = self._validate(tr, reports) if reports else {}
+        for job_id in reports:
+            job = tr.jobs[job_id]
+            if vals[job_id] < job.best_val:
+                job.best_val = vals[job_id]
+                tr.trainer.snapshot_best(job_id)
+            train = job.loss_sum / job.loss_n
+            job.loss_sum, job.loss_n = 0.0, 0
+            self._send(StepReport(now, tr.task.task_id, job_id, job.step, job.samples, train, vals[job_id]))
+            if job.state == "running" and job.step >= tr.task.total_steps(job.spec):
+                tr.trainer.suspend(job_id)
+                job.state = "stopped"
+                self._send(JobFinished(now, tr.task.task_id, job_id))
+        for ev in failed:
+            self._send(ev)
+
+    def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, float]:
+        """Token-weighted mean validation loss of each job, all jobs in one fused forward per batch."""
+        total = {j: 0.0 for j in job_ids}
+        count = 0
+        for batch in tr.data.val_batches():
+            n = int((torch.as_tensor(batch[2])[:, 1:] != IGNORE).sum())
+            for j, loss in tr.trainer.evaluate({j: batch for j in job_ids}).items():
+                total[j] += loss * n
+            count += n
+        return {j: total[j] / count for j in job_ids}
+
+
+class SplitData:
+    """TaskData over tokenized splits of `runtime.data` (each job streams in its own seeded order)."""
+
+    def __init__(self, train, val, val_batch_size: int = 16) -> None:
+        if val_batch_size < 1:
+            raise ValueError(f"val_batch_size: must be >= 1, got {val_batch_size}")
+        self.train = train
+        self._val = [(b.input_ids, b.attention_mask, b.labels) for b in val.batches(val_batch_size)]
+
+    def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:
+        b = next(self.train.stream(job.batch_size, seed=job.seed, position=position))
+        return (b.input_ids, b.attention_mask, b.labels), b.next_position
+
+    def val_batches(self) -> Sequence[Batch]:
+        return self._val
