@@ -33,11 +33,13 @@ def true_best(task: TaskSpec, curve: Callable[[Any], Curve]) -> tuple[str, float
     return best_id, best
 
 
-def task_table(res: SimResult, tasks: Iterable[TaskSpec], curve: Callable[[Any], Curve]) -> pd.DataFrame:
+def task_table(res: SimResult, tasks: Iterable[TaskSpec], curve: Callable[[Any], Curve],
+               regret: bool = True) -> pd.DataFrame:
+    """One row per task; `regret=False` skips the full-sweep comparison (huge replays)."""
     rows = []
     for t in tasks:
         o = res.tasks[t.task_id]
-        tb_id, tb = true_best(t, curve)
+        tb_id, tb = true_best(t, curve) if regret else ("", math.nan)
         jobs = [res.jobs[j.job_id] for j in t.jobs if j.job_id in res.jobs]
         trained = sum(j.samples for j in jobs)
         reasons: dict[str, int] = {}

@@ -103,7 +103,7 @@ def make_cost(cfg: RunConfig) -> CostModel:
 
 
 def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None = None,
-             record_log: bool = True, progress: Callable[[int], None] | None = None) -> SimRun:
+             record_log: bool = True, sparse_reports: bool = False, regret: bool = True, progress: Callable[[int], None] | None = None) -> SimRun:
     """Run the simulator once; raises InputError/ValueError on bad input before any output."""
     check_policy(cfg)
     inputs = inputs or load_inputs(cfg)
@@ -123,13 +123,14 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
     memory: dict[str, MemoryModel] = {t.task_id: cost.memory_model(t, margin) for t in inputs.tasks}
     ctl = Controller(ccfg, duration_for=lambda t: worst[t.task_id], memory_for=lambda t: memory[t.task_id])
     sim = Simulator(inputs.tasks, ctl, cost, lambda job: inputs.curves[job.job_id],
-                    time_scale=lambda t: scale[t.task_id], record_log=record_log, on_progress=progress)
+                    time_scale=lambda t: scale[t.task_id], record_log=record_log,
+                    sparse_reports=sparse_reports, on_progress=progress)
     t0 = time.perf_counter()
     res = sim.run()
     wall = time.perf_counter() - t0
     label = label or f"{cfg.policy.early_exit.name}+{cfg.policy.inter_task.name}" + (
         "" if cfg.policy.batching else "+sequential")
-    tdf = task_table(res, inputs.tasks, lambda job: inputs.curves[job.job_id])
+    tdf = task_table(res, inputs.tasks, lambda job: inputs.curves[job.job_id], regret=regret)
     meta = {
         "controller": {k: v for k, v in vars(ccfg).items()},
         "durations": worst,

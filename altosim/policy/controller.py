@@ -104,7 +104,8 @@ class Controller:
         self.duration_for = duration_for
         self.memory_for = memory_for
         self.inter = INTER_TASK.build(config.inter_task, **dict(config.inter_task_params))
-        build_early_exit(config.early_exit, dict(config.early_exit_params))  # fail fast on bad names
+        probe = build_early_exit(config.early_exit, dict(config.early_exit_params))  # fail fast on bad names
+        self.needs_reports = probe.reads_reports  # False: backends may report only a job's last step
         self.waiting: dict[str, TaskSpec] = {}
         self.running: dict[str, TaskState] = {}
         self.done: dict[str, FinishTask] = {}

@@ -117,6 +117,7 @@ class Simulator:
         *,
         time_scale: Callable[[TaskSpec], float] = lambda task: 1.0,
         record_log: bool = True,
+        sparse_reports: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.env = simpy.Environment()
@@ -127,6 +128,9 @@ class Simulator:
         self.curves = curves
         self.time_scale = time_scale
         self.record_log = record_log
+        # True: when the early-exit policy reads no intermediate reports, report a job only at its
+        # last step (its result is then its final val loss); for replaying huge traces fast
+        self.sparse_reports = sparse_reports
         self.on_progress = on_progress
         self.log: list[dict[str, Any]] = []
         self.executors: dict[str, Executor] = {}
@@ -192,7 +196,9 @@ class Simulator:
                 run = ex.parked.pop(a.job_id)
             else:
                 job = ex.task.job(a.job_id)
-                run = JobRun(job, ex.task.total_steps(job), ex.task.eval_every_steps(job))
+                total = ex.task.total_steps(job)
+                sparse = self.sparse_reports and not self.ctl.needs_reports
+                run = JobRun(job, total, total if sparse else ex.task.eval_every_steps(job))
             ex.group[a.job_id] = run
             self._wake(ex)
         elif isinstance(a, Suspend):

@@ -46,6 +46,9 @@ class EarlyExitPolicy:
     """
 
     name: ClassVar[str] = ""  # the registry name; build_early_exit(p.name, p.params()) rebuilds p
+    # False: the policy never looks at intermediate reports, so a backend may report a job only
+    # at its last step (the simulator uses this to replay huge traces without early exit).
+    reads_reports: ClassVar[bool] = True
     _seen: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _last: dict[str, Verdict] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -17,6 +17,7 @@ class NoExit(EarlyExitPolicy):
     """Never stops a job and has no warm-up gate (NaN jobs are left to the backend's JobFailed)."""
 
     name: ClassVar[str] = "none"
+    reads_reports: ClassVar[bool] = False
 
     def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
         return CONTINUE
