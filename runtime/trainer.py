@@ -246,12 +246,10 @@ class MultiAdapterTrainer:
 
     def _losses(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                 rows: Sequence[int], training: bool) -> list[torch.Tensor]:
-        """Forward the concatenated batch; one mean-token-CE loss tensor per job."""
+        """Forward the concatenated batch; one mean-token-CE loss tensor per job. The metadata
+        stays set until the caller clears it: checkpointed layers re-run in the backward."""
         self._set_meta(jobs, rows, ids.shape[1], training)
-        try:
-            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        finally:
-            self.ctx.meta = None
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         out, r0 = [], 0
         for n in rows:
             lg, lb = logits[r0:r0 + n, :-1].float(), labels[r0:r0 + n, 1:]
@@ -299,7 +297,10 @@ class MultiAdapterTrainer:
         for p in self.optim.params:
             p.grad = None
         self.model.train()
-        losses = self._forward_backward(jobs, ids, mask, labels, rows)
+        try:
+            losses = self._forward_backward(jobs, ids, mask, labels, rows)
+        finally:
+            self.ctx.meta = None
         grad_ok = self._grad_finite([j.slot for j in jobs])
         good = []
         for job, loss, gok in zip(jobs, losses, grad_ok):
@@ -319,7 +320,10 @@ class MultiAdapterTrainer:
         jobs, ids, mask, labels = self._concat(batches)
         rows = [int(torch.as_tensor(b[0]).shape[0]) for b in batches.values()]
         self.model.eval()
-        losses = self._losses(jobs, ids, mask, labels, rows, training=False)
+        try:
+            losses = self._losses(jobs, ids, mask, labels, rows, training=False)
+        finally:
+            self.ctx.meta = None
         return {j.cfg.job_id: float(l) for j, l in zip(jobs, losses)}
 
     @torch.no_grad()

@@ -168,3 +168,21 @@ def test_bad_input_raises_clear_value_error(base, call, match):
 def test_unknown_target_module_is_named(base):
     with pytest.raises(ValueError, match="'qkv_proj'"):
         MultiAdapterTrainer(copy.deepcopy(base), target_modules=["q_proj", "qkv_proj"])
+
+
+def test_gradient_checkpointing_gives_the_same_training(base):
+    runs = []
+    for ckpt in (False, True):
+        tr = MultiAdapterTrainer(copy.deepcopy(base), gradient_checkpointing=ckpt)
+        tr.admit("a", rank=4, lr=LR, dropout=0.3, seed=1)  # dropout: recompute must redraw the same mask
+        tr.admit("b", rank=2, lr=LR, seed=2)
+        torch.manual_seed(0)
+        losses = [tr.step({"a": make_batch(s, 2, 8), "b": make_batch(40 + s, 1, 6)}) for s in range(3)]
+        assert tr.model.model.gradient_checkpointing == ckpt
+        runs.append((losses, tr.adapter_weights("a")))
+    (l0, w0), (l1, w1) = runs
+    for s0, s1 in zip(l0, l1):
+        assert s1 == pytest.approx(s0, rel=1e-6)
+    for (_, a0, b0), (_, a1, b1) in zip(w0, w1):
+        torch.testing.assert_close(a1, a0, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(b1, b0, rtol=1e-5, atol=1e-7)
