@@ -1,0 +1,339 @@
+"""Inter-task scheduling: shared types, the free-GPU profile, list scheduling, plan checks.
+
+A scheduler sees the cluster at time `now`: running tasks (never moved; each keeps its GPUs
+until `now + remaining`) and waiting tasks (GPU demand, worst-case duration). It returns a
+`Plan` with an absolute start time for *every* waiting task. GPUs are interchangeable, so a
+schedule that keeps the number of GPUs in use <= num_gpus at every instant can always be
+realized with concrete GPU ids (hand out free ids at each start); plans therefore carry GPU
+counts, and the Controller starts the tasks whose planned start <= now on free GPUs and
+re-plans on every arrival and completion.
+
+Intervals are half-open [start, start + duration): a task may start at the instant another ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+PlanStatus = Literal["optimal", "feasible", "greedy", "fallback"]
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    task_id: str
+    gpus: int
+    duration: float  # seconds, worst case (no early exit)
+    arrival: float
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    task_id: str
+    gpus: tuple[int, ...]  # concrete GPU ids it holds
+    remaining: float  # seconds until it releases them
+
+
+@dataclass(frozen=True)
+class Assignment:
+    task_id: str
+    start: float  # absolute time
+    gpus: int  # how many GPUs (ids are chosen when it starts)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """`makespan`: absolute time when running and planned tasks are all done (`now` if none).
+
+    `status`: "optimal" (proved optimal by CP-SAT in its integer time model), "feasible"
+    (CP-SAT's solution, not proved optimal: time limit or a truncated instance), "greedy" (a
+    list schedule: the fifo/sjf schedulers, or cpsat when its solution was no better),
+    "fallback" (CP-SAT failed or found nothing; the greedy plan is returned). `lower_bound` is
+    an absolute time no plan can finish before; `solve_s` the wall time plan() took.
+    `note` says anything else worth logging (e.g. that only part of the queue went to CP-SAT).
+    """
+
+    assignments: tuple[Assignment, ...]
+    makespan: float
+    status: PlanStatus
+    solve_s: float
+    lower_bound: float
+    note: str = ""
+
+    def starts_now(self, now: float) -> tuple[Assignment, ...]:
+        """Assignments the Controller should start at `now`."""
+        return tuple(a for a in self.assignments if a.start <= now)
+
+    @property
+    def gap(self) -> float:
+        """Relative gap (makespan - lower_bound) / lower_bound, 0 when the bound is 0."""
+        return (self.makespan - self.lower_bound) / self.lower_bound if self.lower_bound > 0 else 0.0
+
+
+class InterTaskScheduler:
+    """Interface: plan(now, num_gpus, running, waiting) -> Plan covering all waiting tasks."""
+
+    name = "base"
+
+    def plan(
+        self,
+        now: float,
+        num_gpus: int,
+        running: Sequence[RunningTask],
+        waiting: Sequence[WaitingTask],
+    ) -> Plan:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------
+
+
+def check_inputs(
+    now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+) -> None:
+    """Raise one clear ValueError for inputs no plan can honour."""
+    if not math.isfinite(now):
+        raise ValueError(f"now must be finite, got {now!r}")
+    if num_gpus <= 0:
+        raise ValueError(f"num_gpus must be > 0, got {num_gpus!r}")
+    held: set[int] = set()
+    ids: set[str] = set()
+    for r in running:
+        if r.task_id in ids:
+            raise ValueError(f"running: duplicate task_id {r.task_id!r}")
+        ids.add(r.task_id)
+        if not math.isfinite(r.remaining) or r.remaining < 0:
+            raise ValueError(f"running task {r.task_id!r}: remaining must be finite and >= 0, got {r.remaining!r}")
+        for g in r.gpus:
+            if not 0 <= g < num_gpus:
+                raise ValueError(f"running task {r.task_id!r}: GPU id {g} outside 0..{num_gpus - 1}")
+            if g in held:
+                raise ValueError(f"running task {r.task_id!r}: GPU {g} already held by another task")
+            held.add(g)
+    for w in waiting:
+        if w.task_id in ids:
+            raise ValueError(f"waiting: duplicate task_id {w.task_id!r}")
+        ids.add(w.task_id)
+        if not 1 <= w.gpus <= num_gpus:
+            raise ValueError(f"waiting task {w.task_id!r}: gpus={w.gpus} but the cluster has {num_gpus}")
+        if not math.isfinite(w.duration) or w.duration <= 0:
+            raise ValueError(f"waiting task {w.task_id!r}: duration must be finite and > 0, got {w.duration!r}")
+        if not math.isfinite(w.arrival):
+            raise ValueError(f"waiting task {w.task_id!r}: arrival must be finite, got {w.arrival!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Free-GPU profile and list scheduling
+# ---------------------------------------------------------------------------------------------
+
+
+class FreeProfile:
+    """Free GPUs over time as a step function: free[k] on [times[k], times[k+1]), last to +inf.
+
+    Running tasks only release GPUs, so the initial profile is non-decreasing; placing a task
+    subtracts its GPUs over its interval. All times are absolute.
+    """
+
+    def __init__(self, now: float, num_gpus: int, running: Iterable[RunningTask]) -> None:
+        self.num_gpus = num_gpus
+        ends: dict[float, int] = {}
+        busy = 0
+        for r in running:
+            end = now + r.remaining
+            if end > now and r.gpus:
+                ends[end] = ends.get(end, 0) + len(r.gpus)
+                busy += len(r.gpus)
+        times = [now]
+        free = [num_gpus - busy]
+        for end in sorted(ends):
+            times.append(end)
+            free.append(free[-1] + ends[end])
+        self.times = np.asarray(times, dtype=float)
+        self.free = np.asarray(free, dtype=np.int64)
+
+    def earliest_start(self, gpus: int, duration: float, not_before: float) -> float:
+        """Earliest t >= not_before with >= gpus free on all of [t, t + duration)."""
+        times, free = self.times, self.free
+        k0 = max(0, int(np.searchsorted(times, not_before, side="right")) - 1)
+        ok = free[k0:] >= gpus
+        cand = np.flatnonzero(ok)  # always holds the last segment (everything free by then)
+        bad = np.flatnonzero(~ok)
+        # run end for each candidate segment: start of the next bad segment, else +inf
+        nxt = np.searchsorted(bad, cand, side="right")
+        run_end = np.full(len(cand), np.inf)
+        has = nxt < len(bad)
+        run_end[has] = times[k0 + bad[nxt[has]]]
+        starts = np.maximum(times[k0 + cand], not_before)
+        fit = np.flatnonzero(starts + duration <= run_end)
+        return float(starts[fit[0]])
+
+    def place(self, start: float, duration: float, gpus: int) -> None:
+        """Take `gpus` GPUs off [start, start + duration), duration > 0."""
+        end = start + duration
+        for t in (start, end):
+            k = int(np.searchsorted(self.times, t, side="left"))
+            if k == len(self.times) or self.times[k] != t:
+                self.times = np.insert(self.times, k, t)
+                self.free = np.insert(self.free, k, self.free[k - 1])
+        ks = int(np.searchsorted(self.times, start, side="left"))
+        ke = int(np.searchsorted(self.times, end, side="left"))
+        self.free[ks:ke] -= gpus
+        if self.free[ks:ke].min(initial=0) < 0:
+            raise AssertionError("FreeProfile.place: capacity exceeded (caller bug)")
+
+
+def list_schedule(
+    now: float,
+    num_gpus: int,
+    running: Sequence[RunningTask],
+    order: Sequence[WaitingTask],
+    head_of_line: bool = False,
+    profile: FreeProfile | None = None,
+) -> dict[str, float]:
+    """Serial schedule generation: each task, in `order`, at its earliest feasible start.
+
+    `head_of_line`: a task may not start before the previous one in `order` (a FIFO queue).
+    A given `profile` is used (and consumed) instead of one built from `running`.
+    """
+    prof = profile if profile is not None else FreeProfile(now, num_gpus, running)
+    starts: dict[str, float] = {}
+    floor = now
+    for w in order:
+        s = prof.earliest_start(w.gpus, w.duration, floor if head_of_line else now)
+        prof.place(s, w.duration, w.gpus)
+        starts[w.task_id] = s
+        if head_of_line:
+            floor = s
+    return starts
+
+
+def fifo_order(waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+    return sorted(waiting, key=lambda w: (w.arrival, w.task_id))
+
+
+def sjf_order(waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+    return sorted(waiting, key=lambda w: (w.duration, w.arrival, w.task_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans
+# ---------------------------------------------------------------------------------------------
+
+
+def makespan_of(now: float, running: Sequence[RunningTask], waiting: Sequence[WaitingTask], starts: dict[str, float]) -> float:
+    ends = [now] + [now + r.remaining for r in running] + [starts[w.task_id] + w.duration for w in waiting]
+    return max(ends)
+
+
+def lower_bound(now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]) -> float:
+    """Cheap absolute lower bound on any plan's makespan.
+
+    max of: the last running end; for each waiting task, the first time enough GPUs are free
+    with only running tasks placed, plus its duration; and `now` + total GPU-seconds still owed
+    divided by num_gpus (the area bound).
+    """
+    prof = FreeProfile(now, num_gpus, running)
+    lb = float(prof.times[-1])
+    for g in sorted({w.gpus for w in waiting}):
+        k = int(np.flatnonzero(prof.free >= g)[0])
+        longest = max(w.duration for w in waiting if w.gpus == g)
+        lb = max(lb, float(prof.times[k]) + longest)
+    area = sum(len(r.gpus) * r.remaining for r in running) + sum(w.gpus * w.duration for w in waiting)
+    # shave float noise: the sum above and a schedule's end times round differently
+    return max(lb, now + area / num_gpus * (1.0 - 1e-12))
+
+
+def make_plan(
+    now: float,
+    running: Sequence[RunningTask],
+    waiting: Sequence[WaitingTask],
+    starts: dict[str, float],
+    status: PlanStatus,
+    t0: float,
+    lb: float,
+    note: str = "",
+) -> Plan:
+    """Package starts into a Plan (assignments sorted by start, then task_id)."""
+    assignments = tuple(
+        sorted((Assignment(w.task_id, starts[w.task_id], w.gpus) for w in waiting), key=lambda a: (a.start, a.task_id))
+    )
+    return Plan(
+        assignments=assignments,
+        makespan=makespan_of(now, running, waiting, starts),
+        status=status,
+        solve_s=time.perf_counter() - t0,  # reporting only; never feeds a decision
+        lower_bound=lb,
+        note=note,
+    )
+
+
+def validate_plan(
+    plan: Plan, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+) -> None:
+    """Raise ValueError if `plan` is not executable: a task missing/extra/duplicated or with
+    the wrong GPU count, a start before `now`, GPUs over capacity at some instant, or a
+    makespan below the last end."""
+    by_id = {w.task_id: w for w in waiting}
+    seen: set[str] = set()
+    events: list[tuple[float, int]] = []
+    for r in running:
+        if r.remaining > 0:
+            events += [(now, len(r.gpus)), (now + r.remaining, -len(r.gpus))]
+    last_end = max([now] + [now + r.remaining for r in running])
+    for a in plan.assignments:
+        if a.task_id not in by_id:
+            raise ValueError(f"plan: unknown task {a.task_id!r}")
+        if a.task_id in seen:
+            raise ValueError(f"plan: task {a.task_id!r} assigned twice")
+        seen.add(a.task_id)
+        w = by_id[a.task_id]
+        if a.gpus != w.gpus:
+            raise ValueError(f"plan: task {a.task_id!r} gets {a.gpus} GPUs, needs {w.gpus}")
+        if not a.start >= now:
+            raise ValueError(f"plan: task {a.task_id!r} starts at {a.start} < now={now}")
+        events += [(a.start, w.gpus), (a.start + w.duration, -w.gpus)]
+        last_end = max(last_end, a.start + w.duration)
+    missing = set(by_id) - seen
+    if missing:
+        raise ValueError(f"plan: task {sorted(missing)[0]!r} missing ({len(missing)} missing)")
+    used = 0
+    for t, delta in sorted(events):  # at equal times releases (negative) come first
+        used += delta
+        if used > num_gpus:
+            raise ValueError(f"plan: {used} GPUs in use at t={t} > num_gpus={num_gpus}")
+    if plan.makespan < last_end:
+        raise ValueError(f"plan: makespan {plan.makespan} < last end {last_end}")
+
+
+def assign_gpu_ids(
+    plan: Plan, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+) -> dict[str, tuple[int, ...]]:
+    """Concrete GPU ids for every planned task: at each start, the lowest free ids.
+
+    This is why plans may carry GPU counts only: with interchangeable GPUs, any schedule that
+    keeps the count within num_gpus is realizable. Raises ValueError if the plan is not.
+    """
+    dur = {w.task_id: w.duration for w in waiting}
+    free = set(range(num_gpus))
+    releases: list[tuple[float, tuple[int, ...]]] = []
+    for r in running:
+        free -= set(r.gpus)
+        releases.append((now + r.remaining, r.gpus))
+    out: dict[str, tuple[int, ...]] = {}
+    for a in sorted(plan.assignments, key=lambda a: (a.start, a.task_id)):
+        releases.sort(key=lambda x: x[0])
+        while releases and releases[0][0] <= a.start:
+            free |= set(releases.pop(0)[1])
+        if len(free) < a.gpus:
+            raise ValueError(f"plan: task {a.task_id!r} needs {a.gpus} GPUs at t={a.start}, {len(free)} free")
+        ids = tuple(sorted(free)[: a.gpus])
+        free -= set(ids)
+        out[a.task_id] = ids
+        releases.append((a.start + dur[a.task_id], ids))
+    return out

@@ -1,0 +1,38 @@
+"""FIFO: tasks start in arrival order; a task never starts before the one ahead of it.
+
+This is a plain cluster queue with head-of-line blocking: a large task at the head keeps
+smaller ones behind it waiting even when they would fit now.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from altosim.policy.inter.base import (
+    InterTaskScheduler,
+    Plan,
+    RunningTask,
+    WaitingTask,
+    check_inputs,
+    fifo_order,
+    list_schedule,
+    lower_bound,
+    make_plan,
+)
+from altosim.policy.registry import INTER_TASK
+
+
+@INTER_TASK.register("fifo")
+class FifoScheduler(InterTaskScheduler):
+    """Arrival order (ties by task_id), each start >= the previous task's start."""
+
+    name = "fifo"
+
+    def plan(
+        self, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+    ) -> Plan:
+        t0 = time.perf_counter()
+        check_inputs(now, num_gpus, running, waiting)
+        starts = list_schedule(now, num_gpus, running, fifo_order(waiting), head_of_line=True)
+        return make_plan(now, running, waiting, starts, "greedy", t0, lower_bound(now, num_gpus, running, waiting))
