@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
@@ -23,8 +23,12 @@ from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport,
     Suspend, TaskArrived, TaskSpec, Tick, to_dict,
 )
+from runtime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from runtime.export import export_peft
 from runtime.trainer import Batch, IGNORE, MultiAdapterTrainer
+
+
+_EVENTS = (TaskArrived, StepReport, JobFinished, JobFailed, Tick)
 
 
 class TaskData(Protocol):
@@ -91,7 +95,11 @@ class RuntimeBackend:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_step: Callable[[str, dict[str, float]], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 50,
     ) -> None:
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: must be >= 1 loop iterations, got {checkpoint_every}")
         self.ctl, self.make_trainer, self.data_for = controller, make_trainer, data_for
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.clock, self.sleep, self.on_step = clock, sleep, on_step
@@ -99,6 +107,8 @@ class RuntimeBackend:
         self.specs: dict[str, TaskSpec] = {}
         self.log = RunLog()
         self._t0 = 0.0
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.checkpoint_every = checkpoint_every
 
     def now(self) -> float:
         return self.clock() - self._t0
@@ -108,7 +118,14 @@ class RuntimeBackend:
         pending = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
         self.specs = {t.task_id: t for t in pending}
         self._t0 = self.clock()
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            arrived = self._restore(self.checkpoint_path)
+            pending = [t for t in pending if t.task_id not in arrived]
+        iteration = 0
         while pending or self.tasks:
+            iteration += 1
+            if self.checkpoint_path is not None and iteration % self.checkpoint_every == 0:
+                self._save(self.checkpoint_path)
             while pending and pending[0].arrival <= self.now():
                 self._send(TaskArrived(self.now(), pending.pop(0)))
             stepping = [tr for tr in self.tasks.values() if tr.trainer.active]
@@ -124,6 +141,41 @@ class RuntimeBackend:
                 if len(self.log.actions) == before and not any(t.trainer.active for t in self.tasks.values()):
                     raise RuntimeError(f"controller left tasks {sorted(self.tasks)} with no job to run")
         return self.log
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def _save(self, path: Path) -> None:
+        """Trainers, job progress, the event/action trace and the clock, in one atomic file."""
+        tasks = {tid: {"gpus": tr.gpus, "jobs": {j: asdict(r) for j, r in tr.jobs.items()}}
+                 for tid, tr in self.tasks.items()}
+        extra = {"now": self.now(), "trace": list(self.log.trace), "tasks": tasks,
+                 "results": dict(self.log.results), "exported": dict(self.log.exported)}
+        save_checkpoint(path, {tid: tr.trainer for tid, tr in self.tasks.items()}, extra)
+
+    def _restore(self, path: Path) -> set[str]:
+        """Rebuild the run from a checkpoint; the controller (fresh) gets the logged events
+        replayed and must take the logged actions again (it is deterministic). Returns the ids
+        of the tasks that had arrived."""
+        payload = read_checkpoint(path)
+        extra = payload["extra"]
+        replayed: list[Event | Action] = []
+        for item in extra["trace"]:
+            if isinstance(item, _EVENTS):
+                replayed.append(item)
+                replayed.extend(self.ctl.on_event(item))
+        if replayed != extra["trace"]:
+            raise RuntimeError("checkpoint: the controller's replayed actions differ from the logged ones")
+        self.log.trace = list(extra["trace"])
+        self.log.events = [e for e in self.log.trace if isinstance(e, _EVENTS)]
+        self.log.actions = [a for a in self.log.trace if not isinstance(a, _EVENTS)]
+        self.log.results, self.log.exported = dict(extra["results"]), dict(extra["exported"])
+        for tid, t in extra["tasks"].items():
+            task = self.specs[tid]
+            tr = _TaskRun(task, tuple(t["gpus"]), self.make_trainer(task, tuple(t["gpus"])), self.data_for(task))
+            tr.jobs = {j: _JobRun(**{**r, "spec": JobSpec(**r["spec"])}) for j, r in t["jobs"].items()}
+            self.tasks[tid] = tr
+        apply_checkpoint(payload, {tid: tr.trainer for tid, tr in self.tasks.items()})
+        self._t0 = self.clock() - extra["now"]
+        return {e.task.task_id for e in self.log.events if isinstance(e, TaskArrived)}
 
     def _send(self, event: Event) -> None:
         self.log.events.append(event)

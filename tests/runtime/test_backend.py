@@ -163,3 +163,41 @@ def test_split_data_streams_runtime_data(base):
     tr = MultiAdapterTrainer(tiny_llama(vocab=258))
     tr.admit("a", rank=2)
     assert math.isfinite(tr.step({"a": (ids, mask, labels)})["a"])
+
+
+class Crash(Exception):
+    pass
+
+
+def test_killed_run_resumes_from_checkpoint_with_the_same_decisions(base, tmp_path):
+    """A real Controller with ALTO early exit; the run crashes mid-way and resumes from its
+    checkpoint with a fresh Controller: events and actions equal an uninterrupted run's."""
+    from altosim.policy.controller import Controller, ControllerConfig
+
+    jobs = [JobSpec(f"j{i}", "t", lr, r, b, dropout=0.1, seed=i)
+            for i, (lr, r, b) in enumerate([(3e-2, 4, 2), (1e-4, 2, 1), (5e-3, 8, 2), (2e-2, 2, 1)])]
+    task = _task(jobs, samples=16, every=2)
+
+    def backend(ckpt, on_step=None):
+        ctl = Controller(ControllerConfig(num_gpus=1, early_exit="alto", inter_task="fifo"), duration_for=lambda t: 1.0)
+        return RuntimeBackend(ctl, lambda t, g: MultiAdapterTrainer(copy.deepcopy(base), capacity=2),
+                              lambda t: RandomData(), clock=lambda: 0.0, on_step=on_step,
+                              checkpoint_path=ckpt, checkpoint_every=2)
+
+    torch.manual_seed(0)
+    full = backend(None).run([task]).trace
+    steps = itertools.count(1)
+
+    def crash_at_5(task_id, losses):
+        if next(steps) == 5:  # after the ALTO cut at step 2; last checkpoint after step 3
+            raise Crash()
+
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        backend(tmp_path / "run.ckpt", crash_at_5).run([task])
+    assert (tmp_path / "run.ckpt").is_file()
+    torch.manual_seed(999)  # the checkpoint restores the RNG, whatever the new process has
+    resumed = backend(tmp_path / "run.ckpt").run([task]).trace
+    assert resumed == full
+    kinds = {type(x).__name__ for x in full}
+    assert {"StepReport", "Admit", "Stop", "FinishTask"} <= kinds
