@@ -151,3 +151,48 @@ def test_lower_bound_never_exceeds_the_optimum(inst) -> None:
     now, num_gpus, running, waiting = inst
     if waiting:
         assert lower_bound(now, num_gpus, running, waiting) <= brute_force_makespan(now, num_gpus, running, waiting) + 1e-9
+
+
+def test_gap_is_relative_to_the_remaining_horizon() -> None:
+    p = Plan((), makespan=1100.0, status="feasible", solve_s=0.0, lower_bound=1050.0, now=1000.0)
+    assert p.gap == pytest.approx(1.0)
+    assert Plan((), 5.0, "optimal", 0.0, 5.0, now=5.0).gap == 0.0
+
+
+def test_latest_start_on_a_known_profile() -> None:
+    from altosim.policy.inter import FreeProfile
+
+    prof = FreeProfile(0.0, 4, [RunningTask("r", (0, 1, 2), 5.0)])
+    prof.place(8.0, 2.0, 4)  # free: 1 on [0,5), 4 on [5,8), 0 on [8,10), 4 after
+    assert list(prof.free) == [1, 4, 0, 4]
+    assert prof.latest_start(1, 3.0, 20.0, 0.0) == 17.0
+    assert prof.latest_start(2, 3.0, 9.0, 0.0) == 5.0
+    assert prof.latest_start(1, 3.0, 8.0, 0.0) == 5.0
+    assert prof.latest_start(2, 3.0, 7.0, 0.0) is None
+    assert prof.latest_start(1, 2.0, 7.0, 6.0) is None and prof.latest_start(1, 2.0, 7.0, 5.0) == 5.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(inst=instances())
+def test_justification_never_hurts_and_stays_valid(inst) -> None:
+    from altosim.policy.inter.base import makespan_of
+    from altosim.policy.inter.improve import justify
+
+    now, num_gpus, running, waiting = inst
+    for sched in (FifoScheduler(), SjfScheduler()):
+        p = sched.plan(now, num_gpus, running, waiting)
+        better = justify(now, num_gpus, running, waiting, starts(p))
+        assert set(better) == {w.task_id for w in waiting}
+        q = Plan(tuple(Assignment(w.task_id, better[w.task_id], w.gpus) for w in waiting),
+                 makespan_of(now, running, waiting, better), "greedy", 0.0, 0.0)
+        validate_plan(q, now, num_gpus, running, waiting)
+        assert q.makespan <= p.makespan
+
+
+def test_justification_repairs_a_bad_order() -> None:
+    from altosim.policy.inter.improve import justify
+
+    # 2 GPUs: two 1-GPU shorts first then the long one (15); justification finds 10
+    waiting = [W("s1", 1, 5.0), W("s2", 1, 5.0), W("long", 1, 10.0)]
+    better = justify(0.0, 2, [], waiting, {"s1": 0.0, "s2": 0.0, "long": 5.0})
+    assert max(better[w.task_id] + w.duration for w in waiting) == 10.0

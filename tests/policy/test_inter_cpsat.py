@@ -149,3 +149,13 @@ def test_parameters_are_checked_and_registry_passes_them() -> None:
 def test_policy_import_does_not_load_ortools() -> None:
     code = "import sys, altosim.policy.inter; assert 'ortools' not in sys.modules, 'ortools loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+
+
+def test_deterministic_mode_repeats_its_plan() -> None:
+    waiting = [WaitingTask(f"w{i}", 1 + i % 3, 2.0 + (5 * i) % 7, float(i)) for i in range(8)]
+    running = [RunningTask("r", (0, 1), 3.0)]
+    sched = CpSatScheduler(time_limit_s=0.5, deterministic=True)
+    a = sched.plan(0.0, 4, running, waiting)
+    b = sched.plan(0.0, 4, running, waiting)
+    validate_plan(a, 0.0, 4, running, waiting)
+    assert a.assignments == b.assignments and a.status == b.status

@@ -49,12 +49,13 @@ class Assignment:
 class Plan:
     """`makespan`: absolute time when running and planned tasks are all done (`now` if none).
 
-    `status`: "optimal" (proved optimal by CP-SAT in its integer time model), "feasible"
-    (CP-SAT's solution, not proved optimal: time limit or a truncated instance), "greedy" (a
-    list schedule: the fifo/sjf schedulers, or cpsat when its solution was no better),
-    "fallback" (CP-SAT failed or found nothing; the greedy plan is returned). `lower_bound` is
-    an absolute time no plan can finish before; `solve_s` the wall time plan() took.
-    `note` says anything else worth logging (e.g. that only part of the queue went to CP-SAT).
+    `status`: "optimal" (the plan meets `lower_bound`, or CP-SAT proved it optimal in its
+    integer time model), "feasible" (CP-SAT's solution, not proved optimal: time limit or a
+    truncated instance), "greedy" (a list schedule: the fifo/sjf schedulers, or cpsat when its
+    solution was no better), "fallback" (CP-SAT failed or found nothing; the best greedy plan
+    is returned). `lower_bound` is an absolute time no plan can finish before; `solve_s` the
+    wall time plan() took (for reports only). `note` says anything else worth logging (solver
+    status, time unit, that only part of the queue went to CP-SAT).
     """
 
     assignments: tuple[Assignment, ...]
@@ -63,6 +64,7 @@ class Plan:
     solve_s: float
     lower_bound: float
     note: str = ""
+    now: float = 0.0  # the time the plan was made for
 
     def starts_now(self, now: float) -> tuple[Assignment, ...]:
         """Assignments the Controller should start at `now`."""
@@ -70,8 +72,10 @@ class Plan:
 
     @property
     def gap(self) -> float:
-        """Relative gap (makespan - lower_bound) / lower_bound, 0 when the bound is 0."""
-        return (self.makespan - self.lower_bound) / self.lower_bound if self.lower_bound > 0 else 0.0
+        """Relative optimality gap over the remaining horizon:
+        (makespan - lower_bound) / (lower_bound - now); 0 when nothing remains."""
+        span = self.lower_bound - self.now
+        return max(0.0, self.makespan - self.lower_bound) / span if span > 0 else 0.0
 
 
 class InterTaskScheduler:
@@ -173,19 +177,42 @@ class FreeProfile:
         fit = np.flatnonzero(starts + duration <= run_end)
         return float(starts[fit[0]])
 
+    def latest_start(self, gpus: int, duration: float, end_by: float, not_before: float) -> float | None:
+        """Latest t with t + duration <= end_by, t >= not_before and >= gpus free on all of
+        [t, t + duration); None if there is none."""
+        times, free = self.times, self.free
+        bad = np.flatnonzero(free < gpus)  # never the last segment (all GPUs free by then)
+        bad_start, bad_end = times[bad], times[bad + 1]
+        # a latest placement ends at end_by or where a blocking segment begins
+        ends = np.concatenate(([end_by], bad_start[bad_start < end_by]))
+        starts = ends - duration
+        for _ in range(4):  # float: (e - d) + d may exceed e by an ulp; place() uses s + d
+            over = starts + duration > ends
+            if not over.any():
+                break
+            starts[over] = np.nextafter(starts[over], -np.inf)
+        # blocked if the last blocking segment starting before `end` ends after `start`
+        k = np.searchsorted(bad_start, ends, side="left") - 1
+        prev_end = bad_end[np.maximum(k, 0)] if len(bad) else np.zeros(len(ends))
+        prev_end = np.where(k >= 0, prev_end, -np.inf)
+        ok = (prev_end <= starts) & (starts >= not_before)
+        return float(starts[ok].max()) if ok.any() else None
+
     def place(self, start: float, duration: float, gpus: int) -> None:
         """Take `gpus` GPUs off [start, start + duration), duration > 0."""
-        end = start + duration
-        for t in (start, end):
-            k = int(np.searchsorted(self.times, t, side="left"))
-            if k == len(self.times) or self.times[k] != t:
-                self.times = np.insert(self.times, k, t)
-                self.free = np.insert(self.free, k, self.free[k - 1])
-        ks = int(np.searchsorted(self.times, start, side="left"))
-        ke = int(np.searchsorted(self.times, end, side="left"))
+        ks = self._breakpoint(start)
+        ke = self._breakpoint(start + duration)
         self.free[ks:ke] -= gpus
         if self.free[ks:ke].min(initial=0) < 0:
             raise AssertionError("FreeProfile.place: capacity exceeded (caller bug)")
+
+    def _breakpoint(self, t: float) -> int:
+        """Index of a segment starting exactly at t (splitting the one containing t)."""
+        k = int(self.times.searchsorted(t, side="left"))
+        if k == len(self.times) or self.times[k] != t:
+            self.times = np.concatenate((self.times[:k], (t,), self.times[k:]))
+            self.free = np.concatenate((self.free[:k], self.free[k - 1 : k], self.free[k:]))
+        return k
 
 
 def list_schedule(
@@ -270,6 +297,7 @@ def make_plan(
         solve_s=time.perf_counter() - t0,  # reporting only; never feeds a decision
         lower_bound=lb,
         note=note,
+        now=now,
     )
 
 

@@ -5,7 +5,7 @@ Per plan() call:
 1. Greedy plans: FIFO and shortest-job-first list schedules (exact, real time). If the better
    one meets the cheap lower bound it is optimal and CP-SAT is skipped.
 2. Integer time. The time unit is u = `time_unit_s` if given, else
-   (greedy makespan - now) / `resolution`: durations and
+   (greedy makespan of the tasks given to CP-SAT - now) / `resolution`: durations and
    running tasks' remaining times are rounded *up* to whole units (>= 1), so every integer
    schedule is feasible in real time. Default resolution: max(1000, 50 * tasks given to CP-SAT)
    (11 tasks -> 1,000 units, 200 -> 10,000): coarse enough that CP-SAT can still prove small
@@ -22,7 +22,8 @@ Per plan() call:
    property of serial schedule generation along a feasible schedule's start order), so rounding
    slack is removed and the makespan can only drop.
 5. The best of {compacted CP-SAT, FIFO, SJF} by (makespan, -GPUs started now, sum of starts)
-   is returned, so makespan <= FIFO's always.
+   is returned, so makespan <= FIFO's always; unless CP-SAT proved optimality, it first goes
+   through forward-backward justification (improve.py), kept only if it scores better.
 
 `lower_bound` is max(cheap bound, CP-SAT's bound converted to real time). The conversion is
 rigorous: a real schedule shifted to integers (start ceil(s/u) + 2*rank) is feasible in the
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from altosim.policy.inter.base import (
+    FreeProfile,
     InterTaskScheduler,
     Plan,
     RunningTask,
@@ -55,9 +57,9 @@ from altosim.policy.inter.base import (
     make_plan,
     makespan_of,
     sjf_order,
-    FreeProfile,
 )
-from altosim.policy.inter.cpsat_models import IntInstance, SolveResult, build_cumulative, build_paper, solve
+from altosim.policy.inter.cpsat_models import IntInstance, build_cumulative, build_paper, solve
+from altosim.policy.inter.improve import justify
 from altosim.policy.registry import INTER_TASK
 
 _MODELS = {"cumulative": build_cumulative, "paper": build_paper}
@@ -68,7 +70,7 @@ _MODELS = {"cumulative": build_cumulative, "paper": build_paper}
 class CpSatScheduler(InterTaskScheduler):
     """Minimize makespan of all waiting tasks around the running ones."""
 
-    time_limit_s: float = 2.0  # per plan() call
+    time_limit_s: float = 2.0  # CP-SAT wall time per plan() (both phases); greedy work comes on top
     num_workers: int = 2
     model: str = "cumulative"  # or "paper"
     max_tasks: int = 200  # waiting tasks given to CP-SAT (first by arrival); the rest are greedy
@@ -115,7 +117,13 @@ class CpSatScheduler(InterTaskScheduler):
         by_arrival = fifo_order(waiting)
         sub, rest = by_arrival[: self.max_tasks], by_arrival[self.max_tasks :]
         truncated = bool(rest)
-        unit = self.time_unit_s or (best_ms - now) / (self.resolution or max(1000, 50 * len(sub)))
+        horizon = best_ms
+        if truncated:  # the unit follows the horizon of what CP-SAT sees
+            horizon = min(
+                makespan_of(now, running, sub, list_schedule(now, num_gpus, running, order))
+                for order in (sub, sjf_order(sub))
+            )
+        unit = self.time_unit_s or (horizon - now) / (self.resolution or max(1000, 50 * len(sub)))
         inst = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper")
 
         # -- solve
@@ -137,8 +145,13 @@ class CpSatScheduler(InterTaskScheduler):
         cp_starts = list_schedule(now, num_gpus, running, order, profile=prof)
         cp_starts.update(list_schedule(now, num_gpus, running, rest, profile=prof))
 
-        # -- choose
+        # -- choose, then squeeze out slack a time-limited solve leaves (never worse)
         chosen = min([cp_starts, *greedy], key=lambda st: _score(now, running, waiting, st))  # ties: CP-SAT's
+        if not (res.status == "OPTIMAL" and not truncated):
+            better = justify(now, num_gpus, running, waiting, chosen)
+            if _score(now, running, waiting, better) < _score(now, running, waiting, chosen):
+                chosen = cp_starts = better  # counts as CP-SAT's plan, improved
+                note += "; improved by forward-backward justification"
         proved = res.status == "OPTIMAL" and not truncated
         if proved or makespan_of(now, running, waiting, chosen) <= lb:
             status = "optimal"
@@ -190,4 +203,4 @@ def _discretize(
     )
 
 
-__all__ = ["CpSatScheduler", "SolveResult"]
+__all__ = ["CpSatScheduler"]
