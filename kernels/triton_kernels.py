@@ -1,0 +1,250 @@
+"""Grouped Triton kernels for multi-adapter LoRA, walking the schedule table of `LoraBatchMeta`.
+
+Three kernels cover forward and backward:
+- `shrink`: out[rows_i, :r_max] = (scale_i?) in[rows_i, :] @ W[slot_i] (K x r, rank-masked).
+  Forward S = X A; backward dS = s dY B^T (B read through transposed strides).
+- `expand`: out[rows_i, :] = (base[rows_i, :] +) (scale_i?) S[rows_i, :r] @ W[slot_i] (r x N).
+  Forward Y = Y_base + s S B (base added in registers, may write in place); backward
+  dX = dX_base + dS A^T.
+- `seg_reduce`: out[slot_i] = (scale_i?) P[rows_i]^T Q[rows_i], the weight gradients
+  dA = X^T dS and dB = s S^T dY, one launch for all segments.
+
+Block sizes are autotuned per shape (cached by Triton). Under TRITON_INTERPRET=1 one small config
+is used and matmuls are fp32 broadcast-and-sum (the interpreter's `tl.dot` runs without BLAS
+and gives wrong bf16 results in triton 3.9).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.meta import LoraBatchMeta
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _configs(space: list[dict], warps_stages: list[tuple[int, int]], interp: dict) -> list[triton.Config]:
+    # interp: the one config for the interpreter, small enough for its broadcast matmul
+    # (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)
+    if INTERPRET:
+        return [triton.Config(interp, num_warps=4, num_stages=1)]
+    return [triton.Config(kw, num_warps=w, num_stages=s) for kw in space for (w, s) in warps_stages]
+
+
+@triton.autotune(
+    configs=_configs([{"BLOCK_K": 64}, {"BLOCK_K": 128}, {"BLOCK_K": 32}], [(4, 3), (4, 4), (8, 3)], {"BLOCK_K": 32}),
+    key=["K", "R", "BLOCK_R"],
+)
+@triton.jit
+def _shrink_kernel(
+    in_ptr, w_ptr, out_ptr,
+    sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
+    K, R,
+    stride_im, stride_ik, stride_ws, stride_wk, stride_wr, stride_om, stride_or,
+    APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    seg = tl.load(sched_seg_ptr + pid)
+    row0 = tl.load(sched_row_ptr + pid)
+    row_end = tl.load(seg_end_ptr + seg)
+    slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
+    rank = tl.load(seg_rank_ptr + seg)
+    rows = row0 + tl.arange(0, BLOCK_M)
+    rmask = rows < row_end
+    cols = tl.arange(0, BLOCK_R)
+    cmask = cols < rank
+    ks = tl.arange(0, BLOCK_K)
+    in_ptrs = in_ptr + rows[:, None].to(tl.int64) * stride_im + ks[None, :] * stride_ik
+    w_ptrs = w_ptr + slot * stride_ws + ks[:, None] * stride_wk + cols[None, :] * stride_wr
+    acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kmask = (k0 + ks) < K
+        a = tl.load(in_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+        if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
+            acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
+        elif IEEE:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc)
+        in_ptrs += BLOCK_K * stride_ik
+        w_ptrs += BLOCK_K * stride_wk
+    if APPLY_SCALE:
+        acc = acc * tl.load(seg_scale_ptr + seg)
+    out_ptrs = out_ptr + rows[:, None].to(tl.int64) * stride_om + cols[None, :] * stride_or
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & (cols[None, :] < R))
+
+
+@triton.autotune(
+    configs=_configs([{"BLOCK_N": 128}, {"BLOCK_N": 64}, {"BLOCK_N": 256}], [(4, 2), (8, 2), (4, 3)], {"BLOCK_N": 64}),
+    key=["N", "R", "BLOCK_R", "HAS_BASE"],
+    restore_value=["out_ptr"],
+)
+@triton.jit
+def _expand_kernel(
+    s_ptr, w_ptr, base_ptr, out_ptr,
+    sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
+    N, R,
+    stride_sm, stride_sr, stride_ws, stride_wr, stride_wn,
+    stride_bm, stride_bn, stride_om, stride_on,
+    HAS_BASE: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seg = tl.load(sched_seg_ptr + pid)
+    row0 = tl.load(sched_row_ptr + pid)
+    row_end = tl.load(seg_end_ptr + seg)
+    slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
+    rank = tl.load(seg_rank_ptr + seg)
+    rows = row0 + tl.arange(0, BLOCK_M)
+    rmask = rows < row_end
+    rs = tl.arange(0, BLOCK_R)
+    rsmask = rs < rank
+    ns = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = ns < N
+    rows64 = rows[:, None].to(tl.int64)
+    s = tl.load(s_ptr + rows64 * stride_sm + rs[None, :] * stride_sr, mask=rmask[:, None] & rsmask[None, :], other=0.0)
+    w = tl.load(
+        w_ptr + slot * stride_ws + rs[:, None] * stride_wr + ns[None, :] * stride_wn,
+        mask=rsmask[:, None] & nmask[None, :], other=0.0,
+    )
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
+        acc += tl.sum(s.to(tl.float32)[:, :, None] * w.to(tl.float32)[None, :, :], axis=1)
+    elif IEEE:
+        acc = tl.dot(s, w, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(s, w, acc)
+    if APPLY_SCALE:
+        acc = acc * tl.load(seg_scale_ptr + seg)
+    omask = rmask[:, None] & nmask[None, :]
+    if HAS_BASE:
+        acc += tl.load(base_ptr + rows64 * stride_bm + ns[None, :] * stride_bn, mask=omask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows64 * stride_om + ns[None, :] * stride_on, acc.to(out_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.autotune(
+    configs=_configs(
+        [{"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 64}, {"BLOCK_T": 64, "BLOCK_M": 128, "BLOCK_N": 128},
+         {"BLOCK_T": 32, "BLOCK_M": 128, "BLOCK_N": 128}, {"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 128}],
+        [(4, 3), (8, 3)],
+        {"BLOCK_T": 32, "BLOCK_M": 64, "BLOCK_N": 64},
+    ),
+    key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
+)
+@triton.jit
+def _seg_reduce_kernel(
+    p_ptr, q_ptr, out_ptr,
+    seg_start_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
+    M, N,
+    stride_pt, stride_pm, stride_qt, stride_qn, stride_os, stride_om, stride_on,
+    RANK_ON_M: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    FULL_M: tl.constexpr, FULL_N: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # FULL_M / FULL_N: that dim is the (padded) rank, covered by one block of size FULL_*.
+    seg = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_n = tl.program_id(2)
+    BM: tl.constexpr = FULL_M if FULL_M > 0 else BLOCK_M
+    BN: tl.constexpr = FULL_N if FULL_N > 0 else BLOCK_N
+    t0 = tl.load(seg_start_ptr + seg)
+    t1 = tl.load(seg_end_ptr + seg)
+    slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
+    rank = tl.load(seg_rank_ptr + seg)
+    ms = pid_m * BM + tl.arange(0, BM)
+    ns = pid_n * BN + tl.arange(0, BN)
+    mmask = ms < M
+    nmask = ns < N
+    ts = tl.arange(0, BLOCK_T)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for t in range(t0, t1, BLOCK_T):
+        rows = t + ts
+        tmask = rows < t1
+        rows64 = rows.to(tl.int64)
+        p = tl.load(p_ptr + rows64[None, :] * stride_pt + ms[:, None] * stride_pm, mask=mmask[:, None] & tmask[None, :], other=0.0)
+        q = tl.load(q_ptr + rows64[:, None] * stride_qt + ns[None, :] * stride_qn, mask=tmask[:, None] & nmask[None, :], other=0.0)
+        if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
+            acc += tl.sum(p.to(tl.float32)[:, :, None] * q.to(tl.float32)[None, :, :], axis=1)
+        elif IEEE:
+            acc = tl.dot(p, q, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(p, q, acc)
+    if APPLY_SCALE:
+        acc = acc * tl.load(seg_scale_ptr + seg)
+    if RANK_ON_M:
+        acc = tl.where((ms < rank)[:, None], acc, 0.0)
+    else:
+        acc = tl.where((ns < rank)[None, :], acc, 0.0)
+    out_ptrs = out_ptr + slot * stride_os + ms[:, None] * stride_om + ns[None, :] * stride_on
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
+
+
+def _rank_block(r_max: int) -> int:
+    return max(16, triton.next_power_of_2(r_max))
+
+
+def _flags(t: torch.Tensor) -> dict:
+    return {"IEEE": t.dtype == torch.float32, "UPCAST": INTERPRET}
+
+
+def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, apply_scale: bool,
+           w_strides: tuple[int, int, int]) -> torch.Tensor:
+    """[T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r])."""
+    t_rows, k = inp.shape
+    out = torch.empty((t_rows, r_max), device=inp.device, dtype=inp.dtype)
+    if meta.num_blocks == 0:
+        return out
+    _shrink_kernel[(meta.num_blocks,)](
+        inp, w, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
+        k, r_max, inp.stride(0), inp.stride(1), *w_strides, out.stride(0), out.stride(1),
+        APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max), **_flags(inp),
+    )
+    return out
+
+
+def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_scale: bool,
+           w_strides: tuple[int, int, int], base: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """[T, n] = (base +) per segment S_i @ W[slot_i] (W given by strides as [slots, r, N]); out may alias base."""
+    if out is None:
+        out = torch.empty((s.shape[0], n), device=s.device, dtype=s.dtype)
+    if meta.num_blocks == 0:
+        if base is not None and base.data_ptr() != out.data_ptr():
+            out.copy_(base)
+        return out
+    r_max = s.shape[1]
+    b = base if base is not None else out
+    grid = lambda m: (meta.num_blocks, triton.cdiv(n, m["BLOCK_N"]))  # noqa: E731
+    _expand_kernel[grid](
+        s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
+        n, r_max, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+        HAS_BASE=base is not None, APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max),
+        **_flags(s),
+    )
+    return out
+
+
+def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBatchMeta, rank_on_m: bool,
+               apply_scale: bool) -> torch.Tensor:
+    """out[slot_i] = (scale_i *) P_i^T Q_i for every segment; out is [slots, M, N], rank-masked on M or N."""
+    m, n = p.shape[1], q.shape[1]
+    full_m = _rank_block(m) if rank_on_m else 0
+    full_n = 0 if rank_on_m else _rank_block(n)
+
+    def grid(c: dict) -> tuple[int, int, int]:
+        gm = 1 if full_m else triton.cdiv(m, c["BLOCK_M"])
+        gn = 1 if full_n else triton.cdiv(n, c["BLOCK_N"])
+        return (meta.num_segments, gm, gn)
+
+    _seg_reduce_kernel[grid](
+        p, q, out, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
+        m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1), out.stride(2),
+        RANK_ON_M=rank_on_m, APPLY_SCALE=apply_scale, FULL_M=full_m, FULL_N=full_n, **_flags(p),
+    )
+    return out

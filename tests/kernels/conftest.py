@@ -1,0 +1,13 @@
+"""Kernel tests run the Triton kernels on CPU through Triton's interpreter.
+
+TRITON_INTERPRET must be set before triton is first imported, so it is set here, at conftest
+import time, whenever no CUDA device is present (on a GPU machine the real kernels run). To run
+the kernels by hand on CPU: `TRITON_INTERPRET=1 python ...`.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,0 +1,49 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import build_meta
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=64))
+def test_schedule_covers_each_row_once(counts):
+    z = len(counts)
+    meta = build_meta(counts, list(range(z)), [1] * z, [1.0] * z, "cpu")
+    covered = torch.zeros(meta.total_tokens, dtype=torch.int64)
+    for seg, r0 in zip(meta.sched_seg.tolist(), meta.sched_row.tolist()):
+        lo, hi = meta.offsets[seg], meta.offsets[seg + 1]
+        assert lo <= r0 < hi
+        covered[r0 : min(r0 + meta.block_m, hi)] += 1
+    assert bool((covered == 1).all())
+    assert meta.seg_start.tolist() == list(meta.offsets[:-1])
+    assert meta.seg_end.tolist() == list(meta.offsets[1:])
+    assert meta.equal_counts == (len(set(counts)) == 1 and counts[0] > 0)
+
+
+def test_row_dropout_per_segment():
+    meta = build_meta([2, 0, 3], [0, 1, 2], [1, 1, 1], [1.0] * 3, "cpu", dropout=[0.1, 0.2, 0.0])
+    assert meta.row_dropout.tolist() == pytest.approx([0.1, 0.1, 0.0, 0.0, 0.0])
+    assert build_meta([2], [0], [1], [1.0], "cpu", dropout=[0.0]).row_dropout is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(token_counts=[]), "token_counts"),
+        (dict(token_counts=[1, -1]), "token_counts"),
+        (dict(slots=[0]), "slots"),
+        (dict(slots=[1, 1]), "slots"),
+        (dict(slots=[-1, 0]), "slots"),
+        (dict(ranks=[0, 2]), "ranks"),
+        (dict(scales=[1.0, float("nan")]), "scales"),
+        (dict(dropout=[0.0, 1.0]), "dropout"),
+        (dict(dropout=[0.0]), "dropout"),
+    ],
+)
+def test_bad_meta_names_argument(kwargs, name):
+    args = dict(token_counts=[1, 2], slots=[0, 1], ranks=[1, 2], scales=[1.0, 1.0], device="cpu")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"^{name}"):
+        build_meta(**args)
