@@ -12,11 +12,10 @@ from altosim.policy.inter.base import (
     PlanStatus,
     RunningTask,
     WaitingTask,
-    assign_gpu_ids,
     list_schedule,
     lower_bound,
-    validate_plan,
 )
+from altosim.policy.inter.validate import assign_gpu_ids, validate_plan
 from altosim.policy.inter.cpsat import CpSatScheduler
 from altosim.policy.inter.fifo import FifoScheduler
 from altosim.policy.inter.sjf import SjfScheduler

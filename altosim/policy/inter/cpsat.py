@@ -49,7 +49,6 @@ from altosim.policy.inter.base import (
     Plan,
     RunningTask,
     WaitingTask,
-    assign_gpu_ids,
     check_inputs,
     fifo_order,
     list_schedule,
@@ -60,6 +59,7 @@ from altosim.policy.inter.base import (
 )
 from altosim.policy.inter.cpsat_models import IntInstance, build_cumulative, build_paper, solve
 from altosim.policy.inter.improve import justify
+from altosim.policy.inter.validate import assign_gpu_ids
 from altosim.policy.registry import INTER_TASK
 
 _MODELS = {"cumulative": build_cumulative, "paper": build_paper}

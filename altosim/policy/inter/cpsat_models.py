@@ -52,7 +52,8 @@ def cheap_cmax_bound(inst: IntInstance) -> int:
     """Integer lower bound on C_max: last running release, per-task earliest fit + duration,
     and the area bound. Given to CP-SAT as C_max's domain so its bound starts there."""
     releases = sorted(zip(inst.run_end, (len(g) for g in inst.run_gpus)))
-    free, t_free = inst.num_gpus - sum(n for _, n in releases), [(0, inst.num_gpus - sum(n for _, n in releases))]
+    free = inst.num_gpus - sum(n for _, n in releases)
+    t_free = [(0, free)]  # (time, free GPUs from then on), non-decreasing
     for end, n in releases:
         free += n
         t_free.append((end, free))
