@@ -11,6 +11,7 @@ loss or gradient fails that adapter only: it is left out of the backward sum and
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Mapping, Sequence
@@ -80,6 +81,10 @@ class MultiAdapterTrainer:
         self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)])
         self.jobs: dict[str, _Job] = {}
         self.pad_token_id = pad_token_id
+        cfg = getattr(model, "config", None)
+        plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+        has_parts = hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")
+        self._head = model.get_output_embeddings() if plain_head and has_parts else None
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -247,15 +252,22 @@ class MultiAdapterTrainer:
     def _losses(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                 rows: Sequence[int], training: bool) -> list[torch.Tensor]:
         """Forward the concatenated batch; one mean-token-CE loss tensor per job. The metadata
-        stays set until the caller clears it: checkpointed layers re-run in the backward."""
+        stays set until the caller clears it: checkpointed layers re-run in the backward.
+
+        The LM head runs only on positions that have a label (fine-tuning data labels answers
+        only), so the [tokens, vocab] logits are never built for prompts and padding."""
         self._set_meta(jobs, rows, ids.shape[1], training)
-        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        out, r0 = [], 0
-        for n in rows:
-            lg, lb = logits[r0:r0 + n, :-1].float(), labels[r0:r0 + n, 1:]
-            out.append(nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), ignore_index=IGNORE))
-            r0 += n
-        return out
+        target = labels[:, 1:]
+        valid = target != IGNORE
+        if self._head is None:
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+            per_token = nn.functional.cross_entropy(logits[valid].float(), target[valid], reduction="none")
+        else:
+            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            per_token = nn.functional.cross_entropy(self._head(hidden[:, :-1][valid]).float(), target[valid], reduction="none")
+        counts = valid.sum(1).tolist()
+        per_job = [sum(counts[r0:r0 + n]) for r0, n in zip([0, *itertools.accumulate(rows)], rows)]
+        return [t.mean() for t in torch.split(per_token, per_job)]
 
     # ----------------------------------------------------------------------------- train / eval
     def _forward_backward(self, jobs: list[_Job], ids, mask, labels, rows) -> list[float]:
