@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 from altosim.policy.intra import pick_admissions
@@ -43,7 +44,7 @@ class ModelShape:
     kv_dim: int
     vocab: int
 
-    @property
+    @cached_property
     def proj_io(self) -> int:
         """sum(d_in + d_out) over the 7 LoRA-targeted projections of one layer."""
         h, i, kv = self.hidden, self.intermediate, self.kv_dim

@@ -236,6 +236,14 @@ class Controller:
     def _replan(self, now: float) -> list[Action]:
         if not self.waiting:
             return []
+        if sum(t.gpus for t in self.waiting.values()) <= len(self.free):
+            # everything waiting fits now: every planner (FIFO, SJF, a left-shifted optimum)
+            # starts it all at once, so skip the planner call
+            acts: list[Action] = []
+            for task_id in list(self.waiting):
+                if task_id in self.waiting:  # a task that finished at once may have re-planned
+                    acts += self._start(self.waiting.pop(task_id), now)
+            return acts
         running = [
             RunningTask(t, ts.gpus, max(0.0, ts.started + self._durations[t] - now))
             for t, ts in sorted(self.running.items())

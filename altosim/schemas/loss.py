@@ -18,6 +18,19 @@ import numpy as np
 from altosim.policy.types import JobSpec
 
 
+def _interp(f: float, xs: list[float], ys: list[float]) -> float:
+    """np.interp for one point on plain lists (constant outside; ~10x faster than numpy)."""
+    if not xs:
+        return math.nan
+    if f <= xs[0]:
+        return ys[0]
+    if f >= xs[-1]:
+        return ys[-1]
+    i = bisect.bisect_right(xs, f)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (f - x0) / (x1 - x0)
+
+
 @dataclass(eq=False)
 class LossCurve:
     """One job config's curve. `val`/`metric` hold NaN where the job was not evaluated.
@@ -69,9 +82,11 @@ class LossCurve:
         self._cl = self._cum.tolist()
         ev = ~np.isnan(self.val)
         self._vx, self._vy = self._x[ev], self.val[ev]
+        self._vxl, self._vyl = self._vx.tolist(), self._vy.tolist()
         if self.metric is not None:
             em = ~np.isnan(self.metric)
             self._mx, self._my = self._x[em], self.metric[em]
+            self._mxl, self._myl = self._mx.tolist(), self._my.tolist()
 
     @property
     def config(self) -> tuple[float, int, int]:
@@ -112,15 +127,13 @@ class LossCurve:
 
     def val_at(self, f: float) -> float:
         """Val loss at progress f, interpolated between evaluated points (NaN if never evaluated)."""
-        if len(self._vx) == 0:
-            return math.nan
-        return float(np.interp(f, self._vx, self._vy))
+        return _interp(f, self._vxl, self._vyl)
 
     def metric_at(self, f: float) -> float | None:
         """Task metric (higher is better) at progress f; None when the curve has no metric."""
         if self.metric is None:
             return None
-        return float(np.interp(f, self._mx, self._my))
+        return _interp(f, self._mxl, self._myl)
 
     def final_val(self) -> float:
         return float(self._vy[-1]) if len(self._vy) else math.nan
