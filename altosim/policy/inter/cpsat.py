@@ -31,9 +31,11 @@ rounded model, so OPT_real >= u * (bound_int - 2 * n_cp) with n_cp the tasks giv
 
 Determinism: a wall-clock limit with parallel workers means the same inputs can give different
 plans when the limit is hit (never when CP-SAT proves optimality in time, nor when the greedy
-plan meets the bound: then no solver runs). `deterministic=True` adds CP-SAT's work-based limit
-and interleaved (reproducible) search; the wall limit still caps it, so it is reproducible only
-when the work limit is reached first. The Controller should log the plans it acts on.
+plan meets the bound: then no solver runs). `deterministic=True` makes plans reproducible (for
+`alto replay`): one search worker and CP-SAT's work-based limit of `time_limit_s` units, which
+took 1-5x that in wall time here; a wall cap of 10x is a safety net (hitting it breaks
+reproducibility). With the justification of step 5, short limits lose little: on 200 tasks x
+1,024 GPUs, 0.1 s gave makespans within 1% of 2 s runs.
 """
 
 from __future__ import annotations

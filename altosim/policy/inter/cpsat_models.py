@@ -172,8 +172,9 @@ def solve(
     starts = tuple(int(solver.value(s)) for s in parts.starts)
     bound = cmax if code == cp_model.OPTIMAL else _floor_bound(solver.best_objective_bound)
 
-    # -- phase 2: left shift at that makespan
-    left = min(time_limit_s - wall, (1.0 - phase1_share) * time_limit_s)
+    # -- phase 2: left shift at that makespan (budget counted in work units when deterministic)
+    spent = solver.deterministic_time if deterministic else wall
+    left = min(time_limit_s - spent, (1.0 - phase1_share) * time_limit_s)
     if left < 0.05 * time_limit_s or not parts.starts:
         return SolveResult(status, starts, cmax, bound, wall, "skipped")
     model.add(parts.cmax <= cmax)
@@ -203,11 +204,13 @@ def _run(model: Any, limit_s: float, num_workers: int, seed: int, deterministic:
     p.random_seed = seed
     p.max_time_in_seconds = limit_s
     if deterministic:
-        # Reproducible search: work-based limit, interleaved workers. CP-SAT's work units are
-        # not seconds (on 200-task instances one unit took ~20 s of wall time), so the wall
-        # limit stays as the hard cap; when it is hit first the run may not be reproducible.
+        # Reproducible search: one worker, work-based limit. (Interleaved parallel search is
+        # reproducible too but overshot its work limit several-fold here.) CP-SAT's work units
+        # are not seconds (1-5 s of wall each on these models), so a wall cap of 10x stays as a
+        # safety net; a run that hits it may not be reproducible.
+        p.num_workers = 1
         p.max_deterministic_time = limit_s
-        p.interleave_search = num_workers > 1
+        p.max_time_in_seconds = 10.0 * limit_s
     return solver.solve(model), solver
 
 
