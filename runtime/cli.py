@@ -1,0 +1,56 @@
+"""`alto run`: registered into the `alto` command only when the runtime (torch) is importable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _bar(quiet: bool):
+    """A tqdm bar over fused steps showing each adapter's latest loss, or nothing."""
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(desc="run", unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def on_step(task_id: str, losses: dict[str, float]) -> None:
+        shown = dict(list(losses.items())[:6])
+        bar.set_postfix({"task": task_id, "jobs": len(losses), **{k: f"{v:.3f}" for k, v in shown.items()}})
+        bar.update(1)
+
+    return bar, on_step
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from altosim.schemas import load_config
+    from runtime.run import run_config
+
+    cfg = load_config(args.config)
+    out = Path(args.out or cfg.out or "runs/run")
+    bar, on_step = _bar(args.quiet)
+    try:
+        log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val,
+                         checkpoint_every=args.checkpoint_every, progress=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    for task_id, fin in sorted(log.results.items()):
+        print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss})")
+    print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, <task>/best_adapter)")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    r = sub.add_parser("run", help="run a config's workload on the local GPU(s) (or CPU) with real training")
+    r.add_argument("config", nargs="?", help="YAML/JSON run config (default: the embedded workload)")
+    r.add_argument("--backbone", default="smollm2", help="'smollm2', 'tiny' (random, for tests) or a model path")
+    r.add_argument("--out", help="output folder (default: config's out, else runs/run)")
+    r.add_argument("--n-train", type=int, default=2000, help="training examples per dataset")
+    r.add_argument("--n-val", type=int, default=200, help="validation examples per dataset")
+    r.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N fused steps; "
+                   "rerunning the same command resumes from <out>/run.ckpt")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(fn=cmd_run)

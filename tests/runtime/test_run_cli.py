@@ -1,0 +1,42 @@
+"""`alto run` end to end on CPU with the tiny backbone: outputs written, bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from altosim.cli import main
+
+
+def _config(tmp_path, dataset="list_ops"):
+    wl = {"name": "tiny-run", "synthetic": True, "tasks": [{
+        "id": "t1", "arrival": 0, "model": "tiny", "dataset": dataset, "gpus": 1,
+        "search_space": {"lr": [1e-2, 1e-3], "rank": [2, 4], "batch_size": [2]},
+        "samples_per_job": 6, "eval_every_samples": 4, "seq_len": 160}]}
+    (tmp_path / "wl.json").write_text(json.dumps(wl))
+    cfg = {"workload": "wl.json", "cluster": {"gpus": 1},
+           "policy": {"early_exit": {"name": "none"}, "inter_task": {"name": "fifo"}}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    return str(tmp_path / "cfg.json")
+
+
+def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["run", _config(tmp_path), "--backbone", "tiny", "--out", str(out), "--n-train", "12",
+               "--n-val", "4", "--quiet"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "tasks.csv")))
+    assert len(rows) == 1 and rows[0]["best_job"].startswith("t1/j") and rows[0]["samples_trained"] == "24"
+    assert (out / "t1" / "best_adapter" / "adapter_model.safetensors").is_file()
+    lines = (out / "events.jsonl").read_text().splitlines()
+    kinds = [json.loads(x).get("kind") for x in lines[1:]]
+    assert kinds[:2] == ["task_arrived", "start_task"] and kinds[-1] == "finish_task"
+    assert kinds.count("job_finished") == 4
+    assert not (out / "run.ckpt").exists()
+    assert "best t1/j" in capsys.readouterr().out
+
+
+def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
+    rc = main(["run", _config(tmp_path, dataset="nope"), "--backbone", "tiny", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "tasks[0].dataset" in err and "nope" in err and len(err.splitlines()) == 1
