@@ -1,13 +1,21 @@
 """Autograd Function for the fused path: cuBLAS base GEMM + grouped Triton LoRA kernels.
 
-Forward:  S = drop(X) A (shrink), Y = X W^T + b, then Y += s S B in place (expand, base added in
-          registers). S is cached for backward.
-Backward: dS = s dY B^T (shrink), dX = dY W then dX += dS A^T in place (expand),
-          dA = drop(X)^T dS and dB = s S^T dY (one grouped launch each).
-Launches per layer are constant in the number of adapters.
+Forward:  S = drop(X) A (shrink, cached for backward) and Y = X W^T + b + s S B.
+Backward: dS = s dY B^T (shrink), dX = dY W + dS A^T, dA = drop(X)^T dS and dB = s S^T dY
+          (one grouped launch each). Launches per layer are constant in the number of adapters.
+
+Two ways to join the LoRA term with the base GEMM (`variant`):
+- "epilogue": cuBLAS writes Y_base, then the expand kernel adds s S B to it in registers and
+  stores in place (one extra read+write of Y).
+- "addmm": the expand kernel writes the LoRA term (plus bias) and cuBLAS accumulates X W^T onto it
+  (beta=1): the extra read of Y happens inside the compute-bound GEMM.
+With `streams`, LoRA kernels that do not feed the base GEMM (shrink in the epilogue form, dA and
+dB in backward) run on a side stream, overlapped with cuBLAS.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -15,19 +23,51 @@ from kernels import triton_kernels as tk
 from kernels.meta import LoraBatchMeta
 from kernels.reference import lora_input
 
+VARIANTS = ("epilogue", "addmm")
+
+
+def _on(stream):  # noqa: ANN001, ANN202
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
+def _fork(side):  # noqa: ANN001, ANN202
+    """Make the side stream (if any) wait for work queued so far on the current stream."""
+    if side is None:
+        return None
+    main = torch.cuda.current_stream()
+    side.wait_stream(main)
+    return main
+
+
+def _join(side, main) -> None:  # noqa: ANN001
+    if side is not None:
+        main.wait_stream(side)
+
 
 class _FusedLoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, A, B, meta: LoraBatchMeta, training: bool):  # noqa: ANN001
+    def forward(ctx, x, weight, bias, A, B, meta: LoraBatchMeta, training: bool, variant: str, streams: bool):  # noqa: ANN001
         x = x.contiguous()
         xl, mult = lora_input(x, meta, training)
+        t_rows = x.shape[0]
         r_max, d_out = B.shape[1], B.shape[2]
         a_str = (A.stride(0), A.stride(1), A.stride(2))  # [slots, K=d_in, r]
         b_str = (B.stride(0), B.stride(1), B.stride(2))  # [slots, r, N=d_out]
-        s = tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=a_str)
-        y = torch.nn.functional.linear(x, weight, bias)
-        y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=b_str, base=y, out=y)
-        ctx.meta = meta
+        side = meta.side_stream if streams and x.is_cuda else None
+        s = torch.empty((t_rows, r_max), device=x.device, dtype=x.dtype)
+        if variant == "epilogue":
+            main = _fork(side)
+            with _on(side):
+                tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=a_str, out=s)
+            y = torch.nn.functional.linear(x, weight, bias)
+            _join(side, main)
+            y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=b_str, base=y, out=y)
+        else:
+            tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=a_str, out=s)
+            base = bias.expand(t_rows, d_out) if bias is not None else None
+            y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=b_str, base=base)
+            y.addmm_(x, weight.t())
+        ctx.meta, ctx.variant, ctx.streams = meta, variant, streams
         ctx.save_for_backward(x if weight.requires_grad else None, xl if A.requires_grad else None,
                               mult, s, weight, A, B)
         ctx.has_bias = bias is not None
@@ -40,30 +80,41 @@ class _FusedLoraLinear(torch.autograd.Function):
         dy = dy.contiguous()
         r_max, d_in = A.shape[2], A.shape[1]
         need_x, need_w, need_b, need_a, need_bb = ctx.needs_input_grad[:5]
+        side = meta.side_stream if ctx.streams and dy.is_cuda else None
         dx = dw = db = da = dbb = None
+        at_str = (A.stride(0), A.stride(2), A.stride(1))  # A^T as [slots, r, N=d_in]
+        full = len(meta.slots) == A.shape[0]
+        alloc = torch.empty if full else torch.zeros
+        if need_a:
+            da = alloc(A.shape, device=A.device, dtype=A.dtype)
+        if need_bb:
+            dbb = alloc(B.shape, device=B.device, dtype=B.dtype)
+        ds = None
         if need_x or need_a:
             # B^T viewed as [slots, K=d_out, r]
             ds = tk.shrink(dy, B, meta, r_max, apply_scale=True, w_strides=(B.stride(0), B.stride(2), B.stride(1)))
+        # weight grads do not feed dX: queue them on the side stream, overlapped with the dX GEMM
+        main = _fork(side)
+        with _on(side):
+            if need_a:
+                tk.seg_reduce(xl, ds, da, meta, rank_on_m=False, apply_scale=False)
+            if need_bb:
+                tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True)
         if need_x:
-            at_str = (A.stride(0), A.stride(2), A.stride(1))  # A^T as [slots, r, N=d_in]
-            dx = dy @ weight
-            if mult is None:
+            if ctx.variant == "epilogue" and mult is None:
+                dx = dy @ weight
                 dx = tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=dx, out=dx)
             else:
-                dx += tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=None) * mult
+                dx = tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=None)
+                if mult is not None:
+                    dx.mul_(mult)
+                dx.addmm_(dy, weight)
         if need_w:
             dw = dy.t() @ x
         if need_b and ctx.has_bias:
             db = dy.sum(0)
-        full = len(set(meta.slots)) == A.shape[0]
-        alloc = torch.empty if full else torch.zeros
-        if need_a:
-            da = tk.seg_reduce(xl, ds, alloc(A.shape, device=A.device, dtype=A.dtype), meta,
-                               rank_on_m=False, apply_scale=False)
-        if need_bb:
-            dbb = tk.seg_reduce(s, dy, alloc(B.shape, device=B.device, dtype=B.dtype), meta,
-                                rank_on_m=True, apply_scale=True)
-        return dx, dw, db, da, dbb, None, None
+        _join(side, main)
+        return dx, dw, db, da, dbb, None, None, None, None
 
 
 def fused_lora_linear(
@@ -74,6 +125,10 @@ def fused_lora_linear(
     B: torch.Tensor,
     meta: LoraBatchMeta,
     training: bool = True,
+    variant: str = "epilogue",
+    streams: bool = False,
 ) -> torch.Tensor:
     """Triton path of `multi_lora_linear` (inputs already validated)."""
-    return _FusedLoraLinear.apply(x, weight, bias, A, B, meta, training)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    return _FusedLoraLinear.apply(x, weight, bias, A, B, meta, training, variant, streams)

@@ -41,6 +41,7 @@ class LoraBatchMeta:
     sched_seg: torch.Tensor  # segment of each schedule entry
     sched_row: torch.Tensor  # first row of each schedule entry
     row_dropout: torch.Tensor | None  # float32 [T] (None when no segment drops out)
+    side_stream: object = None  # torch.cuda.Stream for LoRA work overlapped with the base GEMMs
 
     @property
     def num_segments(self) -> int:
@@ -144,4 +145,5 @@ def build_meta(
         sched_seg=parts[4],
         sched_row=parts[5],
         row_dropout=row_dropout,
+        side_stream=torch.cuda.Stream(device) if device.type == "cuda" else None,
     )

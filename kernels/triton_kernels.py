@@ -25,6 +25,8 @@ import triton.language as tl
 from kernels.meta import LoraBatchMeta
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# ALTO_KERNELS_AUTOTUNE=0: first config only (tests: no tuning per random shape)
+AUTOTUNE = os.environ.get("ALTO_KERNELS_AUTOTUNE", "1") != "0"
 
 
 def _configs(space: list[dict], warps_stages: list[tuple[int, int]], interp: dict) -> list[triton.Config]:
@@ -32,6 +34,8 @@ def _configs(space: list[dict], warps_stages: list[tuple[int, int]], interp: dic
     # (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)
     if INTERPRET:
         return [triton.Config(interp, num_warps=4, num_stages=1)]
+    if not AUTOTUNE:
+        return [triton.Config(space[0], num_warps=warps_stages[0][0], num_stages=warps_stages[0][1])]
     return [triton.Config(kw, num_warps=w, num_stages=s) for kw in space for (w, s) in warps_stages]
 
 
@@ -195,10 +199,11 @@ def _flags(t: torch.Tensor) -> dict:
 
 
 def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, apply_scale: bool,
-           w_strides: tuple[int, int, int]) -> torch.Tensor:
+           w_strides: tuple[int, int, int], out: torch.Tensor | None = None) -> torch.Tensor:
     """[T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r])."""
     t_rows, k = inp.shape
-    out = torch.empty((t_rows, r_max), device=inp.device, dtype=inp.dtype)
+    if out is None:
+        out = torch.empty((t_rows, r_max), device=inp.device, dtype=inp.dtype)
     if meta.num_blocks == 0:
         return out
     _shrink_kernel[(meta.num_blocks,)](

@@ -2,12 +2,13 @@
 
 TRITON_INTERPRET must be set before triton is first imported, so it is set here, at conftest
 import time, whenever no CUDA device is present (on a GPU machine the real kernels run). To run
-the kernels by hand on CPU: `TRITON_INTERPRET=1 python ...`.
+the kernels by hand on CPU: `TRITON_INTERPRET=1 python ...`. Autotuning is off in tests (ALTO_KERNELS_AUTOTUNE=0).
 """
 
 import os
 
 import torch
 
+os.environ.setdefault("ALTO_KERNELS_AUTOTUNE", "0")  # one config: no tuning per random test shape
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -10,22 +10,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import loop_lora_linear, multi_lora_linear
+from kernels.function import VARIANTS, fused_lora_linear
 from tests.kernels.helpers import TOL, as_double, assert_close_to_truth, assert_near, make_case, run
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _fused(*args, **kw):
-    return multi_lora_linear(*args, impl="triton", **kw)
+def _fused(*args, variant=None, **kw):
+    if variant is None:
+        return multi_lora_linear(*args, impl="triton", **kw)
+    return fused_lora_linear(*args, variant=variant, streams=True, **kw)
 
 
 def _compare(case, dtype, **kw):
     g = torch.Generator().manual_seed(7)
     dy = torch.randn(case.x.shape[0], case.weight.shape[0], generator=g).to(device=case.x.device, dtype=dtype)
     torch.manual_seed(1)
-    truth = run(as_double(case), loop_lora_linear, dy.double(), **kw)
+    truth = run(as_double(case), loop_lora_linear, dy.double(), **{k: v for k, v in kw.items() if k != "variant"})
     torch.manual_seed(1)
-    want = run(case, loop_lora_linear, dy, **kw)
+    want = run(case, loop_lora_linear, dy, **{k: v for k, v in kw.items() if k != "variant"})
     torch.manual_seed(1)
     got = run(case, _fused, dy, **kw)
     for name, g, w, t in zip(("y", "dx", "dA", "dB"), got, want, truth):
@@ -62,6 +65,12 @@ def test_fused_edge_cases_cpu(dtype):
                                        ([1, 64, 63], [128, 1, 64], 129, 33)]:
         case = make_case(counts, ranks, d_in, d_out, dtype, extra_slots=1, r_max=128)
         _compare(case, dtype)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_variants_cpu(variant):
+    case = make_case([70, 0, 9], [5, 1, 16], 33, 21, torch.float32, dropout=[0.0, 0.0, 0.3] if variant == "addmm" else None)
+    _compare(case, torch.float32, variant=variant)
 
 
 def test_fused_dropout_same_mask_as_reference_cpu():

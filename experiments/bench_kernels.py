@@ -1,0 +1,288 @@
+"""Benchmark multi-adapter LoRA implementations on one Llama-3.2-1B decoder layer (fwd+bwd, frozen base).
+
+The 7 projections (hidden 2048, MLP 8192, kv 512), 32 adapters with ranks 16/32/64 mixed equally,
+per-adapter batch 1/2/4 of 512-token sequences, bf16. Implementations side by side in one run:
+base_only (the frozen base GEMMs alone: the floor), loop, sequential, peft, torch_grouped, ours
+(plus `ours_*` variants of the fused path). speedup = time(torch_grouped) / time(row).
+
+Writes results/kernels_<gpu>.csv (one row per projection and a `layer` row summing the 7),
+results/kernels_breakdown_<gpu>.csv (each kernel alone, with achieved GB/s) and a PNG.
+
+    PYTHONPATH=$PWD python experiments/bench_kernels.py --out $OUT        # on the GPU machine
+    PYTHONPATH=$PWD TRITON_INTERPRET=1 python experiments/bench_kernels.py --smoke --out /tmp/b  # CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
+    "q": (2048, 2048), "k": (2048, 512), "v": (2048, 512), "o": (2048, 2048),
+    "gate": (2048, 8192), "up": (2048, 8192), "down": (8192, 2048),
+}
+IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
+VARIANT_IMPLS = {"ours_streams": ("epilogue", True), "ours_addmm": ("addmm", False),
+                 "ours_addmm_streams": ("addmm", True)}
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    if device.type == "cuda":
+        import triton.testing
+
+        return lambda fn: float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+    def cpu(fn: Callable[[], object]) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(2):
+            fn()
+        return (time.perf_counter() - t0) / 2 * 1e3
+
+    return cpu
+
+
+def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype):  # noqa: ANN001
+    """A closure doing one fwd+bwd of this projection with `impl` (inputs built once)."""
+    from kernels import build_meta, grouped_lora_linear, loop_lora_linear
+    from kernels.function import fused_lora_linear
+
+    z, r_max, t = len(counts), max(ranks), sum(counts)
+    scales = [2.0] * z  # alpha = 2 r
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*shape: int, s: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * s).to(device=device, dtype=dtype)
+
+    x = rnd(t, d_in).requires_grad_(True)
+    w = rnd(d_out, d_in, s=d_in**-0.5)
+    dy = rnd(t, d_out)
+    lin = torch.nn.functional.linear
+    if impl == "base_only":
+        return lambda: torch.autograd.grad(lin(x, w), [x], dy)
+    A = rnd(z, d_in, r_max, s=d_in**-0.5).requires_grad_(True)
+    B = rnd(z, r_max, d_out, s=0.01).requires_grad_(True)
+    meta = build_meta(counts, list(range(z)), ranks, scales, device)  # once per step, shared by layers
+    if impl in ("loop", "torch_grouped"):
+        fn = loop_lora_linear if impl == "loop" else grouped_lora_linear
+        return lambda: torch.autograd.grad(fn(x, w, None, A, B, meta), [x, A, B], dy)
+    if impl == "ours" or impl in VARIANT_IMPLS:
+        variant, streams = VARIANT_IMPLS.get(impl, ("epilogue", False))
+        return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, A, B, meta, True, variant, streams),
+                                           [x, A, B], dy)
+    offs = meta.offsets
+    xs = [x[offs[i]:offs[i + 1]].detach().requires_grad_(True) for i in range(z)]
+    dys = [dy[offs[i]:offs[i + 1]] for i in range(z)]
+    if impl == "sequential":
+        As = [A[i, :, :ranks[i]].detach().clone().requires_grad_(True) for i in range(z)]
+        Bs = [B[i, :ranks[i], :].detach().clone().requires_grad_(True) for i in range(z)]
+
+        def seq() -> None:
+            for i in range(z):  # one adapter at a time: its own base GEMM and LoRA, fwd+bwd
+                y = lin(xs[i], w) + scales[i] * (xs[i] @ As[i]) @ Bs[i]
+                torch.autograd.grad(y, [xs[i], As[i], Bs[i]], dys[i])
+
+        return seq
+    if impl == "peft":
+        from peft import LoraConfig
+        from peft.tuners.lora.layer import Linear as LoraLinear
+
+        base = torch.nn.Linear(d_in, d_out, bias=False, device=device, dtype=dtype)
+        base.weight.data.copy_(w)
+        base.weight.requires_grad_(False)
+        layers = []
+        for i in range(z):
+            cfg = LoraConfig(r=ranks[i], lora_alpha=2 * ranks[i])
+            layers.append(LoraLinear(base, "a", config=cfg, r=ranks[i], lora_alpha=2 * ranks[i]).to(device, dtype))
+
+        def run_peft() -> None:
+            for i in range(z):
+                y = layers[i](xs[i])
+                params = [p for p in layers[i].parameters() if p.requires_grad]
+                torch.autograd.grad(y, [xs[i], *params], dys[i])
+
+        return run_peft
+    raise ValueError(f"impl: unknown {impl!r}")
+
+
+def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype, bench) -> list[dict]:  # noqa: ANN001
+    """Each fused-path kernel alone, with bytes moved, vs the base GEMMs and torch.bmm weight grads."""
+    from kernels import build_meta
+    from kernels import triton_kernels as tk
+
+    z, r, t = len(counts), max(ranks), sum(counts)
+    meta = build_meta(counts, list(range(z)), ranks, [2.0] * z, device)
+    x = torch.randn(t, d_in, device=device, dtype=dtype)
+    w = torch.randn(d_out, d_in, device=device, dtype=dtype)
+    A = torch.randn(z, d_in, r, device=device, dtype=dtype)
+    B = torch.randn(z, r, d_out, device=device, dtype=dtype)
+    y = torch.randn(t, d_out, device=device, dtype=dtype)
+    dy = torch.randn(t, d_out, device=device, dtype=dtype)
+    s = tk.shrink(x, A, meta, r, False, A.stride())
+    dxb = torch.randn(t, d_in, device=device, dtype=dtype)
+    da, dbb = torch.empty_like(A), torch.empty_like(B)
+    e = x.element_size()
+    n = counts[0]
+    cases = {
+        "base_fwd_mm": (lambda: x @ w.t(), (t * d_in + t * d_out) * e),
+        "base_bwd_mm": (lambda: dy @ w, (t * d_in + t * d_out) * e),
+        "base_bwd_addmm_": (lambda: dxb.addmm_(dy, w), (2 * t * d_in + t * d_out) * e),
+        "shrink_fwd": (lambda: tk.shrink(x, A, meta, r, False, A.stride(), out=s), t * d_in * e),
+        "expand_fwd_inplace": (lambda: tk.expand(s, B, meta, d_out, True, B.stride(), base=y, out=y), 2 * t * d_out * e),
+        "expand_fwd_delta": (lambda: tk.expand(s, B, meta, d_out, True, B.stride(), base=None), t * d_out * e),
+        "shrink_bwd_ds": (lambda: tk.shrink(dy, B, meta, r, True, (B.stride(0), B.stride(2), B.stride(1))), t * d_out * e),
+        "expand_bwd_dx": (lambda: tk.expand(s, A, meta, d_in, False, (A.stride(0), A.stride(2), A.stride(1)),
+                                            base=dxb, out=dxb), 2 * t * d_in * e),
+        "reduce_dA": (lambda: tk.seg_reduce(x, s, da, meta, False, False), t * d_in * e),
+        "reduce_dB": (lambda: tk.seg_reduce(s, dy, dbb, meta, True, True), t * d_out * e),
+    }
+    if meta.equal_counts:
+        cases["bmm_dA"] = (lambda: torch.bmm(x.view(z, n, d_in).transpose(1, 2), s.view(z, n, r)), t * d_in * e)
+        cases["bmm_dB"] = (lambda: torch.bmm(s.view(z, n, r).transpose(1, 2), dy.view(z, n, d_out)), t * d_out * e)
+    rows = []
+    for name, (fn, nbytes) in cases.items():
+        ms = bench(fn)
+        rows.append({"d_in": d_in, "d_out": d_out, "tokens_per_adapter": n, "kernel": name, "ms": round(ms, 4),
+                     "gbps": round(nbytes / ms / 1e6, 1)})
+    return rows
+
+
+def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> list[dict]:  # noqa: ANN001
+    """Autotuned fused path vs the loop reference at benchmark shapes: max error / max |ref|."""
+    from kernels import build_meta, loop_lora_linear
+    from kernels.function import VARIANTS, fused_lora_linear
+
+    z, r = len(counts), max(ranks)
+    meta = build_meta(counts, list(range(z)), ranks, [2.0] * z, device)
+    rows = []
+    for name, (d_in, d_out) in projs.items():
+        t = sum(counts)
+        x = torch.randn(t, d_in, device=device, dtype=dtype, requires_grad=True)
+        w = torch.randn(d_out, d_in, device=device, dtype=dtype) * d_in**-0.5
+        A = (torch.randn(z, d_in, r, device=device, dtype=dtype) * d_in**-0.5).requires_grad_(True)
+        B = (torch.randn(z, r, d_out, device=device, dtype=dtype) * r**-0.5).requires_grad_(True)
+        dy = torch.randn(t, d_out, device=device, dtype=dtype)
+        y = loop_lora_linear(x, w, None, A, B, meta)
+        want = [y, *torch.autograd.grad(y, [x, A, B], dy)]
+        for variant in VARIANTS:
+            for streams in (False, True):
+                y = fused_lora_linear(x, w, None, A, B, meta, True, variant, streams)
+                got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
+                errs = {k: ((g.float() - wv.float()).abs().max() / wv.float().abs().max()).item()
+                        for k, g, wv in zip(("y", "dx", "dA", "dB"), got, want)}
+                rows.append({"proj": name, "variant": variant, "streams": streams, **errs})
+                print(f"check {name:>5} {variant:>8} streams={streams}: " +
+                      " ".join(f"{k}={v:.2e}" for k, v in errs.items()), flush=True)
+    return rows
+
+
+def _plot(df, path: Path) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = df[df["proj"] == "layer"]
+    impls = [i for i in layer["impl"].unique()]
+    batches = sorted(layer["batch"].unique())
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(impls)
+    for j, impl in enumerate(impls):
+        sub = layer[layer["impl"] == impl].set_index("batch")
+        ax.bar([b + (j - len(impls) / 2) * width for b in range(len(batches))],
+               [sub.loc[b, "ms"] for b in batches], width, label=impl)
+    ax.set_xticks(range(len(batches)), [f"batch {b}\n({b * 512} tok/adapter)" for b in batches])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per layer, fwd+bwd (log)")
+    ax.set_title(f"Llama-3.2-1B layer, 32 LoRA adapters r=16/32/64, {df['gpu'].iloc[0]}")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results", help="folder for the CSVs and PNG")
+    ap.add_argument("--batches", default="1,2,4", help="per-adapter batch sizes (sequences of 512)")
+    ap.add_argument("--impls", default=",".join(IMPLS + list(VARIANT_IMPLS)), help="comma-separated impls")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the per-kernel breakdown")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
+    ap.add_argument("--no-check", action="store_true", help="skip the correctness check at bench shapes")
+    args = ap.parse_args()
+    import pandas as pd
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    tag = re.sub(r"[^A-Za-z0-9]+", "_", gpu).strip("_").lower()
+    projs, z, seq = PROJS, 32, 512
+    if args.smoke:
+        projs, z, seq = {"q": (40, 40), "down": (72, 24)}, 4, 8
+    ranks = ([16, 32, 64] * z)[:z]
+    impls = args.impls.split(",")
+    bench = _timer(device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, brk = [], []
+    if not args.no_check:
+        chk = _check(projs, [seq] * z, ranks, device, dtype)
+        pd.DataFrame(chk).to_csv(out / f"kernels_check_{tag}.csv", index=False)
+        bad = [c for c in chk if max(c["y"], c["dx"], c["dA"], c["dB"]) > 0.05]
+        if bad:
+            raise SystemExit(f"fused path disagrees with the reference: {bad}")
+    for batch in [int(b) for b in args.batches.split(",")]:
+        n = batch * seq
+        counts = [n] * z
+        base_ms = {}
+        for impl in impls:
+            total = 0.0
+            for name, (d_in, d_out) in projs.items():
+                fn = _runner(impl, d_in, d_out, counts, ranks, device, dtype)
+                ms = bench(fn)
+                del fn
+                total += ms
+                if impl == "base_only":
+                    base_ms[name] = ms
+                rows.append(dict(gpu=gpu, proj=name, d_in=d_in, d_out=d_out, adapters=z, ranks="16/32/64",
+                                 batch=batch, tokens_per_adapter=n, impl=impl, ms=ms))
+            if impl == "base_only":
+                base_ms["layer"] = total
+            rows.append(dict(gpu=gpu, proj="layer", d_in="7proj", d_out="7proj", adapters=z, ranks="16/32/64",
+                             batch=batch, tokens_per_adapter=n, impl=impl, ms=total))
+            print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer", flush=True)
+        if not args.no_breakdown and batch in (1, 4):
+            for d_in, d_out in sorted(set(projs.values())):
+                brk += _breakdown(d_in, d_out, counts, ranks, device, dtype, bench)
+    df = pd.DataFrame(rows)
+    key = ["proj", "batch"]
+    grouped = df[df["impl"] == "torch_grouped"].set_index(key)["ms"]
+    base = df[df["impl"] == "base_only"].set_index(key)["ms"]
+    ref = df.set_index(key).index
+    df["speedup"] = (grouped.reindex(ref).values / df["ms"].values).round(3) if len(grouped) else float("nan")
+    df["vs_base_only"] = (df["ms"].values / base.reindex(ref).values).round(3) if len(base) else float("nan")
+
+    def base_flops(row) -> float:  # noqa: ANN001
+        pairs = list(projs.values()) if row["proj"] == "layer" else [projs[row["proj"]]]
+        return sum(4.0 * row["tokens_per_adapter"] * z * di * do for di, do in pairs)  # fwd + dX
+
+    df["base_tflops"] = [round(base_flops(r) / (b * 1e9), 1) for (_, r), b in
+                         zip(df.iterrows(), base.reindex(ref).values)] if len(base) else float("nan")
+    df["ms"] = df["ms"].round(4)
+    csv = out / f"kernels_{tag}.csv"
+    df.to_csv(csv.with_suffix(".tmp"), index=False)
+    os.replace(csv.with_suffix(".tmp"), csv)
+    if brk:
+        pd.DataFrame(brk).to_csv(out / f"kernels_breakdown_{tag}.csv", index=False)
+    _plot(df, out / f"kernels_{tag}.png")
+    print(df[df["proj"] == "layer"].to_string(index=False))
+    print(f"wrote {csv}")
+
+
+if __name__ == "__main__":
+    main()
