@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from altosim.policy.inter import CpSatScheduler, FifoScheduler, RunningTask, SjfScheduler, WaitingTask, validate_plan
 from altosim.policy.inter import cpsat as cpsat_mod
-from altosim.policy.inter.base import FreeProfile, fifo_order
+from altosim.policy.inter.base import fifo_order
 from altosim.policy.inter.cpsat_models import build_cumulative, build_paper, solve
 from altosim.policy.registry import INTER_TASK
 from tests.policy.test_inter_strategies import brute_force_makespan, instances
