@@ -78,7 +78,7 @@ class CpSatScheduler(InterTaskScheduler):
     max_tasks: int = 200  # waiting tasks given to CP-SAT (first by arrival); the rest are greedy
     resolution: int | None = None  # integer time units over the greedy horizon (None: auto)
     time_unit_s: float | None = None  # seconds per integer unit; overrides resolution
-    deterministic: bool = False
+    deterministic: bool = True  # reproducible plans, so `alto replay` gets the same decisions
     seed: int = 0
 
     name = "cpsat"
