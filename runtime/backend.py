@@ -253,12 +253,13 @@ class RuntimeBackend:
         vals = self._validate(tr, reports) if reports else {}
         for job_id in reports:
             job = tr.jobs[job_id]
-            if vals[job_id] < job.best_val:
-                job.best_val = vals[job_id]
+            val, acc = vals[job_id]
+            if val < job.best_val:
+                job.best_val = val
                 tr.trainer.snapshot_best(job_id)
             train = job.loss_sum / job.loss_n
             job.loss_sum, job.loss_n = 0.0, 0
-            self._send(StepReport(now, tr.task.task_id, job_id, job.step, job.samples, train, vals[job_id]))
+            self._send(StepReport(now, tr.task.task_id, job_id, job.step, job.samples, train, val, acc))
             if job.state == "running" and job.step >= tr.task.total_steps(job.spec):
                 tr.trainer.suspend(job_id)
                 job.state = "stopped"
@@ -266,16 +267,19 @@ class RuntimeBackend:
         for ev in failed:
             self._send(ev)
 
-    def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, float]:
-        """Token-weighted mean validation loss of each job, all jobs in one fused forward per batch."""
-        total = {j: 0.0 for j in job_ids}
+    def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """Each job's token-weighted mean validation loss and teacher-forced answer-token
+        accuracy (the StepReport metric), all jobs in one fused forward per val batch."""
+        loss = {j: 0.0 for j in job_ids}
+        hits = {j: 0 for j in job_ids}
         count = 0
         for batch in tr.data.val_batches():
-            n = int((torch.as_tensor(batch[2])[:, 1:] != IGNORE).sum())
-            for j, loss in tr.trainer.evaluate({j: batch for j in job_ids}).items():
-                total[j] += loss * n
-            count += n
-        return {j: total[j] / count for j in job_ids}
+            res = tr.trainer.evaluate_tokens({j: batch for j in job_ids})
+            for j, r in res.items():
+                loss[j] += r.loss_sum
+                hits[j] += r.correct
+            count = count + next(iter(res.values())).tokens
+        return {j: (loss[j] / count, hits[j] / count) for j in job_ids}
 
 
 class SplitData:

@@ -48,6 +48,24 @@ class AdapterConfig:
         return self.alpha / self.rank
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    """One adapter's evaluation on one batch: CE summed over `tokens` labelled tokens, `correct`
+    of which the argmax predicted."""
+
+    loss_sum: float
+    tokens: int
+    correct: int
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.tokens
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.tokens
+
+
 @dataclass
 class _Job:
     cfg: AdapterConfig
@@ -249,10 +267,11 @@ class MultiAdapterTrainer:
         )
         self.ctx.training = training
 
-    def _losses(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-                rows: Sequence[int], training: bool) -> list[torch.Tensor]:
-        """Forward the concatenated batch; one mean-token-CE loss tensor per job. The metadata
-        stays set until the caller clears it: checkpointed layers re-run in the backward.
+    def _forward_tokens(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                        rows: Sequence[int], training: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Forward the concatenated batch: CE of every labelled token, whether its argmax was
+        right, and how many labelled tokens each job has. The metadata stays set until the
+        caller clears it: checkpointed layers re-run in the backward.
 
         The LM head runs only on positions that have a label (fine-tuning data labels answers
         only), so the [tokens, vocab] logits are never built for prompts and padding."""
@@ -260,13 +279,20 @@ class MultiAdapterTrainer:
         target = labels[:, 1:]
         valid = target != IGNORE
         if self._head is None:
-            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-            per_token = nn.functional.cross_entropy(logits[valid].float(), target[valid], reduction="none")
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][valid].float()
         else:
             hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            per_token = nn.functional.cross_entropy(self._head(hidden[:, :-1][valid]).float(), target[valid], reduction="none")
+            logits = self._head(hidden[:, :-1][valid]).float()
+        tgt = target[valid]
+        per_token = nn.functional.cross_entropy(logits, tgt, reduction="none")
         counts = valid.sum(1).tolist()
         per_job = [sum(counts[r0:r0 + n]) for r0, n in zip([0, *itertools.accumulate(rows)], rows)]
+        return per_token, logits.detach().argmax(-1) == tgt, per_job
+
+    def _losses(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                rows: Sequence[int], training: bool) -> list[torch.Tensor]:
+        """One mean-token-CE loss tensor per job (HF's loss for that job's batch alone)."""
+        per_token, _, per_job = self._forward_tokens(jobs, ids, mask, labels, rows, training)
         return [t.mean() for t in torch.split(per_token, per_job)]
 
     # ----------------------------------------------------------------------------- train / eval
@@ -329,14 +355,22 @@ class MultiAdapterTrainer:
     @torch.no_grad()
     def evaluate(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """Each adapter's mean token CE on its batch (no dropout, no update)."""
+        return {j: r.loss for j, r in self.evaluate_tokens(batches).items()}
+
+    @torch.no_grad()
+    def evaluate_tokens(self, batches: Mapping[str, Batch]) -> dict[str, "EvalResult"]:
+        """Per adapter: CE sum, labelled tokens and argmax hits on its batch, so callers can
+        average over many batches by tokens (and report teacher-forced answer accuracy)."""
         jobs, ids, mask, labels = self._concat(batches)
         rows = [int(torch.as_tensor(b[0]).shape[0]) for b in batches.values()]
         self.model.eval()
         try:
-            losses = self._losses(jobs, ids, mask, labels, rows, training=False)
+            per_token, hit, per_job = self._forward_tokens(jobs, ids, mask, labels, rows, training=False)
         finally:
             self.ctx.meta = None
-        return {j.cfg.job_id: float(l) for j, l in zip(jobs, losses)}
+        sums = [float(t.sum()) for t in torch.split(per_token, per_job)]
+        hits = [int(t.sum()) for t in torch.split(hit, per_job)]
+        return {j.cfg.job_id: EvalResult(s, n, h) for j, s, n, h in zip(jobs, sums, per_job, hits)}
 
     @torch.no_grad()
     def logits(self, job_id: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -106,6 +106,7 @@ def test_stub_controller_run_reports_finishes_fails_and_exports(base, tmp_path):
     assert [(type(e).__name__, e.job_id) for e in ends] == [("JobFailed", "poison"), ("JobFinished", "fast")]
     assert ends[0].reason == "non-finite loss"
     assert all(r.val_loss is not None and math.isfinite(r.val_loss) for r in reports)
+    assert all(0.0 <= r.metric <= 1.0 for r in reports)
     fin = log.results["t"]
     assert fin.best_job == min(reports, key=lambda r: r.val_loss).job_id
     assert (log.exported["t"] / "adapter_model.safetensors").is_file()
@@ -119,13 +120,16 @@ def test_val_loss_is_the_token_weighted_mean_over_the_val_set(base):
     tr.admit("a", rank=2, seed=1)
     data = RandomData()
     backend = RuntimeBackend(StubController(), lambda t, g: tr, lambda t: data)
-    got = backend._validate(type("T", (), {"trainer": tr, "data": data})(), ["a"])["a"]
-    total = n = 0
+    got, acc = backend._validate(type("T", (), {"trainer": tr, "data": data})(), ["a"])["a"]
+    total = n = hits = 0
     for ids, mask, labels in data.val_batches():
         k = int((labels[:, 1:] != -100).sum())
         total += tr.evaluate({"a": (ids, mask, labels)})["a"] * k
+        logits = tr.logits("a", ids, mask)
+        hits += int(((logits[:, :-1].argmax(-1) == labels[:, 1:]) & (labels[:, 1:] != -100)).sum())
         n += k
     assert got == pytest.approx(total / n) and got != pytest.approx(tr.evaluate({"a": data.val_batches()[0]})["a"])
+    assert acc == pytest.approx(hits / n)
 
 
 def test_real_controller_drives_the_runtime(base):
