@@ -149,9 +149,9 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
     if run.result.log:
         write_jsonl([{"meta": run.meta}, *run.result.log], out / "events.jsonl")
         written.append(out / "events.jsonl")
-    if run.result.plans:
-        write_csv(pd.DataFrame(run.result.plans), out / "plans.csv")
-        written.append(out / "plans.csv")
+    plan_cols = ["now", "waiting", "status", "solve_s", "makespan", "lower_bound"]
+    write_csv(pd.DataFrame(run.result.plans, columns=plan_cols), out / "plans.csv")  # planner calls
+    written.append(out / "plans.csv")
     g = gantt_frame(run.result)
     write_csv(g, out / "gantt.csv")
     save_fig(plot_gantt(g, run.result.num_gpus, f"GPU timeline ({run.label})"), out / "gantt.png")

@@ -57,6 +57,7 @@ class ControllerConfig:
     inter_task_params: dict[str, Any] = field(default_factory=dict)
     batching: bool = True  # False: one job at a time per task (sequential training)
     max_jobs_per_group: int | None = None
+    plan_with_observed: bool = True  # plan waiting tasks with the duration shrink seen so far
 
     def __post_init__(self) -> None:
         if self.num_gpus < 1:
@@ -106,11 +107,13 @@ class Controller:
         self.inter = INTER_TASK.build(config.inter_task, **dict(config.inter_task_params))
         probe = build_early_exit(config.early_exit, dict(config.early_exit_params))  # fail fast on bad names
         self.needs_reports = probe.reads_reports  # False: backends may report only a job's last step
+        self._prior_shrink = probe.expected_work_fraction()
         self.waiting: dict[str, TaskSpec] = {}
         self.running: dict[str, TaskState] = {}
         self.done: dict[str, FinishTask] = {}
         self.free: set[int] = set(range(config.num_gpus))
         self._durations: dict[str, float] = {}
+        self._shrinks: list[float] = []
         self.plans: list[dict[str, Any]] = []  # one record per inter-task re-plan (for reports)
 
     # ------------------------------------------------------------------ events
@@ -133,7 +136,7 @@ class Controller:
             raise ValueError(f"task {t.task_id!r} needs {t.gpus} GPUs, cluster has {self.cfg.num_gpus}")
         self.waiting[t.task_id] = t
         self._durations[t.task_id] = float(self.duration_for(t))
-        return self._replan(ev.now)
+        return [] if ev.more_coming else self._replan(ev.now)
 
     def _on_report(self, ev: StepReport) -> list[Action]:
         ts = self.running.get(ev.task_id)
@@ -227,6 +230,9 @@ class Controller:
             if v is not None and v < best_val:
                 best, best_val = job.job_id, v
         fin = FinishTask(ts.task.task_id, ts.gpus, best, None if best is None else best_val)
+        worst = self._durations[ts.task.task_id]
+        if worst > 0:
+            self._shrinks.append(min(1.0, (now - ts.started) / worst))
         del self.running[ts.task.task_id]
         self.done[ts.task.task_id] = fin
         self.free.update(ts.gpus)
@@ -244,12 +250,10 @@ class Controller:
                 if task_id in self.waiting:  # a task that finished at once may have re-planned
                     acts += self._start(self.waiting.pop(task_id), now)
             return acts
-        running = [
-            RunningTask(t, ts.gpus, max(0.0, ts.started + self._durations[t] - now))
-            for t, ts in sorted(self.running.items())
-        ]
+        running = [RunningTask(t, ts.gpus, self._remaining(ts, now)) for t, ts in sorted(self.running.items())]
+        shrink = self._observed_shrink()
         waiting = [
-            WaitingTask(t.task_id, t.gpus, self._durations[t.task_id], t.arrival)
+            WaitingTask(t.task_id, t.gpus, self._durations[t.task_id] * shrink, t.arrival)
             for t in self.waiting.values()
         ]
         plan = self.inter.plan(now, self.cfg.num_gpus, running, waiting)
@@ -263,6 +267,33 @@ class Controller:
                 continue
             acts += self._start(self.waiting.pop(a.task_id), now)
         return acts
+
+    def _observed_shrink(self) -> float:
+        """Mean (actual / worst-case) duration of finished tasks; the policy's prior before any.
+
+        With early exit, tasks end far before their worst case; planning waiting tasks with
+        the shrink seen so far makes the makespan plan fit what will really happen.
+        """
+        if not self.cfg.plan_with_observed:
+            return 1.0
+        if not self._shrinks:
+            return self._prior_shrink
+        return sum(self._shrinks) / len(self._shrinks)
+
+    def _remaining(self, ts: TaskState, now: float) -> float:
+        """Expected time left: the worst case, shrunk to the samples its live jobs still owe.
+
+        Early exit makes tasks end well before their worst case; planning with what is left
+        of the survivors (rather than the paper's worst case for running tasks) lets the
+        inter-task plan use GPUs that are about to be freed.
+        """
+        worst = max(0.0, ts.started + self._durations[ts.task.task_id] - now)
+        total = ts.task.samples_per_job * len(ts.task.jobs)
+        owed = sum(
+            ts.task.samples_per_job - (h.samples[-1] if h.samples else 0)
+            for j, h in ts.hist.items() if ts.state[j] in ("pending", "running", "suspended")
+        )
+        return min(worst, self._durations[ts.task.task_id] * owed / max(total, 1))
 
     def _start(self, task: TaskSpec, now: float) -> list[Action]:
         gpus = tuple(sorted(self.free)[: task.gpus])

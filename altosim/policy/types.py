@@ -81,8 +81,12 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class TaskArrived:
+    """A task joins the queue. `more_coming`: other tasks arrive at this same instant, so the
+    Controller plans once, after the last of them (a batch of tasks is planned as a whole)."""
+
     now: float
     task: TaskSpec
+    more_coming: bool = False
     kind: Literal["task_arrived"] = "task_arrived"
 
 

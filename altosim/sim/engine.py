@@ -162,10 +162,11 @@ class Simulator:
         )
 
     def _arrivals(self):
-        for task in self.tasks:
+        for i, task in enumerate(self.tasks):
             if task.arrival > self.env.now:
                 yield self.env.timeout(task.arrival - self.env.now)
-            self._deliver(TaskArrived(self.env.now, task))
+            nxt = self.tasks[i + 1].arrival if i + 1 < len(self.tasks) else None
+            self._deliver(TaskArrived(self.env.now, task, more_coming=nxt == task.arrival))
 
     def _deliver(self, ev: Event) -> None:
         self.sim_events += 1

@@ -107,6 +107,10 @@ class Alto(EarlyExitPolicy):
             return OVERFITTING
         return CONTINUE
 
+    def expected_work_fraction(self) -> float:
+        """Everyone trains the warm-up, the kept share the rest (divergence/overfit exits ignored)."""
+        return self.warmup_ratio + self.select_ratio * (1.0 - self.warmup_ratio)
+
     def warmup_steps(self, job: JobSpec, task: TaskSpec) -> int | None:
         """End of warm-up on the eval grid: evaluation K = ceil(warmup_ratio * nominal evals).
 

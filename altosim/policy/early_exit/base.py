@@ -70,6 +70,13 @@ class EarlyExitPolicy:
         """The step where this job waits for the cohort cut; None: this policy has none."""
         return None
 
+    def expected_work_fraction(self) -> float:
+        """A prior on the share of a task's samples this policy lets train (1.0: no savings).
+
+        The Controller plans waiting tasks with it until finished tasks show the real share.
+        """
+        return 1.0
+
     def select(self, warmed: Mapping[str, JobHistory], task: TaskSpec) -> list[str]:
         """Job ids to keep after warm-up; without a cohort cut, all of them."""
         return sorted(warmed)
