@@ -40,6 +40,9 @@ class TaskData(Protocol):
     def val_batches(self) -> Sequence[Batch]:
         """The validation set, in fixed batches (the same for every job)."""
 
+    # optional: `final_metric(model) -> float`, the task metric of a model with one adapter
+    # applied (e.g. exact match of greedy generations); scored for each task's best adapter.
+
 
 class Policy(Protocol):
     def on_event(self, event: Event) -> list[Action]: ...
@@ -75,6 +78,7 @@ class RunLog:
     trace: list[Event | Action] = field(default_factory=list)  # both, interleaved in order
     results: dict[str, FinishTask] = field(default_factory=dict)
     exported: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # task -> best adapter's task metric
 
     def write_events(self, path: str | Path) -> None:
         """events.jsonl: one event per line, each followed by the actions it caused."""
@@ -220,10 +224,19 @@ class RuntimeBackend:
                 t.suspend(a.job_id)  # frees the slot; weights stay on the host for the result
             job.state = "stopped"
         elif isinstance(a, FinishTask):
-            if a.best_job is not None and self.out_dir is not None and a.best_job in tr.trainer.jobs:
-                has_best = tr.trainer.jobs[a.best_job].best is not None
-                path = self.out_dir / a.task_id / "best_adapter"
-                self.log.exported[a.task_id] = export_peft(tr.trainer, a.best_job, path, best=has_best)
+            t, best = tr.trainer, a.best_job
+            if best is not None and best in t.jobs and t.status(best) != "failed":
+                if t.jobs[best].best is not None:
+                    t.restore_best(best)  # the result is the best-validation snapshot
+                if self.out_dir is not None:
+                    path = self.out_dir / a.task_id / "best_adapter"
+                    self.log.exported[a.task_id] = export_peft(t, best, path)
+                final_metric = getattr(tr.data, "final_metric", None)
+                if final_metric is not None:
+                    if t.status(best) == "suspended":
+                        t.resume(best)
+                    with t.applied(best) as model:
+                        self.log.metrics[a.task_id] = float(final_metric(model))
             self.log.results[a.task_id] = a
             del self.tasks[a.task_id]
 
@@ -285,10 +298,13 @@ class RuntimeBackend:
 class SplitData:
     """TaskData over tokenized splits of `runtime.data` (each job streams in its own seeded order)."""
 
-    def __init__(self, train, val, val_batch_size: int = 16) -> None:
+    def __init__(self, train, val, val_batch_size: int = 16,
+                 final_metric: Callable[[torch.nn.Module], float] | None = None) -> None:
         if val_batch_size < 1:
             raise ValueError(f"val_batch_size: must be >= 1, got {val_batch_size}")
         self.train = train
+        if final_metric is not None:
+            self.final_metric = final_metric
         self._val = [(b.input_ids, b.attention_mask, b.labels) for b in val.batches(val_batch_size)]
 
     def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:

@@ -32,13 +32,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or cfg.out or "runs/run")
     bar, on_step = _bar(args.quiet)
     try:
-        log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val,
+        log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
                          checkpoint_every=args.checkpoint_every, progress=on_step)
     finally:
         if bar is not None:
             bar.close()
     for task_id, fin in sorted(log.results.items()):
-        print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss})")
+        metric = log.metrics.get(task_id)
+        print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss}, metric {metric})")
     print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, <task>/best_adapter)")
     return 0
 
@@ -50,6 +51,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--out", help="output folder (default: config's out, else runs/run)")
     r.add_argument("--n-train", type=int, default=2000, help="training examples per dataset")
     r.add_argument("--n-val", type=int, default=200, help="validation examples per dataset")
+    r.add_argument("--n-eval", type=int, default=200, help="held-out examples scored by generation with "
+                   "each task's best adapter (0: skip)")
     r.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N fused steps; "
                    "rerunning the same command resumes from <out>/run.ckpt")
     r.add_argument("--quiet", action="store_true")

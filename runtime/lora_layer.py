@@ -10,24 +10,41 @@ host work beyond reading it (vLLM-style). Capacity S and r_max only grow (S by d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from kernels import multi_lora_linear
+from kernels import build_meta, multi_lora_linear
 from runtime.backbone import find_targets
 
 
 @dataclass
 class LoraContext:
     """What every layer reads during one step: the segment metadata (None = base model only),
-    whether dropout is on, and which kernel implementation to use."""
+    whether dropout is on, and which kernel implementation to use. `single` = (slot, rank,
+    scale) applies one adapter to every row whatever the row count (generation with a KV cache,
+    where each call sees a different number of tokens); its metadata is built once per count."""
 
     meta: Any | None = None
     training: bool = False
     impl: str = "auto"
+    single: tuple[int, int, float] | None = None
+    _single_metas: dict[tuple[int, str], Any] = field(default_factory=dict)
+
+    def meta_for(self, rows: int, device: torch.device) -> Any | None:
+        if self.meta is not None or self.single is None:
+            return self.meta
+        key = (rows, str(device))
+        if key not in self._single_metas:
+            slot, rank, scale = self.single
+            self._single_metas[key] = build_meta([rows], [slot], [rank], [scale], device)
+        return self._single_metas[key]
+
+    def set_single(self, single: tuple[int, int, float] | None) -> None:
+        self.single = single
+        self._single_metas.clear()
 
 
 class MultiLoraLinear(nn.Module):
@@ -87,10 +104,10 @@ class MultiLoraLinear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        meta = self.ctx.meta
+        shape = x.shape
+        meta = self.ctx.meta_for(x.numel() // shape[-1], x.device)
         if meta is None:
             return nn.functional.linear(x, self.weight, self.bias)
-        shape = x.shape
         a, b = self.A, self.B
         if a.dtype != x.dtype:
             a, b = a.to(x.dtype), b.to(x.dtype)

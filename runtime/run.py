@@ -74,6 +74,16 @@ def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     return Backbone(model, tok)
 
 
+def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
+    """The dataset's own metric (exact match, ROUGE-L) of greedy generations on its eval split."""
+    from runtime.data.evaluate import greedy_predictions
+
+    def score(model: torch.nn.Module) -> float:
+        return ds.metric(greedy_predictions(model, tokenizer, ds, "eval", seq_len=seq_len), "eval")
+
+    return score
+
+
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
@@ -84,7 +94,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_config(
-    cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200,
+    cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
 ) -> RunLog:
     """Run every task of the config's workload on the local device(s); write outputs under `out`."""
@@ -100,11 +110,12 @@ def run_config(
     datasets = {}
     for i, t in enumerate(tasks):
         try:
-            ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=1, seed=cfg.seed)
+            ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed)
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
-        datasets[t.task_id] = SplitData(ds.tokenize(base.tokenizer, "train", seq_len=t.seq_len),
-                                        ds.tokenize(base.tokenizer, "val", seq_len=t.seq_len), val_batch_size)
+        datasets[t.task_id] = SplitData(
+            ds.tokenize(base.tokenizer, "train", seq_len=t.seq_len), ds.tokenize(base.tokenizer, "val", seq_len=t.seq_len),
+            val_batch_size, final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
 
     cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
 
@@ -153,6 +164,7 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
         rows.append({
             "task": t.task_id, "model": t.model, "dataset": t.dataset, "jobs": len(t.jobs),
             "best_job": fin.best_job if fin else None, "best_val_loss": fin.best_val_loss if fin else None,
+            "best_metric": log.metrics.get(t.task_id),
             "samples_trained": sum(samples.get(j.job_id, 0) for j in t.jobs),
             "samples_budget": t.samples_per_job * len(t.jobs),
             "stopped_early": sum(1 for s in stops if s.task_id == t.task_id),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -384,6 +385,19 @@ class MultiAdapterTrainer:
             return self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         finally:
             self.ctx.meta = None
+
+    @contextmanager
+    def applied(self, job_id: str) -> Iterator[nn.Module]:
+        """The backbone with one adapter on every row, e.g. for `model.generate` (any row count)."""
+        job = self._job(job_id, "active")
+        self.model.eval()
+        self.ctx.training = False
+        self.ctx.set_single((job.slot, job.cfg.rank, job.cfg.scale))
+        try:
+            with torch.no_grad():
+                yield self.model
+        finally:
+            self.ctx.set_single(None)
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

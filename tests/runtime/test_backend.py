@@ -28,6 +28,14 @@ class RandomData:
         return [make_batch(-1 % 997, 3, 12), make_batch(998, 2, 7)]
 
 
+class MetricData(RandomData):
+    """Scores the best adapter by a number that depends on every adapter weight."""
+
+    @torch.no_grad()
+    def final_metric(self, model):
+        return float(model(input_ids=make_batch(77, 2, 9, pad_tail=False)[0]).logits.std())
+
+
 class PoisonTrainer(MultiAdapterTrainer):
     """Adapter 'poison' starts with a NaN weight, so its first loss is NaN."""
 
@@ -88,7 +96,7 @@ def test_stub_controller_run_reports_finishes_fails_and_exports(base, tmp_path):
     steps_seen: dict[str, list[float]] = {}
     clock = itertools.count()
     backend = RuntimeBackend(
-        StubController(), lambda t, g: PoisonTrainer(copy.deepcopy(base), capacity=2), lambda t: RandomData(),
+        StubController(), lambda t, g: PoisonTrainer(copy.deepcopy(base), capacity=2), lambda t: MetricData(),
         out_dir=tmp_path, clock=lambda: float(next(clock)),
         on_step=lambda tid, losses: [steps_seen.setdefault(j, []).append(v) for j, v in losses.items()],
     )
@@ -110,6 +118,10 @@ def test_stub_controller_run_reports_finishes_fails_and_exports(base, tmp_path):
     fin = log.results["t"]
     assert fin.best_job == min(reports, key=lambda r: r.val_loss).job_id
     assert (log.exported["t"] / "adapter_model.safetensors").is_file()
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), str(log.exported["t"])).eval()
+    assert log.metrics["t"] == pytest.approx(MetricData().final_metric(peft_model), rel=1e-5)
     log.write_events(tmp_path / "events.jsonl")
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert len(lines) == len(log.trace) and '"kind": "task_arrived"' in lines[0]

@@ -58,3 +58,18 @@ def test_export_best_snapshot_and_overwrite(trained, tmp_path):
     tr.admit("fresh", rank=2)
     with pytest.raises(ValueError, match="no best snapshot"):
         export_peft(tr, "fresh", tmp_path / "f", best=True)
+
+
+def test_generation_with_applied_adapter_equals_peft_generation(trained, tmp_path):
+    base, tr = trained
+    out = export_peft(tr, "b", tmp_path / "b")
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), str(out)).eval()
+    ids = make_batch(3, 2, 6, pad_tail=False)[0]
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        want = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+    with tr.applied("b") as model:
+        got = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+        torch.testing.assert_close(model(input_ids=ids).logits, tr.logits("b", ids))
+    assert torch.equal(got, want) and got.shape == (2, 12)
+    assert tr.ctx.single is None and tr.ctx.meta is None
