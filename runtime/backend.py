@@ -15,9 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
-
-import torch
+from typing import Callable, Iterable, Protocol
 
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport,
@@ -25,23 +23,11 @@ from altosim.policy.types import (
 )
 from runtime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from runtime.export import export_peft
-from runtime.trainer import Batch, IGNORE, MultiAdapterTrainer
+from runtime.task_data import SplitData, TaskData  # noqa: F401 (SplitData re-exported)
+from runtime.trainer import MultiAdapterTrainer
 
 
 _EVENTS = (TaskArrived, StepReport, JobFinished, JobFailed, Tick)
-
-
-class TaskData(Protocol):
-    """Where a task's batches come from. The data order is a pure function of (job, position)."""
-
-    def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:
-        """The batch at `position` of this job's stream and the position after it."""
-
-    def val_batches(self) -> Sequence[Batch]:
-        """The validation set, in fixed batches (the same for every job)."""
-
-    # optional: `final_metric(model) -> float`, the task metric of a model with one adapter
-    # applied (e.g. exact match of greedy generations); scored for each task's best adapter.
 
 
 class Policy(Protocol):
@@ -293,23 +279,3 @@ class RuntimeBackend:
                 hits[j] += r.correct
             count = count + next(iter(res.values())).tokens
         return {j: (loss[j] / count, hits[j] / count) for j in job_ids}
-
-
-class SplitData:
-    """TaskData over tokenized splits of `runtime.data` (each job streams in its own seeded order)."""
-
-    def __init__(self, train, val, val_batch_size: int = 16,
-                 final_metric: Callable[[torch.nn.Module], float] | None = None) -> None:
-        if val_batch_size < 1:
-            raise ValueError(f"val_batch_size: must be >= 1, got {val_batch_size}")
-        self.train = train
-        if final_metric is not None:
-            self.final_metric = final_metric
-        self._val = [(b.input_ids, b.attention_mask, b.labels) for b in val.batches(val_batch_size)]
-
-    def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:
-        b = next(self.train.stream(job.batch_size, seed=job.seed, position=position))
-        return (b.input_ids, b.attention_mask, b.labels), b.next_position
-
-    def val_batches(self) -> Sequence[Batch]:
-        return self._val

@@ -11,7 +11,6 @@ loss or gradient fails that adapter only: it is left out of the backward sum and
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass
 from contextlib import contextmanager
@@ -22,12 +21,11 @@ from torch import nn
 
 from kernels import build_meta
 from runtime.backbone import LLAMA_TARGETS, freeze
+from runtime.batching import IGNORE, Batch, concat_batches, labelled_counts
 from runtime.lora_layer import LoraContext, MultiLoraLinear, install_lora_layers, peft_init
 from runtime.optim import SlotAdamW
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, labels [b, L]
 Status = Literal["active", "suspended", "failed"]
-IGNORE = -100
 
 
 @dataclass(frozen=True)
@@ -236,29 +234,11 @@ class MultiAdapterTrainer:
         return [k for k, j in self.jobs.items() if j.status == "active"]
 
     # ----------------------------------------------------------------------------- batches
-    def _concat(self, batches: Mapping[str, Batch]) -> tuple[list[_Job], torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _concat(self, batches: Mapping[str, Batch]) -> tuple[list[_Job], torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         if not batches:
             raise ValueError("batches: need at least one adapter's batch")
-        jobs, parts = [], []
-        for job_id, batch in batches.items():
-            jobs.append(self._job(job_id, "active"))
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
-                raise ValueError(f"batches[{job_id!r}]: expected (input_ids, attention_mask, labels)")
-            ids, mask, labels = (torch.as_tensor(t) for t in batch)
-            if ids.dim() != 2 or ids.shape[0] < 1 or ids.shape[1] < 2:
-                raise ValueError(f"batches[{job_id!r}]: input_ids must be [batch, seq >= 2], got {tuple(ids.shape)}")
-            if mask.shape != ids.shape or labels.shape != ids.shape:
-                raise ValueError(f"batches[{job_id!r}]: attention_mask/labels shape differs from input_ids")
-            if not (labels[:, 1:] != IGNORE).any():
-                raise ValueError(f"batches[{job_id!r}]: labels have no token to predict (all -100)")
-            parts.append((ids, mask, labels))
-        length = max(p[0].shape[1] for p in parts)
-
-        def cat(i: int, fill: int) -> torch.Tensor:
-            padded = [nn.functional.pad(p[i].long(), (0, length - p[i].shape[1]), value=fill) for p in parts]
-            return torch.cat(padded).to(self.device)
-
-        return jobs, cat(0, self.pad_token_id), cat(1, 0), cat(2, IGNORE)
+        jobs = [self._job(job_id, "active") for job_id in batches]
+        return (jobs, *concat_batches(batches, self.pad_token_id, self.device))
 
     def _set_meta(self, jobs: Sequence[_Job], rows: Sequence[int], length: int, training: bool) -> None:
         self.ctx.meta = build_meta(
@@ -286,9 +266,7 @@ class MultiAdapterTrainer:
             logits = self._head(hidden[:, :-1][valid]).float()
         tgt = target[valid]
         per_token = nn.functional.cross_entropy(logits, tgt, reduction="none")
-        counts = valid.sum(1).tolist()
-        per_job = [sum(counts[r0:r0 + n]) for r0, n in zip([0, *itertools.accumulate(rows)], rows)]
-        return per_token, logits.detach().argmax(-1) == tgt, per_job
+        return per_token, logits.detach().argmax(-1) == tgt, labelled_counts(valid, rows)
 
     def _losses(self, jobs: Sequence[_Job], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                 rows: Sequence[int], training: bool) -> list[torch.Tensor]:
@@ -331,8 +309,7 @@ class MultiAdapterTrainer:
 
     def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """One fused training step; returns each adapter's loss (NaN -> that adapter failed)."""
-        jobs, ids, mask, labels = self._concat(batches)
-        rows = [int(torch.as_tensor(b[0]).shape[0]) for b in batches.values()]
+        jobs, ids, mask, labels, rows = self._concat(batches)
         for p in self.optim.params:
             p.grad = None
         self.model.train()
@@ -362,8 +339,7 @@ class MultiAdapterTrainer:
     def evaluate_tokens(self, batches: Mapping[str, Batch]) -> dict[str, "EvalResult"]:
         """Per adapter: CE sum, labelled tokens and argmax hits on its batch, so callers can
         average over many batches by tokens (and report teacher-forced answer accuracy)."""
-        jobs, ids, mask, labels = self._concat(batches)
-        rows = [int(torch.as_tensor(b[0]).shape[0]) for b in batches.values()]
+        jobs, ids, mask, labels, rows = self._concat(batches)
         self.model.eval()
         try:
             per_token, hit, per_job = self._forward_tokens(jobs, ids, mask, labels, rows, training=False)
