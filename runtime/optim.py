@@ -104,24 +104,27 @@ class SlotAdamW:
         self.hyper["step"][idx_cpu] = h["step"]
         bc1 = 1 - h["beta1"] ** h["step"]
         bc2_sqrt = (1 - h["beta2"] ** h["step"]).sqrt()
-        step_size = h["lr"] / bc1
+        coef_host = torch.stack([
+            1 - h["lr"] * h["weight_decay"], 1 - h["beta1"], h["beta2"], 1 - h["beta2"], bc2_sqrt, h["eps"],
+            -h["lr"] / bc1,
+        ])  # [7, n]: one host-to-device copy per (device, dtype) per step, shared by all params
+        cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            dev, dt = p.device, p.dtype
-            idx = idx_cpu.to(dev)
-            shape = (-1,) + (1,) * (p.dim() - 1)
-
-            def col(x: torch.Tensor) -> torch.Tensor:
-                return x.to(dev, dt).view(shape)
-
+            key = (p.device, p.dtype)
+            if key not in cache:
+                cache[key] = (idx_cpu.to(p.device), coef_host.to(p.device, p.dtype))
+            idx, coef = cache[key]
+            c = coef.view(7, -1, *(1,) * (p.dim() - 1))
+            decay, one_b1, b2, one_b2, bc2, eps, neg_step = c
             w, g = p.data.index_select(0, idx), p.grad.index_select(0, idx)
             m, v = self.exp_avg[i].index_select(0, idx), self.exp_avg_sq[i].index_select(0, idx)
-            w.mul_(col(1 - h["lr"] * h["weight_decay"]))
-            m.lerp_(g, col(1 - h["beta1"]))
-            v.mul_(col(h["beta2"])).addcmul_(g, g * col(1 - h["beta2"]))
-            denom = (v.sqrt() / col(bc2_sqrt)).add_(col(h["eps"]))
-            w.addcdiv_(m * col(-step_size), denom)
+            w.mul_(decay)
+            m.lerp_(g, one_b1)
+            v.mul_(b2).addcmul_(g, g * one_b2)
+            denom = (v.sqrt() / bc2).add_(eps)
+            w.addcdiv_(m * neg_step, denom)
             p.data.index_copy_(0, idx, w)
             self.exp_avg[i].index_copy_(0, idx, m)
             self.exp_avg_sq[i].index_copy_(0, idx, v)
