@@ -87,6 +87,7 @@ class RuntimeBackend:
         on_step: Callable[[str, dict[str, float]], None] | None = None,
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 50,
+        eval_rows: int = 256,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be >= 1 loop iterations, got {checkpoint_every}")
@@ -99,6 +100,7 @@ class RuntimeBackend:
         self._t0 = 0.0
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.checkpoint_every = checkpoint_every
+        self.eval_rows = eval_rows
 
     def now(self) -> float:
         return self.clock() - self._t0
@@ -268,14 +270,16 @@ class RuntimeBackend:
 
     def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, tuple[float, float]]:
         """Each job's token-weighted mean validation loss and teacher-forced answer-token
-        accuracy (the StepReport metric), all jobs in one fused forward per val batch."""
+        accuracy (the StepReport metric); jobs share fused forwards of at most `eval_rows` rows."""
         loss = {j: 0.0 for j in job_ids}
         hits = {j: 0 for j in job_ids}
         count = 0
         for batch in tr.data.val_batches():
-            res = tr.trainer.evaluate_tokens({j: batch for j in job_ids})
-            for j, r in res.items():
-                loss[j] += r.loss_sum
-                hits[j] += r.correct
-            count = count + next(iter(res.values())).tokens
+            per_call = max(1, self.eval_rows // int(batch[0].shape[0]))
+            for i in range(0, len(job_ids), per_call):
+                res = tr.trainer.evaluate_tokens({j: batch for j in job_ids[i:i + per_call]})
+                for j, r in res.items():
+                    loss[j] += r.loss_sum
+                    hits[j] += r.correct
+            count += r.tokens
         return {j: (loss[j] / count, hits[j] / count) for j in job_ids}

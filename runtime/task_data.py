@@ -6,7 +6,7 @@ the integer position to resume the same order.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -35,12 +35,17 @@ class SplitData:
         if val_batch_size < 1:
             raise ValueError(f"val_batch_size: must be >= 1, got {val_batch_size}")
         self.train = train
+        self._streams: dict[str, tuple[Iterator, int]] = {}  # job -> (open stream, its next position)
         if final_metric is not None:
             self.final_metric = final_metric
         self._val = [(b.input_ids, b.attention_mask, b.labels) for b in val.batches(val_batch_size)]
 
     def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:
-        b = next(self.train.stream(job.batch_size, seed=job.seed, position=position))
+        it, expected = self._streams.get(job.job_id, (None, -1))
+        if it is None or expected != position:  # first call, or a jump (resume): reopen the stream
+            it = self.train.stream(job.batch_size, seed=job.seed, position=position)
+        b = next(it)
+        self._streams[job.job_id] = (it, b.next_position)
         return (b.input_ids, b.attention_mask, b.labels), b.next_position
 
     def val_batches(self) -> Sequence[Batch]:

@@ -131,8 +131,13 @@ def test_val_loss_is_the_token_weighted_mean_over_the_val_set(base):
     tr = MultiAdapterTrainer(copy.deepcopy(base))
     tr.admit("a", rank=2, seed=1)
     data = RandomData()
-    backend = RuntimeBackend(StubController(), lambda t, g: tr, lambda t: data)
-    got, acc = backend._validate(type("T", (), {"trainer": tr, "data": data})(), ["a"])["a"]
+    tr.admit("b", rank=4, seed=2)
+    tr.admit("c", rank=2, seed=3)
+    tr.step({j: make_batch(i, 2, 8) for i, j in enumerate("abc")})  # B leaves zero: adapters differ
+    backend = RuntimeBackend(StubController(), lambda t, g: tr, lambda t: data, eval_rows=4)  # 1-2 jobs a call
+    vals = backend._validate(type("T", (), {"trainer": tr, "data": data})(), ["a", "b", "c"])
+    got, acc = vals["a"]
+    assert vals["b"][0] != got
     total = n = hits = 0
     for ids, mask, labels in data.val_batches():
         k = int((labels[:, 1:] != -100).sum())
@@ -174,6 +179,9 @@ def test_split_data_streams_runtime_data(base):
     job = JobSpec("a", "t", 1e-3, 2, 3, seed=5)
     (ids, mask, labels), nxt = data.train_batch(job, 0)
     assert ids.shape[0] == 3 and nxt == 3 and len(data.val_batches()) == 2
+    seq = [data.train_batch(job, p)[0][0] for p in (3, 6, 9)]  # sequential reads reuse the stream
+    fresh = SplitData(data.train, ds.tokenize(tokenizer, "val", seq_len=200), 3)
+    assert torch.equal(fresh.train_batch(job, 6)[0][0], seq[1])  # a jump reopens at that position
     again, _ = data.train_batch(job, 0)
     assert torch.equal(again[0], ids)  # the order is a pure function of (seed, position)
     tr = MultiAdapterTrainer(tiny_llama(vocab=258))
