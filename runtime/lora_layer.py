@@ -84,6 +84,19 @@ class MultiLoraLinear(nn.Module):
         self.B.data = b
 
     @torch.no_grad()
+    def compact(self, order: Sequence[int], capacity: int, r_max: int) -> None:
+        """Keep slots `order` as slots 0..n-1 of smaller stacks (capacity, r_max)."""
+        idx = torch.as_tensor(list(order), dtype=torch.long, device=self.A.device)
+        a = self.A.new_zeros(capacity, self.in_features, r_max)
+        b = self.B.new_zeros(capacity, r_max, self.out_features)
+        a[: len(order)] = self.A.index_select(0, idx)[:, :, :r_max]
+        b[: len(order)] = self.B.index_select(0, idx)[:, :r_max, :]
+        self.A.grad = None
+        self.B.grad = None
+        self.A.data = a
+        self.B.data = b
+
+    @torch.no_grad()
     def zero_slot(self, slot: int) -> None:
         self.A[slot].zero_()
         self.B[slot].zero_()

@@ -50,6 +50,22 @@ class SlotAdamW:
             if v.shape[0] < s:
                 self.hyper[k] = torch.cat([v, torch.zeros(s - v.shape[0], dtype=torch.float64)])
 
+    @torch.no_grad()
+    def compact(self, order: Sequence[int]) -> None:
+        """Keep slots `order` as slots 0..n-1, padded to the params' current (smaller) shapes
+        (call after the layers compacted the same way)."""
+        idx_cpu = torch.as_tensor(list(order), dtype=torch.long)
+        for states in (self.exp_avg, self.exp_avg_sq):
+            for i, p in enumerate(self.params):
+                kept = states[i].index_select(0, idx_cpu.to(states[i].device))
+                new = torch.zeros_like(p)
+                new[tuple(slice(0, min(a, b)) for a, b in zip(kept.shape, p.shape))] = kept[
+                    tuple(slice(0, min(a, b)) for a, b in zip(kept.shape, p.shape))]
+                states[i] = new
+        s = self.capacity
+        for k, v in self.hyper.items():
+            self.hyper[k] = torch.cat([v[idx_cpu], torch.zeros(s - len(idx_cpu), dtype=torch.float64)])
+
     def init_slot(
         self, slot: int, lr: float, weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -132,6 +132,26 @@ class MultiAdapterTrainer:
             l.zero_slot(job.slot)
         self.optim.free_slot(job.slot)
         job.slot = None
+        live = sum(1 for j in self.jobs.values() if j.slot is not None)
+        if live <= self.capacity // 4:  # hysteresis: shrink only when at most a quarter is used
+            self.compact()
+
+    def compact(self) -> None:
+        """Move live adapters to the lowest slots and shrink the stacks and optimizer state to
+        the smallest power of two that holds them (and r_max to the largest live rank), so
+        memory freed by drops and suspends goes back to the allocator."""
+        live = sorted((j.slot, j) for j in self.jobs.values() if j.slot is not None)
+        capacity = 1 << max(0, len(live) - 1).bit_length()
+        r_max = max((j.cfg.rank for _, j in live), default=1)
+        if capacity >= self.capacity and r_max >= self.r_max:
+            return
+        order = [slot for slot, _ in live]
+        capacity = min(capacity, self.capacity)
+        for l in self.layers:
+            l.compact(order, capacity, min(r_max, self.r_max))
+        self.optim.compact(order)
+        for new, (_, job) in enumerate(live):
+            job.slot = new
 
     def _job(self, job_id: str, *status: Status) -> _Job:
         job = self.jobs.get(job_id)

@@ -199,3 +199,27 @@ def test_labelled_positions_head_equals_full_logits_path(base):
     for _ in range(2):
         got, want = fast.step(batches), full.step(batches)
         assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_drops_compact_the_stacks_and_survivors_train_on(base):
+    tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=1)
+    ranks = {"a": 8, "b": 2, "c": 4, "d": 2, "e": 2, "f": 3}
+    for i, (j, r) in enumerate(ranks.items()):
+        tr.admit(j, rank=r, lr=LR, seed=i)
+    assert tr.capacity == 8 and tr.r_max == 8
+    refs = {j: PeftReference(base, ranks[j], 2 * ranks[j], LR, seed=i) for i, j in enumerate(ranks) if j in "ce"}
+    first = {j: make_batch(i, 2, 8) for i, j in enumerate(ranks)}
+    tr.step(first)
+    for j in "abdf":
+        tr.drop(j)
+    assert tr.capacity == 2 and tr.r_max == 4  # 2 live of 8 -> compacted; largest live rank 4
+    assert tuple(tr.layers[0].A.shape) == (2, 64, 4) and tr.optim.exp_avg[0].shape == (2, 64, 4)
+    assert sorted(tr.jobs[j].slot for j in "ce") == [0, 1] and tr.step_count("c") == 1
+    second = {j: make_batch(50 + i, 1, 7) for i, j in enumerate("ce")}
+    tr.step(second)
+    for j, ref in refs.items():
+        ref.step(first[j])
+        ref.step(second[j])
+        assert_matches(tr, j, ref, LR)
+    tr.admit("g", rank=8, lr=LR)  # grows again as needed
+    assert tr.capacity == 4 and tr.r_max == 8
