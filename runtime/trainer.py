@@ -185,12 +185,16 @@ class MultiAdapterTrainer:
                 raise ValueError(f"rank: {rank} exceeds min(d_in, d_out) = {l.max_rank} of layer {name!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr: must be a positive number, got {lr}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay: must be >= 0, got {weight_decay}")
         alpha = 2.0 * rank if alpha is None else float(alpha)
         if not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"alpha: must be a positive number, got {alpha}")
         cfg = AdapterConfig(job_id, rank, alpha, lr, weight_decay, dropout, seed)
         slot = self._alloc_slot(rank)
-        self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)  # validates lr, wd
+        self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)
         self._write(slot, peft_init(self.layers, rank, seed))
         self.jobs[job_id] = _Job(cfg, slot)
 

@@ -149,6 +149,8 @@ def test_evaluate_matches_peft_and_does_not_update(base):
         (lambda tr: tr.admit("z", rank=65), "rank: 65 exceeds"),
         (lambda tr: tr.admit("z", rank=0), "rank"),
         (lambda tr: tr.admit("z", rank=2, lr=0.0), "lr"),
+        (lambda tr: tr.admit("z", rank=2, lr=float("nan")), "lr"),
+        (lambda tr: tr.admit("z", rank=2, weight_decay=-1.0), "weight_decay"),
         (lambda tr: tr.admit("z", rank=2, dropout=1.0), "dropout"),
         (lambda tr: tr.drop("nope"), "unknown adapter 'nope'"),
         (lambda tr: tr.resume("a"), "is active, expected suspended"),
