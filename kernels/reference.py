@@ -66,10 +66,14 @@ def grouped_lora_linear(
     base = torch.nn.functional.linear(x, weight, bias)
     xl, _ = lora_input(x, meta, training)
     z, r_max = meta.num_segments, A.shape[2]
-    idx = meta.seg_slot.long()
-    mask = rank_masks(meta, r_max, x.device, x.dtype)
-    a = A.index_select(0, idx) * mask[:, None, :]
-    b = B.index_select(0, idx) * (mask * meta.seg_scale.to(x.dtype)[:, None])[:, :, None]
+    # Masking B alone suffices: padded S columns meet zero B rows, so they add nothing and the
+    # padded A columns / B rows get zero gradient. The scale is folded into the same multiply.
+    mult = rank_masks(meta, r_max, x.device, x.dtype) * meta.seg_scale.to(x.dtype)[:, None]
+    if meta.slots == tuple(range(A.shape[0])):
+        a, b = A, B * mult[:, :, None]
+    else:
+        idx = meta.seg_slot.long()
+        a, b = A.index_select(0, idx), B.index_select(0, idx) * mult[:, :, None]
     if meta.equal_counts:
         n = meta.token_counts[0]
         delta = torch.bmm(torch.bmm(xl.view(z, n, -1), a), b).view(meta.total_tokens, -1)

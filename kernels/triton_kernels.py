@@ -29,18 +29,29 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 AUTOTUNE = os.environ.get("ALTO_KERNELS_AUTOTUNE", "1") != "0"
 
 
-def _configs(space: list[dict], warps_stages: list[tuple[int, int]], interp: dict) -> list[triton.Config]:
-    # interp: the one config for the interpreter, small enough for its broadcast matmul
-    # (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)
+def _zero_out(nargs: dict) -> None:
+    nargs["out_ptr"].zero_()
+
+
+def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Config]:
+    """space: (block sizes, num_warps, num_stages); the first entry is the untuned default.
+    interp: the one config for the interpreter, small enough for its broadcast matmul
+    (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)."""
     if INTERPRET:
-        return [triton.Config(interp, num_warps=4, num_stages=1)]
-    if not AUTOTUNE:
-        return [triton.Config(space[0], num_warps=warps_stages[0][0], num_stages=warps_stages[0][1])]
-    return [triton.Config(kw, num_warps=w, num_stages=s) for kw in space for (w, s) in warps_stages]
+        space = [(interp, 4, 1)]
+    elif not AUTOTUNE:
+        space = space[:1]
+    hook = lambda kw: _zero_out if kw.get("SPLIT_K", 1) > 1 else None  # noqa: E731  split-K accumulates
+    return [triton.Config(kw, num_warps=w, num_stages=st, pre_hook=hook(kw)) for kw, w, st in space]
 
 
 @triton.autotune(
-    configs=_configs([{"BLOCK_K": 64}, {"BLOCK_K": 128}, {"BLOCK_K": 32}], [(4, 3), (4, 4), (8, 3)], {"BLOCK_K": 32}),
+    configs=_configs(
+        [({"BLOCK_K": 64, "SPLIT_K": 1}, 4, 3), ({"BLOCK_K": 128, "SPLIT_K": 1}, 4, 3),
+         ({"BLOCK_K": 64, "SPLIT_K": 2}, 4, 3), ({"BLOCK_K": 64, "SPLIT_K": 4}, 4, 3),
+         ({"BLOCK_K": 128, "SPLIT_K": 4}, 8, 3)],
+        {"BLOCK_K": 32, "SPLIT_K": 2},  # the interpreter exercises the split-K (atomic) path
+    ),
     key=["K", "R", "BLOCK_R"],
 )
 @triton.jit
@@ -50,9 +61,12 @@ def _shrink_kernel(
     K, R,
     stride_im, stride_ik, stride_ws, stride_wk, stride_wr, stride_om, stride_or,
     APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
+    # out is fp32; with SPLIT_K > 1 each program adds its K-slice's partial product atomically
+    # into a zeroed out (more programs in flight for long K and few row blocks).
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     seg = tl.load(sched_seg_ptr + pid)
     row0 = tl.load(sched_row_ptr + pid)
     row_end = tl.load(seg_end_ptr + seg)
@@ -62,11 +76,14 @@ def _shrink_kernel(
     rmask = rows < row_end
     cols = tl.arange(0, BLOCK_R)
     cmask = cols < rank
+    k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
+    k_lo = pid_k * k_per
+    k_hi = tl.minimum(k_lo + k_per, K)
     ks = tl.arange(0, BLOCK_K)
-    in_ptrs = in_ptr + rows[:, None].to(tl.int64) * stride_im + ks[None, :] * stride_ik
-    w_ptrs = w_ptr + slot * stride_ws + ks[:, None] * stride_wk + cols[None, :] * stride_wr
+    in_ptrs = in_ptr + rows[:, None].to(tl.int64) * stride_im + (k_lo + ks)[None, :] * stride_ik
+    w_ptrs = w_ptr + slot * stride_ws + (k_lo + ks)[:, None] * stride_wk + cols[None, :] * stride_wr
     acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         kmask = (k0 + ks) < K
         a = tl.load(in_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
         b = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
@@ -81,11 +98,18 @@ def _shrink_kernel(
     if APPLY_SCALE:
         acc = acc * tl.load(seg_scale_ptr + seg)
     out_ptrs = out_ptr + rows[:, None].to(tl.int64) * stride_om + cols[None, :] * stride_or
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & (cols[None, :] < R))
+    omask = rmask[:, None] & (cols[None, :] < R)
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, acc, mask=omask)
+    else:
+        tl.atomic_add(out_ptrs, acc, mask=omask, sem="relaxed")
 
 
 @triton.autotune(
-    configs=_configs([{"BLOCK_N": 128}, {"BLOCK_N": 64}, {"BLOCK_N": 256}], [(4, 2), (8, 2), (4, 3)], {"BLOCK_N": 64}),
+    configs=_configs(
+        [({"BLOCK_N": 128}, 4, 2), ({"BLOCK_N": 64}, 4, 2), ({"BLOCK_N": 256}, 8, 2), ({"BLOCK_N": 128}, 8, 3)],
+        {"BLOCK_N": 64},
+    ),
     key=["N", "R", "BLOCK_R", "HAS_BASE"],
     restore_value=["out_ptr"],
 )
@@ -114,6 +138,7 @@ def _expand_kernel(
     nmask = ns < N
     rows64 = rows[:, None].to(tl.int64)
     s = tl.load(s_ptr + rows64 * stride_sm + rs[None, :] * stride_sr, mask=rmask[:, None] & rsmask[None, :], other=0.0)
+    s = s.to(w_ptr.dtype.element_ty)  # S is kept in fp32; round like the reference before the matmul
     w = tl.load(
         w_ptr + slot * stride_ws + rs[:, None] * stride_wr + ns[None, :] * stride_wn,
         mask=rsmask[:, None] & nmask[None, :], other=0.0,
@@ -135,9 +160,8 @@ def _expand_kernel(
 
 @triton.autotune(
     configs=_configs(
-        [{"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 64}, {"BLOCK_T": 64, "BLOCK_M": 128, "BLOCK_N": 128},
-         {"BLOCK_T": 32, "BLOCK_M": 128, "BLOCK_N": 128}, {"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 128}],
-        [(4, 3), (8, 3)],
+        [({"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 64}, 4, 3), ({"BLOCK_T": 64, "BLOCK_M": 128, "BLOCK_N": 128}, 8, 3),
+         ({"BLOCK_T": 32, "BLOCK_M": 128, "BLOCK_N": 128}, 8, 3), ({"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 128}, 4, 3)],
         {"BLOCK_T": 32, "BLOCK_M": 64, "BLOCK_N": 64},
     ),
     key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
@@ -174,6 +198,8 @@ def _seg_reduce_kernel(
         rows64 = rows.to(tl.int64)
         p = tl.load(p_ptr + rows64[None, :] * stride_pt + ms[:, None] * stride_pm, mask=mmask[:, None] & tmask[None, :], other=0.0)
         q = tl.load(q_ptr + rows64[:, None] * stride_qt + ns[None, :] * stride_qn, mask=tmask[:, None] & nmask[None, :], other=0.0)
+        p = p.to(out_ptr.dtype.element_ty)  # S / dS arrive in fp32
+        q = q.to(out_ptr.dtype.element_ty)
         if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
             acc += tl.sum(p.to(tl.float32)[:, :, None] * q.to(tl.float32)[None, :, :], axis=1)
         elif IEEE:
@@ -194,22 +220,24 @@ def _rank_block(r_max: int) -> int:
     return max(16, triton.next_power_of_2(r_max))
 
 
-def _flags(t: torch.Tensor) -> dict:
-    return {"IEEE": t.dtype == torch.float32, "UPCAST": INTERPRET}
+def _flags(dtype: torch.dtype) -> dict:
+    """fp32 operands get exact (non-TF32) dots so fp32 results match the reference."""
+    return {"IEEE": dtype == torch.float32, "UPCAST": INTERPRET}
 
 
 def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, apply_scale: bool,
            w_strides: tuple[int, int, int], out: torch.Tensor | None = None) -> torch.Tensor:
-    """[T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r])."""
+    """fp32 [T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r])."""
     t_rows, k = inp.shape
     if out is None:
-        out = torch.empty((t_rows, r_max), device=inp.device, dtype=inp.dtype)
+        out = torch.empty((t_rows, r_max), device=inp.device, dtype=torch.float32)
     if meta.num_blocks == 0:
         return out
-    _shrink_kernel[(meta.num_blocks,)](
+    grid = lambda c: (meta.num_blocks, c["SPLIT_K"])  # noqa: E731
+    _shrink_kernel[grid](
         inp, w, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
         k, r_max, inp.stride(0), inp.stride(1), *w_strides, out.stride(0), out.stride(1),
-        APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max), **_flags(inp),
+        APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max), **_flags(inp.dtype),
     )
     return out
 
@@ -218,7 +246,7 @@ def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_
            w_strides: tuple[int, int, int], base: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
     """[T, n] = (base +) per segment S_i @ W[slot_i] (W given by strides as [slots, r, N]); out may alias base."""
     if out is None:
-        out = torch.empty((s.shape[0], n), device=s.device, dtype=s.dtype)
+        out = torch.empty((s.shape[0], n), device=s.device, dtype=w.dtype)
     if meta.num_blocks == 0:
         if base is not None and base.data_ptr() != out.data_ptr():
             out.copy_(base)
@@ -230,7 +258,7 @@ def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_
         s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
         n, r_max, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1),
         HAS_BASE=base is not None, APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max),
-        **_flags(s),
+        **_flags(w.dtype),
     )
     return out
 
@@ -250,6 +278,6 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
     _seg_reduce_kernel[grid](
         p, q, out, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
         m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1), out.stride(2),
-        RANK_ON_M=rank_on_m, APPLY_SCALE=apply_scale, FULL_M=full_m, FULL_N=full_n, **_flags(p),
+        RANK_ON_M=rank_on_m, APPLY_SCALE=apply_scale, FULL_M=full_m, FULL_N=full_n, **_flags(out.dtype),
     )
     return out

@@ -9,26 +9,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import loop_lora_linear, multi_lora_linear
+from kernels import build_meta, loop_lora_linear, multi_lora_linear
 from kernels.function import VARIANTS, fused_lora_linear
 from tests.kernels.helpers import TOL, as_double, assert_close_to_truth, assert_near, make_case, run
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _fused(*args, variant=None, **kw):
+def _fused(*args, variant=None, wgrad="auto", **kw):
     if variant is None:
         return multi_lora_linear(*args, impl="triton", **kw)
-    return fused_lora_linear(*args, variant=variant, streams=True, **kw)
+    return fused_lora_linear(*args, variant=variant, streams=True, wgrad=wgrad, **kw)
 
 
 def _compare(case, dtype, **kw):
     g = torch.Generator().manual_seed(7)
     dy = torch.randn(case.x.shape[0], case.weight.shape[0], generator=g).to(device=case.x.device, dtype=dtype)
     torch.manual_seed(1)
-    truth = run(as_double(case), loop_lora_linear, dy.double(), **{k: v for k, v in kw.items() if k != "variant"})
+    truth = run(as_double(case), loop_lora_linear, dy.double(), **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
     torch.manual_seed(1)
-    want = run(case, loop_lora_linear, dy, **{k: v for k, v in kw.items() if k != "variant"})
+    want = run(case, loop_lora_linear, dy, **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
     torch.manual_seed(1)
     got = run(case, _fused, dy, **kw)
     for name, g, w, t in zip(("y", "dx", "dA", "dB"), got, want, truth):
@@ -68,9 +68,26 @@ def test_fused_edge_cases_cpu(dtype):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_fused_variants_cpu(variant):
-    case = make_case([70, 0, 9], [5, 1, 16], 33, 21, torch.float32, dropout=[0.0, 0.0, 0.3] if variant == "addmm" else None)
-    _compare(case, torch.float32, variant=variant)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_variants_cpu(variant, dtype):
+    drop = [0.0, 0.0, 0.3] if variant == "addmm" else None
+    case = make_case([70, 0, 9], [5, 1, 16], 33, 21, dtype, dropout=drop)
+    _compare(case, dtype, variant=variant)
+
+
+@pytest.mark.parametrize("wgrad", ["bmm", "triton"])
+@pytest.mark.parametrize("extra_slots", [0, 2])  # identity slots / scattered slots with spares
+def test_fused_weight_grad_paths_cpu(wgrad, extra_slots):
+    case = make_case([66] * 3, [5, 1, 16], 33, 21, torch.float32, extra_slots=extra_slots, r_max=16)
+    if extra_slots == 0:
+        case.meta = build_meta([66] * 3, [0, 1, 2], [5, 1, 16], [0.5, 1.5, 2.5], "cpu")
+    _compare(case, torch.float32, variant="epilogue", wgrad=wgrad)
+
+
+def test_fused_bmm_wgrad_needs_equal_counts():
+    case = make_case([4, 5], [2, 3], 8, 8, torch.float32)
+    with pytest.raises(ValueError, match="^wgrad"):
+        fused_lora_linear(case.x, case.weight, case.bias, case.A, case.B, case.meta, wgrad="bmm")
 
 
 def test_fused_dropout_same_mask_as_reference_cpu():
