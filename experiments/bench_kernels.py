@@ -28,8 +28,9 @@ PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "gate": (2048, 8192), "up": (2048, 8192), "down": (8192, 2048),
 }
 IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
-VARIANT_IMPLS = {"ours_streams": ("epilogue", True), "ours_addmm": ("addmm", False),
-                 "ours_addmm_streams": ("addmm", True)}
+# variants of the fused path: (variant, side stream, weight-grad path); `ours` is the default
+VARIANT_IMPLS = {"ours_epilogue": ("epilogue", False, "auto"), "ours_streams": ("addmm", True, "auto"),
+                 "ours_triton_wgrad": ("addmm", False, "triton")}
 
 
 def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
@@ -50,7 +51,7 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
 
 def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype):  # noqa: ANN001
     """A closure doing one fwd+bwd of this projection with `impl` (inputs built once)."""
-    from kernels import build_meta, grouped_lora_linear, loop_lora_linear
+    from kernels import build_meta, grouped_lora_linear
     from kernels.function import fused_lora_linear
 
     z, r_max, t = len(counts), max(ranks), sum(counts)
@@ -69,14 +70,22 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
     A = rnd(z, d_in, r_max, s=d_in**-0.5).requires_grad_(True)
     B = rnd(z, r_max, d_out, s=0.01).requires_grad_(True)
     meta = build_meta(counts, list(range(z)), ranks, scales, device)  # once per step, shared by layers
-    if impl in ("loop", "torch_grouped"):
-        fn = loop_lora_linear if impl == "loop" else grouped_lora_linear
-        return lambda: torch.autograd.grad(fn(x, w, None, A, B, meta), [x, A, B], dy)
+    if impl == "torch_grouped":
+        return lambda: torch.autograd.grad(grouped_lora_linear(x, w, None, A, B, meta), [x, A, B], dy)
     if impl == "ours" or impl in VARIANT_IMPLS:
-        variant, streams = VARIANT_IMPLS.get(impl, ("epilogue", False))
-        return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, A, B, meta, True, variant, streams),
-                                           [x, A, B], dy)
+        kw = dict(zip(("variant", "streams", "wgrad"), VARIANT_IMPLS[impl])) if impl != "ours" else {}
+        return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, A, B, meta, True, **kw), [x, A, B], dy)
     offs = meta.offsets
+    if impl == "loop":  # batched base GEMM, per-adapter LoRA matmuls on split rows, cat
+        Al = [A[i, :, :ranks[i]].detach().clone().requires_grad_(True) for i in range(z)]
+        Bl = [B[i, :ranks[i], :].detach().clone().requires_grad_(True) for i in range(z)]
+
+        def loop() -> None:
+            xs = x.split(counts)
+            y = lin(x, w) + torch.cat([scales[i] * (xs[i] @ Al[i]) @ Bl[i] for i in range(z)])
+            torch.autograd.grad(y, [x, *Al, *Bl], dy)
+
+        return loop
     xs = [x[offs[i]:offs[i + 1]].detach().requires_grad_(True) for i in range(z)]
     dys = [dy[offs[i]:offs[i + 1]] for i in range(z)]
     if impl == "sequential":
@@ -124,7 +133,7 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
     B = torch.randn(z, r, d_out, device=device, dtype=dtype)
     y = torch.randn(t, d_out, device=device, dtype=dtype)
     dy = torch.randn(t, d_out, device=device, dtype=dtype)
-    s = tk.shrink(x, A, meta, r, False, A.stride())
+    s = tk.shrink(x, A, meta, r, False, A.stride())  # fp32, as in the fused path
     dxb = torch.randn(t, d_in, device=device, dtype=dtype)
     da, dbb = torch.empty_like(A), torch.empty_like(B)
     e = x.element_size()
@@ -143,8 +152,10 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
         "reduce_dB": (lambda: tk.seg_reduce(s, dy, dbb, meta, True, True), t * d_out * e),
     }
     if meta.equal_counts:
-        cases["bmm_dA"] = (lambda: torch.bmm(x.view(z, n, d_in).transpose(1, 2), s.view(z, n, r)), t * d_in * e)
-        cases["bmm_dB"] = (lambda: torch.bmm(s.view(z, n, r).transpose(1, 2), dy.view(z, n, d_out)), t * d_out * e)
+        from kernels.function import _bmm_wgrads
+
+        cases["bmm_dA"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, da, None), t * d_in * e)
+        cases["bmm_dB"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, None, dbb), t * d_out * e)
     rows = []
     for name, (fn, nbytes) in cases.items():
         ms = bench(fn)
@@ -156,7 +167,7 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
 def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> list[dict]:  # noqa: ANN001
     """Autotuned fused path vs the loop reference at benchmark shapes: max error / max |ref|."""
     from kernels import build_meta, loop_lora_linear
-    from kernels.function import VARIANTS, fused_lora_linear
+    from kernels.function import fused_lora_linear
 
     z, r = len(counts), max(ranks)
     meta = build_meta(counts, list(range(z)), ranks, [2.0] * z, device)
@@ -170,15 +181,14 @@ def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> l
         dy = torch.randn(t, d_out, device=device, dtype=dtype)
         y = loop_lora_linear(x, w, None, A, B, meta)
         want = [y, *torch.autograd.grad(y, [x, A, B], dy)]
-        for variant in VARIANTS:
-            for streams in (False, True):
-                y = fused_lora_linear(x, w, None, A, B, meta, True, variant, streams)
-                got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
-                errs = {k: ((g.float() - wv.float()).abs().max() / wv.float().abs().max()).item()
-                        for k, g, wv in zip(("y", "dx", "dA", "dB"), got, want)}
-                rows.append({"proj": name, "variant": variant, "streams": streams, **errs})
-                print(f"check {name:>5} {variant:>8} streams={streams}: " +
-                      " ".join(f"{k}={v:.2e}" for k, v in errs.items()), flush=True)
+        for variant, streams, wgrad in [("addmm", False, "auto"), *VARIANT_IMPLS.values()]:
+            y = fused_lora_linear(x, w, None, A, B, meta, True, variant, streams, wgrad)
+            got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
+            errs = {k: ((g.float() - wv.float()).abs().max() / wv.float().abs().max()).item()
+                    for k, g, wv in zip(("y", "dx", "dA", "dB"), got, want)}
+            rows.append({"proj": name, "variant": variant, "streams": streams, "wgrad": wgrad, **errs})
+            print(f"check {name:>5} {variant:>8} streams={streams} wgrad={wgrad}: " +
+                  " ".join(f"{k}={v:.2e}" for k, v in errs.items()), flush=True)
     return rows
 
 
@@ -206,14 +216,41 @@ def _plot(df, path: Path) -> None:  # noqa: ANN001
     fig.savefig(path, dpi=120)
 
 
+def _finish(rows: list[dict], projs: dict, z: int):  # noqa: ANN202
+    """Rows -> DataFrame with speedup (vs torch_grouped), vs_base_only and base TFLOP/s."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    key = ["proj", "batch"]
+    idx = df.set_index(key).index
+    grouped = df[df["impl"] == "torch_grouped"].set_index(key)["ms"].reindex(idx).values
+    base = df[df["impl"] == "base_only"].set_index(key)["ms"].reindex(idx).values
+    df["speedup"] = (grouped / df["ms"].values).round(3)
+    df["vs_base_only"] = (df["ms"].values / base).round(3)
+
+    def base_flops(row) -> float:  # noqa: ANN001  frozen base: forward GEMM + dX GEMM
+        pairs = list(projs.values()) if row["proj"] == "layer" else [projs[row["proj"]]]
+        return sum(4.0 * row["tokens_per_adapter"] * z * di * do for di, do in pairs)
+
+    df["base_tflops"] = [round(base_flops(r) / (b * 1e9), 1) for (_, r), b in zip(df.iterrows(), base)]
+    df["ms"] = df["ms"].round(4)
+    return df
+
+
+def _write_csv(df, path: Path) -> None:  # noqa: ANN001
+    tmp = path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="folder for the CSVs and PNG")
     ap.add_argument("--batches", default="1,2,4", help="per-adapter batch sizes (sequences of 512)")
     ap.add_argument("--impls", default=",".join(IMPLS + list(VARIANT_IMPLS)), help="comma-separated impls")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-kernel breakdown")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check at bench shapes")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
 
@@ -226,20 +263,29 @@ def main() -> None:
         projs, z, seq = {"q": (40, 40), "down": (72, 24)}, 4, 8
     ranks = ([16, 32, 64] * z)[:z]
     impls = args.impls.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
     bench = _timer(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, brk = [], []
-    if not args.no_check:
+    t_start = time.time()
+    if not args.no_check:  # also compiles and autotunes every kernel the timings use
         chk = _check(projs, [seq] * z, ranks, device, dtype)
         pd.DataFrame(chk).to_csv(out / f"kernels_check_{tag}.csv", index=False)
         bad = [c for c in chk if max(c["y"], c["dx"], c["dA"], c["dB"]) > 0.05]
         if bad:
             raise SystemExit(f"fused path disagrees with the reference: {bad}")
-    for batch in [int(b) for b in args.batches.split(",")]:
+        print(f"check done after {time.time() - t_start:.0f} s", flush=True)
+    if not args.no_breakdown:  # each kernel alone, first batch only (diagnostics arrive early)
+        brk = []
+        for d_in, d_out in sorted(set(projs.values())):
+            brk += _breakdown(d_in, d_out, [batches[0] * seq] * z, ranks, device, dtype, bench)
+        _write_csv(pd.DataFrame(brk), out / f"kernels_breakdown_{tag}.csv")
+        print(pd.DataFrame(brk).to_string(index=False), flush=True)
+    rows: list[dict] = []
+    csv = out / f"kernels_{tag}.csv"
+    for batch in batches:
         n = batch * seq
         counts = [n] * z
-        base_ms = {}
         for impl in impls:
             total = 0.0
             for name, (d_in, d_out) in projs.items():
@@ -247,38 +293,15 @@ def main() -> None:
                 ms = bench(fn)
                 del fn
                 total += ms
-                if impl == "base_only":
-                    base_ms[name] = ms
                 rows.append(dict(gpu=gpu, proj=name, d_in=d_in, d_out=d_out, adapters=z, ranks="16/32/64",
                                  batch=batch, tokens_per_adapter=n, impl=impl, ms=ms))
-            if impl == "base_only":
-                base_ms["layer"] = total
             rows.append(dict(gpu=gpu, proj="layer", d_in="7proj", d_out="7proj", adapters=z, ranks="16/32/64",
                              batch=batch, tokens_per_adapter=n, impl=impl, ms=total))
-            print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer", flush=True)
-        if not args.no_breakdown and batch in (1, 4):
-            for d_in, d_out in sorted(set(projs.values())):
-                brk += _breakdown(d_in, d_out, counts, ranks, device, dtype, bench)
-    df = pd.DataFrame(rows)
-    key = ["proj", "batch"]
-    grouped = df[df["impl"] == "torch_grouped"].set_index(key)["ms"]
-    base = df[df["impl"] == "base_only"].set_index(key)["ms"]
-    ref = df.set_index(key).index
-    df["speedup"] = (grouped.reindex(ref).values / df["ms"].values).round(3) if len(grouped) else float("nan")
-    df["vs_base_only"] = (df["ms"].values / base.reindex(ref).values).round(3) if len(base) else float("nan")
-
-    def base_flops(row) -> float:  # noqa: ANN001
-        pairs = list(projs.values()) if row["proj"] == "layer" else [projs[row["proj"]]]
-        return sum(4.0 * row["tokens_per_adapter"] * z * di * do for di, do in pairs)  # fwd + dX
-
-    df["base_tflops"] = [round(base_flops(r) / (b * 1e9), 1) for (_, r), b in
-                         zip(df.iterrows(), base.reindex(ref).values)] if len(base) else float("nan")
-    df["ms"] = df["ms"].round(4)
-    csv = out / f"kernels_{tag}.csv"
-    df.to_csv(csv.with_suffix(".tmp"), index=False)
-    os.replace(csv.with_suffix(".tmp"), csv)
-    if brk:
-        pd.DataFrame(brk).to_csv(out / f"kernels_breakdown_{tag}.csv", index=False)
+            print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer  ({time.time() - t_start:.0f} s)", flush=True)
+        if "base_only" in impls and "torch_grouped" in impls:
+            _write_csv(_finish(rows, projs, z), csv)  # partial results survive a time limit
+    df = _finish(rows, projs, z)
+    _write_csv(df, csv)
     _plot(df, out / f"kernels_{tag}.png")
     print(df[df["proj"] == "layer"].to_string(index=False))
     print(f"wrote {csv}")
