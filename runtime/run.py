@@ -134,7 +134,8 @@ def run_config(
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
-        return MultiAdapterTrainer(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad)
+        impl = os.environ.get("ALTO_LORA_IMPL", "auto")  # e.g. torch_grouped to bypass Triton
+        return MultiAdapterTrainer(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad, impl=impl)
 
     out.mkdir(parents=True, exist_ok=True)
     ctl = Controller(ccfg, duration_for=duration, memory_for=memory)
