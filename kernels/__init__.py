@@ -2,10 +2,23 @@
 
     meta = build_meta(token_counts, slots, ranks, scales, device, dropout=None)   # once per step
     y = multi_lora_linear(x, weight, bias, A, B, meta, impl="auto")              # every layer
+    layer = MultiLoraLinear(nn_linear, capacity, r_max); layer.add_adapter(slot, rank)  # module form
+
+The Triton path runs on CUDA, or on CPU under TRITON_INTERPRET=1 (set before triton is first
+imported; tests/kernels/conftest.py does it). ALTO_KERNELS_AUTOTUNE=0 turns autotuning off.
 """
 
 from kernels.api import multi_lora_linear
 from kernels.meta import LoraBatchMeta, build_meta
+from kernels.module import MultiLoraLinear, reset_slot_optimizer_state
 from kernels.reference import grouped_lora_linear, loop_lora_linear
 
-__all__ = ["LoraBatchMeta", "build_meta", "multi_lora_linear", "loop_lora_linear", "grouped_lora_linear"]
+__all__ = [
+    "LoraBatchMeta",
+    "MultiLoraLinear",
+    "build_meta",
+    "grouped_lora_linear",
+    "loop_lora_linear",
+    "multi_lora_linear",
+    "reset_slot_optimizer_state",
+]
