@@ -52,13 +52,13 @@ def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Co
          ({"BLOCK_K": 128, "SPLIT_K": 4}, 8, 3)],
         {"BLOCK_K": 32, "SPLIT_K": 2},  # the interpreter exercises the split-K (atomic) path
     ),
-    key=["K", "R", "BLOCK_R"],
+    key=["K", "R", "BLOCK_R", "ROW_BLOCKS_HINT"],
 )
 @triton.jit
 def _shrink_kernel(
     in_ptr, w_ptr, out_ptr,
     sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
-    K, R,
+    K, R, ROW_BLOCKS_HINT,  # hint: row blocks rounded to a power of two (autotune key only)
     stride_im, stride_ik, stride_ws, stride_wk, stride_wr, stride_om, stride_or,
     APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -236,7 +236,8 @@ def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, 
     grid = lambda c: (meta.num_blocks, c["SPLIT_K"])  # noqa: E731
     _shrink_kernel[grid](
         inp, w, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
-        k, r_max, inp.stride(0), inp.stride(1), *w_strides, out.stride(0), out.stride(1),
+        k, r_max, triton.next_power_of_2(meta.num_blocks), inp.stride(0), inp.stride(1), *w_strides,
+        out.stride(0), out.stride(1),
         APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max), **_flags(inp.dtype),
     )
     return out
