@@ -1,13 +1,15 @@
 """Grouped Triton kernels for multi-adapter LoRA, walking the schedule table of `LoraBatchMeta`.
 
 Three kernels cover forward and backward:
-- `shrink`: out[rows_i, :r_max] = (scale_i?) in[rows_i, :] @ W[slot_i] (K x r, rank-masked).
-  Forward S = X A; backward dS = s dY B^T (B read through transposed strides).
+- `shrink`: fp32 out[rows_i, :r_max] = (scale_i?) in[rows_i, :] @ W[slot_i] (K x r, rank-masked).
+  Forward S = X A; backward dS = s dY B^T (B read through transposed strides). Long K may be
+  split over SPLIT_K programs that add atomically (few row blocks would otherwise leave SMs idle).
 - `expand`: out[rows_i, :] = (base[rows_i, :] +) (scale_i?) S[rows_i, :r] @ W[slot_i] (r x N).
   Forward Y = Y_base + s S B (base added in registers, may write in place); backward
   dX = dX_base + dS A^T.
 - `seg_reduce`: out[slot_i] = (scale_i?) P[rows_i]^T Q[rows_i], the weight gradients
-  dA = X^T dS and dB = s S^T dY, one launch for all segments.
+  dA = X^T dS and dB = s S^T dY, one launch for all segments (used when token counts differ;
+  equal counts go to torch.bmm, see function.py).
 
 Block sizes are autotuned per shape (cached by Triton). Under TRITON_INTERPRET=1 one small config
 is used and matmuls are fp32 broadcast-and-sum (the interpreter's `tl.dot` runs without BLAS
