@@ -102,7 +102,10 @@ class SlotAdamW:
         self.free_slot(slot)
         for dst, src in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
             for t, s in zip(dst, src):
-                t[slot][tuple(slice(0, n) for n in s.shape)] = s.to(t.device, t.dtype)
+                # the saved state may be padded to a larger r_max than now; padding is zero, so
+                # copying the common leading block is exact (the slot has room for the rank)
+                idx = tuple(slice(0, min(n, m)) for n, m in zip(s.shape, t[slot].shape))
+                t[slot][idx] = s[idx].to(t.device, t.dtype)
         for k, v in state["hyper"].items():
             self.hyper[k][slot] = v
 

@@ -225,3 +225,27 @@ def test_drops_compact_the_stacks_and_survivors_train_on(base):
         assert_matches(tr, j, ref, LR)
     tr.admit("g", rank=8, lr=LR)  # grows again as needed
     assert tr.capacity == 4 and tr.r_max == 8
+
+
+def test_resume_after_the_stacks_shrank_below_the_rank_padding_at_suspend(base):
+    """A rank-2 adapter suspended while r_max was 8 resumes after a compaction to r_max 2.
+
+    Its saved optimizer state is padded to the old r_max; resuming must copy only the live
+    block (this crashed on the GPU in the first e2e run with early exit).
+    """
+    tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=4)
+    tr.admit("big", rank=8, lr=LR, seed=0)
+    tr.admit("small", rank=2, lr=LR, seed=1)
+    tr.admit("other", rank=2, lr=LR, seed=2)
+    ref = PeftReference(base, 2, 4, LR, seed=1)
+    b1 = {j: make_batch(i, 2, 8) for i, j in enumerate(["big", "small", "other"])}
+    tr.step(b1)
+    tr.suspend("small")
+    tr.drop("big")
+    assert tr.r_max == 2
+    tr.resume("small")
+    b2 = {"small": make_batch(9, 1, 6), "other": make_batch(10, 1, 6)}
+    tr.step(b2)
+    ref.step(b1["small"])
+    ref.step(b2["small"])
+    assert_matches(tr, "small", ref, LR)
