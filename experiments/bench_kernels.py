@@ -30,7 +30,7 @@ PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
 IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
 # variants of the fused path: (variant, side stream, weight-grad path); `ours` is the default
 VARIANT_IMPLS = {"ours_epilogue": ("epilogue", False, "auto"), "ours_streams": ("addmm", True, "auto"),
-                 "ours_triton_wgrad": ("addmm", False, "triton")}
+                 "ours_triton_wgrad": ("addmm", False, "triton"), "ours_pipelined": ("pipelined", True, "auto")}
 
 
 def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:

@@ -9,6 +9,9 @@ Two ways to join the LoRA term with the base GEMM (`variant`):
   stores in place (one extra read+write of Y).
 - "addmm": the expand kernel writes the LoRA term (plus bias) and cuBLAS accumulates X W^T onto it
   (beta=1): the extra read of Y happens inside the compute-bound GEMM.
+- "pipelined": "addmm" cut into row chunks (schedule-entry ranges): the LoRA kernels of chunk c+1
+  run on the side stream while cuBLAS accumulates chunk c, so only the first chunk's LoRA work is
+  exposed (needs `streams` on CUDA to overlap; runs chunk by chunk otherwise).
 With `streams`, LoRA kernels that do not feed the base GEMM (shrink in the epilogue form, dA and
 dB in backward) run on a side stream, overlapped with cuBLAS.
 Weight grads (`wgrad`): "bmm" (cuBLAS batched GEMM over a [segments, tokens, .] view; only when all
@@ -26,7 +29,8 @@ from kernels import triton_kernels as tk
 from kernels.meta import LoraBatchMeta
 from kernels.reference import lora_input
 
-VARIANTS = ("epilogue", "addmm")
+VARIANTS = ("epilogue", "addmm", "pipelined")
+PIPELINE_CHUNKS = 4
 WGRADS = ("auto", "bmm", "triton")
 
 
@@ -63,6 +67,57 @@ def _join(side, main) -> None:  # noqa: ANN001
         main.wait_stream(side)
 
 
+def _handoff(side, main) -> None:  # noqa: ANN001
+    """Make the main stream wait for the side stream's work queued so far (one event)."""
+    if side is not None:
+        main.wait_event(side.record_event())
+
+
+def _pipelined_forward(x, xl, weight, bias, A, B, s, meta: LoraBatchMeta, side):  # noqa: ANN001, ANN202
+    t_rows, d_out, r_max = x.shape[0], B.shape[2], B.shape[1]
+    y = torch.empty((t_rows, d_out), device=x.device, dtype=x.dtype)
+    base = bias.expand(t_rows, d_out) if bias is not None else None
+    main = _fork(side)
+    for ch in meta.chunks(PIPELINE_CHUNKS):
+        with _on(side):
+            tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=A.stride(), out=s, chunk=ch)
+            tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=B.stride(), base=base, out=y, chunk=ch)
+        _handoff(side, main)
+        y[ch[2]:ch[3]].addmm_(x[ch[2]:ch[3]], weight.t())
+    _join(side, main)
+    return y
+
+
+def _pipelined_backward(dy, xl, mult, s, weight, A, B, meta: LoraBatchMeta, side, need_x, use_bmm, da, dbb):  # noqa: ANN001, ANN202
+    t_rows, r_max, d_in = dy.shape[0], A.shape[2], A.shape[1]
+    ds = torch.empty((t_rows, r_max), device=dy.device, dtype=torch.float32)
+    dx = torch.empty((t_rows, d_in), device=dy.device, dtype=dy.dtype) if need_x else None
+    bt_str = (B.stride(0), B.stride(2), B.stride(1))
+    at_str = (A.stride(0), A.stride(2), A.stride(1))
+    main = _fork(side)
+    for ch in meta.chunks(PIPELINE_CHUNKS):
+        r0, r1 = ch[2], ch[3]
+        with _on(side):
+            tk.shrink(dy, B, meta, r_max, apply_scale=True, w_strides=bt_str, out=ds, chunk=ch)
+            if need_x:
+                tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=None, out=dx, chunk=ch)
+                if mult is not None:
+                    dx[r0:r1].mul_(mult[r0:r1])
+        if need_x:
+            _handoff(side, main)
+            dx[r0:r1].addmm_(dy[r0:r1], weight)
+    with _on(side):  # weight grads after the last dS chunk, overlapped with the last GEMMs
+        if use_bmm and (da is not None or dbb is not None):
+            _bmm_wgrads(xl, ds, s, dy, meta, da, dbb)
+        else:
+            if da is not None:
+                tk.seg_reduce(xl, ds, da, meta, rank_on_m=False, apply_scale=False)
+            if dbb is not None:
+                tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True)
+    _join(side, main)
+    return dx
+
+
 class _FusedLoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, A, B, meta: LoraBatchMeta, training: bool, variant: str, streams: bool,  # noqa: ANN001
@@ -82,6 +137,8 @@ class _FusedLoraLinear(torch.autograd.Function):
             y = torch.nn.functional.linear(x, weight, bias)
             _join(side, main)
             y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=b_str, base=y, out=y)
+        elif variant == "pipelined":
+            y = _pipelined_forward(x, xl, weight, bias, A, B, s, meta, side)
         else:
             tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=a_str, out=s)
             base = bias.expand(t_rows, d_out) if bias is not None else None
@@ -110,6 +167,15 @@ class _FusedLoraLinear(torch.autograd.Function):
             da = alloc(A.shape, device=A.device, dtype=A.dtype)
         if need_bb:
             dbb = alloc(B.shape, device=B.device, dtype=B.dtype)
+        if ctx.variant == "pipelined":
+            if need_x or need_a or need_bb:
+                dx = _pipelined_backward(dy, xl, mult, s, weight, A, B, meta, side, need_x, ctx.use_bmm,
+                                         da if need_a else None, dbb if need_bb else None)
+            if need_w:
+                dw = dy.t() @ x
+            if need_b and ctx.has_bias:
+                db = dy.sum(0)
+            return dx, dw, db, da, dbb, None, None, None, None, None
         ds = None
         if need_x or need_a:
             # B^T viewed as [slots, K=d_out, r]

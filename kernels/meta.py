@@ -42,6 +42,7 @@ class LoraBatchMeta:
     sched_row: torch.Tensor  # first row of each schedule entry
     row_dropout: torch.Tensor | None  # float32 [T] (None when no segment drops out)
     side_stream: object = None  # torch.cuda.Stream for LoRA work overlapped with the base GEMMs
+    sched_row_host: tuple[int, ...] = ()  # host copy of sched_row (chunk boundaries)
 
     @property
     def num_segments(self) -> int:
@@ -58,6 +59,15 @@ class LoraBatchMeta:
     @property
     def has_dropout(self) -> bool:
         return self.row_dropout is not None
+
+    def chunks(self, n: int) -> list[tuple[int, int, int, int]]:
+        """Split the schedule into <= n contiguous pieces: (entry0, entry1, row0, row1) each.
+
+        Entries are ordered by row and cover every row, so the row ranges partition [0, T)."""
+        e = self.num_blocks
+        cuts = sorted({round(i * e / n) for i in range(n + 1)})
+        rows = list(self.sched_row_host) + [self.total_tokens]
+        return [(a, b, rows[a], rows[b]) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def _check_lengths(n: int, **seqs: Sequence) -> None:
@@ -146,4 +156,5 @@ def build_meta(
         sched_row=parts[5],
         row_dropout=row_dropout,
         side_stream=torch.cuda.Stream(device) if device.type == "cuda" else None,
+        sched_row_host=tuple(sched_row),
     )

@@ -61,13 +61,14 @@ def _shrink_kernel(
     in_ptr, w_ptr, out_ptr,
     sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
     K, R, ROW_BLOCKS_HINT,  # hint: row blocks rounded to a power of two (autotune key only)
+    entry0, out_row0,  # first schedule entry of this launch; row of out_ptr's first row
     stride_im, stride_ik, stride_ws, stride_wk, stride_wr, stride_om, stride_or,
     APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     # out is fp32; with SPLIT_K > 1 each program adds its K-slice's partial product atomically
     # into a zeroed out (more programs in flight for long K and few row blocks).
-    pid = tl.program_id(0)
+    pid = tl.program_id(0) + entry0
     pid_k = tl.program_id(1)
     seg = tl.load(sched_seg_ptr + pid)
     row0 = tl.load(sched_row_ptr + pid)
@@ -99,7 +100,7 @@ def _shrink_kernel(
         w_ptrs += BLOCK_K * stride_wk
     if APPLY_SCALE:
         acc = acc * tl.load(seg_scale_ptr + seg)
-    out_ptrs = out_ptr + rows[:, None].to(tl.int64) * stride_om + cols[None, :] * stride_or
+    out_ptrs = out_ptr + (rows - out_row0)[:, None].to(tl.int64) * stride_om + cols[None, :] * stride_or
     omask = rmask[:, None] & (cols[None, :] < R)
     if SPLIT_K == 1:
         tl.store(out_ptrs, acc, mask=omask)
@@ -119,13 +120,13 @@ def _shrink_kernel(
 def _expand_kernel(
     s_ptr, w_ptr, base_ptr, out_ptr,
     sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
-    N, R,
+    N, R, entry0,
     stride_sm, stride_sr, stride_ws, stride_wr, stride_wn,
     stride_bm, stride_bn, stride_om, stride_on,
     HAS_BASE: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    pid = tl.program_id(0) + entry0
     pid_n = tl.program_id(1)
     seg = tl.load(sched_seg_ptr + pid)
     row0 = tl.load(sched_row_ptr + pid)
@@ -227,39 +228,50 @@ def _flags(dtype: torch.dtype) -> dict:
     return {"IEEE": dtype == torch.float32, "UPCAST": INTERPRET}
 
 
+def _entries(meta: LoraBatchMeta, chunk: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+    return chunk if chunk is not None else (0, meta.num_blocks, 0, meta.total_tokens)
+
+
 def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, apply_scale: bool,
-           w_strides: tuple[int, int, int], out: torch.Tensor | None = None) -> torch.Tensor:
-    """fp32 [T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r])."""
+           w_strides: tuple[int, int, int], out: torch.Tensor | None = None,
+           chunk: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """fp32 [T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r]).
+
+    chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those schedule entries/rows."""
     t_rows, k = inp.shape
     if out is None:
         out = torch.empty((t_rows, r_max), device=inp.device, dtype=torch.float32)
-    if meta.num_blocks == 0:
+    e0, e1, r0, r1 = _entries(meta, chunk)
+    if e1 == e0:
         return out
-    grid = lambda c: (meta.num_blocks, c["SPLIT_K"])  # noqa: E731
+    out_rows = out[r0:r1]  # the split-K pre-hook zeroes exactly these rows
+    grid = lambda c: (e1 - e0, c["SPLIT_K"])  # noqa: E731
     _shrink_kernel[grid](
-        inp, w, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
-        k, r_max, triton.next_power_of_2(meta.num_blocks), inp.stride(0), inp.stride(1), *w_strides,
-        out.stride(0), out.stride(1),
+        inp, w, out_rows, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank,
+        meta.seg_scale, k, r_max, triton.next_power_of_2(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
+        *w_strides, out.stride(0), out.stride(1),
         APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max), **_flags(inp.dtype),
     )
     return out
 
 
 def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_scale: bool,
-           w_strides: tuple[int, int, int], base: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """[T, n] = (base +) per segment S_i @ W[slot_i] (W given by strides as [slots, r, N]); out may alias base."""
+           w_strides: tuple[int, int, int], base: torch.Tensor | None, out: torch.Tensor | None = None,
+           chunk: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """[T, n] = (base +) per segment S_i @ W[slot_i] (W given by strides as [slots, r, N]); out may alias base.
+
+    chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those rows are written."""
     if out is None:
         out = torch.empty((s.shape[0], n), device=s.device, dtype=w.dtype)
-    if meta.num_blocks == 0:
-        if base is not None and base.data_ptr() != out.data_ptr():
-            out.copy_(base)
+    e0, e1, _, _ = _entries(meta, chunk)
+    if e1 == e0:
         return out
     r_max = s.shape[1]
     b = base if base is not None else out
-    grid = lambda m: (meta.num_blocks, triton.cdiv(n, m["BLOCK_N"]))  # noqa: E731
+    grid = lambda m: (e1 - e0, triton.cdiv(n, m["BLOCK_N"]))  # noqa: E731
     _expand_kernel[grid](
         s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
-        n, r_max, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+        n, r_max, e0, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1),
         HAS_BASE=base is not None, APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max),
         **_flags(w.dtype),
     )

@@ -28,11 +28,14 @@ def _compare(case, dtype, **kw):
     torch.manual_seed(1)
     truth = run(as_double(case), loop_lora_linear, dy.double(), **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
     torch.manual_seed(1)
+    abs_truth = run(as_double(case, absolute=True), loop_lora_linear, dy.double().abs(),
+                    **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
+    torch.manual_seed(1)
     want = run(case, loop_lora_linear, dy, **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
     torch.manual_seed(1)
     got = run(case, _fused, dy, **kw)
-    for name, g, w, t in zip(("y", "dx", "dA", "dB"), got, want, truth):
-        assert_close_to_truth(g, w, t, TOL[dtype], name)
+    for name, g, w, t, a in zip(("y", "dx", "dA", "dB"), got, want, truth, abs_truth):
+        assert_close_to_truth(g, w, t, a, TOL[dtype], name)
     return got
 
 
@@ -70,8 +73,8 @@ def test_fused_edge_cases_cpu(dtype):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_variants_cpu(variant, dtype):
-    drop = [0.0, 0.0, 0.3] if variant == "addmm" else None
-    case = make_case([70, 0, 9], [5, 1, 16], 33, 21, dtype, dropout=drop)
+    drop = [0.0, 0.0, 0.3, 0.1] if variant != "epilogue" else None
+    case = make_case([70, 0, 9, 130], [5, 1, 16, 3], 33, 21, dtype, dropout=drop)  # 6 entries, 4 chunks
     _compare(case, dtype, variant=variant)
 
 

@@ -22,6 +22,24 @@ def test_schedule_covers_each_row_once(counts):
     assert meta.equal_counts == (len(set(counts)) == 1 and counts[0] > 0)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=20), st.integers(1, 8))
+def test_chunks_partition_entries_and_rows(counts, n):
+    z = len(counts)
+    meta = build_meta(counts, list(range(z)), [1] * z, [1.0] * z, "cpu")
+    chunks = meta.chunks(n)
+    assert len(chunks) <= n
+    if meta.num_blocks == 0:
+        assert chunks == []
+        return
+    assert chunks[0][0] == 0 and chunks[0][2] == 0
+    assert chunks[-1][1] == meta.num_blocks and chunks[-1][3] == meta.total_tokens
+    for (a0, a1, r0, r1), (b0, _, s0, _) in zip(chunks, chunks[1:]):
+        assert a1 == b0 and r1 == s0 and a1 > a0 and r1 > r0
+    for e0, _, r0, _ in chunks:
+        assert meta.sched_row[e0].item() == r0
+
+
 def test_row_dropout_per_segment():
     meta = build_meta([2, 0, 3], [0, 1, 2], [1, 1, 1], [1.0] * 3, "cpu", dropout=[0.1, 0.2, 0.0])
     assert meta.row_dropout.tolist() == pytest.approx([0.1, 0.1, 0.0, 0.0, 0.0])
