@@ -28,9 +28,14 @@ PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "gate": (2048, 8192), "up": (2048, 8192), "down": (8192, 2048),
 }
 IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
-# variants of the fused path: (variant, side stream, weight-grad path); `ours` is the default
-VARIANT_IMPLS = {"ours_epilogue": ("epilogue", False, "auto"), "ours_streams": ("addmm", True, "auto"),
-                 "ours_triton_wgrad": ("addmm", False, "triton"), "ours_pipelined": ("pipelined", True, "auto")}
+# variants of the fused path (fused_lora_linear keyword arguments); `ours` is the default
+VARIANT_IMPLS = {
+    "ours_epilogue": dict(variant="epilogue"),
+    "ours_streams": dict(variant="addmm", streams=True),
+    "ours_triton_wgrad": dict(variant="addmm", wgrad="triton"),
+    "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),
+    "ours_pipelined4": dict(variant="pipelined", streams=True, chunks=4),
+}
 
 
 def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
@@ -73,7 +78,7 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
     if impl == "torch_grouped":
         return lambda: torch.autograd.grad(grouped_lora_linear(x, w, None, A, B, meta), [x, A, B], dy)
     if impl == "ours" or impl in VARIANT_IMPLS:
-        kw = dict(zip(("variant", "streams", "wgrad"), VARIANT_IMPLS[impl])) if impl != "ours" else {}
+        kw = VARIANT_IMPLS.get(impl, {})
         return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, A, B, meta, True, **kw), [x, A, B], dy)
     offs = meta.offsets
     if impl == "loop":  # batched base GEMM, per-adapter LoRA matmuls on split rows, cat
@@ -181,14 +186,13 @@ def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> l
         dy = torch.randn(t, d_out, device=device, dtype=dtype)
         y = loop_lora_linear(x, w, None, A, B, meta)
         want = [y, *torch.autograd.grad(y, [x, A, B], dy)]
-        for variant, streams, wgrad in [("addmm", False, "auto"), *VARIANT_IMPLS.values()]:
-            y = fused_lora_linear(x, w, None, A, B, meta, True, variant, streams, wgrad)
+        for impl, kw in [("ours", {}), *VARIANT_IMPLS.items()]:
+            y = fused_lora_linear(x, w, None, A, B, meta, True, **kw)
             got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
             errs = {k: ((g.float() - wv.float()).abs().max() / wv.float().abs().max()).item()
                     for k, g, wv in zip(("y", "dx", "dA", "dB"), got, want)}
-            rows.append({"proj": name, "variant": variant, "streams": streams, "wgrad": wgrad, **errs})
-            print(f"check {name:>5} {variant:>8} streams={streams} wgrad={wgrad}: " +
-                  " ".join(f"{k}={v:.2e}" for k, v in errs.items()), flush=True)
+            rows.append({"proj": name, "impl": impl, **errs})
+            print(f"check {name:>5} {impl:>18}: " + " ".join(f"{k}={v:.2e}" for k, v in errs.items()), flush=True)
     return rows
 
 

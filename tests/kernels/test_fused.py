@@ -16,22 +16,22 @@ from tests.kernels.helpers import TOL, as_double, assert_close_to_truth, assert_
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _fused(*args, variant=None, wgrad="auto", **kw):
+def _fused(*args, variant=None, wgrad="auto", chunks=4, **kw):
     if variant is None:
         return multi_lora_linear(*args, impl="triton", **kw)
-    return fused_lora_linear(*args, variant=variant, streams=True, wgrad=wgrad, **kw)
+    return fused_lora_linear(*args, variant=variant, streams=True, wgrad=wgrad, chunks=chunks, **kw)
 
 
 def _compare(case, dtype, **kw):
     g = torch.Generator().manual_seed(7)
     dy = torch.randn(case.x.shape[0], case.weight.shape[0], generator=g).to(device=case.x.device, dtype=dtype)
     torch.manual_seed(1)
-    truth = run(as_double(case), loop_lora_linear, dy.double(), **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
+    truth = run(as_double(case), loop_lora_linear, dy.double(), **{k: v for k, v in kw.items() if k not in ("variant", "wgrad", "chunks")})
     torch.manual_seed(1)
     abs_truth = run(as_double(case, absolute=True), loop_lora_linear, dy.double().abs(),
-                    **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
+                    **{k: v for k, v in kw.items() if k not in ("variant", "wgrad", "chunks")})
     torch.manual_seed(1)
-    want = run(case, loop_lora_linear, dy, **{k: v for k, v in kw.items() if k not in ("variant", "wgrad")})
+    want = run(case, loop_lora_linear, dy, **{k: v for k, v in kw.items() if k not in ("variant", "wgrad", "chunks")})
     torch.manual_seed(1)
     got = run(case, _fused, dy, **kw)
     for name, g, w, t, a in zip(("y", "dx", "dA", "dB"), got, want, truth, abs_truth):
