@@ -1,0 +1,67 @@
+"""Rank bodies for the gloo tests (spawned; no peft import so ranks start fast). Each writes its
+adapters' weights and losses to `out_dir/rank{r}.pt` for the parent to compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from runtime.backbone import tiny_llama
+from runtime.parallel import APTrainer, FSDPDPTrainer, assign
+from tests.runtime._batches import make_batch
+
+# (job, rank, alpha, lr, weight decay, batch size, seq len, seed)
+JOBS = [
+    ("a", 4, 8.0, 5e-3, 0.01, 2, 12, 1),
+    ("b", 8, 16.0, 1e-2, 0.0, 2, 9, 2),
+    ("c", 2, 2.0, 2e-3, 0.1, 1, 12, 3),
+    ("d", 4, 4.0, 4e-3, 0.0, 1, 10, 4),
+]
+STEPS = 2
+
+
+def batches(step: int) -> dict:
+    return {j: make_batch(100 * step + i, b, L) for i, (j, _, _, _, _, b, L, _) in enumerate(JOBS)}
+
+
+def plan(world: int) -> dict[int, list[str]]:
+    return assign({j: b for j, _, _, _, _, b, _, _ in JOBS}, world)
+
+
+def _admit(t, jobs) -> None:
+    for j, r, a, lr, wd, _, _, seed in JOBS:
+        if j in jobs:
+            t.admit(j, rank=r, alpha=a, lr=lr, weight_decay=wd, seed=seed)
+
+
+def _dump(t, out_dir: str, rank: int, losses: list, extra: dict | None = None) -> None:
+    weights = {j: t.adapter_weights(j) for j in t.trainer.jobs}
+    torch.save({"weights": weights, "losses": losses, **(extra or {})}, Path(out_dir) / f"rank{rank}.pt")
+
+
+def ap_run(rank: int, world: int, out_dir: str, drop_at: int | None = None) -> None:
+    """AP over `plan(world)`; with `drop_at`, rank 1 drops all its adapters before that step."""
+    mine = plan(world)[rank]
+    t = APTrainer(lambda: tiny_llama(seed=0), world, rank, capacity=2)
+    _admit(t, mine)
+    losses = []
+    for s in range(STEPS + (1 if drop_at is not None else 0)):
+        if drop_at is not None and s == drop_at and rank == 1:
+            for j in list(t.active):
+                t.drop(j)
+        b = batches(s)
+        losses.append(t.step({j: b[j] for j in t.active}))
+    ev = t.evaluate({j: batches(99)[j] for j in t.active})
+    _dump(t, out_dir, rank, losses, {"eval": ev, "history": t.gather_history(), "dummy": t.last_dummy_rows})
+
+
+def dp_run(rank: int, world: int, out_dir: str) -> None:
+    """FSDP data parallel: every adapter on every rank, full batches split over ranks."""
+    t = FSDPDPTrainer(lambda: tiny_llama(seed=0), world, rank, capacity=2)
+    _admit(t, [j for j, *_ in JOBS])
+    losses, pads = [], []
+    for s in range(STEPS):
+        losses.append(t.step(batches(s)))
+        pads.append(t.last_padded_rows)
+    _dump(t, out_dir, rank, losses, {"padded": pads})
