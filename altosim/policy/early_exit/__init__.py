@@ -1,7 +1,8 @@
 """Early-exit policies, chosen by name from config (`early_exit: {name: ..., params: {...}}`).
 
 Importing this package registers every policy in `altosim.policy.registry.EARLY_EXIT`:
-`alto` (the paper's Algorithm 1), `none`, `median` (median stopping), `asha`.
+`alto` (the paper's Algorithm 1), `none`, `median` (median stopping), `asha`, `tuned` (an Alto
+with parameters read from a file written by `altosim.tuning`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from altosim.policy.early_exit.alto import Alto
 from altosim.policy.early_exit.asha import Asha
 from altosim.policy.early_exit.median_stopping import MedianStopping
 from altosim.policy.early_exit.no_exit import NoExit
+from altosim.policy.early_exit import tuned as _tuned  # noqa: F401  (registers `tuned`)
 from altosim.policy.registry import EARLY_EXIT
 
 __all__ = ["Verdict", "CONTINUE", "EarlyExitPolicy", "build_early_exit",

@@ -1,0 +1,386 @@
+"""Early-exit study (issue 7): ALTO vs median / ASHA vs Optuna's pruners vs self-tuned ALTO.
+
+Tasks: the 11 SYNTHETIC loss-trace sets of the default workload (traces/loss/) and the one REAL
+set measured on an H100 (traces/real/SmolLM2-135M__arithmetic), each a 60-config grid; every row
+says `synthetic` true/false. Equal conditions: each task alone on ONE GPU with batching, FIFO,
+the same RunConfig otherwise (`altosim.tuning.study_config`; tasks that need 2/4 GPUs in the
+default workload are run on one GPU here).
+
+Policies, per task:
+- `none` (the full sweep), `alto` (paper defaults), `median` (two warm-ups), `asha` (grace
+  2/5/10 evaluations x reduction factor 2/3/4), simulated by `altosim.simulate.simulate`;
+- `tuned`: ALTO with parameters chosen by `altosim.tuning` on the OTHER 11 tasks (leave one task
+  out), written to results/early_exit_study_tuned/<task>.json and loaded by the `tuned` policy;
+- Optuna's real `MedianPruner`, `SuccessiveHalvingPruner`, `HyperbandPruner`: one trial per
+  config, trials enqueued in grid order and run one after another (Optuna's sequential study),
+  each reporting its val loss at its evaluation points (step = eval index, as our ASHA) through
+  trial.report / should_prune. Samples trained = samples up to the evaluation where it was
+  pruned. Wall time: the per-job step counts are replayed through the simulator (policy
+  `fixed_stops`, registered here) on one GPU with batching (`wall_time_method` says so).
+
+Per row: samples trained / full sweep, found_true_best, regret (val loss, absolute and relative
+to the full sweep's best), task metric of the chosen config at its best-val point vs the full
+sweep's (higher is better; regret = true - chosen), simulated wall time. Writes
+results/early_exit_study.csv, _summary.csv, _goals.md and .png.
+
+    python experiments/early_exit_study.py [--out results] [--grid-sample N] [--max-rel-regret 0.01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from altosim.policy.early_exit import EarlyExitPolicy, Verdict, build_early_exit  # noqa: F401
+from altosim.policy.early_exit.base import CONTINUE, DIVERGING, PRUNED
+from altosim.policy.early_exit.tuned import write_tuned_params
+from altosim.policy.registry import EARLY_EXIT
+from altosim.policy.types import JobHistory, JobSpec, TaskSpec
+from altosim.report import save_fig, write_csv
+from altosim.schemas import LossTraceSet, PolicyRef, TaskRecord
+from altosim.simulate import Inputs
+from altosim.traces_io import load_trace_dir, read_workload
+from altosim.tuning import Evaluator, Objective, grid_params, leave_one_out, score_run, task_inputs
+from altosim.workloads import default_loss_dir, default_workload_path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_WORKLOAD = ROOT / "traces" / "real" / "e2e_arithmetic_workload.json"
+
+SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("none", "none", {}),
+    ("alto", "alto", {}),
+    ("median", "median", {}),
+    ("median_w10", "median", {"n_warmup_evals": 10}),
+    *[(f"asha_g{g}_r{r}", "asha", {"grace_period": g, "reduction_factor": float(r)})
+      for g in (2, 5, 10) for r in (2, 3, 4)],
+]
+
+
+# ------------------------------------------------------------------ a policy that replays stops
+@dataclass
+class FixedStops(EarlyExitPolicy):
+    """Stops job j at its first report at or past step `stops[j]` (for replaying Optuna's counts);
+    jobs in `diverged` stop there as "diverging" (they are never a task's result)."""
+
+    name: ClassVar[str] = "fixed_stops"
+    stops: dict[str, int] = field(default_factory=dict)
+    diverged: list[str] = field(default_factory=list)
+
+    def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
+        job = hist.job
+        stop = self.stops.get(job.job_id)
+        if stop is None or hist.steps[i] < stop or hist.steps[i] >= task.total_steps(job):
+            return CONTINUE
+        return DIVERGING if job.job_id in self.diverged else PRUNED
+
+
+if "fixed_stops" not in EARLY_EXIT.names():
+    EARLY_EXIT.register("fixed_stops")(FixedStops)
+
+
+# ------------------------------------------------------------------ tasks
+@dataclass(frozen=True)
+class StudyTask:
+    record: TaskRecord
+    loss_set: LossTraceSet
+    synthetic: bool
+
+    @property
+    def name(self) -> str:
+        return self.record.loss_trace or self.record.id
+
+
+def study_tasks() -> list[StudyTask]:
+    """The 11 synthetic tasks of the default workload, then the real one."""
+    wl, sets = read_workload(default_workload_path()), load_trace_dir(default_loss_dir())
+    out = [StudyTask(r, sets[r.loss_trace], True) for r in wl.tasks]
+    real, real_sets = read_workload(REAL_WORKLOAD), load_trace_dir(REAL_WORKLOAD.parent)
+    out += [StudyTask(r, real_sets[r.loss_trace], False) for r in real.tasks]
+    return out
+
+
+# ------------------------------------------------------------------ curve helpers
+def eval_steps(task: TaskSpec, job: JobSpec) -> list[int]:
+    """The steps where the simulator evaluates a job (every `eval_every_steps`, and the last)."""
+    total, every = task.total_steps(job), task.eval_every_steps(job)
+    return [*range(every, total, every), total]
+
+
+def best_point(task: TaskSpec, job: JobSpec, curve: Any, upto: int) -> tuple[float, float | None]:
+    """(best val, metric at that evaluation) over the job's evaluations at steps <= upto."""
+    total = task.total_steps(job)
+    best, metric = math.inf, None
+    for s in eval_steps(task, job):
+        if s > upto:
+            break
+        v = curve.val_at(s / total)
+        if math.isfinite(v) and v < best:
+            best, metric = v, curve.metric_at(s / total)
+    return best, metric
+
+
+def outcome_row(inputs: Inputs, steps: dict[str, int], best_job: str | None) -> dict[str, Any]:
+    """Regret columns of a chosen job, given every job's trained steps."""
+    task = inputs.tasks[0]
+    full = {j.job_id: best_point(task, j, inputs.curves[j.job_id], task.total_steps(j)) for j in task.jobs}
+    tb_job = min(full, key=lambda j: (full[j][0], j))
+    tb_val, tb_metric = full[tb_job]
+    if best_job is None:
+        val, metric = math.nan, None
+    else:
+        job = task.job(best_job)
+        val, metric = best_point(task, job, inputs.curves[best_job], steps[best_job])
+    trained = sum(min(steps[j.job_id] * j.batch_size, task.samples_per_job) for j in task.jobs)
+    full_samples = task.samples_per_job * len(task.jobs)
+    return {
+        "samples_trained": trained, "samples_full": full_samples, "samples_share": trained / full_samples,
+        "samples_saved": 1 - trained / full_samples, "found_true_best": best_job == tb_job,
+        "best_job": best_job, "true_best_job": tb_job, "best_val": val, "true_best_val": tb_val,
+        "regret": val - tb_val, "rel_regret": (val - tb_val) / abs(tb_val),
+        "best_metric": metric, "true_best_metric": tb_metric,
+        "metric_regret": (tb_metric - metric) if metric is not None and tb_metric is not None else math.nan,
+    }
+
+
+def sim_row(inputs: Inputs, ref: PolicyRef) -> dict[str, Any]:
+    """Simulate one policy on one task; the study's columns."""
+    _, run = score_run(inputs, ref)
+    task = inputs.tasks[0]
+    steps = {j.job_id: run.result.jobs[j.job_id].steps if j.job_id in run.result.jobs else 0 for j in task.jobs}
+    row = outcome_row(inputs, steps, run.tasks_df.iloc[0]["best_job"])
+    sim = run.tasks_df.iloc[0]
+    assert row["samples_trained"] == sim["samples_trained"], "study and simulator disagree on samples"
+    assert row["best_job"] == sim["best_job"] and row["true_best_job"] == sim["true_best_job"]
+    row["wall_time_s"] = float(sim["jct_s"])
+    return row
+
+
+# ------------------------------------------------------------------ Optuna, through its own API
+def optuna_pruners(n_evals: int) -> list[tuple[str, Any]]:
+    import optuna
+
+    P = optuna.pruners
+    return [
+        ("optuna_median", P.MedianPruner()),
+        ("optuna_median_w5", P.MedianPruner(n_startup_trials=5, n_warmup_steps=5)),
+        ("optuna_sh", P.SuccessiveHalvingPruner()),
+        ("optuna_sh_m5", P.SuccessiveHalvingPruner(min_resource=5, reduction_factor=4)),
+        ("optuna_hyperband", P.HyperbandPruner(min_resource=1, max_resource=n_evals, reduction_factor=3)),
+        ("optuna_hyperband_m5", P.HyperbandPruner(min_resource=5, max_resource=n_evals, reduction_factor=3)),
+    ]
+
+
+def optuna_replay(inputs: Inputs, pruner: Any, study_name: str) -> tuple[dict[str, int], list[str], str | None]:
+    """Run one Optuna study over the task's curves: (steps trained per job, diverged jobs, pick).
+
+    The pick is the config with the lowest val loss any trial reported (pruned trials included,
+    failed ones not): the same rule as the Controller's best-val snapshot.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task = inputs.tasks[0]
+    study = optuna.create_study(direction="minimize", pruner=pruner, study_name=study_name,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(len(task.jobs)):
+        study.enqueue_trial({"config": i})
+    steps: dict[str, int] = {}
+    diverged: list[str] = []
+    best_job, best_val = None, math.inf
+    for i, job in enumerate(task.jobs):
+        trial = study.ask()
+        if trial.suggest_int("config", 0, len(task.jobs) - 1) != i:
+            raise RuntimeError("optuna did not run the enqueued grid order")
+        curve, total = inputs.curves[job.job_id], task.total_steps(job)
+        mine, state = math.inf, None
+        for k, s in enumerate(eval_steps(task, job), start=1):
+            v = curve.val_at(s / total)
+            steps[job.job_id] = s
+            if not (math.isfinite(v) and math.isfinite(curve.train_mean(0.0, s / total))):
+                state = optuna.trial.TrialState.FAIL
+                diverged.append(job.job_id)
+                break
+            trial.report(v, k)
+            mine = min(mine, v)
+            if s < total and trial.should_prune():
+                state = optuna.trial.TrialState.PRUNED
+                break
+        if state is None:
+            study.tell(trial, mine)
+        else:
+            study.tell(trial, state=state)
+        if job.job_id not in diverged and mine < best_val:
+            best_job, best_val = job.job_id, mine
+    return steps, diverged, best_job
+
+
+def optuna_row(inputs: Inputs, label: str, pruner: Any) -> dict[str, Any]:
+    steps, diverged, pick = optuna_replay(inputs, pruner, f"{inputs.tasks[0].task_id}-{label}")
+    row = outcome_row(inputs, steps, pick)
+    task = inputs.tasks[0]
+    stops = {j: s for j, s in steps.items() if s < task.total_steps(task.job(j))}
+    replay = sim_row(inputs, PolicyRef(name="fixed_stops", params={"stops": stops, "diverged": diverged}))
+    if replay["samples_trained"] != row["samples_trained"]:
+        raise RuntimeError(f"{label}: simulator replay trained {replay['samples_trained']} samples, "
+                           f"optuna {row['samples_trained']}")
+    row["wall_time_s"] = replay["wall_time_s"]
+    row["wall_time_method"] = "optuna per-job step counts replayed in the simulator (1 GPU, batching)"
+    return row
+
+
+# ------------------------------------------------------------------ the study
+def run(grid_sample: int | None, max_rel_regret: float, tuned_dir: Path,
+        tasks: list[StudyTask] | None = None, optuna: bool = True) -> pd.DataFrame:
+    tasks = tasks or study_tasks()
+    by_name = {t.name: t for t in tasks}
+    ev = Evaluator(lambda n: task_inputs(by_name[n].record, by_name[n].loss_set, by_name[n].synthetic))
+    cands = grid_params(sample=grid_sample, seed=0)
+    objective = Objective(max_rel_regret)
+    rows = []
+    for t in tasks:
+        t0 = time.perf_counter()
+        inputs = task_inputs(t.record, t.loss_set, t.synthetic)
+        base = {"task": t.record.id, "trace_set": t.name, "synthetic": t.synthetic,
+                "configs": len(inputs.tasks[0].jobs)}
+        out: list[dict[str, Any]] = []
+        for label, name, params in SIM_POLICIES:
+            out.append({"policy": label, "family": name, "params": repr(params), **sim_row(inputs, PolicyRef(name=name, params=params)),
+                        "wall_time_method": "simulated (1 GPU, batching)"})
+        res = leave_one_out(t.name, list(by_name), ev, cands, objective)
+        file = tuned_dir / f"{t.record.id}.json"
+        write_tuned_params(file, res.params, held_out=t.name, objective=f"max rel regret <= {max_rel_regret} "
+                           "on every training task, then min mean samples share", **res.provenance())
+        out.append({"policy": "tuned", "family": "tuned", "params": repr(res.params),
+                    **sim_row(inputs, PolicyRef(name="tuned", params={"file": str(file)})),
+                    "wall_time_method": "simulated (1 GPU, batching)", "tuned_feasible": res.feasible,
+                    "tuned_train_share": res.mean_samples_share, "tuned_train_max_rel_regret": res.max_rel_regret})
+        if optuna:
+            n_ev = max(len(eval_steps(inputs.tasks[0], j)) for j in inputs.tasks[0].jobs)
+            for label, pruner in optuna_pruners(n_ev):
+                out.append({"policy": label, "family": "optuna", "params": repr(pruner.__class__.__name__),
+                            **optuna_row(inputs, label, pruner)})
+        full_wall = next(r["wall_time_s"] for r in out if r["policy"] == "none")
+        for r in out:
+            r["wall_time_vs_full"] = r["wall_time_s"] / full_wall
+            rows.append({**base, **r})
+        print(f"{t.record.id} {t.name}: {len(out)} policies in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby("policy", sort=False)
+    return pd.DataFrame({
+        "family": g["family"].first(), "tasks": g.size(),
+        "mean_samples_saved": g["samples_saved"].mean(),
+        "min_samples_saved": g["samples_saved"].min(),
+        "found_true_best": g["found_true_best"].sum(),
+        "mean_rel_regret": g["rel_regret"].mean(), "max_rel_regret": g["rel_regret"].max(),
+        "real_samples_saved": g.apply(lambda d: d.loc[~d["synthetic"], "samples_saved"].mean(), include_groups=False),
+        "real_rel_regret": g.apply(lambda d: d.loc[~d["synthetic"], "rel_regret"].mean(), include_groups=False),
+        "mean_wall_time_vs_full": g["wall_time_vs_full"].mean(),
+    }).reset_index()
+
+
+def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
+    """The issue's three acceptance goals, checked on the table (markdown)."""
+    lines = ["# Early-exit study: goals of issue 7", ""]
+    a = df[df["policy"] == "alto"]
+    ok = a[(a["found_true_best"]) & (a["samples_saved"] >= 0.75)]
+    lines += [f"1. ALTO (paper defaults) keeps the true best while saving >= 75%: {len(ok)}/{len(a)} tasks "
+              f"({', '.join(ok['task']) or 'none'}); found best on {int(a['found_true_best'].sum())}/{len(a)}, "
+              f"saves >= 75% on {int((a['samples_saved'] >= 0.75).sum())}/{len(a)}."]
+    tu = df[df["policy"] == "tuned"].set_index("task")
+    al = a.set_index("task")
+    more = (tu["samples_saved"] > al["samples_saved"]) & (tu["rel_regret"] <= al["rel_regret"] + 1e-12)
+    lines += [f"2. Self-tuned saves more than the paper defaults at no higher regret: {int(more.sum())}/{len(tu)} tasks; "
+              f"mean saved {tu['samples_saved'].mean():.1%} vs {al['samples_saved'].mean():.1%}, mean relative regret "
+              f"{tu['rel_regret'].mean():.2%} vs {al['rel_regret'].mean():.2%}, found best "
+              f"{int(tu['found_true_best'].sum())} vs {int(al['found_true_best'].sum())} tasks; "
+              f"lower or equal regret on {int((tu['rel_regret'] <= al['rel_regret'] + 1e-12).sum())}/{len(tu)}."]
+    ours = df[df["family"].isin(["alto", "tuned", "median", "asha"])]
+    win = tie = lose = none = 0
+    for _, o in df[df["family"] == "optuna"].iterrows():
+        c = ours[(ours["task"] == o["task"]) & (ours["samples_share"] <= o["samples_share"] + tol)]
+        if c.empty:
+            none += 1
+            continue
+        best = c["rel_regret"].min()
+        if best < o["rel_regret"] - 1e-12:
+            win += 1
+        elif best <= o["rel_regret"] + 1e-12:
+            tie += 1
+        else:
+            lose += 1
+    lines += [f"3. Ours vs Optuna at equal samples (ours trains at most Optuna's samples + {tol:.0%} of the sweep, "
+              f"same task; best of alto/tuned/median/asha rows): lower regret {win}, equal {tie}, higher {lose}, "
+              f"no comparable row of ours {none} (of {win + tie + lose + none} Optuna rows)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(df: pd.DataFrame):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {"none": ("black", "X"), "alto": ("tab:red", "*"), "tuned": ("tab:purple", "D"),
+             "median": ("tab:green", "^"), "asha": ("tab:blue", "o"), "optuna": ("tab:orange", "s")}
+    tasks = list(dict.fromkeys(df["task"]))
+    cols = 4
+    fig, axes = plt.subplots(math.ceil(len(tasks) / cols), cols, figsize=(16, 3.2 * math.ceil(len(tasks) / cols)),
+                             squeeze=False, sharex=True)
+    for ax, t in zip(axes.flat, tasks):
+        d = df[df["task"] == t]
+        for fam, (c, m) in style.items():
+            s = d[d["family"] == fam]
+            ax.scatter(s["samples_saved"], s["rel_regret"] * 100, c=c, marker=m, s=60 if fam in ("alto", "tuned") else 28,
+                       label=fam, alpha=0.85, edgecolors="none")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_title(f"{t} ({'synthetic' if d['synthetic'].iloc[0] else 'REAL'}: {d['trace_set'].iloc[0]})", fontsize=8)
+        ax.axvline(0.75, color="grey", lw=0.5, ls="--")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("samples saved (share of full sweep)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("val-loss regret, % (symlog)")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Early exit: samples saved vs regret of the chosen config (one GPU, batching)")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--grid-sample", type=int, default=None, help="random subset of the tuning grid (seeded)")
+    ap.add_argument("--max-rel-regret", type=float, default=0.01)
+    ap.add_argument("--no-optuna", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    df = run(args.grid_sample, args.max_rel_regret, out / "early_exit_study_tuned", optuna=not args.no_optuna)
+    write_csv(df, out / "early_exit_study.csv")
+    summary = summarize(df)
+    write_csv(summary, out / "early_exit_study_summary.csv")
+    text = goals(df)
+    (out / "early_exit_study_goals.md").write_text(text)
+    save_fig(plot(df), out / "early_exit_study.png")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(text)
+    print(f"done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
