@@ -11,6 +11,6 @@ FSDP data-parallel baseline, a coordinator that places adapters on ranks, and la
 from runtime.parallel.ap import APTrainer
 from runtime.parallel.assign import assign, rebalance, rows_per_rank
 from runtime.parallel.dp import FSDPDPTrainer, split_rows
-from runtime.parallel.launch import init_from_env, spawn
+from runtime.parallel.procs import init_from_env, spawn
 
 __all__ = ["APTrainer", "FSDPDPTrainer", "assign", "init_from_env", "rebalance", "rows_per_rank", "spawn", "split_rows"]
