@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=0.5, help="CP-SAT seconds per re-plan")
     ap.add_argument("--limit", type=int, help="replay only the first N tasks (smoke runs)")
     ap.add_argument("--out", default="results")
+    ap.add_argument("--name", default="philly_replay", help="file stem of the CSV and PNGs")
     args = ap.parse_args()
     wl = philly_workload(Path(args.trace), args.gpus, args.configs, args.evals, args.limit)
     rows, runs = [], {}
@@ -106,7 +107,7 @@ def main() -> None:
                   f"{r['events_per_s']:.0f} ev/s", file=sys.stderr)
     df = pd.DataFrame(rows)
     out = Path(args.out)
-    write_csv(df, out / "philly_replay.csv")
+    write_csv(df, out / f"{args.name}.csv")
 
     import matplotlib
 
@@ -123,7 +124,7 @@ def main() -> None:
     ax.set_ylabel("CDF")
     ax.set_title(f"Philly, 2 weeks, {len(wl.tasks)} tasks on {args.gpus} GPUs")
     ax.legend(fontsize=8)
-    save_fig(fig, out / "philly_jct_cdf.png")
+    save_fig(fig, out / f"{args.name}_jct_cdf.png")
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for (inter, ee), run in runs.items():
@@ -132,7 +133,7 @@ def main() -> None:
     ax.set_xlabel("time (h)")
     ax.set_ylabel("share of GPUs allocated")
     ax.legend(fontsize=8)
-    save_fig(fig, out / "philly_busy.png")
+    save_fig(fig, out / f"{args.name}_busy.png")
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(df.to_string(index=False))
     if not all(math.isfinite(x) for x in df["avg_jct_h"]):
