@@ -18,6 +18,7 @@ Writes results/parallel_<gpu>x<P>.csv (atomically, on rank 0).
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import re
@@ -65,8 +66,14 @@ def _time_steps(step, device: torch.device, steps: int, warmup: int, world: int)
 
 
 def _admit(t, jobs: list[str], rank: int) -> None:
-    for i, j in enumerate(jobs):
+    for j in jobs:
         t.admit(j, rank=rank, lr=1e-4, seed=int(j.removeprefix("j")))
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()  # FSDP modules hold reference cycles: free one trainer before the next
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device) -> list[dict]:
@@ -78,9 +85,12 @@ def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device)
     probe = factory()
     vocab, layers = int(probe.config.vocab_size), int(probe.config.num_hidden_layers)
     del probe
+    _free(device)
     data = {b: {j: _batch(1000 * b + i, b, args.seq, vocab) for i, j in enumerate(jobs)} for b in batches}
 
     def row(impl: str, b: int, ms: float, padded: int) -> dict:
+        if rank == 0:
+            print(f"{impl:6s} P={world} batch={b}: {ms:.2f} ms/step, {padded} dummy rows", flush=True)
         return dict(impl=impl, per_adapter_batch=b, step_ms=ms, padded=padded,
                     tokens_per_s=args.adapters * b * args.seq / (ms / 1e3))
 
@@ -97,6 +107,7 @@ def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device)
             dist.all_reduce(dummy)
             rows_out.append(row("ap", b, ms, int(dummy)))
         del t
+        _free(device)
     if world > 1 and "fsdp" in impls:
         t = FSDPDPTrainer(factory, world, rank, device, capacity=args.adapters)
         _admit(t, jobs, args.lora_rank)
@@ -104,6 +115,7 @@ def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device)
             ms = _time_steps(lambda: t.step(data[b]), device, args.steps, args.warmup, world)
             rows_out.append(row("fsdp", b, ms, t.last_padded_rows))
         del t
+        _free(device)
     if "single" in impls:
         if rank == 0:
             t = MultiAdapterTrainer(factory(), capacity=args.adapters)
@@ -112,10 +124,9 @@ def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device)
                 ms = _time_steps(lambda: t.step(data[b]), device, args.steps, args.warmup, 1)
                 rows_out.append(row("single", b, ms, 0))
             del t
+        _free(device)
         if world > 1:
             dist.barrier()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     for r in rows_out:
         r.update(backbone=args.backbone, layers=layers, adapters=args.adapters, seq_len=args.seq, steps=args.steps)
     return rows_out

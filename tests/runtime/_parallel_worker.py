@@ -19,6 +19,7 @@ JOBS = [
     ("d", 4, 4.0, 4e-3, 0.0, 1, 10, 4),
 ]
 STEPS = 2
+MOVED = "c"  # the adapter rank 0 hands to rank 1 in `ap_run`
 
 
 def batches(step: int) -> dict:
@@ -40,20 +41,43 @@ def _dump(t, out_dir: str, rank: int, losses: list, extra: dict | None = None) -
     torch.save({"weights": weights, "losses": losses, **(extra or {})}, Path(out_dir) / f"rank{rank}.pt")
 
 
-def ap_run(rank: int, world: int, out_dir: str, drop_at: int | None = None) -> None:
-    """AP over `plan(world)`; with `drop_at`, rank 1 drops all its adapters before that step."""
+def ap_run(rank: int, world: int, out_dir: str) -> None:
+    """AP over `plan(world)` for STEPS steps (weights saved), then an exit and a move: rank 1
+    drops all its adapters (it runs step STEPS on dummy rows), and before step STEPS + 1 rank 0
+    moves its last adapter to rank 1 (`migrate`), which trains it on."""
     mine = plan(world)[rank]
     t = APTrainer(lambda: tiny_llama(seed=0), world, rank, capacity=2)
     _admit(t, mine)
-    losses = []
-    for s in range(STEPS + (1 if drop_at is not None else 0)):
-        if drop_at is not None and s == drop_at and rank == 1:
-            for j in list(t.active):
-                t.drop(j)
+    losses, early, dummy = [], {}, []
+    for s in range(STEPS + 2):
+        if s == STEPS:
+            early = {j: t.adapter_weights(j) for j in t.active}
+            ev = t.evaluate({j: batches(99)[j] for j in t.active})
+            if rank == 1:
+                for j in list(t.active):
+                    t.drop(j)
+        if s == STEPS + 1:
+            t.migrate(MOVED, 0, 1)
         b = batches(s)
         losses.append(t.step({j: b[j] for j in t.active}))
-    ev = t.evaluate({j: batches(99)[j] for j in t.active})
-    _dump(t, out_dir, rank, losses, {"eval": ev, "history": t.gather_history(), "dummy": t.last_dummy_rows})
+        dummy.append(t.last_dummy_rows)
+    _dump(t, out_dir, rank, losses, {"early": early, "eval": ev, "history": t.gather_history(), "dummy": dummy,
+                                     "sharding": sharding(t)})
+
+
+def sharding(t) -> dict[str, bool]:
+    """Whether every frozen weight is a DTensor sharded over the ranks, and no adapter stack is."""
+    from torch.distributed.tensor import DTensor
+
+    from runtime.parallel.shard import adapter_params
+
+    model = t.trainer.model
+    ignored = adapter_params(model)
+    frozen = [p for p in model.parameters() if p not in ignored]
+    return {
+        "frozen_sharded": bool(frozen) and all(isinstance(p, DTensor) and p.to_local().numel() < p.numel() for p in frozen),
+        "adapters_local": bool(ignored) and not any(isinstance(p, DTensor) for p in ignored),
+    }
 
 
 def dp_run(rank: int, world: int, out_dir: str) -> None:

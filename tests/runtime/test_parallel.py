@@ -1,0 +1,87 @@
+"""Rank-local adapter parallelism and the FSDP data-parallel baseline, on 2 gloo processes,
+equal a single-process MultiAdapterTrainer; a rank whose adapters all exit keeps the
+collectives in lockstep (a hang would hit the spawn timeout and fail the test)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from runtime.backbone import tiny_llama
+from runtime.parallel import spawn
+from runtime.trainer import MultiAdapterTrainer
+from tests.runtime import _parallel_worker as w
+from tests.runtime._runtime_helpers import close_to
+
+WORLD = 2
+LRS = {j: lr for j, _, _, lr, *_ in w.JOBS}
+
+
+def _reference(steps: int, jobs=None) -> tuple[MultiAdapterTrainer, list[dict[str, float]]]:
+    jobs = [j for j, *_ in w.JOBS] if jobs is None else jobs
+    t = MultiAdapterTrainer(copy.deepcopy(tiny_llama(seed=0)), capacity=2)
+    for j, r, a, lr, wd, _, _, seed in w.JOBS:
+        if j in jobs:
+            t.admit(j, rank=r, alpha=a, lr=lr, weight_decay=wd, seed=seed)
+    losses = []
+    for s in range(steps):
+        b = w.batches(s)
+        losses.append(t.step({j: b[j] for j in jobs}))
+    return t, losses
+
+
+def _run(tmp_path, fn, *args) -> list[dict]:
+    spawn(fn, WORLD, (str(tmp_path), *args), timeout_s=90)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _assert_same_adapter(got, ref: MultiAdapterTrainer, job: str) -> None:
+    moved = 0.0
+    for (name, a, b), (rname, ra, rb) in zip(got, ref.adapter_weights(job), strict=True):
+        assert name == rname
+        close_to(a, ra, LRS[job])
+        close_to(b, rb, LRS[job])
+        moved += float(b.abs().sum())
+    assert moved > 0  # B left its zero init: the comparison is not vacuous
+
+
+def test_ap_updates_equal_single_process_through_an_exit_and_a_move(tmp_path):
+    out = _run(tmp_path, w.ap_run)
+    ref, ref_losses = _reference(w.STEPS)
+    plan = w.plan(WORLD)
+    # after STEPS steps: every adapter, on the one rank that owns it, equals the reference
+    owners = {j: r for r, o in enumerate(out) for j in o["early"]}
+    assert owners == {j: r for r, js in plan.items() for j in js} and sorted(owners) == sorted(j for j, *_ in w.JOBS)
+    for j, r in owners.items():
+        _assert_same_adapter(out[r]["early"][j], ref, j)
+        for s in range(w.STEPS):
+            assert out[r]["losses"][s][j] == pytest.approx(ref_losses[s][j], rel=1e-5)
+    ref_eval = ref.evaluate(w.batches(99))
+    for o in out:
+        assert o["eval"] and all(v == pytest.approx(ref_eval[j], rel=1e-5) for j, v in o["eval"].items())
+    # rank 1's adapters exited; it ran step STEPS on dummy rows only (rank 0's row count), then
+    # trained the adapter rank 0 moved to it: both survivors equal the reference run on
+    kept = [j for j in plan[0] if j != w.MOVED]
+    rows = {j: b for j, _, _, _, _, b, _, _ in w.JOBS}
+    assert out[1]["losses"][w.STEPS] == {} and out[1]["dummy"][w.STEPS] == sum(rows[j] for j in plan[0])
+    assert set(out[0]["weights"]) == set(kept) and set(out[1]["weights"]) == {w.MOVED}
+    ref, _ = _reference(w.STEPS + 2, plan[0])
+    for r, o in enumerate(out):
+        for j, got in o["weights"].items():
+            _assert_same_adapter(got, ref, j)
+        assert o["history"] == out[0]["history"]  # every rank sees every live adapter's losses
+    assert len(out[0]["history"][w.MOVED]) == w.STEPS + 2
+    assert all(o["sharding"] == {"frozen_sharded": True, "adapters_local": True} for o in out)
+
+
+def test_fsdp_dp_baseline_equals_single_process_and_reports_padding(tmp_path):
+    out = _run(tmp_path, w.dp_run)
+    ref, ref_losses = _reference(w.STEPS)
+    for o in out:
+        assert o["padded"] == [2] * w.STEPS  # c and d have batch 1: one dummy row each over 2 ranks
+        for j, *_ in w.JOBS:
+            _assert_same_adapter(o["weights"][j], ref, j)
+            for s in range(w.STEPS):
+                assert o["losses"][s][j] == pytest.approx(ref_losses[s][j], rel=1e-5)
