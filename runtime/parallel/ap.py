@@ -28,7 +28,7 @@ class APTrainer(ShardedTrainer):
     def _agree(self, batches: Mapping[str, Batch]) -> tuple[int, int]:
         rows, length = shape_of(batches)
         t = torch.tensor([rows, length], dtype=torch.long, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
         return int(t[0]), int(t[1])
 
     def _check_owned(self, batches: Mapping[str, Batch]) -> None:
@@ -85,7 +85,7 @@ class APTrainer(ShardedTrainer):
                     self.trainer.suspend(job_id)
                 payload[0] = {"job": job, "active": was_active, "history": self.history.pop(job_id)}
                 del self.trainer.jobs[job_id]
-        dist.broadcast_object_list(payload, src=src)
+        dist.broadcast_object_list(payload, group=self.group, group_src=src)
         msg = payload[0]
         if "error" in msg:  # every rank raises, so none is left waiting in a collective
             raise ValueError(msg["error"])
@@ -98,5 +98,5 @@ class APTrainer(ShardedTrainer):
     def gather_history(self) -> dict[str, list[float]]:
         """Every rank's adapters' loss histories (for a controller on any rank); collective."""
         parts: list[dict[str, list[float]] | None] = [None] * self.world
-        dist.all_gather_object(parts, self.history)
+        dist.all_gather_object(parts, self.history, group=self.group)
         return {k: v for p in parts for k, v in p.items()}

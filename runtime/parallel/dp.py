@@ -38,6 +38,7 @@ class FSDPDPTrainer(ShardedTrainer):
     Admit the same adapters (same seeds) on every rank; pass every rank the same full batches."""
 
     last_padded_rows: int = 0
+    released_must_be_empty = False  # every rank holds a replica of every adapter
 
     def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """One step of the adapters in `batches` (full, unsplit batches); collective."""
@@ -75,7 +76,7 @@ class FSDPDPTrainer(ShardedTrainer):
                 p.grad = torch.zeros_like(p)
         flat = torch.cat([p.grad.reshape(-1) for p in params]
                          + [torch.tensor(local_losses, dtype=params[0].grad.dtype, device=self.device)])
-        dist.all_reduce(flat)
+        dist.all_reduce(flat, group=self.group)
         off = 0
         for p in params:
             p.grad.copy_(flat[off: off + p.numel()].view_as(p))

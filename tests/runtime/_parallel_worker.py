@@ -42,27 +42,42 @@ def _dump(t, out_dir: str, rank: int, losses: list, extra: dict | None = None) -
 
 
 def ap_run(rank: int, world: int, out_dir: str) -> None:
-    """AP over `plan(world)` for STEPS steps (weights saved), then an exit and a move: rank 1
-    drops all its adapters (it runs step STEPS on dummy rows), and before step STEPS + 1 rank 0
-    moves its last adapter to rank 1 (`migrate`), which trains it on."""
+    """AP over `plan(world)` for STEPS steps (weights saved), then exits, moves and a release:
+    step STEPS: rank 1 has dropped all its adapters (it runs dummy rows only);
+    step STEPS + 1: rank 0 has moved adapter MOVED to rank 1 (`migrate`);
+    step STEPS + 2: rank 0 has moved its other adapters to rank 1 and been released
+    (`shrink([1])`): rank 1 trains every survivor alone, its backbone resharded over itself."""
     mine = plan(world)[rank]
     t = APTrainer(lambda: tiny_llama(seed=0), world, rank, capacity=2)
     _admit(t, mine)
-    losses, early, dummy = [], {}, []
-    for s in range(STEPS + 2):
+    losses, early, dummy, history = [], {}, [], {}
+    for s in range(STEPS + 3):
         if s == STEPS:
             early = {j: t.adapter_weights(j) for j in t.active}
+            shard_before = sharding(t)
             ev = t.evaluate({j: batches(99)[j] for j in t.active})
             if rank == 1:
                 for j in list(t.active):
                     t.drop(j)
         if s == STEPS + 1:
             t.migrate(MOVED, 0, 1)
+        if s == STEPS + 2:
+            history = t.gather_history()
+            for j in [j for j in plan(world)[0] if j != MOVED]:
+                t.migrate(j, 0, 1)
+            if not t.shrink([1]):
+                break
         b = batches(s)
         losses.append(t.step({j: b[j] for j in t.active}))
         dummy.append(t.last_dummy_rows)
-    _dump(t, out_dir, rank, losses, {"early": early, "eval": ev, "history": t.gather_history(), "dummy": dummy,
-                                     "sharding": sharding(t)})
+    if not t.released:
+        history = t.gather_history()
+    out = {"early": early, "eval": ev, "history": history, "dummy": dummy, "released": t.released, "world": t.world,
+           "sharding_before": shard_before}
+    if t.released:
+        torch.save({"weights": {}, "losses": losses, **out}, Path(out_dir) / f"rank{rank}.pt")
+    else:
+        _dump(t, out_dir, rank, losses, {**out, "sharding": sharding(t)})
 
 
 def sharding(t) -> dict[str, bool]:
@@ -75,7 +90,7 @@ def sharding(t) -> dict[str, bool]:
     ignored = adapter_params(model)
     frozen = [p for p in model.parameters() if p not in ignored]
     return {
-        "frozen_sharded": bool(frozen) and all(isinstance(p, DTensor) and p.to_local().numel() < p.numel() for p in frozen),
+        "frozen_sharded": bool(frozen) and all(isinstance(p, DTensor) and p.to_local().numel() * t.world == p.numel() for p in frozen),
         "adapters_local": bool(ignored) and not any(isinstance(p, DTensor) for p in ignored),
     }
 

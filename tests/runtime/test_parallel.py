@@ -47,7 +47,7 @@ def _assert_same_adapter(got, ref: MultiAdapterTrainer, job: str) -> None:
     assert moved > 0  # B left its zero init: the comparison is not vacuous
 
 
-def test_ap_updates_equal_single_process_through_an_exit_and_a_move(tmp_path):
+def test_ap_equals_single_process_through_exit_move_and_release(tmp_path):
     out = _run(tmp_path, w.ap_run)
     ref, ref_losses = _reference(w.STEPS)
     plan = w.plan(WORLD)
@@ -61,19 +61,21 @@ def test_ap_updates_equal_single_process_through_an_exit_and_a_move(tmp_path):
     ref_eval = ref.evaluate(w.batches(99))
     for o in out:
         assert o["eval"] and all(v == pytest.approx(ref_eval[j], rel=1e-5) for j, v in o["eval"].items())
-    # rank 1's adapters exited; it ran step STEPS on dummy rows only (rank 0's row count), then
-    # trained the adapter rank 0 moved to it: both survivors equal the reference run on
-    kept = [j for j in plan[0] if j != w.MOVED]
+        assert o["sharding_before"] == {"frozen_sharded": True, "adapters_local": True}
+    # rank 1's adapters exited: it ran step STEPS on dummy rows only (rank 0's row count) ...
     rows = {j: b for j, _, _, _, _, b, _, _ in w.JOBS}
     assert out[1]["losses"][w.STEPS] == {} and out[1]["dummy"][w.STEPS] == sum(rows[j] for j in plan[0])
-    assert set(out[0]["weights"]) == set(kept) and set(out[1]["weights"]) == {w.MOVED}
-    ref, _ = _reference(w.STEPS + 2, plan[0])
-    for r, o in enumerate(out):
-        for j, got in o["weights"].items():
-            _assert_same_adapter(got, ref, j)
-        assert o["history"] == out[0]["history"]  # every rank sees every live adapter's losses
-    assert len(out[0]["history"][w.MOVED]) == w.STEPS + 2
-    assert all(o["sharding"] == {"frozen_sharded": True, "adapters_local": True} for o in out)
+    # ... then took MOVED (step STEPS + 1), then all the rest while rank 0 was released
+    assert out[1]["losses"][w.STEPS + 1].keys() == {w.MOVED}
+    assert out[0]["released"] and out[0]["weights"] == {} and len(out[0]["losses"]) == w.STEPS + 2
+    assert not out[1]["released"] and out[1]["world"] == 1
+    assert out[1]["sharding"] == {"frozen_sharded": True, "adapters_local": True}
+    assert set(out[1]["weights"]) == set(plan[0])
+    ref, _ = _reference(w.STEPS + 3, plan[0])
+    for j, got in out[1]["weights"].items():
+        _assert_same_adapter(got, ref, j)
+        assert len(out[1]["history"][j]) == w.STEPS + 3  # loss history moved with the adapter
+    assert set(out[0]["history"]) == set(plan[0])  # gathered from both ranks before the release
 
 
 def test_fsdp_dp_baseline_equals_single_process_and_reports_padding(tmp_path):
