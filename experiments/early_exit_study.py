@@ -7,10 +7,12 @@ the same RunConfig otherwise (`altosim.tuning.study_config`; tasks that need 2/4
 default workload are run on one GPU here).
 
 Policies, per task:
-- `none` (the full sweep), `alto` (paper defaults), `median` (two warm-ups), `asha` (grace
+- `none` (the full sweep), `alto` (paper defaults; diagnostics `alto_nogap`: the overfitting gap
+  rule off, `alto_nocut`: the warm-up cut off, select_ratio 1), `median` (two warm-ups), `asha` (grace
   2/5/10 evaluations x reduction factor 2/3/4), simulated by `altosim.simulate.simulate`;
 - `tuned`: ALTO with parameters chosen by `altosim.tuning` on the OTHER 11 tasks (leave one task
-  out), written to results/early_exit_study_tuned/<task>.json and loaded by the `tuned` policy;
+  out), written to results/early_exit_study_tuned/<task>.json and loaded by the `tuned` policy
+  (objective: altosim.tuning; regret budget 1%; `tuned_r0.03`: the same with a 3% budget);
 - Optuna's real `MedianPruner`, `SuccessiveHalvingPruner`, `HyperbandPruner`: one trial per
   config, trials enqueued in grid order and run one after another (Optuna's sequential study),
   each reporting its val loss at its evaluation points (step = eval index, as our ASHA) through
@@ -23,7 +25,7 @@ to the full sweep's best), task metric of the chosen config at its best-val poin
 sweep's (higher is better; regret = true - chosen), simulated wall time. Writes
 results/early_exit_study.csv, _summary.csv, _goals.md and .png.
 
-    python experiments/early_exit_study.py [--out results] [--grid-sample N] [--max-rel-regret 0.01]
+    python experiments/early_exit_study.py [--out results] [--grid-sample N] [--max-rel-regret 0.01 0.03]
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ REAL_WORKLOAD = ROOT / "traces" / "real" / "e2e_arithmetic_workload.json"
 SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
     ("none", "none", {}),
     ("alto", "alto", {}),
+    # diagnostics: ALTO's defaults with one rule off, to tell which rule costs the regret
+    ("alto_nogap", "alto", {"tau_gap": math.inf}),
+    ("alto_nocut", "alto", {"select_ratio": 1.0}),
     ("median", "median", {}),
     ("median_w10", "median", {"n_warmup_evals": 10}),
     *[(f"asha_g{g}_r{r}", "asha", {"grace_period": g, "reduction_factor": float(r)})
@@ -164,18 +169,23 @@ def sim_row(inputs: Inputs, ref: PolicyRef) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ Optuna, through its own API
+def optuna_specs(n_evals: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, Optuna pruner class, kwargs): defaults, and variants matched to our warm-ups."""
+    return [
+        ("optuna_median", "MedianPruner", {}),
+        ("optuna_median_w5", "MedianPruner", {"n_startup_trials": 5, "n_warmup_steps": 5}),
+        ("optuna_sh", "SuccessiveHalvingPruner", {}),
+        ("optuna_sh_m5", "SuccessiveHalvingPruner", {"min_resource": 5, "reduction_factor": 4}),
+        ("optuna_hyperband", "HyperbandPruner", {"min_resource": 1, "max_resource": n_evals, "reduction_factor": 3}),
+        ("optuna_hyperband_m5", "HyperbandPruner", {"min_resource": 5, "max_resource": n_evals, "reduction_factor": 3}),
+    ]
+
+
 def optuna_pruners(n_evals: int) -> list[tuple[str, Any]]:
+    """Fresh Optuna pruner objects (label, pruner); `n_evals`: the task's evaluations per job."""
     import optuna
 
-    P = optuna.pruners
-    return [
-        ("optuna_median", P.MedianPruner()),
-        ("optuna_median_w5", P.MedianPruner(n_startup_trials=5, n_warmup_steps=5)),
-        ("optuna_sh", P.SuccessiveHalvingPruner()),
-        ("optuna_sh_m5", P.SuccessiveHalvingPruner(min_resource=5, reduction_factor=4)),
-        ("optuna_hyperband", P.HyperbandPruner(min_resource=1, max_resource=n_evals, reduction_factor=3)),
-        ("optuna_hyperband_m5", P.HyperbandPruner(min_resource=5, max_resource=n_evals, reduction_factor=3)),
-    ]
+    return [(label, getattr(optuna.pruners, cls)(**kw)) for label, cls, kw in optuna_specs(n_evals)]
 
 
 def optuna_replay(inputs: Inputs, pruner: Any, study_name: str) -> tuple[dict[str, int], list[str], str | None]:
@@ -237,13 +247,18 @@ def optuna_row(inputs: Inputs, label: str, pruner: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the study
-def run(grid_sample: int | None, max_rel_regret: float, tuned_dir: Path,
+def tuned_label(budget: float, main: float) -> str:
+    """`tuned` for the main regret budget, `tuned_r<budget>` for the others."""
+    return "tuned" if budget == main else f"tuned_r{budget:g}"
+
+
+def run(grid_sample: int | None, budgets: list[float], tuned_dir: Path,
         tasks: list[StudyTask] | None = None, optuna: bool = True) -> pd.DataFrame:
+    """The study's rows; `budgets`: the tuner's relative-regret budgets (the first is `tuned`)."""
     tasks = tasks or study_tasks()
     by_name = {t.name: t for t in tasks}
     ev = Evaluator(lambda n: task_inputs(by_name[n].record, by_name[n].loss_set, by_name[n].synthetic))
     cands = grid_params(sample=grid_sample, seed=0)
-    objective = Objective(max_rel_regret)
     rows = []
     for t in tasks:
         t0 = time.perf_counter()
@@ -254,18 +269,21 @@ def run(grid_sample: int | None, max_rel_regret: float, tuned_dir: Path,
         for label, name, params in SIM_POLICIES:
             out.append({"policy": label, "family": name, "params": repr(params), **sim_row(inputs, PolicyRef(name=name, params=params)),
                         "wall_time_method": "simulated (1 GPU, batching)"})
-        res = leave_one_out(t.name, list(by_name), ev, cands, objective)
-        file = tuned_dir / f"{t.record.id}.json"
-        write_tuned_params(file, res.params, held_out=t.name, objective=f"max rel regret <= {max_rel_regret} "
-                           "on every training task, then min mean samples share", **res.provenance())
-        out.append({"policy": "tuned", "family": "tuned", "params": repr(res.params),
-                    **sim_row(inputs, PolicyRef(name="tuned", params={"file": str(file)})),
-                    "wall_time_method": "simulated (1 GPU, batching)", "tuned_feasible": res.feasible,
-                    "tuned_train_share": res.mean_samples_share, "tuned_train_max_rel_regret": res.max_rel_regret})
+        for budget in budgets:
+            res = leave_one_out(t.name, list(by_name), ev, cands, Objective(budget))
+            label = tuned_label(budget, budgets[0])
+            file = tuned_dir / f"{t.record.id}{label[len('tuned'):]}.json"
+            write_tuned_params(file, res.params, held_out=t.name, objective=f"max rel regret <= {budget} "
+                               "on every training task, then min mean samples share", **res.provenance())
+            out.append({"policy": label, "family": "tuned", "params": repr(res.params),
+                        **sim_row(inputs, PolicyRef(name="tuned", params={"file": str(file)})),
+                        "wall_time_method": "simulated (1 GPU, batching)", "tuned_feasible": res.feasible,
+                        "tuned_train_share": res.mean_samples_share, "tuned_train_max_rel_regret": res.max_rel_regret})
         if optuna:
             n_ev = max(len(eval_steps(inputs.tasks[0], j)) for j in inputs.tasks[0].jobs)
+            specs = {label: f"{cls}({kw})" for label, cls, kw in optuna_specs(n_ev)}
             for label, pruner in optuna_pruners(n_ev):
-                out.append({"policy": label, "family": "optuna", "params": repr(pruner.__class__.__name__),
+                out.append({"policy": label, "family": "optuna", "params": specs[label],
                             **optuna_row(inputs, label, pruner)})
         full_wall = next(r["wall_time_s"] for r in out if r["policy"] == "none")
         for r in out:
@@ -297,15 +315,18 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     lines += [f"1. ALTO (paper defaults) keeps the true best while saving >= 75%: {len(ok)}/{len(a)} tasks "
               f"({', '.join(ok['task']) or 'none'}); found best on {int(a['found_true_best'].sum())}/{len(a)}, "
               f"saves >= 75% on {int((a['samples_saved'] >= 0.75).sum())}/{len(a)}."]
-    tu = df[df["policy"] == "tuned"].set_index("task")
     al = a.set_index("task")
-    more = (tu["samples_saved"] > al["samples_saved"]) & (tu["rel_regret"] <= al["rel_regret"] + 1e-12)
-    lines += [f"2. Self-tuned saves more than the paper defaults at no higher regret: {int(more.sum())}/{len(tu)} tasks; "
-              f"mean saved {tu['samples_saved'].mean():.1%} vs {al['samples_saved'].mean():.1%}, mean relative regret "
-              f"{tu['rel_regret'].mean():.2%} vs {al['rel_regret'].mean():.2%}, found best "
-              f"{int(tu['found_true_best'].sum())} vs {int(al['found_true_best'].sum())} tasks; "
-              f"lower or equal regret on {int((tu['rel_regret'] <= al['rel_regret'] + 1e-12).sum())}/{len(tu)}."]
-    ours = df[df["family"].isin(["alto", "tuned", "median", "asha"])]
+    for n, pol in enumerate(p for p in dict.fromkeys(df["policy"]) if p.startswith("tuned")):
+        tu = df[df["policy"] == pol].set_index("task")
+        more = (tu["samples_saved"] > al["samples_saved"]) & (tu["rel_regret"] <= al["rel_regret"] + 1e-12)
+        lines += [f"{'2.' if n == 0 else '  '} Self-tuned (`{pol}`) saves more than the paper defaults at no higher "
+                  f"regret: {int(more.sum())}/{len(tu)} tasks; mean saved {tu['samples_saved'].mean():.1%} vs "
+                  f"{al['samples_saved'].mean():.1%}, mean relative regret {tu['rel_regret'].mean():.2%} vs "
+                  f"{al['rel_regret'].mean():.2%} (synthetic only: {tu.loc[tu['synthetic'], 'rel_regret'].mean():.2%} vs "
+                  f"{al.loc[al['synthetic'], 'rel_regret'].mean():.2%}), found best {int(tu['found_true_best'].sum())} vs "
+                  f"{int(al['found_true_best'].sum())} tasks; lower or equal regret on "
+                  f"{int((tu['rel_regret'] <= al['rel_regret'] + 1e-12).sum())}/{len(tu)}."]
+    ours = df[df["family"].isin(["alto", "tuned", "median", "asha"]) & ~df["policy"].isin(["alto_nogap", "alto_nocut"])]
     win = tie = lose = none = 0
     for _, o in df[df["family"] == "optuna"].iterrows():
         c = ours[(ours["task"] == o["task"]) & (ours["samples_share"] <= o["samples_share"] + tol)]
@@ -320,8 +341,32 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
         else:
             lose += 1
     lines += [f"3. Ours vs Optuna at equal samples (ours trains at most Optuna's samples + {tol:.0%} of the sweep, "
-              f"same task; best of alto/tuned/median/asha rows): lower regret {win}, equal {tie}, higher {lose}, "
+              f"same task; best of the alto/tuned/median/asha rows, diagnostics excluded): lower regret {win}, equal {tie}, higher {lose}, "
               f"no comparable row of ours {none} (of {win + tie + lose + none} Optuna rows)."]
+    real = df[~df["synthetic"]]
+    if not real.empty:
+        r = real.set_index("policy")
+        pick = [p for p in ("none", "alto", "alto_nogap", "alto_nocut", "tuned") if p in r.index]
+        lines += ["", f"Real trace ({real['trace_set'].iloc[0]}): " + "; ".join(
+            f"{p}: saved {r.loc[p, 'samples_saved']:.1%}, found best {bool(r.loc[p, 'found_true_best'])}, "
+            f"val regret {r.loc[p, 'rel_regret']:.1%}" for p in pick) + "."]
+    return "\n".join(lines) + "\n"
+
+
+TABLE_POLICIES = ["alto", "alto_nogap", "tuned", "tuned_r0.03", "median", "asha_g5_r4", "asha_g2_r4",
+                  "optuna_median", "optuna_sh", "optuna_sh_m5", "optuna_hyperband"]
+
+
+def task_table_md(df: pd.DataFrame, policies: list[str] = TABLE_POLICIES) -> str:
+    """Per task and policy: samples saved / found the true best (Y/N) / relative val regret."""
+    policies = [p for p in policies if p in set(df["policy"])]
+    head = ["task", "data", *policies]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task, d in df.groupby("task", sort=False):
+        r = d.set_index("policy")
+        cells = [f"{r.loc[p, 'samples_saved']:.0%} {'Y' if r.loc[p, 'found_true_best'] else 'N'} "
+                 f"{r.loc[p, 'rel_regret']:.2%}" for p in policies]
+        lines.append("| " + " | ".join([task, "synthetic" if d["synthetic"].iloc[0] else "REAL", *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -331,18 +376,22 @@ def plot(df: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style = {"none": ("black", "X"), "alto": ("tab:red", "*"), "tuned": ("tab:purple", "D"),
-             "median": ("tab:green", "^"), "asha": ("tab:blue", "o"), "optuna": ("tab:orange", "s")}
+    style = {"none": ("black", "X"), "alto": ("tab:red", "*"), "alto, one rule off": ("grey", "*"),
+             "tuned (1%)": ("tab:purple", "D"), "tuned (3%)": ("violet", "d"), "median": ("tab:green", "^"),
+             "asha": ("tab:blue", "o"), "optuna": ("tab:orange", "s")}
+    group = df["family"].where(~df["policy"].isin(["alto_nogap", "alto_nocut"]), "alto, one rule off")
+    group = group.where(df["policy"] != "tuned", "tuned (1%)").where(df["policy"] != "tuned_r0.03", "tuned (3%)")
     tasks = list(dict.fromkeys(df["task"]))
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(tasks) / cols), cols, figsize=(16, 3.2 * math.ceil(len(tasks) / cols)),
                              squeeze=False, sharex=True)
     for ax, t in zip(axes.flat, tasks):
-        d = df[df["task"] == t]
+        d, g = df[df["task"] == t], group[df["task"] == t]
         for fam, (c, m) in style.items():
-            s = d[d["family"] == fam]
-            ax.scatter(s["samples_saved"], s["rel_regret"] * 100, c=c, marker=m, s=60 if fam in ("alto", "tuned") else 28,
-                       label=fam, alpha=0.85, edgecolors="none")
+            s = d[g == fam]
+            ax.scatter(s["samples_saved"], s["rel_regret"] * 100, c=c, marker=m, label=fam, alpha=0.85,
+                       s=70 if fam in ("alto", "tuned (1%)", "tuned (3%)") else 28, edgecolors="none", zorder=3)
+        ax.set_ylim(-0.03, max(1.0, 1.5 * d["rel_regret"].max() * 100))
         ax.set_yscale("symlog", linthresh=0.1)
         ax.set_title(f"{t} ({'synthetic' if d['synthetic'].iloc[0] else 'REAL'}: {d['trace_set'].iloc[0]})", fontsize=8)
         ax.axvline(0.75, color="grey", lw=0.5, ls="--")
@@ -363,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--grid-sample", type=int, default=None, help="random subset of the tuning grid (seeded)")
-    ap.add_argument("--max-rel-regret", type=float, default=0.01)
+    ap.add_argument("--max-rel-regret", type=float, nargs="+", default=[0.01, 0.03],
+                    help="tuner regret budgets; the first gives `tuned`, others `tuned_r<budget>`")
     ap.add_argument("--no-optuna", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -373,11 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(df)
     write_csv(summary, out / "early_exit_study_summary.csv")
     text = goals(df)
-    (out / "early_exit_study_goals.md").write_text(text)
+    table = ("\n## Per task: samples saved, found the true best (Y/N), relative val-loss regret\n\n"
+             + task_table_md(df))
+    (out / "early_exit_study_goals.md").write_text(text + table)
     save_fig(plot(df), out / "early_exit_study.png")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(text)
+    print(text + table)
     print(f"done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     return 0
 

@@ -1,0 +1,114 @@
+"""Early-exit study: replays are deterministic; Optuna replays agree with the simulator."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from altosim.schemas import PolicyRef
+from altosim.tuning import task_inputs
+from experiments.early_exit_study import (
+    FixedStops, goals, optuna_pruners, optuna_row, outcome_row, sim_row, study_tasks,
+)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return study_tasks()
+
+
+@pytest.fixture(scope="module")
+def real(tasks):
+    t = next(t for t in tasks if not t.synthetic)
+    return task_inputs(t.record, t.loss_set, t.synthetic)
+
+
+def test_study_has_eleven_synthetic_tasks_and_one_real(tasks) -> None:
+    assert [t.synthetic for t in tasks] == [True] * 11 + [False]
+    assert tasks[-1].name == "SmolLM2-135M__arithmetic"
+    assert all(len(t.record.search_space) == 60 for t in tasks)
+
+
+@pytest.mark.parametrize("ref", [PolicyRef(name="alto"), PolicyRef(name="none"), PolicyRef(name="median"),
+                                 PolicyRef(name="asha", params={"grace_period": 2, "reduction_factor": 3.0})])
+def test_replaying_a_policy_over_a_trace_is_deterministic(tasks, real, ref) -> None:
+    syn = task_inputs(tasks[0].record, tasks[0].loss_set)
+    for inputs in (real, syn):
+        a, b = sim_row(inputs, ref), sim_row(inputs, ref)
+        assert a == b or pd.Series(a).equals(pd.Series(b))
+        assert 0 < a["samples_trained"] <= a["samples_full"]
+
+
+def test_full_sweep_has_zero_regret(real) -> None:
+    r = sim_row(real, PolicyRef(name="none"))
+    assert r["samples_saved"] == 0 and r["found_true_best"] and r["regret"] == 0 and r["metric_regret"] == 0
+
+
+def test_optuna_replay_is_deterministic_and_matches_simulator(real) -> None:
+    for label, _ in optuna_pruners(43):
+        a = optuna_row(real, label, dict(optuna_pruners(43))[label])
+        b = optuna_row(real, label, dict(optuna_pruners(43))[label])
+        assert a == b
+        assert a["samples_trained"] < a["samples_full"]  # every pruner pruned something here
+
+
+def test_fixed_stops_stops_where_told(real) -> None:
+    task = real.tasks[0]
+    j0, j1 = task.jobs[0], task.jobs[1]
+    stop = 2 * task.eval_every_steps(j0)
+    r = sim_row(real, PolicyRef(name="fixed_stops", params={"stops": {j0.job_id: stop}, "diverged": [j1.job_id]}))
+    assert r["samples_trained"] == task.samples_per_job * (len(task.jobs) - 1) + stop * j0.batch_size
+    assert FixedStops().name == "fixed_stops"
+
+
+def test_outcome_row_regret_of_a_truncated_pick(real) -> None:
+    task = real.tasks[0]
+    steps = {j.job_id: task.total_steps(j) for j in task.jobs}
+    full = outcome_row(real, steps, None)
+    tb = full["true_best_job"]
+    assert math.isnan(full["best_val"])
+    worst = max(task.jobs, key=lambda j: outcome_row(real, steps, j.job_id)["regret"]).job_id
+    r = outcome_row(real, steps, worst)
+    assert r["regret"] > 0 and not r["found_true_best"] and r["rel_regret"] == pytest.approx(r["regret"] / r["true_best_val"])
+    assert outcome_row(real, steps, tb)["regret"] == 0
+
+
+def test_goals_text_counts_wins() -> None:
+    rows = []
+    for task in ("a", "b"):
+        rows += [{**r, "synthetic": task == "a", "trace_set": task} for r in [
+            {"task": task, "policy": "alto", "family": "alto", "samples_saved": 0.8, "samples_share": 0.2,
+             "found_true_best": True, "rel_regret": 0.0},
+            {"task": task, "policy": "tuned", "family": "tuned", "samples_saved": 0.85, "samples_share": 0.15,
+             "found_true_best": True, "rel_regret": 0.0},
+            {"task": task, "policy": "optuna_sh", "family": "optuna", "samples_saved": 0.8, "samples_share": 0.2,
+             "found_true_best": False, "rel_regret": 0.05},
+        ]]
+    text = goals(pd.DataFrame(rows))
+    assert "2/2 tasks (a, b)" in text
+    assert "Self-tuned (`tuned`) saves more than the paper defaults at no higher regret: 2/2" in text
+    assert "lower regret 2, equal 0, higher 0" in text
+    assert "Real trace (b): alto: saved 80.0%, found best True, val regret 0.0%; tuned: saved 85.0%" in text
+
+
+def test_tuned_file_in_a_run_config_simulates_like_the_alto_with_its_params(real, tmp_path) -> None:
+    from altosim.policy.early_exit.tuned import write_tuned_params
+
+    params = {"tau_gap": math.inf, "select_ratio": 0.35, "warmup_ratio": 0.03}
+    f = tmp_path / "tuned.json"
+    write_tuned_params(f, params)
+    a = sim_row(real, PolicyRef(name="tuned", params={"file": str(f)}))
+    assert a == sim_row(real, PolicyRef(name="alto", params=params))
+    assert a != sim_row(real, PolicyRef(name="alto"))
+
+
+def test_task_table_md_one_line_per_task() -> None:
+    from experiments.early_exit_study import task_table_md
+
+    df = pd.DataFrame([{"task": t, "synthetic": t == "a", "policy": p, "samples_saved": 0.5,
+                        "found_true_best": p == "alto", "rel_regret": 0.01} for t in ("a", "b") for p in ("alto", "tuned")])
+    md = task_table_md(df).splitlines()
+    assert md[0] == "| task | data | alto | tuned |" and len(md) == 4
+    assert md[2] == "| a | synthetic | 50% Y 1.00% | 50% N 1.00% |" and md[3].startswith("| b | REAL |")
