@@ -68,6 +68,22 @@ class FSDPDPTrainer(ShardedTrainer):
             self.history[j].append(l)
         return out
 
+    @torch.no_grad()
+    def evaluate(self, batches: Mapping[str, Batch]) -> dict[str, float]:
+        """Mean token CE of each adapter on its full batch (split over ranks); collective."""
+        if not batches:
+            raise ValueError("batches: need at least one adapter's batch")
+        full = {j: _check(j, b, False) for j, b in batches.items()}
+        tokens = [int((b[2][:, 1:] != IGNORE).sum()) for b in full.values()]
+        local = {j: split_rows(b, self.world, self.rank, self.pad_token_id)[0] for j, b in full.items()}
+        length = max(b[0].shape[1] for b in full.values())
+        blk = block(local, sum(b[0].shape[0] for b in local.values()), length, self.pad_token_id, allow_unlabelled=True)
+        self.trainer.model.eval()
+        sums, _ = token_losses(self.trainer, blk, training=False)
+        t = torch.stack([s.double() for s in sums])
+        dist.all_reduce(t, group=self.group)
+        return {j: float(x) / n for j, x, n in zip(blk.job_ids, t.tolist(), tokens)}
+
     def _all_reduce_grads(self, local_losses: list[float]) -> list[float]:
         """Sum every adapter stack's gradient and the loss parts over ranks, in one bucket."""
         params = self.trainer.optim.params

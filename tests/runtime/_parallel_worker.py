@@ -103,4 +103,4 @@ def dp_run(rank: int, world: int, out_dir: str) -> None:
     for s in range(STEPS):
         losses.append(t.step(batches(s)))
         pads.append(t.last_padded_rows)
-    _dump(t, out_dir, rank, losses, {"padded": pads})
+    _dump(t, out_dir, rank, losses, {"padded": pads, "eval": t.evaluate(batches(99))})

@@ -81,7 +81,10 @@ def test_ap_equals_single_process_through_exit_move_and_release(tmp_path):
 def test_fsdp_dp_baseline_equals_single_process_and_reports_padding(tmp_path):
     out = _run(tmp_path, w.dp_run)
     ref, ref_losses = _reference(w.STEPS)
+    ref_eval = ref.evaluate(w.batches(99))
     for o in out:
+        assert o["eval"].keys() == ref_eval.keys()
+        assert all(v == pytest.approx(ref_eval[j], rel=1e-5) for j, v in o["eval"].items())
         assert o["padded"] == [2] * w.STEPS  # c and d have batch 1: one dummy row each over 2 ranks
         for j, *_ in w.JOBS:
             _assert_same_adapter(o["weights"][j], ref, j)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from runtime.batching import IGNORE
 from runtime.parallel import assign, rebalance, rows_per_rank, split_rows
 from runtime.parallel.fused import block
-from runtime.parallel.shapes import parse_spec
+from runtime.parallel.shapes import backbone_factory, parse_spec
 from tests.runtime._batches import make_batch
 
 sizes = st.dictionaries(st.from_regex(r"j[0-9]{1,3}", fullmatch=True), st.sampled_from([1, 2, 4, 8]),
@@ -95,3 +95,12 @@ def test_parse_spec():
         parse_spec("gpt-5")
     with pytest.raises(ValueError, match="bad option"):
         parse_spec("llama-3.1-8b:depth=2")
+
+
+def test_backbone_factory_builds_llama_shape_with_few_layers_the_same_each_call():
+    build = backbone_factory("smollm2-135m:layers=1", dtype=torch.float32)
+    m1, m2 = build(), build()
+    cfg = m1.config
+    assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers) == (576, 1536, 1)
+    assert not any(p.requires_grad for p in m1.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))  # same on every rank
