@@ -89,7 +89,8 @@ def test_goals_text_counts_wins() -> None:
     text = goals(pd.DataFrame(rows))
     assert "2/2 tasks (a, b)" in text
     assert "Self-tuned (`tuned`) saves more than the paper defaults at no higher regret: 2/2" in text
-    assert "lower regret 2, equal 0, higher 0" in text
+    assert "ours lower regret 2, equal 0, higher 0, none comparable 0 (of 2)" in text
+    assert "Optuna lower regret 0, equal 0, higher 2, none comparable 2 (of 4)" in text
     assert "Real trace (b): alto: saved 80.0%, found best True, val regret 0.0%; tuned: saved 85.0%" in text
 
 
@@ -112,3 +113,13 @@ def test_task_table_md_one_line_per_task() -> None:
     md = task_table_md(df).splitlines()
     assert md[0] == "| task | data | alto | tuned |" and len(md) == 4
     assert md[2] == "| a | synthetic | 50% Y 1.00% | 50% N 1.00% |" and md[3].startswith("| b | REAL |")
+
+
+def test_compare_at_equal_samples_counts() -> None:
+    from experiments.early_exit_study import compare_at_equal_samples
+
+    rows = pd.DataFrame({"task": ["a", "a", "a", "b"], "samples_share": [0.2, 0.2, 0.05, 0.3],
+                         "rel_regret": [0.01, 0.0, 0.0, 0.0]})
+    rivals = pd.DataFrame({"task": ["a", "a", "b"], "samples_share": [0.21, 0.5, 0.1], "rel_regret": [0.0, 0.0, 0.02]})
+    # row 0: rival 0 (0.21 <= 0.22) has lower regret; row 1: equal; row 2: none within 0.07; row 3: rival higher
+    assert compare_at_equal_samples(rows, rivals, 0.02) == (1, 1, 1, 1)
