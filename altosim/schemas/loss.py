@@ -123,6 +123,11 @@ class LossCurve:
             raise ValueError(f"train_mean needs f0 <= f1, got {f0} > {f1}")
         if f1 - f0 < 1e-12:
             return self.train_at(f0)
+        xl = self._xl
+        if bisect.bisect_right(xl, f0) == bisect.bisect_right(xl, f1):
+            # one linear piece (or one constant end): the mean is exact, and a difference of
+            # two cumulative integrals would lose digits to cancellation on short spans
+            return 0.5 * (self.train_at(f0) + self.train_at(f1))
         return (self._integral(f1) - self._integral(f0)) / (f1 - f0)
 
     def val_at(self, f: float) -> float:
