@@ -11,6 +11,10 @@ FSDP data-parallel baseline, a coordinator that places adapters on ranks, and la
 from runtime.parallel.ap import APTrainer
 from runtime.parallel.assign import assign, rebalance, rows_per_rank
 from runtime.parallel.dp import FSDPDPTrainer, split_rows
+from runtime.parallel.placement import Placement, apply_action
 from runtime.parallel.procs import init_from_env, spawn
 
-__all__ = ["APTrainer", "FSDPDPTrainer", "assign", "init_from_env", "rebalance", "rows_per_rank", "spawn", "split_rows"]
+__all__ = [
+    "APTrainer", "FSDPDPTrainer", "Placement", "apply_action", "assign", "init_from_env", "rebalance",
+    "rows_per_rank", "spawn", "split_rows",
+]
