@@ -49,7 +49,7 @@ def test_actions_run_on_the_owner_only_and_placements_agree():
     ranks = [FakeRank(r) for r in range(2)]
     places = [Placement(2) for _ in ranks]
     actions = [Admit("t", j) for j in specs] + [Suspend("t", "a"), Admit("t", "a", resume=True),
-                                              Stop("t", "c", "early_exit", restore_best=True), FinishTask("t", (0, 1), None, None)]
+                                              Stop("t", "c", "underperforming", restore_best=True), FinishTask("t", (0, 1), None, None)]
     owners = []
     for a in actions:
         got = {apply_action(fr, p, a, specs) for fr, p in zip(ranks, places)}
@@ -65,7 +65,7 @@ def test_actions_run_on_the_owner_only_and_placements_agree():
 
 def test_stop_of_never_admitted_or_failed_job():
     fr, p = FakeRank(0), Placement(1)
-    assert apply_action(fr, p, Stop("t", "zz", "early_exit"), {}) is None
+    assert apply_action(fr, p, Stop("t", "zz", "no_fit"), {}) is None
     apply_action(fr, p, Admit("t", "a"), {"a": _spec("a", 1)})
     fr.state["a"] = "failed"
     apply_action(fr, p, Stop("t", "a", "failed"), {})
