@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--configs", type=int, default=16, help="configs per task")
     ap.add_argument("--evals", type=int, default=20, help="evaluations per job")
     ap.add_argument("--policies", default="fifo,sjf,cpsat")
+    ap.add_argument("--early-exits", default="alto,none", help="early-exit policies to pair with each")
     ap.add_argument("--time-limit", type=float, default=0.5, help="CP-SAT seconds per re-plan")
     ap.add_argument("--limit", type=int, help="replay only the first N tasks (smoke runs)")
     ap.add_argument("--out", default="results")
@@ -90,7 +91,7 @@ def main() -> None:
     rows, runs = [], {}
     inputs = None
     for inter in args.policies.split(","):
-        for ee in ("alto", "none"):
+        for ee in args.early_exits.split(","):
             params = {"time_limit_s": args.time_limit} if inter == "cpsat" else {}
             cfg = RunConfig.model_validate({
                 "cluster": {"gpus": args.gpus},

@@ -251,6 +251,15 @@ class Controller:
                     acts += self._start(self.waiting.pop(task_id), now)
             return acts
         running = [RunningTask(t, ts.gpus, self._remaining(ts, now)) for t, ts in sorted(self.running.items())]
+        quick = self.inter.starts_now(
+            len(self.free), [WaitingTask(t.task_id, t.gpus, self._durations[t.task_id], t.arrival)
+                             for t in self.waiting.values()])
+        if quick is not None:  # the scheduler knows what starts now without a full plan
+            acts = []
+            for task_id in quick:
+                if task_id in self.waiting:
+                    acts += self._start(self.waiting.pop(task_id), now)
+            return acts
         shrink = self._observed_shrink()
         waiting = [
             WaitingTask(t.task_id, t.gpus, self._durations[t.task_id] * shrink, t.arrival)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from altosim.policy.inter import (
     Assignment,
@@ -196,3 +197,22 @@ def test_justification_repairs_a_bad_order() -> None:
     waiting = [W("s1", 1, 5.0), W("s2", 1, 5.0), W("long", 1, 10.0)]
     better = justify(0.0, 2, [], waiting, {"s1": 0.0, "s2": 0.0, "long": 5.0})
     assert max(better[w.task_id] + w.duration for w in waiting) == 10.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.integers(1, 16), hst.lists(hst.tuples(hst.integers(1, 8), hst.floats(1, 100)), max_size=12),
+       hst.lists(hst.tuples(hst.integers(1, 8), hst.floats(0.1, 100)), max_size=12))
+def test_fifo_starts_now_equals_the_plans_starts_at_now(num_gpus, run_specs, wait_specs):
+    """The Controller's shortcut for long queues starts exactly what FIFO's full plan starts now."""
+    from altosim.policy.inter.fifo import FifoScheduler
+
+    running, used = [], 0
+    for i, (g, rem) in enumerate(run_specs):
+        if used + g <= num_gpus:
+            running.append(RunningTask(f"r{i}", tuple(range(used, used + g)), rem))
+            used += g
+    waiting = [WaitingTask(f"w{i}", min(g, num_gpus), d, float(i)) for i, (g, d) in enumerate(wait_specs)]
+    s = FifoScheduler()
+    plan = s.plan(0.0, num_gpus, running, waiting)
+    assert s.starts_now(num_gpus - used, waiting) == [
+        a.task_id for a in sorted(plan.assignments, key=lambda a: (a.start, float(a.task_id[1:]))) if a.start <= 0.0]

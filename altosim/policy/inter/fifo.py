@@ -36,3 +36,14 @@ class FifoScheduler(InterTaskScheduler):
         check_inputs(now, num_gpus, running, waiting)
         starts = list_schedule(now, num_gpus, running, fifo_order(waiting), head_of_line=True)
         return make_plan(now, running, waiting, starts, "greedy", t0, lower_bound(now, num_gpus, running, waiting))
+
+    def starts_now(self, free: int, waiting: Sequence[WaitingTask]) -> list[str] | None:
+        """The queue's head while it fits: exactly the plan's starts at `now` (running tasks
+        only free GPUs over time, so a task that fits now fits for its whole duration)."""
+        out: list[str] = []
+        for w in fifo_order(waiting):
+            if w.gpus > free:
+                break
+            free -= w.gpus
+            out.append(w.task_id)
+        return out
