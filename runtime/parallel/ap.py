@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from runtime.batching import Batch
 from runtime.parallel.base import ShardedTrainer
-from runtime.parallel.fused import apply_update, block, shape_of, token_losses
+from runtime.parallel.fused import RowBlock, apply_update, block, shape_of, token_losses
 
 
 class APTrainer(ShardedTrainer):
@@ -25,22 +25,30 @@ class APTrainer(ShardedTrainer):
 
     last_dummy_rows: int = 0
 
-    def _agree(self, batches: Mapping[str, Batch]) -> tuple[int, int]:
-        rows, length = shape_of(batches)
-        t = torch.tensor([rows, length], dtype=torch.long, device=self.device)
+    def _agree(self, batches: Mapping[str, Batch]) -> RowBlock:
+        """Validate this rank's batches, agree with every rank on (rows, length) and pad to it.
+        A rank whose batches are bad still joins the all-reduce with an error flag, so all ranks
+        raise together instead of the others waiting in a collective."""
+        error = None
+        try:
+            for j in batches:
+                if j not in self.trainer.jobs or self.trainer.jobs[j].status != "active":
+                    raise ValueError(f"batches: adapter {j!r} is not active on rank {self.rank}")
+            rows, length = shape_of(batches)
+            block(batches, rows, length, self.pad_token_id)  # validates every batch
+        except ValueError as e:
+            error, rows, length = e, 0, 0
+        t = torch.tensor([rows, length, error is not None], dtype=torch.long, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        return int(t[0]), int(t[1])
-
-    def _check_owned(self, batches: Mapping[str, Batch]) -> None:
-        for j in batches:
-            if j not in self.trainer.jobs:
-                raise ValueError(f"batches: adapter {j!r} is not on rank {self.rank}")
+        if error is not None:
+            raise error
+        if int(t[2]):
+            raise ValueError("batches: another rank rejected its batches this step (see its error)")
+        return block(batches, int(t[0]), int(t[1]), self.pad_token_id)
 
     def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """One fused step of this rank's adapters in `batches` (may be empty); collective."""
-        self._check_owned(batches)
-        rows, length = self._agree(batches)
-        blk = block(batches, rows, length, self.pad_token_id)
+        blk = self._agree(batches)
         self.last_dummy_rows = blk.dummy_rows
         self._zero_grads()
         self.trainer.model.train()
@@ -62,9 +70,7 @@ class APTrainer(ShardedTrainer):
     @torch.no_grad()
     def evaluate(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """Mean token CE of this rank's adapters on `batches` (may be empty); collective."""
-        self._check_owned(batches)
-        rows, length = self._agree(batches)
-        blk = block(batches, rows, length, self.pad_token_id)
+        blk = self._agree(batches)
         self.trainer.model.eval()
         sums, counts = token_losses(self.trainer, blk, training=False)
         return {j: float(s) / c for j, s, c in zip(blk.job_ids, sums, counts)}

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from runtime.batching import IGNORE, Batch
 from runtime.parallel.base import ShardedTrainer
-from runtime.parallel.fused import _check, apply_update, block, dummy_rows, token_losses
+from runtime.parallel.fused import check_rows, apply_update, block, dummy_rows, token_losses
 
 
 def split_rows(batch: Batch, world: int, rank: int, pad_token_id: int) -> tuple[Batch, int]:
@@ -44,7 +44,7 @@ class FSDPDPTrainer(ShardedTrainer):
         """One step of the adapters in `batches` (full, unsplit batches); collective."""
         if not batches:
             raise ValueError("batches: need at least one adapter's batch")
-        full = {j: _check(j, b, False) for j, b in batches.items()}
+        full = {j: check_rows(j, b, False) for j, b in batches.items()}
         tokens = [int((b[2][:, 1:] != IGNORE).sum()) for b in full.values()]
         local, pads = {}, 0
         for j, b in full.items():
@@ -73,7 +73,7 @@ class FSDPDPTrainer(ShardedTrainer):
         """Mean token CE of each adapter on its full batch (split over ranks); collective."""
         if not batches:
             raise ValueError("batches: need at least one adapter's batch")
-        full = {j: _check(j, b, False) for j, b in batches.items()}
+        full = {j: check_rows(j, b, False) for j, b in batches.items()}
         tokens = [int((b[2][:, 1:] != IGNORE).sum()) for b in full.values()]
         local = {j: split_rows(b, self.world, self.rank, self.pad_token_id)[0] for j, b in full.items()}
         length = max(b[0].shape[1] for b in full.values())

@@ -34,7 +34,7 @@ class RowBlock:
     dummy_rows: int
 
 
-def _check(job_id: str, batch: Batch, allow_unlabelled: bool) -> tuple[torch.Tensor, ...]:
+def check_rows(job_id: str, batch: Batch, allow_unlabelled: bool) -> tuple[torch.Tensor, ...]:
     if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
         raise ValueError(f"batches[{job_id!r}]: expected (input_ids, attention_mask, labels)")
     ids, mask, labels = (torch.as_tensor(t).long() for t in batch)
@@ -64,7 +64,7 @@ def block(batches: Mapping[str, Batch], rows: int, length: int, pad_token_id: in
           allow_unlabelled: bool = False) -> RowBlock:
     """Concatenate `batches` (in order), right-pad to `length`, and append dummy rows up to
     `rows` (they join the last adapter's segment: they carry no label, so no gradient)."""
-    parts = [_check(j, b, allow_unlabelled) for j, b in batches.items()]
+    parts = [check_rows(j, b, allow_unlabelled) for j, b in batches.items()]
     have = sum(p[0].shape[0] for p in parts)
     if have > rows or any(p[0].shape[1] > length for p in parts):
         raise ValueError(f"batches: {have} rows up to length {max(p[0].shape[1] for p in parts)} exceed the step's {rows} x {length}")

@@ -50,7 +50,7 @@ def ap_run(rank: int, world: int, out_dir: str) -> None:
     mine = plan(world)[rank]
     t = APTrainer(lambda: tiny_llama(seed=0), world, rank, capacity=2)
     _admit(t, mine)
-    losses, early, dummy, history = [], {}, [], {}
+    losses, early, dummy, history, rejected = [], {}, [], {}, None
     for s in range(STEPS + 3):
         if s == STEPS:
             early = {j: t.adapter_weights(j) for j in t.active}
@@ -60,6 +60,10 @@ def ap_run(rank: int, world: int, out_dir: str) -> None:
                 for j in list(t.active):
                     t.drop(j)
         if s == STEPS + 1:
+            try:  # a bad batch on one rank makes every rank raise (nobody left in a collective)
+                t.step({"nope": batches(0)["a"]} if rank == 0 else {})
+            except ValueError as e:
+                rejected = str(e)
             t.migrate(MOVED, 0, 1)
         if s == STEPS + 2:
             history = t.gather_history()
@@ -73,7 +77,7 @@ def ap_run(rank: int, world: int, out_dir: str) -> None:
     if not t.released:
         history = t.gather_history()
     out = {"early": early, "eval": ev, "history": history, "dummy": dummy, "released": t.released, "world": t.world,
-           "sharding_before": shard_before}
+           "sharding_before": shard_before, "rejected": rejected}
     if t.released:
         torch.save({"weights": {}, "losses": losses, **out}, Path(out_dir) / f"rank{rank}.pt")
     else:

@@ -65,6 +65,7 @@ def test_ap_equals_single_process_through_exit_move_and_release(tmp_path):
     # rank 1's adapters exited: it ran step STEPS on dummy rows only (rank 0's row count) ...
     rows = {j: b for j, _, _, _, _, b, _, _ in w.JOBS}
     assert out[1]["losses"][w.STEPS] == {} and out[1]["dummy"][w.STEPS] == sum(rows[j] for j in plan[0])
+    assert "'nope' is not active on rank 0" in out[0]["rejected"] and "another rank" in out[1]["rejected"]
     # ... then took MOVED (step STEPS + 1), then all the rest while rank 0 was released
     assert out[1]["losses"][w.STEPS + 1].keys() == {w.MOVED}
     assert out[0]["released"] and out[0]["weights"] == {} and len(out[0]["losses"]) == w.STEPS + 2
