@@ -1,11 +1,18 @@
-"""Several ranks over one sharded frozen backbone: rank-local adapter parallelism (AP) and the
-FSDP data-parallel baseline, a coordinator that places adapters on ranks, and launch helpers.
+"""Several ranks over one sharded frozen backbone: rank-local adapter parallelism (AP), the FSDP
+data-parallel baseline, the coordinator that places adapters on ranks, and launch helpers.
 
-    world, rank, device = init_from_env()                      # under torchrun
-    plan = assign({"a": 2, "b": 2, "c": 4}, world)             # {rank: [job ids]}
+The frozen backbone is sharded with FSDP2 `fully_shard` (one unit per decoder layer, adapters
+kept out as `ignored_params`); this runs as is on CPU with gloo and on GPUs with NCCL.
+
+    # torchrun --standalone --nproc-per-node P script.py   (or python -m runtime.parallel.launch --nproc P)
+    world, rank, device = init_from_env()
     ap = APTrainer(lambda: tiny_llama(), world, rank, device)
-    for j in plan[rank]: ap.admit(j, rank=8, lr=1e-4)
-    ap.step({j: batch_of(j) for j in plan[rank]})              # collective, no gradient all-reduce
+    place = Placement(world)                                   # identical on every rank
+    for a in [Admit("t", j) for j in specs]:
+        apply_action(ap, place, a, specs)                      # only the owner admits
+    ap.step({j: next(data[j]) for j in ap.active})             # collective; no gradient all-reduce
+    for m in place.rebalance(): ap.migrate(*m)                 # after exits: even the rows again
+    if not ap.shrink([r for r, js in place.plan(False).items() if js]): ...  # released: exit
 """
 
 from runtime.parallel.ap import APTrainer
