@@ -114,6 +114,7 @@ class Controller:
         self.free: set[int] = set(range(config.num_gpus))
         self._durations: dict[str, float] = {}
         self._shrinks: list[float] = []
+        self._waiting_gpus = 0  # GPUs the queue asks for in all
         self.plans: list[dict[str, Any]] = []  # one record per inter-task re-plan (for reports)
 
     # ------------------------------------------------------------------ events
@@ -135,6 +136,7 @@ class Controller:
         if t.gpus > self.cfg.num_gpus:
             raise ValueError(f"task {t.task_id!r} needs {t.gpus} GPUs, cluster has {self.cfg.num_gpus}")
         self.waiting[t.task_id] = t
+        self._waiting_gpus += t.gpus
         self._durations[t.task_id] = float(self.duration_for(t))
         return [] if ev.more_coming else self._replan(ev.now)
 
@@ -242,7 +244,7 @@ class Controller:
     def _replan(self, now: float) -> list[Action]:
         if not self.waiting:
             return []
-        if sum(t.gpus for t in self.waiting.values()) <= len(self.free):
+        if self._waiting_gpus <= len(self.free):
             # everything waiting fits now: every planner (FIFO, SJF, a left-shifted optimum)
             # starts it all at once, so skip the planner call
             acts: list[Action] = []
@@ -252,8 +254,8 @@ class Controller:
             return acts
         running = [RunningTask(t, ts.gpus, self._remaining(ts, now)) for t, ts in sorted(self.running.items())]
         quick = self.inter.starts_now(
-            len(self.free), [WaitingTask(t.task_id, t.gpus, self._durations[t.task_id], t.arrival)
-                             for t in self.waiting.values()])
+            len(self.free), (WaitingTask(t.task_id, t.gpus, self._durations[t.task_id], t.arrival)
+                             for t in self.waiting.values()))
         if quick is not None:  # the scheduler knows what starts now without a full plan
             acts = []
             for task_id in quick:
@@ -305,6 +307,8 @@ class Controller:
         return min(worst, self._durations[ts.task.task_id] * owed / max(total, 1))
 
     def _start(self, task: TaskSpec, now: float) -> list[Action]:
+        """Start a task just popped from the queue on the lowest free GPU ids."""
+        self._waiting_gpus -= task.gpus
         gpus = tuple(sorted(self.free)[: task.gpus])
         self.free.difference_update(gpus)
         policy = build_early_exit(self.cfg.early_exit, dict(self.cfg.early_exit_params))

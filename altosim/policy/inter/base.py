@@ -92,9 +92,10 @@ class InterTaskScheduler:
     ) -> Plan:
         raise NotImplementedError
 
-    def starts_now(self, free: int, waiting: Sequence[WaitingTask]) -> list[str] | None:
+    def starts_now(self, free: int, waiting: Iterable[WaitingTask]) -> list[str] | None:
         """The tasks `plan` would start at `now`, when that is known without planning the rest
-        (long queues make full plans costly); None: call `plan`. `waiting` is in arrival order."""
+        (long queues make full plans costly); None: call `plan`. `waiting` comes lazily, in
+        arrival order (ties by task id)."""
         return None
 
 

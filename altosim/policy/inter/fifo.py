@@ -7,7 +7,7 @@ smaller ones behind it waiting even when they would fit now.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from altosim.policy.inter.base import (
     InterTaskScheduler,
@@ -37,11 +37,11 @@ class FifoScheduler(InterTaskScheduler):
         starts = list_schedule(now, num_gpus, running, fifo_order(waiting), head_of_line=True)
         return make_plan(now, running, waiting, starts, "greedy", t0, lower_bound(now, num_gpus, running, waiting))
 
-    def starts_now(self, free: int, waiting: Sequence[WaitingTask]) -> list[str] | None:
+    def starts_now(self, free: int, waiting: Iterable[WaitingTask]) -> list[str] | None:
         """The queue's head while it fits: exactly the plan's starts at `now` (running tasks
         only free GPUs over time, so a task that fits now fits for its whole duration)."""
         out: list[str] = []
-        for w in fifo_order(waiting):
+        for w in waiting:  # arrival order (the Controller's queue order), stopped at the first misfit
             if w.gpus > free:
                 break
             free -= w.gpus
