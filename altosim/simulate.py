@@ -23,7 +23,7 @@ from altosim.report import (
 )
 from altosim.schemas import DEFAULT, LossCurve, LossTraceSet, RunConfig, WorkloadTrace
 from altosim.sim.engine import SimResult, Simulator
-from altosim.traces_io import load_trace_dir, read_workload
+from altosim.traces_io import load_run_inputs, load_trace_dir, read_workload
 from altosim.workloads import default_loss_dir, default_workload_path
 
 
@@ -39,23 +39,25 @@ class Inputs:
 
 def load_inputs(cfg: RunConfig, workload: WorkloadTrace | None = None,
                 loss_sets: dict[str, LossTraceSet] | None = None) -> Inputs:
-    wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
-    if workload is None:
-        workload = read_workload(wl_file)
-    cfg.check_workload(workload, wl_file)
-    if loss_sets is None:
-        loss_sets = load_trace_dir(default_loss_dir() if cfg.loss_traces == DEFAULT else cfg.loss_traces)
+    """Resolve every job to its loss curve. Without arguments, read (and check) what `cfg` names."""
+    if workload is None and loss_sets is None:
+        ri = load_run_inputs(cfg)  # reads the files, checks GPUs and loss-trace names
+        workload, loss_sets, wl_file = ri.workload, ri.loss_sets, ri.workload_file
+    else:
+        wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
+        workload = workload if workload is not None else read_workload(wl_file)
+        cfg.check_workload(workload, wl_file)
+        if loss_sets is None:
+            loss_sets = load_trace_dir(default_loss_dir() if cfg.loss_traces == DEFAULT else cfg.loss_traces)
     tasks = workload.to_task_specs()
     curves: dict[str, LossCurve] = {}
-    durations: dict[str, float | None] = {}
     for i, (rec, task) in enumerate(zip(workload.tasks, tasks)):
-        name = rec.trace_name if hasattr(rec, "trace_name") else (rec.loss_trace or f"{rec.model}__{rec.dataset}")
-        if name not in loss_sets:
+        if rec.loss_trace not in loss_sets:
             raise InputError(wl_file, f"tasks[{i}].loss_trace",
-                             f"no loss-trace set {name!r} (have: {', '.join(sorted(loss_sets)) or 'none'})")
+                             f"no loss-trace set {rec.loss_trace!r} (have: {', '.join(sorted(loss_sets)) or 'none'})")
         for job in task.jobs:
-            curves[job.job_id] = loss_sets[name].curve_for(job)
-        durations[task.task_id] = getattr(rec, "duration_s", None)
+            curves[job.job_id] = loss_sets[rec.loss_trace].curve_for(job)
+    durations = {t.task_id: rec.duration_s for rec, t in zip(workload.tasks, tasks)}
     return Inputs(workload, tasks, curves, durations)
 
 
