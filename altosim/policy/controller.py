@@ -247,21 +247,13 @@ class Controller:
         if self._waiting_gpus <= len(self.free):
             # everything waiting fits now: every planner (FIFO, SJF, a left-shifted optimum)
             # starts it all at once, so skip the planner call
-            acts: list[Action] = []
-            for task_id in list(self.waiting):
-                if task_id in self.waiting:  # a task that finished at once may have re-planned
-                    acts += self._start(self.waiting.pop(task_id), now)
-            return acts
-        running = [RunningTask(t, ts.gpus, self._remaining(ts, now)) for t, ts in sorted(self.running.items())]
+            return self._start_ids(list(self.waiting), now)
         quick = self.inter.starts_now(
             len(self.free), (WaitingTask(t.task_id, t.gpus, self._durations[t.task_id], t.arrival)
                              for t in self.waiting.values()))
         if quick is not None:  # the scheduler knows what starts now without a full plan
-            acts = []
-            for task_id in quick:
-                if task_id in self.waiting:
-                    acts += self._start(self.waiting.pop(task_id), now)
-            return acts
+            return self._start_ids(quick, now)
+        running = [RunningTask(t, ts.gpus, self._remaining(ts, now)) for t, ts in sorted(self.running.items())]
         shrink = self._observed_shrink()
         waiting = [
             WaitingTask(t.task_id, t.gpus, self._durations[t.task_id] * shrink, t.arrival)
@@ -272,11 +264,18 @@ class Controller:
             {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
              "makespan": plan.makespan, "lower_bound": plan.lower_bound}
         )
+        due = [a.task_id for a in sorted(plan.assignments, key=lambda a: (a.start, a.task_id)) if a.start <= now + 1e-6]
+        return self._start_ids(due, now)
+
+    def _start_ids(self, task_ids: list[str], now: float) -> list[Action]:
+        """Start these waiting tasks in order while their GPUs are free (a task that finished at
+        once inside `_start` may already have re-planned and started some of them)."""
         acts: list[Action] = []
-        for a in sorted(plan.assignments, key=lambda a: (a.start, a.task_id)):
-            if a.start > now + 1e-6 or a.gpus > len(self.free):
-                continue
-            acts += self._start(self.waiting.pop(a.task_id), now)
+        for task_id in task_ids:
+            task = self.waiting.get(task_id)
+            if task is not None and task.gpus <= len(self.free):
+                del self.waiting[task_id]
+                acts += self._start(task, now)
         return acts
 
     def _observed_shrink(self) -> float:
