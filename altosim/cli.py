@@ -188,13 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of stopping")
     i.set_defaults(fn=cmd_import_trace)
 
-    try:  # GPU commands live with the runtime; they register only when it is importable
-        from runtime.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    add_plugin_commands(sub)
     return ap
+
+
+def add_plugin_commands(sub: Any) -> None:
+    """Commands other packages declare under the `alto.commands` entry-point group (the GPU
+    runtime's `alto run`); altosim itself never imports the GPU stack, and a plugin whose
+    dependencies are missing (no torch) is simply left out."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="alto.commands"), key=lambda e: e.name):
+        try:
+            add = ep.load()
+        except ImportError:
+            continue
+        add(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
