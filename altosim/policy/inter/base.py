@@ -305,3 +305,22 @@ def make_plan(
         note=note,
         now=now,
     )
+
+
+class ListScheduler(InterTaskScheduler):
+    """A greedy list schedule: waiting tasks in `order`, each at its earliest feasible start
+    (`head_of_line`: never before the previous task's start, like a plain queue)."""
+
+    head_of_line = False
+
+    def order(self, waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+        raise NotImplementedError
+
+    def plan(
+        self, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+    ) -> Plan:
+        t0 = time.perf_counter()
+        check_inputs(now, num_gpus, running, waiting)
+        starts = list_schedule(now, num_gpus, running, self.order(waiting), head_of_line=self.head_of_line)
+        return make_plan(now, running, waiting, starts, "greedy", t0, lower_bound(now, num_gpus, running, waiting))
+

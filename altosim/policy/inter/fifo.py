@@ -6,36 +6,21 @@ smaller ones behind it waiting even when they would fit now.
 
 from __future__ import annotations
 
-import time
 from typing import Iterable, Sequence
 
-from altosim.policy.inter.base import (
-    InterTaskScheduler,
-    Plan,
-    RunningTask,
-    WaitingTask,
-    check_inputs,
-    fifo_order,
-    list_schedule,
-    lower_bound,
-    make_plan,
-)
+from altosim.policy.inter.base import ListScheduler, WaitingTask, fifo_order
 from altosim.policy.registry import INTER_TASK
 
 
 @INTER_TASK.register("fifo")
-class FifoScheduler(InterTaskScheduler):
+class FifoScheduler(ListScheduler):
     """Arrival order (ties by task_id), each start >= the previous task's start."""
 
     name = "fifo"
+    head_of_line = True
 
-    def plan(
-        self, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
-    ) -> Plan:
-        t0 = time.perf_counter()
-        check_inputs(now, num_gpus, running, waiting)
-        starts = list_schedule(now, num_gpus, running, fifo_order(waiting), head_of_line=True)
-        return make_plan(now, running, waiting, starts, "greedy", t0, lower_bound(now, num_gpus, running, waiting))
+    def order(self, waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+        return fifo_order(waiting)
 
     def starts_now(self, free: int, waiting: Iterable[WaitingTask]) -> list[str] | None:
         """The queue's head while it fits: exactly the plan's starts at `now` (running tasks
