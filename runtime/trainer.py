@@ -341,7 +341,12 @@ class MultiAdapterTrainer:
             losses = self._forward_backward(jobs, ids, mask, labels, rows)
         finally:
             self.ctx.meta = None
-        grad_ok = self._grad_finite([j.slot for j in jobs])
+        self._apply_update(jobs, losses)
+        return {j.cfg.job_id: l for j, l in zip(jobs, losses)}
+
+    def _apply_update(self, jobs: Sequence[_Job], losses: Sequence[float]) -> None:
+        """Mark adapters with a non-finite loss or gradient failed; AdamW-step the rest; clear grads."""
+        grad_ok = self._grad_finite([j.slot for j in jobs]) if jobs else []
         good = []
         for job, loss, gok in zip(jobs, losses, grad_ok):
             if math.isfinite(loss) and gok:
@@ -352,7 +357,6 @@ class MultiAdapterTrainer:
         self.optim.step(good)
         for p in self.optim.params:
             p.grad = None
-        return {j.cfg.job_id: l for j, l in zip(jobs, losses)}
 
     @torch.no_grad()
     def evaluate(self, batches: Mapping[str, Batch]) -> dict[str, float]:

@@ -11,7 +11,6 @@ parallel baseline can normalize by the tokens of the whole (split) batch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -113,15 +112,4 @@ def _bare_forward(trainer: MultiAdapterTrainer, ids: torch.Tensor, mask: torch.T
 
 def apply_update(trainer: MultiAdapterTrainer, job_ids: Sequence[str], losses: Sequence[float]) -> None:
     """Mark adapters with a non-finite loss or gradient failed; AdamW-step the rest."""
-    jobs = [trainer._job(j) for j in job_ids]
-    grad_ok = trainer._grad_finite([j.slot for j in jobs]) if jobs else []
-    good = []
-    for job, loss, gok in zip(jobs, losses, grad_ok):
-        if math.isfinite(loss) and gok:
-            good.append(job.slot)
-        else:
-            job.status = "failed"
-            job.failure = job.failure or ("non-finite loss" if not math.isfinite(loss) else "non-finite gradient")
-    trainer.optim.step(good)
-    for p in trainer.optim.params:
-        p.grad = None
+    trainer._apply_update([trainer._job(j) for j in job_ids], losses)
