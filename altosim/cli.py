@@ -1,4 +1,4 @@
-"""The `alto` command: simulate, sweep, replay, import-trace (and run/profile on a GPU machine).
+"""The `alto` command: simulate, sweep, replay, import-trace, check-fidelity (and run/profile on a GPU machine).
 
 Bad input ends with one line `alto: error: <file>: <field>: <problem>` and exit code 2, before
 any output file is written.
@@ -149,6 +149,37 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_fidelity(args: argparse.Namespace) -> int:
+    from altosim.fidelity import check_fidelity
+    from altosim.schemas import load_config
+
+    cfg = load_config(args.config) if args.config else None
+    profile = _read_profile(args.profile) if args.profile else None
+    rep = check_fidelity(args.out, run_dir=args.run, cfg=cfg, profile=profile, modes=args.costs.split(","),
+                         every=args.holdout_every)
+    _print_table(rep.rows, ["metric", "value", "goal", "pass"])
+    print(f"\nwrote {', '.join(str(f) for f in rep.files)}")
+    return 0 if rep.passed or not args.strict else 1
+
+
+def _read_profile(path: str):
+    """A CostProfile from .csv (+ .meta.json) or .json."""
+    from pydantic import ValidationError
+
+    from altosim.errors import from_validation_error
+    from altosim.schemas import CostProfile
+    from altosim.traces_io import read_cost_profile
+    from altosim.traces_io.files import read_text
+
+    p = Path(path)
+    if p.suffix == ".json":
+        try:
+            return CostProfile.model_validate_json(read_text(p))
+        except ValidationError as e:
+            raise from_validation_error(e, str(p)) from None
+    return read_cost_profile(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -187,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of stopping")
     i.set_defaults(fn=cmd_import_trace)
+
+    f = sub.add_parser("check-fidelity", help="replay a real run in the simulator (and score step-time "
+                       "predictions on held-out profile points): fidelity_<gpu>.csv + timeline PNG")
+    f.add_argument("--run", help="run folder written by `alto run` (or `alto simulate`)")
+    f.add_argument("--config", help="the run's config (default: <run>/config.json if there)")
+    f.add_argument("--profile", help="cost profile (.csv with .meta.json, or .json) for the step-time check")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--costs", default="measured,model",
+                   help="step costs of the replay: measured (from the run), model (cost model), or both")
+    f.add_argument("--holdout-every", type=int, default=5, help="hold out every k-th profile row")
+    f.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    f.set_defaults(fn=cmd_check_fidelity)
 
     add_plugin_commands(sub)
     return ap

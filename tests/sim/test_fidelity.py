@@ -1,0 +1,193 @@
+"""`alto check-fidelity`: a run replayed against itself matches; perturbed runs are caught."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from altosim.cli import main
+from altosim.costmodel import cost_model_for
+from altosim.errors import InputError
+from altosim.fidelity import (
+    RuntimeOrderSimulator, analytic_predictor, check_fidelity, measured_step_times, read_run, runtime_controller,
+    split_profile, step_time_errors,
+)
+from altosim.policy.types import to_dict
+from altosim.schemas import CostProfile, CostRecord, load_config
+from tests.sim.toy import toy_curve
+
+COST = cost_model_for("H100")
+
+
+def _inputs(tmp: Path, early_exit: str = "alto", loss_trace: str | None = None) -> Path:
+    """A 2-task workload (one batch size: the analytic predictor sees each group exactly) + config."""
+    space = {"lr": [1e-4, 2e-4, 3e-4, 4e-4], "rank": [8, 16], "batch_size": [4]}
+    tasks = [{"id": f"t{i}", "arrival": 0.0 if i < 2 else 12.0, "model": "llama-3.2-1b", "dataset": "toy", "gpus": 1,
+              "search_space": space, "samples_per_job": 400, "eval_every_samples": 20, "seq_len": 256}
+             for i in range(3)]
+    if loss_trace:
+        tasks = [{**t, "loss_trace": loss_trace} for t in tasks]
+    (tmp / "workload.json").write_text(json.dumps({"name": "fid", "synthetic": True, "tasks": tasks}))
+    cfg = {"workload": "workload.json", "cluster": {"gpus": 1, "gpu_type": "H100"},
+           "policy": {"early_exit": {"name": early_exit, "params": {}}, "inter_task": {"name": "fifo"}}}
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    return tmp / "config.json"
+
+
+def synthetic_run(tmp: Path, early_exit: str = "alto") -> Path:
+    """A run folder as `alto run` writes it, produced by the simulator speaking the runtime protocol."""
+    folder = tmp / "run"
+    folder.mkdir()
+    cfg = load_config(_inputs(folder, early_exit))
+    from altosim.traces_io import read_workload
+
+    tasks = read_workload(str(folder / "workload.json")).to_task_specs()
+    res = RuntimeOrderSimulator(tasks, runtime_controller(cfg), COST, toy_curve).run()
+    flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
+    lines = [{"meta": {"backbone": "synthetic", "device": "SIM H100"}}, *flat]
+    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return folder
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    return {r["metric"]: r for r in csv.DictReader(open(path))}
+
+
+def _edit_events(folder: Path, edit) -> None:
+    lines = [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+    lines = [lines[0], *edit(lines[1:])]
+    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_self_replay_identical_decisions_and_zero_makespan_error(tmp_path):
+    run = synthetic_run(tmp_path)
+    rep = check_fidelity(tmp_path / "out", run_dir=run)
+    rows = _rows(tmp_path / "out" / "fidelity_SIM_H100.csv")
+    for mode in ("measured", "model"):
+        assert rows[f"{mode}.first_divergence"]["value"] == "-1"
+        assert rows[f"{mode}.decisions_identical"]["value"] == rows[f"{mode}.decisions_real"]["value"]
+        assert int(rows[f"{mode}.decisions_real"]["value"]) > 10
+        assert float(rows[f"{mode}.makespan_rel_err"]["value"]) < 1e-6
+        assert float(rows[f"{mode}.completion_rel_err[t2]"]["value"]) < 1e-6
+    assert rep.passed
+    assert (tmp_path / "out" / "fidelity_SIM_H100.png").stat().st_size > 0
+    tl = list(csv.DictReader(open(tmp_path / "out" / "fidelity_SIM_H100_timeline.csv")))
+    assert {r["source"] for r in tl} == {"real", "measured", "model"}
+
+
+def test_changed_loss_changes_a_decision_and_is_reported(tmp_path):
+    run = synthetic_run(tmp_path)
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()[1:]]
+    stopped = next(a["job_id"] for a in events if a["kind"] == "stop")
+    # the stopped job's reports now look like the best job's: early exit must keep it
+    _edit_events(run, lambda xs: [{**x, "val_loss": 0.01, "train_loss": 0.01}
+                                  if x["kind"] == "step_report" and x["job_id"] == stopped else x for x in xs])
+    rep = check_fidelity(tmp_path / "out", run_dir=run, modes=("measured",))
+    rows = _rows(rep.files[0])
+    assert int(rows["measured.first_divergence"]["value"]) >= 0
+    assert rows["measured.decisions_identical"]["pass"] == "False"
+    assert "real {" in rows["measured.decisions_identical"]["note"]
+    assert not rep.passed
+
+
+def test_slower_real_run_shows_as_model_makespan_error(tmp_path):
+    run = synthetic_run(tmp_path)
+    def slower(x):  # every time 1.5x later, arrivals included
+        if "task" in x:
+            x = {**x, "task": {**x["task"], "arrival": 1.5 * x["task"]["arrival"]}}
+        return {**x, "now": 1.5 * x["now"]} if "now" in x else x
+
+    _edit_events(run, lambda xs: [slower(x) for x in xs])
+    rows = _rows(check_fidelity(tmp_path / "out", run_dir=run).files[0])
+    assert float(rows["measured.makespan_rel_err"]["value"]) < 1e-6  # measured costs follow the run
+    assert abs(float(rows["model.makespan_rel_err"]["value"]) - 1 / 3) < 1e-6  # 1/1.5 of the real time
+    assert rows["model.makespan_rel_err"]["pass"] == "False"
+    assert rows["model.decisions_identical"]["pass"] == "True"  # time does not change these decisions
+
+
+def test_measured_step_times_per_group():
+    trace = [
+        {"kind": "task_arrived", "now": 0.0}, {"kind": "start_task", "task_id": "t", "gpus": [0]},
+        {"kind": "admit", "task_id": "t", "job_id": "a"}, {"kind": "admit", "task_id": "t", "job_id": "b"},
+        {"kind": "step_report", "now": 4.0, "task_id": "t", "job_id": "a", "step": 2},
+        {"kind": "stop", "task_id": "t", "job_id": "b"},
+        {"kind": "step_report", "now": 5.0, "task_id": "t", "job_id": "a", "step": 3},
+        {"kind": "admit", "task_id": "t", "job_id": "c"},
+        {"kind": "step_report", "now": 8.0, "task_id": "t", "job_id": "c", "step": 2},
+    ]
+    run = type("R", (), {"trace": trace})()
+    got = measured_step_times(run)  # type: ignore[arg-type]
+    assert got == {("t", frozenset("ab")): (4.0, 2), ("t", frozenset("a")): (1.0, 1), ("t", frozenset("ac")): (3.0, 2)}
+
+
+def _profile(scale: float = 1.0) -> CostProfile:
+    predict = analytic_predictor()
+    rows = []
+    for n in (1, 2, 4, 8):
+        for b in (1, 2, 4):
+            for r in (8.0, 16.0):
+                q = CostRecord(model="llama-3.2-1b", gpu_type="H100", adapters=n, mean_rank=r, per_adapter_batch=b,
+                               seq_len=256, step_ms=1.0, peak_mem_bytes=0)
+                rows.append(q.model_copy(update={"step_ms": scale * predict(q)}))
+    return CostProfile(rows=rows, device="SIM H100", date="2026-11-23", synthetic=True)
+
+
+def test_step_time_check_on_held_out_rows():
+    fit, held = split_profile(_profile(), every=4)
+    assert len(held) == 6 and len(fit.rows) == 18 and held[0] == _profile().rows[3]
+    exact = step_time_errors(_profile(), every=4)
+    assert exact[0]["model"] == "llama-3.2-1b" and exact[0]["points"] == 6 and exact[0]["median_rel_err"] < 1e-9
+    off = step_time_errors(_profile(scale=1.25), every=4)[0]
+    assert abs(off["median_rel_err"] - 0.2) < 1e-9 and abs(off["p90_rel_err"] - 0.2) < 1e-9
+    seen = []
+    step_time_errors(_profile(), factory=lambda fit: seen.append(len(fit.rows)) or analytic_predictor(), every=4)
+    assert seen == [18]  # the predictor is fitted on the other rows only
+
+
+def test_cli_writes_csv_and_png(tmp_path, capsys):
+    run = synthetic_run(tmp_path)
+    prof = tmp_path / "p.json"
+    prof.write_text(_profile().model_dump_json())
+    rc = main(["check-fidelity", "--run", str(run), "--profile", str(prof), "--out", str(tmp_path / "o"), "--strict"])
+    assert rc == 0
+    rows = _rows(tmp_path / "o" / "fidelity_SIM_H100.csv")
+    assert rows["step_ms.median_rel_err[llama-3.2-1b]"]["pass"] == "True"
+    assert "model.decisions_identical" in rows and (tmp_path / "o" / "fidelity_SIM_H100.png").exists()
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setup, field", [
+    (lambda d: None, "--run"),
+    (lambda d: d.mkdir(), "events.jsonl"),
+    (lambda d: (d.mkdir(), (d / "events.jsonl").write_text('{"meta": {}}\n{not json\n')), "<json>"),
+    (lambda d: (d.mkdir(), (d / "events.jsonl").write_text('{"kind": "admit"}\n')), "meta"),
+    (lambda d: (d.mkdir(), (d / "events.jsonl").write_text('{"meta": {}}\n{"kind": "launch"}\n')), "kind"),
+])
+def test_bad_run_folder_is_one_line_error(tmp_path, capsys, setup, field):
+    d = tmp_path / "r"
+    setup(d)
+    with pytest.raises(InputError) as e:
+        read_run(d)
+    assert e.value.field == field
+    rc = main(["check-fidelity", "--run", str(d), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("alto: error:") and field in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_runtime_log_without_config_is_one_line_error(tmp_path, capsys):
+    run = synthetic_run(tmp_path)
+    (run / "config.json").unlink()
+    rc = main(["check-fidelity", "--run", str(run), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--config" in capsys.readouterr().err
+
+
+def test_alto_simulate_log_replays_identically(tmp_path):
+    cfg = _inputs(tmp_path, loss_trace="Llama-3.2-1B__gsm8k__synthetic")
+    assert main(["simulate", str(cfg), "--out", str(tmp_path / "sim"), "-q"]) == 0
+    rows = _rows(check_fidelity(tmp_path / "o", run_dir=tmp_path / "sim", modes=("measured",)).files[0])
+    assert rows["measured.first_divergence"]["value"] == "-1"
+    assert float(rows["measured.makespan_rel_err"]["value"]) < 1e-6
