@@ -138,9 +138,9 @@ def _profile(scale: float = 1.0) -> CostProfile:
 def test_step_time_check_on_held_out_rows():
     fit, held = split_profile(_profile(), every=4)
     assert len(held) == 6 and len(fit.rows) == 18 and held[0] == _profile().rows[3]
-    exact = step_time_errors(_profile(), every=4)
+    exact = step_time_errors(_profile(), analytic_predictor, every=4)
     assert exact[0]["model"] == "llama-3.2-1b" and exact[0]["points"] == 6 and exact[0]["median_rel_err"] < 1e-9
-    off = step_time_errors(_profile(scale=1.25), every=4)[0]
+    off = step_time_errors(_profile(scale=1.25), analytic_predictor, every=4)[0]
     assert abs(off["median_rel_err"] - 0.2) < 1e-9 and abs(off["p90_rel_err"] - 0.2) < 1e-9
     seen = []
     step_time_errors(_profile(), factory=lambda fit: seen.append(len(fit.rows)) or analytic_predictor(), every=4)

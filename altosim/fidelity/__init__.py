@@ -1,0 +1,120 @@
+"""`alto check-fidelity`: does the simulator predict what the real runtime did?
+
+Two checks (issue 12):
+
+1. step time (`steptime`): a predictor fitted on part of a CostProfile, scored on the held-out
+   rows (every k-th row, deterministic): median and p90 relative error per model;
+2. run replay (`runlog`, `replay`): a run folder written by `alto run` is replayed in the SimPy
+   backend with the same config, driven by the run's own StepReports (the logged losses exactly,
+   so early exit sees the same numbers) and with step costs either `measured` from the run (wall
+   time between consecutive reports of a task, per group composition; evaluation included) or
+   `model` (the simulator's cost model, profile-backed when given a profile). Compared: each
+   task's completion time, the makespan, and the decisions (actions) one by one in order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from altosim.errors import InputError
+from altosim.fidelity.replay import DecisionDiff, RuntimeOrderSimulator, compare_decisions, replay_run, runtime_controller
+from altosim.fidelity.report import plot_timelines, replay_rows, row, step_rows
+from altosim.fidelity.runlog import (
+    ACTION_KINDS, EVENT_KINDS, MeasuredCost, ReportedCurve, RunFolder, completion_times, decisions, job_curves,
+    job_intervals, loss_traces, measured_step_times, read_run,
+)
+from altosim.fidelity.steptime import (
+    PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, model_cost, split_profile, step_time_errors,
+)
+from altosim.schemas import CostProfile, RunConfig
+
+__all__ = [
+    "ACTION_KINDS", "EVENT_KINDS", "DecisionDiff", "FidelityReport", "MeasuredCost", "PredictorFactory",
+    "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "analytic_predictor", "check_fidelity",
+    "compare_decisions", "completion_times", "cost_predictor", "decisions", "gpu_label", "job_curves",
+    "job_intervals", "loss_traces", "measured_step_times", "model_cost", "read_run", "replay_run", "run_config_for",
+    "runtime_controller", "split_profile", "step_time_errors",
+]
+
+
+@dataclass
+class FidelityReport:
+    rows: list[dict[str, Any]]
+    files: list[Path]
+    gpu: str
+
+    @property
+    def passed(self) -> bool:
+        return all(r["pass"] is not False for r in self.rows)
+
+
+def gpu_label(device: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3' (for file names)."""
+    return "_".join("".join(c if c.isalnum() or c in ".-" else " " for c in device).split()) or "unknown"
+
+
+def run_config_for(folder: Path) -> RunConfig | None:
+    """The config a run folder carries (config.json / config.yaml, as experiments/fidelity.py writes)."""
+    from altosim.schemas import load_config
+
+    for name in ("config.json", "config.yaml", "config.yml"):
+        if (folder / name).is_file():
+            return load_config(folder / name)
+    return None
+
+
+def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunConfig | None = None,
+                   profile: CostProfile | None = None, factory: PredictorFactory = cost_predictor,
+                   modes: Sequence[str] = ("measured", "model"), every: int = 5) -> FidelityReport:
+    """Both checks (whichever inputs are given); writes fidelity_<gpu>.csv (+ timeline CSV/PNG)."""
+    import pandas as pd
+
+    from altosim.report import save_fig, write_csv
+
+    if run_dir is None and profile is None:
+        raise InputError("<args>", "--run", "give a run folder (--run) and/or a cost profile (--profile)")
+    for m in modes:
+        if m not in ("measured", "model"):
+            raise InputError("<args>", "--costs", f"unknown cost source {m!r}; known: measured, model")
+    rows: list[dict[str, Any]] = []
+    gpu = profile.device if profile is not None else "unknown"
+    if profile is not None:
+        rows += step_rows(step_time_errors(profile, factory, every))
+        rows += step_rows(step_time_errors(profile, analytic_predictor, every), None, "analytic_")  # reference
+    frames = []
+    if run_dir is not None:
+        run = read_run(run_dir)
+        cfg = cfg if cfg is not None else run_config_for(run.folder)
+        gpu = run.device
+        frames.append(("real", run.trace))
+        for mode in modes:
+            if mode == "measured":
+                cost: Any = MeasuredCost(measured_step_times(run))
+            else:
+                cost = model_cost(cfg, profile)
+            try:
+                sim = replay_run(run, cfg, cost)
+            except InputError:
+                raise
+            except ValueError as e:  # e.g. the predictor has no cost for this backbone
+                if mode == "measured":
+                    raise
+                rows.append(row("model.skipped", math.nan, note=f"no model-cost replay: {e}"))
+                continue
+            rows += replay_rows(mode, run.trace, sim)
+            frames.append((mode, sim))
+    out = Path(out)
+    label = gpu_label(gpu)
+    files = [out / f"fidelity_{label}.csv"]
+    write_csv(pd.DataFrame(rows, columns=["metric", "value", "goal", "pass", "note"], dtype=object), files[0])
+    if frames:
+        tl = pd.DataFrame([(src, *iv) for src, tr in frames for iv in job_intervals(tr)],
+                          columns=["source", "task", "job", "start_s", "end_s"])
+        files.append(out / f"fidelity_{label}_timeline.csv")
+        write_csv(tl, files[-1])
+        files.append(out / f"fidelity_{label}.png")
+        save_fig(plot_timelines(tl, f"real vs simulated timeline ({gpu})"), files[-1])
+    return FidelityReport(rows, files, gpu)

@@ -1,0 +1,151 @@
+"""The run replayed in the SimPy backend, and its decisions compared with the run's.
+
+The replay mirrors the runtime's event protocol where it differs from the simulator's (tasks
+arrive one event each, a fused step's reports go out in admission order, and every report of
+the step is sent even when an earlier one stopped that job), so that a difference in decisions
+is a difference in what the policy saw, not in bookkeeping. A log written by `alto simulate` is
+replayed with the simulator's own protocol and the Controller its header describes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from altosim.errors import InputError
+from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, flat_curve, job_curves
+from altosim.policy.controller import Controller
+from altosim.policy.types import Admit, JobFinished, JobSpec, TaskArrived, TaskSpec
+from altosim.schemas import RunConfig
+from altosim.sim.engine import Simulator
+
+
+class RuntimeOrderSimulator(Simulator):
+    """The SimPy backend speaking the runtime's protocol (runtime/backend.py): tasks arrive one
+    event each, a fused step's reports go out in first-admission order (the trainer's slot order),
+    and every report of the step is sent even when an earlier one stopped that job."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._order: dict[str, int] = {}
+
+    def _arrivals(self):
+        for task in self.tasks:
+            if task.arrival > self.env.now:
+                yield self.env.timeout(task.arrival - self.env.now)
+            self._deliver(TaskArrived(self.env.now, task))
+
+    def _apply(self, a: Any) -> None:
+        if isinstance(a, Admit) and not a.resume:
+            self._order.setdefault(a.job_id, len(self._order))
+        super()._apply(a)
+
+    def _execute(self, ex):  # the engine's loop with the runtime's report order
+        task = ex.task
+        scale = self.time_scale(task)
+        while not ex.done:
+            if not ex.group:
+                ex.wake = self.env.event()
+                yield ex.wake
+                continue
+            runs = list(ex.group.values())
+            k = min(min(r.every - r.step % r.every, r.total - r.step) for r in runs)
+            dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
+            yield self.env.timeout(dt)
+            self.busy_gpu_s += dt * len(ex.gpus)
+            cap = task.samples_per_job
+            due = []
+            for r in runs:
+                before = min(r.step * r.job.batch_size, cap)
+                r.step += k
+                self.samples += min(r.step * r.job.batch_size, cap) - before
+                if r.step % r.every == 0 or r.step >= r.total:
+                    due.append(r)
+            for r in sorted(due, key=lambda r: self._order[r.job.job_id]):
+                self._report(task, r)
+                if r.step >= r.total and ex.group.get(r.job.job_id) is r:
+                    ex.group.pop(r.job.job_id)
+                    self._job_end(ex, r.job.job_id, r, "finished", False)
+                    self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
+
+
+def runtime_controller(cfg: RunConfig) -> Controller:
+    """The Controller exactly as runtime/run.py builds it for `cfg`."""
+    from altosim.simulate import check_policy, controller_config, make_cost
+
+    check_policy(cfg)
+    cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
+
+    def duration(t: TaskSpec) -> float:
+        try:
+            return cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
+        except ValueError:  # a backbone the cost model does not know: steps as time units
+            return float(sum(t.total_steps(j) for j in t.jobs))
+
+    def memory(t: TaskSpec):
+        try:
+            return cost.memory_model(t, margin)
+        except ValueError:
+            return None
+
+    return Controller(ccfg, duration_for=duration, memory_for=memory)
+
+
+def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any) -> list[dict[str, Any]]:
+    """The run replayed in the simulator with step costs `cost`; returns the flat trace."""
+    if run.protocol == "sim":
+        from altosim.replay import controller_from_meta
+
+        if "controller" not in run.meta:
+            raise InputError(str(run.folder / "events.jsonl"), "meta.controller", "missing (needed to rebuild the policy)", 1)
+        ctl, sim_cls = controller_from_meta(run.meta), Simulator
+    else:
+        if cfg is None:
+            raise InputError(str(run.folder), "--config", "needed to replay an `alto run` log (or put config.json in the run folder)")
+        ctl, sim_cls = runtime_controller(cfg), RuntimeOrderSimulator
+    tasks = run.tasks
+    curves = job_curves(run)
+    total = {j.job_id: t.total_steps(j) for t in tasks for j in t.jobs}
+    cache: dict[str, Any] = {}
+
+    def curve(job: JobSpec) -> Any:
+        if job.job_id not in cache:
+            c = curves.get(job.job_id)
+            cache[job.job_id] = ReportedCurve(c, total[job.job_id]) if c is not None else flat_curve(job)
+        return cache[job.job_id]
+
+    res = sim_cls(tasks, ctl, cost, curve).run()
+    return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@dataclass
+class DecisionDiff:
+    real: int
+    sim: int
+    identical: int  # positions where both took the same decision
+    first: int | None  # index of the first difference (None: identical sequences)
+    real_at: dict[str, Any] | None
+    sim_at: dict[str, Any] | None
+
+
+def compare_decisions(real: list[dict[str, Any]], sim: list[dict[str, Any]]) -> DecisionDiff:
+    """The two runs' actions, one by one in order."""
+    a, b = decisions(real), decisions(json.loads(json.dumps(sim)))
+    same = [_same(x, y) for x, y in zip(a, b)]
+    first = next((i for i, s in enumerate(same) if not s), None)
+    if first is None and len(a) != len(b):
+        first = min(len(a), len(b))
+    pick = lambda xs: xs[first] if first is not None and first < len(xs) else None  # noqa: E731
+    return DecisionDiff(len(a), len(b), sum(same), first, pick(a), pick(b))

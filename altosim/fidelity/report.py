@@ -1,0 +1,78 @@
+"""Fidelity results as rows (metric, value, goal, pass, note) and the timeline figure."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from altosim.fidelity.replay import compare_decisions
+from altosim.fidelity.runlog import completion_times
+
+
+def replay_rows(mode: str, real: list[dict[str, Any]], sim: list[dict[str, Any]],
+                makespan_goal: float = 0.10) -> list[dict[str, Any]]:
+    """metric, value, goal, pass, note rows for one replay."""
+    rc, sc = completion_times(real), completion_times(sim)
+    mr, ms = max(rc.values(), default=0.0), max(sc.values(), default=0.0)
+    err = abs(ms - mr) / mr if mr > 0 else math.nan
+    rows = [row(f"{mode}.makespan_real_s", mr), row(f"{mode}.makespan_sim_s", ms),
+            row(f"{mode}.makespan_rel_err", err, f"<= {makespan_goal:g}", err <= makespan_goal)]
+    for tid in sorted(rc):
+        s = sc.get(tid, math.nan)
+        rows += [row(f"{mode}.completion_real_s[{tid}]", rc[tid]), row(f"{mode}.completion_sim_s[{tid}]", s),
+                 row(f"{mode}.completion_rel_err[{tid}]", abs(s - rc[tid]) / rc[tid] if rc[tid] > 0 else math.nan)]
+    d = compare_decisions(real, sim)
+    note = "" if d.first is None else f"first difference at decision {d.first}: real {d.real_at} | simulated {d.sim_at}"
+    rows += [row(f"{mode}.decisions_real", d.real), row(f"{mode}.decisions_sim", d.sim),
+             row(f"{mode}.decisions_identical", d.identical, f"== {d.real} (all)", d.first is None, note),
+             row(f"{mode}.first_divergence", -1 if d.first is None else d.first, "-1 (none)", d.first is None)]
+    failed = sum(1 for x in real if x["kind"] == "job_failed")
+    if failed:
+        rows.append(row(f"{mode}.real_job_failures", failed, note="failures are not replayed"))
+    return rows
+
+
+def row(metric: str, value: Any, goal: str = "", ok: bool | str = "", note: str = "") -> dict[str, Any]:
+    return {"metric": metric, "value": value, "goal": goal, "pass": ok, "note": note}
+
+
+def step_rows(errs: list[dict[str, Any]], goal: float | None = 0.05, prefix: str = "") -> list[dict[str, Any]]:
+    """Rows of `step_time_errors`; `goal` None for a reference predictor (no pass/fail)."""
+    rows = []
+    for e in errs:
+        m, med = e["model"], e["median_rel_err"]
+        rows += [row(f"step_ms.{prefix}heldout_points[{m}]", e["points"]),
+                 row(f"step_ms.{prefix}median_rel_err[{m}]", med, *((f"<= {goal:g}", med <= goal) if goal else ())),
+                 row(f"step_ms.{prefix}p90_rel_err[{m}]", e["p90_rel_err"])]
+    return rows
+
+
+def plot_timelines(frame: Any, title: str) -> Any:
+    """One bar per job stretch: real (top) and simulated (below) on the same time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = [s for s in ("real", "measured", "model") if s in set(frame["source"])]
+    jobs = sorted(set(frame["job"]))
+    row = {j: i for i, j in enumerate(jobs)}
+    tasks = sorted(set(frame["task"]))
+    cmap = plt.get_cmap("tab10")
+    color = {t: cmap(i % 10) for i, t in enumerate(tasks)}
+    h = min(12.0, 1.0 + 0.06 * len(jobs))
+    fig, axes = plt.subplots(len(sources), 1, figsize=(10, h * len(sources)), sharex=True, squeeze=False)
+    for ax, src in zip(axes[:, 0], sources):
+        f = frame[frame["source"] == src]
+        ax.barh([row[j] for j in f["job"]], f["end_s"] - f["start_s"], left=f["start_s"], height=0.8,
+                color=[color[t] for t in f["task"]], edgecolor="black", linewidth=0.2)
+        ax.set_ylim(len(jobs) - 0.5, -0.5)
+        ax.set_yticks([])
+        ax.set_ylabel(f"{'real' if src == 'real' else 'simulated, ' + src + ' costs'}\n(one row per job)")
+    from matplotlib.patches import Patch
+
+    axes[0, 0].legend(handles=[Patch(color=color[t], label=t) for t in tasks], fontsize=7, loc="upper right")
+    axes[0, 0].set_xlim(left=0)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("time since the run started (s)")
+    return fig

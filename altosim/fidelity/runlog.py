@@ -1,0 +1,242 @@
+"""A run folder's event log read back: decisions, completion times, the logged losses as
+curves the simulator replays exactly, and the step times the run measured per group.
+
+`alto run` writes events.jsonl flat (a {"meta": ...} line, then each event followed by the
+actions it caused); `alto simulate` writes {"event": ..., "actions": [...]} records. Both are read
+into the flat form; an action takes the time of the event that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from altosim.errors import InputError
+from altosim.policy.types import JobSpec, TaskSpec, action_from_dict, event_from_dict
+from altosim.schemas import LossCurve, LossTraceSet
+
+EVENT_KINDS = ("task_arrived", "step_report", "job_finished", "job_failed", "tick")
+ACTION_KINDS = ("start_task", "admit", "suspend", "stop", "finish_task")
+
+
+@dataclass
+class RunFolder:
+    """A run's event log, flat: each event (it has `now`) followed by the actions it caused."""
+
+    folder: Path
+    meta: dict[str, Any]
+    trace: list[dict[str, Any]]
+    protocol: str  # "runtime" (alto run) or "sim" (alto simulate)
+
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        return [event_from_dict(r).task for r in self.trace if r["kind"] == "task_arrived"]  # type: ignore[union-attr]
+
+    @property
+    def device(self) -> str:
+        return str(self.meta.get("device") or "sim")
+
+
+def read_run(folder: str | Path) -> RunFolder:
+    """Read and check `<folder>/events.jsonl`; bad input is one InputError naming the line."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(str(folder), "--run", "no such run folder")
+    path = folder / "events.jsonl"
+    if not path.is_file():
+        raise InputError(str(folder), "events.jsonl", "missing: not a folder written by `alto run`")
+    lines = [(i, s) for i, s in enumerate(path.read_text().splitlines(), start=1) if s.strip()]
+    recs = []
+    for i, s in lines:
+        try:
+            recs.append((i, json.loads(s)))
+        except json.JSONDecodeError as e:
+            raise InputError(str(path), "<json>", str(e), i) from None
+    if not recs or not isinstance(recs[0][1], dict) or "meta" not in recs[0][1]:
+        raise InputError(str(path), "meta", "line 1 must be a {\"meta\": ...} header", 1)
+    meta, trace, protocol = recs[0][1]["meta"], [], "runtime"
+    for i, rec in recs[1:]:
+        if isinstance(rec, dict) and "event" in rec:  # alto simulate: {"event": ..., "actions": [...]}
+            protocol = "sim"
+            items = [rec["event"], *rec.get("actions", [])]
+        else:
+            items = [rec]
+        for d in items:
+            try:
+                kind = d.get("kind") if isinstance(d, dict) else None
+                if kind in EVENT_KINDS:
+                    event_from_dict(d)
+                elif kind in ACTION_KINDS:
+                    action_from_dict(d)
+                else:
+                    raise ValueError(f"unknown kind {kind!r}")
+            except (KeyError, TypeError, ValueError) as e:
+                raise InputError(str(path), "kind" if "kind" in str(e) else "<record>", str(e), i) from None
+            trace.append(d)
+    if not any(d["kind"] == "task_arrived" for d in trace):
+        raise InputError(str(path), "task_arrived", "the log has no task arrivals")
+    return RunFolder(folder, meta, trace, protocol)
+
+
+def timed(trace: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any]]]:
+    """(time, item) pairs: an action takes the time of the event that caused it."""
+    out, now = [], 0.0
+    for d in trace:
+        now = float(d.get("now", now))
+        out.append((now, d))
+    return out
+
+
+def decisions(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in trace if d["kind"] in ACTION_KINDS]
+
+
+def completion_times(trace: list[dict[str, Any]]) -> dict[str, float]:
+    """Task -> time of the event whose actions finished it."""
+    return {d["task_id"]: t for t, d in timed(trace) if d["kind"] == "finish_task"}
+
+
+# ------------------------------------------------------------------------------ inputs from the run
+def job_curves(run: RunFolder) -> dict[str, LossCurve]:
+    """Job -> its logged StepReports as a LossCurve (as experiments/e2e_sweep.py builds traces)."""
+    reps: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for d in run.trace:
+        if d["kind"] == "step_report":
+            reps[d["job_id"]].append(d)
+    nan = lambda x: math.nan if x is None else float(x)  # noqa: E731
+    out = {}
+    for task in run.tasks:
+        for j in task.jobs:
+            rs = reps.get(j.job_id)
+            if rs:
+                out[j.job_id] = LossCurve(
+                    lr=j.lr, rank=j.rank, batch_size=j.batch_size, alpha=j.alpha, samples=[r["samples"] for r in rs],
+                    train=[r["train_loss"] for r in rs], val=[nan(r.get("val_loss")) for r in rs],
+                    metric=[nan(r.get("metric")) for r in rs], steps=[r["step"] for r in rs])
+    return out
+
+
+def loss_traces(run: RunFolder) -> dict[str, LossTraceSet]:
+    """One LossTraceSet per task from the run's StepReports (real loss trajectories to keep)."""
+    curves = job_curves(run)
+    return {t.task_id: LossTraceSet(
+        name=f"{t.model}__{t.task_id}", model=t.model, dataset=t.dataset, synthetic=False,
+        source=f"StepReports of {run.folder}", curves=[curves[j.job_id] for j in t.jobs if j.job_id in curves],
+        meta={"device": run.device}) for t in run.tasks if any(j.job_id in curves for j in t.jobs)}
+
+
+@dataclass
+class ReportedCurve:
+    """A job's logged reports, replayed exactly: at a logged step the simulator gets the logged
+    train loss, val loss and metric; elsewhere (a job the replay runs longer) the LossCurve's
+    interpolation, constant past its last point."""
+
+    curve: LossCurve
+    total: int
+    _at: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._at = {int(s): i for i, s in enumerate(self.curve.steps)}
+
+    def _i(self, f: float) -> int | None:
+        return self._at.get(round(f * self.total))
+
+    def train_mean(self, f0: float, f1: float) -> float:
+        i = self._i(f1)
+        return float(self.curve.train[i]) if i is not None else self.curve.train_mean(f0, f1)
+
+    def val_at(self, f: float) -> float | None:
+        i = self._i(f)
+        v = float(self.curve.val[i]) if i is not None else self.curve.val_at(f)
+        return None if math.isnan(v) else v
+
+    def metric_at(self, f: float) -> float | None:
+        if self.curve.metric is None:
+            return None
+        i = self._i(f)
+        return float(self.curve.metric[i]) if i is not None else self.curve.metric_at(f)
+
+
+def flat_curve(job: JobSpec) -> LossCurve:
+    """For a job the run never reported (admitted in the replay only): a flat, unremarkable curve."""
+    return LossCurve(lr=job.lr, rank=job.rank, batch_size=job.batch_size, alpha=job.alpha,
+                     samples=[1.0], train=[math.inf], val=[math.inf])
+
+
+def measured_step_times(run: RunFolder) -> dict[tuple[str, frozenset[str]], tuple[float, int]]:
+    """(task, running jobs) -> (seconds, fused steps) spent in that group composition.
+
+    A task's fused-step index is known at each StepReport (the job's step plus the index at which
+    it joined); between two consecutive indices the group was constant, so the wall time between
+    them over the steps taken is that composition's step time (evaluation time included)."""
+    spent: dict[tuple[str, frozenset[str]], list[float]] = defaultdict(lambda: [0.0, 0])
+    active: dict[str, set[str]] = defaultdict(set)
+    idx: dict[str, int] = {}
+    joined: dict[str, int] = {}  # job -> task index minus job step while running
+    last_step: dict[str, int] = defaultdict(int)
+    anchor: dict[str, tuple[float, int, frozenset[str]]] = {}
+    for now, d in timed(run.trace):
+        k, tid = d["kind"], d.get("task_id")
+        if k == "step_report" and d["job_id"] in joined:
+            i = joined[d["job_id"]] + d["step"]
+            last_step[d["job_id"]] = d["step"]
+            t0, i0, comp = anchor[tid]
+            if i > i0:
+                s = spent[(tid, comp)]
+                s[0] += now - t0
+                s[1] += i - i0
+                anchor[tid] = (now, i, comp)
+            idx[tid] = max(idx.get(tid, 0), i)
+        elif k == "start_task":
+            idx[tid] = 0
+            anchor[tid] = (now, 0, frozenset())
+        elif k == "admit":
+            joined[d["job_id"]] = idx.get(tid, 0) - (last_step[d["job_id"]] if d.get("resume") else 0)
+            active[tid].add(d["job_id"])
+        elif k in ("suspend", "stop") or k in ("job_finished", "job_failed"):
+            active[tid].discard(d["job_id"])
+        if tid in anchor and k in ACTION_KINDS + ("job_finished", "job_failed"):
+            t0, i0, _ = anchor[tid]
+            anchor[tid] = (t0, i0, frozenset(active[tid]))
+    return {key: (v[0], int(v[1])) for key, v in spent.items()}
+
+
+class MeasuredCost:
+    """Step time of a group as the run measured it; a group the run never ran gets the task's
+    mean per-sample time times its samples."""
+
+    def __init__(self, spans: dict[tuple[str, frozenset[str]], tuple[float, int]]) -> None:
+        self.spans = spans
+
+    def step_time(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
+        hit = self.spans.get((task.task_id, frozenset(j.job_id for j in jobs)))
+        if hit is not None and hit[1] > 0:
+            return hit[0] / hit[1]
+        sec = samples = 0.0
+        for (tid, comp), (s, n) in self.spans.items():
+            if tid == task.task_id and comp:
+                sec += s
+                samples += n * sum(task.job(j).batch_size for j in comp)
+        per = sec / samples if samples else 1.0
+        return per * sum(j.batch_size for j in jobs)
+
+
+def job_intervals(trace: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
+    """(task, job, start, end): each stretch a job spent in its task's running group."""
+    open_: dict[str, tuple[str, float]] = {}
+    out = []
+    for now, d in timed(trace):
+        k, job = d["kind"], d.get("job_id")
+        if k == "admit":
+            open_.setdefault(job, (d["task_id"], now))
+        elif k in ("suspend", "stop", "job_finished", "job_failed") and job in open_:
+            tid, t0 = open_.pop(job)
+            out.append((tid, job, t0, now))
+        elif k == "finish_task":
+            for j in [j for j, (tid, _) in open_.items() if tid == d["task_id"]]:
+                out.append((d["task_id"], j, open_.pop(j)[1], now))
+    return out
