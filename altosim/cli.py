@@ -150,34 +150,16 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_check_fidelity(args: argparse.Namespace) -> int:
-    from altosim.fidelity import check_fidelity
+    from altosim.fidelity import check_fidelity, read_profile
     from altosim.schemas import load_config
 
     cfg = load_config(args.config) if args.config else None
-    profile = _read_profile(args.profile) if args.profile else None
+    profile = read_profile(args.profile) if args.profile else None
     rep = check_fidelity(args.out, run_dir=args.run, cfg=cfg, profile=profile, modes=args.costs.split(","),
                          every=args.holdout_every)
     _print_table(rep.rows, ["metric", "value", "goal", "pass"])
     print(f"\nwrote {', '.join(str(f) for f in rep.files)}")
     return 0 if rep.passed or not args.strict else 1
-
-
-def _read_profile(path: str):
-    """A CostProfile from .csv (+ .meta.json) or .json."""
-    from pydantic import ValidationError
-
-    from altosim.errors import from_validation_error
-    from altosim.schemas import CostProfile
-    from altosim.traces_io import read_cost_profile
-    from altosim.traces_io.files import read_text
-
-    p = Path(path)
-    if p.suffix == ".json":
-        try:
-            return CostProfile.model_validate_json(read_text(p))
-        except ValidationError as e:
-            raise from_validation_error(e, str(p)) from None
-    return read_cost_profile(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

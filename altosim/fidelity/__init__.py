@@ -27,7 +27,8 @@ from altosim.fidelity.runlog import (
     job_intervals, loss_traces, measured_step_times, read_run,
 )
 from altosim.fidelity.steptime import (
-    PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, model_cost, split_profile, step_time_errors,
+    PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, model_cost, read_profile, split_profile,
+    step_time_errors,
 )
 from altosim.schemas import CostProfile, RunConfig
 
@@ -35,7 +36,7 @@ __all__ = [
     "ACTION_KINDS", "EVENT_KINDS", "DecisionDiff", "FidelityReport", "MeasuredCost", "PredictorFactory",
     "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "analytic_predictor", "check_fidelity",
     "compare_decisions", "completion_times", "cost_predictor", "decisions", "gpu_label", "job_curves",
-    "job_intervals", "loss_traces", "measured_step_times", "model_cost", "read_run", "replay_run", "run_config_for",
+    "job_intervals", "loss_traces", "measured_step_times", "model_cost", "read_profile", "read_run", "replay_run", "run_config_for",
     "runtime_controller", "split_profile", "step_time_errors",
 ]
 

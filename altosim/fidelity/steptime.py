@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -80,6 +81,25 @@ def model_cost(cfg: RunConfig | None, profile: CostProfile | None) -> CostModel:
         return make_cost(cfg)
     c = cfg.cluster
     return _cost(c.gpu_type, profile, c.link_gbps / 8, c.gpu_memory_gb)
+
+
+def read_profile(path: str | Path) -> CostProfile:
+    """A CostProfile from .csv (+ .meta.json sidecar) or .json; bad input is one InputError."""
+    from pydantic import ValidationError
+
+    from altosim.errors import InputError, from_validation_error
+    from altosim.traces_io import read_cost_profile
+    from altosim.traces_io.files import read_text
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(p), "--profile", "no such file")
+    if p.suffix == ".json":
+        try:
+            return CostProfile.model_validate_json(read_text(p))
+        except ValidationError as e:
+            raise from_validation_error(e, str(p)) from None
+    return read_cost_profile(p)
 
 
 def split_profile(profile: CostProfile, every: int = 5) -> tuple[CostProfile, list[CostRecord]]:

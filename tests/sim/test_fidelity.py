@@ -191,3 +191,13 @@ def test_alto_simulate_log_replays_identically(tmp_path):
     rows = _rows(check_fidelity(tmp_path / "o", run_dir=tmp_path / "sim", modes=("measured",)).files[0])
     assert rows["measured.first_divergence"]["value"] == "-1"
     assert float(rows["measured.makespan_rel_err"]["value"]) < 1e-6
+
+
+def test_bad_profile_is_one_line_error(tmp_path, capsys):
+    run = synthetic_run(tmp_path)
+    (tmp_path / "p.json").write_text('{"rows": [{"model": "m"}]}')
+    for prof in (tmp_path / "missing.csv", tmp_path / "p.json"):
+        rc = main(["check-fidelity", "--run", str(run), "--profile", str(prof), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and str(prof) in err
+    assert not (tmp_path / "o").exists()
