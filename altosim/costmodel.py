@@ -16,18 +16,27 @@ The analytic model (used until a measured CostProfile covers a setting) is the n
 
 Memory M(B) = k0 + k1 * B * L per GPU (the paper's model): k0 = resident weights + runtime
 overhead, k1 = bytes per token of checkpointed activations and logits.
+
+Profile-backed mode (`CostModel.profile`, from a run config's `cost_profile`): where a measured
+CostProfile covers the (model, GPU type), a group's step is interpolated from it
+(`altosim.costprofile`; a model profiled truncated to N layers is scaled to the asked depth by the
+analytic model's ratio), tasks on P > 1 GPUs get rank-local adapter parallelism's step
+(`altosim.costparallel.ap_step`), and the fitted memory line replaces the analytic one at full
+depth on one GPU. Everything else falls back to the analytic model.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Sequence
 
 from altosim.policy.intra import pick_admissions
 from altosim.policy.memory import MemoryModel
 from altosim.policy.types import JobSpec, TaskSpec
+from altosim.costprofile import ProfileTable
+from altosim.schemas.cost import CostProfile
 
 GIB = 1024**3
 
@@ -49,6 +58,20 @@ class ModelShape:
         """sum(d_in + d_out) over the 7 LoRA-targeted projections of one layer."""
         h, i, kv = self.hidden, self.intermediate, self.kv_dim
         return (h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h)
+
+    @cached_property
+    def layer_params(self) -> int:
+        """Weights of one decoder layer's 7 projections (norms are negligible)."""
+        h, i, kv = self.hidden, self.intermediate, self.kv_dim
+        return 2 * h * h + 2 * h * kv + 3 * h * i
+
+    def truncated(self, layers: int) -> "ModelShape":
+        """The same shape cut (or grown) to `layers` decoder layers, params adjusted."""
+        if layers < 1:
+            raise ValueError(f"layers: must be >= 1, got {layers!r}")
+        if layers == self.layers:
+            return self
+        return replace(self, params=self.params + (layers - self.layers) * self.layer_params, layers=layers)
 
 
 MODELS: dict[str, ModelShape] = {
@@ -89,17 +112,69 @@ def model_shape(name: str) -> ModelShape:
 
 
 @dataclass(frozen=True)
+class StepEstimate:
+    """Seconds of one step, where it came from, and whether a profile was extrapolated."""
+
+    seconds: float
+    extrapolated: bool
+    source: str  # "profile" | "analytic"
+
+
+@dataclass(frozen=True)
 class CostModel:
-    """Analytic costs on one GPU type; `mfu` and `layer_floor_s` are the two fitted knobs."""
+    """Costs on one GPU type: analytic (`mfu`, `layer_floor_s` are the fitted knobs), or backed
+    by a measured profile where it covers the model."""
 
     gpu: GpuSpec
     mfu: float = 0.45
     layer_floor_s: float = 0.0025
     link_gbps: float = 400.0  # GB/s of all-gather bandwidth per GPU (NVLink class)
     overlap: float = 0.7  # share of the all-gather hidden behind compute
+    profile: ProfileTable | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def extrapolations(self) -> int:
+        """Profile queries so far that left the measured range (0 without a profile)."""
+        return self.profile.extrapolations if self.profile is not None else 0
+
+    def analytic_single(self, shape: ModelShape, adapters: int, mean_rank: float, per_adapter_batch: float,
+                        seq_len: int) -> float:
+        """Seconds of one fused step of `adapters` equal adapters on one unsharded GPU."""
+        tokens = adapters * per_adapter_batch * seq_len
+        flops = 6.0 * shape.params * tokens + 6.0 * tokens * mean_rank * shape.proj_io * shape.layers
+        return shape.layers * self.layer_floor_s + flops / (self.mfu * self.gpu.peak_tflops * 1e12)
+
+    def single_step(self, model: str, adapters: int, mean_rank: float, per_adapter_batch: float, seq_len: int,
+                    layers: int | None = None) -> StepEstimate:
+        """One fused step on one GPU at `layers` depth (None: the model's full depth); from the
+        profile where it covers (model, this GPU), else analytic."""
+        known = model.lower() in MODELS
+        if self.profile is not None and self.profile.covers(model, self.gpu.name):
+            p = self.profile.predict(model, self.gpu.name, adapters, mean_rank, per_adapter_batch, seq_len)
+            measured_at = self.profile.layers(model)
+            if not known:
+                if layers is not None and measured_at is not None and layers != measured_at:
+                    raise ValueError(f"layers: {model!r} was profiled at {measured_at} layers and has no "
+                                     f"known shape to scale to {layers}")
+                return StepEstimate(p.step_ms / 1e3, p.extrapolated, "profile")
+            shape = model_shape(model)
+            want = layers or shape.layers
+            have = measured_at or shape.layers
+            scale = 1.0
+            if want != have:
+                args = (adapters, mean_rank, per_adapter_batch, seq_len)
+                scale = self.analytic_single(shape.truncated(want), *args) / self.analytic_single(
+                    shape.truncated(have), *args)
+            return StepEstimate(p.step_ms / 1e3 * scale, p.extrapolated, "profile")
+        shape = model_shape(model)
+        shape = shape.truncated(layers) if layers else shape
+        return StepEstimate(self.analytic_single(shape, adapters, mean_rank, per_adapter_batch, seq_len),
+                            False, "analytic")
 
     def step_time(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
         """Seconds for one fused step of `jobs` (one step each) on the task's GPUs."""
+        if self.profile is not None and jobs and self.profile.covers(task.model, self.gpu.name):
+            return self._profiled_step(task, jobs)
         m = model_shape(task.model)
         p = task.gpus
         tokens = 0
@@ -115,11 +190,44 @@ class CostModel:
             comm = (1 - self.overlap) * 2 * m.params * (p - 1) / p / (self.link_gbps * 1e9)
         return m.layers * self.layer_floor_s + compute + comm
 
+    def _profiled_step(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
+        """Equal-adapter query: batch = mean batch, rank = row-weighted mean rank (keeps LoRA
+        work); on P > 1 GPUs the rank-local adapter parallelism step."""
+        from altosim.costparallel import Link, ap_step
+
+        rows = sum(j.batch_size for j in jobs)
+        rank = sum(j.rank * j.batch_size for j in jobs) / rows
+        batch = rows / len(jobs)
+        if task.gpus == 1:
+            return self.single_step(task.model, len(jobs), rank, batch, task.seq_len).seconds
+
+        def single(a: int, r: float, b: float, s: int) -> StepEstimate:
+            return self.single_step(task.model, a, r, b, s)
+
+        link = Link(gbytes_per_s=self.link_gbps)
+        return ap_step(single, model_shape(task.model), task.gpus, len(jobs), rank, batch, task.seq_len, link,
+                       self.overlap).step_s
+
     def memory_model(self, task: TaskSpec, margin: float = 0.10) -> MemoryModel:
+        fit = self._memory_fit(task)
+        if fit is not None:
+            return MemoryModel(k0=fit.k0, k1=fit.k1, capacity=self.gpu.memory_gb * GIB, margin=margin)
         m = model_shape(task.model)
         k0 = 2 * m.params / task.gpus + 3 * GIB
         k1 = (2 * m.hidden * m.layers + 40 * m.hidden + 10 * m.vocab) / task.gpus
         return MemoryModel(k0=k0, k1=k1, capacity=self.gpu.memory_gb * GIB, margin=margin)
+
+    def _memory_fit(self, task: TaskSpec):
+        """The profile's fitted memory line, when measured at full depth on one GPU of this type."""
+        if self.profile is None or task.gpus != 1 or not self.profile.covers(task.model, self.gpu.name):
+            return None
+        if self.profile.layers(task.model) is not None and task.model.lower() in MODELS and \
+                self.profile.layers(task.model) != model_shape(task.model).layers:
+            return None
+        for k, v in self.profile.profile.memory_fits.items():
+            if k.lower() == task.model.lower():
+                return v
+        return None
 
     def worst_case_duration(self, task: TaskSpec, batching: bool = True, max_jobs: int | None = None,
                             margin: float = 0.10) -> float:
@@ -153,10 +261,12 @@ class CostModel:
         return now
 
 
-def cost_model_for(gpu_type: str, link_gbps: float = 400.0, gpu_memory_gb: float | None = None) -> CostModel:
+def cost_model_for(gpu_type: str, link_gbps: float = 400.0, gpu_memory_gb: float | None = None,
+                   profile: CostProfile | None = None) -> CostModel:
+    """The cost model of one GPU type; with `profile`, profile-backed where it covers a model."""
     if gpu_type not in GPUS:
         raise ValueError(f"unknown gpu_type {gpu_type!r}; known: {', '.join(sorted(GPUS))}")
     gpu = GPUS[gpu_type]
     if gpu_memory_gb is not None and not math.isclose(gpu_memory_gb, gpu.memory_gb):
         gpu = GpuSpec(gpu.name, gpu.peak_tflops, gpu_memory_gb)
-    return CostModel(gpu=gpu, link_gbps=link_gbps)
+    return CostModel(gpu=gpu, link_gbps=link_gbps, profile=ProfileTable(profile) if profile is not None else None)

@@ -98,8 +98,13 @@ def check_policy(cfg: RunConfig) -> None:
 
 
 def make_cost(cfg: RunConfig) -> CostModel:
+    """The config's cost model: profile-backed when `cost_profile` names a file, else analytic."""
+    from altosim.schemas import ANALYTIC
+    from altosim.traces_io import read_cost_profile
+
+    profile = None if cfg.cost_profile == ANALYTIC else read_cost_profile(cfg.cost_profile)
     try:
-        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb)
+        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb, profile)
     except ValueError as e:
         raise InputError(cfg.file, "cluster.gpu_type", str(e)) from None
 

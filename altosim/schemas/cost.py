@@ -26,8 +26,39 @@ class CostRecord(BaseModel):
     note: str = ""
 
 
+class MemoryFit(BaseModel):
+    """The memory line M(B) = k0 + k1 * B * L fitted to one model's measured peaks (bytes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k0: float = Field(allow_inf_nan=False, description="bytes that do not scale with tokens")
+    k1: float = Field(gt=0, allow_inf_nan=False, description="bytes per token held (B * L)")
+    capacity: float = Field(gt=0, allow_inf_nan=False, description="device memory, bytes")
+    points: int = Field(ge=2, description="measured rows the fit used")
+    max_rel_err: float = Field(ge=0, allow_inf_nan=False, description="worst |fit - measured| / measured")
+
+
+class FailedPoint(BaseModel):
+    """A grid point the profiler could not measure (out of memory, or skipped as larger than one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1)
+    gpu_type: str = Field(min_length=1)
+    adapters: int = Field(ge=1)
+    mean_rank: float = Field(gt=0, allow_inf_nan=False)
+    per_adapter_batch: int = Field(ge=1)
+    seq_len: int = Field(ge=1)
+    reason: str = Field(min_length=1, description="e.g. 'oom' or 'skipped: >= tokens of an oom point'")
+
+
 class CostProfile(BaseModel):
-    """Rows plus provenance: which device measured them and when, or that they are synthetic."""
+    """Rows plus provenance: which device measured them and when, or that they are synthetic.
+
+    `layers` names the decoder depth a model was profiled at when it was truncated (a random-init
+    shape cut to a few layers: per-layer cost is what matters); a model absent from it ran at full
+    depth. `memory_fits` holds the fitted memory line per model, `failed` the unmeasured points.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,3 +67,6 @@ class CostProfile(BaseModel):
     date: str = Field("", description="ISO date of the measurement")
     synthetic: bool = Field(False, description="True when estimated, not measured")
     source: str = ""
+    layers: dict[str, int] = Field(default_factory=dict, description="model -> decoder layers profiled")
+    memory_fits: dict[str, MemoryFit] = Field(default_factory=dict, description="model -> fitted M(B)")
+    failed: list[FailedPoint] = Field(default_factory=list, description="grid points not measured")

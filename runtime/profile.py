@@ -1,0 +1,251 @@
+"""`alto profile`: measure fused multi-adapter step time and peak memory over a grid.
+
+For each backbone (SmolLM2 from its GGUF, or a random-init Llama shape, optionally truncated to
+N decoder layers: weights do not change speed and per-layer cost is what matters) and each grid
+point (adapters A, LoRA rank r, per-adapter batch b, sequence length L), a fresh
+`MultiAdapterTrainer` (as `alto run` builds it) takes `warmup` steps on random tokens, then
+`steps` timed steps (each synchronized); the row keeps the median. Peak memory is
+`torch.cuda.max_memory_reserved` over the point (reset before it); on CPU it is 0 and the row's
+note says so. A point that runs out of memory becomes a FailedPoint, and so does every later point
+of the same rank with at least as many tokens (skipped, said so). The memory line
+M(B) = k0 + k1 * B * L of each model is fitted to its rows (B = A * b) as the intra-task
+scheduler's `MemoryModel.fit` does.
+
+Output: the existing cost-profile format, `<out>.csv` (CostRecord rows) and `<out>.meta.json`
+(device, date, layers per model, memory fits, failed points).
+
+Default grid (48 points per backbone): adapters 1,4,16,32; ranks 16,64; batch 1,4,16; seq
+128,512; 2 warm-up + 3 timed steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import gc
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from altosim.policy.memory import MemoryModel
+from altosim.schemas.cost import CostProfile, CostRecord, FailedPoint, MemoryFit
+
+KNOWN_GPUS = ("GH200", "H200", "H100", "H800", "A100", "A800", "L40S", "L40", "L4", "A10G", "V100", "T4")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The measured axes; every combination is one point."""
+
+    adapters: tuple[int, ...] = (1, 4, 16, 32)
+    ranks: tuple[int, ...] = (16, 64)
+    batches: tuple[int, ...] = (1, 4, 16)
+    seqs: tuple[int, ...] = (128, 512)
+
+    def __post_init__(self) -> None:
+        for name in ("adapters", "ranks", "batches", "seqs"):
+            vals = getattr(self, name)
+            if not vals or any(not isinstance(v, int) or v < 1 for v in vals):
+                raise ValueError(f"{name}: need positive integers, got {vals!r}")
+        if min(self.seqs) < 2:
+            raise ValueError(f"seqs: sequences need >= 2 tokens, got {self.seqs!r}")
+
+    def points(self) -> list[tuple[int, int, int, int]]:
+        """(rank, adapters, batch, seq), by rank then by tokens, so an OOM ends a rank's run."""
+        pts = product(self.ranks, self.adapters, self.batches, self.seqs)
+        return sorted(pts, key=lambda p: (p[0], p[1] * p[2] * p[3], p[1], p[2]))
+
+
+def parse_ints(text: str, name: str) -> tuple[int, ...]:
+    """'1,4,16' -> (1, 4, 16); a clear ValueError naming the flag otherwise."""
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise ValueError(f"{name}: expected at least one integer, got {text!r}")
+    return vals
+
+
+def gpu_type_of(device_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100' (the cost model's GPU key); 'cpu' stays 'cpu'."""
+    for key in KNOWN_GPUS:
+        if key.lower() in device_name.lower():
+            return key
+    return re.sub(r"[^A-Za-z0-9]+", "-", device_name).strip("-") or "unknown"
+
+
+def resolve_backbone(spec: str, layers: int | None) -> tuple[str, str]:
+    """(factory spec, model name). `layers` truncates random-init shapes that name no depth."""
+    from runtime.parallel.shapes import parse_spec
+
+    name, opts = parse_spec(spec)
+    if name == "smollm2":
+        if opts:
+            raise ValueError(f"backbone: {spec!r}: smollm2 loads its real weights and cannot be truncated")
+        return spec, "smollm2-135m"
+    if layers is not None and "layers" not in opts:
+        spec = f"{name}:layers={layers}"
+    return spec, name
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
+
+
+def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: int, steps: int,
+                warmup: int, device: torch.device) -> float:
+    """Median ms of `steps` synchronized fused steps after `warmup` ones."""
+    for j in list(trainer.jobs):
+        trainer.drop(j)
+    g = torch.Generator().manual_seed(adapters * 7919 + batch * 31 + seq)
+    batches = {}
+    for i in range(adapters):
+        trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i)
+        ids = torch.randint(3, vocab, (batch, seq), generator=g).to(device)
+        batches[f"a{i}"] = (ids, torch.ones_like(ids), ids.clone())
+    for _ in range(warmup):
+        trainer.step(batches)
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.step(batches)
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *, gpu_type: str,
+                     gguf: str | None = None, steps: int = 3, warmup: int = 2,
+                     tick: Callable[[str], None] = lambda s: None) -> tuple[list[CostRecord], list[FailedPoint], int]:
+    """Rows and failed points of one backbone over `grid`, and the depth it ran at."""
+    from runtime.parallel.shapes import backbone_factory
+    from runtime.trainer import MultiAdapterTrainer
+
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    base = backbone_factory(spec, "cpu", dtype, gguf)()  # pristine copy stays off the device
+    vocab, layers = int(base.config.vocab_size), int(base.config.num_hidden_layers)
+    full = _full_layers(model)
+    note = f"layers={layers}" + (f" of {full}" if full and full != layers else "")
+    note += "; random-init" if model != "smollm2-135m" else "; GGUF weights"
+    if device.type != "cuda":
+        note += "; cpu: peak memory not measured (0)"
+    rows: list[CostRecord] = []
+    failed: list[FailedPoint] = []
+    oom_tokens: dict[int, int] = {}
+    trainer, trainer_rank = None, None
+    for rank, a, b, s in grid.points():
+        tick(f"{model} A={a} r={rank} b={b} L={s}")
+        key = dict(model=model, gpu_type=gpu_type, adapters=a, mean_rank=rank, per_adapter_batch=b, seq_len=s)
+        if rank in oom_tokens and a * b * s >= oom_tokens[rank]:
+            failed.append(FailedPoint(**key, reason="skipped: >= tokens of an oom point"))
+            continue
+        try:
+            if trainer_rank != rank:
+                trainer = None
+                _free(device)
+                trainer = MultiAdapterTrainer(copy.deepcopy(base).to(device), capacity=max(grid.adapters))
+                trainer_rank = rank
+            _free(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            ms = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
+            peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
+            rows.append(CostRecord(**key, step_ms=ms, peak_mem_bytes=peak, note=note))
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            oom_tokens[rank] = min(oom_tokens.get(rank, a * b * s), a * b * s)
+            failed.append(FailedPoint(**key, reason="oom"))
+            trainer, trainer_rank = None, None  # a step cut short may leave state behind
+            _free(device)
+    trainer = None
+    _free(device)
+    return rows, failed, layers
+
+
+def _full_layers(model: str) -> int | None:
+    from runtime.parallel.shapes import LLAMA_SHAPES
+
+    return LLAMA_SHAPES[model][5] if model in LLAMA_SHAPES else None
+
+
+def fit_memory(rows: Sequence[CostRecord], capacity: float) -> MemoryFit | None:
+    """M(B) = k0 + k1 * B * L over one model's measured rows (B = adapters * batch); None when
+    memory was not measured (CPU) or the rows do not determine a line."""
+    pts = [(r.adapters * r.per_adapter_batch, r.seq_len, float(r.peak_mem_bytes)) for r in rows if r.peak_mem_bytes > 0]
+    try:
+        m = MemoryModel.fit(pts, capacity=capacity)
+    except ValueError:
+        return None
+    err = max(abs(m.predict(b, l) - y) / y for b, l, y in pts)
+    return MemoryFit(k0=m.k0, k1=m.k1, capacity=capacity, points=len(pts), max_rel_err=err)
+
+
+def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = None, *, layers: int | None = None,
+                gguf: str | None = None, steps: int = 3, warmup: int = 2, device: str | None = None,
+                quiet: bool = False) -> tuple[CostProfile, Path]:
+    """Profile every backbone on the local device and write one CostProfile (+ memory fits)."""
+    from altosim.traces_io import write_cost_profile
+
+    if not backbones:
+        raise ValueError("backbone: name at least one backbone")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    gpu_type = gpu_type_of(name)
+    capacity = float(torch.cuda.get_device_properties(dev).total_memory) if dev.type == "cuda" else 1.0
+    resolved = [resolve_backbone(b, layers) for b in backbones]
+    path = Path(out) if out is not None else Path("traces/profiles") / f"{gpu_type.lower()}.csv"
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(resolved) * len(grid.points()), desc="profile", unit="point", dynamic_ncols=True)
+
+    def tick(label: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+    rows, failed, depth, fits = [], [], {}, {}
+    t0 = time.perf_counter()
+    try:
+        for spec, model in resolved:
+            r, f, depth[model] = profile_backbone(spec, model, grid, dev, gpu_type=gpu_type, gguf=gguf, steps=steps,
+                                                  warmup=warmup, tick=tick)
+            rows += r
+            failed += f
+            fit = fit_memory(r, capacity)
+            if fit is not None:
+                fits[model] = fit
+    finally:
+        if bar is not None:
+            bar.close()
+    source = (f"alto profile {' '.join(backbones)} on {name}; grid adapters={list(grid.adapters)} "
+              f"ranks={list(grid.ranks)} batches={list(grid.batches)} seqs={list(grid.seqs)}; "
+              f"median of {steps} steps after {warmup}; {time.perf_counter() - t0:.0f} s")
+    prof = CostProfile(rows=rows, device=name, date=dt.date.today().isoformat(), synthetic=False, source=source,
+                       layers=depth, memory_fits=fits, failed=failed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_cost_profile(prof, path)
+    return prof, path

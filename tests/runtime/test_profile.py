@@ -1,0 +1,86 @@
+"""`alto profile` on CPU with the tiny Llama: a valid CostProfile on disk, OOM points become
+rows that say so, the memory line is fitted from measured peaks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import runtime.profile as rp
+from altosim.cli import main
+from altosim.costprofile import ProfileTable
+from altosim.schemas import CostRecord
+from altosim.traces_io import read_cost_profile
+
+SMALL = ["--adapters", "1,2", "--ranks", "4", "--batches", "1,2", "--seqs", "16", "--steps", "1", "--warmup", "0"]
+
+
+def test_profile_command_writes_a_valid_profile(tmp_path, capsys):
+    out = tmp_path / "cpu.csv"
+    assert main(["profile", "--backbone", "tiny", *SMALL, "--out", str(out), "--quiet"]) == 0
+    prof = read_cost_profile(out)
+    assert (tmp_path / "cpu.meta.json").exists() and "wrote" in capsys.readouterr().out
+    assert prof.device == "cpu" and prof.date and not prof.synthetic and prof.layers == {"tiny": 2}
+    assert len(prof.rows) == 4 and not prof.failed
+    assert {(r.adapters, r.per_adapter_batch) for r in prof.rows} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    for r in prof.rows:
+        assert r.model == "tiny" and r.gpu_type == "cpu" and r.mean_rank == 4 and r.seq_len == 16
+        assert r.step_ms > 0 and r.peak_mem_bytes == 0 and "cpu: peak memory not measured" in r.note
+    assert prof.memory_fits == {}  # nothing measured on CPU, nothing fitted
+    t = ProfileTable(prof)
+    p = t.predict("tiny", "cpu", 2, 4, 2, 16)
+    assert p.step_ms == next(r.step_ms for r in prof.rows if (r.adapters, r.per_adapter_batch) == (2, 2))
+
+
+def test_bad_flags_are_one_line_errors(tmp_path, capsys):
+    assert main(["profile", "--backbone", "tiny", "--adapters", "1,x", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "--adapters" in capsys.readouterr().err
+    assert main(["profile", "--backbone", "nope", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 2
+    assert "backbone" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_oom_points_become_rows_and_larger_ones_are_skipped(tmp_path, monkeypatch):
+    real = rp._time_point
+
+    def fake(trainer, adapters, rank, batch, seq, *a, **k):
+        if adapters * batch * seq >= 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(trainer, adapters, rank, batch, seq, *a, **k)
+
+    monkeypatch.setattr(rp, "_time_point", fake)
+    grid = rp.Grid(adapters=(1, 2, 4), ranks=(4,), batches=(1, 2), seqs=(16,))
+    prof, path = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=0, quiet=True)
+    measured = {(r.adapters, r.per_adapter_batch) for r in prof.rows}
+    assert measured == {(1, 1), (1, 2), (2, 1)}
+    reasons = {(f.adapters, f.per_adapter_batch): f.reason for f in prof.failed}
+    assert reasons[(2, 2)] == "oom"  # first of the 64-token points (ordered by tokens, then adapters)
+    assert set(reasons) == {(2, 2), (4, 1), (4, 2)}
+    assert sum(v == "oom" for v in reasons.values()) == 1  # the rest skipped, and say so
+    assert all(v.startswith("skipped") for v in reasons.values() if v != "oom")
+    assert read_cost_profile(path).failed == prof.failed
+
+
+def test_memory_fit_from_measured_peaks():
+    rows = [CostRecord(model="m", gpu_type="H100", adapters=a, mean_rank=16, per_adapter_batch=b, seq_len=l,
+                       step_ms=1.0, peak_mem_bytes=int(3e9 + 2e5 * a * b * l))
+            for a in (1, 4) for b in (1, 4) for l in (128, 512)]
+    fit = rp.fit_memory(rows, capacity=80e9)
+    assert fit is not None and fit.points == 8 and fit.capacity == 80e9
+    assert fit.k0 == pytest.approx(3e9, rel=1e-6) and fit.k1 == pytest.approx(2e5, rel=1e-6)
+    assert fit.max_rel_err < 1e-6
+    assert rp.fit_memory([r.model_copy(update={"peak_mem_bytes": 0}) for r in rows], 80e9) is None
+
+
+def test_names_and_grid():
+    assert rp.gpu_type_of("NVIDIA H100 80GB HBM3") == "H100"
+    assert rp.gpu_type_of("NVIDIA H200") == "H200" and rp.gpu_type_of("cpu") == "cpu"
+    assert rp.resolve_backbone("llama-3.2-1b", 4) == ("llama-3.2-1b:layers=4", "llama-3.2-1b")
+    assert rp.resolve_backbone("llama-3.1-70b:layers=2", 4) == ("llama-3.1-70b:layers=2", "llama-3.1-70b")
+    assert rp.resolve_backbone("smollm2", 4) == ("smollm2", "smollm2-135m")
+    pts = rp.Grid().points()
+    assert len(pts) == 4 * 2 * 3 * 2
+    toks = [a * b * s for r, a, b, s in pts if r == 16]
+    assert toks == sorted(toks)
+    with pytest.raises(ValueError, match="seqs"):
+        rp.Grid(seqs=(1,))
