@@ -33,9 +33,10 @@ from altosim.simulate import Inputs, load_inputs, simulate
 Params = dict[str, Any]
 Loader = Callable[[str], Inputs]  # task name -> that task's simulator inputs
 
-# a small grid: 4 * 4 * 4 * 2 * 2 = 256 sets (patience p sets p_div = p_ovf)
+# a small grid: 4 * 4 * 4 * 2 * 2 = 256 sets (patience p sets p_div = p_ovf); every set keeps
+# Alto's other defaults, so the overfitting rule needs a val plateau (p_plateau) in all of them
 GRID: dict[str, tuple[Any, ...]] = {
-    "warmup_ratio": (0.03, 0.05, 0.1, 0.2),
+    "warmup_ratio": (0.02, 0.03, 0.05, 0.1),
     "select_ratio": (0.1, 0.15, 0.25, 0.35),
     "tau_gap": (0.1, 0.3, 1.0, math.inf),
     "tau_slope": (0.001, 0.01),

@@ -1,17 +1,23 @@
 """Early-exit study (issue 7): ALTO vs median / ASHA vs Optuna's pruners vs self-tuned ALTO.
 
-Tasks: the 11 SYNTHETIC loss-trace sets of the default workload (traces/loss/) and the one REAL
-set measured on an H100 (traces/real/SmolLM2-135M__arithmetic), each a 60-config grid; every row
-says `synthetic` true/false. Equal conditions: each task alone on ONE GPU with batching, FIFO,
-the same RunConfig otherwise (`altosim.tuning.study_config`; tasks that need 2/4 GPUs in the
-default workload are run on one GPU here).
+Tasks: the 11 SYNTHETIC loss-trace sets of the default workload (traces/loss/), then EVERY REAL
+set under traces/real/ (`*.csv.gz` / `*.csv` with a `.meta.json`, measured on GPUs by
+experiments/e2e_sweep.py; found at run time, so new real traces join the study without a code
+change), each a 60-config grid; every row says `synthetic` true/false and the summary, goals and
+tables report real and synthetic tasks apart. A real set's task is the one a workload JSON in
+traces/real/ names for it (e2e_<dataset>_workload.json), else one built like e2e_sweep's (its
+grid, its samples per job, `meta.evals` or 40 evaluations per job, `meta.seq_len` or 256 tokens).
+Equal conditions: each task alone on ONE GPU with batching, FIFO, the same RunConfig otherwise
+(`altosim.tuning.study_config`; tasks that need 2/4 GPUs in the default workload run on one here).
 
 Policies, per task:
-- `none` (the full sweep), `alto` (paper defaults; diagnostics `alto_nogap`: the overfitting gap
-  rule off, `alto_nocut`: the warm-up cut off, select_ratio 1), `median` (two warm-ups), `asha` (grace
+- `none` (the full sweep), `alto` (our defaults: the paper's thresholds, the overfitting rule
+  also needs a val plateau), `alto_paper` (the paper's Algorithm 1 exactly,
+  gap_requires_plateau=False; diagnostics `alto_nogap`: the overfitting gap rule off,
+  `alto_nocut`: the warm-up cut off, select_ratio 1), `median` (two warm-ups), `asha` (grace
   2/5/10 evaluations x reduction factor 2/3/4), simulated by `altosim.simulate.simulate`;
-- `tuned`: ALTO with parameters chosen by `altosim.tuning` on the OTHER 11 tasks (leave one task
-  out), written to results/early_exit_study_tuned/<task>.json and loaded by the `tuned` policy
+- `tuned`: ALTO with parameters chosen by `altosim.tuning` on ALL OTHER tasks, synthetic and real
+  (leave one task out), written to results/early_exit_study_tuned/<task>.json and loaded by the `tuned` policy
   (objective: altosim.tuning; regret budget 1%; `tuned_r0.03`: the same with a 3% budget);
 - Optuna's real `MedianPruner`, `SuccessiveHalvingPruner`, `HyperbandPruner`: one trial per
   config, trials enqueued in grid order and run one after another (Optuna's sequential study),
@@ -47,18 +53,19 @@ from altosim.policy.early_exit.tuned import write_tuned_params
 from altosim.policy.registry import EARLY_EXIT
 from altosim.policy.types import JobHistory, JobSpec, TaskSpec
 from altosim.report import save_fig, write_csv
-from altosim.schemas import LossTraceSet, PolicyRef, TaskRecord
+from altosim.schemas import LossTraceSet, PolicyRef, SearchSpace, TaskRecord
 from altosim.simulate import Inputs
 from altosim.traces_io import load_trace_dir, read_workload
 from altosim.tuning import Evaluator, Objective, grid_params, leave_one_out, score_run, task_inputs
 from altosim.workloads import default_loss_dir, default_workload_path
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_WORKLOAD = ROOT / "traces" / "real" / "e2e_arithmetic_workload.json"
+REAL_DIR = ROOT / "traces" / "real"
 
 SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
     ("none", "none", {}),
     ("alto", "alto", {}),
+    ("alto_paper", "alto", {"gap_requires_plateau": False}),
     # diagnostics: ALTO's defaults with one rule off, to tell which rule costs the regret
     ("alto_nogap", "alto", {"tau_gap": math.inf}),
     ("alto_nocut", "alto", {"select_ratio": 1.0}),
@@ -103,13 +110,38 @@ class StudyTask:
         return self.record.loss_trace or self.record.id
 
 
-def study_tasks() -> list[StudyTask]:
-    """The 11 synthetic tasks of the default workload, then the real one."""
-    wl, sets = read_workload(default_workload_path()), load_trace_dir(default_loss_dir())
-    out = [StudyTask(r, sets[r.loss_trace], True) for r in wl.tasks]
-    real, real_sets = read_workload(REAL_WORKLOAD), load_trace_dir(REAL_WORKLOAD.parent)
-    out += [StudyTask(r, real_sets[r.loss_trace], False) for r in real.tasks]
+def real_record(ts: LossTraceSet, named: Mapping[str, TaskRecord]) -> TaskRecord:
+    """The task that replays real set `ts`: the workload record naming it, else one like e2e_sweep's."""
+    if ts.name in named:
+        return named[ts.name]
+    lrs, ranks, batches = ts.grid()
+    evals = int(ts.meta.get("evals", 40))
+    return TaskRecord(id=ts.dataset, arrival=0.0, model=ts.model, dataset=ts.dataset, gpus=1,
+                      search_space=SearchSpace(lr=lrs, rank=ranks, batch_size=batches),
+                      samples_per_job=ts.samples_per_job, eval_every_samples=max(1, ts.samples_per_job // evals),
+                      seq_len=int(ts.meta.get("seq_len", 256)), loss_trace=ts.name)
+
+
+def real_tasks(directory: Path = REAL_DIR) -> list[StudyTask]:
+    """Every non-synthetic loss-trace set in `directory`, by set name (none if the folder is absent)."""
+    if not directory.is_dir():
+        return []
+    named: dict[str, TaskRecord] = {}
+    for f in sorted(directory.glob("*workload*.json")):
+        for r in read_workload(f).tasks:
+            named.setdefault(r.loss_trace or "", r)
+    sets = load_trace_dir(directory)
+    out = [StudyTask(real_record(ts, named), ts, False) for _, ts in sorted(sets.items()) if not ts.synthetic]
+    ids = [t.record.id for t in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"real traces in {directory}: two sets give the same task id ({ids})")
     return out
+
+
+def study_tasks() -> list[StudyTask]:
+    """The 11 synthetic tasks of the default workload, then every real set under traces/real/."""
+    wl, sets = read_workload(default_workload_path()), load_trace_dir(default_loss_dir())
+    return [StudyTask(r, sets[r.loss_trace], True) for r in wl.tasks] + real_tasks()
 
 
 # ------------------------------------------------------------------ curve helpers
@@ -293,18 +325,23 @@ def run(grid_sample: int | None, budgets: list[float], tuned_dir: Path,
     return pd.DataFrame(rows)
 
 
+def data_label(synthetic: bool) -> str:
+    return "synthetic" if synthetic else "real"
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    g = df.groupby("policy", sort=False)
+    """One row per (data: real | synthetic, policy): real and synthetic tasks are never averaged together."""
+    df = df.assign(data=df["synthetic"].map(data_label))
+    g = df.groupby(["data", "policy"], sort=False)
     return pd.DataFrame({
         "family": g["family"].first(), "tasks": g.size(),
         "mean_samples_saved": g["samples_saved"].mean(),
         "min_samples_saved": g["samples_saved"].min(),
         "found_true_best": g["found_true_best"].sum(),
         "mean_rel_regret": g["rel_regret"].mean(), "max_rel_regret": g["rel_regret"].max(),
-        "real_samples_saved": g.apply(lambda d: d.loc[~d["synthetic"], "samples_saved"].mean(), include_groups=False),
-        "real_rel_regret": g.apply(lambda d: d.loc[~d["synthetic"], "rel_regret"].mean(), include_groups=False),
+        "mean_metric_regret": g["metric_regret"].mean(),
         "mean_wall_time_vs_full": g["wall_time_vs_full"].mean(),
-    }).reset_index()
+    }).reset_index().sort_values("data", kind="stable", key=lambda c: c != "real").reset_index(drop=True)
 
 
 def compare_at_equal_samples(rows: pd.DataFrame, rivals: pd.DataFrame, tol: float) -> tuple[int, int, int, int]:
@@ -326,29 +363,48 @@ def compare_at_equal_samples(rows: pd.DataFrame, rivals: pd.DataFrame, tol: floa
     return lower, equal, higher, none
 
 
+def goal1(df: pd.DataFrame, policy: str, what: str) -> list[str]:
+    """Goal 1 (keeps the true best while saving >= 75%) for one policy, real and synthetic apart."""
+    a = df[df["policy"] == policy]
+    if a.empty:
+        return []
+    lines = []
+    for data in ("real", "synthetic"):
+        d = a[a["synthetic"] == (data == "synthetic")]
+        if d.empty:
+            continue
+        ok = d[(d["found_true_best"]) & (d["samples_saved"] >= 0.75)]
+        lines.append(f"   - `{policy}` ({what}), {data} traces: {len(ok)}/{len(d)} tasks "
+                     f"({', '.join(ok['task']) or 'none'}); found best on {int(d['found_true_best'].sum())}/{len(d)}, "
+                     f"saves >= 75% on {int((d['samples_saved'] >= 0.75).sum())}/{len(d)}, "
+                     f"mean saved {d['samples_saved'].mean():.1%}, max relative regret {d['rel_regret'].max():.2%}.")
+    return lines
+
+
 def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
-    """The issue's three acceptance goals, checked on the table (markdown)."""
-    lines = ["# Early-exit study: goals of issue 7", ""]
-    a = df[df["policy"] == "alto"]
-    ok = a[(a["found_true_best"]) & (a["samples_saved"] >= 0.75)]
-    lines += [f"1. ALTO (paper defaults) keeps the true best while saving >= 75%: {len(ok)}/{len(a)} tasks "
-              f"({', '.join(ok['task']) or 'none'}); found best on {int(a['found_true_best'].sum())}/{len(a)}, "
-              f"saves >= 75% on {int((a['samples_saved'] >= 0.75).sum())}/{len(a)}."]
-    al = a.set_index("task")
+    """The issue's three acceptance goals, checked on the table (markdown); real and synthetic apart."""
+    lines = ["# Early-exit study: goals of issue 7", "",
+             "1. The ALTO rule keeps the true best while saving >= 75%:"]
+    lines += goal1(df, "alto", "our defaults: the overfitting rule also needs a val plateau")
+    lines += goal1(df, "alto_paper", "the paper's Algorithm 1 exactly")
+    base = "alto_paper" if (df["policy"] == "alto_paper").any() else "alto"
+    al = df[df["policy"] == base].set_index("task")
     for n, pol in enumerate(p for p in dict.fromkeys(df["policy"]) if p.startswith("tuned")):
         tu = df[df["policy"] == pol].set_index("task")
         more = (tu["samples_saved"] > al["samples_saved"]) & (tu["rel_regret"] <= al["rel_regret"] + 1e-12)
-        lines += [f"{'2.' if n == 0 else '  '} Self-tuned (`{pol}`) saves more than the paper defaults at no higher "
-                  f"regret: {int(more.sum())}/{len(tu)} tasks; mean saved {tu['samples_saved'].mean():.1%} vs "
+        syn = tu["synthetic"]
+        lines += [f"{'2.' if n == 0 else '  '} Self-tuned (`{pol}`) saves more than the paper defaults (`{base}`) "
+                  f"at no higher regret: {int(more.sum())}/{len(tu)} tasks; mean saved {tu['samples_saved'].mean():.1%} vs "
                   f"{al['samples_saved'].mean():.1%}, mean relative regret {tu['rel_regret'].mean():.2%} vs "
-                  f"{al['rel_regret'].mean():.2%} (synthetic only: {tu.loc[tu['synthetic'], 'rel_regret'].mean():.2%} vs "
-                  f"{al.loc[al['synthetic'], 'rel_regret'].mean():.2%}), found best {int(tu['found_true_best'].sum())} vs "
+                  f"{al['rel_regret'].mean():.2%} (synthetic only: {tu.loc[syn, 'rel_regret'].mean():.2%} vs "
+                  f"{al.loc[syn, 'rel_regret'].mean():.2%}; real only: {tu.loc[~syn, 'rel_regret'].mean():.2%} vs "
+                  f"{al.loc[~syn, 'rel_regret'].mean():.2%}), found best {int(tu['found_true_best'].sum())} vs "
                   f"{int(al['found_true_best'].sum())} tasks; lower or equal regret on "
                   f"{int((tu['rel_regret'] <= al['rel_regret'] + 1e-12).sum())}/{len(tu)}."]
     opt = df[df["family"] == "optuna"]
     ours = df[(df["policy"] == "alto") | (df["family"] == "tuned")]
     ours_all = df[df["family"].isin(["alto", "tuned", "median", "asha"])
-                  & ~df["policy"].isin(["alto_nogap", "alto_nocut"])]
+                  & ~df["policy"].isin(["alto_nogap", "alto_nocut", "alto_paper"])]
     w, t, l, n = compare_at_equal_samples(opt, ours, tol)
     lines += [f"3. Ours vs Optuna at equal samples (a row of the other side trains at most these samples + {tol:.0%} "
               f"of the sweep, same task; the best such row counts):",
@@ -360,30 +416,43 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
               "included): ours lower {}, equal {}, higher {}, none comparable {} (of {}).".format(
                   *compare_at_equal_samples(opt, ours_all, tol), len(opt))]
     real = df[~df["synthetic"]]
-    if not real.empty:
-        r = real.set_index("policy")
-        pick = [p for p in ("none", "alto", "alto_nogap", "alto_nocut", "tuned") if p in r.index]
-        lines += ["", f"Real trace ({real['trace_set'].iloc[0]}): " + "; ".join(
+    for task, d in real.groupby("task", sort=False):
+        r = d.set_index("policy")
+        pick = [p for p in ("none", "alto", "alto_paper", "alto_nogap", "alto_nocut", "tuned") if p in r.index]
+        lines += ["", f"Real trace ({d['trace_set'].iloc[0]}): " + "; ".join(
             f"{p}: saved {r.loc[p, 'samples_saved']:.1%}, found best {bool(r.loc[p, 'found_true_best'])}, "
             f"val regret {r.loc[p, 'rel_regret']:.1%}" for p in pick) + "."]
     return "\n".join(lines) + "\n"
 
 
-TABLE_POLICIES = ["alto", "alto_nogap", "tuned", "tuned_r0.03", "median", "asha_g5_r4", "asha_g2_r4",
+TABLE_POLICIES = ["alto", "alto_paper", "alto_nogap", "tuned", "tuned_r0.03", "median", "asha_g5_r4", "asha_g2_r4",
                   "optuna_median", "optuna_sh", "optuna_sh_m5", "optuna_hyperband"]
 
 
+def _cell(r: pd.Series) -> str:
+    """`saved Y/N val-regret` and, where the task has a metric, its regret in points (true - chosen)."""
+    cell = f"{r['samples_saved']:.0%} {'Y' if r['found_true_best'] else 'N'} {r['rel_regret']:.2%}"
+    mr = r.get("metric_regret", math.nan)
+    return cell if mr is None or not math.isfinite(mr) else f"{cell} m{mr * 100:+.1f}"
+
+
 def task_table_md(df: pd.DataFrame, policies: list[str] = TABLE_POLICIES) -> str:
-    """Per task and policy: samples saved / found the true best (Y/N) / relative val regret."""
+    """Per task and policy: samples saved / found the true best (Y/N) / relative val regret
+    [/ metric regret in points]; real tasks first, then synthetic, in two tables."""
     policies = [p for p in policies if p in set(df["policy"])]
     head = ["task", "data", *policies]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for task, d in df.groupby("task", sort=False):
-        r = d.set_index("policy")
-        cells = [f"{r.loc[p, 'samples_saved']:.0%} {'Y' if r.loc[p, 'found_true_best'] else 'N'} "
-                 f"{r.loc[p, 'rel_regret']:.2%}" for p in policies]
-        lines.append("| " + " | ".join([task, "synthetic" if d["synthetic"].iloc[0] else "REAL", *cells]) + " |")
-    return "\n".join(lines) + "\n"
+    out = []
+    for data in ("real", "synthetic"):
+        part = df[df["synthetic"] == (data == "synthetic")]
+        if part.empty:
+            continue
+        lines = [f"### {data.capitalize()} traces", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for task, d in part.groupby("task", sort=False):
+            r = d.set_index("policy")
+            lines.append("| " + " | ".join([task, "synthetic" if data == "synthetic" else "REAL",
+                                            *(_cell(r.loc[p]) for p in policies)]) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 def plot(df: pd.DataFrame):
@@ -392,12 +461,14 @@ def plot(df: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style = {"none": ("black", "X"), "alto": ("tab:red", "*"), "alto, one rule off": ("grey", "*"),
+    style = {"none": ("black", "X"), "alto": ("tab:red", "*"), "alto (paper)": ("tab:brown", "P"),
+             "alto, one rule off": ("grey", "*"),
              "tuned (1%)": ("tab:purple", "D"), "tuned (3%)": ("violet", "d"), "median": ("tab:green", "^"),
              "asha": ("tab:blue", "o"), "optuna": ("tab:orange", "s")}
     group = df["family"].where(~df["policy"].isin(["alto_nogap", "alto_nocut"]), "alto, one rule off")
+    group = group.where(df["policy"] != "alto_paper", "alto (paper)")
     group = group.where(df["policy"] != "tuned", "tuned (1%)").where(df["policy"] != "tuned_r0.03", "tuned (3%)")
-    tasks = list(dict.fromkeys(df["task"]))
+    tasks = list(dict.fromkeys([*df.loc[~df["synthetic"], "task"], *df.loc[df["synthetic"], "task"]]))  # real first
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(tasks) / cols), cols, figsize=(16, 3.2 * math.ceil(len(tasks) / cols)),
                              squeeze=False, sharex=True)
@@ -439,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(df)
     write_csv(summary, out / "early_exit_study_summary.csv")
     text = goals(df)
-    table = ("\n## Per task: samples saved, found the true best (Y/N), relative val-loss regret\n\n"
-             + task_table_md(df))
+    table = ("\n## Per task: samples saved, found the true best (Y/N), relative val-loss regret, "
+             "metric regret (m, accuracy points, true best - chosen)\n\n" + task_table_md(df))
     (out / "early_exit_study_goals.md").write_text(text + table)
     save_fig(plot(df), out / "early_exit_study.png")
     with pd.option_context("display.width", 200, "display.max_columns", 20):

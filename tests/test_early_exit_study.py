@@ -7,10 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from altosim.schemas import PolicyRef
+from altosim.schemas import LossTraceSet, PolicyRef
 from altosim.tuning import task_inputs
 from experiments.early_exit_study import (
-    FixedStops, goals, optuna_pruners, optuna_row, outcome_row, sim_row, study_tasks,
+    REAL_DIR, FixedStops, goals, optuna_pruners, optuna_row, outcome_row, real_tasks, sim_row, study_tasks,
 )
 
 
@@ -25,10 +25,43 @@ def real(tasks):
     return task_inputs(t.record, t.loss_set, t.synthetic)
 
 
-def test_study_has_eleven_synthetic_tasks_and_one_real(tasks) -> None:
-    assert [t.synthetic for t in tasks] == [True] * 11 + [False]
-    assert tasks[-1].name == "SmolLM2-135M__arithmetic"
+def test_study_has_eleven_synthetic_tasks_then_every_real_trace(tasks) -> None:
+    real_files = sorted(p.name.split(".")[0] for p in REAL_DIR.glob("*.csv*"))
+    assert [t.synthetic for t in tasks] == [True] * 11 + [False] * len(real_files)
+    assert sorted(t.name for t in tasks if not t.synthetic) == real_files
+    assert "SmolLM2-135M__arithmetic" in real_files
     assert all(len(t.record.search_space) == 60 for t in tasks)
+
+
+def test_a_new_real_trace_joins_the_study_without_a_workload_file(tmp_path) -> None:
+    """A real set dropped into traces/real/ (here: a copy of the arithmetic one under another
+    name, no workload JSON) becomes a task like e2e_sweep's; synthetic sets there are ignored."""
+    from altosim.traces_io import load_trace_dir, write_loss_traces
+
+    src = load_trace_dir(REAL_DIR)["SmolLM2-135M__arithmetic"]
+    new = LossTraceSet(name="SmolLM2-135M__list_ops", model=src.model, dataset="list_ops", synthetic=False,
+                       source="test copy", curves=src.curves, meta={"evals": 40})
+    write_loss_traces(new, tmp_path / "SmolLM2-135M__list_ops.csv.gz")
+    syn = LossTraceSet(name="fake__synthetic", model="m", dataset="d", synthetic=True, source="test",
+                       curves=src.curves[:2])
+    write_loss_traces(syn, tmp_path / "fake__synthetic.csv.gz")
+    ts = real_tasks(tmp_path)
+    assert [t.name for t in ts] == ["SmolLM2-135M__list_ops"]
+    rec = ts[0].record
+    assert rec.id == "list_ops" and rec.samples_per_job == 384 and rec.eval_every_samples == 384 // 40
+    assert len(rec.search_space) == 60 and rec.loss_trace == "SmolLM2-135M__list_ops"
+    row = sim_row(task_inputs(rec, ts[0].loss_set, False), PolicyRef(name="none"))
+    assert row["samples_saved"] == 0 and row["found_true_best"]
+    assert real_tasks(tmp_path / "absent") == []
+
+
+def test_real_arithmetic_trace_plateau_rule_keeps_the_winner_paper_rule_does_not(real) -> None:
+    """The diagnosis behind gap_requires_plateau: on the real grid the paper's gap rule stops the
+    eventual winner while its val loss is still falling; ours trains it to its best."""
+    ours = sim_row(real, PolicyRef(name="alto"))
+    paper = sim_row(real, PolicyRef(name="alto", params={"gap_requires_plateau": False}))
+    assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.6
+    assert not paper["found_true_best"] and paper["rel_regret"] > 0.1
 
 
 @pytest.mark.parametrize("ref", [PolicyRef(name="alto"), PolicyRef(name="none"), PolicyRef(name="median"),
@@ -87,8 +120,9 @@ def test_goals_text_counts_wins() -> None:
              "found_true_best": False, "rel_regret": 0.05},
         ]]
     text = goals(pd.DataFrame(rows))
-    assert "2/2 tasks (a, b)" in text
-    assert "Self-tuned (`tuned`) saves more than the paper defaults at no higher regret: 2/2" in text
+    assert "`alto` (our defaults: the overfitting rule also needs a val plateau), real traces: 1/1 tasks (b)" in text
+    assert "synthetic traces: 1/1 tasks (a); found best on 1/1" in text
+    assert "Self-tuned (`tuned`) saves more than the paper defaults (`alto`) at no higher regret: 2/2" in text
     assert "ours lower regret 2, equal 0, higher 0, none comparable 0 (of 2)" in text
     assert "Optuna lower regret 0, equal 0, higher 2, none comparable 2 (of 4)" in text
     assert "Real trace (b): alto: saved 80.0%, found best True, val regret 0.0%; tuned: saved 85.0%" in text
@@ -110,9 +144,11 @@ def test_task_table_md_one_line_per_task() -> None:
 
     df = pd.DataFrame([{"task": t, "synthetic": t == "a", "policy": p, "samples_saved": 0.5,
                         "found_true_best": p == "alto", "rel_regret": 0.01} for t in ("a", "b") for p in ("alto", "tuned")])
+    df["metric_regret"] = [0.02, 0.0, math.nan, math.nan]
     md = task_table_md(df).splitlines()
-    assert md[0] == "| task | data | alto | tuned |" and len(md) == 4
-    assert md[2] == "| a | synthetic | 50% Y 1.00% | 50% N 1.00% |" and md[3].startswith("| b | REAL |")
+    assert md[0] == "### Real traces" and md[2] == "| task | data | alto | tuned |"
+    assert md[4].startswith("| b | REAL | 50% Y 1.00% |") and md[6] == "### Synthetic traces"
+    assert md[10] == "| a | synthetic | 50% Y 1.00% m+2.0 | 50% N 1.00% m+0.0 |" and len(md) == 11
 
 
 def test_compare_at_equal_samples_counts() -> None:
@@ -123,3 +159,16 @@ def test_compare_at_equal_samples_counts() -> None:
     rivals = pd.DataFrame({"task": ["a", "a", "b"], "samples_share": [0.21, 0.5, 0.1], "rel_regret": [0.0, 0.0, 0.02]})
     # row 0: rival 0 (0.21 <= 0.22) has lower regret; row 1: equal; row 2: none within 0.07; row 3: rival higher
     assert compare_at_equal_samples(rows, rivals, 0.02) == (1, 1, 1, 1)
+
+
+def test_summary_keeps_real_and_synthetic_apart() -> None:
+    from experiments.early_exit_study import summarize
+
+    df = pd.DataFrame([{"task": t, "synthetic": syn, "policy": "alto", "family": "alto", "samples_saved": saved,
+                        "found_true_best": best, "rel_regret": reg, "metric_regret": 0.0, "wall_time_vs_full": 0.3}
+                       for t, syn, saved, best, reg in [("a", True, 0.8, True, 0.0), ("b", True, 0.6, False, 0.02),
+                                                        ("r", False, 0.7, False, 0.5)]])
+    s = summarize(df).set_index("data")
+    assert list(s.index) == ["real", "synthetic"]
+    assert s.loc["real", "tasks"] == 1 and s.loc["real", "max_rel_regret"] == 0.5
+    assert s.loc["synthetic", "mean_samples_saved"] == pytest.approx(0.7) and s.loc["synthetic", "found_true_best"] == 1

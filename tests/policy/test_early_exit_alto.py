@@ -49,10 +49,22 @@ def run(train: list[float], val: list[float | None], **params) -> list[Verdict]:
     return Driver(Alto(**params), make_task()).curve("j0", train, val)
 
 
-def test_defaults_are_the_papers():
+def run_paper(train: list[float], val: list[float | None], **params) -> list[Verdict]:
+    """The paper's Algorithm 1 exactly: the gap alone makes overfitting."""
+    return run(train, val, gap_requires_plateau=False, **params)
+
+
+def test_defaults_are_the_papers_plus_the_plateau_condition():
     p = build_early_exit("alto", {}).params()
     assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
-                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5)
+                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=6)
+
+
+@pytest.mark.parametrize("bad", [{"gap_requires_plateau": 1}, {"gap_requires_plateau": "no"},
+                                 {"p_plateau": 0}, {"p_plateau": 2.5}])
+def test_bad_plateau_params_name_the_parameter(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Alto(**bad)
 
 
 # --- diverging ---------------------------------------------------------------------------------
@@ -104,41 +116,114 @@ def test_non_finite_loss_exits_at_once(bad):
 def test_overfitting_needs_p_ovf_consecutive_gaps_and_restores_best():
     train = [1.0, 1.0, 1.0]  # EMA stays 1.0
     val = [1.05, 1.15, 1.15]  # gap 0.05, 0.15 (count 1), 0.15 (count 2) -> exit
-    out = run(train, val)
+    out = run_paper(train, val)
     assert out == [CONTINUE, CONTINUE, OVF] and out[-1].restore_best
 
 
 def test_gap_must_exceed_tau_gap_strictly():
-    assert run([1.0, 1.0], [1.5, 1.5], tau_gap=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # gap == 0.5
-    assert run([1.0, 1.0], [1.5, 1.5], tau_gap=0.4375, p_ovf=1) == [OVF]
+    assert run_paper([1.0, 1.0], [1.5, 1.5], tau_gap=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # gap == 0.5
+    assert run_paper([1.0, 1.0], [1.5, 1.5], tau_gap=0.4375, p_ovf=1) == [OVF]
 
 
 def test_overfitting_counter_resets():
     train = [1.0] * 4
     val = [1.2, 1.05, 1.2, 1.2]
-    assert run(train, val) == [CONTINUE, CONTINUE, CONTINUE, OVF]
+    assert run_paper(train, val) == [CONTINUE, CONTINUE, CONTINUE, OVF]
 
 
 def test_gap_is_relative_to_the_train_ema():
     # raw train 0.5 at eval 2 would give gap 1.3; the EMA (0.75) gives 0.53 -> still > 0.1
     # with ema=0.9 the EMA is 0.95, gap 0.21; ema=0.0 uses the raw train loss
-    assert run([1.0, 0.5], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, OVF]
-    assert run([1.0, 1.1], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # EMA 1.05: 0.095
-    assert run([1.0, 1.1], [1.0, 1.15], ema=0.0, p_ovf=1) == [CONTINUE, CONTINUE]  # raw: 0.045
+    assert run_paper([1.0, 0.5], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, OVF]
+    assert run_paper([1.0, 1.1], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # EMA 1.05: 0.095
+    assert run_paper([1.0, 1.1], [1.0, 1.15], ema=0.0, p_ovf=1) == [CONTINUE, CONTINUE]  # raw: 0.045
 
 
 def test_reports_without_val_feed_only_the_ema():
     # eval 1: gap 0.25 (count 1); the val-less report moves the EMA to 2.0 and keeps the count;
     # eval 2: EMA 1.5 > val -> no gap, reset. Without feeding the EMA it would have exited.
-    assert run([1.0, 3.0, 1.0], [1.25, None, 1.25]) == [CONTINUE] * 3
+    assert run_paper([1.0, 3.0, 1.0], [1.25, None, 1.25]) == [CONTINUE] * 3
     # and a val-less report does not reset the counters
-    assert run([1.0, 1.0, 1.0], [1.25, None, 1.25]) == [CONTINUE, CONTINUE, OVF]
+    assert run_paper([1.0, 1.0, 1.0], [1.25, None, 1.25]) == [CONTINUE, CONTINUE, OVF]
 
 
 def test_diverging_wins_when_both_rules_fire():
     # eval 2: EMA slope 0.05, val slope 0.3 (diverging) and gap (1.3 - 1.05) / 1.05 = 0.24
-    assert run([1.0, 1.1], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, DIV]
-    assert run([1.0, 1.0], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, OVF]  # flat train
+    assert run_paper([1.0, 1.1], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, DIV]
+    assert run_paper([1.0, 1.0], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, OVF]  # flat train
+
+
+# --- overfitting with the plateau condition (our default) ---------------------------------------
+
+
+def test_falling_val_with_a_huge_gap_is_not_overfitting():
+    # train ~0.01 (gap (val - train) / train ~ 10..30), val still falling at every evaluation:
+    # the paper's rule stops at eval 2, ours never does
+    train = [0.01] * 40
+    val = [0.3 * 0.99 ** i for i in range(40)]
+    assert run(train, val) == [CONTINUE] * 40
+    assert run_paper(train, val) == [CONTINUE, OVF]
+
+
+def test_noisy_descent_with_new_bests_inside_the_patience_is_not_overfitting():
+    # val rises for p_plateau - 1 evaluations, then sets a new best, over and over
+    val = []
+    for k in range(8):
+        base = 0.5 * 0.9 ** k
+        val += [base] + [base * 1.2] * 5
+    assert run([0.01] * len(val), val, p_plateau=6) == [CONTINUE] * len(val)
+    assert run([0.01] * len(val), val, p_plateau=5)[-1] == OVF
+
+
+def test_real_overfit_stops_after_p_plateau_evals_without_a_new_best_and_restores_best():
+    train = [1.0, 0.5, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.01, 0.01, 0.01]
+    val = [1.0, 0.6, 0.4, 0.35, 0.36, 0.38, 0.40, 0.43, 0.47, 0.50, 0.55]  # best at eval 4
+    out = run(train, val, p_plateau=4)
+    # evals 5..8 make no new best; the gap has been > 0.1 for >= p_ovf evals: exit at eval 8
+    assert out == [CONTINUE] * 7 + [OVF] and out[-1].restore_best
+    assert run(train, val, p_plateau=7) == [CONTINUE] * 10 + [OVF]
+    assert run(train, val, p_plateau=8) == [CONTINUE] * 11
+
+
+def test_plateau_without_a_gap_is_not_overfitting():
+    # val flat above its best but below train * (1 + tau_gap): no gap, no exit
+    assert run([1.0] * 20, [1.0] + [1.05] * 19, p_plateau=2) == [CONTINUE] * 20
+
+
+@st.composite
+def curve_pair(draw):
+    n = draw(st.integers(1, 40))
+    train = draw(st.lists(st.floats(1e-4, 5.0), min_size=n, max_size=n))
+    val = draw(st.lists(st.one_of(st.none(), st.floats(1e-4, 5.0)), min_size=n, max_size=n))
+    return train, val
+
+
+@settings(max_examples=200, deadline=None)
+@given(curve_pair(), st.integers(1, 4), st.integers(1, 8), st.floats(0.0, 2.0))
+def test_plateau_rule_never_stops_earlier_than_the_papers(pair, p_ovf, p_plateau, tau_gap):
+    """Ours adds a condition to the paper's overfitting rule (diverging is unchanged), so it stops a
+    job at the same evaluation as the paper or later, and only for a reason the paper also had."""
+    train, val = pair
+    ours = run(train, val, p_ovf=p_ovf, p_plateau=p_plateau, tau_gap=tau_gap)
+    paper = run_paper(train, val, p_ovf=p_ovf, tau_gap=tau_gap)
+    assert len(ours) >= len(paper)
+    if ours[-1].stop:
+        assert paper[-1].stop
+    if ours[-1] == DIV:
+        assert paper[-1] == (DIV if len(paper) == len(ours) else OVF)
+    if paper[-1] == DIV:
+        assert ours == paper
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=60), st.floats(1e-3, 0.9),
+       st.integers(1, 4), st.integers(1, 6))
+def test_strictly_falling_val_is_never_stopped_by_the_plateau_rule(train, first, p_ovf, p_plateau):
+    """Whatever the train loss (hence the gap), a val loss that improves at every evaluation is
+    never overfitting; with a non-increasing EMA it is not diverging either."""
+    train = sorted(train, reverse=True)
+    val = [first * 0.999 ** i for i in range(len(train))]
+    assert run(train, val, p_ovf=p_ovf, p_plateau=p_plateau) == [CONTINUE] * len(train)
 
 
 # --- underperforming (cohort cut) --------------------------------------------------------------
@@ -189,7 +274,7 @@ def test_select_uses_the_latest_val():
 
 
 def test_stopped_job_keeps_its_verdict():
-    d = Driver(Alto(), make_task())
+    d = Driver(Alto(gap_requires_plateau=False), make_task())
     assert d.curve("j0", [1.0, 1.0, 1.0], [1.05, 1.15, 1.15])[-1] == OVF
     h = d.hists["j0"]
     assert d.policy.on_report(h, d.hists, d.task) == OVF  # asked again, no new report
@@ -197,11 +282,16 @@ def test_stopped_job_keeps_its_verdict():
 
 
 def test_asking_twice_without_a_new_report_does_not_double_count():
-    d = Driver(Alto(p_ovf=2), make_task())
+    d = Driver(Alto(p_ovf=2, gap_requires_plateau=False), make_task())
     assert d.report("j0", 1.0, 1.2) == CONTINUE
     h = d.hists["j0"]
     assert d.policy.on_report(h, d.hists, d.task) == CONTINUE  # would be count 2 if recounted
     assert d.report("j0", 1.0, 1.0) == CONTINUE
+    # the plateau counter (evaluations since the best val) is not recounted either
+    d = Driver(Alto(p_ovf=1, p_plateau=2), make_task())
+    assert d.report("j0", 1.0, 1.0) == CONTINUE and d.report("j0", 1.0, 1.2) == CONTINUE
+    assert d.policy.on_report(d.hists["j0"], d.hists, d.task) == CONTINUE
+    assert d.report("j0", 1.0, 1.2) == OVF
 
 
 curves = st.lists(st.tuples(st.floats(0.05, 5.0), st.floats(0.0, 1.0), st.booleans()), min_size=1, max_size=30)

@@ -36,6 +36,15 @@ def test_any_valid_params_round_trip(tmp_path_factory, w: float, s: float, gap: 
     assert build_early_exit("tuned", {"file": str(f)}) == Alto(**params)
 
 
+def test_paper_rule_and_plateau_patience_load_from_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "paper.json"
+    f.write_text('{"params": {"gap_requires_plateau": false, "p_plateau": 3, "tau_gap": Infinity}}')
+    p = build_early_exit("tuned", {"file": str(f)})
+    assert p == Alto(gap_requires_plateau=False, p_plateau=3, tau_gap=math.inf)
+    assert p != Alto(p_plateau=3, tau_gap=math.inf)
+    assert build_early_exit(p.name, p.params()) == p
+
+
 def test_controller_loads_it_by_name(tmp_path: Path) -> None:
     f = tmp_path / "t.json"
     write_tuned_params(f, PARAMS)
@@ -51,6 +60,8 @@ def test_controller_loads_it_by_name(tmp_path: Path) -> None:
     ('{"params": {"warmup_ratio": 0.1, "bogus": 1}}', "unknown alto parameter 'bogus'"),
     ('{"params": {"warmup_ratio": 2.0}}', "warmup_ratio"),
     ('{"policy": "asha", "params": {}}', "'policy' must be 'alto'"),
+    ('{"params": {"gap_requires_plateau": 1}}', "gap_requires_plateau"),
+    ('{"params": {"p_plateau": 0}}', "p_plateau"),
 ])
 def test_bad_file_is_one_line_error_naming_it(tmp_path: Path, content: str | None, needle: str) -> None:
     f = tmp_path / "bad.json"
