@@ -156,7 +156,7 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else None
     profile = read_profile(args.profile) if args.profile else None
     rep = check_fidelity(args.out, run_dir=args.run, cfg=cfg, profile=profile, modes=args.costs.split(","),
-                         every=args.holdout_every)
+                         every=args.holdout_every, val_rows=args.val_rows)
     _print_table(rep.rows, ["metric", "value", "goal", "pass"])
     print(f"\nwrote {', '.join(str(f) for f in rep.files)}")
     return 0 if rep.passed or not args.strict else 1
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--costs", default="measured,model",
                    help="step costs of the replay: measured (from the run), model (cost model), or both")
     f.add_argument("--holdout-every", type=int, default=5, help="hold out every k-th profile row")
+    f.add_argument("--val-rows", type=int, help="validation examples per evaluation in the run (`alto run "
+                   "--n-val`), charged in the model replay (default: <run>/run_args.json, else 0)")
     f.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     f.set_defaults(fn=cmd_check_fidelity)
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from altosim.errors import InputError
-from altosim.fidelity.replay import DecisionDiff, RuntimeOrderSimulator, compare_decisions, replay_run, runtime_controller
+from altosim.fidelity.replay import (
+    DecisionDiff, RuntimeOrderSimulator, ValidationCost, compare_decisions, replay_run, runtime_controller,
+)
 from altosim.fidelity.report import plot_timelines, replay_rows, row, step_rows
 from altosim.fidelity.runlog import (
     ACTION_KINDS, EVENT_KINDS, MeasuredCost, ReportedCurve, RunFolder, completion_times, decisions, job_curves,
@@ -33,11 +35,12 @@ from altosim.fidelity.steptime import (
 from altosim.schemas import CostProfile, RunConfig
 
 __all__ = [
-    "ACTION_KINDS", "EVENT_KINDS", "DecisionDiff", "FidelityReport", "MeasuredCost", "PredictorFactory",
-    "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "analytic_predictor", "check_fidelity",
-    "compare_decisions", "completion_times", "cost_predictor", "decisions", "gpu_label", "job_curves",
-    "job_intervals", "loss_traces", "measured_step_times", "model_cost", "read_profile", "read_run", "replay_run", "run_config_for",
-    "runtime_controller", "split_profile", "step_time_errors",
+    "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
+    "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
+    "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
+    "decisions", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
+    "read_profile", "read_run", "replay_run", "run_config_for", "run_val_rows", "runtime_controller",
+    "split_profile", "step_time_errors",
 ]
 
 
@@ -57,6 +60,20 @@ def gpu_label(device: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in ".-" else " " for c in device).split()) or "unknown"
 
 
+def run_val_rows(folder: Path) -> int:
+    """Validation examples per evaluation, from <run>/run_args.json (experiments/fidelity.py writes
+    it; `alto run --n-val` is not in the log); 0 when unknown."""
+    import json
+
+    p = folder / "run_args.json"
+    if not p.is_file():
+        return 0
+    try:
+        return int(json.loads(p.read_text()).get("n_val", 0))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InputError(str(p), "n_val", f"expected an integer: {e}") from None
+
+
 def run_config_for(folder: Path) -> RunConfig | None:
     """The config a run folder carries (config.json / config.yaml, as experiments/fidelity.py writes)."""
     from altosim.schemas import load_config
@@ -69,8 +86,12 @@ def run_config_for(folder: Path) -> RunConfig | None:
 
 def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunConfig | None = None,
                    profile: CostProfile | None = None, factory: PredictorFactory = cost_predictor,
-                   modes: Sequence[str] = ("measured", "model"), every: int = 5) -> FidelityReport:
-    """Both checks (whichever inputs are given); writes fidelity_<gpu>.csv (+ timeline CSV/PNG)."""
+                   modes: Sequence[str] = ("measured", "model"), every: int = 5,
+                   val_rows: int | None = None) -> FidelityReport:
+    """Both checks (whichever inputs are given); writes fidelity_<gpu>.csv (+ timeline CSV/PNG).
+
+    `val_rows`: validation examples per evaluation, so the model replay charges the runtime's
+    validation time (None: from <run>/run_args.json, else 0 = validation not modelled)."""
     import pandas as pd
 
     from altosim.report import save_fig, write_csv
@@ -89,15 +110,18 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
     if run_dir is not None:
         run = read_run(run_dir)
         cfg = cfg if cfg is not None else run_config_for(run.folder)
+        val_rows = run_val_rows(run.folder) if val_rows is None else val_rows
         gpu = run.device
         frames.append(("real", run.trace))
         for mode in modes:
-            if mode == "measured":
+            eval_time = None
+            if mode == "measured":  # evaluation time is inside the measured step times
                 cost: Any = MeasuredCost(measured_step_times(run))
             else:
                 cost = model_cost(cfg, profile)
+                eval_time = ValidationCost(cost, val_rows) if val_rows > 0 else None
             try:
-                sim = replay_run(run, cfg, cost)
+                sim = replay_run(run, cfg, cost, eval_time)
             except InputError:
                 raise
             except ValueError as e:  # e.g. the predictor has no cost for this backbone
@@ -106,6 +130,9 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
                 rows.append(row("model.skipped", math.nan, note=f"no model-cost replay: {e}"))
                 continue
             rows += replay_rows(mode, run.trace, sim)
+            if mode == "model":
+                rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "
+                                "evaluation (0: validation time not modelled)"))
             frames.append((mode, sim))
     out = Path(out)
     label = gpu_label(gpu)

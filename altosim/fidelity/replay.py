@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from altosim.errors import InputError
 from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, flat_curve, job_curves
@@ -25,11 +25,14 @@ from altosim.sim.engine import Simulator
 class RuntimeOrderSimulator(Simulator):
     """The SimPy backend speaking the runtime's protocol (runtime/backend.py): tasks arrive one
     event each, a fused step's reports go out in first-admission order (the trainer's slot order),
-    and every report of the step is sent even when an earlier one stopped that job."""
+    and every report of the step is sent even when an earlier one stopped that job. With
+    `eval_time`, the validation the runtime runs before a step's reports takes simulated time too."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+    def __init__(self, *args: Any, eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
+                 **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._order: dict[str, int] = {}
+        self.eval_time = eval_time
 
     def _arrivals(self):
         for task in self.tasks:
@@ -63,12 +66,38 @@ class RuntimeOrderSimulator(Simulator):
                 self.samples += min(r.step * r.job.batch_size, cap) - before
                 if r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
+            if due and self.eval_time is not None:
+                ev = self.eval_time(task, [r.job for r in due]) * scale
+                yield self.env.timeout(ev)
+                self.busy_gpu_s += ev * len(ex.gpus)
             for r in sorted(due, key=lambda r: self._order[r.job.job_id]):
                 self._report(task, r)
                 if r.step >= r.total and ex.group.get(r.job.job_id) is r:
                     ex.group.pop(r.job.job_id)
                     self._job_end(ex, r.job.job_id, r, "finished", False)
                     self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
+
+
+@dataclass(frozen=True)
+class ValidationCost:
+    """Seconds of the runtime's validation of `jobs` (runtime/backend.py `_validate`): `val_rows`
+    examples in batches of `val_batch`, jobs fused `eval_rows // val_batch` per forward; a
+    forward is estimated as a third of a training step of the same rows (2NT of 6NT FLOPs)."""
+
+    cost: Any
+    val_rows: int
+    val_batch: int = 16
+    eval_rows: int = 256
+
+    def __call__(self, task: TaskSpec, jobs: list[JobSpec]) -> float:
+        b = min(self.val_batch, self.val_rows)
+        batches = math.ceil(self.val_rows / b)
+        per_call = max(1, self.eval_rows // b)
+        t = 0.0
+        for i in range(0, len(jobs), per_call):
+            chunk = [replace(j, batch_size=b) for j in jobs[i:i + per_call]]
+            t += batches * self.cost.step_time(task, chunk) / 3
+        return t
 
 
 def runtime_controller(cfg: RunConfig) -> Controller:
@@ -93,17 +122,21 @@ def runtime_controller(cfg: RunConfig) -> Controller:
     return Controller(ccfg, duration_for=duration, memory_for=memory)
 
 
-def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any) -> list[dict[str, Any]]:
-    """The run replayed in the simulator with step costs `cost`; returns the flat trace."""
+def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
+               eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None) -> list[dict[str, Any]]:
+    """The run replayed in the simulator with step costs `cost` (and validation costs
+    `eval_time`, runtime logs only); returns the flat trace."""
     if run.protocol == "sim":
         from altosim.replay import controller_from_meta
 
         if "controller" not in run.meta:
-            raise InputError(str(run.folder / "events.jsonl"), "meta.controller", "missing (needed to rebuild the policy)", 1)
+            raise InputError(str(run.folder / "events.jsonl"), "meta.controller",
+                             "missing (needed to rebuild the policy)", 1)
         ctl, sim_cls = controller_from_meta(run.meta), Simulator
     else:
         if cfg is None:
-            raise InputError(str(run.folder), "--config", "needed to replay an `alto run` log (or put config.json in the run folder)")
+            raise InputError(str(run.folder), "--config",
+                             "needed to replay an `alto run` log (or put config.json in the run folder)")
         ctl, sim_cls = runtime_controller(cfg), RuntimeOrderSimulator
     tasks = run.tasks
     curves = job_curves(run)
@@ -116,7 +149,8 @@ def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any) -> list[dict[st
             cache[job.job_id] = ReportedCurve(c, total[job.job_id]) if c is not None else flat_curve(job)
         return cache[job.job_id]
 
-    res = sim_cls(tasks, ctl, cost, curve).run()
+    kw = {"eval_time": eval_time} if sim_cls is RuntimeOrderSimulator else {}
+    res = sim_cls(tasks, ctl, cost, curve, **kw).run()
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
 
 

@@ -68,11 +68,12 @@ def plot_timelines(frame: Any, title: str) -> Any:
                 color=[color[t] for t in f["task"]], edgecolor="black", linewidth=0.2)
         ax.set_ylim(len(jobs) - 0.5, -0.5)
         ax.set_yticks([])
-        ax.set_ylabel(f"{'real' if src == 'real' else 'simulated, ' + src + ' costs'}\n(one row per job)")
+        ax.set_ylabel("real run" if src == "real" else f"simulated\n({src} costs)")
     from matplotlib.patches import Patch
 
-    axes[0, 0].legend(handles=[Patch(color=color[t], label=t) for t in tasks], fontsize=7, loc="upper right")
+    axes[0, 0].legend(handles=[Patch(color=color[t], label=t) for t in tasks], fontsize=7, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0))
     axes[0, 0].set_xlim(left=0)
-    axes[0, 0].set_title(title)
+    axes[0, 0].set_title(f"{title}: one row per job, a bar while it is in its task's group")
     axes[-1, 0].set_xlabel("time since the run started (s)")
     return fig

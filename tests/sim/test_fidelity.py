@@ -12,10 +12,9 @@ from altosim.cli import main
 from altosim.costmodel import cost_model_for
 from altosim.errors import InputError
 from altosim.fidelity import (
-    RuntimeOrderSimulator, analytic_predictor, check_fidelity, measured_step_times, read_run, runtime_controller,
-    split_profile, step_time_errors,
+    RuntimeOrderSimulator, ValidationCost, analytic_predictor, check_fidelity, measured_step_times, read_run,
+    runtime_controller, split_profile, step_time_errors,
 )
-from altosim.policy.types import to_dict
 from altosim.schemas import CostProfile, CostRecord, load_config
 from tests.sim.toy import toy_curve
 
@@ -37,15 +36,17 @@ def _inputs(tmp: Path, early_exit: str = "alto", loss_trace: str | None = None) 
     return tmp / "config.json"
 
 
-def synthetic_run(tmp: Path, early_exit: str = "alto") -> Path:
-    """A run folder as `alto run` writes it, produced by the simulator speaking the runtime protocol."""
+def synthetic_run(tmp: Path, early_exit: str = "alto", val_rows: int = 0) -> Path:
+    """A run folder as `alto run` writes it, produced by the simulator speaking the runtime protocol
+    (with `val_rows`, each evaluation also takes the time the runtime's validation would)."""
     folder = tmp / "run"
     folder.mkdir()
     cfg = load_config(_inputs(folder, early_exit))
     from altosim.traces_io import read_workload
 
     tasks = read_workload(str(folder / "workload.json")).to_task_specs()
-    res = RuntimeOrderSimulator(tasks, runtime_controller(cfg), COST, toy_curve).run()
+    ev = ValidationCost(COST, val_rows) if val_rows else None
+    res = RuntimeOrderSimulator(tasks, runtime_controller(cfg), COST, toy_curve, eval_time=ev).run()
     flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
     lines = [{"meta": {"backbone": "synthetic", "device": "SIM H100"}}, *flat]
     (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -201,3 +202,14 @@ def test_bad_profile_is_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and str(prof) in err
     assert not (tmp_path / "o").exists()
+
+
+def test_validation_time_is_charged_when_the_run_says_how_much_it_validated(tmp_path):
+    run = synthetic_run(tmp_path, val_rows=48)
+    unknown = _rows(check_fidelity(tmp_path / "a", run_dir=run, modes=("model",)).files[0])
+    assert float(unknown["model.makespan_rel_err"]["value"]) > 0.05  # validation time missing
+    assert unknown["model.val_rows_modelled"]["value"] == "0"
+    (run / "run_args.json").write_text(json.dumps({"n_val": 48}))
+    known = _rows(check_fidelity(tmp_path / "b", run_dir=run, modes=("model",)).files[0])
+    assert float(known["model.makespan_rel_err"]["value"]) < 1e-6
+    assert known["model.first_divergence"]["value"] == "-1"
