@@ -10,12 +10,14 @@ with --profile, which also scores step-time predictions on held-out profile rows
 Writes <out>/fidelity_<gpu>.csv (metric, value, goal, pass, note), fidelity_<gpu>_timeline.csv and
 fidelity_<gpu>.png (a bar per job: real on top, simulated below, one time axis).
 
-    PYTHONPATH=. python experiments/fidelity.py --backbone /root/model/SmolLM2-135M-Instruct.Q4_1.gguf --out $OUT
+    PYTHONPATH=. python experiments/fidelity.py --backbone /root/model/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --out $OUT --run-dir /tmp/fidelity_run --archive
     python experiments/fidelity.py --run runs/run --out results            # an existing run folder
 
-Size (default ~2-3 min of training on an H100, plus backbone load and kernel compile): every config
-sees --samples samples, evaluated --evals times on --n-val validation examples; a fused step of the
-full group (the 12 configs, 45 rows of 256 tokens) is ~0.3-0.9 s with SmolLM2-135M.
+Size: every config sees --samples samples (default 32), evaluated --evals times (8) on --n-val
+validation examples (32). Estimated on an H100 with SmolLM2-135M (a fused step of the full group,
+12 configs = 45 rows of <= 256 tokens, ~0.3-0.9 s): ~40 s start-up and backbone load, ~40-100 s
+warm-up (kernel compile and autotune), ~35-100 s for the 3 tasks: 2-4 min in all.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def write_inputs(args: argparse.Namespace, folder: Path, gpu_type: str) -> Path:
               "samples_per_job": args.samples, "eval_every_samples": max(1, args.samples // args.evals),
               "seq_len": args.seq_len} for d in args.tasks.split(",")]
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.ckpt").unlink(missing_ok=True)  # a stale checkpoint would make run_config resume
     (folder / "workload.json").write_text(json.dumps(
         {"name": "fidelity", "synthetic": False, "source": "experiments/fidelity.py", "tasks": tasks}, indent=1))
     params = {"warmup_ratio": args.warmup} if args.early_exit == "alto" else {}
@@ -69,7 +72,7 @@ def warm_up(args: argparse.Namespace, folder: Path, gpu_type: str) -> None:
     from runtime.run import run_config
 
     short = argparse.Namespace(**{**vars(args), "tasks": args.tasks.split(",")[0], "early_exit": "none",
-                                  "samples": 2 * max(_ints(args.batches)), "evals": 2, "profile": None})
+                                  "samples": max(_ints(args.batches)), "evals": 1, "profile": None})
     t0 = time.perf_counter()
     run_config(load_config(write_inputs(short, folder, gpu_type)), folder, backbone=args.backbone,
                n_train=args.n_train, n_val=args.n_val, n_eval=0, checkpoint_every=10**9)
@@ -106,23 +109,37 @@ def real_run(args: argparse.Namespace, folder: Path) -> float:
     return wall
 
 
+def archive(folder: Path, path: Path) -> None:
+    """The run folder's small files in one tar.gz (`alto check-fidelity --run` reads it unpacked)."""
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("events.jsonl", "config.json", "workload.json", "run_args.json", "summary.csv", "tasks.csv"):
+            if (folder / name).is_file():
+                tar.add(folder / name, arcname=f"fidelity_run/{name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", help="run the real workload first on this backbone (path, 'smollm2' or 'tiny')")
     ap.add_argument("--run", help="an existing run folder to check instead (written by `alto run`)")
     ap.add_argument("--out", default="results")
+    ap.add_argument("--run-dir", help="where the real run writes its folder (default: <out>/fidelity_run)")
+    ap.add_argument("--archive", action="store_true",
+                    help="also write <out>/fidelity_run.tar.gz: the run's log, config and tables (no adapters)")
     ap.add_argument("--profile", help="cost profile for the model replay and the held-out step-time check")
     ap.add_argument("--tasks", default="arithmetic,list_ops,python_docs")
     ap.add_argument("--lrs", default="1e-5,2e-4,5e-4")
     ap.add_argument("--ranks", default="16")
     ap.add_argument("--batches", default="1,2,4,8")
-    ap.add_argument("--samples", type=int, default=48, help="training samples per config (the run's length)")
-    ap.add_argument("--evals", type=int, default=12, help="evaluations per config")
+    ap.add_argument("--samples", type=int, default=32, help="training samples per config (the run's length)")
+    ap.add_argument("--evals", type=int, default=8, help="evaluations per config")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--n-val", type=int, default=32)
     ap.add_argument("--early-exit", default="alto")
-    ap.add_argument("--warmup", type=float, default=0.1, help="ALTO warm-up ratio")
+    ap.add_argument("--warmup", type=float, default=0.25, help="ALTO warm-up ratio (0.25 of 8 evals: cut at the 2nd)")
     ap.add_argument("--costs", default="measured,model")
     ap.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                     help="skip the short throwaway run that compiles the kernels first")
@@ -130,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.backbone) == bool(args.run):
         ap.error("give exactly one of --backbone (run, then check) or --run (check an existing run)")
     out = Path(args.out)
-    folder = Path(args.run) if args.run else out / "fidelity_run"
+    folder = Path(args.run or args.run_dir or out / "fidelity_run")
     if args.backbone:
         real_run(args, folder)
+    if args.archive:
+        archive(folder, out / "fidelity_run.tar.gz")
     profile = read_profile(args.profile) if args.profile else None
     rep = check_fidelity(out, run_dir=folder, profile=profile, modes=args.costs.split(","))
     for r in rep.rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,7 @@ def _script():
 def test_real_run_replays_with_identical_decisions(tmp_path):
     rc = _script().main(["--backbone", "tiny", "--tasks", "list_ops,arithmetic", "--lrs", "1e-2,1e-3",
                          "--batches", "1,2", "--samples", "4", "--evals", "2", "--n-train", "12", "--n-val", "4",
-                         "--out", str(tmp_path)])
+                         "--out", str(tmp_path), "--archive"])
     assert rc == 0
     run = tmp_path / "fidelity_run"
     assert (run / "events.jsonl").is_file() and (run / "config.json").is_file()
@@ -31,3 +32,12 @@ def test_real_run_replays_with_identical_decisions(tmp_path):
     assert {r["source"] for r in csv.DictReader(open(tmp_path / "fidelity_cpu_timeline.csv"))} == {
         "real", "measured", "model"}
     assert (tmp_path / "fidelity_cpu.png").stat().st_size > 0
+    with tarfile.open(tmp_path / "fidelity_run.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"fidelity_run/events.jsonl", "fidelity_run/config.json", "fidelity_run/run_args.json"} <= names
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(tmp_path / "fidelity_run.tar.gz") as tar:
+        tar.extractall(unpacked, filter="data")
+    again = _script().main(["--run", str(unpacked / "fidelity_run"), "--out", str(tmp_path / "again")])
+    assert again == 0 and (tmp_path / "again" / "fidelity_cpu.csv").read_text() == (
+        tmp_path / "fidelity_cpu.csv").read_text()  # the archive alone reproduces the check
