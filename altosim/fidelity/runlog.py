@@ -12,6 +12,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,7 +33,7 @@ class RunFolder:
     trace: list[dict[str, Any]]
     protocol: str  # "runtime" (alto run) or "sim" (alto simulate)
 
-    @property
+    @cached_property
     def tasks(self) -> list[TaskSpec]:
         return [event_from_dict(r).task for r in self.trace if r["kind"] == "task_arrived"]  # type: ignore[union-attr]
 
@@ -197,7 +198,7 @@ def measured_step_times(run: RunFolder) -> dict[tuple[str, frozenset[str]], tupl
         elif k == "admit":
             joined[d["job_id"]] = idx.get(tid, 0) - (last_step[d["job_id"]] if d.get("resume") else 0)
             active[tid].add(d["job_id"])
-        elif k in ("suspend", "stop") or k in ("job_finished", "job_failed"):
+        elif k in ("suspend", "stop", "job_finished", "job_failed"):
             active[tid].discard(d["job_id"])
         if tid in anchor and k in ACTION_KINDS + ("job_finished", "job_failed"):
             t0, i0, _ = anchor[tid]

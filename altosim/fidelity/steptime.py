@@ -53,9 +53,12 @@ def cost_predictor(fit: CostProfile | None) -> StepPredictor:
             cost = models[r.gpu_type] = _cost(r.gpu_type, fit)
         single = getattr(cost, "single_step", None)
         if r.parallel_degree == 1 and single is not None:  # at the depth the row was measured at
-            est = single(r.model, r.adapters, r.mean_rank, r.per_adapter_batch, r.seq_len,
-                         layers=_layers(fit, r.model))
-            return 1e3 * est.seconds
+            try:
+                est = single(r.model, r.adapters, r.mean_rank, r.per_adapter_batch, r.seq_len,
+                             layers=_layers(fit, r.model))
+                return 1e3 * est.seconds
+            except TypeError:  # another signature: ask step_time below (full depth)
+                pass
         # LoRA FLOPs are linear in rank: every adapter at the mean rank gives the group's sum
         jobs = tuple(JobSpec(f"q/j{i}", "q", 1e-4, r.mean_rank, r.per_adapter_batch)  # type: ignore[arg-type]
                      for i in range(r.adapters))
