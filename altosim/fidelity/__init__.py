@@ -129,6 +129,9 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
                     raise
                 rows.append(row("model.skipped", math.nan, note=f"no model-cost replay: {e}"))
                 continue
+            except RuntimeError as e:  # the replay's decisions left a task that never ends
+                rows.append(row(f"{mode}.replay_failed", math.nan, "a finished replay", False, str(e)))
+                continue
             rows += replay_rows(mode, run.trace, sim)
             if mode == "model":
                 rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "

@@ -26,7 +26,8 @@ class RuntimeOrderSimulator(Simulator):
     """The SimPy backend speaking the runtime's protocol (runtime/backend.py): tasks arrive one
     event each, a fused step's reports go out in first-admission order (the trainer's slot order),
     and every report of the step is sent even when an earlier one stopped that job. With
-    `eval_time`, the validation the runtime runs before a step's reports takes simulated time too."""
+    `eval_time`, the validation behind a step's reports takes simulated time too (after the
+    reports, which the runtime stamps with the time the step ended)."""
 
     def __init__(self, *args: Any, eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
                  **kw: Any) -> None:
@@ -66,16 +67,18 @@ class RuntimeOrderSimulator(Simulator):
                 self.samples += min(r.step * r.job.batch_size, cap) - before
                 if r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
-            if due and self.eval_time is not None:
-                ev = self.eval_time(task, [r.job for r in due]) * scale
-                yield self.env.timeout(ev)
-                self.busy_gpu_s += ev * len(ex.gpus)
             for r in sorted(due, key=lambda r: self._order[r.job.job_id]):
                 self._report(task, r)
                 if r.step >= r.total and ex.group.get(r.job.job_id) is r:
                     ex.group.pop(r.job.job_id)
                     self._job_end(ex, r.job.job_id, r, "finished", False)
                     self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
+            if due and self.eval_time is not None and not ex.done:
+                # the runtime stamps a step's reports before validating them: the validation
+                # delays the next step, not these reports
+                ev = self.eval_time(task, [r.job for r in due]) * scale
+                yield self.env.timeout(ev)
+                self.busy_gpu_s += ev * len(ex.gpus)
 
 
 @dataclass(frozen=True)
