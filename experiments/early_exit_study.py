@@ -184,6 +184,8 @@ def outcome_row(inputs: Inputs, steps: dict[str, int], best_job: str | None) -> 
         "regret": val - tb_val, "rel_regret": (val - tb_val) / abs(tb_val),
         "best_metric": metric, "true_best_metric": tb_metric,
         "metric_regret": (tb_metric - metric) if metric is not None and tb_metric is not None else math.nan,
+        # how far the true best trained (1.0: to the end): with true_best_exit, why a policy lost it
+        "true_best_trained": min(steps[tb_job] * task.job(tb_job).batch_size, task.samples_per_job) / task.samples_per_job,
     }
 
 
@@ -197,6 +199,7 @@ def sim_row(inputs: Inputs, ref: PolicyRef) -> dict[str, Any]:
     assert row["samples_trained"] == sim["samples_trained"], "study and simulator disagree on samples"
     assert row["best_job"] == sim["best_job"] and row["true_best_job"] == sim["true_best_job"]
     row["wall_time_s"] = float(sim["jct_s"])
+    row["true_best_exit"] = run.result.jobs[row["true_best_job"]].status if row["true_best_job"] in run.result.jobs else "never run"
     return row
 
 
@@ -274,6 +277,8 @@ def optuna_row(inputs: Inputs, label: str, pruner: Any) -> dict[str, Any]:
         raise RuntimeError(f"{label}: simulator replay trained {replay['samples_trained']} samples, "
                            f"optuna {row['samples_trained']}")
     row["wall_time_s"] = replay["wall_time_s"]
+    tb = row["true_best_job"]
+    row["true_best_exit"] = "diverging" if tb in diverged else ("pruned" if tb in stops else "finished")
     row["wall_time_method"] = "optuna per-job step counts replayed in the simulator (1 GPU, batching)"
     return row
 
@@ -381,6 +386,14 @@ def goal1(df: pd.DataFrame, policy: str, what: str) -> list[str]:
     return lines
 
 
+def _exit_note(r: pd.Series) -> str:
+    """` (true best: <exit> at <share> of its samples)` where the row has those columns."""
+    ex, tr = r.get("true_best_exit"), r.get("true_best_trained")
+    if not isinstance(ex, str) or tr is None or not math.isfinite(tr):
+        return ""
+    return f" (true best: {ex} at {tr:.0%} of its samples)"
+
+
 def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     """The issue's three acceptance goals, checked on the table (markdown); real and synthetic apart."""
     lines = ["# Early-exit study: goals of issue 7", "",
@@ -418,10 +431,11 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     real = df[~df["synthetic"]]
     for task, d in real.groupby("task", sort=False):
         r = d.set_index("policy")
-        pick = [p for p in ("none", "alto", "alto_paper", "alto_nogap", "alto_nocut", "tuned") if p in r.index]
+        pick = [p for p in ("none", "alto", "alto_paper", "alto_nogap", "alto_nocut", "tuned", "tuned_r0.03")
+                if p in r.index]
         lines += ["", f"Real trace ({d['trace_set'].iloc[0]}): " + "; ".join(
             f"{p}: saved {r.loc[p, 'samples_saved']:.1%}, found best {bool(r.loc[p, 'found_true_best'])}, "
-            f"val regret {r.loc[p, 'rel_regret']:.1%}" for p in pick) + "."]
+            f"val regret {r.loc[p, 'rel_regret']:.1%}{_exit_note(r.loc[p])}" for p in pick) + "."]
     return "\n".join(lines) + "\n"
 
 

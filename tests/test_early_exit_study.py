@@ -62,6 +62,9 @@ def test_real_arithmetic_trace_plateau_rule_keeps_the_winner_paper_rule_does_not
     paper = sim_row(real, PolicyRef(name="alto", params={"gap_requires_plateau": False}))
     assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.6
     assert not paper["found_true_best"] and paper["rel_regret"] > 0.1
+    # the paper's rule stopped the winner as overfitting about half-way, ours let it reach its best
+    assert paper["true_best_exit"] == "overfitting" and paper["true_best_trained"] < 0.6
+    assert ours["true_best_trained"] >= 0.875
 
 
 @pytest.mark.parametrize("ref", [PolicyRef(name="alto"), PolicyRef(name="none"), PolicyRef(name="median"),
@@ -77,6 +80,7 @@ def test_replaying_a_policy_over_a_trace_is_deterministic(tasks, real, ref) -> N
 def test_full_sweep_has_zero_regret(real) -> None:
     r = sim_row(real, PolicyRef(name="none"))
     assert r["samples_saved"] == 0 and r["found_true_best"] and r["regret"] == 0 and r["metric_regret"] == 0
+    assert r["true_best_exit"] == "finished" and r["true_best_trained"] == 1.0
 
 
 def test_optuna_replay_is_deterministic_and_matches_simulator(real) -> None:
