@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from altosim.cli import main
 from altosim.costmodel import cost_model_for
 from altosim.errors import InputError
 from altosim.fidelity import (
-    RuntimeOrderSimulator, ValidationCost, analytic_predictor, check_fidelity, measured_step_times, read_run,
-    runtime_controller, split_profile, step_time_errors,
+    MeasuredCost, RuntimeOrderSimulator, ValidationCost, analytic_predictor, check_fidelity, compare_decisions,
+    completion_times, measured_step_times, read_run, runtime_controller, split_profile, step_time_errors,
 )
 from altosim.schemas import CostProfile, CostRecord, load_config
 from tests.sim.toy import toy_curve
@@ -213,3 +215,40 @@ def test_validation_time_is_charged_when_the_run_says_how_much_it_validated(tmp_
     known = _rows(check_fidelity(tmp_path / "b", run_dir=run, modes=("model",)).files[0])
     assert float(known["model.makespan_rel_err"]["value"]) < 1e-6
     assert known["model.first_divergence"]["value"] == "-1"
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(2, 8), st.sampled_from([1, 2]), st.floats(0, 30)), min_size=1, max_size=4),
+       st.sampled_from(["alto", "none", "asha", "median"]), st.sampled_from(["fifo", "sjf"]), st.sampled_from([1, 3]))
+def test_any_runtime_log_replays_itself_exactly(tmp_path_factory, specs, ee, inter, gpus):
+    """Measured costs rebuilt from a log (groups that shrink, tasks side by side on several GPUs)
+    give back the same decisions and the same completion times."""
+    from altosim.policy.controller import Controller, ControllerConfig
+    from tests.sim.toy import toy_task
+
+    tasks = [toy_task(f"t{i}", n, min(g, gpus), a, 200) for i, (n, g, a) in enumerate(specs)]
+    ccfg = ControllerConfig(num_gpus=gpus, early_exit=ee, inter_task=inter)
+    make = lambda: Controller(ccfg, duration_for=lambda t: COST.worst_case_duration(t),  # noqa: E731
+                              memory_for=lambda t: COST.memory_model(t))
+    res = RuntimeOrderSimulator(tasks, make(), COST, toy_curve).run()
+    folder = tmp_path_factory.mktemp("run")
+    flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
+    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [{"meta": {}}, *flat]))
+    run = read_run(folder)
+    got = replay_run_with(run, make(), MeasuredCost(measured_step_times(run)))
+    d = compare_decisions(run.trace, got)
+    assert d.first is None and d.identical == d.real > 0
+    real, sim = completion_times(run.trace), completion_times(got)
+    assert real.keys() == sim.keys()
+    assert all(abs(real[t] - sim[t]) <= 1e-6 * max(1.0, real[t]) for t in real)
+
+
+def replay_run_with(run, controller, cost):
+    """replay_run's loop with a given Controller (the property test builds no config file)."""
+    from altosim.fidelity import ReportedCurve, job_curves
+
+    curves = job_curves(run)
+    total = {j.job_id: t.total_steps(j) for t in run.tasks for j in t.jobs}
+    res = RuntimeOrderSimulator(run.tasks, controller, cost,
+                                lambda job: ReportedCurve(curves[job.job_id], total[job.job_id])).run()
+    return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
