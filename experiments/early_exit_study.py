@@ -185,7 +185,8 @@ def outcome_row(inputs: Inputs, steps: dict[str, int], best_job: str | None) -> 
         "best_metric": metric, "true_best_metric": tb_metric,
         "metric_regret": (tb_metric - metric) if metric is not None and tb_metric is not None else math.nan,
         # how far the true best trained (1.0: to the end): with true_best_exit, why a policy lost it
-        "true_best_trained": min(steps[tb_job] * task.job(tb_job).batch_size, task.samples_per_job) / task.samples_per_job,
+        "true_best_trained": min(steps[tb_job] * task.job(tb_job).batch_size, task.samples_per_job)
+        / task.samples_per_job,
     }
 
 
@@ -199,7 +200,8 @@ def sim_row(inputs: Inputs, ref: PolicyRef) -> dict[str, Any]:
     assert row["samples_trained"] == sim["samples_trained"], "study and simulator disagree on samples"
     assert row["best_job"] == sim["best_job"] and row["true_best_job"] == sim["true_best_job"]
     row["wall_time_s"] = float(sim["jct_s"])
-    row["true_best_exit"] = run.result.jobs[row["true_best_job"]].status if row["true_best_job"] in run.result.jobs else "never run"
+    tb = run.result.jobs.get(row["true_best_job"])
+    row["true_best_exit"] = tb.status if tb is not None else "never run"
     return row
 
 
@@ -407,7 +409,8 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
         more = (tu["samples_saved"] > al["samples_saved"]) & (tu["rel_regret"] <= al["rel_regret"] + 1e-12)
         syn = tu["synthetic"]
         lines += [f"{'2.' if n == 0 else '  '} Self-tuned (`{pol}`) saves more than the paper defaults (`{base}`) "
-                  f"at no higher regret: {int(more.sum())}/{len(tu)} tasks; mean saved {tu['samples_saved'].mean():.1%} vs "
+                  f"at no higher regret: {int(more.sum())}/{len(tu)} tasks; "
+                  f"mean saved {tu['samples_saved'].mean():.1%} vs "
                   f"{al['samples_saved'].mean():.1%}, mean relative regret {tu['rel_regret'].mean():.2%} vs "
                   f"{al['rel_regret'].mean():.2%} (synthetic only: {tu.loc[syn, 'rel_regret'].mean():.2%} vs "
                   f"{al.loc[syn, 'rel_regret'].mean():.2%}; real only: {tu.loc[~syn, 'rel_regret'].mean():.2%} vs "
