@@ -32,7 +32,7 @@ import torch
 from altosim.policy.types import StepReport
 from altosim.report import write_csv
 from altosim.schemas import LossCurve, LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace, config_from_dict
-from altosim.traces_io import write_loss_traces, write_workload
+from altosim.traces_io import read_loss_traces, write_loss_traces, write_workload
 import runtime.run
 from runtime.run import run_config
 
@@ -142,6 +142,9 @@ def main() -> None:
     ap.add_argument("--peft-steps", type=int, default=20)
     ap.add_argument("--ranks", default="16,32,64", help="LoRA ranks of the grid")
     ap.add_argument("--methods", default="sequential,batched,early_exit")
+    ap.add_argument("--concurrent-factor", type=float, default=7.7,
+                    help="estimated speedup of concurrent PEFT workers over one-at-a-time (0: no such row)")
+    ap.add_argument("--reference-trace", help="LossTrace set of an earlier full sweep (when 'batched' is not run)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--traces-out", help="write the batched run's LossTrace set here")
     args = ap.parse_args()
@@ -156,39 +159,60 @@ def main() -> None:
     task = wl.to_task_specs()[0]
     methods = args.methods.split(",")
     rows: list[dict] = []
-    for method, ee in (("batched", "none"), ("early_exit", "alto")):
-        if method not in methods:
-            continue
-        wall, log = run_ours(args, wl_file, ee, out / f"run_{method}")
-        fin = log.results[task.task_id]
-        per_job: dict[str, int] = {}
-        for e in log.events:
-            if isinstance(e, StepReport):
-                per_job[e.job_id] = e.samples
-        j = task.job(fin.best_job) if fin.best_job else None
-        rows.append({"method": method, "configs": len(task.jobs), "wall_s": wall,
-                     "samples_trained": sum(per_job.values()),
-                     "best_config": f"lr={j.lr:g} r={j.rank} b={j.batch_size}" if j else "",
-                     "best_val_loss": fin.best_val_loss, "best_metric": log.metrics.get(task.task_id, math.nan),
-                     "extrapolated": False, "note": f"alto run, early_exit={ee}, wall includes evaluation"})
-        if method == "batched" and args.traces_out:
-            write_loss_traces(traces_from(log, task, samples, device),
-                              Path(args.traces_out) / f"{MODEL}__{args.dataset}.csv.gz")
+    unknown = [m for m in methods if m not in ("batched", "early_exit", "sequential")]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: batched, early_exit, sequential")
+    for method in methods:  # in the order given: partial results survive a time limit
+        if method == "sequential":
+            rows += sequential_rows(args, task, samples)
+        else:
+            rows.append(ours_row(args, wl_file, method, task, samples, device, out))
         report(rows, args, device, samples, len(task.jobs), out)
-    if "sequential" in methods:
-        t0 = time.perf_counter()
-        st = peft_step_times(args, args.seq_len)
-        measured = time.perf_counter() - t0
-        lo, hi = min(args.ranks), max(args.ranks)
-        total = sum(task.total_steps(j) * st[(lo if j.rank - lo < hi - j.rank else hi, j.batch_size)]
-                    for j in task.jobs)
-        rows.append({"method": "sequential_peft", "configs": len(task.jobs), "wall_s": total,
+
+
+def ours_row(args, wl_file: Path, method: str, task, samples: int, device: str, out: Path) -> dict:
+    """(b) or (c): one `alto run` of the grid; the batched run also writes the LossTrace set."""
+    ee = {"batched": "none", "early_exit": "alto"}[method]
+    wall, log = run_ours(args, wl_file, ee, out / f"run_{method}")
+    fin = log.results[task.task_id]
+    per_job: dict[str, int] = {}
+    for e in log.events:
+        if isinstance(e, StepReport):
+            per_job[e.job_id] = e.samples
+    j = task.job(fin.best_job) if fin.best_job else None
+    if method == "batched" and args.traces_out:
+        write_loss_traces(traces_from(log, task, samples, device),
+                          Path(args.traces_out) / f"{MODEL}__{args.dataset}.csv.gz")
+    return {"method": method, "configs": len(task.jobs), "wall_s": wall,
+            "samples_trained": sum(per_job.values()),
+            "best_config": f"lr={j.lr:g} r={j.rank} b={j.batch_size}" if j else "",
+            "best_val_loss": fin.best_val_loss, "best_metric": log.metrics.get(task.task_id, math.nan),
+            "extrapolated": False, "note": f"alto run, early_exit={ee}, wall includes evaluation"}
+
+
+def sequential_rows(args, task, samples: int) -> list[dict]:
+    """(a) extrapolated from measured PEFT step times, and the concurrent-workers estimate."""
+    t0 = time.perf_counter()
+    st = peft_step_times(args, args.seq_len)
+    measured = time.perf_counter() - t0
+    lo, hi = min(args.ranks), max(args.ranks)
+    total = sum(task.total_steps(j) * st[(lo if j.rank - lo < hi - j.rank else hi, j.batch_size)]
+                for j in task.jobs)
+    rows = [{"method": "sequential_peft", "configs": len(task.jobs), "wall_s": total,
+             "samples_trained": samples * len(task.jobs), "best_config": "", "best_val_loss": math.nan,
+             "best_metric": math.nan, "extrapolated": True,
+             "note": f"extrapolated: sum over configs of steps x measured PEFT ms/step at its batch "
+                     f"(nearest of the smallest/largest rank; {args.peft_steps} steps each, measured in "
+                     f"{measured:.0f} s); training steps only, no evaluation"}]
+    if args.concurrent_factor > 0:
+        rows.append({"method": "concurrent_peft_est", "configs": len(task.jobs), "wall_s": total / args.concurrent_factor,
                      "samples_trained": samples * len(task.jobs), "best_config": "", "best_val_loss": math.nan,
                      "best_metric": math.nan, "extrapolated": True,
-                     "note": f"extrapolated: sum over configs of steps x measured PEFT ms/step at its batch "
-                             f"(nearest of the smallest/largest rank; {args.peft_steps} steps each, measured in "
-                             f"{measured:.0f} s); training steps only, no evaluation"})
-    report(rows, args, device, samples, len(task.jobs), out)
+                     "note": f"estimated, not measured here: sequential_peft / {args.concurrent_factor:g}, the "
+                             "speedup 14-16 PEFT worker processes sharing one H100 reached over one-at-a-time on "
+                             "a similar 60-config SmolLM2 grid (../shared/device/README.md): what a Ray Tune "
+                             "user with fractional GPUs gets"})
+    return rows
 
 
 def report(rows: list[dict], args, device: str, samples: int, configs: int, out: Path) -> None:
@@ -199,9 +223,16 @@ def report(rows: list[dict], args, device: str, samples: int, configs: int, out:
     if "sequential_peft" in set(df["method"]):
         seq = df.loc[df["method"] == "sequential_peft", "wall_s"].iloc[0]
         df["speedup_vs_sequential"] = seq / df["wall_s"]
+    if "concurrent_peft_est" in set(df["method"]):
+        conc = df.loc[df["method"] == "concurrent_peft_est", "wall_s"].iloc[0]
+        df["speedup_vs_concurrent_peft_est"] = conc / df["wall_s"]
     full = df.loc[df["method"] == "batched", "best_val_loss"]
     if len(full):
         df["val_loss_vs_full_sweep"] = df["best_val_loss"] / full.iloc[0] - 1
+    elif args.reference_trace:  # the full sweep ran earlier: its best val loss from its LossTrace set
+        ref = min(float(np.nanmin(c.val)) for c in read_loss_traces(args.reference_trace).curves)
+        df["val_loss_vs_full_sweep"] = df["best_val_loss"] / ref - 1
+        df["full_sweep_from"] = str(args.reference_trace)
     df["samples_saved"] = 1 - df["samples_trained"] / (samples * configs)
     write_csv(df, out / f"e2e_{device.replace(' ', '_')}_{args.dataset}.csv")
     with pd.option_context("display.width", 250, "display.max_columns", 30):

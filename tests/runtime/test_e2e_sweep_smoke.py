@@ -1,0 +1,42 @@
+"""experiments/e2e_sweep.py end to end on CPU with the tiny backbone: CSV columns and the trace."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from altosim.traces_io import read_loss_traces
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_e2e_sweep_tiny(tmp_path):
+    out = tmp_path / "e2e"
+    cmd = [sys.executable, str(ROOT / "experiments" / "e2e_sweep.py"), "--backbone", "tiny", "--n-train", "8",
+           "--n-val", "4", "--n-eval", "0", "--epochs", "1", "--evals", "2", "--ranks", "2", "--peft-steps", "1",
+           "--seq-len", "256", "--methods", "batched,sequential", "--out", str(out), "--traces-out", str(out / "tr")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    df = pd.read_csv(out / "e2e_cpu_arithmetic.csv")
+    assert list(df["method"]) == ["batched", "sequential_peft", "concurrent_peft_est"]
+    for col in ("configs", "wall_s", "samples_trained", "best_config", "best_val_loss", "best_metric",
+                "speedup_vs_sequential", "samples_saved", "extrapolated"):
+        assert col in df.columns
+    assert (df["configs"] == 20).all()
+    assert df.loc[df["method"] == "batched", "samples_trained"].iloc[0] == 20 * 8
+    seq = df.loc[df["method"] == "sequential_peft", "wall_s"].iloc[0]
+    conc = df.loc[df["method"] == "concurrent_peft_est", "wall_s"].iloc[0]
+    assert abs(seq / conc - 7.7) < 1e-9
+    ts = read_loss_traces(out / "tr" / "SmolLM2-135M__arithmetic.csv.gz")
+    assert len(ts.curves) == 20 and not ts.synthetic
+
+
+def test_e2e_sweep_rejects_unknown_method(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "e2e_sweep.py"), "--backbone", "tiny", "--methods", "bogus",
+           "--out", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode != 0 and "bogus" in res.stderr
