@@ -5,7 +5,8 @@ With --backbone, first runs the real workload (3 tasks: arithmetic, list_ops, py
 <out>/fidelity_run/ (with its config.json and workload.json); then, or with --run on an existing
 run folder, does what `alto check-fidelity` does: the run replayed in the simulator driven by its
 own StepReports, with step costs measured from the run and from the cost model (profile-backed
-with --profile, which also scores step-time predictions on held-out profile rows).
+with a profile: by default the committed traces/profiles/*.csv that covers the backbone and GPU;
+its held-out rows also score the step-time predictions).
 
 Writes <out>/fidelity_<gpu>.csv (metric, value, goal, pass, note), fidelity_<gpu>_timeline.csv and
 fidelity_<gpu>.png (a bar per job: real on top, simulated below, one time axis).
@@ -28,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from altosim.fidelity import check_fidelity, read_profile  # noqa: E402
 from altosim.schemas import load_config  # noqa: E402
@@ -57,8 +59,11 @@ def write_inputs(args: argparse.Namespace, folder: Path, gpu_type: str) -> Path:
     params = {"warmup_ratio": args.warmup} if args.early_exit == "alto" else {}
     cfg = {"workload": "workload.json", "cluster": {"gpus": 1, "gpu_type": gpu_type},
            "policy": {"early_exit": {"name": args.early_exit, "params": params}, "inter_task": {"name": "fifo"}}}
-    if args.profile:
-        cfg["cost_profile"] = str(Path(args.profile).resolve())
+    if args.profile:  # a copy travels with the run (and its archive)
+        from altosim.traces_io import write_cost_profile
+
+        write_cost_profile(read_profile(args.profile), folder / "profile.csv")
+        cfg["cost_profile"] = "profile.csv"
     (folder / "config.json").write_text(json.dumps(cfg, indent=1))
     (folder / "run_args.json").write_text(json.dumps({"backbone": args.backbone, "n_train": args.n_train,
                                                       "n_val": args.n_val, "n_eval": 0}, indent=1))
@@ -79,16 +84,35 @@ def warm_up(args: argparse.Namespace, folder: Path, gpu_type: str) -> None:
     print(f"warm-up (backbone load, kernel compile): {time.perf_counter() - t0:.1f} s", flush=True)
 
 
+def local_device() -> tuple[str, str]:
+    """(device name, cost-model GPU type) of the local accelerator."""
+    import torch
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return name, "H200" if "H200" in name else "A100" if "A100" in name else "H100"
+
+
+def find_profile(gpu_type: str, folder: Path = ROOT / "traces" / "profiles") -> Path | None:
+    """The first committed profile (traces/profiles/*.csv) with rows for this backbone and GPU type."""
+    from altosim.errors import InputError
+
+    for p in sorted(folder.glob("*.csv")):
+        try:
+            rows = read_profile(p).rows
+        except InputError:
+            continue
+        if any(r.model.lower() == MODEL.lower() and r.gpu_type.lower() == gpu_type.lower() for r in rows):
+            return p
+    return None
+
+
 def real_run(args: argparse.Namespace, folder: Path) -> float:
     import functools
-
-    import torch
 
     import runtime.run
     from runtime.run import run_config
 
-    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    gpu_type = "H200" if "H200" in name else "A100" if "A100" in name else "H100"
+    name, gpu_type = local_device()
     # one backbone load for the warm-up and the run (a GGUF de-quantizes for a while); run_config
     # copies it per task; the module is restored afterwards
     plain = runtime.run.open_backbone
@@ -115,7 +139,8 @@ def archive(folder: Path, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
-        for name in ("events.jsonl", "config.json", "workload.json", "run_args.json", "summary.csv", "tasks.csv"):
+        for name in ("events.jsonl", "config.json", "workload.json", "run_args.json", "summary.csv", "tasks.csv",
+                     "profile.csv", "profile.meta.json"):
             if (folder / name).is_file():
                 tar.add(folder / name, arcname=f"fidelity_run/{name}")
 
@@ -128,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", help="where the real run writes its folder (default: <out>/fidelity_run)")
     ap.add_argument("--archive", action="store_true",
                     help="also write <out>/fidelity_run.tar.gz: the run's log, config and tables (no adapters)")
-    ap.add_argument("--profile", help="cost profile for the model replay and the held-out step-time check")
+    ap.add_argument("--profile", default="auto", help="cost profile for the model replay and the held-out "
+                    "step-time check; 'auto': the first traces/profiles/*.csv covering the backbone and GPU type; "
+                    "'none': the analytic cost model")
     ap.add_argument("--tasks", default="arithmetic,list_ops,python_docs")
     ap.add_argument("--lrs", default="1e-5,2e-4,5e-4")
     ap.add_argument("--ranks", default="16")
@@ -148,6 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give exactly one of --backbone (run, then check) or --run (check an existing run)")
     out = Path(args.out)
     folder = Path(args.run or args.run_dir or out / "fidelity_run")
+    if args.profile == "auto":
+        from altosim.fidelity import run_config_for
+
+        cfg = None if args.backbone else run_config_for(folder)
+        gpu_type = local_device()[1] if args.backbone else cfg.cluster.gpu_type if cfg else "H100"
+        found = find_profile(gpu_type)
+        args.profile = str(found) if found else None
+        print(f"cost profile: {found or 'none for ' + MODEL + ' on ' + gpu_type + ' (analytic cost model)'}")
+    elif args.profile == "none":
+        args.profile = None
     if args.backbone:
         real_run(args, folder)
     if args.archive:
