@@ -29,13 +29,13 @@ from altosim.fidelity.runlog import (
     job_intervals, loss_traces, measured_step_times, read_run,
 )
 from altosim.fidelity.steptime import (
-    PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, model_cost, read_profile, split_profile,
-    step_time_errors,
+    CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, interior, model_cost,
+    read_profile, split_profile, step_time_errors,
 )
 from altosim.schemas import CostProfile, RunConfig
 
 __all__ = [
-    "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
+    "CostPredictor", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
     "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
     "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
     "decisions", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
@@ -105,6 +105,9 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
     gpu = profile.device if profile is not None else "unknown"
     if profile is not None:
         rows += step_rows(step_time_errors(profile, factory, every))
+        inner = interior(profile)
+        if len(inner) >= 2:  # interpolation only: every 2nd row strictly inside the grid
+            rows += step_rows(step_time_errors(profile, factory, 2, inner), None, "interior_")
         rows += step_rows(step_time_errors(profile, analytic_predictor, every), None, "analytic_")  # reference
     frames = []
     if run_dir is not None:

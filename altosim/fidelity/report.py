@@ -41,7 +41,8 @@ def step_rows(errs: list[dict[str, Any]], goal: float | None = 0.05, prefix: str
     rows = []
     for e in errs:
         m, med = e["model"], e["median_rel_err"]
-        rows += [row(f"step_ms.{prefix}heldout_points[{m}]", e["points"]),
+        rows += [row(f"step_ms.{prefix}heldout_points[{m}]", e["points"],
+                     note=f"{e.get('extrapolated', 0)} of them outside the fit rows' range (extrapolated)"),
                  row(f"step_ms.{prefix}median_rel_err[{m}]", med, *((f"<= {goal:g}", med <= goal) if goal else ())),
                  row(f"step_ms.{prefix}p90_rel_err[{m}]", e["p90_rel_err"])]
     return rows

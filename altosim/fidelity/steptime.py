@@ -43,29 +43,39 @@ def _layers(profile: CostProfile | None, model: str) -> int | None:
     return None
 
 
-def cost_predictor(fit: CostProfile | None) -> StepPredictor:
-    """The simulator's cost model on the fit rows, asked about one CostRecord."""
-    models: dict[str, Any] = {}
+class CostPredictor:
+    """The simulator's cost model on the fit rows, asked about one CostRecord; counts the
+    predictions that left the profile's measured range (`extrapolated`)."""
 
-    def predict(r: CostRecord) -> float:
-        cost = models.get(r.gpu_type)
+    def __init__(self, fit: CostProfile | None) -> None:
+        self.fit = fit
+        self.models: dict[str, CostModel] = {}
+        self.extrapolated = 0
+
+    def __call__(self, r: CostRecord) -> float:
+        cost = self.models.get(r.gpu_type)
         if cost is None:
-            cost = models[r.gpu_type] = _cost(r.gpu_type, fit)
+            cost = self.models[r.gpu_type] = _cost(r.gpu_type, self.fit)
         single = getattr(cost, "single_step", None)
         if r.parallel_degree == 1 and single is not None:  # at the depth the row was measured at
             try:
                 est = single(r.model, r.adapters, r.mean_rank, r.per_adapter_batch, r.seq_len,
-                             layers=_layers(fit, r.model))
-                return 1e3 * est.seconds
+                             layers=_layers(self.fit, r.model))
             except TypeError:  # another signature: ask step_time below (full depth)
                 pass
+            else:
+                self.extrapolated += bool(getattr(est, "extrapolated", False))
+                return 1e3 * est.seconds
         # LoRA FLOPs are linear in rank: every adapter at the mean rank gives the group's sum
         jobs = tuple(JobSpec(f"q/j{i}", "q", 1e-4, r.mean_rank, r.per_adapter_batch)  # type: ignore[arg-type]
                      for i in range(r.adapters))
         task = TaskSpec("q", 0.0, r.model, "q", r.parallel_degree, jobs, 1, seq_len=r.seq_len)
         return 1e3 * cost.step_time(task, jobs)
 
-    return predict
+
+def cost_predictor(fit: CostProfile | None) -> StepPredictor:
+    """The default factory: the simulator's cost model built on the fit rows."""
+    return CostPredictor(fit)
 
 
 def analytic_predictor(fit: CostProfile | None = None) -> StepPredictor:
@@ -105,24 +115,52 @@ def read_profile(path: str | Path) -> CostProfile:
     return read_cost_profile(p)
 
 
-def split_profile(profile: CostProfile, every: int = 5) -> tuple[CostProfile, list[CostRecord]]:
-    """Row i is held out when i % every == every - 1 (stable for a given file)."""
+AXES = ("adapters", "mean_rank", "per_adapter_batch", "seq_len")
+
+
+def interior(profile: CostProfile) -> list[int]:
+    """Rows strictly inside their (model, GPU type)'s measured range on every axis that has at
+    least 3 measured values: held out, they are interpolated, not extrapolated."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, r in enumerate(profile.rows):
+        groups[(r.model.lower(), r.gpu_type.lower())].append(i)
+    keep = []
+    for idx in groups.values():
+        ranges = {}
+        for a in AXES:
+            vals = sorted({getattr(profile.rows[i], a) for i in idx})
+            if len(vals) >= 3:
+                ranges[a] = (vals[0], vals[-1])
+        keep += [i for i in idx if all(lo < getattr(profile.rows[i], a) < hi for a, (lo, hi) in ranges.items())]
+    return sorted(keep)
+
+
+def split_profile(profile: CostProfile, every: int = 5,
+                  among: list[int] | None = None) -> tuple[CostProfile, list[CostRecord]]:
+    """Every `every`-th row (of `among`, default all rows) is held out: the `every`-th, the
+    2*`every`-th, ... (stable for a given file); the rest is the fit profile."""
     if every < 2:
         raise ValueError(f"every: must be >= 2 (one row in `every` is held out), got {every}")
-    fit = [r for i, r in enumerate(profile.rows) if i % every != every - 1]
-    held = [r for i, r in enumerate(profile.rows) if i % every == every - 1]
+    cand = list(range(len(profile.rows))) if among is None else among
+    held_idx = set(cand[every - 1::every])
+    fit = [r for i, r in enumerate(profile.rows) if i not in held_idx]
+    held = [r for i, r in enumerate(profile.rows) if i in held_idx]
     return profile.model_copy(update={"rows": fit}), held
 
 
-def step_time_errors(profile: CostProfile, factory: PredictorFactory = cost_predictor,
-                     every: int = 5) -> list[dict[str, Any]]:
-    """Per model: held-out points, median and p90 of |predicted - measured| / measured."""
-    fit, held = split_profile(profile, every)
+def step_time_errors(profile: CostProfile, factory: PredictorFactory = cost_predictor, every: int = 5,
+                     among: list[int] | None = None) -> list[dict[str, Any]]:
+    """Per model: held-out points, median and p90 of |predicted - measured| / measured, and how
+    many predictions were extrapolations (when the predictor counts them)."""
+    fit, held = split_profile(profile, every, among)
     if not held:
         raise ValueError(f"profile: {len(profile.rows)} rows leave none held out at every={every}")
     predict = factory(fit)
     errs: dict[str, list[float]] = defaultdict(list)
+    extra: dict[str, int] = defaultdict(int)
     for r in held:
+        before = getattr(predict, "extrapolated", 0)
         errs[r.model].append(abs(predict(r) - r.step_ms) / r.step_ms)
+        extra[r.model] += getattr(predict, "extrapolated", 0) - before
     return [{"model": m, "points": len(e), "median_rel_err": float(np.median(e)),
-             "p90_rel_err": float(np.percentile(e, 90))} for m, e in sorted(errs.items())]
+             "p90_rel_err": float(np.percentile(e, 90)), "extrapolated": extra[m]} for m, e in sorted(errs.items())]

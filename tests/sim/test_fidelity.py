@@ -15,7 +15,7 @@ from altosim.costmodel import cost_model_for
 from altosim.errors import InputError
 from altosim.fidelity import (
     MeasuredCost, RuntimeOrderSimulator, ValidationCost, analytic_predictor, check_fidelity, compare_decisions,
-    completion_times, measured_step_times, read_run, runtime_controller, split_profile, step_time_errors,
+    completion_times, cost_predictor, interior, measured_step_times, read_run, runtime_controller, split_profile, step_time_errors,
 )
 from altosim.schemas import CostProfile, CostRecord, load_config
 from tests.sim.toy import toy_curve
@@ -252,3 +252,13 @@ def replay_run_with(run, controller, cost):
     res = RuntimeOrderSimulator(run.tasks, controller, cost,
                                 lambda job: ReportedCurve(curves[job.job_id], total[job.job_id])).run()
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
+
+
+def test_interior_rows_are_interpolated_exactly_by_the_profile_model():
+    prof = _profile()  # adapters 1,2,4,8 x rank 8,16 x batch 1,2,4, step = the analytic model's
+    inner = interior(prof)
+    assert [(prof.rows[i].adapters, prof.rows[i].per_adapter_batch) for i in inner] == [(2, 2)] * 2 + [(4, 2)] * 2
+    e = step_time_errors(prof, cost_predictor, 2, inner)[0]  # multilinear data, multilinear interpolation
+    assert e["points"] == 2 and e["median_rel_err"] < 1e-9 and e["extrapolated"] == 0
+    edges = step_time_errors(prof, cost_predictor, 4)[0]  # every 4th row: some at the grid's edge
+    assert edges["extrapolated"] > 0 and edges["p90_rel_err"] > 0.05
