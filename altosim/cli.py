@@ -157,7 +157,8 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
     profile = read_profile(args.profile) if args.profile else None
     rep = check_fidelity(args.out, run_dir=args.run, cfg=cfg, profile=profile, modes=args.costs.split(","),
                          every=args.holdout_every, val_rows=args.val_rows)
-    _print_table(rep.rows, ["metric", "value", "goal", "pass"])
+    shown = [{**r, "value": f"{r['value']:.4g}" if isinstance(r["value"], float) else r["value"]} for r in rep.rows]
+    _print_table(shown, ["metric", "value", "goal", "pass"])
     print(f"\nwrote {', '.join(str(f) for f in rep.files)}")
     return 0 if rep.passed or not args.strict else 1
 
