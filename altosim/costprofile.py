@@ -43,6 +43,7 @@ class ProfileTable:
     profile: CostProfile
     extrapolations: int = 0
     _groups: dict[tuple[str, str], list[tuple[tuple[float, ...], float]]] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple, tuple[float, bool]] = field(default_factory=dict, repr=False)  # the simulator asks often
 
     def __post_init__(self) -> None:
         for r in self.profile.rows:
@@ -71,7 +72,10 @@ class ProfileTable:
         for name, v in zip(AXES, q):
             if not v > 0:
                 raise ValueError(f"{name}: must be > 0, got {v!r}")
-        ms, extra = _interp(self._groups[key], q, 0)
+        hit = self._memo.get((key, q))
+        if hit is None:
+            hit = self._memo[(key, q)] = _interp(self._groups[key], q, 0)
+        ms, extra = hit
         if extra:
             self.extrapolations += 1
         return Prediction(ms, extra)

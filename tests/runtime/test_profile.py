@@ -61,6 +61,25 @@ def test_oom_points_become_rows_and_larger_ones_are_skipped(tmp_path, monkeypatc
     assert read_cost_profile(path).failed == prof.failed
 
 
+def test_failed_adapters_are_readmitted_and_counted(tmp_path, monkeypatch):
+    from runtime.trainer import MultiAdapterTrainer
+
+    real, calls = MultiAdapterTrainer.step, []
+
+    def step(self, batches):
+        out = real(self, batches)
+        calls.append(1)
+        if len(calls) == 1:  # a non-finite first step for one adapter
+            self.jobs["a0"].status = "failed"
+        return out
+
+    monkeypatch.setattr(MultiAdapterTrainer, "step", step)
+    grid = rp.Grid(adapters=(2,), ranks=(4,), batches=(1,), seqs=(16,))
+    prof, _ = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=2, warmup=1, quiet=True)
+    assert len(calls) == 3 and len(prof.rows) == 1
+    assert "1 adapter steps non-finite (re-admitted)" in prof.rows[0].note
+
+
 def test_memory_fit_from_measured_peaks():
     rows = [CostRecord(model="m", gpu_type="H100", adapters=a, mean_rank=16, per_adapter_batch=b, seq_len=l,
                        step_ms=1.0, peak_mem_bytes=int(3e9 + 2e5 * a * b * l))
@@ -79,7 +98,7 @@ def test_names_and_grid():
     assert rp.resolve_backbone("llama-3.1-70b:layers=2", 4) == ("llama-3.1-70b:layers=2", "llama-3.1-70b")
     assert rp.resolve_backbone("smollm2", 4) == ("smollm2", "smollm2-135m")
     pts = rp.Grid().points()
-    assert len(pts) == 4 * 2 * 3 * 2
+    assert len(pts) == 4 * 2 * 2 * 2
     toks = [a * b * s for r, a, b, s in pts if r == 16]
     assert toks == sorted(toks)
     with pytest.raises(ValueError, match="seqs"):
