@@ -51,17 +51,19 @@ def run(train: list[float], val: list[float | None], **params) -> list[Verdict]:
 
 def run_paper(train: list[float], val: list[float | None], **params) -> list[Verdict]:
     """The paper's Algorithm 1 exactly: the gap alone makes overfitting."""
-    return run(train, val, gap_requires_plateau=False, **params)
+    return run(train, val, gap_requires_plateau=False, div_margin=0.0, **params)
 
 
 def test_defaults_are_the_papers_plus_the_plateau_condition():
     p = build_early_exit("alto", {}).params()
     assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
-                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=6)
+                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=6,
+                     div_margin=0.1)
 
 
 @pytest.mark.parametrize("bad", [{"gap_requires_plateau": 1}, {"gap_requires_plateau": "no"},
-                                 {"p_plateau": 0}, {"p_plateau": 2.5}])
+                                 {"p_plateau": 0}, {"p_plateau": 2.5}, {"div_margin": -0.1},
+                                 {"div_margin": math.inf}])
 def test_bad_plateau_params_name_the_parameter(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Alto(**bad)
@@ -73,41 +75,42 @@ def test_bad_plateau_params_name_the_parameter(bad):
 def test_diverging_needs_p_div_consecutive_rising_evals():
     rise = [1.0, 1.01, 1.02, 1.03]
     # eval 1: no slope yet; eval 2: both slopes >= tau (count 1); eval 3: count 2 -> exit
-    assert run(rise, rise) == [CONTINUE, CONTINUE, DIV]
+    assert run_paper(rise, rise) == [CONTINUE, CONTINUE, DIV]
 
 
 def test_diverging_counter_resets_when_val_slope_drops():
     train = [1.0, 1.1, 1.2, 1.3, 1.4]
     val = [1.0, 1.1, 1.1, 1.2, 1.3]  # flat at eval 3 -> reset
-    assert run(train, val) == [CONTINUE] * 4 + [DIV]
+    assert run_paper(train, val) == [CONTINUE] * 4 + [DIV]
 
 
 def test_diverging_counter_resets_when_train_slope_drops():
     train = [1.0, 1.1, 0.9, 1.1, 1.3, 1.5]  # EMA 1.0, 1.05, 0.975 (falls), 1.0375, 1.16875, ...
     val = [1.0, 1.05, 1.1, 1.15, 1.2, 1.25]
-    assert run(train, val, tau_gap=math.inf) == [CONTINUE] * 4 + [DIV]  # gap rule off
+    assert run_paper(train, val, tau_gap=math.inf) == [CONTINUE] * 4 + [DIV]  # gap rule off
 
 
 def test_one_rising_slope_is_not_diverging():
     train = [1.0, 0.99, 0.98, 0.97, 0.96]  # falling train, rising val (gap stays < 0.1)
     val = [1.0, 1.01, 1.02, 1.03, 1.04]
-    assert run(train, val) == [CONTINUE] * 5
+    assert run_paper(train, val) == [CONTINUE] * 5
 
 
 def test_slope_uses_the_last_w_points_by_least_squares():
     # w=3: slope over (1.0, 1.3, 1.0) is 0 even though the last step rises
     train = [1.0, 1.3, 1.0, 1.3, 1.0]
     val = train
-    assert run(train, val, w=3, ema=0.0) == [CONTINUE] * 5
+    assert run_paper(train, val, w=3, ema=0.0) == [CONTINUE] * 5
     rise = [1.0, 1.3, 1.4, 1.5, 1.6]
-    assert run(rise, rise, w=3, ema=0.0, p_div=1) == [CONTINUE, CONTINUE, DIV]
+    assert run_paper(rise, rise, w=3, ema=0.0, p_div=1) == [CONTINUE, CONTINUE, DIV]
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_loss_exits_at_once(bad):
-    assert run([bad], [1.0]) == [DIV]
-    assert run([1.0], [bad]) == [DIV]
-    assert run([1.0, bad], [1.0, None]) == [CONTINUE, DIV]
+    for r in (run, run_paper):  # a non-finite loss is a blow-up in both modes
+        assert r([bad], [1.0]) == [DIV]
+        assert r([1.0], [bad]) == [DIV]
+        assert r([1.0, bad], [1.0, None]) == [CONTINUE, DIV]
 
 
 # --- overfitting -------------------------------------------------------------------------------
@@ -211,8 +214,11 @@ def test_plateau_rule_never_stops_earlier_than_the_papers(pair, p_ovf, p_plateau
         assert paper[-1].stop
     if ours[-1] == DIV:
         assert paper[-1] == (DIV if len(paper) == len(ours) else OVF)
-    if paper[-1] == DIV:
-        assert ours == paper
+    if paper[-1] == DIV:  # same evaluation; ours keeps the best snapshot when val is near its best
+        assert len(ours) == len(paper) and ours[-1] in (DIV, OVF)
+        best = min(v for v in val[:len(ours)] if v is not None)
+        last = next(v for v in reversed(val[:len(ours)]) if v is not None)
+        assert ours[-1] == (OVF if last < best * 1.1 else DIV)
 
 
 @settings(max_examples=200, deadline=None)
@@ -271,6 +277,16 @@ def test_select_uses_the_latest_val():
 
 
 # --- robustness --------------------------------------------------------------------------------
+
+
+def test_rising_near_the_best_is_a_stall_that_keeps_the_best_snapshot():
+    # both slopes rise for p_div = 2 evaluations; val 1.03 is 3% above its best (1.0)
+    train, val = [1.0, 1.01, 1.02], [1.0, 1.01, 1.03]
+    assert run(train, val, tau_gap=math.inf) == [CONTINUE, CONTINUE, OVF]
+    assert run(train, val, tau_gap=math.inf, div_margin=0.02) == [CONTINUE, CONTINUE, DIV]
+    assert run_paper(train, val, tau_gap=math.inf) == [CONTINUE, CONTINUE, DIV]
+    # a blow-up far above the best stays diverging (its result is discarded)
+    assert run([1.0, 1.5, 2.5], [1.0, 1.5, 2.5], tau_gap=math.inf) == [CONTINUE, CONTINUE, DIV]
 
 
 def test_stopped_job_keeps_its_verdict():

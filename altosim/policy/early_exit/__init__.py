@@ -1,8 +1,9 @@
 """Early-exit policies, chosen by name from config (`early_exit: {name: ..., params: {...}}`).
 
 Importing this package registers every policy in `altosim.policy.registry.EARLY_EXIT`:
-`alto` (the paper's Algorithm 1; by default its overfitting rule also needs a val plateau,
-`gap_requires_plateau=False` is the paper's rule), `none`, `median` (median stopping), `asha`,
+`alto` (the paper's Algorithm 1; by default its overfitting rule also needs a val plateau and a
+stall near the best keeps its best snapshot; `gap_requires_plateau=False, div_margin=0` is the
+paper's rule), `none`, `median` (median stopping), `asha`,
 `tuned` (an Alto with parameters read from a file written by `altosim.tuning`).
 """
 

@@ -8,12 +8,16 @@ Signals per job: the train loss smoothed by an EMA (every report feeds it) and t
   evaluations; the counter resets as soon as either slope is below. Slopes are in loss units
   *per evaluation* (x = evaluation index), as in the paper's rule, so `tau_slope` is tied to the
   eval interval (default 1% of the sample budget, see TaskSpec). A NaN/inf loss exits at once.
+  Ours: when the rule fires while the val loss is still within `div_margin` (relative) of the
+  job's best val, the run has not blown up, it has stalled (noise on a plateau, or the onset of
+  overfitting); it exits as overfitting with `restore_best`, since a "diverging" job is never a
+  task's result and its good best-val snapshot would be thrown away. `div_margin=0` is the paper.
 - Overfitting: gap (val - train_ema) / train_ema > `tau_gap` for `p_ovf` consecutive
   evaluations (the paper's rule) AND, with `gap_requires_plateau` (our default), the val loss
   has made no new best for the last `p_plateau` evaluations -> exit with `restore_best` (the
   best-val snapshot is the job's result). A non-positive train EMA leaves the gap undefined and
   counts as "not overfitting". When both rules fire on the same evaluation, diverging wins (the
-  paper's order). `gap_requires_plateau=False` is the paper's Algorithm 1 exactly.
+  paper's order). `gap_requires_plateau=False, div_margin=0` is the paper's Algorithm 1 exactly.
 - Underperforming: the cohort cut. Every job waits at the end of warm-up, `warmup_ratio` of its
   steps snapped up to the eval grid (`warmup_steps`: evaluation ceil(warmup_ratio * the task's
   nominal number of evaluations), the same index for every job); then `select` keeps the top
@@ -30,7 +34,11 @@ requires that. Its patience is counted in evaluations without a new best val (no
 twice"), because val on a small validation split is noisy: on the real traces the eventual
 winner, still improving, goes up to 4 evaluations (~10% of its run) between new bests, so 5 is
 the least patience that keeps it; the default 6 leaves one evaluation of margin for other
-tasks (the paper-exact rule is one flag away).
+tasks. Likewise `div_margin` (default 0.1): with w=2 the slope test trips on noise, and the
+paper rule's diverging exits in the study include top-10 configs stopped late in their run, e.g.
+the true best of synthetic task t02 at 54% of its run, 0.6% above its best val: its result was
+lost (with the margin its snapshot counts: t02 picks its true best config, 0.13% above that
+config's full-run best, instead of another at +0.9%).
 
 The cut is kept as the paper's: it ranks by the *latest* val. Under the Controller's warm-up,
 jobs that reached their gate keep training until the slowest one gets there (no pending job to
@@ -89,8 +97,9 @@ class _Track:
 @dataclass
 class Alto(EarlyExitPolicy):
     """Algorithm 1 with the paper's defaults, plus our plateau condition on the overfitting rule
-    (`gap_requires_plateau`, `p_plateau`) and `ema`: see the module docstring.
-    `Alto(gap_requires_plateau=False)` is the paper's rule exactly."""
+    (`gap_requires_plateau`, `p_plateau`), the stall margin of the diverging rule (`div_margin`)
+    and `ema`: see the module docstring.
+    `Alto(gap_requires_plateau=False, div_margin=0)` is the paper's rule exactly."""
 
     name: ClassVar[str] = "alto"
 
@@ -104,6 +113,7 @@ class Alto(EarlyExitPolicy):
     ema: float = 0.5
     gap_requires_plateau: bool = True
     p_plateau: int = 6
+    div_margin: float = 0.1
     _tracks: dict[str, _Track] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +129,7 @@ class Alto(EarlyExitPolicy):
             raise ValueError(f"alto: parameter 'gap_requires_plateau' must be true or false, "
                              f"got {self.gap_requires_plateau!r}")
         check("alto", "p_plateau", self.p_plateau, integer=True, lo=1)
+        check("alto", "div_margin", self.div_margin, lo=0)
 
     def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
         if bad_loss(hist, i):
@@ -139,7 +150,8 @@ class Alto(EarlyExitPolicy):
         s.since_best = 0 if val < s.best else s.since_best + 1
         s.best = min(s.best, val)
         if s.n_div >= self.p_div:
-            return DIVERGING
+            # rising, but still near its best: stalled, not blown up -> keep the best snapshot
+            return OVERFITTING if val < s.best + self.div_margin * abs(s.best) else DIVERGING
         if s.n_ovf >= self.p_ovf and (not self.gap_requires_plateau or s.since_best >= self.p_plateau):
             return OVERFITTING
         return CONTINUE

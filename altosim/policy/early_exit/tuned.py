@@ -8,7 +8,8 @@ and `params()` name the numbers actually used, not only the file.
 File format (extra keys are provenance and are ignored):
     {"policy": "alto", "params": {"warmup_ratio": 0.1, "select_ratio": 0.2, ...}, ...}
 `params` may name any subset of Alto's parameters; the rest keep Alto's defaults (the paper's
-thresholds with our plateau condition; `gap_requires_plateau: false` gives the paper's rule).
+thresholds with our plateau and stall conditions; `gap_requires_plateau: false, div_margin: 0`
+gives the paper's rule).
 Infinity (`tau_gap: Infinity`, the gap rule off) is allowed, as Python's json writes it.
 """
 
