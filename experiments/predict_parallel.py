@@ -8,7 +8,7 @@ from a measured CostProfile where one covers (model, GPU) (every `traces/profile
 link of `--link-gbytes` GB/s per GPU (or a run config's `cluster.link_gbps`); see
 altosim/costparallel.py for the formulas. `single` rows: the 8 adapters fused on one GPU.
 
-    python experiments/predict_parallel.py                      # results/parallel_predicted_{h100,h200}.csv
+    python experiments/predict_parallel.py                      # results/parallel_predicted_{h100,h200}.{csv,png}
     python experiments/predict_parallel.py --gpu H100 --profile traces/profiles/h100.csv
 
 Columns: gpu_type, gpus, per_adapter_batch, impl, model, layers, adapters, lora_rank, seq_len,
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from altosim.costmodel import CostModel, cost_model_for, model_shape  # noqa: E402
 from altosim.costparallel import Link, ap_step, fsdp_step  # noqa: E402
-from altosim.report import write_csv  # noqa: E402
+from altosim.report import save_fig, write_csv  # noqa: E402
 from altosim.schemas import CostProfile  # noqa: E402
 
 BACKBONES = ("smollm2-135m", "llama-3.2-1b", "llama-3.1-70b", "llama-3.1-70b:layers=2")
@@ -97,6 +97,31 @@ def predict(cost: CostModel, backbones: list[str], gpus: list[int], batches: lis
     return df.sort_values(["model", "layers", "gpus", "per_adapter_batch", "impl"], kind="stable").reset_index(drop=True)
 
 
+def plot(df: pd.DataFrame):
+    """Predicted AP speedup over FSDP vs per-adapter batch, one line per P, a panel per backbone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ap = df[df.impl == "ap"]
+    keys = list(dict.fromkeys(zip(ap.model, ap.layers)))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False, sharey=True)
+    for ax, (model, layers) in zip(axes[0], keys):
+        sub = ap[(ap.model == model) & (ap.layers == layers)]
+        for p, g in sub.groupby("gpus"):
+            ax.plot(g.per_adapter_batch, g.predicted_speedup_vs_fsdp, marker="o", label=f"P={p}")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{model} ({layers} layers)", fontsize=9)
+        ax.set_xlabel("per-adapter batch")
+    axes[0][0].set_ylabel("predicted AP speedup over FSDP")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{df.gpu_type.iloc[0]}: 8 adapters, 256 tokens, source {'/'.join(sorted(set(df.source)))}",
+                 fontsize=10)
+    return fig
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -133,6 +158,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                      args.lora_rank, args.seq, link, args.overlap)
         path = Path(args.out) / f"parallel_predicted_{gpu.lower()}.csv"
         write_csv(df.round(4), path)
+        save_fig(plot(df), path.with_suffix(".png"))
         print(f"wrote {path} ({len(df)} rows; sources: {', '.join(sorted(set(df.source)))}; "
               f"{int(df.extrapolated.sum())} extrapolated)")
         written.append(path)
