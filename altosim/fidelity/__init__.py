@@ -25,7 +25,7 @@ from altosim.fidelity.replay import (
 )
 from altosim.fidelity.report import plot_timelines, replay_rows, row, step_rows
 from altosim.fidelity.runlog import (
-    ACTION_KINDS, EVENT_KINDS, MeasuredCost, ReportedCurve, RunFolder, completion_times, decisions, job_curves,
+    ACTION_KINDS, EVENT_KINDS, MeasuredCost, failure_steps, ReportedCurve, RunFolder, completion_times, decisions, job_curves,
     job_intervals, loss_traces, measured_step_times, read_run,
 )
 from altosim.fidelity.steptime import (
@@ -38,7 +38,7 @@ __all__ = [
     "CostPredictor", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
     "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
     "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
-    "decisions", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
+    "decisions", "failure_steps", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
     "read_profile", "read_run", "replay_run", "run_config_for", "run_val_rows", "runtime_controller",
     "split_profile", "step_time_errors",
 ]

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from altosim.errors import InputError
-from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, flat_curve, job_curves
+from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, failure_steps, flat_curve, job_curves
 from altosim.policy.controller import Controller
-from altosim.policy.types import Admit, JobFinished, JobSpec, TaskArrived, TaskSpec
+from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, TaskArrived, TaskSpec
 from altosim.schemas import RunConfig
 from altosim.sim.engine import Simulator
 
@@ -25,15 +25,17 @@ from altosim.sim.engine import Simulator
 class RuntimeOrderSimulator(Simulator):
     """The SimPy backend speaking the runtime's protocol (runtime/backend.py): tasks arrive one
     event each, a fused step's reports go out in first-admission order (the trainer's slot order),
-    and every report of the step is sent even when an earlier one stopped that job. With
+    every report of the step is sent even when an earlier one stopped that job, and a job fails
+    (JobFailed after the step's reports) at the step the run logged (`failures`). With
     `eval_time`, the validation behind a step's reports takes simulated time too (after the
     reports, which the runtime stamps with the time the step ended)."""
 
     def __init__(self, *args: Any, eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
-                 **kw: Any) -> None:
+                 failures: dict[str, tuple[int, str]] | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._order: dict[str, int] = {}
         self.eval_time = eval_time
+        self.failures = failures or {}  # job -> (its step that fails, reason), as the run logged
 
     def _arrivals(self):
         for task in self.tasks:
@@ -55,17 +57,23 @@ class RuntimeOrderSimulator(Simulator):
                 yield ex.wake
                 continue
             runs = list(ex.group.values())
-            k = min(min(r.every - r.step % r.every, r.total - r.step) for r in runs)
+            fail_at = {r.job.job_id: max(self.failures[r.job.job_id][0], r.step + 1)
+                       for r in runs if r.job.job_id in self.failures}
+            k = min(min(r.every - r.step % r.every, r.total - r.step,
+                        fail_at.get(r.job.job_id, r.total) - r.step) for r in runs)
             dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
             yield self.env.timeout(dt)
             self.busy_gpu_s += dt * len(ex.gpus)
             cap = task.samples_per_job
-            due = []
+            due, failing = [], []
             for r in runs:
+                fails = r.step + k == fail_at.get(r.job.job_id)
                 before = min(r.step * r.job.batch_size, cap)
-                r.step += k
+                r.step += k - fails  # a failed step does not count (runtime/backend.py)
                 self.samples += min(r.step * r.job.batch_size, cap) - before
-                if r.step % r.every == 0 or r.step >= r.total:
+                if fails:
+                    failing.append(r)
+                elif r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
             for r in sorted(due, key=lambda r: self._order[r.job.job_id]):
                 self._report(task, r)
@@ -73,6 +81,10 @@ class RuntimeOrderSimulator(Simulator):
                     ex.group.pop(r.job.job_id)
                     self._job_end(ex, r.job.job_id, r, "finished", False)
                     self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
+            for r in sorted(failing, key=lambda r: self._order[r.job.job_id]):
+                if ex.group.get(r.job.job_id) is r:  # the trainer drops it from the group at once
+                    ex.parked[r.job.job_id] = ex.group.pop(r.job.job_id)
+                self._deliver(JobFailed(self.env.now, task.task_id, r.job.job_id, self.failures[r.job.job_id][1]))
             if due and self.eval_time is not None and not ex.done:
                 # the runtime stamps a step's reports before validating them: the validation
                 # delays the next step, not these reports
@@ -152,7 +164,7 @@ def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
             cache[job.job_id] = ReportedCurve(c, total[job.job_id]) if c is not None else flat_curve(job)
         return cache[job.job_id]
 
-    kw = {"eval_time": eval_time} if sim_cls is RuntimeOrderSimulator else {}
+    kw = {"eval_time": eval_time, "failures": failure_steps(run)} if sim_cls is RuntimeOrderSimulator else {}
     res = sim_cls(tasks, ctl, cost, curve, **kw).run()
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
 

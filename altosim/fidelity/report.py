@@ -28,7 +28,8 @@ def replay_rows(mode: str, real: list[dict[str, Any]], sim: list[dict[str, Any]]
              row(f"{mode}.first_divergence", -1 if d.first is None else d.first, "-1 (none)", d.first is None)]
     failed = sum(1 for x in real if x["kind"] == "job_failed")
     if failed:
-        rows.append(row(f"{mode}.real_job_failures", failed, note="failures are not replayed"))
+        rows.append(row(f"{mode}.real_job_failures", failed, note="replayed at the failing step (estimated from "
+                        "time when no report shares that step)"))
     return rows
 
 

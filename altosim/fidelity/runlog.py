@@ -174,17 +174,28 @@ def measured_step_times(run: RunFolder) -> dict[tuple[str, frozenset[str]], tupl
     A task's fused-step index is known at each StepReport (the job's step plus the index at which
     it joined); between two consecutive indices the group was constant, so the wall time between
     them over the steps taken is that composition's step time (evaluation time included)."""
+    return _walk(run)[0]
+
+
+def failure_steps(run: RunFolder) -> dict[str, tuple[int, str]]:
+    """Job -> (its step number that failed, reason), for each JobFailed of the log. The runtime
+    sends JobFailed after the reports of the fused step that failed; without such a report the
+    step is estimated from the time since the task's last report at its mean step time."""
+    return _walk(run)[1]
+
+
+def _walk(run: RunFolder) -> tuple[dict[tuple[str, frozenset[str]], tuple[float, int]], dict[str, tuple[int, str]]]:
     spent: dict[tuple[str, frozenset[str]], list[float]] = defaultdict(lambda: [0.0, 0])
     active: dict[str, set[str]] = defaultdict(set)
     idx: dict[str, int] = {}
     joined: dict[str, int] = {}  # job -> task index minus job step while running
-    last_step: dict[str, int] = defaultdict(int)
+    paused: dict[str, int] = {}  # job -> its step when suspended
     anchor: dict[str, tuple[float, int, frozenset[str]]] = {}
+    failed: dict[str, tuple[int, str]] = {}
     for now, d in timed(run.trace):
-        k, tid = d["kind"], d.get("task_id")
-        if k == "step_report" and d["job_id"] in joined:
-            i = joined[d["job_id"]] + d["step"]
-            last_step[d["job_id"]] = d["step"]
+        k, tid, job = d["kind"], d.get("task_id"), d.get("job_id")
+        if k == "step_report" and job in joined:
+            i = joined[job] + d["step"]
             t0, i0, comp = anchor[tid]
             if i > i0:
                 s = spent[(tid, comp)]
@@ -196,14 +207,24 @@ def measured_step_times(run: RunFolder) -> dict[tuple[str, frozenset[str]], tupl
             idx[tid] = 0
             anchor[tid] = (now, 0, frozenset())
         elif k == "admit":
-            joined[d["job_id"]] = idx.get(tid, 0) - (last_step[d["job_id"]] if d.get("resume") else 0)
-            active[tid].add(d["job_id"])
-        elif k in ("suspend", "stop", "job_finished", "job_failed"):
-            active[tid].discard(d["job_id"])
+            joined[job] = idx.get(tid, 0) - (paused.get(job, 0) if d.get("resume") else 0)
+            active[tid].add(job)
+        elif k == "suspend" and job in joined:
+            paused[job] = idx.get(tid, 0) - joined[job]
+            active[tid].discard(job)
+        elif k == "job_failed" and job in joined and tid in anchor:
+            t0, i0, _ = anchor[tid]
+            secs = sum(v[0] for (t, _c), v in spent.items() if t == tid)
+            steps = sum(v[1] for (t, _c), v in spent.items() if t == tid)
+            i = i0 if now == t0 and i0 > 0 else i0 + max(1, round((now - t0) * steps / secs) if secs > 0 else 1)
+            failed[job] = (i - joined[job], d.get("reason", "failed"))
+            active[tid].discard(job)
+        elif k in ("stop", "job_finished"):
+            active[tid].discard(job)
         if tid in anchor and k in ACTION_KINDS + ("job_finished", "job_failed"):
             t0, i0, _ = anchor[tid]
             anchor[tid] = (t0, i0, frozenset(active[tid]))
-    return {key: (v[0], int(v[1])) for key, v in spent.items()}
+    return {key: (v[0], int(v[1])) for key, v in spent.items()}, failed
 
 
 class MeasuredCost:

@@ -15,7 +15,7 @@ from altosim.costmodel import cost_model_for
 from altosim.errors import InputError
 from altosim.fidelity import (
     MeasuredCost, RuntimeOrderSimulator, ValidationCost, analytic_predictor, check_fidelity, compare_decisions,
-    completion_times, cost_predictor, interior, measured_step_times, read_run, runtime_controller, split_profile, step_time_errors,
+    ReportedCurve, completion_times, cost_predictor, interior, job_curves, measured_step_times, read_run, runtime_controller, split_profile, step_time_errors,
 )
 from altosim.schemas import CostProfile, CostRecord, load_config
 from tests.sim.toy import toy_curve
@@ -262,3 +262,32 @@ def test_interior_rows_are_interpolated_exactly_by_the_profile_model():
     assert e["points"] == 2 and e["median_rel_err"] < 1e-9 and e["extrapolated"] == 0
     edges = step_time_errors(prof, cost_predictor, 4)[0]  # every 4th row: some at the grid's edge
     assert edges["extrapolated"] > 0 and edges["p90_rel_err"] > 0.05
+
+
+@pytest.mark.parametrize("batches, step", [((1, 2, 4, 8), 4), ((1,), 3)])  # 3: no report shares that step
+def test_failed_job_is_replayed_at_its_step(tmp_path, batches, step):
+    from altosim.fidelity import failure_steps
+    from altosim.policy.controller import Controller, ControllerConfig
+    from tests.sim.toy import toy_task
+
+    tasks = [toy_task("t0", 6, 1, 0.0, 200, batches=batches)]
+    make = lambda: Controller(ControllerConfig(num_gpus=1, early_exit="none", inter_task="fifo"),  # noqa: E731
+                              duration_for=lambda t: COST.worst_case_duration(t), memory_for=COST.memory_model)
+    fail = {"t0/j000": (step, "non-finite loss")}
+    res = RuntimeOrderSimulator(tasks, make(), COST, toy_curve, failures=fail).run()
+    flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
+    assert [x["kind"] for x in flat].count("job_failed") == 1
+    assert any(x["kind"] == "stop" and x["reason"] == "failed" for x in flat)
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [{"meta": {}}, *flat]))
+    run = read_run(tmp_path)
+    assert failure_steps(run) == fail
+    curves = job_curves(run)
+    total = {j.job_id: tasks[0].total_steps(j) for j in tasks[0].jobs}
+    got = RuntimeOrderSimulator(run.tasks, make(), MeasuredCost(measured_step_times(run)),
+                                lambda job: ReportedCurve(curves[job.job_id], total[job.job_id]),
+                                failures=failure_steps(run)).run()
+    again = [x for rec in got.log for x in (rec["event"], *rec["actions"])]
+    d = compare_decisions(run.trace, again)
+    assert d.first is None and d.identical == d.real
+    real = completion_times(run.trace)["t0"]  # the span around a failure mixes two groups: close, not exact
+    assert abs(completion_times(again)["t0"] - real) < 0.01 * real
