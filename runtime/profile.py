@@ -107,6 +107,14 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _oom_count(device: torch.device) -> int:
+    """Out-of-memory events the CUDA allocator has seen (0 on CPU). The trainer catches an OOM
+    itself and retries the step in halves, so an exception alone would miss it."""
+    if device.type != "cuda":
+        return 0
+    return int(torch.cuda.memory_stats(device).get("num_ooms", 0))
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
 
@@ -115,8 +123,10 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
                 warmup: int, device: torch.device) -> tuple[float, int]:
     """(median ms of `steps` synchronized fused steps after `warmup` ones, adapter failures).
 
-    An adapter the trainer fails (non-finite loss or gradient: random tokens, bf16) is re-admitted
-    fresh before the next step, outside the timed region, so every step runs all `adapters`."""
+    An adapter the trainer fails (non-finite loss or gradient) is re-admitted fresh before the next
+    step, outside the timed region, so every step runs all `adapters`. A step during which the
+    allocator ran out of memory (the trainer then splits the step in halves, or fails adapters
+    that do not fit alone) raises OutOfMemoryError: that point is not a fused step."""
     for j in list(trainer.jobs):
         trainer.drop(j)
     g = torch.Generator().manual_seed(adapters * 7919 + batch * 31 + seq)
@@ -126,6 +136,11 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
         ids = torch.randint(3, vocab, (batch, seq), generator=g).to(device)
         batches[f"a{i}"] = (ids, torch.ones_like(ids), ids.clone())
     failures = 0
+    ooms = _oom_count(device)
+
+    def check_oom() -> None:
+        if _oom_count(device) != ooms:
+            raise torch.cuda.OutOfMemoryError("out of memory inside the trainer's step (it split the step)")
 
     def readmit() -> None:
         nonlocal failures
@@ -138,6 +153,7 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
     for _ in range(warmup):
         readmit()
         trainer.step(batches)
+        check_oom()
     times = []
     for _ in range(steps):
         readmit()
@@ -146,6 +162,7 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
         trainer.step(batches)
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
+        check_oom()
     readmit()
     return statistics.median(times), failures
 

@@ -61,6 +61,25 @@ def test_oom_points_become_rows_and_larger_ones_are_skipped(tmp_path, monkeypatc
     assert read_cost_profile(path).failed == prof.failed
 
 
+def test_oom_the_trainer_recovers_from_still_fails_the_point(tmp_path, monkeypatch):
+    """The trainer catches OOM and splits the step; the allocator's OOM counter still tells."""
+    from runtime.trainer import MultiAdapterTrainer
+
+    real, ooms = MultiAdapterTrainer.step, [0]
+
+    def step(self, batches):
+        if sum(b[0].numel() for b in batches.values()) >= 64:
+            ooms[0] += 1  # as if the allocator had failed once and the trainer split the step
+        return real(self, batches)
+
+    monkeypatch.setattr(MultiAdapterTrainer, "step", step)
+    monkeypatch.setattr(rp, "_oom_count", lambda device: ooms[0])
+    grid = rp.Grid(adapters=(1, 2, 4), ranks=(4,), batches=(1,), seqs=(16,))
+    prof, _ = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=1, quiet=True)
+    assert [r.adapters for r in prof.rows] == [1, 2]
+    assert [(f.adapters, f.reason) for f in prof.failed] == [(4, "oom")]
+
+
 def test_failed_adapters_are_readmitted_and_counted(tmp_path, monkeypatch):
     from runtime.trainer import MultiAdapterTrainer
 
