@@ -95,7 +95,9 @@ class MultiAdapterTrainer:
         self.named_layers = install_lora_layers(model, self.target_modules, self.ctx, capacity, 1)
         self.layers: list[MultiLoraLinear] = [l for _, l in self.named_layers]
         self.device = self.layers[0].weight.device
-        self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)])
+        # per-slot A is [d_in, r_max] (rank dim 1), B is [r_max, d_out] (rank dim 0)
+        self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)], rank_dims=[1, 0] * len(self.layers))
+        self._init_cache: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.jobs: dict[str, _Job] = {}
         self.pad_token_id = pad_token_id
         cfg = getattr(model, "config", None)
@@ -161,14 +163,46 @@ class MultiAdapterTrainer:
             raise ValueError(f"job_id: adapter {job_id!r} is {job.status}, expected {' or '.join(status)}")
         return job
 
+    @torch.no_grad()
     def _write(self, slot: int, weights: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        for l, (a, b) in zip(self.layers, weights):
-            l.set_slot(slot, a, b)
+        """Write PEFT-layout weights of every layer into `slot`: one host-to-device copy of all
+        layers (as [d_in | d_out, r] blocks stacked along dim 0), then on-device copies."""
+        ranks = {a.shape[0] for a, _ in weights} | {b.shape[1] for _, b in weights}
+        if len(ranks) != 1 or len(weights) != len(self.layers):
+            for l, (a, b) in zip(self.layers, weights):
+                l.set_slot(slot, a, b)
+            return
+        r = ranks.pop()
+        dtype = self.layers[0].A.dtype
+        srcs = [t for a, b in weights for t in (a.t(), b)]
+        flat = torch.cat([t.to(dtype) for t in srcs]).to(self.device)
+        pieces = list(flat.split([t.shape[0] for t in srcs]))
+        torch._foreach_zero_([t[slot] for l in self.layers for t in (l.A, l.B)])
+        dsts = [t for l in self.layers for t in (l.A.data[slot, :, :r], l.B.data[slot, :r, :].t())]
+        torch._foreach_copy_(dsts, pieces)
 
+    @torch.no_grad()
     def _read(self, job: _Job) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The adapter's PEFT-layout weights (lora_A [r, d_in], lora_B [d_out, r]) per layer on
+        the CPU, each its own tensor; a live slot is gathered on the device and copied once."""
         if job.slot is None:
             return [(a.clone(), b.clone()) for a, b in job.offloaded["weights"]]
-        return [tuple(t.cpu() for t in l.get_slot(job.slot, job.cfg.rank)) for l in self.layers]
+        s, r = job.slot, job.cfg.rank
+        parts = [t for l in self.layers for t in (l.A.detach()[s, :, :r], l.B.detach()[s, :r, :].t())]
+        flat = torch.cat(parts).cpu()  # [sum of d_in and d_out, r]: the only device-to-host copy
+        chunks = flat.split([t.shape[0] for t in parts])
+        return [(chunks[2 * k].t().clone(memory_format=torch.contiguous_format), chunks[2 * k + 1].clone())
+                for k in range(len(self.layers))]
+
+    def _peft_init(self, rank: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs
+        that share both, and the CPU draws dominate an admit. The tensors are only read."""
+        key = (rank, seed)
+        if key not in self._init_cache:
+            while len(self._init_cache) >= 4:
+                del self._init_cache[next(iter(self._init_cache))]
+            self._init_cache[key] = peft_init(self.layers, rank, seed)
+        return self._init_cache[key]
 
     # ----------------------------------------------------------------------------- lifecycle
     def admit(
@@ -195,7 +229,7 @@ class MultiAdapterTrainer:
         cfg = AdapterConfig(job_id, rank, alpha, lr, weight_decay, dropout, seed)
         slot = self._alloc_slot(rank)
         self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)
-        self._write(slot, peft_init(self.layers, rank, seed))
+        self._write(slot, self._peft_init(rank, seed))
         self.jobs[job_id] = _Job(cfg, slot)
 
     def drop(self, job_id: str) -> None:
@@ -208,7 +242,7 @@ class MultiAdapterTrainer:
     def suspend(self, job_id: str) -> None:
         """Move an adapter and its optimizer state to host memory and free its slot."""
         job = self._job(job_id, "active")
-        job.offloaded = {"weights": self._read(job), "optim": self.optim.slot_state(job.slot)}
+        job.offloaded = {"weights": self._read(job), "optim": self.optim.slot_state(job.slot, job.cfg.rank)}
         self._release_slot(job)
         job.status = "suspended"
 
@@ -323,13 +357,15 @@ class MultiAdapterTrainer:
             if p.grad is not None:
                 p.grad[slots] = 0
 
+    @torch.no_grad()
     def _grad_finite(self, slots: list[int]) -> list[bool]:
-        idx = torch.as_tensor(slots, device=self.device)
-        ok = torch.ones(len(slots), dtype=torch.bool, device=self.device)
-        for p in self.optim.params:
-            if p.grad is not None:
-                ok &= torch.isfinite(p.grad.index_select(0, idx).flatten(1).sum(1))
-        return ok.tolist()
+        """Whether each slot's gradient is finite in every layer: one multi-tensor max-abs norm
+        over all (slot, param) views (it cannot overflow, and NaN/inf propagate), one sync."""
+        grads = [p.grad.unbind(0) for p in self.optim.params if p.grad is not None]
+        if not grads or not slots:
+            return [True] * len(slots)
+        norms = torch._foreach_norm([g[s] for s in slots for g in grads], math.inf)
+        return torch.isfinite(torch.stack(norms)).view(len(slots), len(grads)).all(1).tolist()
 
     def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """One fused training step; returns each adapter's loss (NaN -> that adapter failed)."""
