@@ -47,6 +47,7 @@ class SlotAdamW:
         self.impl = impl if one_device else "loop"  # the fused kernel wants one device and dtype
         self._views: tuple | None = None  # per-slot views for the fused step (see _slot_views)
         self._views_key: tuple = ()
+        self._grad_cache: dict[int, tuple[int, tuple[int, ...], tuple[torch.Tensor, ...]]] = {}
 
     @property
     def capacity(self) -> int:
@@ -181,6 +182,28 @@ class SlotAdamW:
             self._views_key = key
         return self._views
 
+    def _grad_views(self, i: int) -> tuple[torch.Tensor, ...]:
+        """Per-slot views of param i's gradient, reused while the gradient tensor is the same
+        one (see `zero_grad`): making ~slots x params views costs more host time than the update."""
+        g = self.params[i].grad
+        key = (g.data_ptr(), tuple(g.shape))
+        hit = self._grad_cache.get(i)
+        if hit is not None and hit[:2] == key:
+            return hit[2]
+        if not g.is_contiguous():
+            return g.contiguous().unbind(0)
+        views = g.unbind(0)
+        self._grad_cache[i] = (*key, views)
+        return views
+
+    @torch.no_grad()
+    def zero_grad(self) -> None:
+        """Zero the params' gradients in place (a few multi-tensor launches), keeping the tensors
+        so the backward accumulates into them and the cached per-slot views stay valid."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)
+
     def _step_fused(self, slots: Sequence[int]) -> None:
         idx_cpu = torch.as_tensor(list(slots), dtype=torch.long)
         self.hyper["step"][idx_cpu] += 1
@@ -190,7 +213,7 @@ class SlotAdamW:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
-        grads = {i: self.params[i].grad.contiguous().unbind(0) for i in live}
+        grads = {i: self._grad_views(i) for i in live}
         h = {k: v.tolist() for k, v in self.hyper.items()}
         groups: dict[tuple[float, ...], list[int]] = {}
         for s in slots:

@@ -217,3 +217,36 @@ def test_admit_shares_init_per_rank_and_seed_and_equals_peft_init():
     ref = peft_init(tr.layers, 4, 7)
     for (_, a, b), (_, a2, b2), (a0, b0) in zip(tr.adapter_weights("x"), tr.adapter_weights("y"), ref):
         assert torch.equal(a, a0) and torch.equal(b, b0) and torch.equal(a2, a0) and torch.equal(b2, b0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fused_trainer_equals_loop_and_round_trips():
+    def make(impl):
+        tr = MultiAdapterTrainer(tiny_llama(seed=0).cuda(), capacity=2)
+        tr.optim.impl = impl
+        for j, r, lr, seed in (("a", 4, 1e-2, 1), ("b", 2, 5e-3, 2), ("c", 8, 1e-2, 3)):
+            tr.admit(j, rank=r, lr=lr, seed=seed)
+        return tr
+
+    fused, loop = make("fused"), make("loop")
+    for s in range(3):
+        batches = {j: make_batch(10 * s + i, 2, 9) for i, j in enumerate("abc")}
+        lf, ll = fused.step(batches), loop.step(batches)
+        for j in "abc":
+            assert lf[j] == pytest.approx(ll[j], rel=1e-4)
+    for j in "abc":
+        for (_, a, b), (_, a0, b0) in zip(fused.adapter_weights(j), loop.adapter_weights(j)):
+            torch.testing.assert_close(a, a0, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(b, b0, rtol=1e-4, atol=1e-6)
+    before = fused.adapter_weights("a")
+    fused.snapshot_best("a")
+    fused.suspend("a")
+    fused.resume("a")
+    for (_, a, b), (_, a0, b0) in zip(fused.adapter_weights("a"), before):
+        assert torch.equal(a, a0) and torch.equal(b, b0)
+    slots = [fused.jobs[j].slot for j in "abc"]
+    for p in fused.optim.params:
+        p.grad = torch.zeros_like(p)
+    fused.optim.params[3].grad[slots[2], 0, 0] = float("inf")
+    assert fused._grad_finite(slots) == [True, True, False]
