@@ -113,5 +113,5 @@ class ShardedTrainer:
         return self.trainer.active
 
     def _zero_grads(self) -> None:
-        for p in self.trainer.optim.params:
-            p.grad = None
+        # in place: the optimizer reuses its per-slot views of the same gradient tensors
+        self.trainer.optim.zero_grad()
