@@ -45,9 +45,17 @@ class SlotAdamW:
         self.rank_dims = list(rank_dims) if rank_dims is not None else [None] * len(self.params)
         one_device = len({(p.device, p.dtype) for p in self.params}) == 1
         self.impl = impl if one_device else "loop"  # the fused kernel wants one device and dtype
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        """Drop every cached view (they keep old storage alive, e.g. after a compact)."""
         self._views: tuple | None = None  # per-slot views for the fused step (see _slot_views)
         self._views_key: tuple = ()
         self._grad_cache: dict[int, tuple[int, tuple[int, ...], tuple[torch.Tensor, ...]]] = {}
+        self._lists_key: tuple | None = None
+        self._grads_key: tuple | None = None
+        self._state_lists: dict[int, tuple[list[torch.Tensor], ...]] = {}
+        self._grad_lists: dict[int, list[torch.Tensor]] = {}
 
     @property
     def capacity(self) -> int:
@@ -55,7 +63,7 @@ class SlotAdamW:
 
     def resize(self) -> None:
         """Pad state to the params' current shapes (call after the layers grew)."""
-        self._views = None
+        self._invalidate()
         s = self.capacity
         for states in (self.exp_avg, self.exp_avg_sq):
             for i, p in enumerate(self.params):
@@ -73,7 +81,7 @@ class SlotAdamW:
     def compact(self, order: Sequence[int]) -> None:
         """Keep slots `order` as slots 0..n-1, padded to the params' current (smaller) shapes
         (call after the layers compacted the same way)."""
-        self._views = None
+        self._invalidate()
         idx_cpu = torch.as_tensor(list(order), dtype=torch.long)
         for states in (self.exp_avg, self.exp_avg_sq):
             for i, p in enumerate(self.params):
@@ -204,6 +212,17 @@ class SlotAdamW:
         if grads:
             torch._foreach_zero_(grads)
 
+    def _slot_lists(self, live: list[int], grads: list[tuple[torch.Tensor, ...]]) -> tuple[dict, dict]:
+        """Per-slot lists of the views a fused call takes, filled lazily and kept while the
+        views they come from are the same objects (compared by identity, references held)."""
+        key = (self._views, tuple(live))
+        if self._lists_key is None or self._lists_key[0] is not key[0] or self._lists_key[1] != key[1]:
+            self._lists_key, self._state_lists = key, {}
+        if self._grads_key is None or len(self._grads_key) != len(grads) or any(
+                a is not b for a, b in zip(self._grads_key, grads)):
+            self._grads_key, self._grad_lists = tuple(grads), {}
+        return self._state_lists, self._grad_lists
+
     def _step_fused(self, slots: Sequence[int]) -> None:
         idx_cpu = torch.as_tensor(list(slots), dtype=torch.long)
         self.hyper["step"][idx_cpu] += 1
@@ -213,21 +232,27 @@ class SlotAdamW:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
-        grads = {i: self._grad_views(i) for i in live}
+        grads = [self._grad_views(i) for i in live]
+        state_lists, grad_lists = self._slot_lists(live, grads)
         h = {k: v.tolist() for k, v in self.hyper.items()}
         groups: dict[tuple[float, ...], list[int]] = {}
         for s in slots:
             key = (h["lr"][s], h["weight_decay"][s], h["beta1"][s], h["beta2"][s], h["eps"][s])
             groups.setdefault(key, []).append(s)
         for (lr, wd, b1, b2, eps), group in groups.items():
-            ps, gs, ms, vs, ss = [], [], [], [], []
+            ps, ms, vs, ss, gs = [], [], [], [], []
             for s in group:
-                ps += [params[i][s] for i in live]
-                gs += [grads[i][s] for i in live]
-                ms += [exp_avg[i][s] for i in live]
-                vs += [exp_avg_sq[i][s] for i in live]
-                row = step_views[s]
-                ss += [row[i] for i in live]
+                if s not in state_lists:
+                    state_lists[s] = ([params[i][s] for i in live], [exp_avg[i][s] for i in live],
+                                      [exp_avg_sq[i][s] for i in live], [step_views[s][i] for i in live])
+                if s not in grad_lists:
+                    grad_lists[s] = [g[s] for g in grads]
+                p_, m_, v_, s_ = state_lists[s]
+                ps += p_
+                ms += m_
+                vs += v_
+                ss += s_
+                gs += grad_lists[s]
             torch._fused_adamw_(ps, gs, ms, vs, [], ss, lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=eps,
                                 amsgrad=False, maximize=False)
 
@@ -272,7 +297,7 @@ class SlotAdamW:
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self._views = None
+        self._invalidate()
         for dst, src in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
             for i, s in enumerate(src):
                 if s.shape != self.params[i].shape:

@@ -52,7 +52,8 @@ def _shrink(params, order: list[int], cap: int, r_max: int) -> None:
         p.data, p.grad = new, None
 
 
-def test_fused_step_equals_loop_step_with_ranks_lrs_skips_resize_and_compact():
+@pytest.mark.parametrize("inplace_grads", [False, True])
+def test_fused_step_equals_loop_step_with_ranks_lrs_skips_resize_and_compact(inplace_grads):
     g = torch.Generator().manual_seed(0)
     ranks = {0: 2, 1: 4, 2: 1}
     hypers = {0: (1e-2, 0.01, (0.9, 0.999)), 1: (3e-3, 0.0, (0.9, 0.999)), 2: (1e-2, 0.01, (0.5, 0.95))}
@@ -66,8 +67,12 @@ def test_fused_step_equals_loop_step_with_ranks_lrs_skips_resize_and_compact():
     def step(slots, ranks):
         grads = _grads(fused, ranks, g)
         for ps, opt in ((fused, opts["fused"]), (loop, opts["loop"])):
+            opt.zero_grad()
             for p, gr in zip(ps, grads):
-                p.grad = gr.clone()
+                if inplace_grads and p.grad is not None:  # the trainer's way: cached grad views stay valid
+                    p.grad.add_(gr)
+                else:
+                    p.grad = gr.clone()
             opt.step(slots)
 
     def check(ranks):
