@@ -59,8 +59,25 @@ def run_ours(args, wl_file: Path, early_exit: str, out: Path) -> tuple[float, ob
                                        "inter_task": "fifo"}}, "<e2e>")
     t0 = time.perf_counter()
     log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val,
-                     n_eval=args.n_eval, checkpoint_every=10**9)
+                     n_eval=args.n_eval, checkpoint_every=10**9, progress=StepLog(early_exit, args.log_every))
     return time.perf_counter() - t0, log
+
+
+class StepLog:
+    """A line every `every` fused steps (elapsed, steps/s, adapters in the step): a run cut short
+    by a time limit still shows how far it got and how fast it went."""
+
+    def __init__(self, label: str, every: int) -> None:
+        self.label, self.every, self.steps, self.t0 = label, every, 0, None
+
+    def __call__(self, task_id: str, losses: dict[str, float]) -> None:
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        self.steps += 1
+        if self.every and self.steps % self.every == 0:
+            dt = max(time.perf_counter() - self.t0, 1e-9)
+            print(f"[{self.label}] {task_id}: step {self.steps}, {len(losses)} adapters, {dt:.0f} s since the "
+                  f"first step, {self.steps / dt:.2f} steps/s", file=sys.stderr, flush=True)
 
 
 def peft_step_times(args, seq_len: int) -> dict[tuple[int, int], float]:
@@ -145,6 +162,7 @@ def main() -> None:
     ap.add_argument("--concurrent-factor", type=float, default=7.7,
                     help="estimated speedup of concurrent PEFT workers over one-at-a-time (0: no such row)")
     ap.add_argument("--reference-trace", help="LossTrace set of an earlier full sweep (when 'batched' is not run)")
+    ap.add_argument("--log-every", type=int, default=25, help="progress line every N fused steps (0: none)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--traces-out", help="write the batched run's LossTrace set here")
     args = ap.parse_args()
