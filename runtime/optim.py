@@ -45,6 +45,8 @@ class SlotAdamW:
         self.rank_dims = list(rank_dims) if rank_dims is not None else [None] * len(self.params)
         one_device = len({(p.device, p.dtype) for p in self.params}) == 1
         self.impl = impl if one_device else "loop"  # the fused kernel wants one device and dtype
+        # slot_state / load_slot_state in one packed transfer (worth it off the CPU only)
+        self.pack = one_device and self.params[0].device.type != "cpu"
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -126,6 +128,10 @@ class SlotAdamW:
         kept: the rest is zero padding, and `load_slot_state` pads it back."""
         n = len(self.params)
         parts = [self._rank_view(t[slot], i % n, rank) for i, t in enumerate(self.exp_avg + self.exp_avg_sq)]
+        if not self.pack:
+            outs = [p.detach().cpu().clone() for p in parts]
+            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
+                    "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
         flat = torch.cat([p.reshape(-1) for p in parts]).cpu()
         outs = [c.view(p.shape).clone() for c, p in zip(flat.split([p.numel() for p in parts]), parts)]
         return {
@@ -147,15 +153,14 @@ class SlotAdamW:
                 idx = tuple(slice(0, min(n, m)) for n, m in zip(s.shape, t[slot].shape))
                 dsts.append(t[slot][idx])
                 srcs.append(s[idx])
-        if not dsts:
-            return
-        flat = torch.cat([s.reshape(-1).to(dsts[0].dtype) for s in srcs]).to(dsts[0].device)
-        pieces = [c.view(s.shape) for c, s in zip(flat.split([s.numel() for s in srcs]), srcs)]
-        if len({(d.device, d.dtype) for d in dsts}) == 1:
+        if not self.pack:
+            for d, s in zip(dsts, srcs):
+                d.copy_(s)
+            dsts = []
+        if dsts:
+            flat = torch.cat([s.reshape(-1).to(dsts[0].dtype) for s in srcs]).to(dsts[0].device)
+            pieces = [c.view(s.shape) for c, s in zip(flat.split([s.numel() for s in srcs]), srcs)]
             torch._foreach_copy_(dsts, pieces)
-        else:
-            for d, p in zip(dsts, pieces):
-                d.copy_(p)
         for k, v in state["hyper"].items():
             self.hyper[k][slot] = v
 

@@ -98,6 +98,11 @@ class MultiAdapterTrainer:
         # per-slot A is [d_in, r_max] (rank dim 1), B is [r_max, d_out] (rank dim 0)
         self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)], rank_dims=[1, 0] * len(self.layers))
         self._init_cache: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._stage: torch.Tensor | None = None  # pinned device-to-host staging buffer (CUDA only)
+        # pack a slot's layers into one transfer only off the CPU (on the CPU there is no copy to
+        # save and the packing is pure overhead); tests turn it on to check the packed path
+        self.pack = self.device.type != "cpu"
+        self.optim.pack = self.pack
         self.jobs: dict[str, _Job] = {}
         self.pad_token_id = pad_token_id
         cfg = getattr(model, "config", None)
@@ -168,31 +173,62 @@ class MultiAdapterTrainer:
         """Write PEFT-layout weights of every layer into `slot`: one host-to-device copy of all
         layers (as [d_in | d_out, r] blocks stacked along dim 0), then on-device copies."""
         ranks = {a.shape[0] for a, _ in weights} | {b.shape[1] for _, b in weights}
-        if len(ranks) != 1 or len(weights) != len(self.layers):
+        if not self.pack or len(ranks) != 1 or len(weights) != len(self.layers):
             for l, (a, b) in zip(self.layers, weights):
                 l.set_slot(slot, a, b)
             return
         r = ranks.pop()
         dtype = self.layers[0].A.dtype
-        srcs = [t for a, b in weights for t in (a.t(), b)]
-        flat = torch.cat([t.to(dtype) for t in srcs]).to(self.device)
-        pieces = list(flat.split([t.shape[0] for t in srcs]))
+        srcs = [t for a, b in weights for t in (a, b)]  # [r, d_in], [d_out, r]: flat host memcpys
+        flat = torch.cat([t.reshape(-1).to(dtype) for t in srcs]).to(self.device)
+        pieces = [p.view(t.shape).t() for p, t in zip(flat.split([t.numel() for t in srcs]), srcs)]
         torch._foreach_zero_([t[slot] for l in self.layers for t in (l.A, l.B)])
-        dsts = [t for l in self.layers for t in (l.A.data[slot, :, :r], l.B.data[slot, :r, :].t())]
-        torch._foreach_copy_(dsts, pieces)
+        dsts = [t for l in self.layers for t in (l.A.data[slot, :, :r], l.B.data[slot, :r, :])]
+        torch._foreach_copy_(dsts, pieces)  # the transposes happen on the device
 
     @torch.no_grad()
     def _read(self, job: _Job) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The adapter's PEFT-layout weights (lora_A [r, d_in], lora_B [d_out, r]) per layer on
-        the CPU, each its own tensor; a live slot is gathered on the device and copied once."""
+        the CPU, each its own contiguous tensor. A live slot is transposed and packed on the
+        device (one stack per distinct d_in, one cat) and moved in ONE device-to-host copy
+        (through a reused pinned buffer on CUDA), so the host only does plain memcpys."""
         if job.slot is None:
             return [(a.clone(), b.clone()) for a, b in job.offloaded["weights"]]
         s, r = job.slot, job.cfg.rank
-        parts = [t for l in self.layers for t in (l.A.detach()[s, :, :r], l.B.detach()[s, :r, :].t())]
-        flat = torch.cat(parts).cpu()  # [sum of d_in and d_out, r]: the only device-to-host copy
-        chunks = flat.split([t.shape[0] for t in parts])
-        return [(chunks[2 * k].t().clone(memory_format=torch.contiguous_format), chunks[2 * k + 1].clone())
-                for k in range(len(self.layers))]
+        if not self.pack:
+            return [l.get_slot(s, r) for l in self.layers]
+        groups = self._groups_by_d_in()
+        a_parts = [torch.stack([self.layers[k].A.detach()[s, :, :r].t() for k in ks]) for ks in groups.values()]
+        b_part = torch.cat([l.B.detach()[s, :r, :].t() for l in self.layers])  # [sum d_out, r]
+        flat = self._to_host(torch.cat([t.reshape(-1) for t in (*a_parts, b_part)]))
+        sizes = [t.numel() for t in (*a_parts, b_part)]
+        *a_flat, b_flat = flat.split(sizes)
+        a_out: list[torch.Tensor | None] = [None] * len(self.layers)
+        for ks, fa, t in zip(groups.values(), a_flat, a_parts):
+            for k, a in zip(ks, fa.view(t.shape).unbind(0)):
+                a_out[k] = a.clone()
+        b_out = [b.clone() for b in b_flat.view(-1, r).split([l.out_features for l in self.layers])]
+        return list(zip(a_out, b_out))
+
+    def _groups_by_d_in(self) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for k, l in enumerate(self.layers):
+            groups.setdefault(l.in_features, []).append(k)
+        return groups
+
+    def _to_host(self, flat: torch.Tensor) -> torch.Tensor:
+        """One device-to-host copy; on CUDA into a pinned staging buffer kept for reuse (the
+        caller clones out of it before the next call)."""
+        if flat.device.type != "cuda":
+            return flat.cpu()
+        stage = self._stage
+        if stage is None or stage.numel() < flat.numel() or stage.dtype != flat.dtype:
+            stage = torch.empty(max(flat.numel(), 2 * (0 if stage is None else stage.numel())),
+                                dtype=flat.dtype, pin_memory=True)
+            self._stage = stage
+        out = stage[: flat.numel()]
+        out.copy_(flat)  # synchronous: the data is on the host when this returns
+        return out
 
     def _peft_init(self, rank: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs

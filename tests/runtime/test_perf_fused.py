@@ -126,9 +126,11 @@ def test_fused_step_matches_torch_adamw_on_one_adapter():
     assert opt.step_count(1) == 5 and opt.step_count(0) == 0
 
 
-def test_slot_state_rank_trimmed_round_trip():
+@pytest.mark.parametrize("pack", [False, True])
+def test_slot_state_rank_trimmed_round_trip(pack):
     p = nn.Parameter(torch.zeros(2, 3, 4))
     opt = SlotAdamW([p], rank_dims=[1])
+    opt.pack = pack  # the packed one-copy path runs off the CPU; force it here
     opt.init_slot(0, 1e-2)
     grad = torch.zeros(2, 3, 4)
     grad[0, :, :2] = torch.arange(6.0).view(3, 2) + 1
@@ -145,9 +147,10 @@ def test_slot_state_rank_trimmed_round_trip():
         SlotAdamW([p], impl="nope")
 
 
-@pytest.fixture(scope="module")
-def trained():
+@pytest.fixture(scope="module", params=[False, True], ids=["direct", "packed"])
+def trained(request):
     tr = MultiAdapterTrainer(copy.deepcopy(tiny_llama(seed=0)), capacity=2)
+    tr.pack = tr.optim.pack = request.param  # the packed one-copy path runs off the CPU; force it here
     tr.admit("a", rank=4, lr=1e-2, seed=1)
     tr.admit("b", rank=2, lr=5e-3, seed=2)
     tr.admit("c", rank=8, lr=1e-2, seed=3)
@@ -215,8 +218,10 @@ def test_grad_finite_flags_exactly_the_bad_slot(trained):
     assert tr._grad_finite([slots[0]]) == [True]
 
 
-def test_admit_shares_init_per_rank_and_seed_and_equals_peft_init():
+@pytest.mark.parametrize("pack", [False, True])
+def test_admit_shares_init_per_rank_and_seed_and_equals_peft_init(pack):
     tr = MultiAdapterTrainer(copy.deepcopy(tiny_llama(seed=0)), capacity=2)
+    tr.pack = tr.optim.pack = pack
     tr.admit("x", rank=4, seed=7)
     tr.admit("y", rank=4, seed=7, lr=1e-3)
     ref = peft_init(tr.layers, 4, 7)
