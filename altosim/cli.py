@@ -1,4 +1,5 @@
-"""The `alto` command: simulate, sweep, replay, import-trace, check-fidelity (and run/profile on a GPU machine).
+"""The `alto` command: simulate, sweep, replay, import-trace, check-fidelity, profile-from-run (and run/profile
+on a GPU machine).
 
 Bad input ends with one line `alto: error: <file>: <field>: <problem>` and exit code 2, before
 any output file is written.
@@ -154,6 +155,8 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
     from altosim.schemas import load_config
 
     cfg = load_config(args.config) if args.config else None
+    if getattr(args, "calibrate_from", None):
+        return _check_heldout(args, cfg)
     profile = read_profile(args.profile) if args.profile else None
     rep = check_fidelity(args.out, run_dir=args.run, cfg=cfg, profile=profile, modes=args.costs.split(","),
                          every=args.holdout_every, val_rows=args.val_rows)
@@ -161,6 +164,48 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
     _print_table(shown, ["metric", "value", "goal", "pass"])
     print(f"\nwrote {', '.join(str(f) for f in rep.files)}")
     return 0 if rep.passed or not args.strict else 1
+
+
+def _check_heldout(args: argparse.Namespace, cfg: Any) -> int:
+    """check-fidelity --calibrate-from FIT_RUN: costs calibrated on another run replay --run."""
+    from altosim.fidelity import read_run, run_config_for, run_val_rows
+    from altosim.fidelity.calibrate import EvalShape
+    from altosim.fidelity.heldout import heldout_fidelity, write_heldout
+
+    if not args.run:
+        raise InputError("<args>", "--run", "--calibrate-from needs the run to predict (--run)")
+    fit, test = read_run(args.calibrate_from), read_run(args.run)
+    cfg = cfg if cfg is not None else run_config_for(test.folder)
+    if cfg is None:
+        raise InputError(str(test.folder), "--config", "needed to replay an `alto run` log")
+    test_rows = args.val_rows if args.val_rows is not None else run_val_rows(test.folder)
+    fit_rows = args.calibrate_val_rows if args.calibrate_val_rows is not None else (
+        run_val_rows(fit.folder) or test_rows)
+    rows, frames, _ = heldout_fidelity(fit, test, cfg, EvalShape(fit_rows), EvalShape(test_rows))
+    files = write_heldout(args.out, rows, frames, test.device)
+    shown = [{**r, "value": f"{r['value']:.4g}" if isinstance(r["value"], float) else r["value"]} for r in rows]
+    _print_table(shown, ["metric", "value", "goal", "pass"])
+    print(f"\nwrote {', '.join(str(f) for f in files)}")
+    ok = all(r["pass"] is not False for r in rows)
+    return 0 if ok or not args.strict else 1
+
+
+def cmd_profile_from_run(args: argparse.Namespace) -> int:
+    from altosim.fidelity import read_run, run_val_rows
+    from altosim.fidelity.calibrate import EvalShape, profile_from_run
+    from altosim.traces_io.cost import write_cost_profile
+
+    run = read_run(args.run)
+    rows = args.val_rows if args.val_rows is not None else run_val_rows(run.folder)
+    prof = profile_from_run(run, args.gpu_type, shape=EvalShape(rows), overheads=args.overheads)
+    out = Path(args.out)
+    if out.suffix == ".json":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(prof.model_dump_json(indent=1))
+    else:
+        write_cost_profile(prof, out)
+    print(f"{len(prof.rows)} cost records from {run.folder} -> {out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--val-rows", type=int, help="validation examples per evaluation in the run (`alto run "
                    "--n-val`), charged in the model replay (default: <run>/run_args.json, else 0)")
     f.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    f.add_argument("--calibrate-from", help="held-out check: calibrate step, validation, autotune and startup "
+                   "costs on this other run folder, then replay --run with them (profile and linear predictors)")
+    f.add_argument("--calibrate-val-rows", type=int, help="validation examples per evaluation in the "
+                   "--calibrate-from run (default: its run_args.json, else --val-rows)")
     f.set_defaults(fn=cmd_check_fidelity)
+
+    pr = sub.add_parser("profile-from-run", help="a CostProfile of the fused steps an `alto run` log measured")
+    pr.add_argument("run", help="run folder written by `alto run`")
+    pr.add_argument("--out", required=True, help="profile file to write (.csv with .meta.json, or .json)")
+    pr.add_argument("--gpu-type", default="H100", help="GPU type the records are filed under (cost model key)")
+    pr.add_argument("--val-rows", type=int, help="validation examples per evaluation (`alto run --n-val`; "
+                    "default: <run>/run_args.json, else 0)")
+    pr.add_argument("--overheads", choices=("subtract", "include"), default="subtract",
+                    help="subtract the fitted startup/validation/autotune time from each step (default) or keep it")
+    pr.set_defaults(fn=cmd_profile_from_run)
 
     add_plugin_commands(sub)
     return ap

@@ -28,11 +28,14 @@ class RuntimeOrderSimulator(Simulator):
     every report of the step is sent even when an earlier one stopped that job, and a job fails
     (JobFailed after the step's reports) at the step the run logged (`failures`). With
     `eval_time`, the validation behind a step's reports takes simulated time too (after the
-    reports, which the runtime stamps with the time the step ended)."""
+    reports, which the runtime stamps with the time the step ended). With `before_steps`, each run
+    of steps first takes the time it returns (a task's startup, autotuning at a new shape)."""
 
     def __init__(self, *args: Any, eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
-                 failures: dict[str, tuple[int, str]] | None = None, **kw: Any) -> None:
+                 failures: dict[str, tuple[int, str]] | None = None,
+                 before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self.before_steps = before_steps
         self._order: dict[str, int] = {}
         self.eval_time = eval_time
         self.failures = failures or {}  # job -> (its step that fails, reason), as the run logged
@@ -62,6 +65,8 @@ class RuntimeOrderSimulator(Simulator):
             k = min(min(r.every - r.step % r.every, r.total - r.step,
                         fail_at.get(r.job.job_id, r.total) - r.step) for r in runs)
             dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
+            if self.before_steps is not None:
+                dt += self.before_steps(task, [r.job for r in runs]) * scale
             yield self.env.timeout(dt)
             self.busy_gpu_s += dt * len(ex.gpus)
             cap = task.samples_per_job
@@ -138,9 +143,11 @@ def runtime_controller(cfg: RunConfig) -> Controller:
 
 
 def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
-               eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None) -> list[dict[str, Any]]:
+               eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
+               before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None) -> list[dict[str, Any]]:
     """The run replayed in the simulator with step costs `cost` (and validation costs
-    `eval_time`, runtime logs only); returns the flat trace."""
+    `eval_time`, other time before a run of steps `before_steps`; runtime logs only); returns
+    the flat trace."""
     if run.protocol == "sim":
         from altosim.replay import controller_from_meta
 
@@ -164,7 +171,7 @@ def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
             cache[job.job_id] = ReportedCurve(c, total[job.job_id]) if c is not None else flat_curve(job)
         return cache[job.job_id]
 
-    kw = {"eval_time": eval_time, "failures": failure_steps(run)} if sim_cls is RuntimeOrderSimulator else {}
+    kw = {"eval_time": eval_time, "failures": failure_steps(run), "before_steps": before_steps} if sim_cls is RuntimeOrderSimulator else {}
     res = sim_cls(tasks, ctl, cost, curve, **kw).run()
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
 

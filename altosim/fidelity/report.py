@@ -56,7 +56,7 @@ def plot_timelines(frame: Any, title: str) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sources = [s for s in ("real", "measured", "model") if s in set(frame["source"])]
+    sources = [s for s in ("real", "measured", "model", "profile", "linear") if s in set(frame["source"])]
     jobs = sorted(set(frame["job"]))
     row = {j: i for i, j in enumerate(jobs)}
     tasks = sorted(set(frame["task"]))
@@ -70,7 +70,7 @@ def plot_timelines(frame: Any, title: str) -> Any:
                 color=[color[t] for t in f["task"]], edgecolor="black", linewidth=0.2)
         ax.set_ylim(len(jobs) - 0.5, -0.5)
         ax.set_yticks([])
-        ax.set_ylabel("real run" if src == "real" else f"simulated\n({src} costs)")
+        ax.set_ylabel("real run" if src == "real" else f"simulated\n({src} costs)", fontsize=8)
     from matplotlib.patches import Patch
 
     axes[0, 0].legend(handles=[Patch(color=color[t], label=t) for t in tasks], fontsize=7, loc="upper left",
