@@ -39,7 +39,8 @@ def loop_profile(args, out: Path) -> None:
     wl = e2e_sweep.workload(args.dataset, args.samples, args.evals, args.seq_len, args.ranks)
     wl_file = out / "profile_workload.json"
     e2e_sweep.write_workload(wl, wl_file)
-    ns = argparse.Namespace(backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=0, warmup=0.05)
+    ns = argparse.Namespace(backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=0, warmup=0.05,
+                            log_every=25)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()

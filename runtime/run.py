@@ -135,7 +135,13 @@ def run_config(
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
         impl = os.environ.get("ALTO_LORA_IMPL", "auto")  # e.g. torch_grouped to bypass Triton
-        return MultiAdapterTrainer(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad, impl=impl)
+        tr = MultiAdapterTrainer(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad, impl=impl)
+        optim_impl = os.environ.get("ALTO_OPTIM_IMPL")  # "loop": the per-parameter AdamW path
+        if optim_impl is not None:
+            if optim_impl not in ("fused", "loop"):
+                raise InputError("ALTO_OPTIM_IMPL", "<env>", f"expected 'fused' or 'loop', got {optim_impl!r}")
+            tr.optim.impl = optim_impl
+        return tr
 
     out.mkdir(parents=True, exist_ok=True)
     ctl = Controller(ccfg, duration_for=duration, memory_for=memory)
