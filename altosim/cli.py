@@ -134,11 +134,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_import_trace(args: argparse.Namespace) -> int:
     from altosim.importers.philly import import_philly
     from altosim.traces_io import load_trace_dir, write_workload
-    from altosim.workloads import default_loss_dir
+    from altosim.workloads import load_default_loss_sets
 
     if args.kind != "philly":
         raise InputError("<args>", "kind", f"unknown trace kind {args.kind!r}; known: philly")
-    loss = load_trace_dir(args.loss_traces or default_loss_dir())
+    loss = load_trace_dir(args.loss_traces) if args.loss_traces else load_default_loss_sets()
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
                         loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad)
     write_workload(res.workload, args.out)
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--val-rows", type=int, help="validation examples per evaluation in the run (`alto run "
                    "--n-val`), charged in the model replay (default: <run>/run_args.json, else 0)")
     f.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
-    f.add_argument("--calibrate-from", help="held-out check: calibrate step, validation, autotune and startup "
+    f.add_argument("--calibrate-from", "--profile-from-run", dest="calibrate_from", help="held-out check: calibrate step, validation, autotune and startup "
                    "costs on this other run folder, then replay --run with them (profile and linear predictors)")
     f.add_argument("--calibrate-val-rows", type=int, help="validation examples per evaluation in the "
                    "--calibrate-from run (default: its run_args.json, else --val-rows)")

@@ -9,6 +9,8 @@ two consecutive report stamps of a task (an `Interval`) holds:
   + the validation of the jobs reported at the earlier stamp (and their best-snapshots)
   + Triton autotuning when a step or an evaluation forward meets a new shape bucket (the kernels'
     autotune key holds the row count rounded to a power of two; cached per process)
+  + the jobs that left the group at the earlier stamp (finished or stopped: the trainer moves
+    their weights and optimizer state to the host, and restores best snapshots)
 
 `fit_calibration` fits these parts by non-negative least squares over a run's intervals
 (`RuntimeCalibration`); `profile_from_run` turns each interval into a CostRecord of the training
@@ -34,7 +36,7 @@ from altosim.policy.types import JobSpec, TaskSpec
 from altosim.schemas import CostProfile, CostRecord
 
 FEATURES = ("startup", "steps", "steps_x_adapters", "steps_x_samples", "eval_jobs", "eval_calls",
-            "new_step_shapes", "new_eval_shapes")
+            "new_step_shapes", "new_eval_shapes", "jobs_left")
 
 
 DONE = {"subtract": "subtracted", "include": "included"}
@@ -77,6 +79,7 @@ class Interval:
     eval_jobs: int  # jobs validated at its start (reported at the earlier stamp)
     first: bool  # starts at the task's start (trainer creation inside)
     eval_sizes: tuple[int, ...] = ()  # jobs per evaluation forward
+    jobs_left: int = 0  # jobs of the previous interval's group not in this one
 
     @property
     def seconds(self) -> float:
@@ -97,6 +100,7 @@ def run_intervals(run: RunFolder, shape: EvalShape = EvalShape()) -> list[Interv
     joined: dict[str, int] = {}
     paused: dict[str, int] = {}
     anchor: dict[str, tuple[float, int, int, bool]] = {}  # task -> (time, index, reports there, first)
+    last: dict[str, frozenset[str]] = {}  # task -> its previous interval's group
     for now, d in timed(run.trace):
         k, tid, job = d["kind"], d.get("task_id"), d.get("job_id")
         if k == "step_report" and job in joined and tid in anchor:
@@ -106,7 +110,9 @@ def run_intervals(run: RunFolder, shape: EvalShape = EvalShape()) -> list[Interv
                 task = spec[tid]
                 jobs = tuple(task.job(j) for j in sorted(active[tid]))
                 ev = 0 if first else n0
-                out.append(Interval(tid, task.model, t0, now, i - i0, jobs, ev, first, tuple(shape.calls(ev))))
+                left = len(last.get(tid, frozenset()) - active[tid])
+                last[tid] = frozenset(active[tid])
+                out.append(Interval(tid, task.model, t0, now, i - i0, jobs, ev, first, tuple(shape.calls(ev)), left))
                 anchor[tid] = (now, i, 1, False)
             elif now == t0:
                 anchor[tid] = (t0, i0, n0 + 1, first)
@@ -151,7 +157,7 @@ def features(intervals: Sequence[Interval]) -> np.ndarray:
     for iv in intervals:
         a, s = len(iv.jobs), iv.samples
         rows.append([float(iv.first), iv.steps, iv.steps * a, iv.steps * s, iv.eval_jobs, len(iv.eval_sizes),
-                     seen.new_step(iv.model, s), seen.new_evals(iv.model, iv.eval_sizes)])
+                     seen.new_step(iv.model, s), seen.new_evals(iv.model, iv.eval_sizes), iv.jobs_left])
     return np.asarray(rows, dtype=float).reshape(-1, len(FEATURES))
 
 
@@ -256,7 +262,8 @@ class LinearStepCost:
 @dataclass
 class CalibratedOverheads:
     """The replay's time outside training steps, from a calibration: a task's startup before its
-    first step, autotuning at a new step shape bucket (`before_steps`), and the validation of
+    first step, autotuning at a new step shape bucket and the jobs that left the group since the
+    last run of steps (`before_steps`), and the validation of
     reported jobs with autotuning at new evaluation shapes (`__call__`, RuntimeOrderSimulator's
     `eval_time`). Holds the shape buckets seen so far: one instance per replay."""
 
@@ -264,6 +271,7 @@ class CalibratedOverheads:
     shape: EvalShape
     seen: ShapeTracker = field(default_factory=ShapeTracker)
     started: set[str] = field(default_factory=set)
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def before_steps(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
         c = self.cal.coef
@@ -271,6 +279,9 @@ class CalibratedOverheads:
         if task.task_id not in self.started:
             self.started.add(task.task_id)
             t += c["startup"]
+        now = frozenset(j.job_id for j in jobs)
+        t += c["jobs_left"] * len(self.groups.get(task.task_id, frozenset()) - now)
+        self.groups[task.task_id] = now
         return t + c["new_step_shapes"] * self.seen.new_step(task.model, sum(j.batch_size for j in jobs))
 
     def __call__(self, task: TaskSpec, jobs: list[JobSpec]) -> float:

@@ -27,11 +27,19 @@ from altosim.fidelity.calibrate import (
 )
 from altosim.fidelity.replay import replay_run
 from altosim.fidelity.report import replay_rows, row
-from altosim.fidelity.runlog import RunFolder, timed
-from altosim.fidelity.steptime import model_cost
+from altosim.fidelity.runlog import RunFolder, job_intervals, timed
+from altosim.fidelity.steptime import CostPredictor, model_cost
 from altosim.schemas import CostProfile, RunConfig
 
 PREDICTORS = ("profile", "linear")
+
+
+def _batch(r: Any) -> float:
+    """The exact mean per-adapter batch a profile_from_run record notes (its key holds it rounded)."""
+    try:
+        return float(r.note.split("mean per-adapter batch ")[1].split(";")[0])
+    except (IndexError, ValueError):
+        return float(r.per_adapter_batch)
 
 
 def first_report(trace: list[dict[str, Any]]) -> float:
@@ -49,12 +57,14 @@ def _err_rows(prefix: str, pred: np.ndarray, real: np.ndarray, goal: float | Non
 
 def heldout_fidelity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fit_shape: EvalShape,
                      test_shape: EvalShape, predictors: Sequence[str] = PREDICTORS,
+                     fixed: dict[str, float] | None = None,
                      ) -> tuple[list[dict[str, Any]], list[tuple[str, list[dict[str, Any]]]], CostProfile]:
-    """(rows, [(source, trace)] for the timeline, the profile built from `fit_run`)."""
+    """(rows, [(source, trace)] for the timeline, the profile built from `fit_run`); `fixed`
+    holds calibration terms at a value (e.g. {"jobs_left": 0.0} leaves that term out)."""
     for p in predictors:
         if p not in PREDICTORS:
             raise ValueError(f"predictors: unknown {p!r}; known: {', '.join(PREDICTORS)}")
-    cal = fit_calibration(run_intervals(fit_run, fit_shape), f"report intervals of {fit_run.folder}")
+    cal = fit_calibration(run_intervals(fit_run, fit_shape), f"report intervals of {fit_run.folder}", fixed)
     profile = profile_from_run(fit_run, cfg.cluster.gpu_type, cal, fit_shape)
     rows = [row("calibration.fit_run", str(fit_run.folder)), row("calibration.test_run", str(test_run.folder)),
             row("calibration.profile_rows", len(profile.rows), note=profile.source)]
@@ -75,6 +85,14 @@ def heldout_fidelity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fi
     rows += _err_rows("step_s_incl_overheads.heldout", per[:, 1], per[:, 0], 0.05,
                       "per group composition of the test run: wall time per fused step with validation, "
                       "autotune and startup inside (what measured_step_times gives)")
+    own = profile_from_run(test_run, cfg.cluster.gpu_type, None, test_shape)  # the test run's own steps
+    measured = np.array([r.step_ms for r in own.rows])
+    by = {"profile": CostPredictor(profile), "linear": lambda r: 1e3 * cal.step_s(r.adapters, r.adapters * _batch(r))}
+    for name in predictors:
+        pred = np.array([by[name](r) for r in own.rows])
+        rows += _err_rows(f"step_ms.heldout.{name}", pred, measured, 0.05,
+                          "training step alone: the test run's own profile (its intervals less its own fitted "
+                          "overheads, median per key) vs the fit run's predictor")
     frames = [("real", test_run.trace)]
     t0_real = first_report(test_run.trace)
     for name in predictors:
@@ -85,6 +103,12 @@ def heldout_fidelity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fi
         mr = max((t for t, d in timed(test_run.trace) if d["kind"] == "finish_task"), default=0.0) - t0_real
         ms = max((t for t, d in timed(sim) if d["kind"] == "finish_task"), default=0.0) - first_report(sim)
         err = abs(ms - mr) / mr if mr > 0 else math.nan
+        ends_r = {j: e for _, j, _, e in job_intervals(test_run.trace)}
+        ends_s = {j: e for _, j, _, e in job_intervals(sim)}
+        d = [abs(ends_s[j] - e) / e for j, e in ends_r.items() if j in ends_s and e > 0]
+        if d:
+            rows.append(row(f"{name}.job_end_median_rel_err", float(np.median(d)),
+                            note=f"when each of {len(d)} jobs left its group (stop/finish), simulated vs real"))
         rows += [row(f"{name}.first_report_real_s", t0_real, note="startup: trainer creation (+ backbone load "
                      "when not cached) and the first step"),
                  row(f"{name}.first_report_sim_s", first_report(sim)),
@@ -116,3 +140,41 @@ def write_heldout(out: str | Path, rows: list[dict[str, Any]], frames: list[tupl
     write_csv(tl, files[1])
     save_fig(plot_timelines(tl, f"real vs simulated, costs calibrated on another run ({gpu})"), files[2])
     return files
+
+
+def term_sensitivity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fit_shape: EvalShape,
+                     test_shape: EvalShape) -> list[dict[str, Any]]:
+    """The held-out result with each calibration term left out in turn (held at 0): how much the
+    answer rests on one term (the runs are small, and some terms move together in them)."""
+    from altosim.fidelity.calibrate import FEATURES
+
+    out = []
+    for drop in [None, *[f for f in FEATURES if f != "steps"]]:
+        rows, _, _ = heldout_fidelity(fit_run, test_run, cfg, fit_shape, test_shape, fixed={drop: 0.0} if drop else None)
+        v = {r["metric"]: r["value"] for r in rows}
+        for p in PREDICTORS:
+            out.append({"fit_run": str(fit_run.folder), "test_run": str(test_run.folder), "left_out": drop or "-",
+                        "predictor": p, "makespan_rel_err": v[f"{p}.makespan_rel_err"],
+                        "after_first_report_rel_err": v[f"{p}.makespan_after_first_report_rel_err"],
+                        "decisions_identical": v[f"{p}.first_divergence"] == -1})
+    return out
+
+
+def predict_makespan(tasks: Sequence[Any], cfg: RunConfig, fit_run: RunFolder, fit_shape: EvalShape,
+                     shape: EvalShape, predictor: str = "profile") -> float:
+    """Seconds a run of `tasks` would take under `cfg` with costs calibrated on `fit_run`, for a
+    run whose event log was not kept (exact only where the policy's decisions do not depend on
+    the losses, e.g. policy `none`: every job runs flat curves to its end)."""
+    from altosim.fidelity.replay import RuntimeOrderSimulator, runtime_controller
+    from altosim.fidelity.runlog import flat_curve
+
+    if predictor not in PREDICTORS:
+        raise ValueError(f"predictor: unknown {predictor!r}; known: {', '.join(PREDICTORS)}")
+    cal = fit_calibration(run_intervals(fit_run, fit_shape), str(fit_run.folder))
+    cost: Any = model_cost(cfg, profile_from_run(fit_run, cfg.cluster.gpu_type, cal, fit_shape)) \
+        if predictor == "profile" else LinearStepCost(cal)
+    over = CalibratedOverheads(cal, shape)
+    res = RuntimeOrderSimulator(list(tasks), runtime_controller(cfg), cost, flat_curve, eval_time=over,
+                                before_steps=over.before_steps).run()
+    return max(t for t, d in timed([x for r in res.log for x in (r["event"], *r["actions"])])
+               if d["kind"] == "finish_task")

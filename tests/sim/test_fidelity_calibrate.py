@@ -23,7 +23,8 @@ from altosim.traces_io import read_cost_profile
 from tests.sim.toy import toy_curve
 
 TRUE = RuntimeCalibration({"startup": 7.0, "steps": 0.45, "steps_x_adapters": 0.012, "steps_x_samples": 0.003,
-                           "eval_jobs": 0.09, "eval_calls": 0.02, "new_step_shapes": 3.0, "new_eval_shapes": 1.5}, 0)
+                           "eval_jobs": 0.09, "eval_calls": 0.02, "new_step_shapes": 3.0, "new_eval_shapes": 1.5,
+                           "jobs_left": 0.3}, 0)
 SHAPE = EvalShape(val_rows=48)
 
 
@@ -79,8 +80,11 @@ def test_profile_from_run_recovers_the_simulators_step_costs(tmp_path):
 
 
 def test_heldout_replay_of_another_sim_log_predicts_it(tmp_path):
-    fit = read_run(sim_run(tmp_path, "fit", 48, 6))
-    test = read_run(sim_run(tmp_path, "test", 96, 12, early_exit="alto", lrs=(1e-4, 2e-4, 3e-4, 5e-4)))
+    # early exits separate "jobs left" from "new shape" (in a no-exit grid they always coincide)
+    fit = read_run(sim_run(tmp_path, "fit", 96, 12, early_exit="alto", lrs=(1e-4, 2e-4, 3e-4, 5e-4)))
+    test = read_run(sim_run(tmp_path, "test", 64, 8, early_exit="asha"))
+    cal = fit_calibration(run_intervals(fit, SHAPE))
+    assert cal.coef == pytest.approx(TRUE.coef, rel=1e-6, abs=1e-9)
     cfg = load_config(test.folder / "config.json")
     rows, frames, prof = heldout_fidelity(fit, test, cfg, SHAPE, SHAPE, predictors=("linear", "profile"))
     v = {r["metric"]: r["value"] for r in rows}
@@ -138,3 +142,19 @@ def test_fit_needs_intervals_and_known_terms(tmp_path):
         fit_calibration(ivs, fixed={"nope": 1.0})
     held = fit_calibration(ivs, fixed={"startup": 0.0})
     assert held.coef["startup"] == 0.0 and set(held.coef) == set(FEATURES) and math.isfinite(held.coef["steps"])
+
+
+def test_predict_makespan_of_a_run_without_log(tmp_path):
+    """Policy none: decisions do not depend on losses, so a run with no kept log is predicted
+    from the workload alone (here: exactly, costs from a log with the same true costs)."""
+    from altosim.fidelity.heldout import predict_makespan
+    from altosim.traces_io import read_workload
+
+    fit = read_run(sim_run(tmp_path, "fit", 96, 12, early_exit="alto", lrs=(1e-4, 2e-4, 3e-4, 5e-4)))
+    other = read_run(sim_run(tmp_path, "other", 64, 8))
+    tasks = read_workload(str(other.folder / "workload.json")).to_task_specs()
+    cfg = load_config(other.folder / "config.json")
+    want = max(completion_times(other.trace).values())
+    assert predict_makespan(tasks, cfg, fit, SHAPE, SHAPE, "linear") == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="predictor"):
+        predict_makespan(tasks, cfg, fit, SHAPE, SHAPE, "nope")
