@@ -7,6 +7,9 @@ base_only (the frozen base GEMMs alone: the floor), loop, sequential, peft, torc
 
 Writes results/kernels_<gpu>.csv (one row per projection and a `layer` row summing the 7),
 results/kernels_breakdown_<gpu>.csv (each kernel alone, with achieved GB/s) and a PNG.
+Inputs are drawn on the device (drawing them on the host took most of the old 420 s run); the
+slow baselines (loop, sequential, peft: 50-180 ms a layer) are timed over a few iterations only.
+The estimated time is printed up front (~2-3 min on an H100 for batches 1,2,4; `--quick` ~1 min).
 
     PYTHONPATH=$PWD python experiments/bench_kernels.py --out $OUT        # on the GPU machine
     PYTHONPATH=$PWD TRITON_INTERPRET=1 python experiments/bench_kernels.py --smoke --out /tmp/b  # CPU
@@ -28,21 +31,38 @@ PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "gate": (2048, 8192), "up": (2048, 8192), "down": (8192, 2048),
 }
 IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
+SLOW_IMPLS = ("loop", "sequential", "peft")  # 50-180 ms a layer: a few timed iterations suffice
 # variants of the fused path (fused_lora_linear keyword arguments); `ours` is the default
+# (epilogue, wgrad auto = bmm at equal counts, direct launches)
 VARIANT_IMPLS = {
-    "ours_epilogue": dict(variant="epilogue"),
-    "ours_streams": dict(variant="addmm", streams=True),
-    "ours_triton_wgrad": dict(variant="addmm", wgrad="triton"),
+    "ours_triton_wgrad": dict(wgrad="triton"),
+    "ours_addmm": dict(variant="addmm"),
+    "ours_triton_launch": dict(fast_launch=False),  # Triton's own launch path every call (A/B)
+    "ours_streams": dict(streams=True),
     "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),
-    "ours_pipelined4": dict(variant="pipelined", streams=True, chunks=4),
 }
+QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_triton_wgrad", "ours_addmm", "ours_triton_launch"]
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+def _timer(device: torch.device, slow: bool = False, quick: bool = False) -> Callable[[Callable[[], object]], float]:
+    """ms per call: triton's do_bench (median) on CUDA; `slow`: 1 warm-up + 3 timed calls."""
+    if device.type == "cuda" and slow:
+
+        def few(fn: Callable[[], object]) -> float:
+            fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            return (time.perf_counter() - t0) / 3 * 1e3
+
+        return few
     if device.type == "cuda":
         import triton.testing
 
-        return lambda fn: float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        warm, rep = (10, 40) if quick else (25, 100)
+        return lambda fn: float(triton.testing.do_bench(fn, warmup=warm, rep=rep, return_mode="median"))
 
     def cpu(fn: Callable[[], object]) -> float:
         fn()
@@ -61,10 +81,10 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
 
     z, r_max, t = len(counts), max(ranks), sum(counts)
     scales = [2.0] * z  # alpha = 2 r
-    g = torch.Generator(device="cpu").manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
 
-    def rnd(*shape: int, s: float = 1.0) -> torch.Tensor:
-        return (torch.randn(*shape, generator=g) * s).to(device=device, dtype=dtype)
+    def rnd(*shape: int, s: float = 1.0) -> torch.Tensor:  # drawn on the device: host randn took minutes
+        return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * s).to(dtype)
 
     x = rnd(t, d_in).requires_grad_(True)
     w = rnd(d_out, d_in, s=d_in**-0.5)
@@ -187,8 +207,9 @@ def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> l
         y = loop_lora_linear(x, w, None, A, B, meta)
         want = [y, *torch.autograd.grad(y, [x, A, B], dy)]
         for impl, kw in [("ours", {}), *VARIANT_IMPLS.items()]:
-            y = fused_lora_linear(x, w, None, A, B, meta, True, **kw)
-            got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
+            for _ in range(2):  # the second call takes the direct-launch path (plans cached on meta)
+                y = fused_lora_linear(x, w, None, A, B, meta, True, **kw)
+                got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
             errs = {k: ((g.float() - wv.float()).abs().max() / wv.float().abs().max()).item()
                     for k, g, wv in zip(("y", "dx", "dA", "dB"), got, want)}
             rows.append({"proj": name, "impl": impl, **errs})
@@ -247,13 +268,26 @@ def _write_csv(df, path: Path) -> None:  # noqa: ANN001
     os.replace(tmp, path)
 
 
+def _estimate_s(impls: list[str], batches: list[int], quick: bool, check: bool, breakdown: bool) -> float:
+    """Rough wall time on an H100: per projection ~0.2 s of do_bench for fast impls (x batch for
+    the input set-up), ~1 s for a slow baseline; autotuning/compiling ~60 s the first time."""
+    per_fast = 0.12 if quick else 0.2
+    t = 60.0 + (25.0 if check else 0.0) + (15.0 if breakdown else 0.0)
+    for b in batches:
+        for impl in impls:
+            t += 7 * ((0.3 + 0.25 * b) if impl in SLOW_IMPLS else (per_fast + 0.05 * b))
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="folder for the CSVs and PNG")
     ap.add_argument("--batches", default="1,2,4", help="per-adapter batch sizes (sequences of 512)")
-    ap.add_argument("--impls", default=",".join(IMPLS + list(VARIANT_IMPLS)), help="comma-separated impls")
+    ap.add_argument("--impls", default=None, help="comma-separated impls (default: all; --quick: a few)")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-kernel breakdown")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check at bench shapes")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"impls {','.join(QUICK_IMPLS)} only, shorter do_bench, no breakdown")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
@@ -266,11 +300,19 @@ def main() -> None:
     if args.smoke:
         projs, z, seq = {"q": (40, 40), "down": (72, 24)}, 4, 8
     ranks = ([16, 32, 64] * z)[:z]
-    impls = args.impls.split(",")
+    all_impls = IMPLS + list(VARIANT_IMPLS)
+    impls = args.impls.split(",") if args.impls else (QUICK_IMPLS if args.quick else all_impls)
+    unknown = [i for i in impls if i not in all_impls]
+    if unknown:
+        raise SystemExit(f"--impls: unknown {unknown}; known: {all_impls}")
     batches = [int(b) for b in args.batches.split(",")]
-    bench = _timer(device)
+    breakdown = not args.no_breakdown and not args.quick
+    bench = _timer(device, quick=args.quick)
+    bench_slow = _timer(device, slow=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(f"{gpu}: batches {batches}, impls {impls}; estimated ~{_estimate_s(impls, batches, args.quick, not args.no_check, breakdown):.0f} s"
+          " (H100)", flush=True)
     t_start = time.time()
     if not args.no_check:  # also compiles and autotunes every kernel the timings use
         chk = _check(projs, [seq] * z, ranks, device, dtype)
@@ -279,7 +321,7 @@ def main() -> None:
         if bad:
             raise SystemExit(f"fused path disagrees with the reference: {bad}")
         print(f"check done after {time.time() - t_start:.0f} s", flush=True)
-    if not args.no_breakdown:  # each kernel alone, first batch only (diagnostics arrive early)
+    if breakdown:  # each kernel alone, first batch only (diagnostics arrive early)
         brk = []
         for d_in, d_out in sorted(set(projs.values())):
             brk += _breakdown(d_in, d_out, [batches[0] * seq] * z, ranks, device, dtype, bench)
@@ -292,9 +334,10 @@ def main() -> None:
         counts = [n] * z
         for impl in impls:
             total = 0.0
+            timer = bench_slow if impl in SLOW_IMPLS else bench
             for name, (d_in, d_out) in projs.items():
                 fn = _runner(impl, d_in, d_out, counts, ranks, device, dtype)
-                ms = bench(fn)
+                ms = timer(fn)
                 del fn
                 total += ms
                 rows.append(dict(gpu=gpu, proj=name, d_in=d_in, d_out=d_out, adapters=z, ranks="16/32/64",
@@ -308,7 +351,7 @@ def main() -> None:
     _write_csv(df, csv)
     _plot(df, out / f"kernels_{tag}.png")
     print(df[df["proj"] == "layer"].to_string(index=False))
-    print(f"wrote {csv}")
+    print(f"wrote {csv} after {time.time() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

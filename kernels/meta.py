@@ -10,7 +10,7 @@ here, once, with a single host-to-device copy, so a layer call does almost no ho
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -43,6 +43,9 @@ class LoraBatchMeta:
     row_dropout: torch.Tensor | None  # float32 [T] (None when no segment drops out)
     side_stream: object = None  # torch.cuda.Stream for LoRA work overlapped with the base GEMMs
     sched_row_host: tuple[int, ...] = ()  # host copy of sched_row (chunk boundaries)
+    # per-step host caches filled by the layers (direct-launch plans of kernels.launch, chunk
+    # tables): one meta is shared by every layer of a step, so each entry is computed once a step
+    launch_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_segments(self) -> int:
@@ -64,6 +67,12 @@ class LoraBatchMeta:
         """Split the schedule into <= n contiguous pieces: (entry0, entry1, row0, row1) each.
 
         Entries are ordered by row and cover every row, so the row ranges partition [0, T)."""
+        key = ("chunks", n)
+        if key not in self.launch_cache:
+            self.launch_cache[key] = self._chunks(n)
+        return self.launch_cache[key]
+
+    def _chunks(self, n: int) -> list[tuple[int, int, int, int]]:
         e = self.num_blocks
         cuts = sorted({round(i * e / n) for i in range(n + 1)})
         rows = list(self.sched_row_host) + [self.total_tokens]

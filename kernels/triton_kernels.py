@@ -11,9 +11,13 @@ Three kernels cover forward and backward:
   dA = X^T dS and dB = s S^T dY, one launch for all segments (used when token counts differ;
   equal counts go to torch.bmm, see function.py).
 
-Block sizes are autotuned per shape (cached by Triton). Under TRITON_INTERPRET=1 one small config
-is used and matmuls are fp32 broadcast-and-sum (the interpreter's `tl.dot` runs without BLAS
-and gives wrong bf16 results in triton 3.9).
+Block sizes are autotuned per shape (cached by Triton; few keys: row counts enter the shrink key
+only as a power-of-two bucket). The row kernels split each schedule entry (SCHED_M rows) into
+SCHED_M / BLOCK_M sub-blocks, so BLOCK_M is tunable (16-64) while the schedule table stays one
+per step. Launches go through `kernels.launch` (direct calls of the compiled kernel after the
+first call per key, cached on the meta). Under TRITON_INTERPRET=1 one small config is used and
+matmuls are fp32 broadcast-and-sum (the interpreter's `tl.dot` runs without BLAS and gives wrong
+bf16 results in triton 3.9).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import launch as _launch
 from kernels.meta import LoraBatchMeta
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -36,9 +41,9 @@ def _zero_out(nargs: dict) -> None:
 
 
 def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Config]:
-    """space: (block sizes, num_warps, num_stages); the first entry is the untuned default.
-    interp: the one config for the interpreter, small enough for its broadcast matmul
-    (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)."""
+    """space: (block sizes, num_warps, num_stages); the first entry is the untuned default (it must
+    fit every shape). interp: the one config for the interpreter, small enough for its broadcast
+    matmul (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)."""
     if INTERPRET:
         space = [(interp, 4, 1)]
     elif not AUTOTUNE:
@@ -47,35 +52,81 @@ def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Co
     return [triton.Config(kw, num_warps=w, num_stages=st, pre_hook=hook(kw)) for kw, w, st in space]
 
 
+def _keep_first(configs: list, keep: list) -> list:
+    return keep or configs[:1]
+
+
+def _prune_shrink(configs: list, named_args: dict, **kw: object) -> list:
+    """Sub-blocks must tile a schedule entry; split-K only where few row blocks leave SMs idle."""
+    sched_m = kw.get("SCHED_M", 64)
+    many_rows = named_args["ROW_BLOCKS_HINT"] * sched_m >= 512 * 64  # >= 512 full row blocks
+    k = named_args["K"]
+    keep = [c for c in configs if c.kwargs["BLOCK_M"] <= sched_m
+            and (c.kwargs["SPLIT_K"] == 1 or (not many_rows and k >= 2 * c.kwargs["SPLIT_K"] * c.kwargs["BLOCK_K"]))
+            and c.kwargs["BLOCK_K"] <= max(64, triton.next_power_of_2(k))]
+    return _keep_first(configs, keep)
+
+
+def _prune_expand(configs: list, named_args: dict, **kw: object) -> list:
+    sched_m = kw.get("SCHED_M", 64)
+    n_cap = max(64, triton.next_power_of_2(named_args["N"]))
+    keep = [c for c in configs if c.kwargs["BLOCK_M"] <= sched_m and c.kwargs["BLOCK_N"] <= n_cap]
+    return _keep_first(configs, keep)
+
+
+def _prune_reduce(configs: list, named_args: dict, **kw: object) -> list:
+    """The rank side is one FULL block: drop configs differing only in its (ignored) block size,
+    and blocks wider than the other dimension."""
+    full_m, full_n = kw.get("FULL_M", 0), kw.get("FULL_N", 0)
+    m_cap = max(32, triton.next_power_of_2(named_args["M"]))
+    n_cap = max(32, triton.next_power_of_2(named_args["N"]))
+    seen, keep = set(), []
+    for c in configs:
+        bm, bn = full_m or c.kwargs["BLOCK_M"], full_n or c.kwargs["BLOCK_N"]
+        sig = (c.kwargs["BLOCK_T"], bm, bn, c.num_warps, c.num_stages)
+        if (full_m or bm <= m_cap) and (full_n or bn <= n_cap) and sig not in seen:
+            seen.add(sig)
+            keep.append(c)
+    return _keep_first(configs, keep)
+
+
+# (BLOCK_M, BLOCK_K, SPLIT_K, warps, stages): small BLOCK_M puts more programs in flight for short K
+# (dS = dY B^T with d_out 512 read at 240 GB/s with 64-row blocks only); split-K for long K, few rows.
+_SHRINK_SPACE = [(64, 64, 1, 4, 3), (64, 128, 1, 4, 3), (32, 64, 1, 4, 3), (32, 128, 1, 4, 3), (16, 128, 1, 2, 3),
+                 (16, 256, 1, 4, 3), (32, 256, 1, 8, 2), (32, 64, 2, 4, 3), (64, 64, 2, 4, 3), (64, 64, 4, 4, 3),
+                 (64, 128, 4, 8, 3)]
+
+
 @triton.autotune(
     configs=_configs(
-        [({"BLOCK_K": 64, "SPLIT_K": 1}, 4, 3), ({"BLOCK_K": 128, "SPLIT_K": 1}, 4, 3),
-         ({"BLOCK_K": 64, "SPLIT_K": 2}, 4, 3), ({"BLOCK_K": 64, "SPLIT_K": 4}, 4, 3),
-         ({"BLOCK_K": 128, "SPLIT_K": 4}, 8, 3)],
-        {"BLOCK_K": 32, "SPLIT_K": 2},  # the interpreter exercises the split-K (atomic) path
+        [({"BLOCK_M": m, "BLOCK_K": k, "SPLIT_K": sk}, w, st) for m, k, sk, w, st in _SHRINK_SPACE],
+        {"BLOCK_M": 32, "BLOCK_K": 32, "SPLIT_K": 2},  # the interpreter exercises sub-blocks and split-K
     ),
     key=["K", "R", "BLOCK_R", "ROW_BLOCKS_HINT"],
+    prune_configs_by={"early_config_prune": _prune_shrink},
 )
 @triton.jit
 def _shrink_kernel(
     in_ptr, w_ptr, out_ptr,
     sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
-    K, R, ROW_BLOCKS_HINT,  # hint: row blocks rounded to a power of two (autotune key only)
+    K, R, ROW_BLOCKS_HINT,  # hint: schedule entries rounded to a power of two (autotune key only)
     entry0, out_row0,  # first schedule entry of this launch; row of out_ptr's first row
     stride_im, stride_ik, stride_ws, stride_wk, stride_wr, stride_om, stride_or,
-    APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, SCHED_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     # out is fp32; with SPLIT_K > 1 each program adds its K-slice's partial product atomically
     # into a zeroed out (more programs in flight for long K and few row blocks).
-    pid = tl.program_id(0) + entry0
+    SUBS: tl.constexpr = (SCHED_M + BLOCK_M - 1) // BLOCK_M  # 1 if BLOCK_M > SCHED_M (then masked)
+    pid = tl.program_id(0)
+    entry = pid // SUBS + entry0
     pid_k = tl.program_id(1)
-    seg = tl.load(sched_seg_ptr + pid)
-    row0 = tl.load(sched_row_ptr + pid)
-    row_end = tl.load(seg_end_ptr + seg)
+    seg = tl.load(sched_seg_ptr + entry)
+    e_row0 = tl.load(sched_row_ptr + entry)
+    row_end = tl.minimum(tl.load(seg_end_ptr + seg), e_row0 + SCHED_M)
     slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
     rank = tl.load(seg_rank_ptr + seg)
-    rows = row0 + tl.arange(0, BLOCK_M)
+    rows = e_row0 + (pid % SUBS) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < row_end
     cols = tl.arange(0, BLOCK_R)
     cmask = cols < rank
@@ -108,13 +159,19 @@ def _shrink_kernel(
         tl.atomic_add(out_ptrs, acc, mask=omask, sem="relaxed")
 
 
+# (BLOCK_M, BLOCK_N, warps, stages)
+_EXPAND_SPACE = [(64, 128, 4, 2), (64, 64, 4, 2), (64, 256, 8, 2), (32, 64, 2, 2), (32, 128, 4, 2), (32, 256, 4, 2),
+                 (16, 128, 2, 2), (64, 128, 8, 3)]
+
+
 @triton.autotune(
     configs=_configs(
-        [({"BLOCK_N": 128}, 4, 2), ({"BLOCK_N": 64}, 4, 2), ({"BLOCK_N": 256}, 8, 2), ({"BLOCK_N": 128}, 8, 3)],
-        {"BLOCK_N": 64},
+        [({"BLOCK_M": m, "BLOCK_N": n}, w, st) for m, n, w, st in _EXPAND_SPACE],
+        {"BLOCK_M": 32, "BLOCK_N": 64},
     ),
     key=["N", "R", "BLOCK_R", "HAS_BASE"],
     restore_value=["out_ptr"],
+    prune_configs_by={"early_config_prune": _prune_expand},
 )
 @triton.jit
 def _expand_kernel(
@@ -124,16 +181,18 @@ def _expand_kernel(
     stride_sm, stride_sr, stride_ws, stride_wr, stride_wn,
     stride_bm, stride_bn, stride_om, stride_on,
     HAS_BASE: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    SCHED_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    pid = tl.program_id(0) + entry0
+    SUBS: tl.constexpr = (SCHED_M + BLOCK_M - 1) // BLOCK_M  # 1 if BLOCK_M > SCHED_M (then masked)
+    pid = tl.program_id(0)
+    entry = pid // SUBS + entry0
     pid_n = tl.program_id(1)
-    seg = tl.load(sched_seg_ptr + pid)
-    row0 = tl.load(sched_row_ptr + pid)
-    row_end = tl.load(seg_end_ptr + seg)
+    seg = tl.load(sched_seg_ptr + entry)
+    e_row0 = tl.load(sched_row_ptr + entry)
+    row_end = tl.minimum(tl.load(seg_end_ptr + seg), e_row0 + SCHED_M)
     slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
     rank = tl.load(seg_rank_ptr + seg)
-    rows = row0 + tl.arange(0, BLOCK_M)
+    rows = e_row0 + (pid % SUBS) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < row_end
     rs = tl.arange(0, BLOCK_R)
     rsmask = rs < rank
@@ -161,13 +220,19 @@ def _expand_kernel(
     tl.store(out_ptr + rows64 * stride_om + ns[None, :] * stride_on, acc.to(out_ptr.dtype.element_ty), mask=omask)
 
 
+# (BLOCK_T, BLOCK_M, BLOCK_N, warps, stages); the rank side is one FULL block, so only the other
+# block size and BLOCK_T vary per use (configs differing in the ignored size are pruned).
+_REDUCE_SPACE = [(64, 64, 64, 4, 3), (64, 128, 128, 8, 3), (32, 128, 128, 8, 3), (64, 64, 128, 4, 3),
+                 (64, 32, 32, 4, 3), (128, 64, 64, 4, 3), (128, 32, 32, 4, 3), (32, 256, 256, 8, 2)]
+
+
 @triton.autotune(
     configs=_configs(
-        [({"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 64}, 4, 3), ({"BLOCK_T": 64, "BLOCK_M": 128, "BLOCK_N": 128}, 8, 3),
-         ({"BLOCK_T": 32, "BLOCK_M": 128, "BLOCK_N": 128}, 8, 3), ({"BLOCK_T": 64, "BLOCK_M": 64, "BLOCK_N": 128}, 4, 3)],
+        [({"BLOCK_T": t, "BLOCK_M": m, "BLOCK_N": n}, w, st) for t, m, n, w, st in _REDUCE_SPACE],
         {"BLOCK_T": 32, "BLOCK_M": 64, "BLOCK_N": 64},
     ),
     key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
+    prune_configs_by={"early_config_prune": _prune_reduce},
 )
 @triton.jit
 def _seg_reduce_kernel(
@@ -219,45 +284,73 @@ def _seg_reduce_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
 
 
+def config_space(kernel: str) -> list[triton.Config]:
+    """Every config of one kernel's tuning space ("shrink", "expand", "seg_reduce"), whatever
+    ALTO_KERNELS_AUTOTUNE says (GPU tests run each one against the reference)."""
+    hook = lambda kw: _zero_out if kw.get("SPLIT_K", 1) > 1 else None  # noqa: E731
+    spaces = {
+        "shrink": [({"BLOCK_M": m, "BLOCK_K": k, "SPLIT_K": sk}, w, st) for m, k, sk, w, st in _SHRINK_SPACE],
+        "expand": [({"BLOCK_M": m, "BLOCK_N": n}, w, st) for m, n, w, st in _EXPAND_SPACE],
+        "seg_reduce": [({"BLOCK_T": t, "BLOCK_M": m, "BLOCK_N": n}, w, st) for t, m, n, w, st in _REDUCE_SPACE],
+    }
+    if kernel not in spaces:
+        raise ValueError(f"kernel: expected one of {sorted(spaces)}, got {kernel!r}")
+    return [triton.Config(kw, num_warps=w, num_stages=st, pre_hook=hook(kw)) for kw, w, st in spaces[kernel]]
+
+
 def _rank_block(r_max: int) -> int:
     return max(16, triton.next_power_of_2(r_max))
 
 
-def _flags(dtype: torch.dtype) -> dict:
-    """fp32 operands get exact (non-TF32) dots so fp32 results match the reference."""
-    return {"IEEE": dtype == torch.float32, "UPCAST": INTERPRET}
+def _flags(dtype: torch.dtype) -> tuple[bool, bool]:
+    """(IEEE, UPCAST): fp32 operands get exact (non-TF32) dots so fp32 results match the reference."""
+    return dtype == torch.float32, INTERPRET
 
 
 def _entries(meta: LoraBatchMeta, chunk: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
     return chunk if chunk is not None else (0, meta.num_blocks, 0, meta.total_tokens)
 
 
+def _row_grid(n_entries: int, sched_m: int, second: str | None, n: int = 0):  # noqa: ANN202
+    """Grid over schedule entries x sub-blocks (x SPLIT_K or N blocks)."""
+    if second == "SPLIT_K":
+        return lambda c: (n_entries * ((sched_m + c["BLOCK_M"] - 1) // c["BLOCK_M"]), c["SPLIT_K"])
+    return lambda c: (n_entries * ((sched_m + c["BLOCK_M"] - 1) // c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]))
+
+
 def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, apply_scale: bool,
            w_strides: tuple[int, int, int], out: torch.Tensor | None = None,
-           chunk: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+           chunk: tuple[int, int, int, int] | None = None, fast: bool = True,
+           config: triton.Config | None = None) -> torch.Tensor:
     """fp32 [T, r_max] = per segment inp_i @ W[slot_i] (W given by strides as [slots, K, r]).
 
-    chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those schedule entries/rows."""
+    chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those schedule entries/rows.
+    fast: direct launches cached on the meta (False: Triton's launch path every call); config: run
+    this config instead of the autotuned one (tests)."""
     t_rows, k = inp.shape
     if out is None:
         out = torch.empty((t_rows, r_max), device=inp.device, dtype=torch.float32)
     e0, e1, r0, r1 = _entries(meta, chunk)
     if e1 == e0:
         return out
-    out_rows = out[r0:r1]  # the split-K pre-hook zeroes exactly these rows
-    grid = lambda c: (e1 - e0, c["SPLIT_K"])  # noqa: E731
-    _shrink_kernel[grid](
-        inp, w, out_rows, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank,
-        meta.seg_scale, k, r_max, triton.next_power_of_2(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
-        *w_strides, out.stride(0), out.stride(1),
-        APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max), **_flags(inp.dtype),
+    out_rows = out if r0 == 0 and r1 == t_rows else out[r0:r1]  # the split-K pre-hook zeroes exactly these rows
+    ieee, upcast = _flags(inp.dtype)
+    _launch.launch(
+        _shrink_kernel, _row_grid(e1 - e0, meta.block_m, "SPLIT_K"),
+        (inp, w, out_rows, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank,
+         meta.seg_scale, k, r_max, triton.next_power_of_2(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
+         *w_strides, out.stride(0), out.stride(1)),
+        {"APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast, "SCHED_M": meta.block_m,
+         "BLOCK_R": _rank_block(r_max)},
+        meta.launch_cache if fast else None, config,
     )
     return out
 
 
 def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_scale: bool,
            w_strides: tuple[int, int, int], base: torch.Tensor | None, out: torch.Tensor | None = None,
-           chunk: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+           chunk: tuple[int, int, int, int] | None = None, fast: bool = True,
+           config: triton.Config | None = None) -> torch.Tensor:
     """[T, n] = (base +) per segment S_i @ W[slot_i] (W given by strides as [slots, r, N]); out may alias base.
 
     chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those rows are written."""
@@ -268,31 +361,38 @@ def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_
         return out
     r_max = s.shape[1]
     b = base if base is not None else out
-    grid = lambda m: (e1 - e0, triton.cdiv(n, m["BLOCK_N"]))  # noqa: E731
-    _expand_kernel[grid](
-        s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
-        n, r_max, e0, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1),
-        HAS_BASE=base is not None, APPLY_SCALE=apply_scale, BLOCK_M=meta.block_m, BLOCK_R=_rank_block(r_max),
-        **_flags(w.dtype),
+    ieee, upcast = _flags(w.dtype)
+    _launch.launch(
+        _expand_kernel, _row_grid(e1 - e0, meta.block_m, "BLOCK_N", n),
+        (s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
+         n, r_max, e0, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1)),
+        {"HAS_BASE": base is not None, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,
+         "SCHED_M": meta.block_m, "BLOCK_R": _rank_block(r_max)},
+        meta.launch_cache if fast else None, config,
     )
     return out
 
 
 def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBatchMeta, rank_on_m: bool,
-               apply_scale: bool) -> torch.Tensor:
+               apply_scale: bool, fast: bool = True, config: triton.Config | None = None) -> torch.Tensor:
     """out[slot_i] = (scale_i *) P_i^T Q_i for every segment; out is [slots, M, N], rank-masked on M or N."""
     m, n = p.shape[1], q.shape[1]
     full_m = _rank_block(m) if rank_on_m else 0
     full_n = 0 if rank_on_m else _rank_block(n)
+    z = meta.num_segments
 
     def grid(c: dict) -> tuple[int, int, int]:
         gm = 1 if full_m else triton.cdiv(m, c["BLOCK_M"])
         gn = 1 if full_n else triton.cdiv(n, c["BLOCK_N"])
-        return (meta.num_segments, gm, gn)
+        return (z, gm, gn)
 
-    _seg_reduce_kernel[grid](
-        p, q, out, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
-        m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1), out.stride(2),
-        RANK_ON_M=rank_on_m, APPLY_SCALE=apply_scale, FULL_M=full_m, FULL_N=full_n, **_flags(out.dtype),
+    ieee, upcast = _flags(out.dtype)
+    _launch.launch(
+        _seg_reduce_kernel, grid,
+        (p, q, out, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
+         m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1), out.stride(2)),
+        {"RANK_ON_M": rank_on_m, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,
+         "FULL_M": full_m, "FULL_N": full_n},
+        meta.launch_cache if fast else None, config,
     )
     return out
