@@ -10,6 +10,10 @@ Two checks (issue 12):
    time between consecutive reports of a task, per group composition; evaluation included) or
    `model` (the simulator's cost model, profile-backed when given a profile). Compared: each
    task's completion time, the makespan, and the decisions (actions) one by one in order.
+3. held out (`calibrate`, `heldout`): costs calibrated on one run's report intervals (startup,
+   host-bound step line, validation, autotuning at new shape buckets, jobs leaving the group; and
+   the CostProfile of its training steps, `alto profile-from-run`) replay another run
+   (`alto check-fidelity --run B --calibrate-from A`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from altosim.fidelity.steptime import (
     CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, interior, model_cost,
     read_profile, split_profile, step_time_errors,
 )
+from altosim.fidelity.calibrate import (
+    CalibratedOverheads, EvalShape, Interval, LinearStepCost, RuntimeCalibration, fit_calibration, profile_from_run,
+    run_intervals,
+)
+from altosim.fidelity.heldout import heldout_fidelity, predict_makespan, term_sensitivity, write_heldout
 from altosim.schemas import CostProfile, RunConfig
 
 __all__ = [
@@ -41,6 +50,8 @@ __all__ = [
     "decisions", "failure_steps", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
     "read_profile", "read_run", "replay_run", "run_config_for", "run_val_rows", "runtime_controller",
     "split_profile", "step_time_errors",
+    "CalibratedOverheads", "EvalShape", "Interval", "LinearStepCost", "RuntimeCalibration", "fit_calibration",
+    "heldout_fidelity", "predict_makespan", "profile_from_run", "run_intervals", "term_sensitivity", "write_heldout",
 ]
 
 
