@@ -158,3 +158,25 @@ def test_predict_makespan_of_a_run_without_log(tmp_path):
     assert predict_makespan(tasks, cfg, fit, SHAPE, SHAPE, "linear") == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError, match="predictor"):
         predict_makespan(tasks, cfg, fit, SHAPE, SHAPE, "nope")
+
+
+def test_term_sensitivity_finds_the_terms_that_matter(tmp_path):
+    from altosim.fidelity.heldout import term_sensitivity
+
+    fit = read_run(sim_run(tmp_path, "fit", 96, 12, early_exit="alto", lrs=(1e-4, 2e-4, 3e-4, 5e-4)))
+    test = read_run(sim_run(tmp_path, "test", 48, 6))
+    rows = term_sensitivity(fit, test, load_config(test.folder / "config.json"), SHAPE, SHAPE)
+    err = {(r["left_out"], r["predictor"]): r["makespan_rel_err"] for r in rows}
+    assert err[("-", "linear")] < 1e-6
+    assert err[("eval_jobs", "linear")] > 0.01 and err[("startup", "linear")] > 0.01  # true terms, left out
+    assert {r["left_out"] for r in rows} == {"-", *(f for f in FEATURES if f != "steps")}
+
+
+def test_cli_profile_json_with_overheads_included_and_alias(tmp_path):
+    fit = sim_run(tmp_path, "fit", 48, 6)
+    assert main(["profile-from-run", str(fit), "--out", str(tmp_path / "p.json"), "--overheads", "include"]) == 0
+    from altosim.fidelity import read_profile
+
+    prof = read_profile(tmp_path / "p.json")
+    assert "overheads included" in prof.source and all("overheads included" in r.note for r in prof.rows)
+    assert main(["check-fidelity", "--run", str(fit), "--profile-from-run", str(fit), "--out", str(tmp_path / "o")]) == 0
