@@ -13,7 +13,7 @@ Equal conditions: each task alone on ONE GPU with batching, FIFO, the same RunCo
 Policies, per task:
 - `none` (the full sweep), `alto` (our defaults: the paper's thresholds, the overfitting rule
   also needs a val plateau, a diverging trip near the job's best val keeps its best snapshot),
-  `alto_paper` (the paper's Algorithm 1 exactly: gap_requires_plateau=False, div_margin=0;
+  `alto_paper` (the paper's Algorithm 1 exactly: gap_requires_plateau=False, div_margin=0, diverging_keeps_best=False;
   diagnostics `alto_nogap`: the overfitting gap rule off, `alto_nocut`: the warm-up cut off,
   select_ratio 1), `median` (two warm-ups), `asha` (grace
   2/5/10 evaluations x reduction factor 2/3/4), simulated by `altosim.simulate.simulate`;
@@ -58,7 +58,7 @@ from altosim.schemas import LossTraceSet, PolicyRef, SearchSpace, TaskRecord
 from altosim.simulate import Inputs
 from altosim.traces_io import load_trace_dir, read_workload
 from altosim.tuning import Evaluator, Objective, grid_params, leave_one_out, score_run, task_inputs
-from altosim.workloads import default_loss_dir, default_workload_path
+from altosim.workloads import default_loss_dir, paper_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT / "traces" / "real"
@@ -66,7 +66,7 @@ REAL_DIR = ROOT / "traces" / "real"
 SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
     ("none", "none", {}),
     ("alto", "alto", {}),
-    ("alto_paper", "alto", {"gap_requires_plateau": False, "div_margin": 0.0}),
+    ("alto_paper", "alto", {"gap_requires_plateau": False, "div_margin": 0.0, "diverging_keeps_best": False}),
     # diagnostics: ALTO's defaults with one rule off, to tell which rule costs the regret
     ("alto_nogap", "alto", {"tau_gap": math.inf}),
     ("alto_nocut", "alto", {"select_ratio": 1.0}),
@@ -140,8 +140,9 @@ def real_tasks(directory: Path = REAL_DIR) -> list[StudyTask]:
 
 
 def study_tasks() -> list[StudyTask]:
-    """The 11 synthetic tasks of the default workload, then every real set under traces/real/."""
-    wl, sets = read_workload(default_workload_path()), load_trace_dir(default_loss_dir())
+    """The 11 tasks of the default workload on their synthetic curves, then every real set under
+    traces/real/ (the default workload replays those for some tasks; here they count once)."""
+    wl, sets = paper_workload(), load_trace_dir(default_loss_dir())
     return [StudyTask(r, sets[r.loss_trace], True) for r in wl.tasks] + real_tasks()
 
 

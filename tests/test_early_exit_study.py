@@ -59,7 +59,8 @@ def test_real_arithmetic_trace_plateau_rule_keeps_the_winner_paper_rule_does_not
     """The diagnosis behind gap_requires_plateau: on the real grid the paper's gap rule stops the
     eventual winner while its val loss is still falling; ours trains it to its best."""
     ours = sim_row(real, PolicyRef(name="alto"))
-    paper = sim_row(real, PolicyRef(name="alto", params={"gap_requires_plateau": False, "div_margin": 0.0}))
+    paper = sim_row(real, PolicyRef(name="alto", params={"gap_requires_plateau": False, "div_margin": 0.0,
+                                                                   "diverging_keeps_best": False}))
     assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.6
     assert not paper["found_true_best"] and paper["rel_regret"] > 0.1
     # the paper's rule stopped the winner as overfitting about half-way, ours let it reach its best

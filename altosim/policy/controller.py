@@ -42,7 +42,9 @@ from altosim.policy.types import (
     Tick,
 )
 
-_NO_RESULT = ("diverging", "failed", "no_fit")  # such jobs never count as a task's result
+_NO_RESULT = ("failed", "no_fit")  # such jobs never count as a task's result
+# nor does a job stopped as diverging without keeping its best snapshot (the paper's rule); one
+# that keeps it (`restore_best`) competes with that snapshot's val loss
 JobState = Literal["pending", "running", "suspended", "stopped", "finished"]
 
 
@@ -79,6 +81,7 @@ class TaskState:
     cut_done: bool = False
     gate: dict[str, int | None] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    discarded: set[str] = field(default_factory=set)  # diverged without keeping a best snapshot
 
     def jobs_in(self, *states: JobState) -> list[JobSpec]:
         return [j for j in self.task.jobs if self.state[j.job_id] in states]
@@ -174,6 +177,8 @@ class Controller:
     def _stop(self, ts: TaskState, job: JobSpec, reason: Any, restore: bool, now: float) -> list[Action]:
         ts.state[job.job_id] = "stopped"
         ts.reasons[job.job_id] = reason
+        if reason == "diverging" and not restore:
+            ts.discarded.add(job.job_id)
         acts: list[Action] = [Stop(ts.task.task_id, job.job_id, reason, restore)]
         return acts + self._settle(ts, now, prefer_batch=job.batch_size)
 
@@ -226,7 +231,7 @@ class Controller:
         """Release the task's GPUs; its result is the job with the lowest best-val loss."""
         best, best_val = None, math.inf
         for job in ts.task.jobs:
-            if ts.reasons.get(job.job_id) in _NO_RESULT:
+            if ts.reasons.get(job.job_id) in _NO_RESULT or job.job_id in ts.discarded:
                 continue
             v = ts.hist[job.job_id].best_val()
             if v is not None and v < best_val:

@@ -12,6 +12,7 @@ from altosim.policy.early_exit import CONTINUE, Alto, Verdict, build_early_exit
 from altosim.policy.types import JobHistory, JobSpec, StepReport, TaskSpec
 
 DIV = Verdict(True, "diverging")
+DIV_KEEP = Verdict(True, "diverging", restore_best=True)
 OVF = Verdict(True, "overfitting", restore_best=True)
 
 
@@ -51,18 +52,19 @@ def run(train: list[float], val: list[float | None], **params) -> list[Verdict]:
 
 def run_paper(train: list[float], val: list[float | None], **params) -> list[Verdict]:
     """The paper's Algorithm 1 exactly: the gap alone makes overfitting."""
-    return run(train, val, gap_requires_plateau=False, div_margin=0.0, **params)
+    return run(train, val, gap_requires_plateau=False, div_margin=0.0, diverging_keeps_best=False, **params)
 
 
 def test_defaults_are_the_papers_plus_the_plateau_condition():
     p = build_early_exit("alto", {}).params()
     assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
-                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=6,
-                     div_margin=0.1)
+                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=None,
+                     plateau_ratio=0.15, div_margin=0.1, diverging_keeps_best=True)
 
 
 @pytest.mark.parametrize("bad", [{"gap_requires_plateau": 1}, {"gap_requires_plateau": "no"},
                                  {"p_plateau": 0}, {"p_plateau": 2.5}, {"div_margin": -0.1},
+                                 {"plateau_ratio": 0}, {"plateau_ratio": 1.5},
                                  {"div_margin": math.inf}])
 def test_bad_plateau_params_name_the_parameter(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -107,10 +109,11 @@ def test_slope_uses_the_last_w_points_by_least_squares():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_loss_exits_at_once(bad):
-    for r in (run, run_paper):  # a non-finite loss is a blow-up in both modes
-        assert r([bad], [1.0]) == [DIV]
-        assert r([1.0], [bad]) == [DIV]
-        assert r([1.0, bad], [1.0, None]) == [CONTINUE, DIV]
+    # a non-finite loss is a blow-up in both modes; ours keeps the best snapshot taken before it
+    for r, div in ((run, DIV_KEEP), (run_paper, DIV)):
+        assert r([bad], [1.0]) == [div]
+        assert r([1.0], [bad]) == [div]
+        assert r([1.0, bad], [1.0, None]) == [CONTINUE, div]
 
 
 # --- overfitting -------------------------------------------------------------------------------
@@ -212,13 +215,13 @@ def test_plateau_rule_never_stops_earlier_than_the_papers(pair, p_ovf, p_plateau
     assert len(ours) >= len(paper)
     if ours[-1].stop:
         assert paper[-1].stop
-    if ours[-1] == DIV:
+    if ours[-1] == DIV_KEEP:
         assert paper[-1] == (DIV if len(paper) == len(ours) else OVF)
-    if paper[-1] == DIV:  # same evaluation; ours keeps the best snapshot when val is near its best
-        assert len(ours) == len(paper) and ours[-1] in (DIV, OVF)
+    if paper[-1] == DIV:  # same evaluation; ours keeps the best snapshot either way
+        assert len(ours) == len(paper) and ours[-1] in (DIV_KEEP, OVF)
         best = min(v for v in val[:len(ours)] if v is not None)
         last = next(v for v in reversed(val[:len(ours)]) if v is not None)
-        assert ours[-1] == (OVF if last < best + 0.1 * abs(best) else DIV)
+        assert ours[-1] == (OVF if last < best + 0.1 * abs(best) else DIV_KEEP)
 
 
 @settings(max_examples=200, deadline=None)
@@ -283,10 +286,12 @@ def test_rising_near_the_best_is_a_stall_that_keeps_the_best_snapshot():
     # both slopes rise for p_div = 2 evaluations; val 1.03 is 3% above its best (1.0)
     train, val = [1.0, 1.01, 1.02], [1.0, 1.01, 1.03]
     assert run(train, val, tau_gap=math.inf) == [CONTINUE, CONTINUE, OVF]
-    assert run(train, val, tau_gap=math.inf, div_margin=0.02) == [CONTINUE, CONTINUE, DIV]
+    assert run(train, val, tau_gap=math.inf, div_margin=0.02) == [CONTINUE, CONTINUE, DIV_KEEP]
+    assert run(train, val, tau_gap=math.inf, div_margin=0.02, diverging_keeps_best=False) == [CONTINUE, CONTINUE, DIV]
     assert run_paper(train, val, tau_gap=math.inf) == [CONTINUE, CONTINUE, DIV]
-    # a blow-up far above the best stays diverging (its result is discarded)
-    assert run([1.0, 1.5, 2.5], [1.0, 1.5, 2.5], tau_gap=math.inf) == [CONTINUE, CONTINUE, DIV]
+    # a blow-up far above the best stays diverging (ours keeps the best snapshot; the paper discards it)
+    assert run([1.0, 1.5, 2.5], [1.0, 1.5, 2.5], tau_gap=math.inf) == [CONTINUE, CONTINUE, DIV_KEEP]
+    assert run_paper([1.0, 1.5, 2.5], [1.0, 1.5, 2.5], tau_gap=math.inf) == [CONTINUE, CONTINUE, DIV]
 
 
 def test_stopped_job_keeps_its_verdict():
@@ -403,3 +408,22 @@ def test_best_final_job_survives_warmup_cut_and_rules(cohort, warmup_ratio, sele
         advance(j, None)
     assert best in alive
     assert len(kept) == max(1, math.ceil(select_ratio * len(warmed) - 1e-9))
+
+
+@pytest.mark.parametrize("evals,expected", [(40, 6), (100, 15), (10, 2), (400, 60)])
+def test_default_plateau_patience_is_a_share_of_training_not_a_count(evals, expected):
+    """The same 15% of training at any evaluation density (a count would shrink with denser evals)."""
+    t = make_task(samples=400)
+    task = TaskSpec(t.task_id, t.arrival, t.model, t.dataset, t.gpus, t.jobs, samples_per_job=400,
+                    eval_every_samples=400 // evals)
+    assert Alto().patience(task) == expected
+    assert Alto(p_plateau=3).patience(task) == 3
+
+
+def test_diverging_job_keeps_its_best_snapshot_unless_paper_mode():
+    """Ours: a diverging exit restores the best snapshot (it stays a candidate result); paper: it does not."""
+    train, val = [1.0, 0.8, 0.6, 0.9, 1.4, 2.0], [1.0, 0.8, 0.6, 0.9, 1.4, 2.0]
+    ours = run(train, val, tau_gap=math.inf)
+    assert ours[-1].stop and ours[-1].reason == "diverging" and ours[-1].restore_best
+    paper = run_paper(train, val, tau_gap=math.inf)
+    assert paper[-1].stop and paper[-1].reason == "diverging" and not paper[-1].restore_best
