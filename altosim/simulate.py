@@ -24,7 +24,7 @@ from altosim.report import (
 from altosim.schemas import DEFAULT, LossCurve, LossTraceSet, RunConfig, WorkloadTrace
 from altosim.sim.engine import SimResult, Simulator
 from altosim.traces_io import load_run_inputs, load_trace_dir, read_workload
-from altosim.workloads import default_loss_dir, default_workload_path
+from altosim.workloads import default_workload_path, load_default_loss_sets
 
 
 @dataclass
@@ -48,7 +48,7 @@ def load_inputs(cfg: RunConfig, workload: WorkloadTrace | None = None,
         workload = workload if workload is not None else read_workload(wl_file)
         cfg.check_workload(workload, wl_file)
         if loss_sets is None:
-            loss_sets = load_trace_dir(default_loss_dir() if cfg.loss_traces == DEFAULT else cfg.loss_traces)
+            loss_sets = load_default_loss_sets() if cfg.loss_traces == DEFAULT else load_trace_dir(cfg.loss_traces)
     tasks = workload.to_task_specs()
     curves: dict[str, LossCurve] = {}
     for i, (rec, task) in enumerate(zip(workload.tasks, tasks)):

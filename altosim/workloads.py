@@ -6,7 +6,12 @@ Every task tunes the paper's one-GPU grid (60 configs: lr {1e-5, 5e-5, 2e-4, 3e-
 the paper's one batch of 11 tasks. Sample budgets are sized so the full sweep of a task takes
 `TARGET_HOURS` with batching under a crude estimate (6 * params * tokens FLOPs per sample at 40%
 of an H100's 989 TFLOP/s bf16 peak per GPU); the simulator's cost model decides the real times.
-Loss curves are SYNTHETIC (`altosim.synthetic`), one set per task.
+Loss curves: a task replays the REAL trace measured by alto's runtime (SmolLM2-135M on one H100,
+`traces/real/`) of the runtime dataset that stands in for its dataset (`REAL_STANDIN`: gsm8k ->
+arithmetic word problems, openthoughts3 -> list operations, tulu3 / ultrafeedback -> Python
+documentation) when that trace is committed; otherwise a SYNTHETIC set (`altosim.synthetic`). Curves
+are indexed by progress fraction, so a 384-sample real curve serves a task of any budget; the
+cost model, not the trace, decides times.
 
 Regenerate the committed files under traces/ with `python -m altosim.workloads`.
 """
@@ -16,15 +21,22 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from altosim.schemas import LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.synthetic import SyntheticSpec, generate_loss_set, model_size_b
-from altosim.traces_io import write_loss_traces, write_workload
+from altosim.errors import InputError
+from altosim.traces_io import load_trace_dir, write_loss_traces, write_workload
 
 CREATED = "2026-11-23"  # date of this generator version (kept fixed so regeneration is byte-equal)
 WORKLOAD_FILE = "default_workload.json"
 LOSS_DIR = "loss"
+REAL_DIR = "real"  # measured LossTrace sets (not generated; see traces/real/README.md)
+REAL_MODEL = "SmolLM2-135M"
+# the runtime dataset (runtime/data) whose real trace stands in for a paper task's dataset
+REAL_STANDIN = {"gsm8k": "arithmetic", "openthoughts3": "list_ops", "tulu3": "python_docs",
+                "ultrafeedback": "python_docs"}
 GPUS = {"Llama-3.2-1B": 1, "Llama-3.2-3B": 1, "Llama-3.1-8B": 2, "Qwen2.5-14B": 4}
 LRS = (1e-5, 5e-5, 2e-4, 3e-4, 5e-4)
 RANKS = (16, 32, 64)
@@ -58,21 +70,31 @@ def paper_specs() -> list[SyntheticSpec]:
             for i, (_, m, d, L, h) in enumerate(PAPER_TASKS)]
 
 
-def paper_workload() -> WorkloadTrace:
+def real_set_name(dataset: str) -> str:
+    return f"{REAL_MODEL}__{REAL_STANDIN[dataset]}"
+
+
+def paper_workload(real: Collection[str] = ()) -> WorkloadTrace:
+    """The 11 tasks; a task whose stand-in real trace is in `real` replays it, else its synthetic set."""
     space = SearchSpace(lr=list(LRS), rank=list(RANKS), batch_size=list(BATCHES))
     tasks = [
         TaskRecord(id=tid, arrival=0.0, model=m, dataset=d, gpus=GPUS[m], search_space=space,
-                   samples_per_job=spec.samples_per_job, seq_len=L, loss_trace=spec.set_name)
+                   samples_per_job=spec.samples_per_job, seq_len=L,
+                   loss_trace=real_set_name(d) if real_set_name(d) in real else spec.set_name)
         for (tid, m, d, L, _), spec in zip(PAPER_TASKS, paper_specs())
     ]
+    used = sorted({t.loss_trace for t in tasks if t.loss_trace in real})
+    curves = (f"loss curves: real ({', '.join(used)}) where measured, synthetic elsewhere" if used
+              else "loss curves are synthetic")
     return WorkloadTrace(
         name="paper-11-tasks", synthetic=True,
         description="11 heterogeneous LoRA tuning tasks on an 8-GPU cluster (4 model sizes needing "
         "1/1/2/4 GPUs, 60-config grids, all arriving at t=0), modeled on the ALTO paper's "
-        "scheduling study; loss curves are synthetic",
+        f"scheduling study; {curves}",
         source="altosim.workloads.paper_workload", tasks=tasks,
         meta={"created": CREATED, "target_hours": {t[0]: t[4] for t in PAPER_TASKS},
-              "sizing": "6*params*tokens FLOPs/sample at 40% of 989 TFLOP/s per GPU"},
+              "sizing": "6*params*tokens FLOPs/sample at 40% of 989 TFLOP/s per GPU",
+              "real_loss_traces": used},
     )
 
 
@@ -81,12 +103,19 @@ def paper_loss_sets() -> dict[str, LossTraceSet]:
     return {s.name: s for s in sets}
 
 
+def real_sets_in(root: str | Path) -> set[str]:
+    """Names of the measured LossTrace sets under `root`/real (empty when there is none)."""
+    d = Path(root) / REAL_DIR
+    return {p.name.removesuffix(".gz").removesuffix(".csv") for p in d.glob("*.csv*")} if d.is_dir() else set()
+
+
 def write_default_traces(root: str | Path) -> None:
-    """Write the workload and its loss sets under `root` (what traces/ holds)."""
+    """Write the workload and its synthetic loss sets under `root` (what traces/ holds); tasks
+    replay the real sets already under `root`/real."""
     root = Path(root)
     for name, ts in paper_loss_sets().items():
         write_loss_traces(ts, root / LOSS_DIR / f"{name}.csv.gz")
-    write_workload(paper_workload(), root / WORKLOAD_FILE)  # last: its presence marks completion
+    write_workload(paper_workload(real_sets_in(root)), root / WORKLOAD_FILE)  # last: marks completion
 
 
 def repo_traces_dir() -> Path:
@@ -118,8 +147,25 @@ def default_loss_dir() -> Path:
     return _default_root() / LOSS_DIR
 
 
+def default_loss_dirs() -> list[Path]:
+    """The synthetic sets' folder, and the real sets' folder where there is one."""
+    root = _default_root()
+    return [root / LOSS_DIR] + ([root / REAL_DIR] if (root / REAL_DIR).is_dir() else [])
+
+
+def load_default_loss_sets() -> dict[str, LossTraceSet]:
+    """Every default LossTrace set, synthetic and real, by name (a name defined twice is an error)."""
+    sets: dict[str, LossTraceSet] = {}
+    for d in default_loss_dirs():
+        for name, ts in load_trace_dir(d).items():
+            if name in sets:
+                raise InputError(str(d), "name", f"loss-trace set {name!r} defined twice in the default traces")
+            sets[name] = ts
+    return sets
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Regenerate the embedded default workload (synthetic).")
+    ap = argparse.ArgumentParser(description="Regenerate the embedded default workload and its synthetic traces.")
     ap.add_argument("--out", default=str(repo_traces_dir()), help="folder to write (default: traces/)")
     args = ap.parse_args(argv)
     write_default_traces(args.out)

@@ -17,7 +17,10 @@ from altosim.workloads import (
     CREATED,
     LOSS_DIR,
     WORKLOAD_FILE,
+    REAL_STANDIN,
     default_loss_dir,
+    load_default_loss_sets,
+    real_sets_in,
     default_workload_path,
     paper_loss_sets,
     paper_workload,
@@ -114,7 +117,7 @@ def test_paper_workload_shape():
 
 def test_committed_files_equal_generator(sets):
     root = repo_traces_dir()
-    assert (root / WORKLOAD_FILE).read_text() == tio.workload_json_text(paper_workload())
+    assert (root / WORKLOAD_FILE).read_text() == tio.workload_json_text(paper_workload(real_sets_in(root)))
     files = sorted(p.name for p in (root / LOSS_DIR).iterdir())
     assert files == sorted([f"{n}.csv.gz" for n in sets] + [f"{n}.meta.json" for n in sets])
     for name, s in sets.items():
@@ -127,6 +130,21 @@ def test_committed_files_equal_generator(sets):
 def test_default_paths_point_at_repo_traces():
     assert default_workload_path() == repo_traces_dir() / WORKLOAD_FILE
     assert default_loss_dir() == repo_traces_dir() / LOSS_DIR
+
+
+def test_default_workload_replays_the_committed_real_traces():
+    """Tasks whose stand-in dataset has a measured trace replay it; the others stay synthetic;
+    every name resolves among the default sets."""
+    real = real_sets_in(repo_traces_dir())
+    assert "SmolLM2-135M__arithmetic" in real
+    wl = tio.read_workload(default_workload_path())
+    sets = load_default_loss_sets()
+    for t in wl.tasks:
+        assert t.loss_trace in sets
+        standin = f"SmolLM2-135M__{REAL_STANDIN[t.dataset]}"
+        assert (t.loss_trace == standin) == (standin in real)
+        assert sets[t.loss_trace].synthetic == (standin not in real)
+    assert paper_workload(()).tasks[0].loss_trace.endswith("__synthetic")
 
 
 def test_default_traces_generated_into_cache_when_repo_files_missing(tmp_path, monkeypatch, sets):

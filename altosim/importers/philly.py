@@ -115,10 +115,9 @@ def import_philly(
     if max_gpus < 1:
         raise InputError("<arguments>", "max_gpus", f"must be >= 1 (got {max_gpus})")
     if loss_sets is None:
-        from altosim.traces_io import load_trace_dir
-        from altosim.workloads import default_loss_dir
+        from altosim.workloads import load_default_loss_sets
 
-        loss_sets = load_trace_dir(default_loss_dir())
+        loss_sets = load_default_loss_sets()
     if not loss_sets:
         raise InputError("<arguments>", "loss_sets", "the loss-trace pool is empty")
     path = Path(csv_path)

@@ -53,13 +53,14 @@ class RunInputs:
 def load_run_inputs(config: RunConfig) -> RunInputs:
     """Read what `config` names ('default' -> the embedded workload) and check it is consistent:
     no task needs more GPUs than the cluster has, every task's loss-trace set exists."""
-    from altosim.workloads import default_loss_dir, default_workload_path  # avoids an import cycle
+    from altosim.workloads import default_loss_dirs, default_workload_path, load_default_loss_sets  # no cycle
 
     wl_path = default_workload_path() if config.workload == DEFAULT else Path(config.workload)
-    loss_dir = default_loss_dir() if config.loss_traces == DEFAULT else Path(config.loss_traces)
+    default = config.loss_traces == DEFAULT
+    loss_dir = " + ".join(map(str, default_loss_dirs())) if default else Path(config.loss_traces)
     workload = read_workload(wl_path)
     config.check_workload(workload, str(wl_path))
-    sets = load_trace_dir(loss_dir)
+    sets = load_default_loss_sets() if default else load_trace_dir(loss_dir)
     for i, t in enumerate(workload.tasks):
         if t.loss_trace not in sets:
             known = ", ".join(sorted(sets)[:5]) + (", ..." if len(sets) > 5 else "")
