@@ -11,11 +11,12 @@ Signals per job: the train loss smoothed by an EMA (every report feeds it) and t
   Ours: when the rule fires while the val loss is still within `div_margin` (relative) of the
   job's best val, the run has not blown up, it has stalled (noise on a plateau, or the onset of
   overfitting); it exits as overfitting with `restore_best`. And with `diverging_keeps_best`
-  (our default) a diverging job also keeps its best-val snapshot, which stays a candidate for
+  (our default) a job stopped by the slope rule also keeps its best-val snapshot, which stays a candidate for
   the task's result: the weights it had before it went bad are as good as they were (on the real
   SmolLM2 trace replayed at 100 evaluations, the eventual winner rose by noise at 98% of its
   training and the paper's rule threw its best snapshot away). The paper discards diverging jobs
-  (`diverging_keeps_best=False, div_margin=0`).
+  (`diverging_keeps_best=False, div_margin=0`). A NaN/inf loss is discarded in both modes, as
+  the runtime reports it (JobFailed), so simulated and real runs choose the same result.
 - Overfitting: gap (val - train_ema) / train_ema > `tau_gap` for `p_ovf` consecutive
   evaluations (the paper's rule) AND, with `gap_requires_plateau` (our default), the val loss
   has made no new best for the last `p_plateau` evaluations (default: `plateau_ratio` of the
@@ -148,9 +149,9 @@ class Alto(EarlyExitPolicy):
                              f"got {self.diverging_keeps_best!r}")
 
     def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
+        if bad_loss(hist, i):  # as the runtime's JobFailed: a NaN job is never a result
+            return DIVERGING
         diverging = DIVERGING_KEEP_BEST if self.diverging_keeps_best else DIVERGING
-        if bad_loss(hist, i):
-            return diverging
         s = self._tracks.setdefault(hist.job.job_id, _Track(self.w))
         train, val = hist.train[i], hist.val[i]
         # e + (1 - ema) * (x - e): same EMA, but never overshoots x in floating point
