@@ -5,7 +5,9 @@
     layer = MultiLoraLinear(nn_linear, capacity, r_max); layer.add_adapter(slot, rank)  # module form
 
 The Triton path runs on CUDA, or on CPU under TRITON_INTERPRET=1 (set before triton is first
-imported; tests/kernels/conftest.py does it). ALTO_KERNELS_AUTOTUNE=0 turns autotuning off.
+imported; tests/kernels/conftest.py does it). ALTO_KERNELS_AUTOTUNE=0 turns autotuning off;
+ALTO_KERNELS_FAST_LAUNCH=0 sends every launch through Triton's own path (kernels/launch.py caches
+the compiled kernel per specialization on the step's meta and calls it directly otherwise).
 """
 
 from kernels.api import multi_lora_linear

@@ -284,6 +284,11 @@ def _seg_reduce_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
 
 
+def _pow2(n: int) -> int:
+    """Next power of two >= n (plain Python: triton.next_power_of_2 costs microseconds a call)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 def config_space(kernel: str) -> list[triton.Config]:
     """Every config of one kernel's tuning space ("shrink", "expand", "seg_reduce"), whatever
     ALTO_KERNELS_AUTOTUNE says (GPU tests run each one against the reference)."""
@@ -299,7 +304,7 @@ def config_space(kernel: str) -> list[triton.Config]:
 
 
 def _rank_block(r_max: int) -> int:
-    return max(16, triton.next_power_of_2(r_max))
+    return max(16, _pow2(r_max))
 
 
 def _flags(dtype: torch.dtype) -> tuple[bool, bool]:
@@ -315,7 +320,7 @@ def _row_grid(n_entries: int, sched_m: int, second: str | None, n: int = 0):  # 
     """Grid over schedule entries x sub-blocks (x SPLIT_K or N blocks)."""
     if second == "SPLIT_K":
         return lambda c: (n_entries * ((sched_m + c["BLOCK_M"] - 1) // c["BLOCK_M"]), c["SPLIT_K"])
-    return lambda c: (n_entries * ((sched_m + c["BLOCK_M"] - 1) // c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]))
+    return lambda c: (n_entries * ((sched_m + c["BLOCK_M"] - 1) // c["BLOCK_M"]), -(-n // c["BLOCK_N"]))
 
 
 def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, apply_scale: bool,
@@ -338,7 +343,7 @@ def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, 
     _launch.launch(
         _shrink_kernel, _row_grid(e1 - e0, meta.block_m, "SPLIT_K"),
         (inp, w, out_rows, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank,
-         meta.seg_scale, k, r_max, triton.next_power_of_2(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
+         meta.seg_scale, k, r_max, _pow2(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
          *w_strides, out.stride(0), out.stride(1)),
         {"APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast, "SCHED_M": meta.block_m,
          "BLOCK_R": _rank_block(r_max)},
@@ -382,8 +387,8 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
     z = meta.num_segments
 
     def grid(c: dict) -> tuple[int, int, int]:
-        gm = 1 if full_m else triton.cdiv(m, c["BLOCK_M"])
-        gn = 1 if full_n else triton.cdiv(n, c["BLOCK_N"])
+        gm = 1 if full_m else -(-m // c["BLOCK_M"])
+        gn = 1 if full_n else -(-n // c["BLOCK_N"])
         return (z, gm, gn)
 
     ieee, upcast = _flags(out.dtype)

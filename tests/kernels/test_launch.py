@@ -155,40 +155,71 @@ def test_direct_launches_match_first_call_gpu(variant):
         assert_near(a, b, 1e-3, name)
 
 
-@pytest.mark.gpu
-@GPU
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_every_config_matches_torch_gpu(dtype):
+def _every_config_matches_torch(device, dtype, counts, d_in, d_out):  # noqa: ANN001
     """Each config of the tuning spaces (sub-blocks, split-K, wide N) against plain torch."""
-    counts, ranks = [300, 0, 77, 512, 5], [16, 3, 64, 32, 1]
-    meta = build_meta(counts, [4, 0, 2, 1, 3], ranks, [0.5, 1, 2, 3, 4], "cuda")
-    t, d_in, d_out, r = sum(counts), 1000, 515, 64
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(t, d_in, device="cuda", dtype=dtype, generator=g)
-    A = torch.randn(5, d_in, r, device="cuda", dtype=dtype, generator=g) * d_in**-0.5
-    B = torch.randn(5, r, d_out, device="cuda", dtype=dtype, generator=g) * r**-0.5
-    dy = torch.randn(t, d_out, device="cuda", dtype=dtype, generator=g)
-    mask = torch.cat([(torch.arange(r, device="cuda") < rk).expand(c, r) for c, rk in zip(counts, ranks)]).float()
-    sl = torch.cat([torch.full((c,), s, device="cuda") for c, s in zip(counts, meta.slots)]).long()
-    sc = torch.cat([torch.full((c,), s, device="cuda") for c, s in zip(counts, meta.scales)])
+    ranks = [16, 3, 64, 32, 1]
+    meta = build_meta(counts, [4, 0, 2, 1, 3], ranks, [0.5, 1, 2, 3, 4], device)
+    t, r = sum(counts), 64
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(t, d_in, device=device, dtype=dtype, generator=g)
+    A = torch.randn(5, d_in, r, device=device, dtype=dtype, generator=g) * d_in**-0.5
+    B = torch.randn(5, r, d_out, device=device, dtype=dtype, generator=g) * r**-0.5
+    dy = torch.randn(t, d_out, device=device, dtype=dtype, generator=g)
+    mask = torch.cat([(torch.arange(r, device=device) < rk).expand(c, r) for c, rk in zip(counts, ranks)]).float()
+    sl = torch.cat([torch.full((c,), s, device=device) for c, s in zip(counts, meta.slots)]).long()
+    sc = torch.cat([torch.full((c,), s, device=device) for c, s in zip(counts, meta.scales)])
     want_s = torch.einsum("tk,tkr->tr", x.float(), A[sl].float()) * mask
     want_y = torch.einsum("tr,trn->tn", want_s.to(dtype).float(), B[sl].float()) * sc[:, None]
     tol = TOL[dtype] * 4
+    ran = collections.Counter()
+
+    def fits(fn) -> bool:  # noqa: ANN001  a config may need more shared memory than the GPU has (fp32)
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            if type(e).__name__ != "OutOfResources":
+                raise
+            return False
+        return True
+
     for cfg in tk.config_space("shrink"):
-        s = tk.shrink(x, A, meta, r, False, A.stride(), out=torch.full((t, r), 7.0, device="cuda"), config=cfg)
-        assert_near(s, want_s, tol, f"shrink {cfg}")
+        s = torch.full((t, r), 7.0, device=device)
+        if fits(lambda: tk.shrink(x, A, meta, r, False, A.stride(), out=s, config=cfg)):  # noqa: B023
+            ran["shrink"] += 1
+            assert_near(s, want_s, tol, f"shrink {cfg}")
     s = want_s.clone()
     for cfg in tk.config_space("expand"):
-        y = tk.expand(s, B, meta, d_out, True, B.stride(), base=None, config=cfg)
-        assert_near(y, want_y, tol, f"expand {cfg}")
+        y = torch.full((t, d_out), 7.0, device=device, dtype=dtype)
+        if fits(lambda: tk.expand(s, B, meta, d_out, True, B.stride(), base=None, out=y, config=cfg)):  # noqa: B023
+            ran["expand"] += 1
+            assert_near(y, want_y, tol, f"expand {cfg}")
     for cfg in tk.config_space("seg_reduce"):
         da = torch.full_like(A, 3.0)
-        tk.seg_reduce(x, s, da, meta, rank_on_m=False, apply_scale=False, config=cfg)
+        if not fits(lambda: tk.seg_reduce(x, s, da, meta, rank_on_m=False, apply_scale=False, config=cfg)):  # noqa: B023
+            continue
+        ran["seg_reduce"] += 1
         for i, (lo, c) in enumerate(zip(meta.offsets, counts)):
             want = (x[lo:lo + c].float().t() @ s[lo:lo + c]).to(dtype)
             assert_near(da[meta.slots[i]], want, tol, f"seg_reduce dA {cfg} segment {i}")
         dbb = torch.zeros_like(B)
-        tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, config=cfg)
+        if not fits(lambda: tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, config=cfg)):  # noqa: B023
+            continue
         for i, (lo, c) in enumerate(zip(meta.offsets, counts)):
             want = (meta.scales[i] * s[lo:lo + c].t() @ dy[lo:lo + c].float()).to(dtype)
             assert_near(dbb[meta.slots[i]], want, tol, f"seg_reduce dB {cfg} segment {i}")
+    # bf16 (what training uses) fits every config; fp32 may drop a few of the widest
+    for name in ("shrink", "expand", "seg_reduce"):
+        n_all = len(tk.config_space(name))
+        assert ran[name] >= (n_all if dtype == torch.bfloat16 else n_all // 2), f"{name}: only {ran[name]} of {n_all} ran"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_config_matches_torch_cpu(dtype):
+    _every_config_matches_torch("cpu", dtype, [30, 0, 7, 65, 5], 70, 40)
+
+
+@pytest.mark.gpu
+@GPU
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_config_matches_torch_gpu(dtype):
+    _every_config_matches_torch("cuda", dtype, [300, 0, 77, 512, 5], 1000, 515)
