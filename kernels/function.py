@@ -12,8 +12,8 @@ Three ways to join the LoRA term with the base GEMM (`variant`):
 - "pipelined": "addmm" cut into row chunks (schedule-entry ranges): the LoRA kernels of chunk c+1
   run on the side stream while cuBLAS accumulates chunk c, so only the first chunk's LoRA work is
   exposed (needs `streams` on CUDA to overlap; runs chunk by chunk otherwise).
-With `streams`, LoRA kernels that do not feed the base GEMM (shrink in the epilogue form, dA and
-dB in backward) run on a side stream, overlapped with cuBLAS.
+With `streams`, LoRA kernels that do not feed the base GEMM (shrink in the epilogue form; dS, dA
+and dB in backward) run on a side stream, overlapped with cuBLAS.
 Weight grads (`wgrad`): "bmm" (cuBLAS batched GEMM over a [segments, tokens, .] view; only when all
 token counts are equal), "triton" (the grouped segment-reduce kernel, any counts), or "auto".
 S and dS are kept in fp32 (the shrink kernel may split K and accumulate atomically).
@@ -193,13 +193,18 @@ class _FusedLoraLinear(torch.autograd.Function):
                 db = dy.sum(0)
             return dx, dw, db, da, dbb, None, None, None, None, None, None, None
         ds = None
-        if need_x or need_a:
-            # B^T viewed as [slots, K=d_out, r]
-            ds = tk.shrink(dy, B, meta, r_max, apply_scale=True, w_strides=(B.stride(0), B.stride(2), B.stride(1)),
-                           fast=fast)
-        # weight grads do not feed dX: queue them on the side stream, overlapped with the dX GEMM
+        if need_x or need_a:  # allocated on the main stream: it outlives the side stream's work
+            ds = torch.empty((dy.shape[0], r_max), device=dy.device, dtype=torch.float32)
+        # dS and the weight grads do not need the dX GEMM: with `streams` they run on the side
+        # stream, overlapped with it; dX waits only for dS (one event)
         main = _fork(side)
+        ds_ready = None
         with _on(side):
+            if ds is not None:  # B^T viewed as [slots, K=d_out, r]
+                tk.shrink(dy, B, meta, r_max, apply_scale=True, w_strides=(B.stride(0), B.stride(2), B.stride(1)),
+                          out=ds, fast=fast)
+                if side is not None and need_x:
+                    ds_ready = side.record_event()
             if ctx.use_bmm and (need_a or need_bb):
                 _bmm_wgrads(xl, ds, s, dy, meta, da, dbb)
             else:
@@ -210,8 +215,12 @@ class _FusedLoraLinear(torch.autograd.Function):
         if need_x:
             if ctx.variant == "epilogue" and mult is None:
                 dx = dy @ weight
+                if ds_ready is not None:
+                    main.wait_event(ds_ready)
                 tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=dx, out=dx, fast=fast)
             else:
+                if ds_ready is not None:
+                    main.wait_event(ds_ready)
                 dx = tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=None, fast=fast)
                 if mult is not None:
                     dx.mul_(mult)
