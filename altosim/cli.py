@@ -74,6 +74,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             bar.close()
     files = write_outputs(run, out)
     _print_table([run.summary], SUMMARY_COLS)
+    n_extra = run.meta["cost"]["extrapolations"]
+    if n_extra:
+        print(f"\ncost profile: {n_extra} step-time queries fell outside the measured range (extrapolated)")
     print(f"\n{len(files)} files under {out}/ (summary.csv, tasks.csv, events.jsonl, gantt.png, losses_*.png)")
     return 0
 

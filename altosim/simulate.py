@@ -142,6 +142,8 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
         "controller": {k: v for k, v in vars(ccfg).items()},
         "durations": worst,
         "memory": {k: vars(m) for k, m in memory.items()},
+        "cost": {"source": "profile" if cost.profile is not None else "analytic",
+                 "extrapolations": cost.extrapolations},
     }
     return SimRun(label, res, tdf, summary_row(res, tdf, label, wall), meta)
 

@@ -123,3 +123,23 @@ def test_run_config_cost_profile_reaches_the_simulator(tmp_path):
     cm = make_cost(RunConfig(cost_profile=str(path)))
     assert cm.profile is not None and cm.single_step("smollm2-135m", 1, 16, 1, 128).source == "profile"
     assert make_cost(RunConfig()).profile is None
+
+
+def test_simulate_reports_how_often_the_profile_was_extrapolated(tmp_path, capsys):
+    """The default workload's Llama tasks are outside a profile of one small grid of Llama-3.2-1B
+    rows: `alto simulate` says how many step-time queries it extrapolated (0 without a profile)."""
+    from altosim.cli import main
+    from altosim.simulate import load_inputs, simulate
+
+    path = tmp_path / "h100.csv"
+    write_cost_profile(grid_profile(model="llama-3.2-1b", layers={"llama-3.2-1b": 16}), path)
+    cfg = RunConfig(cost_profile=str(path), cluster={"gpus": 8})
+    run = simulate(cfg, load_inputs(cfg))
+    assert run.meta["cost"] == {"source": "profile", "extrapolations": run.meta["cost"]["extrapolations"]}
+    assert run.meta["cost"]["extrapolations"] > 0
+    plain = simulate(RunConfig(), load_inputs(RunConfig()))
+    assert plain.meta["cost"] == {"source": "analytic", "extrapolations": 0}
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"cost_profile: {path}\n")
+    assert main(["simulate", str(cfg_file), "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert "step-time queries fell outside the measured range" in capsys.readouterr().out
