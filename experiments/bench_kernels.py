@@ -259,6 +259,7 @@ def _finish(rows: list[dict], projs: dict, z: int):  # noqa: ANN202
 
     df["base_tflops"] = [round(base_flops(r) / (b * 1e9), 1) for (_, r), b in zip(df.iterrows(), base)]
     df["ms"] = df["ms"].round(4)
+    df["host_ms"] = df["host_ms"].round(4)
     return df
 
 
@@ -268,6 +269,21 @@ def _write_csv(df, path: Path) -> None:  # noqa: ANN001
     os.replace(tmp, path)
 
 
+def _host_ms(fn: Callable[[], object], device: torch.device, calls: int = 10) -> float:
+    """Host time to issue one call (no synchronisation inside the loop): when it is close to `ms`,
+    the layer is bound by host work (Python, launches), not by the GPU."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - t0) / calls * 1e3
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return host
+
+
 def _estimate_s(impls: list[str], batches: list[int], quick: bool, check: bool, breakdown: bool) -> float:
     """Rough wall time on an H100: per projection ~0.2 s of do_bench for fast impls (x batch for
     the input set-up), ~1 s for a slow baseline; autotuning/compiling ~60 s the first time."""
@@ -275,7 +291,7 @@ def _estimate_s(impls: list[str], batches: list[int], quick: bool, check: bool, 
     t = 60.0 + (25.0 if check else 0.0) + (15.0 if breakdown else 0.0)
     for b in batches:
         for impl in impls:
-            t += 7 * ((0.3 + 0.25 * b) if impl in SLOW_IMPLS else (per_fast + 0.05 * b))
+            t += 7 * ((0.3 + 0.25 * b) if impl in SLOW_IMPLS else (per_fast + 0.1 * b))
     return t
 
 
@@ -333,18 +349,22 @@ def main() -> None:
         n = batch * seq
         counts = [n] * z
         for impl in impls:
-            total = 0.0
-            timer = bench_slow if impl in SLOW_IMPLS else bench
+            total = host_total = 0.0
+            slow = impl in SLOW_IMPLS
+            timer = bench_slow if slow else bench
             for name, (d_in, d_out) in projs.items():
                 fn = _runner(impl, d_in, d_out, counts, ranks, device, dtype)
                 ms = timer(fn)
+                host = float("nan") if slow else _host_ms(fn, device)
                 del fn
                 total += ms
+                host_total += host
                 rows.append(dict(gpu=gpu, proj=name, d_in=d_in, d_out=d_out, adapters=z, ranks="16/32/64",
-                                 batch=batch, tokens_per_adapter=n, impl=impl, ms=ms))
+                                 batch=batch, tokens_per_adapter=n, impl=impl, ms=ms, host_ms=host))
             rows.append(dict(gpu=gpu, proj="layer", d_in="7proj", d_out="7proj", adapters=z, ranks="16/32/64",
-                             batch=batch, tokens_per_adapter=n, impl=impl, ms=total))
-            print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer  ({time.time() - t_start:.0f} s)", flush=True)
+                             batch=batch, tokens_per_adapter=n, impl=impl, ms=total, host_ms=host_total))
+            print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer, host {host_total:7.3f} ms to issue"
+                  f"  ({time.time() - t_start:.0f} s)", flush=True)
         if "base_only" in impls and "torch_grouped" in impls:
             _write_csv(_finish(rows, projs, z), csv)  # partial results survive a time limit
     df = _finish(rows, projs, z)
