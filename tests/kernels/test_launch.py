@@ -223,3 +223,19 @@ def test_every_config_matches_torch_cpu(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_every_config_matches_torch_gpu(dtype):
     _every_config_matches_torch("cuda", dtype, [300, 0, 77, 512, 5], 1000, 515)
+
+
+def test_autotune_pruning_keeps_tuning_small_and_valid():
+    shrink, expand, reduce = (tk.config_space(k) for k in ("shrink", "expand", "seg_reduce"))
+    many = tk._prune_shrink(shrink, {"ROW_BLOCKS_HINT": 1024, "K": 8192}, SCHED_M=64)
+    few = tk._prune_shrink(shrink, {"ROW_BLOCKS_HINT": 32, "K": 8192}, SCHED_M=64)
+    assert many and all(c.kwargs["SPLIT_K"] == 1 for c in many)  # enough row blocks: no split-K
+    assert any(c.kwargs["SPLIT_K"] > 1 for c in few) and len(few) > len(many)
+    assert all(c.kwargs["BLOCK_M"] <= 16 for c in tk._prune_shrink(shrink, {"ROW_BLOCKS_HINT": 8, "K": 2048}, SCHED_M=16))
+    assert all(c.kwargs["BLOCK_N"] <= 64 for c in tk._prune_expand(expand, {"N": 40}, SCHED_M=64))
+    assert len(tk._prune_expand(expand, {"N": 8192}, SCHED_M=64)) == len(expand)
+    # dB: M is the rank (one FULL block): configs that differ only in BLOCK_M collapse
+    db = tk._prune_reduce(reduce, {"M": 64, "N": 512}, FULL_M=64, FULL_N=0)
+    sigs = [(c.kwargs["BLOCK_T"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in db]
+    assert db and len(set(sigs)) == len(sigs) < len(reduce)
+    assert tk._prune_reduce(reduce[:1], {"M": 8, "N": 8}, FULL_M=0, FULL_N=16)  # never empty
