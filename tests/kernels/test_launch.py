@@ -234,8 +234,9 @@ def test_autotune_pruning_keeps_tuning_small_and_valid():
     assert all(c.kwargs["BLOCK_M"] <= 16 for c in tk._prune_shrink(shrink, {"ROW_BLOCKS_HINT": 8, "K": 2048}, SCHED_M=16))
     assert all(c.kwargs["BLOCK_N"] <= 64 for c in tk._prune_expand(expand, {"N": 40}, SCHED_M=64))
     assert len(tk._prune_expand(expand, {"N": 8192}, SCHED_M=64)) == len(expand)
-    # dB: M is the rank (one FULL block): configs that differ only in BLOCK_M collapse
-    db = tk._prune_reduce(reduce, {"M": 64, "N": 512}, FULL_M=64, FULL_N=0)
-    sigs = [(c.kwargs["BLOCK_T"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in db]
-    assert db and len(set(sigs)) == len(sigs) < len(reduce)
+    # dA: N is the rank (one FULL block): configs that differ only in BLOCK_N collapse
+    da = tk._prune_reduce(reduce, {"M": 2048, "N": 64}, FULL_M=0, FULL_N=64)
+    sigs = [(c.kwargs["BLOCK_T"], c.kwargs["BLOCK_M"], c.num_warps, c.num_stages) for c in da]
+    assert da and len(set(sigs)) == len(sigs) < len(reduce)
+    assert all(c.kwargs["BLOCK_N"] <= 32 for c in tk._prune_reduce(reduce, {"M": 64, "N": 20}, FULL_M=64, FULL_N=0))
     assert tk._prune_reduce(reduce[:1], {"M": 8, "N": 8}, FULL_M=0, FULL_N=16)  # never empty
