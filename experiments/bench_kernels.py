@@ -5,8 +5,9 @@ per-adapter batch 1/2/4 of 512-token sequences, bf16. Implementations side by si
 base_only (the frozen base GEMMs alone: the floor), loop, sequential, peft, torch_grouped, ours
 (plus `ours_*` variants of the fused path). speedup = time(torch_grouped) / time(row).
 
-Writes results/kernels_<gpu>.csv (one row per projection and a `layer` row summing the 7),
-results/kernels_breakdown_<gpu>.csv (each kernel alone, with achieved GB/s) and a PNG.
+Writes results/kernels_<gpu>.csv (one row per projection and a `layer` row summing the 7; `ms`
+and `host_ms`, the host time to issue one call), results/kernels_breakdown_<gpu>.csv (each kernel
+alone, with achieved GB/s), kernels_autotune_<gpu>.txt (the config chosen per autotune key) and a PNG.
 Inputs are drawn on the device (drawing them on the host took most of the old 420 s run); the
 slow baselines (loop, sequential, peft: 50-180 ms a layer) are timed over a few iterations only.
 The estimated time is printed up front (~2-3 min on an H100 for batches 1,2,4; `--quick` ~1 min).
@@ -284,6 +285,18 @@ def _host_ms(fn: Callable[[], object], device: torch.device, calls: int = 10) ->
     return host
 
 
+def _write_autotune_choices(path: Path) -> None:
+    """Every (kernel, autotune key) -> chosen config of this process, for reading the breakdown."""
+    from kernels import triton_kernels as tk
+
+    lines = []
+    for name in ("_shrink_kernel", "_expand_kernel", "_seg_reduce_kernel"):
+        fn = getattr(tk, name)
+        for key, cfg in sorted(getattr(fn, "cache", {}).items(), key=str):
+            lines.append(f"{name} {dict(zip(fn.keys, key))} extra={key[len(fn.keys):]} -> {cfg}")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _estimate_s(impls: list[str], batches: list[int], quick: bool, check: bool, breakdown: bool) -> float:
     """Rough wall time on an H100: per projection ~0.2 s of do_bench for fast impls (x batch for
     the input set-up), ~1 s for a slow baseline; autotuning/compiling ~60 s the first time."""
@@ -369,6 +382,7 @@ def main() -> None:
             _write_csv(_finish(rows, projs, z), csv)  # partial results survive a time limit
     df = _finish(rows, projs, z)
     _write_csv(df, csv)
+    _write_autotune_choices(out / f"kernels_autotune_{tag}.txt")
     _plot(df, out / f"kernels_{tag}.png")
     print(df[df["proj"] == "layer"].to_string(index=False))
     print(f"wrote {csv} after {time.time() - t_start:.0f} s")
