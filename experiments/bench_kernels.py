@@ -38,6 +38,7 @@ SLOW_IMPLS = ("loop", "sequential", "peft")  # 50-180 ms a layer: a few timed it
 VARIANT_IMPLS = {
     "ours_triton_wgrad": dict(wgrad="triton"),
     "ours_addmm": dict(variant="addmm"),
+    "ours_auto_variant": dict(variant="auto"),  # addmm where the output has >= 4096 columns
     "ours_triton_launch": dict(fast_launch=False),  # Triton's own launch path every call (A/B)
     "ours_streams": dict(streams=True),
     "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),

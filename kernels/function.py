@@ -9,6 +9,9 @@ Three ways to join the LoRA term with the base GEMM (`variant`):
   stores in place (one extra read+write of Y).
 - "addmm": the expand kernel writes the LoRA term (plus bias) and cuBLAS accumulates X W^T onto it
   (beta=1): the extra read of Y happens inside the compute-bound GEMM.
+- "auto": per direction, "addmm" when the output (d_out forward, d_in backward) has >= 4096
+  columns, else "epilogue" (H100 breakdown, run3: the in-place epilogue pass costs more than the
+  delta write + beta=1 GEMM only at 8192 columns).
 - "pipelined": "addmm" cut into row chunks (schedule-entry ranges): the LoRA kernels of chunk c+1
   run on the side stream while cuBLAS accumulates chunk c, so only the first chunk's LoRA work is
   exposed (needs `streams` on CUDA to overlap; runs chunk by chunk otherwise).
@@ -29,7 +32,8 @@ from kernels import triton_kernels as tk
 from kernels.meta import LoraBatchMeta
 from kernels.reference import lora_input
 
-VARIANTS = ("epilogue", "addmm", "pipelined")
+VARIANTS = ("epilogue", "addmm", "pipelined", "auto")
+AUTO_ADDMM_MIN_N = 4096  # "auto": addmm where the output is this wide, else epilogue (per direction)
 PIPELINE_CHUNKS = 2  # default row chunks of the pipelined variant
 WGRADS = ("auto", "bmm", "triton")
 
@@ -146,6 +150,10 @@ class _FusedLoraLinear(torch.autograd.Function):
         r_max, d_out = B.shape[1], B.shape[2]
         side = meta.side_stream if streams and x.is_cuda else None
         s = torch.empty((t_rows, r_max), device=x.device, dtype=torch.float32)  # S stays fp32
+        bwd_variant = variant
+        if variant == "auto":
+            bwd_variant = "addmm" if x.shape[1] >= AUTO_ADDMM_MIN_N else "epilogue"
+            variant = "addmm" if d_out >= AUTO_ADDMM_MIN_N else "epilogue"
         if variant == "epilogue":
             main = _fork(side)
             with _on(side):
@@ -160,7 +168,7 @@ class _FusedLoraLinear(torch.autograd.Function):
             base = bias.expand(t_rows, d_out) if bias is not None else None
             y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=B.stride(), base=base, fast=fast)
             y.addmm_(x, weight.t())
-        ctx.meta, ctx.variant, ctx.streams, ctx.chunks, ctx.fast = meta, variant, streams, chunks, fast
+        ctx.meta, ctx.variant, ctx.streams, ctx.chunks, ctx.fast = meta, bwd_variant, streams, chunks, fast
         ctx.use_bmm = wgrad == "bmm" or (wgrad == "auto" and meta.equal_counts)
         ctx.save_for_backward(x if weight.requires_grad else None, xl if A.requires_grad else None,
                               mult, s, weight, A, B)

@@ -130,3 +130,12 @@ def test_fused_llama_shapes_gpu():
     for d_in, d_out in [(2048, 512), (2048, 8192), (8192, 2048)]:
         case = make_case([512] * z, ranks, d_in, d_out, torch.bfloat16, device="cuda", r_max=64)
         _compare(case, torch.bfloat16)
+
+
+@pytest.mark.parametrize("d_in, d_out", [(33, 21), (21, 33)])  # addmm on one direction, epilogue on the other
+def test_fused_auto_variant_mixed_cpu(monkeypatch, d_in, d_out):
+    import kernels.function as fn
+
+    monkeypatch.setattr(fn, "AUTO_ADDMM_MIN_N", 30)
+    case = make_case([70, 0, 9, 130], [5, 1, 16, 3], d_in, d_out, torch.bfloat16)
+    _compare(case, torch.bfloat16, variant="auto")
