@@ -52,6 +52,14 @@ def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Co
     return [triton.Config(kw, num_warps=w, num_stages=st, pre_hook=hook(kw)) for kw, w, st in space]
 
 
+def _tune_bench(kernel_call, quantiles):  # noqa: ANN001, ANN202
+    """Autotuner timing: 5 ms warm-up, 25 ms of repeats (the kernels take 10-300 us; Triton's default
+    25/100 ms made tuning the wider spaces cost most of a benchmark run)."""
+    import triton.testing
+
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+
+
 def _keep_first(configs: list, keep: list) -> list:
     return keep or configs[:1]
 
@@ -104,6 +112,7 @@ _SHRINK_SPACE = [(64, 64, 1, 4, 3), (64, 128, 1, 4, 3), (32, 64, 1, 4, 3), (32, 
     ),
     key=["K", "R", "BLOCK_R", "ROW_BLOCKS_HINT"],
     prune_configs_by={"early_config_prune": _prune_shrink},
+    do_bench=_tune_bench,
 )
 @triton.jit
 def _shrink_kernel(
@@ -172,6 +181,7 @@ _EXPAND_SPACE = [(64, 128, 4, 2), (64, 64, 4, 2), (64, 256, 8, 2), (32, 64, 2, 2
     key=["N", "R", "BLOCK_R", "HAS_BASE"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": _prune_expand},
+    do_bench=_tune_bench,
 )
 @triton.jit
 def _expand_kernel(
@@ -233,6 +243,7 @@ _REDUCE_SPACE = [(64, 64, 64, 4, 3), (64, 128, 128, 8, 3), (32, 128, 128, 8, 3),
     ),
     key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
     prune_configs_by={"early_config_prune": _prune_reduce},
+    do_bench=_tune_bench,
 )
 @triton.jit
 def _seg_reduce_kernel(
