@@ -13,6 +13,7 @@ slow baselines (loop, sequential, peft: 50-180 ms a layer) are timed over a few 
 The estimated time is printed up front (~2-3 min on an H100 for batches 1,2,4; `--quick` ~1 min).
 
     PYTHONPATH=$PWD python experiments/bench_kernels.py --out $OUT        # on the GPU machine
+    PYTHONPATH=$PWD python experiments/bench_kernels.py --quick --out $OUT  # base/grouped/ours variants only
     PYTHONPATH=$PWD TRITON_INTERPRET=1 python experiments/bench_kernels.py --smoke --out /tmp/b  # CPU
 """
 
