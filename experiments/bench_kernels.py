@@ -188,7 +188,7 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
     for name, (fn, nbytes) in cases.items():
         ms = bench(fn)
         rows.append({"d_in": d_in, "d_out": d_out, "tokens_per_adapter": n, "kernel": name, "ms": round(ms, 4),
-                     "gbps": round(nbytes / ms / 1e6, 1)})
+                     "gbps": round(nbytes / ms / 1e6, 1), "host_ms": round(_host_ms(fn, device), 4)})
     return rows
 
 
