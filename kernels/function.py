@@ -41,9 +41,9 @@ WGRADS = ("auto", "bmm", "triton")
 def _scale3(meta: LoraBatchMeta, dtype: torch.dtype) -> torch.Tensor:
     """Per-segment scales as a [segments, 1, 1] tensor of `dtype`, made once per step."""
     key = ("scale3", dtype)
-    if key not in meta.launch_cache:
-        meta.launch_cache[key] = meta.seg_scale.to(dtype)[:, None, None]
-    return meta.launch_cache[key]
+    if key not in meta.step_cache:
+        meta.step_cache[key] = meta.seg_scale.to(dtype)[:, None, None]
+    return meta.step_cache[key]
 
 
 def _bmm_wgrads(xl, ds, s, dy, meta: LoraBatchMeta, da, dbb) -> None:  # noqa: ANN001

@@ -43,9 +43,11 @@ class LoraBatchMeta:
     row_dropout: torch.Tensor | None  # float32 [T] (None when no segment drops out)
     side_stream: object = None  # torch.cuda.Stream for LoRA work overlapped with the base GEMMs
     sched_row_host: tuple[int, ...] = ()  # host copy of sched_row (chunk boundaries)
-    # per-step host caches filled by the layers (direct-launch plans of kernels.launch, chunk
-    # tables): one meta is shared by every layer of a step, so each entry is computed once a step
+    # direct-launch plans of kernels.launch (keys hold every specialization detail, none of this
+    # meta's data, so build_meta(launch_cache=d) may share one dict across steps)
     launch_cache: dict = field(default_factory=dict, repr=False)
+    # this meta's derived host data (chunk tables, scale tensors): computed once a step, not shared
+    step_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_segments(self) -> int:
@@ -68,9 +70,9 @@ class LoraBatchMeta:
 
         Entries are ordered by row and cover every row, so the row ranges partition [0, T)."""
         key = ("chunks", n)
-        if key not in self.launch_cache:
-            self.launch_cache[key] = self._chunks(n)
-        return self.launch_cache[key]
+        if key not in self.step_cache:
+            self.step_cache[key] = self._chunks(n)
+        return self.step_cache[key]
 
     def _chunks(self, n: int) -> list[tuple[int, int, int, int]]:
         e = self.num_blocks
@@ -93,8 +95,12 @@ def build_meta(
     device: torch.device | str,
     dropout: Sequence[float] | None = None,
     block_m: int = SCHED_BLOCK_M,
+    launch_cache: dict | None = None,
 ) -> LoraBatchMeta:
-    """Validate per-segment settings and build the device-side tables once per step."""
+    """Validate per-segment settings and build the device-side tables once per step.
+
+    launch_cache: a dict kept by the caller across steps for the kernels' direct-launch plans
+    (default: a fresh one per meta, so each step's first layer of each shape takes Triton's path)."""
     n = len(token_counts)
     if n == 0:
         raise ValueError("token_counts: need at least one segment")
@@ -166,4 +172,5 @@ def build_meta(
         row_dropout=row_dropout,
         side_stream=torch.cuda.Stream(device) if device.type == "cuda" else None,
         sched_row_host=tuple(sched_row),
+        launch_cache=launch_cache if launch_cache is not None else {},
     )

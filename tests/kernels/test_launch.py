@@ -153,6 +153,13 @@ def test_direct_launches_match_first_call_gpu(variant):
     slow = run(case, fused_lora_linear, dy, fast_launch=False, **kw)
     for name, a, b in zip(("y", "dx", "dA", "dB"), slow, first):
         assert_near(a, b, 1e-3, name)
+    m = case.meta  # the next step's meta sharing the plans: its first call is direct already
+    n_plans = len(m.launch_cache)
+    case.meta = build_meta(m.token_counts, m.slots, m.ranks, m.scales, "cuda", launch_cache=m.launch_cache)
+    shared = run(case, fused_lora_linear, dy, **kw)
+    for name, a, b in zip(("y", "dx", "dA", "dB"), shared, first):
+        assert_near(a, b, 1e-3, name)
+    assert len(case.meta.launch_cache) == n_plans  # no new specialization, so no new plan
 
 
 def _every_config_matches_torch(device, dtype, counts, d_in, d_out):  # noqa: ANN001

@@ -65,3 +65,14 @@ def test_bad_meta_names_argument(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=f"^{name}"):
         build_meta(**args)
+
+
+def test_launch_cache_shared_across_steps_but_step_data_not():
+    shared: dict = {}
+    m1 = build_meta([100, 30], [0, 1], [4, 8], [1.0, 2.0], "cpu", launch_cache=shared)
+    m2 = build_meta([10, 200, 7], [2, 0, 1], [4, 8, 2], [1.0, 2.0, 3.0], "cpu", launch_cache=shared)
+    assert m1.launch_cache is shared and m2.launch_cache is shared
+    assert m1.step_cache is not m2.step_cache
+    assert m1.chunks(2) != m2.chunks(2)  # chunk tables stay per meta
+    assert m2.chunks(2)[-1][3] == 217 and m1.chunks(2)[-1][3] == 130
+    assert build_meta([5], [0], [1], [1.0], "cpu").launch_cache is not build_meta([5], [0], [1], [1.0], "cpu").launch_cache
