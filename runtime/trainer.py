@@ -104,6 +104,7 @@ class MultiAdapterTrainer:
         self.pack = self.device.type != "cpu"
         self.optim.pack = self.pack
         self.jobs: dict[str, _Job] = {}
+        self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
         self.pad_token_id = pad_token_id
         cfg = getattr(model, "config", None)
         plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale"))
@@ -338,7 +339,7 @@ class MultiAdapterTrainer:
         self.ctx.meta = build_meta(
             [r * length for r in rows], [j.slot for j in jobs], [j.cfg.rank for j in jobs],
             [j.cfg.scale for j in jobs], self.device,
-            dropout=[j.cfg.dropout for j in jobs] if training else None,
+            dropout=[j.cfg.dropout for j in jobs] if training else None, launch_cache=self._launch_cache,
         )
         self.ctx.training = training
 
