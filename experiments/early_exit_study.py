@@ -12,8 +12,13 @@ Equal conditions: each task alone on ONE GPU with batching, FIFO, the same RunCo
 
 Policies, per task:
 - `none` (the full sweep), `alto` (our defaults: the paper's thresholds, the overfitting rule
-  also needs a val plateau, a diverging trip near the job's best val keeps its best snapshot),
-  `alto_paper` (the paper's Algorithm 1 exactly: gap_requires_plateau=False, div_margin=0, diverging_keeps_best=False;
+  also needs a val plateau, a diverging trip near the job's best val keeps its best snapshot,
+  the paper's single cut at 5% keeping 25%),
+  `alto_paper` (the paper's Algorithm 1 exactly: `alto.PAPER_PARAMS`), options of the cut
+  schedule: `alto_sh` (`alto.SH_PARAMS`: jobs held at their gates, three cuts keeping half each
+  at K, 3K, 9K evaluations), `alto_hold_onecut` (the paper's cut with hold at gate),
+  `alto_batch_onecut` (the same ranked within equal batch sizes), `alto_sh_batch` (`alto_sh`
+  ranked within equal batch sizes);
   diagnostics `alto_nogap`: the overfitting gap rule off, `alto_nocut`: the warm-up cut off,
   select_ratio 1), `median` (two warm-ups), `asha` (grace
   2/5/10 evaluations x reduction factor 2/3/4), simulated by `altosim.simulate.simulate`;
@@ -49,6 +54,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from altosim.policy.early_exit import EarlyExitPolicy, Verdict, build_early_exit  # noqa: F401
+from altosim.policy.early_exit.alto import PAPER_PARAMS, SH_PARAMS
 from altosim.policy.early_exit.base import CONTINUE, DIVERGING, PRUNED
 from altosim.policy.early_exit.tuned import write_tuned_params
 from altosim.policy.registry import EARLY_EXIT
@@ -66,7 +72,14 @@ REAL_DIR = ROOT / "traces" / "real"
 SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
     ("none", "none", {}),
     ("alto", "alto", {}),
-    ("alto_paper", "alto", {"gap_requires_plateau": False, "div_margin": 0.0, "diverging_keeps_best": False}),
+    ("alto_paper", "alto", dict(PAPER_PARAMS)),
+    # options of the cut schedule (see altosim/policy/early_exit/alto.py): successive halving
+    # with jobs held at their gates, one cut with hold, ranked within equal batch sizes
+    ("alto_sh", "alto", dict(SH_PARAMS)),
+    ("alto_hold_onecut", "alto", {"warmup_ratio": 0.05, "select_ratio": 0.25, "cuts": 1, "hold_at_gate": True}),
+    ("alto_batch_onecut", "alto", {"warmup_ratio": 0.05, "select_ratio": 0.25, "cuts": 1, "hold_at_gate": True,
+                                   "cut_groups": "batch"}),
+    ("alto_sh_batch", "alto", {**SH_PARAMS, "cut_groups": "batch"}),
     # diagnostics: ALTO's defaults with one rule off, to tell which rule costs the regret
     ("alto_nogap", "alto", {"tau_gap": math.inf}),
     ("alto_nocut", "alto", {"select_ratio": 1.0}),
@@ -404,6 +417,8 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
              "1. The ALTO rule keeps the true best while saving >= 75%:"]
     lines += goal1(df, "alto", "our defaults: overfitting needs a val plateau, stalls keep their best")
     lines += goal1(df, "alto_paper", "the paper's Algorithm 1 exactly")
+    lines += goal1(df, "alto_sh", "our rules, jobs held at their gates, 3 cuts keeping half: alto.SH_PARAMS")
+    lines += goal1(df, "alto_batch_onecut", "hold at gate, one cut at 5% ranked within equal batch sizes")
     base = "alto_paper" if (df["policy"] == "alto_paper").any() else "alto"
     al = df[df["policy"] == base].set_index("task")
     for n, pol in enumerate(p for p in dict.fromkeys(df["policy"]) if p.startswith("tuned")):
@@ -422,7 +437,7 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     opt = df[df["family"] == "optuna"]
     ours = df[(df["policy"] == "alto") | (df["family"] == "tuned")]
     ours_all = df[df["family"].isin(["alto", "tuned", "median", "asha"])
-                  & ~df["policy"].isin(["alto_nogap", "alto_nocut", "alto_paper"])]
+                  & ~df["policy"].isin(ALTO_VARIANTS)]
     w, t, l, n = compare_at_equal_samples(opt, ours, tol)
     lines += [f"3. Ours vs Optuna at equal samples (a row of the other side trains at most these samples + {tol:.0%} "
               f"of the sweep, same task; the best such row counts):",
@@ -436,7 +451,8 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     real = df[~df["synthetic"]]
     for task, d in real.groupby("task", sort=False):
         r = d.set_index("policy")
-        pick = [p for p in ("none", "alto", "alto_paper", "alto_nogap", "alto_nocut", "tuned", "tuned_r0.03")
+        pick = [p for p in ("none", "alto", "alto_paper", "alto_sh", "alto_hold_onecut", "alto_batch_onecut",
+                            "alto_sh_batch", "alto_nogap", "alto_nocut", "tuned", "tuned_r0.03")
                 if p in r.index]
         lines += ["", f"Real trace ({d['trace_set'].iloc[0]}): " + "; ".join(
             f"{p}: saved {r.loc[p, 'samples_saved']:.1%}, found best {bool(r.loc[p, 'found_true_best'])}, "
@@ -444,8 +460,12 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     return "\n".join(lines) + "\n"
 
 
-TABLE_POLICIES = ["alto", "alto_paper", "alto_nogap", "tuned", "tuned_r0.03", "median", "asha_g5_r4", "asha_g2_r4",
-                  "optuna_median", "optuna_sh", "optuna_sh_m5", "optuna_hyperband"]
+# diagnostics and options, not our default
+ALTO_VARIANTS = ["alto_nogap", "alto_nocut", "alto_paper", "alto_sh", "alto_hold_onecut", "alto_batch_onecut",
+                 "alto_sh_batch"]
+TABLE_POLICIES = ["alto", "alto_paper", "alto_sh", "alto_batch_onecut", "alto_nogap", "tuned", "tuned_r0.03",
+                  "median", "asha_g5_r4", "asha_g2_r4", "optuna_median", "optuna_sh", "optuna_sh_m5",
+                  "optuna_hyperband"]
 
 
 def _cell(r: pd.Series) -> str:
@@ -481,10 +501,11 @@ def plot(df: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     style = {"none": ("black", "X"), "alto": ("tab:red", "*"), "alto (paper)": ("tab:brown", "P"),
-             "alto, one rule off": ("grey", "*"),
+             "alto, one rule off / option": ("grey", "*"),
              "tuned (1%)": ("tab:purple", "D"), "tuned (3%)": ("violet", "d"), "median": ("tab:green", "^"),
              "asha": ("tab:blue", "o"), "optuna": ("tab:orange", "s")}
-    group = df["family"].where(~df["policy"].isin(["alto_nogap", "alto_nocut"]), "alto, one rule off")
+    group = df["family"].where(~df["policy"].isin([p for p in ALTO_VARIANTS if p != "alto_paper"]),
+                               "alto, one rule off / option")
     group = group.where(df["policy"] != "alto_paper", "alto (paper)")
     group = group.where(df["policy"] != "tuned", "tuned (1%)").where(df["policy"] != "tuned_r0.03", "tuned (3%)")
     tasks = list(dict.fromkeys([*df.loc[~df["synthetic"], "task"], *df.loc[df["synthetic"], "task"]]))  # real first

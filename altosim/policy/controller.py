@@ -10,6 +10,11 @@ Warm-up with rotation (our reading of the paper, which leaves it open): a job th
 of its warm-up while never-started jobs of its task still wait is *suspended* (state kept, slot
 freed) so every config gets warmed up; once every job has warmed up or exited, the early-exit
 policy's cohort cut keeps the best and the suspended survivors are resumed as slots allow.
+With hold at gate (`ControllerConfig.hold_at_gate`, else the policy's `holds_at_gate()`: alto's
+default) a job that reaches its gate is suspended too while any other job still warms up, so
+the cut compares jobs at equal samples and no sample is trained past a gate before its cut.
+A policy may make several cuts (`n_cuts`, gates from `cut_steps`): after each, the next gates
+are set and the same wait-hold-cut repeats with the survivors.
 """
 
 from __future__ import annotations
@@ -60,10 +65,15 @@ class ControllerConfig:
     batching: bool = True  # False: one job at a time per task (sequential training)
     max_jobs_per_group: int | None = None
     plan_with_observed: bool = True  # plan waiting tasks with the duration shrink seen so far
+    # hold a job at its warm-up gate (Suspend) while others still warm up; None: the early-exit
+    # policy decides (`policy.holds_at_gate()`, e.g. alto's `hold_at_gate` parameter)
+    hold_at_gate: bool | None = None
 
     def __post_init__(self) -> None:
         if self.num_gpus < 1:
             raise ValueError(f"num_gpus must be >= 1, got {self.num_gpus}")
+        if self.hold_at_gate is not None and not isinstance(self.hold_at_gate, bool):
+            raise ValueError(f"hold_at_gate must be true, false or null, got {self.hold_at_gate!r}")
 
 
 @dataclass
@@ -77,11 +87,17 @@ class TaskState:
     memory: MemoryModel | None
     state: dict[str, JobState]
     hist: dict[str, JobHistory]
-    warmed: set[str] = field(default_factory=set)
-    cut_done: bool = False
+    warmed: set[str] = field(default_factory=set)  # reached the gate of the next cut (or finished)
+    cuts_done: int = 0
+    n_cuts: int = 1
     gate: dict[str, int | None] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     discarded: set[str] = field(default_factory=set)  # diverged without keeping a best snapshot
+
+    @property
+    def cut_done(self) -> bool:
+        """Every cohort cut is behind (jobs train freely to the end)."""
+        return self.cuts_done >= self.n_cuts
 
     def jobs_in(self, *states: JobState) -> list[JobSpec]:
         return [j for j in self.task.jobs if self.state[j.job_id] in states]
@@ -157,7 +173,9 @@ class Controller:
             return []
         ts.warmed.add(ev.job_id)
         acts: list[Action] = []
-        if ts.jobs_in("pending"):  # rotate: give the slot to a config not yet tried
+        if ev.step < h.total_steps and (ts.jobs_in("pending") or (self._holds(ts) and self._warming(ts))):
+            # rotate: give the slot to a config not yet tried; or hold: train no sample past
+            # the gate while other jobs are still warming up
             ts.state[ev.job_id] = "suspended"
             acts.append(Suspend(ts.task.task_id, ev.job_id))
         return acts + self._settle(ts, ev.now, prefer_batch=h.job.batch_size)
@@ -174,6 +192,14 @@ class Controller:
         return self._settle(ts, ev.now, prefer_batch=job.batch_size)
 
     # ------------------------------------------------------------------ intra-task
+    def _holds(self, ts: TaskState) -> bool:
+        return ts.policy.holds_at_gate() if self.cfg.hold_at_gate is None else self.cfg.hold_at_gate
+
+    @staticmethod
+    def _warming(ts: TaskState) -> bool:
+        """Some live job has not reached its gate yet (the cut is still to come)."""
+        return any(s in ("pending", "running", "suspended") and j not in ts.warmed for j, s in ts.state.items())
+
     def _stop(self, ts: TaskState, job: JobSpec, reason: Any, restore: bool, now: float) -> list[Action]:
         ts.state[job.job_id] = "stopped"
         ts.reasons[job.job_id] = reason
@@ -191,27 +217,36 @@ class Controller:
         return acts
 
     def _maybe_cut(self, ts: TaskState) -> list[Action]:
-        """The underperforming rule: once every job warmed up or exited, keep the policy's top."""
-        if ts.cut_done or all(g is None for g in ts.gate.values()):
-            return []
-        if any(s in ("pending", "running", "suspended") and j not in ts.warmed for j, s in ts.state.items()):
-            return []
-        ts.cut_done = True
-        alive = {j: ts.hist[j] for j, s in ts.state.items() if s in ("running", "suspended")}
-        keep = set(ts.policy.select(alive, ts.task)) if alive else set()
+        """The underperforming rule: once every live job reached the gate of the next cut (or
+        finished), keep the policy's top; then set the gates of the cut after it, if any."""
         acts: list[Action] = []
-        for job_id in sorted(alive):
-            if job_id not in keep:
-                ts.state[job_id] = "stopped"
-                ts.reasons[job_id] = "underperforming"
-                acts.append(Stop(ts.task.task_id, job_id, "underperforming", False))
+        while not ts.cut_done and not all(g is None for g in ts.gate.values()) and not self._warming(ts):
+            ts.cuts_done += 1
+            alive = {j: ts.hist[j] for j, s in ts.state.items() if s in ("running", "suspended")}
+            keep = set(ts.policy.select(alive, ts.task)) if alive else set()
+            for job_id in sorted(alive):
+                if job_id not in keep:
+                    ts.state[job_id] = "stopped"
+                    ts.reasons[job_id] = "underperforming"
+                    acts.append(Stop(ts.task.task_id, job_id, "underperforming", False))
+            # the next rung: finished jobs stay warmed; a job already past its next gate is there
+            ts.warmed = {j for j, s in ts.state.items() if s == "finished"}
+            if ts.cut_done:
+                break
+            for j in ts.task.jobs:
+                ts.gate[j.job_id] = ts.policy.cut_steps(j, ts.task, ts.cuts_done)
+                h, g = ts.hist[j.job_id], ts.gate[j.job_id]
+                if ts.state[j.job_id] in ("running", "suspended") and g is not None and h.steps and h.steps[-1] >= g:
+                    ts.warmed.add(j.job_id)
         return acts
 
     def _backfill(self, ts: TaskState, prefer_batch: int | None) -> list[Action]:
         """Admit suspended survivors (after the cut) or never-started jobs while they fit."""
         max_jobs = self.cfg.max_jobs_per_group if self.cfg.batching else 1
         running = ts.jobs_in("running")
-        candidates = ts.jobs_in("suspended") if ts.cut_done else ts.jobs_in("pending")
+        # suspended jobs wait for a cut only while they sit at its gate (warmed); after the cut
+        # the survivors resume, before the first cut no job is suspended but at its gate
+        candidates = ts.jobs_in("pending") + [j for j in ts.jobs_in("suspended") if j.job_id not in ts.warmed]
         if not candidates:
             return []
         picked = pick_admissions(running, candidates, ts.memory, ts.task.seq_len, max_jobs, prefer_batch)
@@ -324,7 +359,8 @@ class Controller:
             memory=self.memory_for(task),
             state={j.job_id: "pending" for j in task.jobs},
             hist={j.job_id: JobHistory(j, task.total_steps(j)) for j in task.jobs},
-            gate={j.job_id: policy.warmup_steps(j, task) for j in task.jobs},
+            gate={j.job_id: policy.cut_steps(j, task, 0) for j in task.jobs},
+            n_cuts=policy.n_cuts(),
         )
         self.running[task.task_id] = ts
         acts: list[Action] = [StartTask(task.task_id, gpus)]

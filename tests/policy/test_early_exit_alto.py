@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from altosim.policy.early_exit import CONTINUE, Alto, Verdict, build_early_exit
+from altosim.policy.early_exit.alto import PAPER_PARAMS, SH_PARAMS
 from altosim.policy.types import JobHistory, JobSpec, StepReport, TaskSpec
 
 DIV = Verdict(True, "diverging")
@@ -59,7 +60,11 @@ def test_defaults_are_the_papers_plus_the_plateau_condition():
     p = build_early_exit("alto", {}).params()
     assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
                      warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=None,
-                     plateau_ratio=0.15, div_margin=0.1, diverging_keeps_best=True)
+                     plateau_ratio=0.15, div_margin=0.1, diverging_keeps_best=True,
+                     hold_at_gate=False, cuts=1, cut_spacing=3.0, cut_groups="none")
+    paper = Alto(**PAPER_PARAMS)
+    assert (paper.warmup_ratio, paper.select_ratio, paper.n_cuts(), paper.holds_at_gate()) == (0.05, 0.25, 1, False)
+    assert (paper.gap_requires_plateau, paper.div_margin, paper.diverging_keeps_best) == (False, 0.0, False)
 
 
 @pytest.mark.parametrize("bad", [{"gap_requires_plateau": 1}, {"gap_requires_plateau": "no"},
@@ -241,7 +246,8 @@ def test_strictly_falling_val_is_never_stopped_by_the_plateau_rule(train, first,
 def test_warmup_steps():
     task = make_task(samples=100)  # batch 1: eval every step, 100 steps
     job = task.jobs[0]
-    assert Alto().warmup_steps(job, task) == 5
+    assert Alto(warmup_ratio=0.05).warmup_steps(job, task) == 5
+    assert Alto(**SH_PARAMS).warmup_steps(job, task) == 3
     assert Alto(warmup_ratio=0.07).warmup_steps(job, task) == 7  # not 8 from 7.000000000000001
     assert Alto(warmup_ratio=0.001).warmup_steps(job, task) == 1
     assert Alto(warmup_ratio=1.0).warmup_steps(job, task) == 100
@@ -250,14 +256,14 @@ def test_warmup_steps():
 def test_warmup_is_the_same_eval_index_for_every_batch_size():
     # 10,000 samples, eval every 100 samples: batch 16 evaluates every round(6.25) = 6 steps
     task = make_task(n_jobs=3, samples=10_000, batch_sizes=(1, 16, 3))
-    steps = [Alto().warmup_steps(j, task) for j in task.jobs]
+    steps = [Alto(warmup_ratio=0.05).warmup_steps(j, task) for j in task.jobs]
     assert steps == [500, 30, 165]  # evaluation 5 of each; ceil(0.05 * 625) = 32 would be eval 5 + 2 steps
     assert all(task.is_eval_step(j, s) for j, s in zip(task.jobs, steps))
 
 
 def test_select_keeps_top_quarter_nan_last_ties_by_id():
     task = make_task(n_jobs=8)
-    d = Driver(Alto(), task)
+    d = Driver(Alto(select_ratio=0.25), task)
     vals = {"j0": 3.0, "j1": 1.0, "j2": math.nan, "j3": 2.0, "j4": 1.0, "j5": None, "j6": 4.0, "j7": 5.0}
     warmed = {}
     for j, v in vals.items():
@@ -268,7 +274,7 @@ def test_select_keeps_top_quarter_nan_last_ties_by_id():
     assert Alto(select_ratio=0.5).select(warmed, task) == ["j1", "j4", "j3", "j0"]
     assert Alto(select_ratio=1.0).select(warmed, task)[-2:] == ["j2", "j5"]  # NaN, missing last
     five = {j: warmed[j] for j in ["j0", "j1", "j3", "j6", "j7"]}
-    assert Alto().select(five, task) == ["j1", "j3"]  # ceil(1.25) = 2
+    assert Alto(select_ratio=0.25).select(five, task) == ["j1", "j3"]  # ceil(1.25) = 2
 
 
 def test_select_uses_the_latest_val():
@@ -383,7 +389,7 @@ def non_crossing_cohort(draw):
 def test_best_final_job_survives_warmup_cut_and_rules(cohort, warmup_ratio, select_ratio):
     n, shape, offsets, gap, bs = cohort
     task = make_task(n_jobs=n, samples=400, batch_sizes=bs)  # eval every 4 samples, 100 evals
-    policy = Alto(warmup_ratio=warmup_ratio, select_ratio=select_ratio)
+    policy = Alto(warmup_ratio=warmup_ratio, select_ratio=select_ratio, cuts=1)
     d = Driver(policy, task)
     loss = {f"j{k}": [s * (1 + offsets[k]) for s in shape] for k in range(n)}
     best = min(loss, key=lambda j: loss[j][-1])

@@ -26,11 +26,15 @@ Signals per job: the train loss smoothed by an EMA (every report feeds it) and t
   counts as "not overfitting". When both rules fire on the same evaluation, diverging wins (the
   paper's order). `gap_requires_plateau=False, div_margin=0, diverging_keeps_best=False` is the
   paper's Algorithm 1 exactly.
-- Underperforming: the cohort cut. Every job waits at the end of warm-up, `warmup_ratio` of its
-  steps snapped up to the eval grid (`warmup_steps`: evaluation ceil(warmup_ratio * the task's
-  nominal number of evaluations), the same index for every job); then `select` keeps the top
-  ceil(`select_ratio` * n) of the n jobs that got there, by latest val loss (NaN/inf/missing
-  last, ties by job id).
+- Underperforming: the cohort cuts (successive halving inside ALTO; ours, the paper makes one
+  cut). Cut c waits for every live job at its gate, evaluation ceil(K * cut_spacing ** c) on the
+  eval grid (K = ceil(warmup_ratio * the task's nominal evaluations): the same index, hence the
+  same samples, for every job; `cut_steps`), for c = 0 .. cuts-1; then `select` keeps the top
+  ceil(`select_ratio` * n) of the n live jobs, by latest val loss (NaN/inf/missing last, ties by
+  job id). `cut_groups="batch"` ranks within groups of equal per-adapter batch size instead
+  (ceil(select_ratio * group size) of each), `"batch+all"` keeps the union of both. With
+  `hold_at_gate` the Controller suspends a job at its gate while other jobs still warm up, so no
+  sample is spent past a gate before its cut; the held survivors resume after it.
 
 Why the plateau condition (our choice, measured on the real SmolLM2-135M arithmetic traces,
 see results/early_exit_study_goals.md). A train/val gap alone is normal late in fine-tuning:
@@ -48,15 +52,28 @@ the true best of synthetic task t02 at 54% of its run, 0.6% above its best val: 
 lost (with the margin its snapshot counts: t02 picks its true best config, 0.13% above that
 config's full-run best, instead of another at +0.9%).
 
-The cut is kept as the paper's: it ranks by the *latest* val. Under the Controller's warm-up,
-jobs that reached their gate keep training until the slowest one gets there (no pending job to
-give the slot to), so larger batches are ranked after more samples; on the real grid that is
-what keeps the eventual winner (batch 4: in the top 4 at the cut, rank ~20 of 60 at equal
-samples). The price is samples: with warmup_ratio 0.05 (3 evaluations, 7% of a job) the jobs
-have trained 25.7% of the sweep's samples when the cut comes, so no cut or exit rule can save
-75% there; 0.02 costs 8.4% (see the study's tuned rows). Ranking by the best or the EMA-smoothed
-val gave the same cut; a log-linear extrapolation of the val trend kept more synthetic winners
-but dropped the real one (val noise), so it is not used.
+The cut schedule (our choice; measured by experiments/early_exit_study.py on the real
+SmolLM2-135M arithmetic grid, 60 configs = lr 5 x rank 3 x batch {1,2,4,8}, and the 11 synthetic
+tasks). The paper's single cut at 5% kept the real winner (lr 2e-4, r 64, batch 4) only because
+jobs that reached their gate trained on while batch-1 jobs caught up (all 60 fit on the GPU), so
+large batches were ranked after more samples; but by then 25.7% of the sweep's samples were
+spent and 75% savings was out of reach (66% saved). Holding every job at its gate costs ~3-5%,
+but at equal samples small batches lead (more optimizer steps per sample) and the winner ranks
+~20th of 60 until ~30% of training (its val is noisy: rank 14 to 37 over evaluations 1-12),
+so any single cut keeping 25% drops it. `SH_PARAMS`, three cuts keeping half each, at
+evaluations K, 3K, 9K (warm-up 0.03: K = 2 of 43 on the real grid, 4 of ~100 on the synthetic
+ones), all jobs held at their gates: real 81.1% saved, winner kept; synthetic: true best kept on
+6/11 (paper cut with our rules, the defaults here: 3/11), max regret 1.3% (2.4%), 82.7% saved
+(78.2%); chosen from ~400 schedules on these same 12 tasks. It is an option, not (yet) the
+default, for its weakness: on the real grid the winner passes the 3K cut at rank 14 of the 15 kept,
+and neighbouring schedules (warm-up 0.05, spacing 2 or 4) drop it (5.6-13.5% regret); no
+schedule we tried keeps it with a wide margin at >= 75% saved. The batch-stratified cut (rank
+within equal batch sizes, where equal samples mean equal steps) keeps the real winner too (77.2%
+saved with one hold-and-cut at 25%) but raises the synthetic max regret to 3.2% (their winners
+sit 6th-9th of 15 in their group early), so it is an option (`cut_groups`), not the default.
+Ranking by the best or a 3-evaluation mean val instead of the latest gave no better ranks on
+the real grid; a log-linear extrapolation of the val trend kept more synthetic winners but dropped
+the real one (val noise), so neither is used.
 
 EMA factor. ema_t = ema * ema_{t-1} + (1 - ema) * train_t (`ema` is the weight of the past,
 like TensorBoard's smoothing). Default 0.5: each report's train loss is already the mean over a
@@ -80,6 +97,16 @@ from altosim.policy.early_exit.base import (
 from altosim.policy.registry import EARLY_EXIT
 from altosim.policy.types import JobHistory, JobSpec, TaskSpec
 
+CUT_GROUPS = ("none", "batch", "batch+all")
+# the paper's Algorithm 1 exactly (our plateau/stall/keep-best changes off, one cut, no hold)
+PAPER_PARAMS: dict[str, object] = {
+    "warmup_ratio": 0.05, "select_ratio": 0.25, "cuts": 1, "hold_at_gate": False,
+    "gap_requires_plateau": False, "div_margin": 0.0, "diverging_keeps_best": False,
+}
+# successive halving inside ALTO, with every job held at its gate: the cut schedule we
+# recommend (module docstring; the study's `alto_sh` row)
+SH_PARAMS: dict[str, object] = {"warmup_ratio": 0.03, "select_ratio": 0.5, "cuts": 3, "cut_spacing": 3.0,
+                                "hold_at_gate": True}
 OVERFITTING = Verdict(True, "overfitting", restore_best=True)
 DIVERGING_KEEP_BEST = Verdict(True, "diverging", restore_best=True)
 
@@ -105,10 +132,10 @@ class _Track:
 @EARLY_EXIT.register("alto")
 @dataclass
 class Alto(EarlyExitPolicy):
-    """Algorithm 1 with the paper's defaults, plus our plateau condition on the overfitting rule
-    (`gap_requires_plateau`, `p_plateau`), the stall margin of the diverging rule (`div_margin`)
-    and `ema`: see the module docstring.
-    `Alto(gap_requires_plateau=False, div_margin=0, diverging_keeps_best=False)` is the paper's
+    """Algorithm 1 with the paper's thresholds, plus our plateau condition on the overfitting rule
+    (`gap_requires_plateau`, `p_plateau`), the stall margin of the diverging rule (`div_margin`),
+    `ema`, and our cut schedule (`hold_at_gate`, `cuts`, `cut_spacing`, `cut_groups`, the
+    warm-up and select ratios): see the module docstring. `Alto(**PAPER_PARAMS)` is the paper's
     rule exactly."""
 
     name: ClassVar[str] = "alto"
@@ -119,13 +146,17 @@ class Alto(EarlyExitPolicy):
     p_div: int = 2
     p_ovf: int = 2
     warmup_ratio: float = 0.05
-    select_ratio: float = 0.25
+    select_ratio: float = 0.25  # per cut
     ema: float = 0.5
     gap_requires_plateau: bool = True
     p_plateau: int | None = None  # None: ceil(plateau_ratio * the task's nominal evaluations)
     plateau_ratio: float = 0.15
     div_margin: float = 0.1
     diverging_keeps_best: bool = True
+    hold_at_gate: bool = False  # the Controller suspends a job at its gate until the cut
+    cuts: int = 1  # cohort cuts, each keeps select_ratio of the jobs alive there
+    cut_spacing: float = 3.0  # cut c is at evaluation ceil(K * cut_spacing ** c), K: the warm-up's
+    cut_groups: str = "none"  # "batch": rank within equal batch sizes; "batch+all": or globally
     _tracks: dict[str, _Track] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +178,13 @@ class Alto(EarlyExitPolicy):
         if not isinstance(self.diverging_keeps_best, bool):
             raise ValueError(f"alto: parameter 'diverging_keeps_best' must be true or false, "
                              f"got {self.diverging_keeps_best!r}")
+        if self.cut_groups not in CUT_GROUPS:
+            raise ValueError(f"alto: parameter 'cut_groups' must be one of {', '.join(CUT_GROUPS)}, "
+                             f"got {self.cut_groups!r}")
+        check("alto", "cuts", self.cuts, integer=True, lo=1)
+        check("alto", "cut_spacing", self.cut_spacing, lo=1, lo_open=True)
+        if not isinstance(self.hold_at_gate, bool):
+            raise ValueError(f"alto: parameter 'hold_at_gate' must be true or false, got {self.hold_at_gate!r}")
 
     def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
         if bad_loss(hist, i):  # as the runtime's JobFailed: a NaN job is never a result
@@ -181,8 +219,14 @@ class Alto(EarlyExitPolicy):
         return max(1, math.ceil(self.plateau_ratio * nominal_evals(task) - 1e-9))
 
     def expected_work_fraction(self) -> float:
-        """Everyone trains the warm-up, the kept share the rest (divergence/overfit exits ignored)."""
-        return self.warmup_ratio + self.select_ratio * (1.0 - self.warmup_ratio)
+        """Between cuts the survivors train on: sum over rungs of alive share x rung length
+        (divergence/overfit exits ignored; gates as shares of training, without eval snapping)."""
+        gates = [min(1.0, self.warmup_ratio * self.cut_spacing ** c) for c in range(self.cuts)] + [1.0]
+        work, prev = gates[0], gates[0]  # everyone trains the warm-up
+        for c, g in enumerate(gates[1:], start=1):
+            work += self.select_ratio ** c * (g - prev)
+            prev = g
+        return work
 
     def warmup_steps(self, job: JobSpec, task: TaskSpec) -> int | None:
         """End of warm-up on the eval grid: evaluation K = ceil(warmup_ratio * nominal evals).
@@ -192,12 +236,34 @@ class Alto(EarlyExitPolicy):
         of samples. `select` ranks by the latest val, so a job that the Controller lets train on
         past its gate while others catch up is ranked later (module docstring).
         """
+        return self.cut_steps(job, task, 0)
+
+    def n_cuts(self) -> int:
+        return self.cuts
+
+    def cut_steps(self, job: JobSpec, task: TaskSpec, cut: int) -> int | None:
+        """Gate of cut `cut` (0: the warm-up): evaluation ceil(K * cut_spacing ** cut) on the
+        eval grid, K the warm-up's evaluation; None past the last cut."""
+        if not 0 <= cut < self.cuts:
+            return None
         # the 1e-9 keeps e.g. 0.07 * 100 = 7.000000000000001 from rounding up to 8
         k = max(1, math.ceil(self.warmup_ratio * nominal_evals(task) - 1e-9))
+        k = max(k + cut, math.ceil(k * self.cut_spacing ** cut - 1e-9))
         return min(task.total_steps(job), k * task.eval_every_steps(job))
 
+    def holds_at_gate(self) -> bool:
+        return self.hold_at_gate
+
     def select(self, warmed: Mapping[str, JobHistory], task: TaskSpec) -> list[str]:
-        n = len(warmed)
-        keep = max(1, math.ceil(self.select_ratio * n - 1e-9)) if n else 0
-        ranked = sorted(warmed.values(), key=rank_key)
-        return [h.job.job_id for h in ranked[:keep]]
+        """Top ceil(select_ratio * n) by latest val; with cut_groups="batch", of each group of
+        equal batch size (n: the group's size), so ranks compare equal optimizer steps."""
+        groups: dict[int, list[JobHistory]] = {}
+        for h in warmed.values():
+            groups.setdefault(h.job.batch_size if self.cut_groups != "none" else 0, []).append(h)
+        if self.cut_groups == "batch+all":
+            groups[-1] = list(warmed.values())
+        kept: dict[str, JobHistory] = {}
+        for _, hs in sorted(groups.items()):
+            keep = max(1, math.ceil(self.select_ratio * len(hs) - 1e-9))
+            kept.update((h.job.job_id, h) for h in sorted(hs, key=rank_key)[:keep])
+        return [h.job.job_id for h in sorted(kept.values(), key=rank_key)]

@@ -70,6 +70,19 @@ class EarlyExitPolicy:
         """The step where this job waits for the cohort cut; None: this policy has none."""
         return None
 
+    def n_cuts(self) -> int:
+        """How many cohort cuts (rungs) the policy makes; cut 0 is at `warmup_steps`."""
+        return 1
+
+    def cut_steps(self, job: JobSpec, task: TaskSpec, cut: int) -> int | None:
+        """The step where this job waits for cut number `cut` (0-based); None: no such cut."""
+        return self.warmup_steps(job, task) if cut == 0 else None
+
+    def holds_at_gate(self) -> bool:
+        """True: the Controller suspends a job at its warm-up gate until the cohort cut, so no
+        job trains past its gate before the cut (jobs are compared at equal samples)."""
+        return False
+
     def expected_work_fraction(self) -> float:
         """A prior on the share of a task's samples this policy lets train (1.0: no savings).
 
@@ -78,7 +91,7 @@ class EarlyExitPolicy:
         return 1.0
 
     def select(self, warmed: Mapping[str, JobHistory], task: TaskSpec) -> list[str]:
-        """Job ids to keep after warm-up; without a cohort cut, all of them."""
+        """Job ids to keep at a cut (`warmed`: the live jobs there); without a cohort cut, all."""
         return sorted(warmed)
 
     def params(self) -> dict[str, Any]:
