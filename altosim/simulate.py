@@ -174,3 +174,25 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
             save_fig(plot_losses(reports, task_id), p)
             written.append(p)
     return written
+
+
+def runtime_controller(cfg: RunConfig) -> Controller:
+    """The Controller `alto run` drives for `cfg` (and the fidelity replay rebuilds): the policy
+    config as the simulator reads it, worst-case durations and memory models from the cost model
+    where it knows the backbone (else durations in steps and no memory model)."""
+    check_policy(cfg)
+    cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
+
+    def duration(t: TaskSpec) -> float:
+        try:
+            return cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
+        except ValueError:  # a backbone the cost model does not know: steps as time units
+            return float(sum(t.total_steps(j) for j in t.jobs))
+
+    def memory(t: TaskSpec):
+        try:
+            return cost.memory_model(t, margin)
+        except ValueError:
+            return None
+
+    return Controller(ccfg, duration_for=duration, memory_for=memory)

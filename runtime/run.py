@@ -20,10 +20,9 @@ from typing import Any, Callable
 import torch
 
 from altosim.errors import InputError
-from altosim.policy.controller import Controller
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
 from altosim.schemas import DEFAULT, RunConfig
-from altosim.simulate import check_policy, controller_config, make_cost
+from altosim.simulate import check_policy, runtime_controller
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from runtime.backbone import load_backbone, tiny_llama
@@ -117,20 +116,6 @@ def run_config(
             ds.tokenize(base.tokenizer, "train", seq_len=t.seq_len), ds.tokenize(base.tokenizer, "val", seq_len=t.seq_len),
             val_batch_size, final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
 
-    cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
-
-    def duration(t: TaskSpec) -> float:
-        try:
-            return cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
-        except ValueError:  # a backbone the cost model has no profile for: steps as time units
-            return float(sum(t.total_steps(j) for j in t.jobs))
-
-    def memory(t: TaskSpec):
-        try:
-            return cost.memory_model(t, margin)
-        except ValueError:
-            return None
-
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
@@ -144,7 +129,7 @@ def run_config(
         return tr
 
     out.mkdir(parents=True, exist_ok=True)
-    ctl = Controller(ccfg, duration_for=duration, memory_for=memory)
+    ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every)
     t0 = time.perf_counter()

@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 from altosim.errors import InputError
 from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, failure_steps, flat_curve, job_curves
-from altosim.policy.controller import Controller
 from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, TaskArrived, TaskSpec
 from altosim.schemas import RunConfig
 from altosim.sim.engine import Simulator
+from altosim.simulate import runtime_controller  # noqa: F401  (re-exported: the same Controller as alto run)
 
 
 class RuntimeOrderSimulator(Simulator):
@@ -120,26 +120,6 @@ class ValidationCost:
         return t
 
 
-def runtime_controller(cfg: RunConfig) -> Controller:
-    """The Controller exactly as runtime/run.py builds it for `cfg`."""
-    from altosim.simulate import check_policy, controller_config, make_cost
-
-    check_policy(cfg)
-    cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
-
-    def duration(t: TaskSpec) -> float:
-        try:
-            return cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
-        except ValueError:  # a backbone the cost model does not know: steps as time units
-            return float(sum(t.total_steps(j) for j in t.jobs))
-
-    def memory(t: TaskSpec):
-        try:
-            return cost.memory_model(t, margin)
-        except ValueError:
-            return None
-
-    return Controller(ccfg, duration_for=duration, memory_for=memory)
 
 
 def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
