@@ -399,7 +399,9 @@ def goal1(df: pd.DataFrame, policy: str, what: str) -> list[str]:
         lines.append(f"   - `{policy}` ({what}), {data} traces: {len(ok)}/{len(d)} tasks "
                      f"({', '.join(ok['task']) or 'none'}); found best on {int(d['found_true_best'].sum())}/{len(d)}, "
                      f"saves >= 75% on {int((d['samples_saved'] >= 0.75).sum())}/{len(d)}, "
-                     f"mean saved {d['samples_saved'].mean():.1%}, max relative regret {d['rel_regret'].max():.2%}.")
+                     f"mean saved {d['samples_saved'].mean():.1%}, max relative regret {d['rel_regret'].max():.2%}"
+                     + (f", mean wall time {d['wall_time_vs_full'].mean():.1%} of the full sweep's"
+                        if "wall_time_vs_full" in d else "") + ".")
     return lines
 
 

@@ -64,8 +64,13 @@ so any single cut keeping 25% drops it. `SH_PARAMS`, three cuts keeping half eac
 evaluations K, 3K, 9K (warm-up 0.03: K = 2 of 43 on the real grid, 4 of ~100 on the synthetic
 ones), all jobs held at their gates: real 81.1% saved, winner kept; synthetic: true best kept on
 6/11 (paper cut with our rules, the defaults here: 3/11), max regret 1.3% (2.4%), 82.7% saved
-(78.2%); chosen from ~400 schedules on these same 12 tasks. It is an option, not (yet) the
-default, for its weakness: on the real grid the winner passes the 3K cut at rank 14 of the 15 kept,
+(78.2%); chosen from ~400 schedules on these same 12 tasks. It is an option, not the default,
+for two weaknesses. Wall time: holding jobs at their gates leaves the GPU's batching unused
+while stragglers catch up, and samples are not time: on the real grid (135M model, all 60
+adapters in one group, where the samples trained beside the stragglers cost little time) the
+simulated wall time is 65% of the full sweep's against 28% for the single cut without hold
+(synthetic tasks: 18.5% against 22.4%); `hold_at_gate` pays off only where the GPU is
+saturated. Fragility: on the real grid the winner passes the 3K cut at rank 14 of the 15 kept,
 and neighbouring schedules (warm-up 0.05, spacing 2 or 4) drop it (5.6-13.5% regret); no
 schedule we tried keeps it with a wide margin at >= 75% saved. The batch-stratified cut (rank
 within equal batch sizes, where equal samples mean equal steps) keeps the real winner too (77.2%
