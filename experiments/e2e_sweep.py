@@ -6,6 +6,8 @@
 (b) ours, fused multi-adapter training, no early exit (`alto run`, policy `none`): also the
     source of the real LossTraces the simulator replays (written with --traces-out).
 (c) ours with ALTO early exit (`alto run`, policy `alto`).
+(d) `concurrent`: PEFT worker processes sharing the GPU, as Ray Tune with fractional GPUs runs a
+    sweep; extrapolated from contended step times measured with all workers at once.
 
 Writes e2e_<gpu>.csv (method, configs, wall_s, samples_trained, best_config, best_val_loss,
 best_metric, speedup_vs_sequential, note) under --out, and the LossTrace set of (b).
@@ -35,6 +37,9 @@ from altosim.schemas import LossCurve, LossTraceSet, SearchSpace, TaskRecord, Wo
 from altosim.traces_io import read_loss_traces, write_loss_traces, write_workload
 import runtime.run
 from runtime.run import run_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from concurrent_peft import extrapolate, make_peft, measure, timed_step  # noqa: E402
 
 # one backbone load per process (a GGUF de-quantizes for ~30 s); run_config copies it per task
 runtime.run.open_backbone = functools.lru_cache(maxsize=None)(runtime.run.open_backbone)
@@ -82,8 +87,6 @@ class StepLog:
 
 def peft_step_times(args, seq_len: int) -> dict[tuple[int, int], float]:
     """Seconds per step of one PEFT adapter (r, batch) with AdamW: the standard loop."""
-    from peft import LoraConfig, get_peft_model
-
     from runtime.data import get_dataset
 
     base = open_backbone(args.backbone, torch.bfloat16)
@@ -93,26 +96,9 @@ def peft_step_times(args, seq_len: int) -> dict[tuple[int, int], float]:
     out = {}
     for r in sorted({min(args.ranks), max(args.ranks)}):
         for b in BATCHES:
-            model = get_peft_model(base.model.to(dev), LoraConfig(
-                r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                       "up_proj", "down_proj"], lora_dropout=0.0))
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+            model, opt = make_peft(base.model.to(dev), r)
             batches = list(split.batches(b, epoch=0, seed=0))
-            times = []
-            for i in range(args.peft_steps + 3):
-                bt = batches[i % len(batches)]
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                loss = model(input_ids=bt.input_ids.to(dev), attention_mask=bt.attention_mask.to(dev),
-                             labels=bt.labels.to(dev)).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                if i >= 3:
-                    times.append(time.perf_counter() - t0)
+            times = [timed_step(model, opt, batches[i % len(batches)], dev) for i in range(args.peft_steps + 3)][3:]
             out[(r, b)] = float(np.median(times))
             base.model = model.unload()  # back to the plain backbone for the next config
             print(f"peft r={r} b={b}: {1e3 * out[(r, b)]:.1f} ms/step", file=sys.stderr)
@@ -159,6 +145,8 @@ def main() -> None:
     ap.add_argument("--peft-steps", type=int, default=20)
     ap.add_argument("--ranks", default="16,32,64", help="LoRA ranks of the grid")
     ap.add_argument("--methods", default="sequential,batched,early_exit")
+    ap.add_argument("--concurrent-workers", type=int, default=15, help="PEFT worker processes of method 'concurrent'")
+    ap.add_argument("--concurrent-seconds", type=float, default=60.0, help="how long the workers are timed together")
     ap.add_argument("--concurrent-factor", type=float, default=7.7,
                     help="estimated speedup of concurrent PEFT workers over one-at-a-time (0: no such row)")
     ap.add_argument("--reference-trace", help="LossTrace set of an earlier full sweep (when 'batched' is not run)")
@@ -177,12 +165,14 @@ def main() -> None:
     task = wl.to_task_specs()[0]
     methods = args.methods.split(",")
     rows: list[dict] = []
-    unknown = [m for m in methods if m not in ("batched", "early_exit", "sequential")]
+    unknown = [m for m in methods if m not in ("batched", "early_exit", "sequential", "concurrent")]
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; known: batched, early_exit, sequential")
+        raise SystemExit(f"--methods: unknown {unknown}; known: batched, early_exit, sequential, concurrent")
     for method in methods:  # in the order given: partial results survive a time limit
         if method == "sequential":
             rows += sequential_rows(args, task, samples)
+        elif method == "concurrent":
+            rows.append(concurrent_row(args, task, samples))
         else:
             rows.append(ours_row(args, wl_file, method, task, samples, device, out))
         report(rows, args, device, samples, len(task.jobs), out)
@@ -206,6 +196,24 @@ def ours_row(args, wl_file: Path, method: str, task, samples: int, device: str, 
             "best_config": f"lr={j.lr:g} r={j.rank} b={j.batch_size}" if j else "",
             "best_val_loss": fin.best_val_loss, "best_metric": log.metrics.get(task.task_id, math.nan),
             "extrapolated": False, "note": f"alto run, early_exit={ee}, wall includes evaluation"}
+
+
+def concurrent_row(args, task, samples: int) -> dict:
+    """PEFT workers sharing the GPU (Ray Tune with fractional GPUs), extrapolated from contended
+    step times measured with all workers running at once (experiments/concurrent_peft.py)."""
+    t0 = time.perf_counter()
+    ranks = sorted({min(args.ranks), max(args.ranks)})
+    step_s = measure(args.backbone, args.dataset, args.n_train, args.seq_len, ranks, BATCHES,
+                     args.concurrent_workers, args.concurrent_seconds)
+    measured = time.perf_counter() - t0
+    wall = extrapolate([(j.rank, j.batch_size, task.total_steps(j)) for j in task.jobs], step_s,
+                       args.concurrent_workers)
+    return {"method": "concurrent_peft", "configs": len(task.jobs), "wall_s": wall,
+            "samples_trained": samples * len(task.jobs), "best_config": "", "best_val_loss": math.nan,
+            "best_metric": math.nan, "extrapolated": True,
+            "note": f"extrapolated: {args.concurrent_workers} PEFT worker processes sharing the GPU, contended "
+                    f"ms/step per (rank, batch) measured with all running at once for {args.concurrent_seconds:g} s "
+                    f"({measured:.0f} s with loading), configs assigned longest-first; training steps only"}
 
 
 def sequential_rows(args, task, samples: int) -> list[dict]:
@@ -241,6 +249,9 @@ def report(rows: list[dict], args, device: str, samples: int, configs: int, out:
     if "sequential_peft" in set(df["method"]):
         seq = df.loc[df["method"] == "sequential_peft", "wall_s"].iloc[0]
         df["speedup_vs_sequential"] = seq / df["wall_s"]
+    if "concurrent_peft" in set(df["method"]):
+        conc = df.loc[df["method"] == "concurrent_peft", "wall_s"].iloc[0]
+        df["speedup_vs_concurrent_peft"] = conc / df["wall_s"]
     if "concurrent_peft_est" in set(df["method"]):
         conc = df.loc[df["method"] == "concurrent_peft_est", "wall_s"].iloc[0]
         df["speedup_vs_concurrent_peft_est"] = conc / df["wall_s"]

@@ -16,12 +16,15 @@ def test_e2e_sweep_tiny(tmp_path):
     out = tmp_path / "e2e"
     cmd = [sys.executable, str(ROOT / "experiments" / "e2e_sweep.py"), "--backbone", "tiny", "--n-train", "8",
            "--n-val", "4", "--n-eval", "0", "--epochs", "1", "--evals", "2", "--ranks", "2", "--peft-steps", "1",
-           "--seq-len", "256", "--methods", "batched,sequential", "--out", str(out), "--traces-out", str(out / "tr")]
+           "--seq-len", "256", "--methods", "batched,sequential,concurrent", "--concurrent-workers", "2",
+           "--concurrent-seconds", "3", "--out", str(out), "--traces-out", str(out / "tr")]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr[-2000:]
     df = pd.read_csv(out / "e2e_cpu_arithmetic.csv")
-    assert list(df["method"]) == ["batched", "sequential_peft", "concurrent_peft_est"]
+    assert list(df["method"]) == ["batched", "sequential_peft", "concurrent_peft_est", "concurrent_peft"]
+    conc_row = df[df["method"] == "concurrent_peft"].iloc[0]
+    assert conc_row["extrapolated"] and conc_row["wall_s"] > 0 and "speedup_vs_concurrent_peft" in df.columns
     for col in ("configs", "wall_s", "samples_trained", "best_config", "best_val_loss", "best_metric",
                 "speedup_vs_sequential", "samples_saved", "extrapolated"):
         assert col in df.columns
@@ -40,3 +43,15 @@ def test_e2e_sweep_rejects_unknown_method(tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode != 0 and "bogus" in res.stderr
+
+
+def test_concurrent_extrapolation_is_longest_first_over_workers():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from concurrent_peft import extrapolate
+
+    step = {(16, 1): 1.0, (16, 2): 2.0, (64, 1): 3.0, (64, 2): 4.0}
+    # durations: r16 b1 10 steps -> 10, r32 (nearest 16, tie -> the smaller) b2 5 -> 10, r64 b1 4 -> 12
+    jobs = [(16, 1, 10), (32, 2, 5), (64, 1, 4)]
+    assert extrapolate(jobs, step, 1) == 32
+    assert extrapolate(jobs, step, 2) == 20  # 12 | 10 + 10
+    assert extrapolate(jobs, step, 3) == 12
