@@ -22,6 +22,7 @@ import argparse
 import functools
 import json
 import math
+import signal
 import sys
 import time
 from datetime import date
@@ -36,7 +37,7 @@ from altosim.report import write_csv
 from altosim.schemas import LossCurve, LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace, config_from_dict
 from altosim.traces_io import read_loss_traces, write_loss_traces, write_workload
 import runtime.run
-from runtime.run import run_config
+from runtime.run import RunInterrupted, run_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_peft import extrapolate, make_peft, measure, timed_step  # noqa: E402
@@ -131,6 +132,10 @@ def traces_from(log, task, samples: int, device: str) -> LossTraceSet:
               "metric": "answer-token accuracy on the validation split"})
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
@@ -154,6 +159,7 @@ def main() -> None:
     ap.add_argument("--out", default="results")
     ap.add_argument("--traces-out", help="write the batched run's LossTrace set here")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` sends SIGTERM: stop like Ctrl-C, keep partial outputs
     args.ranks = [int(r) for r in args.ranks.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +187,15 @@ def main() -> None:
 def ours_row(args, wl_file: Path, method: str, task, samples: int, device: str, out: Path) -> dict:
     """(b) or (c): one `alto run` of the grid; the batched run also writes the LossTrace set."""
     ee = {"batched": "none", "early_exit": "alto"}[method]
-    wall, log = run_ours(args, wl_file, ee, out / f"run_{method}")
+    try:
+        wall, log = run_ours(args, wl_file, ee, out / f"run_{method}")
+    except RunInterrupted as e:  # a time limit: keep the curves measured so far, marked partial
+        if method == "batched" and args.traces_out:
+            ts = traces_from(e.log, task, samples, device)
+            ts.meta["partial"] = f"interrupted after {e.wall_s:.0f} s: curves end where the run stopped"
+            write_loss_traces(ts, Path(args.traces_out) / f"{MODEL}__{args.dataset}.partial.csv.gz")
+            print(f"partial traces written ({e.wall_s:.0f} s)", file=sys.stderr)
+        raise
     fin = log.results[task.task_id]
     per_job: dict[str, int] = {}
     for e in log.events:

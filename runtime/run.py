@@ -30,6 +30,15 @@ from runtime.backend import RunLog, RuntimeBackend, SplitData
 from runtime.trainer import MultiAdapterTrainer
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM (a time limit) after its partial outputs were written;
+    `log` holds every event up to the stop, so callers can still use what was measured."""
+
+    def __init__(self, log: RunLog, wall_s: float) -> None:
+        super().__init__(f"run interrupted after {wall_s:.0f} s; partial outputs written")
+        self.log, self.wall_s = log, wall_s
+
+
 @dataclass
 class Backbone:
     """A frozen model kept on the host (each task trains on its own copy) and its tokenizer."""
@@ -132,10 +141,16 @@ def run_config(
     ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every)
+    meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
     t0 = time.perf_counter()
-    log = backend.run(tasks)
+    try:
+        log = backend.run(tasks)
+    except KeyboardInterrupt:
+        wall = time.perf_counter() - t0
+        write_outputs(backend.log, tasks, out, wall, {**meta, "interrupted": True})
+        raise RunInterrupted(backend.log, wall) from None
     wall = time.perf_counter() - t0
-    write_outputs(log, tasks, out, wall, {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu"})
+    write_outputs(log, tasks, out, wall, meta)
     (out / "run.ckpt").unlink(missing_ok=True)  # the run is complete; outputs supersede it
     return log
 

@@ -55,3 +55,30 @@ def test_concurrent_extrapolation_is_longest_first_over_workers():
     assert extrapolate(jobs, step, 1) == 32
     assert extrapolate(jobs, step, 2) == 20  # 12 | 10 + 10
     assert extrapolate(jobs, step, 3) == 12
+
+
+def test_e2e_sweep_sigterm_keeps_partial_traces(tmp_path):
+    """A time limit (SIGTERM) mid-run: the batched run's curves so far and its event log survive."""
+    import signal
+    import time
+
+    out = tmp_path / "e2e"
+    cmd = [sys.executable, str(ROOT / "experiments" / "e2e_sweep.py"), "--backbone", "tiny", "--n-train", "64",
+           "--n-val", "4", "--n-eval", "0", "--epochs", "50", "--evals", "400", "--ranks", "2", "--seq-len", "256",
+           "--methods", "batched", "--log-every", "1", "--out", str(out), "--traces-out", str(out / "tr")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline, steps = time.time() + 300, 0
+    for line in proc.stderr:  # wait until the fused run has made a few steps
+        steps += "[none]" in line
+        if steps >= 5 or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) != 0
+    assert "partial traces written" in rest, rest[-2000:]
+    ts = read_loss_traces(out / "tr" / "SmolLM2-135M__arithmetic.partial.csv.gz")
+    assert "partial" in ts.meta and ts.curves
+    assert max(len(c.samples) for c in ts.curves) < 400  # cut short, not the full run
+    first = (out / "run_batched" / "events.jsonl").read_text().splitlines()[0]
+    assert '"interrupted": true' in first
