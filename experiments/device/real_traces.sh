@@ -13,7 +13,7 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 mkdir -p "$W"
 for ds in ${DATASETS:-list_ops python_docs}; do
   timeout "$LIMIT" python3 experiments/e2e_sweep.py --backbone "$GGUF" --dataset "$ds" --n-train 128 --n-val 48 \
-    --n-eval 48 --evals 40 --methods batched --concurrent-factor 0 --out "$W/$ds" --traces-out "$W/traces" \
+    --n-eval 48 --evals 40 --methods batched --concurrent-factor 0 --log-every "${LOG_EVERY:-10}" --out "$W/$ds" --traces-out "$W/traces" \
     > "$W/$ds.log" 2>&1 &
 done
 wait

@@ -1,0 +1,56 @@
+"""Fused-step timing on a SmolLM2-135M-shaped random model (no weights to stage): the first step
+(Triton compile + autotune) and the next ones, each printed as it ends, so a time limit still
+shows where the time went. The kernel/optimizer switches come from the environment
+(ALTO_KERNELS_AUTOTUNE, ALTO_KERNELS_FAST_LAUNCH, ALTO_LORA_IMPL, ALTO_OPTIM_IMPL).
+
+    python experiments/device/diag_step.py [adapters] [steps]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+from runtime.backbone import tiny_llama
+from runtime.trainer import MultiAdapterTrainer
+from tests.runtime._batches import make_batch
+
+
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(n: int = 60, steps: int = 6) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith("ALTO_")}
+    model = tiny_llama(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536).to(DEV).to(torch.bfloat16 if DEV.type == "cuda" else torch.float32)
+    tr = MultiAdapterTrainer(model, capacity=64, impl=os.environ.get("ALTO_LORA_IMPL", "auto"))
+    if "ALTO_OPTIM_IMPL" in os.environ:
+        tr.optim.impl = os.environ["ALTO_OPTIM_IMPL"]
+    for i in range(n):
+        tr.admit(f"j{i}", rank=(16, 32, 64)[i % 3], lr=2e-4, seed=i)
+    # per-adapter batch 1/2/4/8 of ~100-token sequences, like the e2e grid
+    batches = {f"j{i}": make_batch(i, (1, 2, 4, 8)[i % 4], 96 + (i % 5) * 8) for i in range(n)}
+    for s in range(steps):
+        sync()
+        t = time.perf_counter()
+        tr.step(batches)
+        sync()
+        print(f"{env} step {s}: {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
+    for rep in range(2):  # the batched run snapshots every job whose val loss improves
+        sync()
+        t = time.perf_counter()
+        for i in range(n):
+            tr.snapshot_best(f"j{i}")
+        sync()
+        print(f"{env} snapshot_best x{n} ({rep}): {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))
