@@ -79,9 +79,10 @@ def grouped_lora_linear(
         delta = torch.bmm(torch.bmm(xl.view(z, n, -1), a), b).view(meta.total_tokens, -1)
         return base + delta
     n_max = max(meta.token_counts)
-    counts = torch.tensor(meta.token_counts, device=x.device)
-    seg_of_row = torch.repeat_interleave(torch.arange(z, device=x.device), counts)
-    starts = torch.tensor(meta.offsets[:-1], device=x.device)
+    # the meta's device tensors and a known output size: no host-to-device copy, no device sync
+    starts = meta.seg_start.to(x.device).long()
+    counts = meta.seg_end.to(x.device).long() - starts
+    seg_of_row = torch.repeat_interleave(torch.arange(z, device=x.device), counts, output_size=meta.total_tokens)
     pos = torch.arange(meta.total_tokens, device=x.device) - starts[seg_of_row]
     xp = x.new_zeros(z, n_max, x.shape[1]).index_put((seg_of_row, pos), xl)
     delta = torch.bmm(torch.bmm(xp, a), b)[seg_of_row, pos]

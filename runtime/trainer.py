@@ -373,12 +373,12 @@ class MultiAdapterTrainer:
     def _forward_backward(self, jobs: list[_Job], ids, mask, labels, rows) -> list[float]:
         """Losses of `jobs`; on out-of-memory, retry in halves (a job that cannot fit alone fails)."""
         try:
-            losses = self._losses(jobs, ids, mask, labels, rows, training=True)
-            finite = [bool(torch.isfinite(l)) for l in losses]
-            total = sum((l for l, ok in zip(losses, finite) if ok), torch.zeros((), device=self.device))
-            if any(finite):
-                total.backward()
-            return [float(l.detach()) for l in losses]
+            losses = torch.stack(self._losses(jobs, ids, mask, labels, rows, training=True))
+            # non-finite losses are masked on the device (one host sync per step instead of one per
+            # adapter); such an adapter's own rows may get NaN gradients: it is marked failed below
+            finite = torch.isfinite(losses)
+            torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
+            return losses.detach().float().tolist()  # the step's one host sync
         except torch.OutOfMemoryError:
             self._zero_grads([j.slot for j in jobs])  # a backward may have half-run
             if len(jobs) == 1:
@@ -446,8 +446,13 @@ class MultiAdapterTrainer:
             per_token, hit, per_job = self._forward_tokens(jobs, ids, mask, labels, rows, training=False)
         finally:
             self.ctx.meta = None
-        sums = [float(t.sum()) for t in torch.split(per_token, per_job)]
-        hits = [int(t.sum()) for t in torch.split(hit, per_job)]
+        seg = torch.repeat_interleave(torch.arange(len(per_job), device=per_token.device),
+                                      torch.as_tensor(per_job, device=per_token.device), output_size=sum(per_job))
+        both = torch.zeros(2, len(per_job), dtype=torch.float64, device=per_token.device)
+        both[0].index_add_(0, seg, per_token.double())
+        both[1].index_add_(0, seg, hit.double())
+        sums, hits = both.tolist()  # one host sync for every adapter's sums
+        hits = [int(h) for h in hits]
         return {j.cfg.job_id: EvalResult(s, n, h) for j, s, n, h in zip(jobs, sums, per_job, hits)}
 
     @torch.no_grad()
