@@ -28,7 +28,7 @@ def export_peft(
 
     cfg = trainer.config(job_id)
     if best:
-        snap = trainer.jobs[job_id].best
+        snap = trainer.best_weights(job_id)
         if snap is None:
             raise ValueError(f"best: adapter {job_id!r} has no best snapshot")
         weights = [(n, a, b) for (n, _), (a, b) in zip(trainer.named_layers, snap)]

@@ -260,3 +260,20 @@ def test_cuda_fused_trainer_equals_loop_and_round_trips():
         p.grad = torch.zeros_like(p)
     fused.optim.params[3].grad[slots[2], 0, 0] = float("inf")
     assert fused._grad_finite(slots) == [True, True, False]
+
+
+def test_best_snapshot_stays_packed_on_device_and_reads_back_exact(trained):
+    tr = copy.deepcopy(trained)
+    before = _slow_read(tr, "b")
+    tr.snapshot_best("b")
+    snap = tr.jobs["b"].best
+    if tr.pack:  # the GPU path: one packed tensor on the device, no host copy
+        assert isinstance(snap, torch.Tensor) and snap.device == tr.device and snap.dim() == 1
+    else:
+        assert isinstance(snap, list)
+    tr.step({"b": make_batch(7, 2, 9)})  # the snapshot does not alias the live slot
+    for (a, b), (a0, b0) in zip(tr.best_weights("b"), before):
+        assert torch.equal(a, a0) and torch.equal(b, b0)
+    state = tr.state_dict()["jobs"]["b"]["best"]  # checkpoints hold PEFT-layout CPU pairs
+    assert isinstance(state, list) and all(a.device.type == "cpu" for a, _ in state)
+    assert tr.best_weights("a") is None
