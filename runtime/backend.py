@@ -65,6 +65,15 @@ class RunLog:
     results: dict[str, FinishTask] = field(default_factory=dict)
     exported: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # task -> best adapter's task metric
+    # host wall seconds per phase of the fused steps (data, step, validate, snapshot, policy): where
+    # a run's time went, without a calibration (step and validate end with a device sync)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def add_phase(self, name: str, t0: float) -> float:
+        """Charge the time since `t0` to phase `name`; return now (the next phase's start)."""
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - t0
+        return now
 
     def write_events(self, path: str | Path) -> None:
         """events.jsonl: one event per line, each followed by the actions it caused."""
@@ -230,11 +239,14 @@ class RuntimeBackend:
 
     # ------------------------------------------------------------------ one fused step
     def _step(self, tr: _TaskRun) -> None:
+        t = time.perf_counter()
         batches, nxt = {}, {}
         for job_id in tr.trainer.active:
             job = tr.jobs[job_id]
             batches[job_id], nxt[job_id] = tr.data.train_batch(job.spec, job.position)
+        t = self.log.add_phase("data", t)
         losses = tr.trainer.step(batches)
+        t = self.log.add_phase("step", t)
         if self.on_step is not None:
             self.on_step(tr.task.task_id, losses)
         now = self.now()
@@ -251,13 +263,17 @@ class RuntimeBackend:
             job.loss_n += 1
             if tr.task.is_eval_step(job.spec, job.step):
                 reports.append(job_id)
+        t = self.log.add_phase("policy", t)  # the progress callback and the bookkeeping above
         vals = self._validate(tr, reports) if reports else {}
+        t = self.log.add_phase("validate", t)
         for job_id in reports:
             job = tr.jobs[job_id]
             val, acc = vals[job_id]
             if val < job.best_val:
                 job.best_val = val
+                t = self.log.add_phase("policy", t)
                 tr.trainer.snapshot_best(job_id)
+                t = self.log.add_phase("snapshot", t)
             train = job.loss_sum / job.loss_n
             job.loss_sum, job.loss_n = 0.0, 0
             self._send(StepReport(now, tr.task.task_id, job_id, job.step, job.samples, train, val, acc))
@@ -267,6 +283,7 @@ class RuntimeBackend:
                 self._send(JobFinished(now, tr.task.task_id, job_id))
         for ev in failed:
             self._send(ev)
+        self.log.add_phase("policy", t)  # reports sent: the Controller's decisions and their actions
 
     def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, tuple[float, float]]:
         """Each job's token-weighted mean validation loss and teacher-forced answer-token

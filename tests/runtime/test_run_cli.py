@@ -35,6 +35,10 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     assert kinds.count("job_finished") == 4
     assert not (out / "run.ckpt").exists()
     assert "best t1/j" in capsys.readouterr().out
+    summary = next(csv.DictReader(open(out / "summary.csv")))  # where the time went, by phase
+    phases = {k: float(summary[f"{k}_s"]) for k in ("data", "step", "validate", "snapshot", "policy")}
+    assert phases["step"] > 0 and phases["validate"] > 0 and phases["snapshot"] > 0
+    assert sum(phases.values()) <= float(summary["wall_s"])
 
 
 def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
