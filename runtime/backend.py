@@ -55,6 +55,9 @@ class _TaskRun:
     jobs: dict[str, _JobRun] = field(default_factory=dict)
 
 
+PHASES = ("data", "step", "validate", "snapshot", "policy")  # RunLog.phases, in step order
+
+
 @dataclass
 class RunLog:
     """What a run did: every event sent and action taken, in order, and each task's result."""
@@ -65,8 +68,8 @@ class RunLog:
     results: dict[str, FinishTask] = field(default_factory=dict)
     exported: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # task -> best adapter's task metric
-    # host wall seconds per phase of the fused steps (data, step, validate, snapshot, policy): where
-    # a run's time went, without a calibration (step and validate end with a device sync)
+    # host wall seconds per phase of the fused steps (PHASES): where a run's time went, without a
+    # calibration (step and validate end with a device sync)
     phases: dict[str, float] = field(default_factory=dict)
 
     def add_phase(self, name: str, t0: float) -> float:

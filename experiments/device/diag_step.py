@@ -29,7 +29,8 @@ def sync() -> None:
 
 def main(n: int = 60, steps: int = 6) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith("ALTO_")}
-    model = tiny_llama(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536).to(DEV).to(torch.bfloat16 if DEV.type == "cuda" else torch.float32)
+    dtype = torch.bfloat16 if DEV.type == "cuda" else torch.float32
+    model = tiny_llama(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536).to(DEV, dtype)
     tr = MultiAdapterTrainer(model, capacity=64, impl=os.environ.get("ALTO_LORA_IMPL", "auto"))
     if "ALTO_OPTIM_IMPL" in os.environ:
         tr.optim.impl = os.environ["ALTO_OPTIM_IMPL"]
