@@ -59,7 +59,7 @@ def workload(dataset: str, samples: int, evals: int, seq_len: int, ranks: list[i
 
 
 def run_ours(args, wl_file: Path, early_exit: str, out: Path) -> tuple[float, object]:
-    params = {"warmup_ratio": args.warmup} if early_exit == "alto" else {}
+    params = {"warmup_ratio": args.warmup} if early_exit == "alto" and args.warmup is not None else {}
     cfg = config_from_dict({"cluster": {"gpus": 1, "gpu_type": "H100"}, "workload": str(wl_file),
                             "policy": {"early_exit": {"name": early_exit, "params": params},
                                        "inter_task": "fifo"}}, "<e2e>")
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--evals", type=int, default=40, help="evaluations per job")
-    ap.add_argument("--warmup", type=float, default=0.05)
+    ap.add_argument("--warmup", type=float, default=None, help="ALTO warm-up ratio (default: the policy's)")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--peft-steps", type=int, default=20)
     ap.add_argument("--ranks", default="16,32,64", help="LoRA ranks of the grid")

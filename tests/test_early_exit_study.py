@@ -57,15 +57,26 @@ def test_a_new_real_trace_joins_the_study_without_a_workload_file(tmp_path) -> N
 
 def test_real_arithmetic_trace_plateau_rule_keeps_the_winner_paper_rule_does_not(real) -> None:
     """The diagnosis behind gap_requires_plateau: on the real grid the paper's gap rule stops the
-    eventual winner while its val loss is still falling; ours trains it to its best."""
-    ours = sim_row(real, PolicyRef(name="alto"))
-    paper = sim_row(real, PolicyRef(name="alto", params={"gap_requires_plateau": False, "div_margin": 0.0,
-                                                                   "diverging_keeps_best": False}))
+    eventual winner while its val loss is still falling; ours trains it to its best (both with the
+    paper's single cut at 5%, so only the exit rules differ)."""
+    one_cut = {"warmup_ratio": 0.05, "cuts": 1}
+    ours = sim_row(real, PolicyRef(name="alto", params=one_cut))
+    paper = sim_row(real, PolicyRef(name="alto", params={**one_cut, "gap_requires_plateau": False,
+                                                           "div_margin": 0.0, "diverging_keeps_best": False}))
     assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.6
     assert not paper["found_true_best"] and paper["rel_regret"] > 0.1
     # the paper's rule stopped the winner as overfitting about half-way, ours let it reach its best
     assert paper["true_best_exit"] == "overfitting" and paper["true_best_trained"] < 0.6
     assert ours["true_best_trained"] >= 0.875
+
+
+def test_default_two_cuts_keep_the_real_winner_and_save_three_quarters(real) -> None:
+    """The default cut schedule (two cuts keeping a quarter) on the real arithmetic grid: the
+    true best kept, more than 75% of the sweep's samples saved (the single cut saves < 70%)."""
+    ours = sim_row(real, PolicyRef(name="alto"))
+    one_cut = sim_row(real, PolicyRef(name="alto", params={"warmup_ratio": 0.05, "cuts": 1}))
+    assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.75
+    assert one_cut["samples_saved"] < 0.7
 
 
 @pytest.mark.parametrize("ref", [PolicyRef(name="alto"), PolicyRef(name="none"), PolicyRef(name="median"),
@@ -125,7 +136,7 @@ def test_goals_text_counts_wins() -> None:
              "found_true_best": False, "rel_regret": 0.05},
         ]]
     text = goals(pd.DataFrame(rows))
-    assert "`alto` (our defaults: overfitting needs a val plateau, stalls keep their best), real traces: 1/1 tasks (b)" in text
+    assert "`alto` (our defaults: overfitting needs a val plateau, stalls keep their best, two cuts), real traces: 1/1 tasks (b)" in text
     assert "synthetic traces: 1/1 tasks (a); found best on 1/1" in text
     assert "Self-tuned (`tuned`) saves more than the paper defaults (`alto`) at no higher regret: 2/2" in text
     assert "ours lower regret 2, equal 0, higher 0, none comparable 0 (of 2)" in text

@@ -56,12 +56,12 @@ def run_paper(train: list[float], val: list[float | None], **params) -> list[Ver
     return run(train, val, gap_requires_plateau=False, div_margin=0.0, diverging_keeps_best=False, **params)
 
 
-def test_defaults_are_the_papers_plus_the_plateau_condition():
+def test_defaults_are_the_papers_thresholds_plus_the_plateau_condition_and_two_cuts():
     p = build_early_exit("alto", {}).params()
     assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
-                     warmup_ratio=0.05, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=None,
+                     warmup_ratio=0.02, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=None,
                      plateau_ratio=0.15, div_margin=0.1, diverging_keeps_best=True,
-                     hold_at_gate=False, cuts=1, cut_spacing=3.0, cut_groups="none")
+                     hold_at_gate=False, cuts=2, cut_spacing=12.0, cut_groups="none")
     paper = Alto(**PAPER_PARAMS)
     assert (paper.warmup_ratio, paper.select_ratio, paper.n_cuts(), paper.holds_at_gate()) == (0.05, 0.25, 1, False)
     assert (paper.gap_requires_plateau, paper.div_margin, paper.diverging_keeps_best) == (False, 0.0, False)

@@ -23,7 +23,8 @@ from tests.sim.toy import toy_curve
 COST = cost_model_for("H100")
 
 
-def _inputs(tmp: Path, early_exit: str = "alto", loss_trace: str | None = None) -> Path:
+def _inputs(tmp: Path, early_exit: str = "alto", loss_trace: str | None = None,
+            params: dict | None = None) -> Path:
     """A 2-task workload (one batch size: the analytic predictor sees each group exactly) + config."""
     space = {"lr": [1e-4, 2e-4, 3e-4, 4e-4], "rank": [8, 16], "batch_size": [4]}
     tasks = [{"id": f"t{i}", "arrival": 0.0 if i < 2 else 12.0, "model": "llama-3.2-1b", "dataset": "toy", "gpus": 1,
@@ -33,17 +34,17 @@ def _inputs(tmp: Path, early_exit: str = "alto", loss_trace: str | None = None) 
         tasks = [{**t, "loss_trace": loss_trace} for t in tasks]
     (tmp / "workload.json").write_text(json.dumps({"name": "fid", "synthetic": True, "tasks": tasks}))
     cfg = {"workload": "workload.json", "cluster": {"gpus": 1, "gpu_type": "H100"},
-           "policy": {"early_exit": {"name": early_exit, "params": {}}, "inter_task": {"name": "fifo"}}}
+           "policy": {"early_exit": {"name": early_exit, "params": params or {}}, "inter_task": {"name": "fifo"}}}
     (tmp / "config.json").write_text(json.dumps(cfg))
     return tmp / "config.json"
 
 
-def synthetic_run(tmp: Path, early_exit: str = "alto", val_rows: int = 0) -> Path:
+def synthetic_run(tmp: Path, early_exit: str = "alto", val_rows: int = 0, params: dict | None = None) -> Path:
     """A run folder as `alto run` writes it, produced by the simulator speaking the runtime protocol
     (with `val_rows`, each evaluation also takes the time the runtime's validation would)."""
     folder = tmp / "run"
     folder.mkdir()
-    cfg = load_config(_inputs(folder, early_exit))
+    cfg = load_config(_inputs(folder, early_exit, params=params))
     from altosim.traces_io import read_workload
 
     tasks = read_workload(str(folder / "workload.json")).to_task_specs()
@@ -97,7 +98,9 @@ def test_changed_loss_changes_a_decision_and_is_reported(tmp_path):
 
 
 def test_slower_real_run_shows_as_model_makespan_error(tmp_path):
-    run = synthetic_run(tmp_path)
+    # one cut: the GPU stays busy past the last arrival, so the modelled makespan is the
+    # unscaled run's exactly (with the default two cuts it idles until then)
+    run = synthetic_run(tmp_path, params={"warmup_ratio": 0.05, "cuts": 1})
     def slower(x):  # every time 1.5x later, arrivals included
         if "task" in x:
             x = {**x, "task": {**x["task"], "arrival": 1.5 * x["task"]["arrival"]}}
