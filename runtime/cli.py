@@ -83,8 +83,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--ranks", default="16,64", help="LoRA ranks")
     p.add_argument("--batches", default="1,4", help="per-adapter batch sizes")
     p.add_argument("--seqs", default="128,512", help="sequence lengths")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per point (median kept)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per point first (the first one "
+    p.add_argument("--steps", type=int, default=5, help="timed steps per point (median kept)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (the first one "
                    "autotunes the Triton kernels for the new shape)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "

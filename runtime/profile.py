@@ -5,7 +5,8 @@ N decoder layers: weights do not change speed and per-layer cost is what matters
 point (adapters A, LoRA rank r, per-adapter batch b, sequence length L), a fresh
 `MultiAdapterTrainer` (as `alto run` builds it) takes `warmup` steps on random tokens, then
 `steps` timed steps (each synchronized); the row keeps the median. Peak memory is
-`torch.cuda.max_memory_reserved` over the point (reset before it); on CPU it is 0 and the row's
+`torch.cuda.max_memory_reserved` over the point (reset before it, with the previous point's
+trainer freed, so the row holds the backbone and this point's trainer only); on CPU it is 0 and the row's
 note says so. A point that runs out of memory becomes a FailedPoint, and so does every later point
 of the same rank with at least as many tokens (skipped, said so). The memory line
 M(B) = k0 + k1 * B * L of each model is fitted to its rows (B = A * b) as the intra-task
@@ -15,7 +16,8 @@ Output: the existing cost-profile format, `<out>.csv` (CostRecord rows) and `<ou
 (device, date, layers per model, memory fits, failed points).
 
 Default grid (32 points per backbone): adapters 1,4,16,32; ranks 16,64; batch 1,4; seq 128,512;
-1 warm-up + 3 timed steps. On an H100 a point takes ~5 s, mostly the first step's Triton autotuning
+2 warm-up + 5 timed steps (3 timed steps were too few on an H200, where the host-bound SmolLM2
+step jitters by ~25%). On an H100 a point takes ~5 s, mostly the first step's Triton autotuning
 for the new token count (the runtime pays it once per shape too; it is untimed here).
 """
 
@@ -178,7 +180,7 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
 
 
 def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *, gpu_type: str,
-                     gguf: str | None = None, steps: int = 3, warmup: int = 1,
+                     gguf: str | None = None, steps: int = 5, warmup: int = 2,
                      tick: Callable[[str], None] = lambda s: None) -> tuple[list[CostRecord], list[FailedPoint], int]:
     """Rows and failed points of one backbone over `grid`, and the depth it ran at."""
     from runtime.parallel.shapes import backbone_factory
@@ -197,7 +199,7 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
     rows: list[CostRecord] = []
     failed: list[FailedPoint] = []
     oom_tokens: dict[int, int] = {}
-    trainer, trainer_rank = None, None
+    trainer = None
     for rank, a, b, s in grid.points():
         tick(f"{model} A={a} r={rank} b={b} L={s}")
         key = dict(model=model, gpu_type=gpu_type, adapters=a, mean_rank=rank, per_adapter_batch=b, seq_len=s)
@@ -205,14 +207,14 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             failed.append(FailedPoint(**key, reason="skipped: >= tokens of an oom point"))
             continue
         try:
-            if trainer_rank != rank:
-                trainer = None
-                _free(device)
-                trainer = MultiAdapterTrainer(copy.deepcopy(base).to(device), capacity=max(grid.adapters))
-                trainer_rank = rank
+            # a fresh trainer per point, built after the last one is freed: a trainer reused across
+            # points kept what a larger earlier point cached, and its peak showed in later rows
+            # (H200, 2026-12-03: 12 GB for one adapter of 128 tokens right after a 60 GB point)
+            trainer = None
             _free(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            trainer = MultiAdapterTrainer(copy.deepcopy(base).to(device), capacity=a)
             ms, bad = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
             peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
             extra = f"; {bad} adapter steps non-finite (re-admitted)" if bad else ""
@@ -222,7 +224,7 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
                 raise
             oom_tokens[rank] = min(oom_tokens.get(rank, a * b * s), a * b * s)
             failed.append(FailedPoint(**key, reason="oom"))
-            trainer, trainer_rank = None, None  # a step cut short may leave state behind
+            trainer = None
             _free(device)
     trainer = None
     _free(device)
@@ -248,7 +250,7 @@ def fit_memory(rows: Sequence[CostRecord], capacity: float) -> MemoryFit | None:
 
 
 def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = None, *, layers: int | None = None,
-                gguf: str | None = None, steps: int = 3, warmup: int = 1, device: str | None = None,
+                gguf: str | None = None, steps: int = 5, warmup: int = 2, device: str | None = None,
                 quiet: bool = False) -> tuple[CostProfile, Path]:
     """Profile every backbone on the local device and write one CostProfile (+ memory fits)."""
     from altosim.traces_io import write_cost_profile

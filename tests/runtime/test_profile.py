@@ -122,3 +122,31 @@ def test_names_and_grid():
     assert toks == sorted(toks)
     with pytest.raises(ValueError, match="seqs"):
         rp.Grid(seqs=(1,))
+
+
+def test_every_point_gets_a_fresh_trainer(tmp_path, monkeypatch):
+    """A trainer reused across points carried a larger earlier point's memory into later rows'
+    peaks (H200, 2026-12-03); each point now builds its own, sized for its adapters."""
+    import runtime.trainer as rt
+
+    built: list[int] = []
+    real_init = rt.MultiAdapterTrainer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(kwargs.get("capacity"))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(rt.MultiAdapterTrainer, "__init__", counting_init)
+    seen: list[int] = []
+    real = rp._time_point
+
+    def spy(trainer, *a, **k):
+        seen.append(id(trainer))
+        return real(trainer, *a, **k)
+
+    monkeypatch.setattr(rp, "_time_point", spy)
+    grid = rp.Grid(adapters=(1, 2), ranks=(4, 8), batches=(1,), seqs=(16,))
+    prof, _ = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=0, quiet=True)
+    assert len(prof.rows) == 4
+    assert sorted(built) == [1, 1, 2, 2]  # one per point, capacity = that point's adapters
+    assert len(seen) == 4
