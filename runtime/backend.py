@@ -221,7 +221,9 @@ class RuntimeBackend:
             if a.restore_best and t.jobs[a.job_id].best is not None:
                 t.restore_best(a.job_id)
             if t.status(a.job_id) == "active":
-                t.suspend(a.job_id)  # frees the slot; weights stay on the host for the result
+                # frees the slot; weights stay on the host for the result, the optimizer state is
+                # dropped (a stopped job never trains again)
+                t.suspend(a.job_id, keep_optimizer=False)
             job.state = "stopped"
         elif isinstance(a, FinishTask):
             t, best = tr.trainer, a.best_job

@@ -122,11 +122,15 @@ class SlotAdamW:
         return t if rank is None or d is None else t.narrow(d, 0, min(rank, t.shape[d]))
 
     @torch.no_grad()
-    def slot_state(self, slot: int, rank: int | None = None) -> dict[str, object]:
+    def slot_state(self, slot: int, rank: int | None = None, moments: bool = True) -> dict[str, object]:
         """CPU copy of one slot's state (for suspend, snapshots, checkpoints), gathered on the
         device and moved in one copy. With `rank` (and `rank_dims`), only the rank block is
-        kept: the rest is zero padding, and `load_slot_state` pads it back."""
+        kept: the rest is zero padding, and `load_slot_state` pads it back. `moments=False`
+        keeps the hyper-parameters and step count only (for a job that never trains again);
+        `load_slot_state` then leaves the moments zero."""
         n = len(self.params)
+        if not moments:
+            return {"exp_avg": [], "exp_avg_sq": [], "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
         parts = [self._rank_view(t[slot], i % n, rank) for i, t in enumerate(self.exp_avg + self.exp_avg_sq)]
         if not self.pack:
             outs = [p.detach().cpu().clone() for p in parts]

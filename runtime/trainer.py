@@ -290,10 +290,15 @@ class MultiAdapterTrainer:
             self._release_slot(job)
         del self.jobs[job_id]
 
-    def suspend(self, job_id: str) -> None:
-        """Move an adapter and its optimizer state to host memory and free its slot."""
+    def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
+        """Move an adapter and its optimizer state to host memory and free its slot.
+
+        `keep_optimizer=False` is for a job that never trains again (a stopped one): its weights
+        stay for the task's result, its AdamW moments (twice the weights' size) are not copied
+        or kept; a later `resume` (to evaluate it) starts them at zero."""
         job = self._job(job_id, "active")
-        job.offloaded = {"weights": self._read(job), "optim": self.optim.slot_state(job.slot, job.cfg.rank)}
+        job.offloaded = {"weights": self._read(job),
+                         "optim": self.optim.slot_state(job.slot, job.cfg.rank, moments=keep_optimizer)}
         self._release_slot(job)
         job.status = "suspended"
 

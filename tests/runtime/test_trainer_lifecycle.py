@@ -249,3 +249,28 @@ def test_resume_after_the_stacks_shrank_below_the_rank_padding_at_suspend(base):
     ref.step(b1["small"])
     ref.step(b2["small"])
     assert_matches(tr, "small", ref, LR)
+
+
+def test_suspend_without_the_optimizer_keeps_weights_and_step_count_only(base):
+    """A stopped job never trains again: suspending it keeps its weights (the task's result may
+    be it) and its step count, not its AdamW moments; resuming it to evaluate gives the same
+    weights and starts the moments at zero."""
+    tr = _trainer(base)
+    tr.admit("a", rank=4, alpha=8, lr=LR, seed=1)
+    tr.admit("b", rank=4, alpha=8, lr=LR, seed=2)
+    batch = {j: make_batch(20 + i, 2, 10) for i, j in enumerate("ab")}
+    tr.step(batch)
+    tr.step(batch)
+    before = tr.adapter_weights("a")
+    tr.suspend("a", keep_optimizer=False)
+    tr.suspend("b")  # the default keeps them
+    off_a, off_b = tr.jobs["a"].offloaded["optim"], tr.jobs["b"].offloaded["optim"]
+    assert off_a["exp_avg"] == [] and off_a["exp_avg_sq"] == []
+    assert len(off_b["exp_avg"]) > 0 and any(float(t.abs().sum()) > 0 for t in off_b["exp_avg"])
+    assert tr.step_count("a") == 2 == tr.step_count("b")
+    tr.resume("a")
+    for (n0, a0, b0), (n1, a1, b1) in zip(before, tr.adapter_weights("a")):
+        assert n0 == n1 and torch.equal(a0, a1) and torch.equal(b0, b1)
+    slot = tr.jobs["a"].slot
+    assert all(float(t[slot].abs().sum()) == 0 for t in tr.optim.exp_avg + tr.optim.exp_avg_sq)
+    assert tr.step_count("a") == 2
