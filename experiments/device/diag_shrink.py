@@ -1,0 +1,140 @@
+"""A group that shrinks, as an early-exit run's does: per-step time and new Triton compiles.
+
+In the python_docs early-exit run on an H200 (traces/real/runs/h200_python_docs_ee) the first
+report after the first cut (45 of 60 jobs stopped) came 8.6 s later, against ~1.2 s per report
+interval, and the last survivor trained alone at ~0.4 s per fused step, slower than PEFT's own
+step on that machine (0.17-0.33 s). This script tells which: on a SmolLM2-135M-shaped random
+model (no weights to stage) it trains a group of adapters, then drops them group by group
+(default 60 -> 15 -> 4 -> 2 -> 1), and prints for each step the wall time and how many kernels
+Triton compiled during it (new files in a private TRITON_CACHE_DIR), for each LoRA implementation
+(`triton` and `torch_grouped`, or what --impls says), beside the frozen base alone (forward and
+backward with no adapter: the floor). One CSV row per step.
+
+    python experiments/device/diag_shrink.py --out $OUT/diag_shrink.csv
+    python experiments/device/diag_shrink.py --model tiny --sizes 4,2,1 --impls torch_grouped   # CPU smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# a private, empty kernel cache: every compile during the run writes new files there
+os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="alto-diag-triton-"))
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from runtime.backbone import tiny_llama  # noqa: E402
+from runtime.trainer import MultiAdapterTrainer  # noqa: E402
+from tests.runtime._batches import make_batch  # noqa: E402
+
+SHAPES = {  # name -> tiny_llama kwargs
+    "smollm2": dict(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536),
+    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2),
+}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def compiled_files() -> int:
+    """Kernel binaries in the private Triton cache so far (0 where Triton never compiled)."""
+    root = Path(os.environ["TRITON_CACHE_DIR"])
+    return sum(1 for p in root.rglob("*") if p.suffix in (".cubin", ".hsaco", ".so") and p.is_file())
+
+
+def _batches(n: int) -> dict[str, tuple]:
+    """Per-adapter batch 1/2/4/8 of ~100-token sequences, as in the e2e grid."""
+    return {f"j{i}": make_batch(i, (1, 2, 4, 8)[i % 4], 96 + (i % 5) * 8) for i in range(n)}
+
+
+def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: torch.device) -> list[dict]:
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    model = tiny_llama(**SHAPES[model_name]).to(dev, dtype)
+    tr = MultiAdapterTrainer(model, capacity=max(sizes), impl=impl)
+    batches = _batches(max(sizes))
+    cap = min(l.max_rank for l in tr.layers)  # the tiny shape's narrowest projection
+    for i in range(max(sizes)):
+        tr.admit(f"j{i}", rank=min(cap, (16, 32, 64)[i % 3]), lr=2e-4, seed=i)
+    rows = []
+    for n in sizes:
+        for j in [j for j in list(tr.jobs) if int(j[1:]) >= n]:
+            tr.drop(j)  # the group shrinks as an early-exit cut stops jobs
+        for s in range(steps):
+            before = compiled_files()
+            _sync(dev)
+            t = time.perf_counter()
+            tr.step({j: batches[j] for j in tr.active})
+            _sync(dev)
+            ms = 1e3 * (time.perf_counter() - t)
+            rows.append({"impl": impl, "adapters": n, "step": s, "ms": round(ms, 2),
+                         "new_compiles": compiled_files() - before,
+                         "rows": sum(int(batches[j][0].shape[0]) for j in tr.active)})
+            print(f"{impl:14s} adapters {n:3d} step {s}: {ms:8.1f} ms, {rows[-1]['new_compiles']} new compiles",
+                  flush=True)
+    return rows
+
+
+def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) -> list[dict]:
+    """The frozen base alone (no LoRA): forward and backward to the input embeddings."""
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    model = tiny_llama(**SHAPES[model_name]).to(dev, dtype).train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    batches = _batches(max(sizes))
+    rows = []
+    for n in sizes:
+        ids = torch.nn.utils.rnn.pad_sequence([r for j in list(batches)[:n] for r in batches[j][0]], batch_first=True)
+        mask = (ids != 0).long()
+        labels = ids.masked_fill(mask == 0, -100)
+        ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
+        for s in range(steps):
+            _sync(dev)
+            t = time.perf_counter()
+            emb = model.get_input_embeddings()(ids).detach().requires_grad_()
+            model(inputs_embeds=emb, attention_mask=mask, labels=labels).loss.backward()
+            _sync(dev)
+            ms = 1e3 * (time.perf_counter() - t)
+            rows.append({"impl": "base_only", "adapters": n, "step": s, "ms": round(ms, 2), "new_compiles": 0,
+                         "rows": int(ids.shape[0])})
+            print(f"{'base_only':14s} adapters {n:3d} step {s}: {ms:8.1f} ms", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2", choices=sorted(SHAPES))
+    ap.add_argument("--sizes", default="60,15,4,2,1", help="group sizes, largest first")
+    ap.add_argument("--steps", type=int, default=3, help="steps per group size")
+    ap.add_argument("--impls", default="auto,torch_grouped", help="LoRA implementations (auto: Triton on CUDA)")
+    ap.add_argument("--out", help="CSV to write")
+    args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if sizes != sorted(sizes, reverse=True) or sizes[-1] < 1:
+        raise SystemExit(f"--sizes: need positive sizes, largest first, got {args.sizes}")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ALTO_"))
+    print(f"device {torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}; {env or 'default paths'}",
+          flush=True)
+    rows = base_rows(args.model, sizes, args.steps, dev)
+    for impl in args.impls.split(","):
+        rows += shrink_rows(args.model, impl, sizes, args.steps, dev)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
