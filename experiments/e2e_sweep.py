@@ -41,6 +41,7 @@ from runtime.run import RunInterrupted, run_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_peft import extrapolate, make_peft, measure, timed_step  # noqa: E402
+from plot_e2e import plot_e2e  # noqa: E402
 
 # one backbone load per process (a GGUF de-quantizes for ~30 s); run_config copies it per task
 runtime.run.open_backbone = functools.lru_cache(maxsize=None)(runtime.run.open_backbone)
@@ -277,7 +278,12 @@ def report(rows: list[dict], args, device: str, samples: int, configs: int, out:
         df["val_loss_vs_full_sweep"] = df["best_val_loss"] / ref - 1
         df["full_sweep_from"] = str(args.reference_trace)
     df["samples_saved"] = 1 - df["samples_trained"] / (samples * configs)
-    write_csv(df, out / f"e2e_{device.replace(' ', '_')}_{args.dataset}.csv")
+    csv = out / f"e2e_{device.replace(' ', '_')}_{args.dataset}.csv"
+    write_csv(df, csv)
+    try:  # the CSV is written first: a plotting problem must not lose the measurements
+        plot_e2e(csv)
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: no plot for {csv}: {e}", file=sys.stderr)
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(df.drop(columns=["note"]).to_string(index=False), flush=True)
 

@@ -22,6 +22,7 @@ def test_e2e_sweep_tiny(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr[-2000:]
     df = pd.read_csv(out / "e2e_cpu_arithmetic.csv")
+    assert (out / "e2e_cpu_arithmetic.png").stat().st_size > 0 and "warning: no plot" not in res.stderr
     assert list(df["method"]) == ["batched", "sequential_peft", "concurrent_peft_est", "concurrent_peft"]
     conc_row = df[df["method"] == "concurrent_peft"].iloc[0]
     assert conc_row["extrapolated"] and conc_row["wall_s"] > 0 and "speedup_vs_concurrent_peft" in df.columns

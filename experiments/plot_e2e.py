@@ -1,0 +1,86 @@
+"""Plot an end-to-end sweep CSV (experiments/e2e_sweep.py): wall time per method, one bar each.
+
+Bars are the methods' wall times on a log axis (extrapolated ones hatched), each labelled with
+its speedup over sequential PEFT, the share of the sweep's samples it trained and, where it
+chose a config, how far its best val loss is above the full sweep's.
+
+    python experiments/plot_e2e.py results/e2e_nvidia_h200.csv            # -> results/e2e_nvidia_h200.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LABELS = {"sequential_peft": "sequential PEFT", "concurrent_peft": "concurrent PEFT workers",
+          "concurrent_peft_est": "concurrent PEFT (estimated)", "batched": "alto fused, no exit",
+          "early_exit": "alto fused + early exit"}
+REQUIRED = ("method", "wall_s")
+
+
+def _label(r: pd.Series) -> str:
+    parts = []
+    sp = r.get("speedup_vs_sequential")
+    if sp is not None and math.isfinite(sp):
+        parts.append(f"{sp:.1f}x vs sequential")
+    saved = r.get("samples_saved")
+    if saved is not None and math.isfinite(saved) and saved > 0:
+        parts.append(f"{saved:.0%} samples saved")
+    dv = r.get("val_loss_vs_full_sweep")
+    if dv is not None and math.isfinite(dv):
+        parts.append(f"best val {dv:+.2%}")
+    return ", ".join(parts)
+
+
+def plot_e2e(csv: Path, out: Path | None = None) -> Path:
+    """Write the PNG for `csv` (default: beside it, same stem); return its path."""
+    df = pd.read_csv(csv)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise SystemExit(f"{csv}: not an e2e_sweep CSV (missing columns {missing})")
+    if df.empty:
+        raise SystemExit(f"{csv}: no rows")
+    df = df.sort_values("wall_s", ascending=True).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(df) + 1.6))
+    extrap = df["extrapolated"].astype(str).str.lower().eq("true") if "extrapolated" in df else [False] * len(df)
+    for i, r in df.iterrows():
+        ours = str(r["method"]) in ("batched", "early_exit")
+        ax.barh(i, r["wall_s"], color="tab:blue" if ours else "tab:gray",
+                hatch="//" if extrap[i] else None, edgecolor="white")
+        ax.text(r["wall_s"] * 1.05, i, f"{r['wall_s']:,.0f} s  {_label(r)}", va="center", fontsize=8)
+    ax.set_yticks(range(len(df)), [LABELS.get(str(m), str(m)) for m in df["method"]])
+    ax.set_xscale("log")
+    ax.set_xlim(df["wall_s"].min() / 2, df["wall_s"].max() * 10)
+    ax.invert_yaxis()
+    where = " / ".join(str(df[c].iloc[0]) for c in ("gpu", "dataset") if c in df)
+    configs = f", {int(df['configs'].iloc[0])} configs" if "configs" in df else ""
+    ax.set_title(f"LoRA sweep wall time{configs} ({where}); hatched: extrapolated", fontsize=10)
+    ax.set_xlabel("wall time (s, log scale)")
+    fig.tight_layout()
+    out = out or csv.with_suffix(".png")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", type=Path)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if not args.csv.is_file():
+        raise SystemExit(f"{args.csv}: no such file")
+    out = plot_e2e(args.csv, args.out)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
