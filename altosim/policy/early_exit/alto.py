@@ -71,8 +71,8 @@ until then for all but the clearly hopeless; the first cut at 2.5% is meant to d
 spacing 9 or less drops the arithmetic winner at the second cut (before evaluation 10 it is
 not among the top 4 of the 15 left), 10 keeps it; 12 leaves three evaluations (7.5% of
 training) of margin, at 2.5% fewer samples saved than 10; spacing 14-16 keeps it too
-(78.9-78.3% / 76.6-75.6%). The third real task, python_docs, was measured after this choice (a hold-out): 80.5% saved, but its
-true best (lr 2e-4, r 64, batch 2) was dropped at the first cut; the chosen config is the full
+(78.9-78.3% / 76.6-75.6%). The third real task, python_docs, was measured after this choice
+(a hold-out): 80.5% saved, but its true best (lr 2e-4, r 64, batch 2) was dropped at the first cut; the chosen config is the full
 sweep's second (val regret 0.39%, replayed; 0.19% in the real H200 run). Why it is fragile: at
 equal samples the eventual winners rank 15th-33rd of 60 until ~30% of training on all three real
 grids (small batches lead early: more optimizer steps per sample). Without hold the cut ranks
