@@ -71,15 +71,16 @@ until then for all but the clearly hopeless; the first cut at 2.5% is meant to d
 spacing 9 or less drops the arithmetic winner at the second cut (before evaluation 10 it is
 not among the top 4 of the 15 left), 10 keeps it; 12 leaves three evaluations (7.5% of
 training) of margin, at 2.5% fewer samples saved than 10; spacing 14-16 keeps it too
-(78.9-78.3% / 76.6-75.6%). The third real task, python_docs, was measured after this choice
-(a hold-out): 80.5% saved, but its true best (lr 2e-4, r 64, batch 2) was dropped at the first cut; the chosen config is the full
-sweep's second (val regret 0.39%, replayed; 0.19% in the real H200 run). Why it is fragile: at
-equal samples the eventual winners rank 15th-33rd of 60 until ~30% of training on all three real
-grids (small batches lead early: more optimizer steps per sample). Without hold the cut ranks
-each job by its latest val when the last job reaches the gate, so large-batch jobs, which reach
-it first and train on, are ranked after more samples: the arithmetic (batch 4) and list_ops
-(batch 8) winners survive by that, the python_docs one (batch 2) does not. No schedule of this
-family keeps all three winners while saving >= 75% on each (best: 73.5%).
+(78.9-78.3% / 76.6-75.6%).
+The third real task, python_docs, was measured after this choice (a hold-out): 80.5% saved, but
+its true best (lr 2e-4, r 64, batch 2) was dropped at the first cut; the chosen config is the
+full sweep's second (val regret 0.39%, replayed; 0.19% in the real H200 run). Why it is fragile:
+at equal samples the eventual winners rank 15th-33rd of 60 until ~30% of training on all three
+real grids (small batches lead early: more optimizer steps per sample). Without hold the cut
+ranks each job by its latest val when the last job reaches the gate, so large-batch jobs, which
+reach it first and train on, are ranked after more samples: the arithmetic (batch 4) and
+list_ops (batch 8) winners survive by that, the python_docs one (batch 2) does not. No schedule
+of this family keeps all three winners while saving >= 75% on each (best: 73.5%).
 Options kept for comparison: `SH_PARAMS`, three cuts keeping half each, at evaluations K, 3K,
 9K (warm-up 0.03), all jobs held at their gates: real 81.1% saved; it kept the arithmetic winner
 but lost the list_ops one (11% regret). Holding jobs at their gates leaves the GPU's batching
