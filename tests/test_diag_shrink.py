@@ -27,7 +27,7 @@ def test_shrinking_group_rows(tmp_path, monkeypatch):
         [("torch_grouped", 3)] * 2 + [("torch_grouped", 1)] * 2
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
     assert all(r["new_compiles"] == 0 for r in rows)  # no Triton on CPU
-    assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows"
+    assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens"
 
 
 def test_sizes_must_shrink(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ model (no weights to stage) it trains a group of adapters, then drops them group
 (default 60 -> 15 -> 4 -> 2 -> 1), and prints for each step the wall time and how many kernels
 Triton compiled during it (new files in a private TRITON_CACHE_DIR), for each LoRA implementation
 (`triton` and `torch_grouped`, or what --impls says), beside the frozen base alone (forward and
-backward with no adapter: the floor). One CSV row per step.
+backward with no adapter: the floor). Each step's padded length differs, as with real data
+(`--fixed-lengths`: the same batches every step). One CSV row per step.
 
     python experiments/device/diag_shrink.py --out $OUT/diag_shrink.csv
     python experiments/device/diag_shrink.py --model tiny --sizes 4,2,1 --impls torch_grouped   # CPU smoke
@@ -51,16 +52,18 @@ def compiled_files() -> int:
     return sum(1 for p in root.rglob("*") if p.suffix in (".cubin", ".hsaco", ".so") and p.is_file())
 
 
-def _batches(n: int) -> dict[str, tuple]:
-    """Per-adapter batch 1/2/4/8 of ~100-token sequences, as in the e2e grid."""
-    return {f"j{i}": make_batch(i, (1, 2, 4, 8)[i % 4], 96 + (i % 5) * 8) for i in range(n)}
+def _batches(n: int, step: int = 0) -> dict[str, tuple]:
+    """Per-adapter batch 1/2/4/8 of ~100-token sequences, as in the e2e grid; the padded length
+    changes with `step` as real data's does (each step a new token count)."""
+    return {f"j{i}": make_batch(i + 1000 * step, (1, 2, 4, 8)[i % 4], 96 + ((i + step) % 5) * 8 + step % 3)
+            for i in range(n)}
 
 
-def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: torch.device) -> list[dict]:
+def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: torch.device,
+                vary: bool) -> list[dict]:
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model = tiny_llama(**SHAPES[model_name]).to(dev, dtype)
     tr = MultiAdapterTrainer(model, capacity=max(sizes), impl=impl)
-    batches = _batches(max(sizes))
     cap = min(l.max_rank for l in tr.layers)  # the tiny shape's narrowest projection
     for i in range(max(sizes)):
         tr.admit(f"j{i}", rank=min(cap, (16, 32, 64)[i % 3]), lr=2e-4, seed=i)
@@ -69,6 +72,7 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
         for j in [j for j in list(tr.jobs) if int(j[1:]) >= n]:
             tr.drop(j)  # the group shrinks as an early-exit cut stops jobs
         for s in range(steps):
+            batches = _batches(max(sizes), s if vary else 0)
             before = compiled_files()
             _sync(dev)
             t = time.perf_counter()
@@ -77,7 +81,8 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
             ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": impl, "adapters": n, "step": s, "ms": round(ms, 2),
                          "new_compiles": compiled_files() - before,
-                         "rows": sum(int(batches[j][0].shape[0]) for j in tr.active)})
+                         "rows": sum(int(batches[j][0].shape[0]) for j in tr.active),
+                         "tokens": sum(int(batches[j][0].numel()) for j in tr.active)})
             print(f"{impl:14s} adapters {n:3d} step {s}: {ms:8.1f} ms, {rows[-1]['new_compiles']} new compiles",
                   flush=True)
     return rows
@@ -104,7 +109,7 @@ def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) 
             _sync(dev)
             ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": "base_only", "adapters": n, "step": s, "ms": round(ms, 2), "new_compiles": 0,
-                         "rows": int(ids.shape[0])})
+                         "rows": int(ids.shape[0]), "tokens": int(ids.numel())})
             print(f"{'base_only':14s} adapters {n:3d} step {s}: {ms:8.1f} ms", flush=True)
     return rows
 
@@ -115,6 +120,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--sizes", default="60,15,4,2,1", help="group sizes, largest first")
     ap.add_argument("--steps", type=int, default=3, help="steps per group size")
     ap.add_argument("--impls", default="auto,torch_grouped", help="LoRA implementations (auto: Triton on CUDA)")
+    ap.add_argument("--fixed-lengths", action="store_true",
+                    help="the same batches every step (default: the padded length changes per step, as real data's)")
     ap.add_argument("--out", help="CSV to write")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           flush=True)
     rows = base_rows(args.model, sizes, args.steps, dev)
     for impl in args.impls.split(","):
-        rows += shrink_rows(args.model, impl, sizes, args.steps, dev)
+        rows += shrink_rows(args.model, impl, sizes, args.steps, dev, vary=not args.fixed_lengths)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w", newline="") as f:
