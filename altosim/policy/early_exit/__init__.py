@@ -2,9 +2,9 @@
 
 Importing this package registers every policy in `altosim.policy.registry.EARLY_EXIT`:
 `alto` (the paper's Algorithm 1; by default its overfitting rule also needs a val plateau and a
-diverging job keeps its best snapshot as a candidate result; `gap_requires_plateau=False,
-div_margin=0, diverging_keeps_best=False` is the paper's rule; `alto.SH_PARAMS`: jobs held at
-their gates and three cohort cuts), `none`, `median` (median stopping), `asha`,
+diverging job keeps its best snapshot as a candidate result, and two cohort cuts keep a quarter
+each, at 2% and 24% of the evaluations; `alto.PAPER_PARAMS` is the paper's rule; `alto.SH_PARAMS`:
+jobs held at their gates and three cohort cuts keeping half), `none`, `median` (median stopping), `asha`,
 `tuned` (an Alto with parameters read from a file written by `altosim.tuning`).
 """
 
