@@ -13,7 +13,7 @@ Equal conditions: each task alone on ONE GPU with batching, FIFO, the same RunCo
 Policies, per task:
 - `none` (the full sweep), `alto` (our defaults: the paper's thresholds, the overfitting rule
   also needs a val plateau, a diverging trip near the job's best val keeps its best snapshot,
-  two cuts keeping a quarter each, at 2% and 24% of the evaluations), `alto_onecut` (our
+  two cuts keeping a quarter each, at evaluation K = ceil(0.02 n) and 12 K of n), `alto_onecut` (our
   default until 2026-12-03: the same rules with the paper's single cut at 5% keeping 25%),
   `alto_paper` (the paper's Algorithm 1 exactly: `alto.PAPER_PARAMS`), options of the cut
   schedule: `alto_sh` (`alto.SH_PARAMS`: jobs held at their gates, three cuts keeping half each

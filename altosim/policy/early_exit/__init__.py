@@ -3,9 +3,9 @@
 Importing this package registers every policy in `altosim.policy.registry.EARLY_EXIT`:
 `alto` (the paper's Algorithm 1; by default its overfitting rule also needs a val plateau and a
 diverging job keeps its best snapshot as a candidate result, and two cohort cuts keep a quarter
-each, at 2% and 24% of the evaluations; `alto.PAPER_PARAMS` is the paper's rule; `alto.SH_PARAMS`:
-jobs held at their gates and three cohort cuts keeping half), `none`, `median` (median stopping), `asha`,
-`tuned` (an Alto with parameters read from a file written by `altosim.tuning`).
+each, at evaluation K = ceil(0.02 n) and 12 K of n; `alto.PAPER_PARAMS` is the paper's rule;
+`alto.SH_PARAMS`: jobs held at their gates and three cohort cuts keeping half), `none`, `median`
+(median stopping), `asha`, `tuned` (an Alto with parameters read from a file written by `altosim.tuning`).
 """
 
 from __future__ import annotations
