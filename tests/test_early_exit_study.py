@@ -10,7 +10,7 @@ import pytest
 from altosim.schemas import LossTraceSet, PolicyRef
 from altosim.tuning import task_inputs
 from experiments.early_exit_study import (
-    REAL_DIR, FixedStops, goals, optuna_pruners, optuna_row, outcome_row, real_tasks, sim_row, study_tasks,
+    REAL_DIR, FixedStops, compare_at_equal_samples, goals, optuna_pruners, optuna_row, outcome_row, real_tasks, sim_row, study_tasks,
 )
 
 
@@ -142,6 +142,16 @@ def test_goals_text_counts_wins() -> None:
     assert "ours lower regret 2, equal 0, higher 0, none comparable 0 (of 2)" in text
     assert "Optuna lower regret 0, equal 0, higher 2, none comparable 2 (of 4)" in text
     assert "Real trace (b): alto: saved 80.0%, found best True, val regret 0.0%; tuned: saved 85.0%" in text
+    # Optuna's 5% regret is outside the 0.5% tie band: still ours lower with it
+    assert "counted as equal" in text and "ours lower 2, equal 0, higher 0, none comparable 0 (of 2)." in text
+
+
+def test_tie_band_makes_near_equal_regrets_equal() -> None:
+    ours = pd.DataFrame([{"task": "t", "samples_share": 0.2, "rel_regret": 0.004}])
+    opt = pd.DataFrame([{"task": "t", "samples_share": 0.3, "rel_regret": 0.0}])
+    assert compare_at_equal_samples(opt, ours, 0.02) == (0, 0, 1, 0)  # strict: ours higher
+    assert compare_at_equal_samples(opt, ours, 0.02, tie=0.005) == (0, 1, 0, 0)
+    assert compare_at_equal_samples(opt, ours.assign(rel_regret=0.006), 0.02, tie=0.005) == (0, 0, 1, 0)
 
 
 def test_tuned_file_in_a_run_config_simulates_like_the_alto_with_its_params(real, tmp_path) -> None:
