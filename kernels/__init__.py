@@ -7,7 +7,9 @@
 The Triton path runs on CUDA, or on CPU under TRITON_INTERPRET=1 (set before triton is first
 imported; tests/kernels/conftest.py does it). ALTO_KERNELS_AUTOTUNE=0 turns autotuning off;
 ALTO_KERNELS_FAST_LAUNCH=0 sends every launch through Triton's own path (kernels/launch.py caches
-the compiled kernel per specialization on the step's meta and calls it directly otherwise).
+the compiled kernel per specialization on the step's meta and calls it directly otherwise);
+ALTO_KERNELS_TUNE_CACHE=1 keeps autotuning results in Triton's on-disk cache (opt-in, not yet
+checked on a GPU).
 """
 
 from kernels.api import multi_lora_linear

@@ -22,6 +22,7 @@ bf16 results in triton 3.9).
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -34,6 +35,11 @@ from kernels.meta import LoraBatchMeta
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # ALTO_KERNELS_AUTOTUNE=0: first config only (tests: no tuning per random shape)
 AUTOTUNE = os.environ.get("ALTO_KERNELS_AUTOTUNE", "1") != "0"
+# ALTO_KERNELS_TUNE_CACHE=1: keep autotuning results in Triton's on-disk cache, so a later process
+# on the same machine skips the tuning (~15 s of an H200 run's first step). Opt-in until checked on
+# a GPU; Triton never disk-caches a kernel whose configs carry a pre_hook (our split-K shrink).
+_TUNE_CACHE = ({"cache_results": True} if os.environ.get("ALTO_KERNELS_TUNE_CACHE") == "1"
+               and "cache_results" in inspect.signature(triton.autotune).parameters else {})
 
 
 def _zero_out(nargs: dict) -> None:
@@ -113,6 +119,7 @@ _SHRINK_SPACE = [(64, 64, 1, 4, 3), (64, 128, 1, 4, 3), (32, 64, 1, 4, 3), (32, 
     key=["K", "R", "BLOCK_R", "ROW_BLOCKS_HINT"],
     prune_configs_by={"early_config_prune": _prune_shrink},
     do_bench=_tune_bench,
+    **_TUNE_CACHE,
 )
 @triton.jit
 def _shrink_kernel(
@@ -182,6 +189,7 @@ _EXPAND_SPACE = [(64, 128, 4, 2), (64, 64, 4, 2), (64, 256, 8, 2), (32, 64, 2, 2
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": _prune_expand},
     do_bench=_tune_bench,
+    **_TUNE_CACHE,
 )
 @triton.jit
 def _expand_kernel(
@@ -244,6 +252,7 @@ _REDUCE_SPACE = [(64, 64, 64, 4, 3), (64, 128, 128, 8, 3), (32, 128, 128, 8, 3),
     key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
     prune_configs_by={"early_config_prune": _prune_reduce},
     do_bench=_tune_bench,
+    **_TUNE_CACHE,
 )
 @triton.jit
 def _seg_reduce_kernel(
