@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# a private, empty kernel cache: every compile during the run writes new files there
-os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="alto-diag-triton-"))
+if __name__ == "__main__":  # a private, empty kernel cache: every compile of the run writes new files there
+    os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="alto-diag-triton-"))
 
 import torch  # noqa: E402
 
@@ -41,18 +41,26 @@ SHAPES = {  # name -> tiny_llama kwargs
 }
 
 
-def _sync(dev: torch.device) -> None:
+def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
 
 def compiled_files() -> int:
-    """Kernel binaries in the private Triton cache so far (0 where Triton never compiled)."""
-    root = Path(os.environ["TRITON_CACHE_DIR"])
+    """Kernel binaries in Triton's cache so far (the script's private one; 0 where Triton never
+    compiled): a compile writes new ones, a cached kernel does not."""
+    root = Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
     return sum(1 for p in root.rglob("*") if p.suffix in (".cubin", ".hsaco", ".so") and p.is_file())
 
 
-def _batches(n: int, step: int = 0) -> dict[str, tuple]:
+def admit_grid(tr: MultiAdapterTrainer, n: int) -> None:
+    """Adapters j0..j{n-1} of ranks 16/32/64 in turn (capped by the narrowest projection)."""
+    cap = min(l.max_rank for l in tr.layers)
+    for i in range(n):
+        tr.admit(f"j{i}", rank=min(cap, (16, 32, 64)[i % 3]), lr=2e-4, seed=i)
+
+
+def grid_batches(n: int, step: int = 0) -> dict[str, tuple]:
     """Per-adapter batch 1/2/4/8 of ~100-token sequences, as in the e2e grid; the padded length
     changes with `step` as real data's does (each step a new token count)."""
     return {f"j{i}": make_batch(i + 1000 * step, (1, 2, 4, 8)[i % 4], 96 + ((i + step) % 5) * 8 + step % 3)
@@ -64,20 +72,18 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model = tiny_llama(**SHAPES[model_name]).to(dev, dtype)
     tr = MultiAdapterTrainer(model, capacity=max(sizes), impl=impl)
-    cap = min(l.max_rank for l in tr.layers)  # the tiny shape's narrowest projection
-    for i in range(max(sizes)):
-        tr.admit(f"j{i}", rank=min(cap, (16, 32, 64)[i % 3]), lr=2e-4, seed=i)
+    admit_grid(tr, max(sizes))
     rows = []
     for n in sizes:
         for j in [j for j in list(tr.jobs) if int(j[1:]) >= n]:
             tr.drop(j)  # the group shrinks as an early-exit cut stops jobs
         for s in range(steps):
-            batches = _batches(max(sizes), s if vary else 0)
+            batches = grid_batches(max(sizes), s if vary else 0)
             before = compiled_files()
-            _sync(dev)
+            sync(dev)
             t = time.perf_counter()
             tr.step({j: batches[j] for j in tr.active})
-            _sync(dev)
+            sync(dev)
             ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": impl, "adapters": n, "step": s, "ms": round(ms, 2),
                          "new_compiles": compiled_files() - before,
@@ -94,7 +100,7 @@ def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) 
     model = tiny_llama(**SHAPES[model_name]).to(dev, dtype).train()
     for p in model.parameters():
         p.requires_grad_(False)
-    batches = _batches(max(sizes))
+    batches = grid_batches(max(sizes))
     rows = []
     for n in sizes:
         ids = torch.nn.utils.rnn.pad_sequence([r for j in list(batches)[:n] for r in batches[j][0]], batch_first=True)
@@ -102,11 +108,11 @@ def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) 
         labels = ids.masked_fill(mask == 0, -100)
         ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
         for s in range(steps):
-            _sync(dev)
+            sync(dev)
             t = time.perf_counter()
             emb = model.get_input_embeddings()(ids).detach().requires_grad_()
             model(inputs_embeds=emb, attention_mask=mask, labels=labels).loss.backward()
-            _sync(dev)
+            sync(dev)
             ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": "base_only", "adapters": n, "step": s, "ms": round(ms, 2), "new_compiles": 0,
                          "rows": int(ids.shape[0]), "tokens": int(ids.numel())})

@@ -14,42 +14,34 @@ import time
 
 import torch
 
+from diag_shrink import SHAPES, admit_grid, grid_batches, sync  # the same model, adapters and batches
 from runtime.backbone import tiny_llama
 from runtime.trainer import MultiAdapterTrainer
-from tests.runtime._batches import make_batch
-
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def sync() -> None:
-    if DEV.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(n: int = 60, steps: int = 6) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith("ALTO_")}
     dtype = torch.bfloat16 if DEV.type == "cuda" else torch.float32
-    model = tiny_llama(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536).to(DEV, dtype)
+    model = tiny_llama(**SHAPES["smollm2"]).to(DEV, dtype)
     tr = MultiAdapterTrainer(model, capacity=64, impl=os.environ.get("ALTO_LORA_IMPL", "auto"))
     if "ALTO_OPTIM_IMPL" in os.environ:
         tr.optim.impl = os.environ["ALTO_OPTIM_IMPL"]
-    for i in range(n):
-        tr.admit(f"j{i}", rank=(16, 32, 64)[i % 3], lr=2e-4, seed=i)
-    # per-adapter batch 1/2/4/8 of ~100-token sequences, like the e2e grid
-    batches = {f"j{i}": make_batch(i, (1, 2, 4, 8)[i % 4], 96 + (i % 5) * 8) for i in range(n)}
+    admit_grid(tr, n)
+    batches = grid_batches(n)  # per-adapter batch 1/2/4/8 of ~100-token sequences, like the e2e grid
     for s in range(steps):
-        sync()
+        sync(DEV)
         t = time.perf_counter()
         tr.step(batches)
-        sync()
+        sync(DEV)
         print(f"{env} step {s}: {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
     for rep in range(2):  # the batched run snapshots every job whose val loss improves
-        sync()
+        sync(DEV)
         t = time.perf_counter()
         for i in range(n):
             tr.snapshot_best(f"j{i}")
-        sync()
+        sync(DEV)
         print(f"{env} snapshot_best x{n} ({rep}): {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
 
 
