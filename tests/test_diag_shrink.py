@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("diag_shrink", ROOT / "experiments" / "device" / "diag_shrink.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from experiments.device import diag_shrink
 
 
 def test_shrinking_group_rows(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))  # the script's setdefault keeps it
-    mod = _load()
-    rows = mod.main(["--model", "tiny", "--sizes", "3,1", "--steps", "2", "--impls", "torch_grouped",
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))  # compiles counted in a private cache
+    rows = diag_shrink.main(["--model", "tiny", "--sizes", "3,1", "--steps", "2", "--impls", "torch_grouped",
                      "--out", str(tmp_path / "d.csv")])
     assert [(r["impl"], r["adapters"]) for r in rows] == [("base_only", 3)] * 2 + [("base_only", 1)] * 2 + \
         [("torch_grouped", 3)] * 2 + [("torch_grouped", 1)] * 2
@@ -30,7 +20,6 @@ def test_shrinking_group_rows(tmp_path, monkeypatch):
     assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens"
 
 
-def test_sizes_must_shrink(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+def test_sizes_must_shrink():
     with pytest.raises(SystemExit, match="largest first"):
-        _load().main(["--model", "tiny", "--sizes", "1,3"])
+        diag_shrink.main(["--model", "tiny", "--sizes", "1,3"])

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import tarfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("fidelity_script", ROOT / "experiments" / "fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from experiments import fidelity as fidelity_script
 
 
 def test_real_run_replays_with_identical_decisions(tmp_path):
-    rc = _script().main(["--backbone", "tiny", "--tasks", "list_ops,arithmetic", "--lrs", "1e-2,1e-3",
+    rc = fidelity_script.main(["--backbone", "tiny", "--tasks", "list_ops,arithmetic", "--lrs", "1e-2,1e-3",
                          "--batches", "1,2", "--samples", "4", "--evals", "2", "--n-train", "12", "--n-val", "4",
                          "--out", str(tmp_path), "--archive"])
     assert rc == 0
@@ -38,6 +29,6 @@ def test_real_run_replays_with_identical_decisions(tmp_path):
     unpacked = tmp_path / "unpacked"
     with tarfile.open(tmp_path / "fidelity_run.tar.gz") as tar:
         tar.extractall(unpacked, filter="data")
-    again = _script().main(["--run", str(unpacked / "fidelity_run"), "--out", str(tmp_path / "again")])
+    again = fidelity_script.main(["--run", str(unpacked / "fidelity_run"), "--out", str(tmp_path / "again")])
     assert again == 0 and (tmp_path / "again" / "fidelity_cpu.csv").read_text() == (
         tmp_path / "fidelity_cpu.csv").read_text()  # the archive alone reproduces the check

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from altosim.schemas import CostProfile, CostRecord
 from altosim.traces_io import write_cost_profile
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "predict_parallel.py"
+from experiments import predict_parallel
 NEEDED = {"gpus", "per_adapter_batch", "impl", "layers", "padded", "model", "predicted_step_ms",
           "predicted_speedup_vs_fsdp", "source", "extrapolated"}
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("predict_parallel", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_analytic_table(tmp_path):
-    (path,) = _script().main(["--gpu", "H100", "--out", str(tmp_path), "--backbone", "llama-3.2-1b",
+    (path,) = predict_parallel.main(["--gpu", "H100", "--out", str(tmp_path), "--backbone", "llama-3.2-1b",
                               "--backbone", "llama-3.1-70b:layers=2"])
     df = pd.read_csv(path)
     assert path.name == "parallel_predicted_h100.csv" and NEEDED <= set(df.columns)
@@ -43,7 +33,7 @@ def test_profile_rows_are_used(tmp_path):
             for a, b, l in itertools.product((1, 8), (1, 8), (128, 512))]
     prof = tmp_path / "h200.csv"
     write_cost_profile(CostProfile(rows=rows, device="test", layers={"smollm2-135m": 30}), prof)
-    (path,) = _script().main(["--gpu", "H200", "--profile", str(prof), "--out", str(tmp_path),
+    (path,) = predict_parallel.main(["--gpu", "H200", "--profile", str(prof), "--out", str(tmp_path),
                               "--backbone", "smollm2-135m"])
     df = pd.read_csv(path)
     assert set(df.source) == {"profile"}
@@ -51,4 +41,4 @@ def test_profile_rows_are_used(tmp_path):
     assert single.predicted_step_ms == pytest.approx(1.0 + 8 * 2 * 256 / 1000, rel=1e-3)
     assert not df.extrapolated.any()
     with pytest.raises(ValueError, match="backbone"):
-        _script().main(["--gpu", "H200", "--out", str(tmp_path), "--backbone", "smollm2-135m:depth=2"])
+        predict_parallel.main(["--gpu", "H200", "--out", str(tmp_path), "--backbone", "smollm2-135m:depth=2"])
