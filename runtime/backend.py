@@ -218,12 +218,12 @@ class RuntimeBackend:
                 t.drop(a.job_id)
                 del tr.jobs[a.job_id]
                 return
-            if a.restore_best and t.jobs[a.job_id].best is not None:
-                t.restore_best(a.job_id)
             if t.status(a.job_id) == "active":
                 # frees the slot; weights stay on the host for the result, the optimizer state is
                 # dropped (a stopped job never trains again)
                 t.suspend(a.job_id, keep_optimizer=False)
+            if a.restore_best and t.jobs[a.job_id].best is not None:
+                t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
             job.state = "stopped"
         elif isinstance(a, FinishTask):
             t, best = tr.trainer, a.best_job
