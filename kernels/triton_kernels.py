@@ -121,12 +121,13 @@ _SHRINK_SPACE = [(64, 64, 1, 4, 3), (64, 128, 1, 4, 3), (32, 64, 1, 4, 3), (32, 
     do_bench=_tune_bench,
     **_TUNE_CACHE,
 )
-@triton.jit
+@triton.jit(do_not_specialize=["ROW_BLOCKS_HINT", "entry0", "out_row0"])
 def _shrink_kernel(
     in_ptr, w_ptr, out_ptr,
     sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
-    K, R, ROW_BLOCKS_HINT,  # hint: schedule entries rounded to a power of two (autotune key only)
-    entry0, out_row0,  # first schedule entry of this launch; row of out_ptr's first row
+    K, R, ROW_BLOCKS_HINT,  # schedule entries, bucketed (autotune key only; never specialized)
+    entry0, out_row0,  # first schedule entry of this launch; row of out_ptr's first row (not specialized:
+    # a new value of an int argument that is 1 or a multiple of 16 would otherwise compile a new kernel)
     stride_im, stride_ik, stride_ws, stride_wk, stride_wr, stride_om, stride_or,
     APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, SCHED_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -191,7 +192,7 @@ _EXPAND_SPACE = [(64, 128, 4, 2), (64, 64, 4, 2), (64, 256, 8, 2), (32, 64, 2, 2
     do_bench=_tune_bench,
     **_TUNE_CACHE,
 )
-@triton.jit
+@triton.jit(do_not_specialize=["entry0"])
 def _expand_kernel(
     s_ptr, w_ptr, base_ptr, out_ptr,
     sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
@@ -309,6 +310,18 @@ def _pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
+def row_blocks_hint(n_entries: int) -> int:
+    """The shrink's autotune bucket for a launch over `n_entries` schedule entries: 4, 16, 64, 256,
+    1024 or 4096 (a power of four, capped). Each new bucket re-runs the autotuner, and a group's entry
+    count changes whenever real data changes its padded length or an adapter leaves; powers of two
+    made up to 13 buckets per shape, these 6 (the split-K pruning only asks whether there are
+    >= 512 full 64-row blocks)."""
+    bucket = 4
+    while bucket < n_entries and bucket < 4096:
+        bucket *= 4
+    return bucket
+
+
 def config_space(kernel: str) -> list[triton.Config]:
     """Every config of one kernel's tuning space ("shrink", "expand", "seg_reduce"), whatever
     ALTO_KERNELS_AUTOTUNE says (GPU tests run each one against the reference)."""
@@ -363,7 +376,7 @@ def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, 
     _launch.launch(
         _shrink_kernel, _row_grid(e1 - e0, meta.block_m, "SPLIT_K"),
         (inp, w, out_rows, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank,
-         meta.seg_scale, k, r_max, _pow2(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
+         meta.seg_scale, k, r_max, row_blocks_hint(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
          *w_strides, out.stride(0), out.stride(1)),
         {"APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast, "SCHED_M": meta.block_m,
          "BLOCK_R": _rank_block(r_max)},

@@ -247,3 +247,23 @@ def test_autotune_pruning_keeps_tuning_small_and_valid():
     assert da and len(set(sigs)) == len(sigs) < len(reduce)
     assert all(c.kwargs["BLOCK_N"] <= 32 for c in tk._prune_reduce(reduce, {"M": 64, "N": 20}, FULL_M=64, FULL_N=0))
     assert tk._prune_reduce(reduce[:1], {"M": 8, "N": 8}, FULL_M=0, FULL_N=16)  # never empty
+
+
+def test_row_counts_and_offsets_do_not_multiply_tunings_or_compiles():
+    """A group's schedule-entry count changes with every padded length and every exit: it may only
+    move the shrink between a few autotune buckets, and neither it nor the chunk offsets may be
+    specialized by Triton (a value of 1 or a multiple of 16 would compile another kernel)."""
+    buckets = {tk.row_blocks_hint(n) for n in range(0, 20000)}
+    assert buckets == {4, 16, 64, 256, 1024, 4096}
+    for n in range(0, 5000):
+        b = tk.row_blocks_hint(n)
+        assert b >= min(n, 4096) and b < max(4 * n, 16)  # covers n, and is the smallest bucket that does
+        # the split-K pruning's question (>= 512 full 64-row blocks) gets the same answer as from n
+        assert (b * 64 >= 512 * 64) == (n > 256)
+
+    def unspecialized(kernel) -> set:  # noqa: ANN001  the interpreter keeps the decorator's kwargs aside
+        fn = kernel.fn
+        return set(getattr(fn, "do_not_specialize", None) or fn.kwargs["do_not_specialize"])
+
+    assert unspecialized(tk._shrink_kernel) == {"ROW_BLOCKS_HINT", "entry0", "out_row0"}
+    assert unspecialized(tk._expand_kernel) == {"entry0"}
