@@ -184,7 +184,7 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
                      tick: Callable[[str], None] = lambda s: None) -> tuple[list[CostRecord], list[FailedPoint], int]:
     """Rows and failed points of one backbone over `grid`, and the depth it ran at."""
     from runtime.parallel.shapes import backbone_factory
-    from runtime.trainer import MultiAdapterTrainer
+    from runtime.trainer import trainer_from_env
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
@@ -214,7 +214,7 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             _free(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            trainer = MultiAdapterTrainer(copy.deepcopy(base).to(device), capacity=a)
+            trainer = trainer_from_env(copy.deepcopy(base).to(device), capacity=a)  # the paths `alto run` takes
             ms, bad = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
             peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
             extra = f"; {bad} adapter steps non-finite (re-admitted)" if bad else ""
@@ -254,6 +254,7 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
                 quiet: bool = False) -> tuple[CostProfile, Path]:
     """Profile every backbone on the local device and write one CostProfile (+ memory fits)."""
     from altosim.traces_io import write_cost_profile
+    from runtime.trainer import env_paths
 
     if not backbones:
         raise ValueError("backbone: name at least one backbone")
@@ -281,7 +282,7 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
     def save(done: list[str]) -> CostProfile:
         source = (f"alto profile {' '.join(done)} on {name}; grid adapters={list(grid.adapters)} "
                   f"ranks={list(grid.ranks)} batches={list(grid.batches)} seqs={list(grid.seqs)}; "
-                  f"median of {steps} steps after {warmup}; {time.perf_counter() - t0:.0f} s")
+                  f"median of {steps} steps after {warmup}; paths: {env_paths()}; {time.perf_counter() - t0:.0f} s")
         prof = CostProfile(rows=rows, device=name, date=dt.date.today().isoformat(), synthetic=False, source=source,
                            layers=depth, memory_fits=fits, failed=failed)
         write_cost_profile(prof, path)  # after every backbone: a run cut short keeps what it measured

@@ -27,7 +27,7 @@ from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from runtime.backbone import load_backbone, tiny_llama
 from runtime.backend import PHASES, RunLog, RuntimeBackend, SplitData
-from runtime.trainer import MultiAdapterTrainer
+from runtime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -128,20 +128,17 @@ def run_config(
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
-        impl = os.environ.get("ALTO_LORA_IMPL", "auto")  # e.g. torch_grouped to bypass Triton
-        tr = MultiAdapterTrainer(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad, impl=impl)
-        optim_impl = os.environ.get("ALTO_OPTIM_IMPL")  # "loop": the per-parameter AdamW path
-        if optim_impl is not None:
-            if optim_impl not in ("fused", "loop"):
-                raise InputError("ALTO_OPTIM_IMPL", "<env>", f"expected 'fused' or 'loop', got {optim_impl!r}")
-            tr.optim.impl = optim_impl
-        return tr
+        try:  # ALTO_LORA_IMPL / ALTO_OPTIM_IMPL pick the paths, as for `alto profile`
+            return trainer_from_env(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad)
+        except ValueError as e:
+            var, _, msg = str(e).partition(": ")
+            raise InputError(var, "<env>", msg) from None
 
     out.mkdir(parents=True, exist_ok=True)
     ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every)
-    meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+    meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths()}
     t0 = time.perf_counter()
     try:
         log = backend.run(tasks)

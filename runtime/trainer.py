@@ -12,6 +12,7 @@ loss or gradient fails that adapter only: it is left out of the backward sum and
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from contextlib import contextmanager
 from typing import Iterator, Literal, Mapping, Sequence
@@ -535,3 +536,33 @@ class MultiAdapterTrainer:
             cfg = dict(j["cfg"])
             cfg["betas"] = tuple(cfg["betas"])
             self.jobs[k] = _Job(AdapterConfig(**cfg), j["slot"], j["status"], j["offloaded"], j["best"], j["failure"])
+
+
+LORA_IMPLS = ("auto", "triton", "torch_grouped", "loop")
+
+
+def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
+                     env: Mapping[str, str] | None = None) -> MultiAdapterTrainer:
+    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels) and ALTO_OPTIM_IMPL ("fused" or "loop")
+    choose. `alto run` and `alto profile` both build theirs here: a profile measured on other paths
+    than the run it models is off by the difference (H200, 2026-12-03: the run took the per-parameter
+    optimizer loop, the profiler its fused default, and the run's steps came out 78% slower)."""
+    env = os.environ if env is None else env
+    impl = env.get("ALTO_LORA_IMPL", "auto")
+    if impl not in LORA_IMPLS:
+        raise ValueError(f"ALTO_LORA_IMPL: expected one of {', '.join(LORA_IMPLS)}, got {impl!r}")
+    optim_impl = env.get("ALTO_OPTIM_IMPL")
+    if optim_impl is not None and optim_impl not in ("fused", "loop"):
+        raise ValueError(f"ALTO_OPTIM_IMPL: expected 'fused' or 'loop', got {optim_impl!r}")
+    tr = MultiAdapterTrainer(model, capacity=capacity, pad_token_id=pad_token_id, impl=impl)
+    if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
+        tr.optim.impl = "loop"
+    return tr
+
+
+def env_paths(env: Mapping[str, str] | None = None) -> str:
+    """The paths `trainer_from_env` and the kernels take under `env`, for logs and profiles."""
+    env = os.environ if env is None else env
+    flags = " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("ALTO_KERNELS_"))
+    return (f"lora={env.get('ALTO_LORA_IMPL', 'auto')} optim={env.get('ALTO_OPTIM_IMPL', 'fused')}"
+            + (f" {flags}" if flags else ""))
