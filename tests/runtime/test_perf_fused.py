@@ -204,18 +204,26 @@ def test_snapshot_suspend_resume_round_trip_exact(trained):
             assert float(l.A.detach()[s, :, r:].abs().sum()) == 0.0 and float(l.B.detach()[s, r:, :].abs().sum()) == 0.0
 
 
-def test_grad_finite_flags_exactly_the_bad_slot(trained):
+@pytest.mark.parametrize("chunk", [1 << 22, 100])  # one chunk; many (a chunk per stack or two)
+def test_grad_finite_flags_exactly_the_bad_slot(trained, monkeypatch, chunk):
+    import runtime.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "GRAD_CHECK_CHUNK", chunk)
     tr = copy.deepcopy(trained)
     g = torch.Generator().manual_seed(5)
     for p in tr.optim.params:
         p.grad = torch.randn(p.shape, generator=g) * 1e30  # large but finite: no overflow
     slots = [tr.jobs[j].slot for j in "abc"]
     assert tr._grad_finite(slots) == [True, True, True]
-    tr.optim.params[7].grad[slots[1], 0, 0] = float("inf")
+    tr.optim.params[7].grad[slots[1], 0, 0] = float("inf")  # in place: the cached views see it
     assert tr._grad_finite(slots) == [True, False, True]
-    tr.optim.params[0].grad[slots[2], 1, 0] = float("nan")
+    tr.optim.params[-1].grad[slots[2], 1, 0] = float("nan")
     assert tr._grad_finite(slots) == [True, False, False]
     assert tr._grad_finite([slots[0]]) == [True]
+    tr.optim.params[7].grad = torch.zeros_like(tr.optim.params[7].grad)  # a new tensor: views rebuilt
+    assert tr._grad_finite(slots) == [True, True, False]
+    n_chunks = len(tr._grad_views[1])
+    assert (n_chunks == 1) == (chunk > 1000) and n_chunks <= len(tr.optim.params)
 
 
 @pytest.mark.parametrize("pack", [False, True])

@@ -227,6 +227,19 @@ def test_drops_compact_the_stacks_and_survivors_train_on(base):
     assert tr.capacity == 4 and tr.r_max == 8
 
 
+def test_compact_keeps_the_rank_width_when_told(base):
+    """On CUDA (the default there) a compaction keeps r_max: a narrower rank block would make
+    every Triton kernel re-tune and recompile mid-run."""
+    tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=1, shrink_rank=False)
+    for i, (j, r) in enumerate({"a": 8, "b": 2, "c": 4, "d": 2, "e": 2}.items()):
+        tr.admit(j, rank=r, lr=LR, seed=i)
+    for j in "abd":
+        tr.drop(j)
+    assert tr.capacity == 2 and tr.r_max == 8
+    tr.step({j: make_batch(i, 2, 8) for i, j in enumerate("ce")})
+    assert all(tr.status(j) == "active" for j in "ce") and tr.step_count("c") == 1
+
+
 def test_resume_after_the_stacks_shrank_below_the_rank_padding_at_suspend(base):
     """A rank-2 adapter suspended while r_max was 8 resumes after a compaction to r_max 2.
 
