@@ -1,0 +1,133 @@
+"""Why a run's fused step is slower than `alto profile`'s point of the same size, and where the host time goes.
+
+On an H200 (2026-12-03, session 5) `alto profile` timed SmolLM2-135M's fused step at 177-280 ms
+for 4-16 adapters, while a run (and `diag_shrink.py`) of the same size took ~350-410 ms. The
+profile's batches are equal-sized, unpadded, fixed-length and already on the GPU; a run's are
+mixed per-adapter batch sizes (1/2/4/8), right-padded, a new padded length every step, on the host.
+This script times the fused step on a SmolLM2-shaped random model for each of those differences
+alone (2 warm-up + `--steps` timed steps, median), then records one step of the run-like and the
+profile-like batches under torch.profiler: host (CPU) time per op, the GPU's busy time, and the
+number of ops and kernel launches. One CSV row per (adapters, style); the profiler tables go to
+<out>_ops.txt.
+
+    python experiments/device/diag_host.py --out $OUT/diag_host.csv
+    python experiments/device/diag_host.py --model tiny --sizes 2 --steps 1 --out /tmp/h.csv   # CPU smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from experiments.device.diag_shrink import SHAPES, admit_grid, grid_batches, sync  # noqa: E402
+from runtime.backbone import tiny_llama  # noqa: E402
+from runtime.trainer import MultiAdapterTrainer  # noqa: E402
+from tests.runtime._batches import make_batch  # noqa: E402
+
+STYLES = ("profile", "on_host", "padded", "mixed", "new_length", "run")
+
+
+def batches_for(style: str, n: int, step: int, dev: torch.device, vocab: int) -> dict[str, tuple]:
+    """One step's batches: `profile` as `alto profile` makes them (4 x 112 tokens, no padding, on
+    the device), `run` as `diag_shrink` (a run's: mixed sizes, padded, new length each step, on the
+    host); the others change one thing from `profile`."""
+    if style == "run":
+        return grid_batches(n, step)
+    sizes = (1, 2, 4, 8) if style == "mixed" else (4,)
+    length = 112 + (step % 3) * 8 if style == "new_length" else 112
+    out = {}
+    for i in range(n):
+        ids, mask, labels = make_batch(i, sizes[i % len(sizes)], length, vocab=vocab, pad_tail=style == "padded")
+        if style != "on_host":
+            ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
+        out[f"j{i}"] = (ids, mask, labels)
+    return out
+
+
+def time_style(tr: MultiAdapterTrainer, style: str, n: int, steps: int, dev: torch.device, vocab: int) -> dict:
+    times = []
+    for s in range(2 + steps):
+        b = batches_for(style, n, s, dev, vocab)
+        sync(dev)
+        t = time.perf_counter()
+        tr.step({j: b[j] for j in tr.active})
+        sync(dev)
+        if s >= 2:
+            times.append(1e3 * (time.perf_counter() - t))
+    return {"adapters": n, "style": style, "ms_median": round(statistics.median(times), 2),
+            "ms_min": round(min(times), 2), "steps": steps}
+
+
+def profile_step(tr: MultiAdapterTrainer, style: str, n: int, dev: torch.device, vocab: int) -> tuple[dict, str]:
+    """One step under torch.profiler: host time, GPU busy time, op and launch counts, top ops by host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    b = batches_for(style, n, 7, dev, vocab)
+    tr.step({j: b[j] for j in tr.active})  # the same shapes once more, outside the profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    sync(dev)
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        tr.step({j: b[j] for j in tr.active})
+        sync(dev)
+    wall = 1e3 * (time.perf_counter() - t)
+    ev = prof.key_averages()
+    ops = sum(e.count for e in ev if e.key.startswith("aten::"))
+    launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx",
+                                                     "cudaLaunchKernelExC"))
+    gpu_ms = sum(getattr(e, "self_device_time_total", 0) or 0 for e in ev) / 1e3
+    row = {"adapters": n, "style": f"{style}/profiled", "ms_median": round(wall, 2), "ms_min": round(wall, 2),
+           "steps": 1, "aten_ops": ops, "launches": launches, "gpu_busy_ms": round(gpu_ms, 2)}
+    table = ev.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
+    return row, f"## {n} adapters, {style} batches: wall {wall:.1f} ms, {ops} aten ops, {launches} launches, " \
+                f"GPU busy {gpu_ms:.1f} ms\n{table}\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2", choices=sorted(SHAPES))
+    ap.add_argument("--sizes", default="4,15", help="group sizes (adapters)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per style (after 2 warm-up)")
+    ap.add_argument("--styles", default=",".join(STYLES))
+    ap.add_argument("--out", required=True, help="CSV to write (the profiler tables go beside it, _ops.txt)")
+    args = ap.parse_args(argv)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    styles = args.styles.split(",")
+    if unknown := [s for s in styles if s not in STYLES]:
+        raise SystemExit(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
+    rows, tables = [], []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        model = tiny_llama(**SHAPES[args.model]).to(dev, dtype)
+        vocab = int(model.config.vocab_size)
+        tr = MultiAdapterTrainer(model, capacity=n)
+        admit_grid(tr, n)
+        for style in styles:
+            rows.append(time_style(tr, style, n, args.steps, dev, vocab))
+            print(rows[-1], flush=True)
+        for style in ("run", "profile"):
+            row, table = profile_step(tr, style, n, dev, vocab)
+            rows.append(row)
+            tables.append(table)
+            print(row, flush=True)
+        del tr, model
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    out.with_name(out.stem + "_ops.txt").write_text("\n".join(tables))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
