@@ -35,16 +35,16 @@ PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
 IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
 SLOW_IMPLS = ("loop", "sequential", "peft")  # 50-180 ms a layer: a few timed iterations suffice
 # variants of the fused path (fused_lora_linear keyword arguments); `ours` is the default
-# (epilogue, wgrad auto = bmm at equal counts, direct launches)
+# (epilogue, segment-reduce weight grads, direct launches)
 VARIANT_IMPLS = {
-    "ours_triton_wgrad": dict(wgrad="triton"),
+    "ours_bmm_wgrad": dict(wgrad="auto"),  # torch.bmm weight grads at equal token counts (the default before 2026-12-03)
     "ours_addmm": dict(variant="addmm"),
     "ours_auto_variant": dict(variant="auto"),  # addmm where the output has >= 4096 columns
     "ours_triton_launch": dict(fast_launch=False),  # Triton's own launch path every call (A/B)
     "ours_streams": dict(streams=True),
     "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),
 }
-QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_triton_wgrad", "ours_addmm", "ours_triton_launch"]
+QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_bmm_wgrad", "ours_addmm", "ours_triton_launch"]
 
 
 def _timer(device: torch.device, slow: bool = False, quick: bool = False) -> Callable[[Callable[[], object]], float]:

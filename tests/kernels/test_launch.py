@@ -51,12 +51,13 @@ def _count(monkeypatch, counts, slots, n_slots, **kw):
 # Per layer fwd+bwd, bf16, no bias or dropout. Before this budget (addmm default, grads copied in):
 # 26 ops + 4 launches (equal counts), 11 ops + 6 launches (unequal counts).
 @pytest.mark.parametrize("name, counts, slots, n_slots, kw, n_ops, n_launches", [
-    # default (epilogue; bmm weight grads written straight into dA/dB): mm x2 + t, empty x4 (S, dS,
-    # dA, dB), bf16 casts of S/dS, bmm x2, one scale multiply, 4 views + 2 transposes
-    ("default, equal counts", [16] * 3, [0, 1, 2], 3, {}, 18, 4),
-    # unequal counts: grouped Triton weight grads; a spare slot makes dA/dB zeros
+    # default (epilogue, grouped Triton weight grads): mm x2 + t, empty x4 (S, dS, dA, dB)
+    ("default, equal counts", [16] * 3, [0, 1, 2], 3, {}, 7, 6),
+    # unequal counts; a spare slot makes dA/dB zeros
     ("default, unequal counts", [16, 5, 30], [2, 0, 3], 4, {}, 7, 6),
-    ("triton wgrad", [16] * 3, [0, 1, 2], 3, {"wgrad": "triton"}, 7, 6),
+    # bmm weight grads at equal counts (written straight into dA/dB): + bf16 casts of S/dS, bmm x2,
+    # one scale multiply, 4 views + 2 transposes
+    ("auto wgrad (bmm)", [16] * 3, [0, 1, 2], 3, {"wgrad": "auto"}, 18, 4),
 ])
 def test_ops_and_launches_per_layer(monkeypatch, name, counts, slots, n_slots, kw, n_ops, n_launches):
     ops, launches = _count(monkeypatch, counts, slots, n_slots, **kw)
