@@ -33,7 +33,8 @@ from altosim.fidelity.runlog import (
     job_intervals, loss_traces, measured_step_times, read_run,
 )
 from altosim.fidelity.steptime import (
-    CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, interior, model_cost,
+    CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, hostgpu_predictor, interior,
+    model_cost,
     read_profile, split_profile, step_time_errors,
 )
 from altosim.fidelity.calibrate import (
@@ -120,6 +121,9 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
         if len(inner) >= 2:  # interpolation only: every 2nd row strictly inside the grid
             rows += step_rows(step_time_errors(profile, factory, 2, inner), None, "interior_")
         rows += step_rows(step_time_errors(profile, analytic_predictor, every), None, "analytic_")  # reference
+        # the host-floor / GPU-line fit (altosim.costfit) on the same split: how much of the error is
+        # the interpolation's (holes in the grid) rather than the measurements' jitter
+        rows += step_rows(step_time_errors(profile, hostgpu_predictor, every), None, "hostgpu_")
     frames = []
     if run_dir is not None:
         run = read_run(run_dir)

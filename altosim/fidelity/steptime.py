@@ -78,6 +78,13 @@ def cost_predictor(fit: CostProfile | None) -> StepPredictor:
     return CostPredictor(fit)
 
 
+def hostgpu_predictor(fit: CostProfile) -> StepPredictor:
+    """max(host floor, GPU line) fitted to the fit rows per (model, GPU type) (altosim.costfit)."""
+    from altosim.costfit import HostGpuPredictor
+
+    return HostGpuPredictor(fit.rows)
+
+
 def analytic_predictor(fit: CostProfile | None = None) -> StepPredictor:
     """The analytic CostModel (it ignores the fit rows: nothing to fit)."""
     return cost_predictor(None)
