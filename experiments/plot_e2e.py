@@ -55,7 +55,10 @@ def plot_e2e(csv: Path, out: Path | None = None) -> Path:
         ax.barh(i, r["wall_s"], color="tab:blue" if ours else "tab:gray",
                 hatch="//" if extrap[i] else None, edgecolor="white")
         ax.text(r["wall_s"] * 1.05, i, f"{r['wall_s']:,.0f} s  {_label(r)}", va="center", fontsize=8)
-    ax.set_yticks(range(len(df)), [LABELS.get(str(m), str(m)) for m in df["method"]])
+    repeated = df["method"].duplicated(keep=False)  # a method measured in several runs: say which
+    names = [LABELS.get(str(m), str(m)) + (f" (run {r['run']})" if repeated[i] and "run" in df else "")
+             for i, (m, r) in enumerate(zip(df["method"], df.to_dict("records")))]
+    ax.set_yticks(range(len(df)), names)
     ax.set_xscale("log")
     ax.set_xlim(df["wall_s"].min() / 2, df["wall_s"].max() * 10)
     ax.invert_yaxis()

@@ -30,11 +30,14 @@ def multi_lora_linear(
     """y = x W^T + b plus, on segment i's rows, scales[i] * drop(x_i) A[slot_i] B[slot_i] (rank-masked).
 
     impl: "auto" (Triton on CUDA, the plain-torch grouped form elsewhere), "triton",
-    "torch_grouped", "loop". `training` switches the per-segment dropout on.
+    "torch_grouped", "loop". `training` switches the per-segment dropout on. A and B may be fp32
+    (master weights) under lower-precision x: Triton reads them as they are, the torch paths cast.
     """
     check_inputs(x, weight, bias, A, B, meta, impl)
     if impl == "auto":
         impl = "triton" if x.is_cuda else "torch_grouped"
+    if impl != "triton" and A.dtype != x.dtype:  # fp32 master weights: the torch paths compute in x's dtype
+        A, B = A.to(x.dtype), B.to(x.dtype)
     if impl == "loop":
         return loop_lora_linear(x, weight, bias, A, B, meta, training)
     if impl == "torch_grouped":

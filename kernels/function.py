@@ -24,6 +24,10 @@ bmm on every projection of a Llama-3.2-1B layer (dA 0.031 vs 0.034 ms, dB 0.015-
 0.022-0.135 ms at 32 x 512 tokens; the layer 8.93 vs 9.58 ms at batch 1, 16.8 vs 17.1 at 2, equal at 4)
 and takes 11 fewer torch ops per layer call (the runtime's SmolLM2 step is host-bound).
 S and dS are kept in fp32 (the shrink kernel may split K and accumulate atomically).
+A and B may be fp32 master weights under bf16/fp16 activations: the kernels round them to the
+activations' dtype in registers (as the reference's cast does) and write dA/dB in fp32, so a layer
+call needs no cast of the stacks and no cast of their gradients back (on an H200 those casts and
+their backward nodes were ~20% of a SmolLM2 step's host time).
 """
 
 from __future__ import annotations
@@ -170,10 +174,12 @@ class _FusedLoraLinear(torch.autograd.Function):
         else:
             tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=A.stride(), out=s, fast=fast)
             base = bias.expand(t_rows, d_out) if bias is not None else None
-            y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=B.stride(), base=base, fast=fast)
+            y = tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=B.stride(), base=base, fast=fast,
+                          dtype=x.dtype)
             y.addmm_(x, weight.t())
         ctx.meta, ctx.variant, ctx.streams, ctx.chunks, ctx.fast = meta, bwd_variant, streams, chunks, fast
-        ctx.use_bmm = wgrad == "bmm" or (wgrad == "auto" and meta.equal_counts)
+        # bmm writes the activations' dtype: not into fp32 master-weight gradients
+        ctx.use_bmm = A.dtype == x.dtype and (wgrad == "bmm" or (wgrad == "auto" and meta.equal_counts))
         ctx.save_for_backward(x if weight.requires_grad else None, xl if A.requires_grad else None,
                               mult, s, weight, A, B)
         ctx.has_bias = bias is not None
@@ -233,7 +239,8 @@ class _FusedLoraLinear(torch.autograd.Function):
             else:
                 if ds_ready is not None:
                     main.wait_event(ds_ready)
-                dx = tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=None, fast=fast)
+                dx = tk.expand(ds, A, meta, d_in, apply_scale=False, w_strides=at_str, base=None, fast=fast,
+                               dtype=dy.dtype)
                 if mult is not None:
                     dx.mul_(mult)
                 dx.addmm_(dy, weight)
@@ -269,6 +276,8 @@ def fused_lora_linear(
         raise ValueError(f"wgrad: expected one of {WGRADS}, got {wgrad!r}")
     if wgrad == "bmm" and not meta.equal_counts:
         raise ValueError("wgrad: 'bmm' needs equal, non-zero token counts in every segment")
+    if wgrad == "bmm" and A.dtype != x.dtype:
+        raise ValueError(f"wgrad: 'bmm' needs A/B in x's dtype {x.dtype}, got {A.dtype} (use 'triton')")
     if chunks < 1:
         raise ValueError(f"chunks: must be >= 1, got {chunks}")
     return _FusedLoraLinear.apply(x, weight, bias, A, B, meta, training, variant, streams, wgrad, chunks, fast_launch)

@@ -157,7 +157,7 @@ def _shrink_kernel(
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kmask = (k0 + ks) < K
         a = tl.load(in_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
-        b = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(in_ptr.dtype.element_ty)  # fp32 masters
         if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
             acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
         elif IEEE:
@@ -219,11 +219,11 @@ def _expand_kernel(
     nmask = ns < N
     rows64 = rows[:, None].to(tl.int64)
     s = tl.load(s_ptr + rows64 * stride_sm + rs[None, :] * stride_sr, mask=rmask[:, None] & rsmask[None, :], other=0.0)
-    s = s.to(w_ptr.dtype.element_ty)  # S is kept in fp32; round like the reference before the matmul
+    s = s.to(out_ptr.dtype.element_ty)  # S is kept in fp32; round like the reference before the matmul
     w = tl.load(
         w_ptr + slot * stride_ws + rs[:, None] * stride_wr + ns[None, :] * stride_wn,
         mask=rsmask[:, None] & nmask[None, :], other=0.0,
-    )
+    ).to(out_ptr.dtype.element_ty)  # fp32 master weights are rounded to the activations' dtype
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
         acc += tl.sum(s.to(tl.float32)[:, :, None] * w.to(tl.float32)[None, :, :], axis=1)
@@ -262,7 +262,7 @@ def _seg_reduce_kernel(
     M, N,
     stride_pt, stride_pm, stride_qt, stride_qn, stride_os, stride_om, stride_on,
     RANK_ON_M: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
-    FULL_M: tl.constexpr, FULL_N: tl.constexpr,
+    FULL_M: tl.constexpr, FULL_N: tl.constexpr, CAST_TO_Q: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # FULL_M / FULL_N: that dim is the (padded) rank, covered by one block of size FULL_*.
@@ -287,8 +287,10 @@ def _seg_reduce_kernel(
         rows64 = rows.to(tl.int64)
         p = tl.load(p_ptr + rows64[None, :] * stride_pt + ms[:, None] * stride_pm, mask=mmask[:, None] & tmask[None, :], other=0.0)
         q = tl.load(q_ptr + rows64[:, None] * stride_qt + ns[None, :] * stride_qn, mask=tmask[:, None] & nmask[None, :], other=0.0)
-        p = p.to(out_ptr.dtype.element_ty)  # S / dS arrive in fp32
-        q = q.to(out_ptr.dtype.element_ty)
+        if CAST_TO_Q:  # S / dS arrive in fp32: both operands in the activations' dtype (dB = S^T dY)
+            p = p.to(q_ptr.dtype.element_ty)
+        else:  # dA = X^T dS
+            q = q.to(p_ptr.dtype.element_ty)
         if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
             acc += tl.sum(p.to(tl.float32)[:, :, None] * q.to(tl.float32)[None, :, :], axis=1)
         elif IEEE:
@@ -388,18 +390,19 @@ def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, 
 def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_scale: bool,
            w_strides: tuple[int, int, int], base: torch.Tensor | None, out: torch.Tensor | None = None,
            chunk: tuple[int, int, int, int] | None = None, fast: bool = True,
-           config: triton.Config | None = None) -> torch.Tensor:
+           config: triton.Config | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """[T, n] = (base +) per segment S_i @ W[slot_i] (W given by strides as [slots, r, N]); out may alias base.
 
-    chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those rows are written."""
+    chunk: (entry0, entry1, row0, row1) from `meta.chunks`: only those rows are written. The product
+    is computed in out's dtype (dtype: of a new out, default W's; W may be fp32 master weights)."""
     if out is None:
-        out = torch.empty((s.shape[0], n), device=s.device, dtype=w.dtype)
+        out = torch.empty((s.shape[0], n), device=s.device, dtype=dtype or w.dtype)
     e0, e1, _, _ = _entries(meta, chunk)
     if e1 == e0:
         return out
     r_max = s.shape[1]
     b = base if base is not None else out
-    ieee, upcast = _flags(w.dtype)
+    ieee, upcast = _flags(out.dtype)
     _launch.launch(
         _expand_kernel, _row_grid(e1 - e0, meta.block_m, "BLOCK_N", n),
         (s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
@@ -413,7 +416,10 @@ def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_
 
 def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBatchMeta, rank_on_m: bool,
                apply_scale: bool, fast: bool = True, config: triton.Config | None = None) -> torch.Tensor:
-    """out[slot_i] = (scale_i *) P_i^T Q_i for every segment; out is [slots, M, N], rank-masked on M or N."""
+    """out[slot_i] = (scale_i *) P_i^T Q_i for every segment; out is [slots, M, N], rank-masked on M or N.
+
+    The product runs in the activations' dtype (the operand that is not the fp32 S or dS) with an
+    fp32 accumulator, and is stored in out's dtype (fp32 master-weight gradients need no cast)."""
     m, n = p.shape[1], q.shape[1]
     full_m = _rank_block(m) if rank_on_m else 0
     full_n = 0 if rank_on_m else _rank_block(n)
@@ -424,13 +430,14 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
         gn = 1 if full_n else -(-n // c["BLOCK_N"])
         return (z, gm, gn)
 
-    ieee, upcast = _flags(out.dtype)
+    cast_to_q = p.dtype == torch.float32 and q.dtype != torch.float32  # dB = S^T dY: S is fp32
+    ieee, upcast = _flags(q.dtype if cast_to_q else p.dtype)
     _launch.launch(
         _seg_reduce_kernel, grid,
         (p, q, out, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
          m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1), out.stride(2)),
         {"RANK_ON_M": rank_on_m, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,
-         "FULL_M": full_m, "FULL_N": full_n},
+         "FULL_M": full_m, "FULL_N": full_n, "CAST_TO_Q": cast_to_q},
         meta.launch_cache if fast else None, config,
     )
     return out

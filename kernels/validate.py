@@ -35,10 +35,12 @@ def check_inputs(
             raise ValueError(f"{name}: expected {nd} dims, got shape {tuple(t.shape)}")
         if t.dtype not in DTYPES:
             raise ValueError(f"{name}: dtype {t.dtype} unsupported, expected one of {DTYPES}")
-        if t.dtype != x.dtype:
-            raise ValueError(f"{name}: dtype {t.dtype} differs from x's {x.dtype}")
+        if t.dtype != x.dtype and not (name in ("A", "B") and t.dtype == torch.float32):
+            raise ValueError(f"{name}: dtype {t.dtype} differs from x's {x.dtype} (A/B may also be float32)")
         if not _same_device(t, meta.device):
             raise ValueError(f"{name}: on {t.device}, meta was built for {meta.device}")
+    if isinstance(A, torch.Tensor) and isinstance(B, torch.Tensor) and A.dtype != B.dtype:
+        raise ValueError(f"B: dtype {B.dtype} differs from A's {A.dtype}")
     t_rows, d_in = x.shape
     d_out = weight.shape[0]
     if t_rows != meta.total_tokens:

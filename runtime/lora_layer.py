@@ -121,11 +121,8 @@ class MultiLoraLinear(nn.Module):
         meta = self.ctx.meta_for(x.numel() // shape[-1], x.device)
         if meta is None:
             return nn.functional.linear(x, self.weight, self.bias)
-        a, b = self.A, self.B
-        if a.dtype != x.dtype:
-            a, b = a.to(x.dtype), b.to(x.dtype)
-        y = multi_lora_linear(
-            x.reshape(-1, shape[-1]), self.weight, self.bias, a, b, meta,
+        y = multi_lora_linear(  # fp32 stacks under bf16 x: Triton reads them as they are, torch paths cast
+            x.reshape(-1, shape[-1]), self.weight, self.bias, self.A, self.B, meta,
             impl=self.ctx.impl, training=self.ctx.training,
         )
         return y.view(*shape[:-1], self.out_features)

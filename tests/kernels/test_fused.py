@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kernels import build_meta, loop_lora_linear, multi_lora_linear
 from kernels.function import VARIANTS, fused_lora_linear
-from tests.kernels.helpers import TOL, as_double, assert_close_to_truth, assert_near, make_case, run
+from tests.kernels.helpers import TOL, Case, as_double, assert_close_to_truth, assert_near, make_case, run
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -139,3 +139,31 @@ def test_fused_auto_variant_mixed_cpu(monkeypatch, d_in, d_out):
     monkeypatch.setattr(fn, "AUTO_ADDMM_MIN_N", 30)
     case = make_case([70, 0, 9, 130], [5, 1, 16, 3], d_in, d_out, torch.bfloat16)
     _compare(case, torch.bfloat16, variant="auto")
+
+
+@pytest.mark.parametrize("impl, variant", [("triton", v) for v in (None, *VARIANTS)] + [("torch_grouped", None),
+                                                                                      ("loop", None)])
+def test_fp32_master_weights_under_bf16_activations_cpu(impl, variant):
+    """A/B kept in fp32 (the trainer's stacks) with bf16 x: the kernels round them in registers and
+    write fp32 gradients; results match the bf16 reference on the same (bf16-representable) values."""
+    case = make_case([70, 0, 9, 130], [5, 1, 16, 3], 33, 21, torch.bfloat16)
+    master = Case(case.x, case.weight, case.bias, case.A.detach().float().requires_grad_(True),
+                  case.B.detach().float().requires_grad_(True), case.meta)
+    dy = torch.randn(case.x.shape[0], case.weight.shape[0], generator=torch.Generator().manual_seed(7)).bfloat16()
+    truth = run(as_double(case), loop_lora_linear, dy.double())
+    abs_truth = run(as_double(case, absolute=True), loop_lora_linear, dy.double().abs())
+    want = run(case, loop_lora_linear, dy)
+    if impl == "triton":
+        got = run(master, _fused, dy, variant=variant, wgrad="auto")  # auto must not take bmm here
+    else:
+        got = run(master, multi_lora_linear, dy, impl=impl)
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.bfloat16
+    assert got[2].dtype == torch.float32 and got[3].dtype == torch.float32
+    for name, g, w, t, a in zip(("y", "dx", "dA", "dB"), got, want, truth, abs_truth):
+        assert_close_to_truth(g, w.float() if g.dtype != w.dtype else w, t, a, TOL[torch.bfloat16], name)
+
+
+def test_bmm_weight_grads_refuse_fp32_master_weights():
+    case = make_case([16] * 3, [4, 4, 4], 33, 21, torch.bfloat16, extra_slots=0)
+    with pytest.raises(ValueError, match="^wgrad"):
+        fused_lora_linear(case.x, case.weight, None, case.A.float(), case.B.float(), case.meta, wgrad="bmm")
