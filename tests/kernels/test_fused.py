@@ -167,3 +167,23 @@ def test_bmm_weight_grads_refuse_fp32_master_weights():
     case = make_case([16] * 3, [4, 4, 4], 33, 21, torch.bfloat16, extra_slots=0)
     with pytest.raises(ValueError, match="^wgrad"):
         fused_lora_linear(case.x, case.weight, None, case.A.float(), case.B.float(), case.meta, wgrad="bmm")
+
+
+@pytest.mark.gpu
+@GPU
+def test_fp32_master_weights_gpu():
+    """The fp32-master path on the GPU (compiled kernels, autotuned configs) at bench-like shapes."""
+    case = make_case([300, 0, 77, 512, 5], [16, 64, 32, 8, 1], 1000, 515, torch.bfloat16, device="cuda")
+    master = Case(case.x, case.weight, case.bias, case.A.detach().float().requires_grad_(True),
+                  case.B.detach().float().requires_grad_(True), case.meta)
+    dy = torch.randn(case.x.shape[0], case.weight.shape[0], generator=torch.Generator().manual_seed(7)).to("cuda",
+                                                                                                        torch.bfloat16)
+    truth = run(as_double(case), loop_lora_linear, dy.double())
+    abs_truth = run(as_double(case, absolute=True), loop_lora_linear, dy.double().abs())
+    want = run(case, loop_lora_linear, dy)
+    for variant in VARIANTS:
+        got = run(master, _fused, dy, variant=variant)
+        assert got[2].dtype == torch.float32 and got[3].dtype == torch.float32
+        for name, g, w, t, a in zip(("y", "dx", "dA", "dB"), got, want, truth, abs_truth):
+            assert_close_to_truth(g, w.float() if g.dtype != w.dtype else w, t, a, TOL[torch.bfloat16],
+                                  f"{variant} {name}")
