@@ -17,7 +17,26 @@ def test_shrinking_group_rows(tmp_path, monkeypatch):
         [("torch_grouped", 3)] * 2 + [("torch_grouped", 1)] * 2
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
     assert all(r["new_compiles"] == 0 for r in rows)  # no Triton on CPU
-    assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens"
+    assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens,compiled"
+    assert all(r["compiled"] == "" for r in rows)
+
+
+def test_compile_log_names_compiles_and_restores_the_listener():
+    from triton import knobs
+
+    before = knobs.compilation.listener
+    log = diag_shrink.CompileLog()
+    with log:
+        assert knobs.compilation.listener is log
+
+        class Src:
+            fn = type("K", (), {"__name__": "_shrink_kernel"})()
+            constexprs = {"BLOCK_M": 32, "APPLY_SCALE": False, "SPLIT_K": 2}
+
+        log(src=Src(), metadata={"num_warps": 4, "num_stages": 3}, cache_hit=False)
+        log(src=Src(), metadata={}, cache_hit=True)  # a cache hit is not a compile
+    assert knobs.compilation.listener is before
+    assert log.take() == "_shrink_kernel {'BLOCK_M': 32, 'SPLIT_K': 2} warps=4 stages=3" and log.take() == ""
 
 
 def test_sizes_must_shrink():

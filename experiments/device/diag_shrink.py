@@ -9,7 +9,8 @@ model (no weights to stage) it trains a group of adapters, then drops them group
 Triton compiled during it (new files in a private TRITON_CACHE_DIR), for each LoRA implementation
 (`triton` and `torch_grouped`, or what --impls says), beside the frozen base alone (forward and
 backward with no adapter: the floor). Each step's padded length differs, as with real data
-(`--fixed-lengths`: the same batches every step). One CSV row per step.
+(`--fixed-lengths`: the same batches every step). One CSV row per step; its `compiled` column names
+each kernel compiled during the step (kernel, block sizes, specialized ones, warps, stages).
 
     python experiments/device/diag_shrink.py --out $OUT/diag_shrink.csv
     python experiments/device/diag_shrink.py --model tiny --sizes 4,2,1 --impls torch_grouped   # CPU smoke
@@ -53,6 +54,44 @@ def compiled_files() -> int:
     return sum(1 for p in root.rglob("*") if p.suffix in (".cubin", ".hsaco", ".so") and p.is_file())
 
 
+class CompileLog:
+    """Names every kernel Triton compiles (not cache hits) while installed, through
+    `triton.knobs.compilation.listener` where this Triton has it: kernel name and its constexprs /
+    specialization, so a step's new compiles can be told apart (autotune configs, a new
+    specialization of an int argument, a new rank block)."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+        self._knobs = None
+
+    def __enter__(self) -> "CompileLog":
+        try:
+            from triton import knobs
+        except ImportError:
+            return self
+        if hasattr(knobs.compilation, "listener"):
+            self._knobs, self._prev = knobs, knobs.compilation.listener
+            knobs.compilation.listener = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._knobs is not None:
+            self._knobs.compilation.listener = self._prev
+
+    def __call__(self, *, src: object, metadata: dict, cache_hit: bool = False, **_: object) -> None:
+        if cache_hit:
+            return
+        fn = getattr(src, "fn", None)
+        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "fn", None), "__name__", None) or metadata.get("name", "?")
+        consts = getattr(src, "constexprs", None) or getattr(src, "constants", None) or {}
+        keep = {str(k): v for k, v in dict(consts).items() if "BLOCK" in str(k) or "SPLIT" in str(k) or v == 1}
+        self.entries.append(f"{name} {keep} warps={metadata.get('num_warps')} stages={metadata.get('num_stages')}")
+
+    def take(self) -> str:
+        out, self.entries = "; ".join(self.entries), []
+        return out
+
+
 def admit_grid(tr: MultiAdapterTrainer, n: int) -> None:
     """Adapters j0..j{n-1} of ranks 16/32/64 in turn (capped by the narrowest projection)."""
     cap = min(l.max_rank for l in tr.layers)
@@ -74,6 +113,7 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
     tr = MultiAdapterTrainer(model, capacity=max(sizes), impl=impl)
     admit_grid(tr, max(sizes))
     rows = []
+    log = CompileLog()
     for n in sizes:
         for j in [j for j in list(tr.jobs) if int(j[1:]) >= n]:
             tr.drop(j)  # the group shrinks as an early-exit cut stops jobs
@@ -81,14 +121,15 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
             batches = grid_batches(max(sizes), s if vary else 0)
             before = compiled_files()
             sync(dev)
-            t = time.perf_counter()
-            tr.step({j: batches[j] for j in tr.active})
-            sync(dev)
-            ms = 1e3 * (time.perf_counter() - t)
+            with log:
+                t = time.perf_counter()
+                tr.step({j: batches[j] for j in tr.active})
+                sync(dev)
+                ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": impl, "adapters": n, "step": s, "ms": round(ms, 2),
                          "new_compiles": compiled_files() - before,
                          "rows": sum(int(batches[j][0].shape[0]) for j in tr.active),
-                         "tokens": sum(int(batches[j][0].numel()) for j in tr.active)})
+                         "tokens": sum(int(batches[j][0].numel()) for j in tr.active), "compiled": log.take()})
             print(f"{impl:14s} adapters {n:3d} step {s}: {ms:8.1f} ms, {rows[-1]['new_compiles']} new compiles",
                   flush=True)
     return rows
@@ -115,7 +156,7 @@ def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) 
             sync(dev)
             ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": "base_only", "adapters": n, "step": s, "ms": round(ms, 2), "new_compiles": 0,
-                         "rows": int(ids.shape[0]), "tokens": int(ids.numel())})
+                         "rows": int(ids.shape[0]), "tokens": int(ids.numel()), "compiled": ""})
             print(f"{'base_only':14s} adapters {n:3d} step {s}: {ms:8.1f} ms", flush=True)
     return rows
 
