@@ -12,6 +12,9 @@ of the same rank with at least as many tokens (skipped, said so). The memory lin
 M(B) = k0 + k1 * B * L of each model is fitted to its rows (B = A * b) as the intra-task
 scheduler's `MemoryModel.fit` does.
 
+Each row also keeps its first step's time (`first_step_ms`: a new shape's compiles and autotuning,
+given the points measured before it), for a simulator that charges new shapes.
+
 Output: the existing cost-profile format, `<out>.csv` (CostRecord rows) and `<out>.meta.json`
 (device, date, layers per model, memory fits, failed points).
 
@@ -130,8 +133,9 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: int, steps: int,
-                warmup: int, device: torch.device) -> tuple[float, int]:
-    """(median ms of `steps` synchronized fused steps after `warmup` ones, adapter failures).
+                warmup: int, device: torch.device) -> tuple[float, int, float]:
+    """(median ms of `steps` synchronized fused steps after `warmup` ones, adapter failures, ms of
+    the very first step: what this shape costs the first time it runs in the process).
 
     An adapter the trainer fails (non-finite loss or gradient) is re-admitted fresh before the next
     step, outside the timed region, so every step runs all `adapters`. A step during which the
@@ -162,9 +166,14 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
                 trainer.drop(f"a{i}")
                 trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i)
 
+    first = None
     for _ in range(warmup):
         readmit()
+        _sync(device)
+        t0 = time.perf_counter()
         trainer.step(batches)
+        _sync(device)
+        first = first if first is not None else (time.perf_counter() - t0) * 1e3
         check_oom()
     times = []
     for _ in range(steps):
@@ -176,7 +185,7 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
         times.append((time.perf_counter() - t0) * 1e3)
         check_oom()
     readmit()
-    return statistics.median(times), failures
+    return statistics.median(times), failures, first if first is not None else times[0]
 
 
 def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *, gpu_type: str,
@@ -215,10 +224,10 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             trainer = trainer_from_env(copy.deepcopy(base).to(device), capacity=a)  # the paths `alto run` takes
-            ms, bad = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
+            ms, bad, first = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
             peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
             extra = f"; {bad} adapter steps non-finite (re-admitted)" if bad else ""
-            rows.append(CostRecord(**key, step_ms=ms, peak_mem_bytes=peak, note=note + extra))
+            rows.append(CostRecord(**key, step_ms=ms, peak_mem_bytes=peak, note=note + extra, first_step_ms=first))
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e):
                 raise

@@ -24,6 +24,10 @@ class CostRecord(BaseModel):
     step_ms: float = Field(gt=0, allow_inf_nan=False, description="wall time of one step, ms")
     peak_mem_bytes: int = Field(ge=0, description="peak reserved memory per GPU, bytes")
     note: str = ""
+    first_step_ms: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="the point's first step, ms: with a new shape's compiles and autotuning (given the points "
+                    "measured before it in the same process); empty where not measured")
 
 
 class MemoryFit(BaseModel):

@@ -15,6 +15,7 @@ from altosim.traces_io.files import atomic_write, json_file, read_text
 
 
 COST_COLUMNS = list(CostRecord.model_fields)
+OPTIONAL_COLUMNS = ("note", "parallel_degree", "first_step_ms")  # older profiles lack them
 
 
 def read_cost_profile(path: str | Path) -> CostProfile:
@@ -24,7 +25,7 @@ def read_cost_profile(path: str | Path) -> CostProfile:
     if not isinstance(head, dict):
         raise InputError(str(meta_path), "<root>", "expected a JSON object")
     reader = csv.DictReader(io.StringIO(read_text(path)))
-    missing = [c for c in COST_COLUMNS if c not in (reader.fieldnames or []) and c not in ("note", "parallel_degree")]
+    missing = [c for c in COST_COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
     if missing:
         raise InputError(str(path), missing[0], "missing column", 1)
     rows = []

@@ -150,3 +150,19 @@ def test_every_point_gets_a_fresh_trainer(tmp_path, monkeypatch):
     assert len(prof.rows) == 4
     assert sorted(built) == [1, 1, 2, 2]  # one per point, capacity = that point's adapters
     assert len(seen) == 4
+
+
+def test_rows_keep_their_first_step_and_older_profiles_still_read(tmp_path):
+    """The first (untimed) step of each point is kept, survives the CSV round trip, and a profile
+    written before the column existed reads with it empty."""
+    from altosim.traces_io import read_cost_profile
+
+    grid = rp.Grid(adapters=(1, 2), ranks=(4,), batches=(1,), seqs=(16,))
+    prof, path = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=1, quiet=True)
+    assert all(r.first_step_ms is not None and r.first_step_ms > 0 for r in prof.rows)
+    assert [r.first_step_ms for r in read_cost_profile(path).rows] == pytest.approx([r.first_step_ms for r in prof.rows])
+    lines = path.read_text().splitlines()
+    col = lines[0].split(",").index("first_step_ms")
+    old = "\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != col) for line in lines) + "\n"
+    (tmp_path / "old.csv").write_text(old)
+    assert all(r.first_step_ms is None for r in read_cost_profile(tmp_path / "old.csv").rows)
