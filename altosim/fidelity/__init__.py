@@ -38,14 +38,14 @@ from altosim.fidelity.steptime import (
     read_profile, split_profile, step_time_errors,
 )
 from altosim.fidelity.calibrate import (
-    CalibratedOverheads, EvalShape, Interval, LinearStepCost, RuntimeCalibration, fit_calibration, profile_from_run,
-    run_intervals,
+    CalibratedOverheads, EvalShape, Interval, LinearStepCost, NewShapeCost, RuntimeCalibration, fit_calibration,
+    new_shape_cost, profile_from_run, run_intervals,
 )
 from altosim.fidelity.heldout import heldout_fidelity, predict_makespan, term_sensitivity, write_heldout
 from altosim.schemas import CostProfile, RunConfig
 
 __all__ = [
-    "CostPredictor", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
+    "CostPredictor", "NewShapeCost", "new_shape_cost", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
     "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
     "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
     "decisions", "failure_steps", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
@@ -132,14 +132,15 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
         gpu = run.device
         frames.append(("real", run.trace))
         for mode in modes:
-            eval_time = None
+            eval_time = shapes = None
             if mode == "measured":  # evaluation time is inside the measured step times
                 cost: Any = MeasuredCost(measured_step_times(run))
             else:
                 cost = model_cost(cfg, profile)
                 eval_time = ValidationCost(cost, val_rows) if val_rows > 0 else None
+                shapes = new_shape_cost(profile) if profile is not None else None
             try:
-                sim = replay_run(run, cfg, cost, eval_time)
+                sim = replay_run(run, cfg, cost, eval_time, shapes.before_steps if shapes is not None else None)
             except InputError:
                 raise
             except ValueError as e:  # e.g. the predictor has no cost for this backbone
@@ -154,6 +155,10 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
             if mode == "model":
                 rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "
                                 "evaluation (0: validation time not modelled)"))
+                per = shapes.per_model if shapes is not None else {}
+                rows.append(row("model.new_shape_s", "; ".join(f"{m}={v:.3g}" for m, v in sorted(per.items())) or 0,
+                                note="seconds charged per new step shape, from the profile's first steps "
+                                     "(0: the profile kept none)"))
             frames.append((mode, sim))
     out = Path(out)
     label = gpu_label(gpu)

@@ -290,6 +290,30 @@ class CalibratedOverheads:
             task.model, sizes)
 
 
+@dataclass
+class NewShapeCost:
+    """Profile-backed time before a run of steps: a step shape bucket (model, power-of-two samples
+    per step) the process has not run yet costs what `alto profile`'s points paid on their first
+    step beyond a steady one (per model, the median of first_step_ms - step_ms: Triton compiles
+    and autotuning for a new token count), once per replay, as the runtime pays it once per process."""
+
+    per_model: dict[str, float]  # model (lower case) -> seconds per new step shape
+    seen: ShapeTracker = field(default_factory=ShapeTracker)
+
+    def before_steps(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
+        cost = self.per_model.get(task.model.lower(), 0.0)
+        return cost * self.seen.new_step(task.model, sum(j.batch_size for j in jobs)) if cost > 0 else 0.0
+
+
+def new_shape_cost(profile: CostProfile) -> NewShapeCost | None:
+    """NewShapeCost from the rows that kept their first step (None: no row did, an older profile)."""
+    extra: dict[str, list[float]] = {}
+    for r in profile.rows:
+        if r.first_step_ms is not None and r.parallel_degree == 1:
+            extra.setdefault(r.model.lower(), []).append(max(0.0, r.first_step_ms - r.step_ms) / 1e3)
+    return NewShapeCost({m: float(median(v)) for m, v in extra.items()}) if extra else None
+
+
 def describe(cal: RuntimeCalibration) -> dict[str, Any]:
     return {"source": cal.source, "intervals": cal.intervals, "fit_median_rel_err": cal.fit_median_rel_err,
             **{f"coef.{k}": v for k, v in cal.coef.items()}}

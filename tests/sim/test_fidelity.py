@@ -294,3 +294,37 @@ def test_failed_job_is_replayed_at_its_step(tmp_path, batches, step):
     assert d.first is None and d.identical == d.real
     real = completion_times(run.trace)["t0"]  # the span around a failure mixes two groups: close, not exact
     assert abs(completion_times(again)["t0"] - real) < 0.01 * real
+
+
+def test_new_step_shapes_are_charged_from_the_profiles_first_steps(tmp_path):
+    """A profile that kept its first steps makes the model replay pay each new step shape once
+    (Triton compiles and autotuning in the runtime); one without them charges nothing."""
+    from altosim.fidelity import new_shape_cost
+    from altosim.policy.types import JobSpec, TaskSpec
+
+    plain = _profile()
+    firsts = plain.model_copy(update={"rows": [r.model_copy(update={"first_step_ms": r.step_ms + 2000.0})
+                                               for r in plain.rows]})
+    assert new_shape_cost(plain) is None
+    shapes = new_shape_cost(firsts)
+    assert shapes.per_model == {"llama-3.2-1b": pytest.approx(2.0)}
+    jobs = [JobSpec(f"t/j{i}", "t", 1e-4, 8, 4) for i in range(3)]
+    task = TaskSpec("t", 0.0, "llama-3.2-1b", "toy", 1, tuple(jobs), 400, seq_len=256)
+    assert shapes.before_steps(task, jobs) == pytest.approx(2.0)  # 12 samples a step: bucket 16, new
+    assert shapes.before_steps(task, jobs[:2]) == pytest.approx(2.0)  # 8 samples: bucket 8, new
+    assert shapes.before_steps(task, jobs) == shapes.before_steps(task, jobs[:2]) == 0.0  # both seen
+    other = TaskSpec("u", 0.0, "smollm2-135m", "toy", 1, tuple(jobs), 400, seq_len=256)
+    assert shapes.before_steps(other, jobs) == 0.0  # no first steps for that model
+
+    run = synthetic_run(tmp_path)
+    for name, prof in (("plain", plain), ("firsts", firsts)):
+        (tmp_path / f"{name}.json").write_text(prof.model_dump_json())
+    got = {}
+    for name in ("plain", "firsts"):
+        from altosim.fidelity import read_profile
+        rows = _rows(check_fidelity(tmp_path / name, run_dir=run, profile=read_profile(tmp_path / f"{name}.json"),
+                                    modes=("model",)).files[0])
+        got[name] = float(rows["model.makespan_sim_s"]["value"])
+        assert rows["model.decisions_identical"]["pass"] == "True"
+    extra = got["firsts"] - got["plain"]
+    assert extra >= 2.0 - 1e-6 and abs(extra / 2.0 - round(extra / 2.0)) < 1e-6  # whole new shapes
