@@ -44,6 +44,10 @@ VARIANT_IMPLS = {
     "ours_streams": dict(streams=True),
     "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),
 }
+# fp32 master weights (the runtime's stacks) under bf16 activations: read by the kernels as they are
+# (`ours_fp32_master`), or cast to bf16 before each call and the gradients cast back (`ours_fp32_cast`,
+# what the runtime did before 2026-12-03)
+MASTER_IMPLS = ("ours_fp32_master", "ours_fp32_cast")
 QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_bmm_wgrad", "ours_addmm", "ours_triton_launch"]
 
 
@@ -103,6 +107,12 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
     if impl == "ours" or impl in VARIANT_IMPLS:
         kw = VARIANT_IMPLS.get(impl, {})
         return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, A, B, meta, True, **kw), [x, A, B], dy)
+    if impl in MASTER_IMPLS:
+        a32, b32 = A.detach().float().requires_grad_(True), B.detach().float().requires_grad_(True)
+        if impl == "ours_fp32_cast":
+            return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, a32.to(dtype), b32.to(dtype), meta, True),
+                                               [x, a32, b32], dy)
+        return lambda: torch.autograd.grad(fused_lora_linear(x, w, None, a32, b32, meta, True), [x, a32, b32], dy)
     offs = meta.offsets
     if impl == "loop":  # batched base GEMM, per-adapter LoRA matmuls on split rows, cat
         Al = [A[i, :, :ranks[i]].detach().clone().requires_grad_(True) for i in range(z)]
@@ -331,7 +341,7 @@ def main() -> None:
     if args.smoke:
         projs, z, seq = {"q": (40, 40), "down": (72, 24)}, 4, 8
     ranks = ([16, 32, 64] * z)[:z]
-    all_impls = IMPLS + list(VARIANT_IMPLS)
+    all_impls = IMPLS + list(VARIANT_IMPLS) + list(MASTER_IMPLS)
     impls = args.impls.split(",") if args.impls else (QUICK_IMPLS if args.quick else all_impls)
     unknown = [i for i in impls if i not in all_impls]
     if unknown:

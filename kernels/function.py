@@ -26,8 +26,9 @@ and takes 11 fewer torch ops per layer call (the runtime's SmolLM2 step is host-
 S and dS are kept in fp32 (the shrink kernel may split K and accumulate atomically).
 A and B may be fp32 master weights under bf16/fp16 activations: the kernels round them to the
 activations' dtype in registers (as the reference's cast does) and write dA/dB in fp32, so a layer
-call needs no cast of the stacks and no cast of their gradients back (on an H200 those casts and
-their backward nodes were ~20% of a SmolLM2 step's host time).
+call needs no cast of the stacks and no cast of their gradients back: 4 aten ops and 2 autograd
+nodes fewer per call, 840 per SmolLM2 step (under torch.profiler on an H200 `aten::to` and
+`ToCopyBackward0` held ~13% and ~6% of the step's host time).
 """
 
 from __future__ import annotations

@@ -440,9 +440,8 @@ class MultiAdapterTrainer:
         The gradients (zeroed in place between steps, so their [slots, -1] views are cached) are
         concatenated along the parameter axis in chunks of <= GRAD_CHECK_CHUNK elements per slot
         and max-abs reduced per slot (it cannot overflow; NaN/inf propagate): a few ops per step
-        instead of three per parameter (1,260 for SmolLM2's 420 stacks, ~10 ms of host time per
-        step on an H200's host). (A multi-tensor norm over per-slot views was slower on an H100:
-        it makes one host tensor per (slot, param).)"""
+        instead of three per parameter (1,260 for SmolLM2's 420 stacks). (A multi-tensor norm over
+        per-slot views was slower on an H100: it makes one host tensor per (slot, param).)"""
         grads = [p.grad for p in self.optim.params if p.grad is not None]
         if not grads or not slots:
             return [True] * len(slots)
