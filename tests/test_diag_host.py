@@ -1,0 +1,23 @@
+"""experiments/device/diag_host.py runs on CPU (tiny shape): a row per style, then the profiled steps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from experiments.device import diag_host
+
+
+def test_styles_and_profiled_steps(tmp_path):
+    rows = diag_host.main(["--model", "tiny", "--sizes", "2", "--steps", "1", "--styles", "profile,mixed,run",
+                           "--out", str(tmp_path / "h.csv")])
+    assert [r["style"] for r in rows] == ["profile", "mixed", "run", "run/profiled", "profile/profiled"]
+    assert all(math.isfinite(r["ms_median"]) and r["ms_median"] > 0 for r in rows)
+    assert all(r["aten_ops"] > 0 for r in rows if r["style"].endswith("/profiled"))
+    assert (tmp_path / "h_ops.txt").read_text().count("## 2 adapters") == 2
+
+
+def test_unknown_style_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--styles"):
+        diag_host.main(["--model", "tiny", "--styles", "nope", "--out", str(tmp_path / "h.csv")])
