@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kernels import build_meta
+from kernels.validate import IMPLS
 from runtime.backbone import LLAMA_TARGETS, freeze
 from runtime.batching import IGNORE, Batch, concat_batches, labelled_counts
 from runtime.lora_layer import LoraContext, MultiLoraLinear, install_lora_layers, peft_init
@@ -563,9 +564,6 @@ class MultiAdapterTrainer:
             self.jobs[k] = _Job(AdapterConfig(**cfg), j["slot"], j["status"], j["offloaded"], j["best"], j["failure"])
 
 
-LORA_IMPLS = ("auto", "triton", "torch_grouped", "loop")
-
-
 def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
                      env: Mapping[str, str] | None = None) -> MultiAdapterTrainer:
     """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels) and ALTO_OPTIM_IMPL ("fused" or "loop")
@@ -574,8 +572,8 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     optimizer loop, the profiler its fused default, and the run's steps came out 78% slower)."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
-    if impl not in LORA_IMPLS:
-        raise ValueError(f"ALTO_LORA_IMPL: expected one of {', '.join(LORA_IMPLS)}, got {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"ALTO_LORA_IMPL: expected one of {', '.join(IMPLS)}, got {impl!r}")
     optim_impl = env.get("ALTO_OPTIM_IMPL")
     if optim_impl is not None and optim_impl not in ("fused", "loop"):
         raise ValueError(f"ALTO_OPTIM_IMPL: expected 'fused' or 'loop', got {optim_impl!r}")
