@@ -166,26 +166,21 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
                 trainer.drop(f"a{i}")
                 trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i)
 
-    first = None
-    for _ in range(warmup):
+    def timed_step() -> float:
+        """One synchronized fused step of all `adapters`, ms."""
         readmit()
         _sync(device)
         t0 = time.perf_counter()
         trainer.step(batches)
         _sync(device)
-        first = first if first is not None else (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
         check_oom()
-    times = []
-    for _ in range(steps):
-        readmit()
-        _sync(device)
-        t0 = time.perf_counter()
-        trainer.step(batches)
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-        check_oom()
+        return ms
+
+    warm = [timed_step() for _ in range(warmup)]
+    times = [timed_step() for _ in range(steps)]
     readmit()
-    return statistics.median(times), failures, first if first is not None else times[0]
+    return statistics.median(times), failures, (warm + times)[0]
 
 
 def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *, gpu_type: str,
