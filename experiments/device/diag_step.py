@@ -16,7 +16,7 @@ import torch
 
 from diag_shrink import SHAPES, admit_grid, grid_batches, sync  # the same model, adapters and batches
 from runtime.backbone import tiny_llama
-from runtime.trainer import MultiAdapterTrainer
+from runtime.trainer import trainer_from_env
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -25,9 +25,7 @@ def main(n: int = 60, steps: int = 6) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith("ALTO_")}
     dtype = torch.bfloat16 if DEV.type == "cuda" else torch.float32
     model = tiny_llama(**SHAPES["smollm2"]).to(DEV, dtype)
-    tr = MultiAdapterTrainer(model, capacity=64, impl=os.environ.get("ALTO_LORA_IMPL", "auto"))
-    if "ALTO_OPTIM_IMPL" in os.environ:
-        tr.optim.impl = os.environ["ALTO_OPTIM_IMPL"]
+    tr = trainer_from_env(model, capacity=64)  # ALTO_LORA_IMPL / ALTO_OPTIM_IMPL, as `alto run` reads them
     admit_grid(tr, n)
     batches = grid_batches(n)  # per-adapter batch 1/2/4/8 of ~100-token sequences, like the e2e grid
     for s in range(steps):
