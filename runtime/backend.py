@@ -56,6 +56,10 @@ class _TaskRun:
 
 
 PHASES = ("data", "step", "validate", "snapshot", "policy")  # RunLog.phases, in step order
+# the Controller's actions, timed apart from the phase they happen in (a task's start builds its
+# trainer and tokenizes its data; its finish exports the best adapter): what a simulator charges
+# as action costs rather than as step time
+ACTION_PHASES = ("start_task", "admit", "suspend", "stop", "finish_task")  # = the actions' kinds
 
 
 @dataclass
@@ -71,12 +75,21 @@ class RunLog:
     # host wall seconds per phase of the fused steps (PHASES): where a run's time went, without a
     # calibration (step and validate end with a device sync)
     phases: dict[str, float] = field(default_factory=dict)
+    _inside: float = 0.0  # action seconds since the last add_phase (charged to ACTION_PHASES already)
 
     def add_phase(self, name: str, t0: float) -> float:
-        """Charge the time since `t0` to phase `name`; return now (the next phase's start)."""
+        """Charge the time since `t0` to phase `name`, less the actions timed inside it; return now
+        (the next phase's start)."""
         now = time.perf_counter()
-        self.phases[name] = self.phases.get(name, 0.0) + now - t0
+        self.phases[name] = self.phases.get(name, 0.0) + now - t0 - self._inside
+        self._inside = 0.0
         return now
+
+    def add_action(self, name: str, t0: float) -> None:
+        """Charge the time since `t0` to action phase `name` (and not to the phase around it)."""
+        dt = time.perf_counter() - t0
+        self.phases[name] = self.phases.get(name, 0.0) + dt
+        self._inside += dt
 
     def write_events(self, path: str | Path) -> None:
         """events.jsonl: one event per line, each followed by the actions it caused."""
@@ -191,6 +204,13 @@ class RuntimeBackend:
 
     # ------------------------------------------------------------------ actions
     def _execute(self, a: Action) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._apply(a)
+        finally:
+            self.log.add_action(a.kind, t0)
+
+    def _apply(self, a: Action) -> None:
         if isinstance(a, StartTask):
             task = self.specs[a.task_id]
             self.tasks[a.task_id] = _TaskRun(task, a.gpus, self.make_trainer(task, a.gpus), self.data_for(task))
@@ -244,6 +264,7 @@ class RuntimeBackend:
 
     # ------------------------------------------------------------------ one fused step
     def _step(self, tr: _TaskRun) -> None:
+        self.log._inside = 0.0  # actions taken between steps (a task's arrival) are no step phase's
         t = time.perf_counter()
         batches, nxt = {}, {}
         for job_id in tr.trainer.active:

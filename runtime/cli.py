@@ -50,7 +50,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
                 parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
     prof, path = run_profile(args.backbone or ["smollm2"], grid, args.out, layers=args.layers, gguf=args.gguf,
-                             steps=args.steps, warmup=args.warmup, device=args.device, quiet=args.quiet)
+                             steps=args.steps, warmup=args.warmup, evals=args.evals, device=args.device,
+                             quiet=args.quiet)
     for model, fit in sorted(prof.memory_fits.items()):
         print(f"{model}: M(B) = {fit.k0 / 2**30:.2f} GiB + {fit.k1 / 2**20:.4f} MiB * B * L "
               f"({fit.points} points, max error {fit.max_rel_err:.1%})")
@@ -86,6 +87,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per point (median kept)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (the first one "
                    "autotunes the Triton kernels for the new shape)")
+    p.add_argument("--evals", type=int, default=3, help="timed forward-only evaluations per point, after one "
+                   "untimed (the validation cost a replay charges; 0: not measured)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "
                    "<stem>.meta.json beside it)")

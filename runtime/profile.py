@@ -13,7 +13,11 @@ M(B) = k0 + k1 * B * L of each model is fitted to its rows (B = A * b) as the in
 scheduler's `MemoryModel.fit` does.
 
 Each row also keeps its first step's time (`first_step_ms`: a new shape's compiles and autotuning,
-given the points measured before it), for a simulator that charges new shapes.
+given the points measured before it), for a simulator that charges new shapes, and a forward-only
+evaluation of the point's adapters (`eval_ms`: what validation costs). Per backbone, the meta keeps
+the median host cost of the runtime's actions over the points (`overheads`: a task's start = the
+backbone copy and trainer build, admit / snapshot / stop per adapter, a task's finish = restore +
+PEFT export), so a replay can charge what is neither a step nor a validation.
 
 Output: the existing cost-profile format, `<out>.csv` (CostRecord rows) and `<out>.meta.json`
 (device, date, layers per model, memory fits, failed points).
@@ -29,6 +33,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import gc
+import math
 import re
 import statistics
 import time
@@ -40,7 +45,7 @@ from typing import Callable, Sequence
 import torch
 
 from altosim.policy.memory import MemoryModel
-from altosim.schemas.cost import CostProfile, CostRecord, FailedPoint, MemoryFit
+from altosim.schemas.cost import ActionCosts, CostProfile, CostRecord, FailedPoint, MemoryFit
 from runtime.batching import IGNORE
 
 KNOWN_GPUS = ("GH200", "H200", "H100", "H800", "A100", "A800", "L40S", "L40", "L4", "A10G", "V100", "T4")
@@ -132,10 +137,34 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
 
 
+@dataclass
+class PointTimes:
+    """What one grid point measured (ms): the steady step (median), the very first step (what the
+    shape costs the first time it runs in the process), a forward-only evaluation of every adapter
+    (median), and the host time of the actions taken on it, per adapter where per adapter."""
+
+    step_ms: float
+    first_step_ms: float
+    eval_ms: float
+    failures: int
+    actions: dict[str, float]  # ActionCosts field name -> ms
+
+
+def _timed(device: torch.device, fn: Callable[[], object]) -> float:
+    """ms of `fn()`, synchronized before and after (its device work included)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: int, steps: int,
-                warmup: int, device: torch.device) -> tuple[float, int, float]:
-    """(median ms of `steps` synchronized fused steps after `warmup` ones, adapter failures, ms of
-    the very first step: what this shape costs the first time it runs in the process).
+                warmup: int, device: torch.device, evals: int = 3) -> PointTimes:
+    """Time `steps` synchronized fused steps after `warmup` ones, `evals` forward-only evaluations
+    (after one untimed), and the actions a run takes on the point's adapters: admit, best
+    snapshot, stop (suspend without the optimizer), and the task's finish (best restored, PEFT
+    export to a temporary folder).
 
     An adapter the trainer fails (non-finite loss or gradient) is re-admitted fresh before the next
     step, outside the timed region, so every step runs all `adapters`. A step during which the
@@ -145,8 +174,8 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
         trainer.drop(j)
     g = torch.Generator().manual_seed(adapters * 7919 + batch * 31 + seq)
     batches = {}
+    admit_ms = _timed(device, lambda: [trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i) for i in range(adapters)])
     for i in range(adapters):
-        trainer.admit(f"a{i}", rank=rank, lr=1e-4, seed=i)
         ids = torch.randint(3, vocab, (batch, seq), generator=g).to(device)
         labels = ids.clone()
         labels[:, : seq - max(1, round(ANSWER_FRACTION * seq))] = IGNORE  # answers only, like SFT data
@@ -180,18 +209,43 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
     warm = [timed_step() for _ in range(warmup)]
     times = [timed_step() for _ in range(steps)]
     readmit()
-    return statistics.median(times), failures, (warm + times)[0]
+    eval_ms = [_timed(device, lambda: trainer.evaluate_tokens(batches)) for _ in range(evals + 1)][1:] if evals else []
+    names = [f"a{i}" for i in range(adapters)]
+    snapshot_ms = _timed(device, lambda: [trainer.snapshot_best(j) for j in names])
+    stop_ms = _timed(device, lambda: [trainer.suspend(j, keep_optimizer=False) for j in names[1:]])
+    finish_ms = _timed(device, lambda: _finish(trainer, names[0]))
+    actions = {"admit_ms": admit_ms / adapters, "snapshot_ms": snapshot_ms / adapters, "finish_task_ms": finish_ms}
+    if adapters > 1:
+        actions["stop_ms"] = stop_ms / (adapters - 1)
+    return PointTimes(statistics.median(times), (warm + times)[0], statistics.median(eval_ms) if eval_ms else math.nan,
+                      failures, actions)
+
+
+def _finish(trainer, job_id: str) -> None:
+    """What the runtime does at a task's finish (runtime/backend.py FinishTask, no final metric):
+    the best snapshot restored, the adapter exported in PEFT format."""
+    import tempfile
+
+    from runtime.export import export_peft
+
+    trainer.restore_best(job_id)
+    with tempfile.TemporaryDirectory(prefix="alto-profile-export-") as d:
+        export_peft(trainer, job_id, Path(d) / "best_adapter")
 
 
 def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *, gpu_type: str,
-                     gguf: str | None = None, steps: int = 5, warmup: int = 2,
-                     tick: Callable[[str], None] = lambda s: None) -> tuple[list[CostRecord], list[FailedPoint], int]:
-    """Rows and failed points of one backbone over `grid`, and the depth it ran at."""
+                     gguf: str | None = None, steps: int = 5, warmup: int = 2, evals: int = 3,
+                     tick: Callable[[str], None] = lambda s: None,
+                     ) -> tuple[list[CostRecord], list[FailedPoint], int, ActionCosts | None]:
+    """Rows and failed points of one backbone over `grid`, the depth it ran at, and the median
+    host cost of the runtime's actions over its points (None when no point ran)."""
     from runtime.parallel.shapes import backbone_factory
     from runtime.trainer import trainer_from_env
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+    if evals < 0:
+        raise ValueError(f"evals: need >= 0, got {evals}")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     base = backbone_factory(spec, "cpu", dtype, gguf)()  # pristine copy stays off the device
     vocab, layers = int(base.config.vocab_size), int(base.config.num_hidden_layers)
@@ -203,6 +257,8 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
     rows: list[CostRecord] = []
     failed: list[FailedPoint] = []
     oom_tokens: dict[int, int] = {}
+    acts: dict[str, list[float]] = {}  # ActionCosts field -> ms per point (the profile keeps the median)
+    build: list = []
     trainer = None
     for rank, a, b, s in grid.points():
         tick(f"{model} A={a} r={rank} b={b} L={s}")
@@ -218,11 +274,16 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             _free(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            trainer = trainer_from_env(copy.deepcopy(base).to(device), capacity=a)  # the paths `alto run` takes
-            ms, bad, first = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device)
+            start_ms = _timed(device, lambda: build.append(  # what a task's start costs (runtime/run.py)
+                trainer_from_env(copy.deepcopy(base).to(device), capacity=a)))  # the paths `alto run` takes
+            trainer = build.pop()
+            pt = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device, evals)
             peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
-            extra = f"; {bad} adapter steps non-finite (re-admitted)" if bad else ""
-            rows.append(CostRecord(**key, step_ms=ms, peak_mem_bytes=peak, note=note + extra, first_step_ms=first))
+            extra = f"; {pt.failures} adapter steps non-finite (re-admitted)" if pt.failures else ""
+            rows.append(CostRecord(**key, step_ms=pt.step_ms, peak_mem_bytes=peak, note=note + extra,
+                                   first_step_ms=pt.first_step_ms, eval_ms=pt.eval_ms if evals else None))
+            for k, v in {"start_task_ms": start_ms, **pt.actions}.items():
+                acts.setdefault(k, []).append(v)
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e):
                 raise
@@ -232,7 +293,8 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             _free(device)
     trainer = None
     _free(device)
-    return rows, failed, layers
+    costs = ActionCosts(**{k: statistics.median(v) for k, v in acts.items()}) if acts else None
+    return rows, failed, layers, costs
 
 
 def _full_layers(model: str) -> int | None:
@@ -254,7 +316,7 @@ def fit_memory(rows: Sequence[CostRecord], capacity: float) -> MemoryFit | None:
 
 
 def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = None, *, layers: int | None = None,
-                gguf: str | None = None, steps: int = 5, warmup: int = 2, device: str | None = None,
+                gguf: str | None = None, steps: int = 5, warmup: int = 2, evals: int = 3, device: str | None = None,
                 quiet: bool = False) -> tuple[CostProfile, Path]:
     """Profile every backbone on the local device and write one CostProfile (+ memory fits)."""
     from altosim.traces_io import write_cost_profile
@@ -279,23 +341,26 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
             bar.set_postfix_str(label)
             bar.update(1)
 
-    rows, failed, depth, fits = [], [], {}, {}
+    rows, failed, depth, fits, overheads = [], [], {}, {}, {}
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def save(done: list[str]) -> CostProfile:
         source = (f"alto profile {' '.join(done)} on {name}; grid adapters={list(grid.adapters)} "
                   f"ranks={list(grid.ranks)} batches={list(grid.batches)} seqs={list(grid.seqs)}; "
-                  f"median of {steps} steps after {warmup}; paths: {env_paths()}; {time.perf_counter() - t0:.0f} s")
+                  f"median of {steps} steps after {warmup}, of {evals} evaluations after 1; paths: {env_paths()}; "
+                  f"{time.perf_counter() - t0:.0f} s")
         prof = CostProfile(rows=rows, device=name, date=dt.date.today().isoformat(), synthetic=False, source=source,
-                           layers=depth, memory_fits=fits, failed=failed)
+                           layers=depth, memory_fits=fits, failed=failed, overheads=overheads)
         write_cost_profile(prof, path)  # after every backbone: a run cut short keeps what it measured
         return prof
 
     try:
         for i, (spec, model) in enumerate(resolved):
-            r, f, depth[model] = profile_backbone(spec, model, grid, dev, gpu_type=gpu_type, gguf=gguf, steps=steps,
-                                                  warmup=warmup, tick=tick)
+            r, f, depth[model], costs = profile_backbone(spec, model, grid, dev, gpu_type=gpu_type, gguf=gguf,
+                                                         steps=steps, warmup=warmup, evals=evals, tick=tick)
+            if costs is not None:
+                overheads[model] = costs
             rows += r
             failed += f
             fit = fit_memory(r, capacity)

@@ -26,7 +26,7 @@ from altosim.simulate import check_policy, runtime_controller
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from runtime.backbone import load_backbone, tiny_llama
-from runtime.backend import PHASES, RunLog, RuntimeBackend, SplitData
+from runtime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
 from runtime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
 
 
@@ -177,7 +177,7 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
     _write_csv(rows, out / "tasks.csv")
     trained, budget = sum(r["samples_trained"] for r in rows), sum(r["samples_budget"] for r in rows)
     # where the fused steps' time went (host wall seconds per phase, runtime/backend.py RunLog.phases)
-    phases = {f"{k}_s": round(log.phases.get(k, 0.0), 3) for k in PHASES}
+    phases = {f"{k}_s": round(log.phases.get(k, 0.0), 3) for k in (*PHASES, *ACTION_PHASES)}
     _write_csv([{**meta, "tasks": len(rows), "wall_s": round(wall_s, 3), "samples_trained": trained,
                  "samples_saved_frac": round(1 - trained / budget, 4) if budget else 0.0, **phases}],
                out / "summary.csv")

@@ -28,6 +28,29 @@ class CostRecord(BaseModel):
         None, gt=0, allow_inf_nan=False,
         description="the point's first step, ms: with a new shape's compiles and autotuning (given the points "
                     "measured before it in the same process); empty where not measured")
+    eval_ms: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="one forward-only evaluation of every adapter of the point on its batch (no grad), ms: "
+                    "what a validation call of the same rows costs; empty where not measured")
+
+
+class ActionCosts(BaseModel):
+    """Host time of the runtime's actions on one backbone (ms; None = not measured): what a replay
+    charges besides steps and validation. Measured by `alto profile` on the points it trains."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start_task_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                        description="a task's start: backbone copy to the device + trainer build")
+    admit_ms: float | None = Field(None, ge=0, allow_inf_nan=False, description="one new adapter admitted")
+    snapshot_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="one adapter's best-validation snapshot")
+    suspend_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                     description="one adapter suspended (weights and optimizer kept)")
+    stop_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                  description="one adapter stopped (slot freed, optimizer dropped)")
+    finish_task_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                         description="a task's finish: best snapshot restored + PEFT export")
 
 
 class MemoryFit(BaseModel):
@@ -61,7 +84,8 @@ class CostProfile(BaseModel):
 
     `layers` names the decoder depth a model was profiled at when it was truncated (a random-init
     shape cut to a few layers: per-layer cost is what matters); a model absent from it ran at full
-    depth. `memory_fits` holds the fitted memory line per model, `failed` the unmeasured points.
+    depth. `memory_fits` holds the fitted memory line per model, `failed` the unmeasured points,
+    `overheads` the measured cost of the runtime's actions per model.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,3 +98,5 @@ class CostProfile(BaseModel):
     layers: dict[str, int] = Field(default_factory=dict, description="model -> decoder layers profiled")
     memory_fits: dict[str, MemoryFit] = Field(default_factory=dict, description="model -> fitted M(B)")
     failed: list[FailedPoint] = Field(default_factory=list, description="grid points not measured")
+    overheads: dict[str, ActionCosts] = Field(default_factory=dict,
+                                              description="model -> host time of the runtime's actions")

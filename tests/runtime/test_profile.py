@@ -166,3 +166,34 @@ def test_rows_keep_their_first_step_and_older_profiles_still_read(tmp_path):
     old = "\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != col) for line in lines) + "\n"
     (tmp_path / "old.csv").write_text(old)
     assert all(r.first_step_ms is None for r in read_cost_profile(tmp_path / "old.csv").rows)
+
+
+def test_rows_keep_an_evaluation_and_the_meta_the_actions_costs(tmp_path):
+    """Each row times a forward-only evaluation (what validation costs); the meta keeps the
+    median host cost of a task's start, admit, snapshot, stop and a task's finish per backbone,
+    and both survive the round trip. `--evals 0` measures no evaluation."""
+    from altosim.traces_io import read_cost_profile
+    from runtime.trainer import MultiAdapterTrainer
+
+    grid = rp.Grid(adapters=(1, 3), ranks=(4,), batches=(1,), seqs=(16,))
+    prof, path = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=0, evals=2, quiet=True)
+    assert all(r.eval_ms is not None and 0 < r.eval_ms for r in prof.rows)
+    costs = prof.overheads["tiny"]
+    for name in ("start_task_ms", "admit_ms", "snapshot_ms", "stop_ms", "finish_task_ms"):
+        assert getattr(costs, name) is not None and getattr(costs, name) > 0, name
+    back = read_cost_profile(path)
+    assert back.overheads == prof.overheads
+    assert [r.eval_ms for r in back.rows] == pytest.approx([r.eval_ms for r in prof.rows])
+    calls = []
+    real = MultiAdapterTrainer.evaluate_tokens
+
+    def spy(self, batches):
+        calls.append(len(batches))
+        return real(self, batches)
+
+    import unittest.mock as um
+    with um.patch.object(MultiAdapterTrainer, "evaluate_tokens", spy):
+        prof0, _ = rp.run_profile(["tiny"], grid, tmp_path / "q.csv", steps=1, warmup=0, evals=0, quiet=True)
+    assert calls == [] and all(r.eval_ms is None for r in prof0.rows)
+    with pytest.raises(ValueError, match="evals"):
+        rp.run_profile(["tiny"], grid, tmp_path / "r.csv", steps=1, warmup=0, evals=-1, quiet=True)
