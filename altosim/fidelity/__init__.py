@@ -25,12 +25,13 @@ from typing import Any, Sequence
 
 from altosim.errors import InputError
 from altosim.fidelity.replay import (
-    DecisionDiff, RuntimeOrderSimulator, ValidationCost, compare_decisions, replay_run, runtime_controller,
+    DecisionDiff, HostOverheads, RuntimeOrderSimulator, ValidationCost, compare_decisions, eval_profile, host_overheads,
+    replay_run, runtime_controller,
 )
-from altosim.fidelity.report import plot_timelines, replay_rows, row, step_rows
+from altosim.fidelity.report import phase_rows, plot_timelines, replay_rows, row, step_rows
 from altosim.fidelity.runlog import (
     ACTION_KINDS, EVENT_KINDS, MeasuredCost, failure_steps, ReportedCurve, RunFolder, completion_times, decisions, job_curves,
-    job_intervals, loss_traces, measured_step_times, read_run,
+    job_intervals, loss_traces, measured_step_times, read_run, run_phases,
 )
 from altosim.fidelity.steptime import (
     CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, hostgpu_predictor, interior,
@@ -45,7 +46,7 @@ from altosim.fidelity.heldout import heldout_fidelity, predict_makespan, term_se
 from altosim.schemas import CostProfile, RunConfig
 
 __all__ = [
-    "CostPredictor", "NewShapeCost", "new_shape_cost", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
+    "CostPredictor", "HostOverheads", "eval_profile", "host_overheads", "phase_rows", "run_phases", "NewShapeCost", "new_shape_cost", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
     "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
     "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
     "decisions", "failure_steps", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
@@ -132,15 +133,24 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
         gpu = run.device
         frames.append(("real", run.trace))
         for mode in modes:
-            eval_time = shapes = None
+            eval_time = shapes = over = None
             if mode == "measured":  # evaluation time is inside the measured step times
                 cost: Any = MeasuredCost(measured_step_times(run))
             else:
                 cost = model_cost(cfg, profile)
-                eval_time = ValidationCost(cost, val_rows) if val_rows > 0 else None
+                evals = eval_profile(profile)
+                if val_rows <= 0:
+                    eval_time = None
+                elif evals is not None:  # measured forward-only evaluations
+                    eval_time = ValidationCost(model_cost(cfg, evals), val_rows, forward_fraction=1.0)
+                else:
+                    eval_time = ValidationCost(cost, val_rows)
                 shapes = new_shape_cost(profile) if profile is not None else None
+                over = host_overheads(profile)
+            charged: dict[str, float] = {}
             try:
-                sim = replay_run(run, cfg, cost, eval_time, shapes.before_steps if shapes is not None else None)
+                sim = replay_run(run, cfg, cost, eval_time, shapes.before_steps if shapes is not None else None,
+                                 over, charged)
             except InputError:
                 raise
             except ValueError as e:  # e.g. the predictor has no cost for this backbone
@@ -155,6 +165,13 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
             if mode == "model":
                 rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "
                                 "evaluation (0: validation time not modelled)"))
+                rows.append(row("model.eval_cost", "measured" if evals is not None else "a third of a step",
+                                note="validation forwards priced from the profile's eval_ms, or as 2NT of a "
+                                     "step's 6NT FLOPs where the profile has none"))
+                rows.append(row("model.action_costs", ", ".join(over.models) if over is not None else "none",
+                                note="models whose actions (start, admit, stop, snapshot, finish) are charged "
+                                     "from the profile's overheads"))
+                rows += phase_rows("model", charged, run_phases(run.folder))
                 per = shapes.per_model if shapes is not None else {}
                 rows.append(row("model.new_shape_s", "; ".join(f"{m}={v:.3g}" for m, v in sorted(per.items())) or 0,
                                 note="seconds charged per new step shape, from the profile's first steps "

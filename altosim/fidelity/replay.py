@@ -17,7 +17,8 @@ from typing import Any, Callable
 from altosim.errors import InputError
 from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, failure_steps, flat_curve, job_curves
 from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, TaskArrived, TaskSpec
-from altosim.schemas import RunConfig
+from altosim.schemas import CostProfile, RunConfig
+from altosim.schemas.cost import ActionCosts
 from altosim.sim.engine import Simulator
 from altosim.simulate import runtime_controller  # noqa: F401  (re-exported: the same Controller as alto run)
 
@@ -33,12 +34,21 @@ class RuntimeOrderSimulator(Simulator):
 
     def __init__(self, *args: Any, eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
                  failures: dict[str, tuple[int, str]] | None = None,
-                 before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None, **kw: Any) -> None:
+                 before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
+                 overheads: "HostOverheads | None" = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.before_steps = before_steps
         self._order: dict[str, int] = {}
         self.eval_time = eval_time
         self.failures = failures or {}  # job -> (its step that fails, reason), as the run logged
+        self.overheads = overheads
+        # simulated seconds charged, by what they stand for (the run's summary.csv phases)
+        self.charged: dict[str, float] = {}
+        self._host_debt = 0.0  # action seconds not yet charged: the runtime is one host thread
+
+    def _charge(self, what: str, seconds: float) -> float:
+        self.charged[what] = self.charged.get(what, 0.0) + seconds
+        return seconds
 
     def _arrivals(self):
         for task in self.tasks:
@@ -49,6 +59,8 @@ class RuntimeOrderSimulator(Simulator):
     def _apply(self, a: Any) -> None:
         if isinstance(a, Admit) and not a.resume:
             self._order.setdefault(a.job_id, len(self._order))
+        if self.overheads is not None:  # the runtime executes actions inline: they hold up the next step
+            self._host_debt += self._charge(a.kind, self.overheads.action_s(self.by_id[a.task_id].model, a))
         super()._apply(a)
 
     def _execute(self, ex):  # the engine's loop with the runtime's report order
@@ -64,9 +76,10 @@ class RuntimeOrderSimulator(Simulator):
                        for r in runs if r.job.job_id in self.failures}
             k = min(min(r.every - r.step % r.every, r.total - r.step,
                         fail_at.get(r.job.job_id, r.total) - r.step) for r in runs)
-            dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
+            dt = self._charge("step", k * self.cost.step_time(task, [r.job for r in runs]) * scale)
             if self.before_steps is not None:
-                dt += self.before_steps(task, [r.job for r in runs]) * scale
+                dt += self._charge("new_shape", self.before_steps(task, [r.job for r in runs]) * scale)
+            dt, self._host_debt = dt + self._host_debt * scale, 0.0
             yield self.env.timeout(dt)
             self.busy_gpu_s += dt * len(ex.gpus)
             cap = task.samples_per_job
@@ -80,8 +93,11 @@ class RuntimeOrderSimulator(Simulator):
                     failing.append(r)
                 elif r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
+            improved = 0
             for r in sorted(due, key=lambda r: self._order[r.job.job_id]):
+                best = self._best_val.get(r.job.job_id)
                 self._report(task, r)
+                improved += self._best_val.get(r.job.job_id) != best  # the runtime snapshots it
                 if r.step >= r.total and ex.group.get(r.job.job_id) is r:
                     ex.group.pop(r.job.job_id)
                     self._job_end(ex, r.job.job_id, r, "finished", False)
@@ -90,24 +106,65 @@ class RuntimeOrderSimulator(Simulator):
                 if ex.group.get(r.job.job_id) is r:  # the trainer drops it from the group at once
                     ex.parked[r.job.job_id] = ex.group.pop(r.job.job_id)
                 self._deliver(JobFailed(self.env.now, task.task_id, r.job.job_id, self.failures[r.job.job_id][1]))
-            if due and self.eval_time is not None and not ex.done:
-                # the runtime stamps a step's reports before validating them: the validation
-                # delays the next step, not these reports
-                ev = self.eval_time(task, [r.job for r in due]) * scale
-                yield self.env.timeout(ev)
+            if due and not ex.done:
+                # the runtime stamps a step's reports before validating them (and snapshotting the
+                # improved ones): the validation delays the next step, not these reports
+                ev = 0.0
+                if self.eval_time is not None:
+                    ev += self._charge("validate", self.eval_time(task, [r.job for r in due]) * scale)
+                if self.overheads is not None and improved:
+                    ev += self._charge("snapshot", improved * self.overheads.snapshot_s(task.model) * scale)
+                if ev > 0:
+                    yield self.env.timeout(ev)
                 self.busy_gpu_s += ev * len(ex.gpus)
+
+
+@dataclass(frozen=True)
+class HostOverheads:
+    """Host seconds of the runtime's actions per backbone (CostProfile.overheads, measured by `alto
+    profile`): a task's start and finish, each admit, stop and suspend, and each best-validation
+    snapshot. A model without measured costs is charged nothing (and `models` says which are)."""
+
+    per_model: dict[str, ActionCosts]  # model (lower case) -> costs
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.per_model)
+
+    def _ms(self, model: str, name: str) -> float:
+        c = self.per_model.get(model.lower())
+        v = getattr(c, name) if c is not None else None
+        return 0.0 if v is None else v / 1e3
+
+    def action_s(self, model: str, a: Any) -> float:
+        if isinstance(a, Admit) and a.resume:
+            return 0.0  # a resume copies back what a suspend moved out: charged with the suspend
+        return self._ms(model, f"{a.kind}_ms")
+
+    def snapshot_s(self, model: str) -> float:
+        return self._ms(model, "snapshot_ms")
+
+
+def host_overheads(profile: CostProfile | None) -> HostOverheads | None:
+    """The profile's measured action costs (None: it has none, an older profile)."""
+    if profile is None or not profile.overheads:
+        return None
+    return HostOverheads({m.lower(): c for m, c in profile.overheads.items()})
 
 
 @dataclass(frozen=True)
 class ValidationCost:
     """Seconds of the runtime's validation of `jobs` (runtime/backend.py `_validate`): `val_rows`
-    examples in batches of `val_batch`, jobs fused `eval_rows // val_batch` per forward; a
-    forward is estimated as a third of a training step of the same rows (2NT of 6NT FLOPs)."""
+    examples in batches of `val_batch`, jobs fused `eval_rows // val_batch` per forward, each
+    forward priced by `cost` times `forward_fraction`: 1 when `cost` prices forward-only
+    evaluations (`eval_cost`, from the profile's `eval_ms`), else a third of a training step of
+    the same rows (2NT of 6NT FLOPs)."""
 
     cost: Any
     val_rows: int
     val_batch: int = 16
     eval_rows: int = 256
+    forward_fraction: float = 1 / 3
 
     def __call__(self, task: TaskSpec, jobs: list[JobSpec]) -> float:
         b = min(self.val_batch, self.val_rows)
@@ -116,18 +173,32 @@ class ValidationCost:
         t = 0.0
         for i in range(0, len(jobs), per_call):
             chunk = [replace(j, batch_size=b) for j in jobs[i:i + per_call]]
-            t += batches * self.cost.step_time(task, chunk) / 3
+            t += batches * self.cost.step_time(task, chunk) * self.forward_fraction
         return t
+
+
+def eval_profile(profile: CostProfile | None) -> CostProfile | None:
+    """The profile's forward-only evaluations as a profile of their own (step_ms = eval_ms), so the
+    cost model interpolates validation as it does steps; None when no row measured one."""
+    if profile is None:
+        return None
+    rows = [r.model_copy(update={"step_ms": r.eval_ms}) for r in profile.rows if r.eval_ms is not None]
+    if not rows:
+        return None
+    return profile.model_copy(update={"rows": rows, "source": f"eval_ms of {profile.source}"})
 
 
 
 
 def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
                eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
-               before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None) -> list[dict[str, Any]]:
+               before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
+               overheads: HostOverheads | None = None,
+               charged: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """The run replayed in the simulator with step costs `cost` (and validation costs
-    `eval_time`, other time before a run of steps `before_steps`; runtime logs only); returns
-    the flat trace."""
+    `eval_time`, other time before a run of steps `before_steps`, the actions' host time
+    `overheads`; runtime logs only); returns the flat trace. `charged`, when given, receives the
+    simulated seconds by what they stand for (step, validate, new_shape, snapshot, action kinds)."""
     if run.protocol == "sim":
         from altosim.replay import controller_from_meta
 
@@ -151,8 +222,12 @@ def replay_run(run: RunFolder, cfg: RunConfig | None, cost: Any,
             cache[job.job_id] = ReportedCurve(c, total[job.job_id]) if c is not None else flat_curve(job)
         return cache[job.job_id]
 
-    kw = {"eval_time": eval_time, "failures": failure_steps(run), "before_steps": before_steps} if sim_cls is RuntimeOrderSimulator else {}
-    res = sim_cls(tasks, ctl, cost, curve, **kw).run()
+    kw = {"eval_time": eval_time, "failures": failure_steps(run), "before_steps": before_steps,
+          "overheads": overheads} if sim_cls is RuntimeOrderSimulator else {}
+    sim = sim_cls(tasks, ctl, cost, curve, **kw)
+    res = sim.run()
+    if charged is not None:
+        charged.update(getattr(sim, "charged", {}))
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
 
 

@@ -33,6 +33,31 @@ def replay_rows(mode: str, real: list[dict[str, Any]], sim: list[dict[str, Any]]
     return rows
 
 
+# what a replay charges (RuntimeOrderSimulator.charged) -> the run's summary.csv phases it stands for
+PHASE_OF = {"step": "step", "new_shape": "step", "validate": "validate", "snapshot": "snapshot",
+            "start_task": "start_task", "admit": "admit", "suspend": "suspend", "stop": "stop",
+            "finish_task": "finish_task"}
+
+
+def phase_rows(mode: str, charged: dict[str, float], real: dict[str, float]) -> list[dict[str, Any]]:
+    """Where the time went, simulated beside real: one row per run phase (summary.csv `<phase>_s`,
+    host wall seconds) with the simulated seconds that stand for it; a real phase nothing charges
+    (data loading, the policy's own bookkeeping) says it is not modelled."""
+    sim: dict[str, float] = {}
+    for what, s in charged.items():
+        sim[PHASE_OF.get(what, what)] = sim.get(PHASE_OF.get(what, what), 0.0) + s
+    rows = []
+    for ph in sorted(set(sim) | set(real), key=lambda p: (-real.get(p, 0.0), p)):
+        r, s = real.get(ph), sim.get(ph)
+        parts = [f"real {r:.3g} s" if r is not None else "real: not logged"]
+        if ph == "step" and "new_shape" in charged:
+            parts.append(f"of which new step shapes {charged['new_shape']:.3g} s simulated")
+        if s is None:
+            parts.append("not modelled")
+        rows.append(row(f"{mode}.phase_s[{ph}]", 0.0 if s is None else s, note="; ".join(parts)))
+    return rows
+
+
 def row(metric: str, value: Any, goal: str = "", ok: bool | str = "", note: str = "") -> dict[str, Any]:
     return {"metric": metric, "value": value, "goal": goal, "pass": ok, "note": note}
 

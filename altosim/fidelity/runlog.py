@@ -42,6 +42,27 @@ class RunFolder:
         return str(self.meta.get("device") or "sim")
 
 
+def run_phases(folder: str | Path) -> dict[str, float]:
+    """Host seconds per phase of a run (`<folder>/summary.csv`, columns `<phase>_s`, as `alto run`
+    writes it); {} when the run has no summary."""
+    import csv
+
+    p = Path(folder) / "summary.csv"
+    if not p.is_file():
+        return {}
+    rows = list(csv.DictReader(p.open()))
+    if not rows:
+        return {}
+    out = {}
+    for k, v in rows[0].items():
+        if k and k.endswith("_s") and k != "wall_s" and v not in ("", None):
+            try:
+                out[k[:-2]] = float(v)
+            except ValueError:
+                raise InputError(str(p), k, f"expected seconds, got {v!r}") from None
+    return out
+
+
 def read_run(folder: str | Path) -> RunFolder:
     """Read and check `<folder>/events.jsonl`; bad input is one InputError naming the line."""
     folder = Path(folder)

@@ -328,3 +328,49 @@ def test_new_step_shapes_are_charged_from_the_profiles_first_steps(tmp_path):
         assert rows["model.decisions_identical"]["pass"] == "True"
     extra = got["firsts"] - got["plain"]
     assert extra >= 2.0 - 1e-6 and abs(extra / 2.0 - round(extra / 2.0)) < 1e-6  # whole new shapes
+
+
+def test_action_costs_and_measured_evaluations_are_charged_and_broken_down(tmp_path):
+    """A profile with action overheads charges each start, admit, stop, snapshot and finish (the
+    runtime runs them inline, on one host thread); one with eval_ms prices validation from it
+    instead of a third of a step; the replay reports its charged seconds beside the run's phases."""
+    from altosim.fidelity import HostOverheads, replay_run
+    from altosim.schemas.cost import ActionCosts
+
+    costs = ActionCosts(start_task_ms=1500.0, admit_ms=40.0, snapshot_ms=10.0, stop_ms=20.0, finish_task_ms=300.0)
+    run = synthetic_run(tmp_path, val_rows=32)
+    (run / "run_args.json").write_text(json.dumps({"n_val": 32}))
+    cfg = load_config(run / "config.json")
+    rr = read_run(run)
+    base_charged, with_charged = {}, {}
+    plain = completion_times(replay_run(rr, cfg, COST, charged=base_charged))
+    over = HostOverheads({"llama-3.2-1b": costs})
+    slow = completion_times(replay_run(rr, cfg, COST, overheads=over, charged=with_charged))
+    tasks, jobs = len(rr.tasks), sum(len(t.jobs) for t in rr.tasks)
+    assert with_charged["start_task"] == pytest.approx(1.5 * tasks)
+    assert with_charged["admit"] == pytest.approx(0.04 * jobs)  # no job resumes under fifo + alto
+    assert with_charged["finish_task"] == pytest.approx(0.3 * tasks)
+    assert with_charged["snapshot"] > 0 and with_charged["snapshot"] / 0.01 == pytest.approx(
+        round(with_charged["snapshot"] / 0.01))  # whole snapshots
+    assert "start_task" not in base_charged and base_charged["step"] > 0
+    extra = max(slow.values()) - max(plain.values())
+    actions = sum(v for k, v in with_charged.items() if k not in ("step", "validate", "new_shape"))
+    # everything but the last task's finish (and its stops after the last step) lands before the end
+    assert actions - 0.3 - 0.02 * jobs - 1e-6 <= extra <= actions + 1e-6
+
+    prof = _profile()
+    prof = prof.model_copy(update={"overheads": {"llama-3.2-1b": costs}, "rows": [
+        r.model_copy(update={"eval_ms": r.step_ms / 2}) for r in prof.rows]})
+    (run / "summary.csv").write_text("backbone,wall_s,step_s,validate_s,policy_s,start_task_s\nx,9,5,2,1,0.5\n")
+    rows = _rows(check_fidelity(tmp_path / "o", run_dir=run, profile=prof, modes=("model",)).files[0])
+    assert rows["model.eval_cost"]["value"] == "measured"
+    assert rows["model.action_costs"]["value"] == "llama-3.2-1b"
+    assert float(rows["model.phase_s[start_task]"]["value"]) == pytest.approx(1.5 * tasks)
+    assert "real 0.5 s" in rows["model.phase_s[start_task]"]["note"]
+    assert "not modelled" in rows["model.phase_s[policy]"]["note"]
+    assert float(rows["model.phase_s[validate]"]["value"]) > 0
+    # measured evaluations at half a step cost 1.5x the "third of a step" estimate
+    third = _rows(check_fidelity(tmp_path / "p", run_dir=run, profile=_profile(), modes=("model",)).files[0])
+    assert third["model.eval_cost"]["value"] == "a third of a step"
+    assert float(rows["model.phase_s[validate]"]["value"]) == pytest.approx(
+        1.5 * float(third["model.phase_s[validate]"]["value"]), rel=0.02)
