@@ -162,7 +162,7 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
         return _check_heldout(args, cfg)
     profile = read_profile(args.profile) if args.profile else None
     rep = check_fidelity(args.out, run_dir=args.run, cfg=cfg, profile=profile, modes=args.costs.split(","),
-                         every=args.holdout_every, val_rows=args.val_rows)
+                         every=args.holdout_every, val_rows=args.val_rows, method=args.profile_method)
     shown = [{**r, "value": f"{r['value']:.4g}" if isinstance(r["value"], float) else r["value"]} for r in rep.rows]
     _print_table(shown, ["metric", "value", "goal", "pass"])
     print(f"\nwrote {', '.join(str(f) for f in rep.files)}")
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--holdout-every", type=int, default=5, help="hold out every k-th profile row")
     f.add_argument("--val-rows", type=int, help="validation examples per evaluation in the run (`alto run "
                    "--n-val`), charged in the model replay (default: <run>/run_args.json, else 0)")
+    f.add_argument("--profile-method", default="auto", choices=("auto", "interp", "hostgpu"),
+                   help="how the model replay reads the profile: multilinear interpolation, the host-floor / "
+                        "GPU-line fit, or auto (whichever predicts the profile's held-out rows better)")
     f.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     f.add_argument("--calibrate-from", "--profile-from-run", dest="calibrate_from", help="held-out check: calibrate step, validation, autotune and startup "
                    "costs on this other run folder, then replay --run with them (profile and linear predictors)")

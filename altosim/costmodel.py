@@ -262,11 +262,13 @@ class CostModel:
 
 
 def cost_model_for(gpu_type: str, link_gbps: float = 400.0, gpu_memory_gb: float | None = None,
-                   profile: CostProfile | None = None) -> CostModel:
-    """The cost model of one GPU type; with `profile`, profile-backed where it covers a model."""
+                   profile: CostProfile | None = None, method: str = "interp") -> CostModel:
+    """The cost model of one GPU type; with `profile`, profile-backed where it covers a model
+    (`method`: how the profile is read, see altosim.costprofile.ProfileTable)."""
     if gpu_type not in GPUS:
         raise ValueError(f"unknown gpu_type {gpu_type!r}; known: {', '.join(sorted(GPUS))}")
     gpu = GPUS[gpu_type]
     if gpu_memory_gb is not None and not math.isclose(gpu_memory_gb, gpu.memory_gb):
         gpu = GpuSpec(gpu.name, gpu.peak_tflops, gpu_memory_gb)
-    return CostModel(gpu=gpu, link_gbps=link_gbps, profile=ProfileTable(profile) if profile is not None else None)
+    table = ProfileTable(profile, method=method) if profile is not None else None
+    return CostModel(gpu=gpu, link_gbps=link_gbps, profile=table)

@@ -36,21 +36,39 @@ class Prediction:
     source: str = "profile"
 
 
+METHODS = ("interp", "hostgpu")
+
+
 @dataclass
 class ProfileTable:
-    """A CostProfile indexed for queries. The only mutable state is the extrapolation counter."""
+    """A CostProfile indexed for queries. The only mutable state is the extrapolation counter.
+
+    `method`: "interp" (multilinear interpolation of the grid, below) or "hostgpu" (the host-floor /
+    GPU-line fit of `altosim.costfit`, one per (model, GPU type): smoother where identical steps
+    jitter, as a host-bound backbone's do; a query outside the measured range of any axis still
+    counts as an extrapolation)."""
 
     profile: CostProfile
     extrapolations: int = 0
+    method: str = "interp"
     _groups: dict[tuple[str, str], list[tuple[tuple[float, ...], float]]] = field(default_factory=dict, repr=False)
     _memo: dict[tuple, tuple[float, bool]] = field(default_factory=dict, repr=False)  # the simulator asks often
+    _fits: dict[tuple[str, str], object] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown profile method {self.method!r}; known: {', '.join(METHODS)}")
+        rows: dict[tuple[str, str], list[CostRecord]] = {}
         for r in self.profile.rows:
             if r.parallel_degree != 1:
                 continue  # sharded rows are modelled, not interpolated (see altosim.costparallel)
             key = (r.model.lower(), r.gpu_type.lower())
             self._groups.setdefault(key, []).append((_coords(r), r.step_ms))
+            rows.setdefault(key, []).append(r)
+        if self.method == "hostgpu":
+            from altosim.costfit import fit_host_gpu
+
+            self._fits = {k: fit_host_gpu(v) for k, v in rows.items() if len(v) >= 2}
 
     def covers(self, model: str, gpu_type: str) -> bool:
         return (model.lower(), gpu_type.lower()) in self._groups
@@ -74,7 +92,14 @@ class ProfileTable:
                 raise ValueError(f"{name}: must be > 0, got {v!r}")
         hit = self._memo.get((key, q))
         if hit is None:
-            hit = self._memo[(key, q)] = _interp(self._groups[key], q, 0)
+            fit = self._fits.get(key)
+            if fit is not None:
+                pts = self._groups[key]
+                outside = any(not min(c[i] for c, _ in pts) <= v <= max(c[i] for c, _ in pts) for i, v in enumerate(q))
+                hit = (fit.predict(*q), outside)  # type: ignore[attr-defined]
+            else:
+                hit = _interp(self._groups[key], q, 0)
+            self._memo[(key, q)] = hit
         ms, extra = hit
         if extra:
             self.extrapolations += 1

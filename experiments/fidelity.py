@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--early-exit", default="alto")
     ap.add_argument("--warmup", type=float, default=0.25, help="ALTO warm-up ratio (0.25 of 8 evals: cut at the 2nd)")
     ap.add_argument("--costs", default="measured,model")
+    ap.add_argument("--profile-method", default="auto", choices=("auto", "interp", "hostgpu"),
+                    help="how the model replay reads the profile (see alto check-fidelity)")
     ap.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                     help="skip the short throwaway run that compiles the kernels first")
     args = ap.parse_args(argv)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.archive:
         archive(folder, out / "fidelity_run.tar.gz")
     profile = read_profile(args.profile) if args.profile else None
-    rep = check_fidelity(out, run_dir=folder, profile=profile, modes=args.costs.split(","))
+    rep = check_fidelity(out, run_dir=folder, profile=profile, modes=args.costs.split(","), method=args.profile_method)
     for r in rep.rows:
         print(f"{r['metric']:45s} {r['value']!s:>24s}  {r['goal']!s:>14s}  {r['pass']!s:5s} {r['note']}"[:250])
     print("wrote " + ", ".join(str(f) for f in rep.files))

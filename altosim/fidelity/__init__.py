@@ -34,7 +34,8 @@ from altosim.fidelity.runlog import (
     job_intervals, loss_traces, measured_step_times, read_run, run_phases,
 )
 from altosim.fidelity.steptime import (
-    CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, cost_predictor, hostgpu_predictor, interior,
+    CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, best_method, cost_predictor, hostgpu_predictor,
+    interior,
     model_cost,
     read_profile, split_profile, step_time_errors,
 )
@@ -73,6 +74,12 @@ def gpu_label(device: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in ".-" else " " for c in device).split()) or "unknown"
 
 
+def _method(method: str, held: dict[str, list[dict[str, Any]]], models: set[str]) -> tuple[str, str]:
+    if method != "auto":
+        return method, "as asked"
+    return best_method(held, models)
+
+
 def run_val_rows(folder: Path) -> int:
     """Validation examples per evaluation, from <run>/run_args.json (experiments/fidelity.py writes
     it; `alto run --n-val` is not in the log); 0 when unknown."""
@@ -100,11 +107,14 @@ def run_config_for(folder: Path) -> RunConfig | None:
 def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunConfig | None = None,
                    profile: CostProfile | None = None, factory: PredictorFactory = cost_predictor,
                    modes: Sequence[str] = ("measured", "model"), every: int = 5,
-                   val_rows: int | None = None) -> FidelityReport:
+                   val_rows: int | None = None, method: str = "auto") -> FidelityReport:
     """Both checks (whichever inputs are given); writes fidelity_<gpu>.csv (+ timeline CSV/PNG).
 
     `val_rows`: validation examples per evaluation, so the model replay charges the runtime's
-    validation time (None: from <run>/run_args.json, else 0 = validation not modelled)."""
+    validation time (None: from <run>/run_args.json, else 0 = validation not modelled).
+    `method`: how the model replay reads the profile, "interp", "hostgpu" or "auto" (the one with
+    the lower held-out error on the profile's own rows of the run's models; steps and validation
+    chosen apart)."""
     import pandas as pd
 
     from altosim.report import save_fig, write_csv
@@ -114,17 +124,22 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
     for m in modes:
         if m not in ("measured", "model"):
             raise InputError("<args>", "--costs", f"unknown cost source {m!r}; known: measured, model")
+    if method not in ("auto", "interp", "hostgpu"):
+        raise InputError("<args>", "--profile-method", f"unknown method {method!r}; known: auto, interp, hostgpu")
     rows: list[dict[str, Any]] = []
     gpu = profile.device if profile is not None else "unknown"
+    held: dict[str, list[dict[str, Any]]] = {}
     if profile is not None:
-        rows += step_rows(step_time_errors(profile, factory, every))
+        held["interp"] = step_time_errors(profile, factory, every)
+        rows += step_rows(held["interp"])
         inner = interior(profile)
         if len(inner) >= 2:  # interpolation only: every 2nd row strictly inside the grid
             rows += step_rows(step_time_errors(profile, factory, 2, inner), None, "interior_")
         rows += step_rows(step_time_errors(profile, analytic_predictor, every), None, "analytic_")  # reference
         # the host-floor / GPU-line fit (altosim.costfit) on the same split: how much of the error is
         # the interpolation's (holes in the grid) rather than the measurements' jitter
-        rows += step_rows(step_time_errors(profile, hostgpu_predictor, every), None, "hostgpu_")
+        held["hostgpu"] = step_time_errors(profile, hostgpu_predictor, every)
+        rows += step_rows(held["hostgpu"], None, "hostgpu_")
     frames = []
     if run_dir is not None:
         run = read_run(run_dir)
@@ -137,12 +152,19 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
             if mode == "measured":  # evaluation time is inside the measured step times
                 cost: Any = MeasuredCost(measured_step_times(run))
             else:
-                cost = model_cost(cfg, profile)
+                models = {t.model.lower() for t in run.tasks}
+                how, why = _method(method, held, models)
+                cost = model_cost(cfg, profile, how)
                 evals = eval_profile(profile)
                 if val_rows <= 0:
                     eval_time = None
                 elif evals is not None:  # measured forward-only evaluations
-                    eval_time = ValidationCost(model_cost(cfg, evals), val_rows, forward_fraction=1.0)
+                    # validation batches (val_batch rows per adapter) lie past the profile's batch
+                    # axis, where interpolation continues the last segment's slope; the fit works in
+                    # tokens, which stay inside the measured range
+                    ev_how, ev_why = (method, "as asked") if method != "auto" else (
+                        "hostgpu", "the fit (validation batches lie past the profile's batch axis)")
+                    eval_time = ValidationCost(model_cost(cfg, evals, ev_how), val_rows, forward_fraction=1.0)
                 else:
                     eval_time = ValidationCost(cost, val_rows)
                 shapes = new_shape_cost(profile) if profile is not None else None
@@ -165,9 +187,13 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
             if mode == "model":
                 rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "
                                 "evaluation (0: validation time not modelled)"))
-                rows.append(row("model.eval_cost", "measured" if evals is not None else "a third of a step",
-                                note="validation forwards priced from the profile's eval_ms, or as 2NT of a "
-                                     "step's 6NT FLOPs where the profile has none"))
+                rows.append(row("model.profile_method", how if profile is not None else "analytic",
+                                note=f"how the replay reads the profile's steps: {why}" if profile is not None else ""))
+                rows.append(row("model.eval_cost", f"measured ({ev_how})" if evals is not None and val_rows > 0
+                                else "a third of a step",
+                                note=(f"validation forwards priced from the profile's eval_ms: {ev_why}"
+                                      if evals is not None and val_rows > 0 else
+                                      "validation priced as 2NT of a step's 6NT FLOPs (the profile has no eval_ms)")))
                 rows.append(row("model.action_costs", ", ".join(over.models) if over is not None else "none",
                                 note="models whose actions (start, admit, stop, snapshot, finish) are charged "
                                      "from the profile's overheads"))

@@ -294,24 +294,39 @@ class CalibratedOverheads:
 class NewShapeCost:
     """Profile-backed time before a run of steps: a step shape bucket (model, power-of-two samples
     per step) the process has not run yet costs what `alto profile`'s points paid on their first
-    step beyond a steady one (per model, the median of first_step_ms - step_ms: Triton compiles
-    and autotuning for a new token count), once per replay, as the runtime pays it once per process."""
+    step beyond a steady one (first_step_ms - step_ms: Triton compiles and autotuning for a new
+    token count), once per replay, as the runtime pays it once per process.
 
-    per_model: dict[str, float]  # model (lower case) -> seconds per new step shape
+    Which of those first steps: the profile is itself one fresh process meeting new shapes one
+    after another, so its k-th point's first step is what the k-th new shape of a fresh process
+    costs; the k-th new shape of the replay is charged that (`curve`, in the profile's order: the
+    first ~20 s on an H200, cold compiles, then a few seconds, then a few hundred ms), and the
+    median once the replay has met more shapes than the profile measured."""
+
+    per_model: dict[str, float]  # model (lower case) -> median seconds per new step shape
     seen: ShapeTracker = field(default_factory=ShapeTracker)
+    curve: dict[str, list[float]] = field(default_factory=dict)  # model -> seconds of its k-th new shape
+    met: dict[str, int] = field(default_factory=dict)  # model -> new shapes met so far
 
     def before_steps(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
-        cost = self.per_model.get(task.model.lower(), 0.0)
-        return cost * self.seen.new_step(task.model, sum(j.batch_size for j in jobs)) if cost > 0 else 0.0
+        model = task.model.lower()
+        if model not in self.per_model or not self.seen.new_step(task.model, sum(j.batch_size for j in jobs)):
+            return 0.0
+        k = self.met.get(model, 0)
+        self.met[model] = k + 1
+        seq = self.curve.get(model, [])
+        return seq[k] if k < len(seq) else self.per_model[model]
 
 
 def new_shape_cost(profile: CostProfile) -> NewShapeCost | None:
     """NewShapeCost from the rows that kept their first step (None: no row did, an older profile)."""
     extra: dict[str, list[float]] = {}
-    for r in profile.rows:
+    for r in profile.rows:  # in the order the profiler measured them
         if r.first_step_ms is not None and r.parallel_degree == 1:
             extra.setdefault(r.model.lower(), []).append(max(0.0, r.first_step_ms - r.step_ms) / 1e3)
-    return NewShapeCost({m: float(median(v)) for m, v in extra.items()}) if extra else None
+    if not extra:
+        return None
+    return NewShapeCost({m: float(median(v)) for m, v in extra.items()}, curve=extra)
 
 
 def describe(cal: RuntimeCalibration) -> dict[str, Any]:

@@ -29,9 +29,9 @@ def _accepts_profile() -> bool:
 
 
 def _cost(gpu_type: str, profile: CostProfile | None, link_gbps: float = 400.0,
-          gpu_memory_gb: float | None = None) -> CostModel:
+          gpu_memory_gb: float | None = None, method: str = "interp") -> CostModel:
     if profile is not None and _accepts_profile():
-        return cost_model_for(gpu_type, link_gbps, gpu_memory_gb, profile=profile)  # type: ignore[call-arg]
+        return cost_model_for(gpu_type, link_gbps, gpu_memory_gb, profile=profile, method=method)  # type: ignore[call-arg]
     return cost_model_for(gpu_type, link_gbps, gpu_memory_gb)
 
 
@@ -90,17 +90,32 @@ def analytic_predictor(fit: CostProfile | None = None) -> StepPredictor:
     return cost_predictor(None)
 
 
-def model_cost(cfg: RunConfig | None, profile: CostProfile | None) -> CostModel:
+def model_cost(cfg: RunConfig | None, profile: CostProfile | None, method: str = "interp") -> CostModel:
     """The step costs a `model` replay uses: the config's cost model (as `alto simulate` builds
-    it), on `profile` when one is given."""
+    it), on `profile` when one is given, read by `method` ("interp" or "hostgpu")."""
     if cfg is None:
-        return _cost("H100", profile)
+        return _cost("H100", profile, method=method)
     if profile is None:
         from altosim.simulate import make_cost
 
         return make_cost(cfg)
     c = cfg.cluster
-    return _cost(c.gpu_type, profile, c.link_gbps / 8, c.gpu_memory_gb)
+    return _cost(c.gpu_type, profile, c.link_gbps / 8, c.gpu_memory_gb, method)
+
+
+def best_method(errors: dict[str, list[dict[str, Any]]], models: set[str]) -> tuple[str, str]:
+    """The profile reading ("interp" or "hostgpu") whose held-out median error is lower, over the
+    run's models (mean of their medians), and why: chosen on the profile's own held-out rows, never
+    on the run being checked. `errors`: method -> step_time_errors rows."""
+    score = {}
+    for m, rows in errors.items():
+        meds = [e["median_rel_err"] for e in rows if e["model"].lower() in models]
+        if meds:
+            score[m] = sum(meds) / len(meds)
+    if not score:
+        return "interp", "no held-out rows of the run's models: interpolation"
+    best = min(score, key=lambda m: (score[m], m != "interp"))
+    return best, "; ".join(f"{m} {v:.1%}" for m, v in sorted(score.items())) + " held-out median error"
 
 
 def read_profile(path: str | Path) -> CostProfile:

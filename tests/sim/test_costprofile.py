@@ -143,3 +143,26 @@ def test_simulate_reports_how_often_the_profile_was_extrapolated(tmp_path, capsy
     cfg_file.write_text(f"cost_profile: {path}\n")
     assert main(["simulate", str(cfg_file), "--out", str(tmp_path / "o"), "-q"]) == 0
     assert "step-time queries fell outside the measured range" in capsys.readouterr().out
+
+
+def test_hostgpu_reading_follows_the_two_lines_and_flags_extrapolation():
+    """method="hostgpu" answers from the host-floor / GPU-line fit: on rows that lie on the two
+    lines it is exact between and beyond grid points (where interpolation is not), and still counts
+    a query outside the measured range as an extrapolation."""
+    def law(a, r, b, l):  # noqa: ANN001, ANN202
+        return max(40.0 + 0.5 * a, 2.0 + 4e-3 * a * b * l)
+
+    prof = grid_profile(f=law)
+    fit, interp = ProfileTable(prof, method="hostgpu"), ProfileTable(prof)
+    inside = fit.predict("smollm2-135m", "H100", 8, 16, 3, 300)
+    assert not inside.extrapolated and inside.step_ms == pytest.approx(law(8, 16, 3, 300), rel=0.02)
+    past = fit.predict("smollm2-135m", "H100", 4, 16, 16, 256)  # batch 16: past the batch axis
+    assert past.extrapolated and past.step_ms == pytest.approx(law(4, 16, 16, 256), rel=0.1)
+    assert fit.extrapolations == 1
+    assert abs(interp.predict("smollm2-135m", "H100", 8, 16, 3, 300).step_ms - law(8, 16, 3, 300)) > 0.02 * law(8, 16, 3, 300)
+    with pytest.raises(ValueError, match="method"):
+        ProfileTable(prof, method="spline")
+    cm = cost_model_for("H100", profile=prof, method="hostgpu")
+    task = TaskSpec("t", 0.0, "smollm2-135m", "toy", 1, (), 100, seq_len=300)
+    jobs = [JobSpec(f"j{i}", "t", 1e-4, 16, 3) for i in range(8)]
+    assert cm.step_time(task, jobs) == pytest.approx(law(8, 16, 3, 300) / 1e3, rel=0.02)

@@ -362,15 +362,59 @@ def test_action_costs_and_measured_evaluations_are_charged_and_broken_down(tmp_p
     prof = prof.model_copy(update={"overheads": {"llama-3.2-1b": costs}, "rows": [
         r.model_copy(update={"eval_ms": r.step_ms / 2}) for r in prof.rows]})
     (run / "summary.csv").write_text("backbone,wall_s,step_s,validate_s,policy_s,start_task_s\nx,9,5,2,1,0.5\n")
-    rows = _rows(check_fidelity(tmp_path / "o", run_dir=run, profile=prof, modes=("model",)).files[0])
-    assert rows["model.eval_cost"]["value"] == "measured"
+    rows = _rows(check_fidelity(tmp_path / "o", run_dir=run, profile=prof, modes=("model",), method="interp").files[0])
+    assert rows["model.eval_cost"]["value"] == "measured (interp)"
     assert rows["model.action_costs"]["value"] == "llama-3.2-1b"
     assert float(rows["model.phase_s[start_task]"]["value"]) == pytest.approx(1.5 * tasks)
     assert "real 0.5 s" in rows["model.phase_s[start_task]"]["note"]
     assert "not modelled" in rows["model.phase_s[policy]"]["note"]
     assert float(rows["model.phase_s[validate]"]["value"]) > 0
     # measured evaluations at half a step cost 1.5x the "third of a step" estimate
-    third = _rows(check_fidelity(tmp_path / "p", run_dir=run, profile=_profile(), modes=("model",)).files[0])
+    third = _rows(check_fidelity(tmp_path / "p", run_dir=run, profile=_profile(), modes=("model",),
+                                 method="interp").files[0])
     assert third["model.eval_cost"]["value"] == "a third of a step"
     assert float(rows["model.phase_s[validate]"]["value"]) == pytest.approx(
         1.5 * float(third["model.phase_s[validate]"]["value"]), rel=0.02)
+
+
+def test_a_fresh_process_pays_the_profiles_first_steps_in_order(tmp_path):
+    """The k-th new step shape of a replay costs the profile's k-th point's first-step extra (the
+    profiler is one fresh process meeting new shapes in turn: cold compiles first), then the median."""
+    from altosim.fidelity import new_shape_cost
+    from altosim.policy.types import JobSpec, TaskSpec
+
+    plain = _profile()
+    extras = [20000.0, 8000.0] + [300.0] * (len(plain.rows) - 2)
+    prof = plain.model_copy(update={"rows": [r.model_copy(update={"first_step_ms": r.step_ms + e})
+                                             for r, e in zip(plain.rows, extras)]})
+    shapes = new_shape_cost(prof)
+    assert shapes.curve["llama-3.2-1b"][:3] == pytest.approx([20.0, 8.0, 0.3])
+    jobs = [JobSpec(f"t/j{i}", "t", 1e-4, 8, b) for i, b in enumerate((1, 2, 4, 8, 16, 32, 64, 128))]
+    task = TaskSpec("t", 0.0, "llama-3.2-1b", "toy", 1, tuple(jobs), 400, seq_len=256)
+    got = [shapes.before_steps(task, jobs[i:i + 1]) for i in range(len(jobs))]  # each a new bucket
+    assert got[:3] == pytest.approx([20.0, 8.0, 0.3]) and got[-1] == pytest.approx(0.3)
+    assert shapes.before_steps(task, jobs[:1]) == 0.0  # seen
+    longer = plain.model_copy(update={"rows": prof.rows[:2]})  # fewer points than new shapes: the median after
+    s2 = new_shape_cost(longer)
+    assert [s2.before_steps(task, jobs[i:i + 1]) for i in range(3)] == pytest.approx([20.0, 8.0, 14.0])
+
+
+def test_auto_picks_the_profile_reading_with_the_lower_held_out_error(tmp_path):
+    """`auto` reads the profile the way that predicts its own held-out rows better (never judged
+    on the run being checked); the choice and both errors are in the report."""
+    from altosim.fidelity import best_method
+
+    errs = {"interp": [{"model": "smollm2-135m", "median_rel_err": 0.18}, {"model": "other", "median_rel_err": 0.01}],
+            "hostgpu": [{"model": "smollm2-135m", "median_rel_err": 0.06}, {"model": "other", "median_rel_err": 0.5}]}
+    assert best_method(errs, {"smollm2-135m"})[0] == "hostgpu"
+    assert best_method(errs, {"other"})[0] == "interp"
+    assert best_method(errs, {"nothing"})[0] == "interp"
+    run = synthetic_run(tmp_path)
+    rows = _rows(check_fidelity(tmp_path / "o", run_dir=run, profile=_profile(), modes=("model",)).files[0])
+    assert rows["model.profile_method"]["value"] in ("interp", "hostgpu")
+    assert "held-out median error" in rows["model.profile_method"]["note"]
+    forced = _rows(check_fidelity(tmp_path / "p", run_dir=run, profile=_profile(), modes=("model",),
+                                  method="hostgpu").files[0])
+    assert forced["model.profile_method"]["value"] == "hostgpu"
+    with pytest.raises(InputError, match="profile-method"):
+        check_fidelity(tmp_path / "q", run_dir=run, profile=_profile(), method="spline")
