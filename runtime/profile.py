@@ -13,8 +13,10 @@ M(B) = k0 + k1 * B * L of each model is fitted to its rows (B = A * b) as the in
 scheduler's `MemoryModel.fit` does.
 
 Each row also keeps its first step's time (`first_step_ms`: a new shape's compiles and autotuning,
-given the points measured before it), for a simulator that charges new shapes, and a forward-only
-evaluation of the point's adapters (`eval_ms`: what validation costs). Per backbone, the meta keeps
+given the points measured before it), for a simulator that charges new shapes, and a validation
+forward as the runtime calls it (`val_ms`, its first call `first_val_ms`: one shared batch of 16
+rows of the point's length for min(adapters, 16) of its adapters). Rows are written in the order
+they were measured (the first rows' first steps are a fresh process's cold compiles). Per backbone, the meta keeps
 the median host cost of the runtime's actions over the points (`overheads`: a task's start = the
 backbone copy and trainer build, admit / snapshot / stop per adapter, a task's finish = restore +
 PEFT export), so a replay can charge what is neither a step nor a validation.
@@ -45,7 +47,7 @@ from typing import Callable, Sequence
 import torch
 
 from altosim.policy.memory import MemoryModel
-from altosim.schemas.cost import ActionCosts, CostProfile, CostRecord, FailedPoint, MemoryFit
+from altosim.schemas.cost import VAL_BATCH, ActionCosts, CostProfile, CostRecord, FailedPoint, MemoryFit, val_adapters
 from runtime.batching import IGNORE
 
 KNOWN_GPUS = ("GH200", "H200", "H100", "H800", "A100", "A800", "L40S", "L40", "L4", "A10G", "V100", "T4")
@@ -140,14 +142,16 @@ def _is_oom(e: BaseException) -> bool:
 @dataclass
 class PointTimes:
     """What one grid point measured (ms): the steady step (median), the very first step (what the
-    shape costs the first time it runs in the process), a forward-only evaluation of every adapter
-    (median), and the host time of the actions taken on it, per adapter where per adapter."""
+    shape costs the first time it runs in the process), a validation forward as the runtime calls
+    it (median, and its first call), and the host time of the actions taken on it: (total ms,
+    how many) per action."""
 
     step_ms: float
     first_step_ms: float
-    eval_ms: float
+    val_ms: float
+    first_val_ms: float
     failures: int
-    actions: dict[str, float]  # ActionCosts field name -> ms
+    actions: dict[str, tuple[float, int]]  # ActionCosts field name -> (ms, count)
 
 
 def _timed(device: torch.device, fn: Callable[[], object]) -> float:
@@ -209,16 +213,32 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
     warm = [timed_step() for _ in range(warmup)]
     times = [timed_step() for _ in range(steps)]
     readmit()
-    eval_ms = [_timed(device, lambda: trainer.evaluate_tokens(batches)) for _ in range(evals + 1)][1:] if evals else []
     names = [f"a{i}" for i in range(adapters)]
+    # validation as the runtime calls it: one CPU batch of VAL_BATCH rows shared by a chunk of adapters
+    ids = torch.randint(3, vocab, (VAL_BATCH, seq), generator=g)
+    labels = ids.clone()
+    labels[:, : seq - max(1, round(ANSWER_FRACTION * seq))] = IGNORE
+    chunk = {j: (ids, torch.ones_like(ids), labels) for j in names[:val_adapters(adapters)]}
+    val = [_timed(device, lambda: trainer.evaluate_tokens(chunk)) for _ in range(evals + 1)] if evals else []
     snapshot_ms = _timed(device, lambda: [trainer.snapshot_best(j) for j in names])
     stop_ms = _timed(device, lambda: [trainer.suspend(j, keep_optimizer=False) for j in names[1:]])
     finish_ms = _timed(device, lambda: _finish(trainer, names[0]))
-    actions = {"admit_ms": admit_ms / adapters, "snapshot_ms": snapshot_ms / adapters, "finish_task_ms": finish_ms}
+    actions = {"admit_ms": (admit_ms, adapters), "snapshot_ms": (snapshot_ms, adapters),
+               "finish_task_ms": (finish_ms, 1)}
     if adapters > 1:
-        actions["stop_ms"] = stop_ms / (adapters - 1)
-    return PointTimes(statistics.median(times), (warm + times)[0], statistics.median(eval_ms) if eval_ms else math.nan,
-                      failures, actions)
+        actions["stop_ms"] = (stop_ms, adapters - 1)
+    return PointTimes(statistics.median(times), (warm + times)[0], statistics.median(val[1:]) if val else math.nan,
+                      val[0] if val else math.nan, failures, actions)
+
+
+def _action_ms(measured: list[tuple[float, int]]) -> float:
+    """One action's cost from the points' (total ms, count): once-per-point actions (a task's start
+    and finish) the median; per-adapter ones the total over the total count, so the many-adapter
+    points (where a run admits most of its adapters) weigh most and a point's first, costlier admit
+    is spread as a run spreads it."""
+    if all(n == 1 for _, n in measured):
+        return statistics.median(ms for ms, _ in measured)
+    return sum(ms for ms, _ in measured) / sum(n for _, n in measured)
 
 
 def _finish(trainer, job_id: str) -> None:
@@ -281,8 +301,9 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
             extra = f"; {pt.failures} adapter steps non-finite (re-admitted)" if pt.failures else ""
             rows.append(CostRecord(**key, step_ms=pt.step_ms, peak_mem_bytes=peak, note=note + extra,
-                                   first_step_ms=pt.first_step_ms, eval_ms=pt.eval_ms if evals else None))
-            for k, v in {"start_task_ms": start_ms, **pt.actions}.items():
+                                   first_step_ms=pt.first_step_ms, val_ms=pt.val_ms if evals else None,
+                                   first_val_ms=pt.first_val_ms if evals else None))
+            for k, v in {"start_task_ms": (start_ms, 1), **pt.actions}.items():
                 acts.setdefault(k, []).append(v)
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e):
@@ -293,7 +314,7 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             _free(device)
     trainer = None
     _free(device)
-    costs = ActionCosts(**{k: statistics.median(v) for k, v in acts.items()}) if acts else None
+    costs = ActionCosts(**{k: _action_ms(v) for k, v in acts.items()}) if acts else None
     return rows, failed, layers, costs
 
 

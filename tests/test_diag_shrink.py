@@ -29,14 +29,16 @@ def test_compile_log_names_compiles_and_restores_the_listener():
     with log:
         assert knobs.compilation.listener is log
 
-        class Src:
-            fn = type("K", (), {"__name__": "_shrink_kernel"})()
-            constexprs = {"BLOCK_M": 32, "APPLY_SCALE": False, "SPLIT_K": 2}
+        class Src:  # as triton 3.9 hands it: keys are argument positions
+            fn = type("K", (), {"__name__": "_shrink_kernel", "arg_names": ["x_ptr", "K", "BLOCK_M", "SPLIT_K"]})()
+            constants = {(2,): 32, (3,): 2, (1,): 1}
+            attrs = {(0,): [["tt.divisibility", 16]]}
 
         log(src=Src(), metadata={"num_warps": 4, "num_stages": 3}, cache_hit=False)
         log(src=Src(), metadata={}, cache_hit=True)  # a cache hit is not a compile
     assert knobs.compilation.listener is before
-    assert log.take() == "_shrink_kernel {'BLOCK_M': 32, 'SPLIT_K': 2} warps=4 stages=3" and log.take() == ""
+    assert log.take() == ("_shrink_kernel {'BLOCK_M': 32, 'SPLIT_K': 2, 'K': 1} "
+                          "spec={'x_ptr': [['tt.divisibility', 16]]} warps=4 stages=3") and log.take() == ""
 
 
 def test_sizes_must_shrink():

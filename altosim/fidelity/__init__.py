@@ -164,7 +164,8 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
                     # tokens, which stay inside the measured range
                     ev_how, ev_why = (method, "as asked") if method != "auto" else (
                         "hostgpu", "the fit (validation batches lie past the profile's batch axis)")
-                    eval_time = ValidationCost(model_cost(cfg, evals, ev_how), val_rows, forward_fraction=1.0)
+                    eval_time = ValidationCost(model_cost(cfg, evals, ev_how), val_rows, forward_fraction=1.0,
+                                               shapes=new_shape_cost(evals))
                 else:
                     eval_time = ValidationCost(cost, val_rows)
                 shapes = new_shape_cost(profile) if profile is not None else None

@@ -18,7 +18,7 @@ from altosim.errors import InputError
 from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, failure_steps, flat_curve, job_curves
 from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, TaskArrived, TaskSpec
 from altosim.schemas import CostProfile, RunConfig
-from altosim.schemas.cost import ActionCosts
+from altosim.schemas.cost import EVAL_ROWS, VAL_BATCH, ActionCosts, val_adapters
 from altosim.sim.engine import Simulator
 from altosim.simulate import runtime_controller  # noqa: F401  (re-exported: the same Controller as alto run)
 
@@ -162,9 +162,10 @@ class ValidationCost:
 
     cost: Any
     val_rows: int
-    val_batch: int = 16
-    eval_rows: int = 256
+    val_batch: int = VAL_BATCH
+    eval_rows: int = EVAL_ROWS
     forward_fraction: float = 1 / 3
+    shapes: Any = None  # NewShapeCost of the evaluation shapes (first calls), or None
 
     def __call__(self, task: TaskSpec, jobs: list[JobSpec]) -> float:
         b = min(self.val_batch, self.val_rows)
@@ -174,19 +175,29 @@ class ValidationCost:
         for i in range(0, len(jobs), per_call):
             chunk = [replace(j, batch_size=b) for j in jobs[i:i + per_call]]
             t += batches * self.cost.step_time(task, chunk) * self.forward_fraction
+            if self.shapes is not None:  # a new evaluation shape compiles and autotunes once
+                t += self.shapes.before_steps(task, chunk)
         return t
 
 
 def eval_profile(profile: CostProfile | None) -> CostProfile | None:
-    """The profile's forward-only evaluations as a profile of their own (step_ms = eval_ms), so the
-    cost model interpolates validation as it does steps; None when no row measured one."""
+    """The profile's validation forwards as a profile of their own, so the cost model prices them
+    as it does steps: rows at the shape they ran (min(adapters, 16) adapters x 16 rows: `val_ms`,
+    first call as `first_step_ms`), or, for a profile that timed evaluations at its training batches
+    (`eval_ms`, 2026-12-03), those; None when no row measured one."""
     if profile is None:
         return None
-    rows = [r.model_copy(update={"step_ms": r.eval_ms}) for r in profile.rows if r.eval_ms is not None]
+    rows = [r.model_copy(update={"adapters": val_adapters(r.adapters), "per_adapter_batch": VAL_BATCH,
+                                 "step_ms": r.val_ms, "first_step_ms": r.first_val_ms})
+            for r in profile.rows if r.val_ms is not None]
+    src = "val_ms"
+    if not rows:
+        rows = [r.model_copy(update={"step_ms": r.eval_ms, "first_step_ms": None})
+                for r in profile.rows if r.eval_ms is not None]
+        src = "eval_ms"
     if not rows:
         return None
-    return profile.model_copy(update={"rows": rows, "source": f"eval_ms of {profile.source}"})
-
+    return profile.model_copy(update={"rows": rows, "source": f"{src} of {profile.source}"})
 
 
 

@@ -9,6 +9,18 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# the runtime's validation call, at which profiles measure val_ms (runtime/run.py val_batch_size,
+# runtime/backend.py eval_rows): one shared batch of VAL_BATCH rows per adapter, EVAL_ROWS rows at most
+# per forward
+VAL_BATCH = 16
+EVAL_ROWS = 256
+
+
+def val_adapters(adapters: int) -> int:
+    """Adapters in one validation forward of a point with `adapters` (the runtime's chunk)."""
+    return min(adapters, max(1, EVAL_ROWS // VAL_BATCH))
+
+
 class CostRecord(BaseModel):
     """One measured step: what ran, how long it took, how much memory it peaked at."""
 
@@ -30,8 +42,15 @@ class CostRecord(BaseModel):
                     "measured before it in the same process); empty where not measured")
     eval_ms: float | None = Field(
         None, gt=0, allow_inf_nan=False,
-        description="one forward-only evaluation of every adapter of the point on its batch (no grad), ms: "
-                    "what a validation call of the same rows costs; empty where not measured")
+        description="one forward-only evaluation of every adapter of the point on its training batch (no grad), "
+                    "ms (profiles of 2026-12-03 session 6; later ones measure val_ms); empty where not measured")
+    val_ms: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="one validation forward as the runtime calls it: a shared batch of 16 rows of seq_len for "
+                    "min(adapters, 16) adapters, ms (median); empty where not measured")
+    first_val_ms: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="the first such call at this point, ms: a new evaluation shape's compiles and autotuning")
 
 
 class ActionCosts(BaseModel):

@@ -15,7 +15,7 @@ from altosim.traces_io.files import atomic_write, json_file, read_text
 
 
 COST_COLUMNS = list(CostRecord.model_fields)
-OPTIONAL_COLUMNS = ("note", "parallel_degree", "first_step_ms", "eval_ms")  # older profiles lack them
+OPTIONAL_COLUMNS = ("note", "parallel_degree", "first_step_ms", "eval_ms", "val_ms", "first_val_ms")  # older profiles lack them
 
 
 def read_cost_profile(path: str | Path) -> CostProfile:

@@ -83,13 +83,26 @@ class CompileLog:
             return
         fn = getattr(src, "fn", None)
         name = getattr(fn, "__name__", None) or getattr(getattr(fn, "fn", None), "__name__", None) or metadata.get("name", "?")
+        args = list(getattr(fn, "arg_names", None) or [])
         consts = getattr(src, "constexprs", None) or getattr(src, "constants", None) or {}
-        keep = {str(k): v for k, v in dict(consts).items() if "BLOCK" in str(k) or "SPLIT" in str(k) or v == 1}
-        self.entries.append(f"{name} {keep} warps={metadata.get('num_warps')} stages={metadata.get('num_stages')}")
+        attrs = getattr(src, "attrs", None) or {}
+        # session 6 logged keys as argument positions ('(28,)': 1); name them, and add the
+        # specialization attributes (16-divisibility of pointers and ints), which the constants miss
+        keep = {_arg(k, args): v for k, v in dict(consts).items()}
+        spec = {_arg(k, args): v for k, v in dict(attrs).items()} if isinstance(attrs, dict) else attrs
+        self.entries.append(f"{name} {keep} spec={spec} warps={metadata.get('num_warps')} "
+                            f"stages={metadata.get('num_stages')}")
 
     def take(self) -> str:
         out, self.entries = "; ".join(self.entries), []
         return out
+
+
+def _arg(key: object, names: list[str]) -> str:
+    """A Triton specialization key ((index,) or a name) as the argument's name where known."""
+    if isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], int) and key[0] < len(names):
+        return names[key[0]]
+    return str(key)
 
 
 def admit_grid(tr: MultiAdapterTrainer, n: int) -> None:

@@ -168,32 +168,43 @@ def test_rows_keep_their_first_step_and_older_profiles_still_read(tmp_path):
     assert all(r.first_step_ms is None for r in read_cost_profile(tmp_path / "old.csv").rows)
 
 
-def test_rows_keep_an_evaluation_and_the_meta_the_actions_costs(tmp_path):
-    """Each row times a forward-only evaluation (what validation costs); the meta keeps the
-    median host cost of a task's start, admit, snapshot, stop and a task's finish per backbone,
-    and both survive the round trip. `--evals 0` measures no evaluation."""
+def test_rows_keep_a_validation_call_and_the_meta_the_actions_costs(tmp_path):
+    """Each row times a validation forward as the runtime calls it (one shared 16-row batch for
+    min(adapters, 16) adapters) and keeps its first call; the meta keeps a task's start and finish
+    (median over points) and admit, snapshot, stop per adapter (total over total count); all
+    survive the round trip. `--evals 0` measures no validation."""
     from altosim.traces_io import read_cost_profile
     from runtime.trainer import MultiAdapterTrainer
 
-    grid = rp.Grid(adapters=(1, 3), ranks=(4,), batches=(1,), seqs=(16,))
-    prof, path = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=0, evals=2, quiet=True)
-    assert all(r.eval_ms is not None and 0 < r.eval_ms for r in prof.rows)
+    calls = []
+    real = MultiAdapterTrainer.evaluate_tokens
+
+    def spy(self, batches):
+        calls.append(sorted((len(batches), b[0].shape[0], b[0].device.type) for b in batches.values())[0])
+        return real(self, batches)
+
+    import unittest.mock as um
+
+    grid = rp.Grid(adapters=(1, 3, 20), ranks=(4,), batches=(1,), seqs=(16,))
+    with um.patch.object(MultiAdapterTrainer, "evaluate_tokens", spy):
+        prof, path = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=0, evals=2, quiet=True)
+    assert calls == [(1, 16, "cpu")] * 3 + [(3, 16, "cpu")] * 3 + [(16, 16, "cpu")] * 3  # 1 untimed + 2, capped at 16
+    assert all(r.val_ms is not None and r.first_val_ms is not None and r.eval_ms is None for r in prof.rows)
     costs = prof.overheads["tiny"]
     for name in ("start_task_ms", "admit_ms", "snapshot_ms", "stop_ms", "finish_task_ms"):
         assert getattr(costs, name) is not None and getattr(costs, name) > 0, name
     back = read_cost_profile(path)
     assert back.overheads == prof.overheads
-    assert [r.eval_ms for r in back.rows] == pytest.approx([r.eval_ms for r in prof.rows])
-    calls = []
-    real = MultiAdapterTrainer.evaluate_tokens
-
-    def spy(self, batches):
-        calls.append(len(batches))
-        return real(self, batches)
-
-    import unittest.mock as um
+    assert [r.val_ms for r in back.rows] == pytest.approx([r.val_ms for r in prof.rows])
+    assert [r.first_val_ms for r in back.rows] == pytest.approx([r.first_val_ms for r in prof.rows])
+    calls.clear()
     with um.patch.object(MultiAdapterTrainer, "evaluate_tokens", spy):
         prof0, _ = rp.run_profile(["tiny"], grid, tmp_path / "q.csv", steps=1, warmup=0, evals=0, quiet=True)
-    assert calls == [] and all(r.eval_ms is None for r in prof0.rows)
+    assert calls == [] and all(r.val_ms is None for r in prof0.rows)
     with pytest.raises(ValueError, match="evals"):
         rp.run_profile(["tiny"], grid, tmp_path / "r.csv", steps=1, warmup=0, evals=-1, quiet=True)
+
+
+def test_per_adapter_actions_weigh_points_by_their_adapters():
+    assert rp._action_ms([(100.0, 1), (40.0, 1), (70.0, 1)]) == 70.0  # once per point: the median
+    assert rp._action_ms([(160.0, 1), (320.0, 4), (1600.0, 32)]) == pytest.approx(2080.0 / 37)

@@ -418,3 +418,25 @@ def test_auto_picks_the_profile_reading_with_the_lower_held_out_error(tmp_path):
     assert forced["model.profile_method"]["value"] == "hostgpu"
     with pytest.raises(InputError, match="profile-method"):
         check_fidelity(tmp_path / "q", run_dir=run, profile=_profile(), method="spline")
+
+
+def test_validation_is_priced_at_the_shape_the_profile_timed_it_and_new_eval_shapes_cost_once():
+    from altosim.fidelity import eval_profile, new_shape_cost
+    from altosim.policy.types import JobSpec, TaskSpec
+
+    plain = _profile()
+    prof = plain.model_copy(update={"rows": [r.model_copy(update={"val_ms": 50.0 + r.adapters,
+                                                                  "first_val_ms": 1050.0 + r.adapters})
+                                             for r in plain.rows]})
+    ev = eval_profile(prof)
+    assert {(r.adapters, r.per_adapter_batch) for r in ev.rows} == {(n, 16) for n in (1, 2, 4, 8)}
+    assert all(r.first_step_ms - r.step_ms == pytest.approx(1000.0) for r in ev.rows)
+    assert eval_profile(plain) is None
+    older = plain.model_copy(update={"rows": [r.model_copy(update={"eval_ms": 7.0}) for r in plain.rows]})
+    assert {r.step_ms for r in eval_profile(older).rows} == {7.0}  # the session-6 column still reads
+    cost = ValidationCost(cost_model_for("H100", profile=ev), 32, forward_fraction=1.0, shapes=new_shape_cost(ev))
+    jobs = [JobSpec(f"t/j{i}", "t", 1e-4, 8, 4) for i in range(4)]
+    task = TaskSpec("t", 0.0, "llama-3.2-1b", "toy", 1, tuple(jobs), 400, seq_len=256)
+    first, again = cost(task, jobs), cost(task, jobs)
+    assert again == pytest.approx(2 * 0.054)  # two 16-row batches of one 4-adapter forward each
+    assert first - again == pytest.approx(1.0)  # the new evaluation shape, once
