@@ -47,7 +47,7 @@ from altosim.fidelity.heldout import heldout_fidelity, predict_makespan, term_se
 from altosim.schemas import CostProfile, RunConfig
 
 __all__ = [
-    "CostPredictor", "HostOverheads", "eval_profile", "host_overheads", "phase_rows", "run_phases", "NewShapeCost", "new_shape_cost", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
+    "CostPredictor", "ModelCosts", "model_costs", "HostOverheads", "eval_profile", "host_overheads", "phase_rows", "run_phases", "NewShapeCost", "new_shape_cost", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
     "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
     "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
     "decisions", "failure_steps", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
@@ -74,10 +74,45 @@ def gpu_label(device: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in ".-" else " " for c in device).split()) or "unknown"
 
 
-def _method(method: str, held: dict[str, list[dict[str, Any]]], models: set[str]) -> tuple[str, str]:
-    if method != "auto":
-        return method, "as asked"
-    return best_method(held, models)
+@dataclass
+class ModelCosts:
+    """What a `model` replay charges, all from the config and the profile (nothing from the run's
+    timings), and the report rows that say how."""
+
+    cost: Any  # step costs
+    eval_time: ValidationCost | None
+    shapes: NewShapeCost | None
+    overheads: HostOverheads | None
+    notes: list[dict[str, Any]]
+
+
+def model_costs(cfg: RunConfig | None, profile: CostProfile | None, method: str,
+                held: dict[str, list[dict[str, Any]]], models: set[str], val_rows: int) -> ModelCosts:
+    """Steps read by `method` ("auto": whichever of interpolation and the host/GPU fit predicts the
+    profile's held-out rows of `models` better); validation from the profile's measured evaluations
+    read by the fit (validation batches lie past the profile's batch axis, where interpolation
+    continues the last segment's slope; the fit works in tokens, inside the measured range), else a
+    third of a step; new step and evaluation shapes from the first steps/calls; actions from the
+    profile's overheads."""
+    how, why = (method, "as asked") if method != "auto" else best_method(held, models)
+    cost = model_cost(cfg, profile, how)
+    evals = eval_profile(profile)
+    eval_time, ev, ev_note = None, "not modelled", "0 validation rows"
+    if val_rows > 0 and evals is not None:
+        ev_how = "hostgpu" if method == "auto" else method
+        eval_time = ValidationCost(model_cost(cfg, evals, ev_how), val_rows, forward_fraction=1.0,
+                                   shapes=new_shape_cost(evals))
+        ev, ev_note = f"measured ({ev_how})", f"from the profile's {evals.source.split(' ')[0]}"
+    elif val_rows > 0:
+        eval_time = ValidationCost(cost, val_rows)
+        ev, ev_note = "a third of a step", "the profile timed no evaluation: 2NT of a step's 6NT FLOPs"
+    over = host_overheads(profile)
+    notes = [row("model.profile_method", how if profile is not None else "analytic",
+                 note=f"how the replay reads the profile's steps: {why}" if profile is not None else ""),
+             row("model.eval_cost", ev, note=ev_note),
+             row("model.action_costs", ", ".join(over.models) if over is not None else "none",
+                 note="models whose actions (start, admit, stop, snapshot, finish) are charged from the profile")]
+    return ModelCosts(cost, eval_time, new_shape_cost(profile) if profile is not None else None, over, notes)
 
 
 def run_val_rows(folder: Path) -> int:
@@ -112,9 +147,8 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
 
     `val_rows`: validation examples per evaluation, so the model replay charges the runtime's
     validation time (None: from <run>/run_args.json, else 0 = validation not modelled).
-    `method`: how the model replay reads the profile, "interp", "hostgpu" or "auto" (the one with
-    the lower held-out error on the profile's own rows of the run's models; steps and validation
-    chosen apart)."""
+    `method`: how the model replay reads the profile, "interp", "hostgpu" or "auto" (see
+    `model_costs`)."""
     import pandas as pd
 
     from altosim.report import save_fig, write_csv
@@ -148,32 +182,14 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
         gpu = run.device
         frames.append(("real", run.trace))
         for mode in modes:
-            eval_time = shapes = over = None
             if mode == "measured":  # evaluation time is inside the measured step times
-                cost: Any = MeasuredCost(measured_step_times(run))
+                mc = ModelCosts(MeasuredCost(measured_step_times(run)), None, None, None, [])
             else:
-                models = {t.model.lower() for t in run.tasks}
-                how, why = _method(method, held, models)
-                cost = model_cost(cfg, profile, how)
-                evals = eval_profile(profile)
-                if val_rows <= 0:
-                    eval_time = None
-                elif evals is not None:  # measured forward-only evaluations
-                    # validation batches (val_batch rows per adapter) lie past the profile's batch
-                    # axis, where interpolation continues the last segment's slope; the fit works in
-                    # tokens, which stay inside the measured range
-                    ev_how, ev_why = (method, "as asked") if method != "auto" else (
-                        "hostgpu", "the fit (validation batches lie past the profile's batch axis)")
-                    eval_time = ValidationCost(model_cost(cfg, evals, ev_how), val_rows, forward_fraction=1.0,
-                                               shapes=new_shape_cost(evals))
-                else:
-                    eval_time = ValidationCost(cost, val_rows)
-                shapes = new_shape_cost(profile) if profile is not None else None
-                over = host_overheads(profile)
+                mc = model_costs(cfg, profile, method, held, {t.model.lower() for t in run.tasks}, val_rows)
             charged: dict[str, float] = {}
             try:
-                sim = replay_run(run, cfg, cost, eval_time, shapes.before_steps if shapes is not None else None,
-                                 over, charged)
+                sim = replay_run(run, cfg, mc.cost, mc.eval_time,
+                                 mc.shapes.before_steps if mc.shapes is not None else None, mc.overheads, charged)
             except InputError:
                 raise
             except ValueError as e:  # e.g. the predictor has no cost for this backbone
@@ -188,18 +204,9 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
             if mode == "model":
                 rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "
                                 "evaluation (0: validation time not modelled)"))
-                rows.append(row("model.profile_method", how if profile is not None else "analytic",
-                                note=f"how the replay reads the profile's steps: {why}" if profile is not None else ""))
-                rows.append(row("model.eval_cost", f"measured ({ev_how})" if evals is not None and val_rows > 0
-                                else "a third of a step",
-                                note=(f"validation forwards priced from the profile's eval_ms: {ev_why}"
-                                      if evals is not None and val_rows > 0 else
-                                      "validation priced as 2NT of a step's 6NT FLOPs (the profile has no eval_ms)")))
-                rows.append(row("model.action_costs", ", ".join(over.models) if over is not None else "none",
-                                note="models whose actions (start, admit, stop, snapshot, finish) are charged "
-                                     "from the profile's overheads"))
+                rows += mc.notes
                 rows += phase_rows("model", charged, run_phases(run.folder))
-                per = shapes.per_model if shapes is not None else {}
+                per = mc.shapes.per_model if mc.shapes is not None else {}
                 rows.append(row("model.new_shape_s", "; ".join(f"{m}={v:.3g}" for m, v in sorted(per.items())) or 0,
                                 note="seconds charged per new step shape, from the profile's first steps "
                                      "(0: the profile kept none)"))

@@ -100,6 +100,8 @@ class RuntimeOrderSimulator(Simulator):
                 improved += self._best_val.get(r.job.job_id) != best  # the runtime snapshots it
                 if r.step >= r.total and ex.group.get(r.job.job_id) is r:
                     ex.group.pop(r.job.job_id)
+                    if self.overheads is not None:  # the runtime frees its slot as a stop does
+                        self._host_debt += self._charge("job_finished", self.overheads.stop_s(task.model))
                     self._job_end(ex, r.job.job_id, r, "finished", False)
                     self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
             for r in sorted(failing, key=lambda r: self._order[r.job.job_id]):
@@ -143,6 +145,10 @@ class HostOverheads:
 
     def snapshot_s(self, model: str) -> float:
         return self._ms(model, "snapshot_ms")
+
+    def stop_s(self, model: str) -> float:
+        """A job leaving its slot for good (a Stop, or its own finish in the runtime)."""
+        return self._ms(model, "stop_ms")
 
 
 def host_overheads(profile: CostProfile | None) -> HostOverheads | None:

@@ -36,11 +36,13 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     assert not (out / "run.ckpt").exists()
     assert "best t1/j" in capsys.readouterr().out
     summary = next(csv.DictReader(open(out / "summary.csv")))  # where the time went, by phase
-    names = ("data", "step", "validate", "snapshot", "policy", "start_task", "admit", "suspend", "stop", "finish_task")
+    names = ("data", "step", "validate", "snapshot", "policy", "start_task", "admit", "suspend", "stop", "finish_task",
+             "job_finished")
     phases = {k: float(summary[f"{k}_s"]) for k in names}
     assert phases["step"] > 0 and phases["validate"] > 0 and phases["snapshot"] > 0
     # the actions are timed apart (the task's start, 4 admits, its finish with the export)
     assert phases["start_task"] > 0 and phases["admit"] > 0 and phases["finish_task"] > 0
+    assert phases["job_finished"] > 0  # the 4 jobs' own finishes free their slots
     assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"])
 
 

@@ -352,6 +352,8 @@ def test_action_costs_and_measured_evaluations_are_charged_and_broken_down(tmp_p
     assert with_charged["finish_task"] == pytest.approx(0.3 * tasks)
     assert with_charged["snapshot"] > 0 and with_charged["snapshot"] / 0.01 == pytest.approx(
         round(with_charged["snapshot"] / 0.01))  # whole snapshots
+    finished = sum(1 for x in rr.trace if x["kind"] == "job_finished")
+    assert finished > 0 and with_charged["job_finished"] == pytest.approx(0.02 * finished)  # freed as a stop frees
     assert "start_task" not in base_charged and base_charged["step"] > 0
     extra = max(slow.values()) - max(plain.values())
     actions = sum(v for k, v in with_charged.items() if k not in ("step", "validate", "new_shape"))
