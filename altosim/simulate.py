@@ -104,7 +104,8 @@ def make_cost(cfg: RunConfig) -> CostModel:
 
     profile = None if cfg.cost_profile == ANALYTIC else read_cost_profile(cfg.cost_profile)
     try:
-        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb, profile)
+        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb, profile,
+                              cfg.cost_profile_method)
     except ValueError as e:
         raise InputError(cfg.file, "cluster.gpu_type", str(e)) from None
 

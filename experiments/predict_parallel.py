@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                     help="GB/s per GPU for collectives (default 360: NCCL bus bandwidth of NVLink 4 nodes)")
     ap.add_argument("--config", help="a run config: take the link from its cluster.link_gbps (Gbit/s) instead")
     ap.add_argument("--overlap", type=float, default=0.7, help="share of the all-gather hidden behind compute")
+    ap.add_argument("--profile-method", default="interp", choices=("interp", "hostgpu"),
+                    help="how step times are read from the profiles (altosim.costprofile.ProfileTable)")
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
 
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     profile = merge_profiles(paths)
     written = []
     for gpu in args.gpu or ["H100", "H200"]:
-        cost = cost_model_for(gpu, link_gb, profile=profile)
+        cost = cost_model_for(gpu, link_gb, profile=profile, method=args.profile_method)
         df = predict(cost, args.backbone or list(BACKBONES), _ints(args.gpus), _ints(args.batches), args.adapters,
                      args.lora_rank, args.seq, link, args.overlap)
         path = Path(args.out) / f"parallel_predicted_{gpu.lower()}.csv"

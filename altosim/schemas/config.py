@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -63,6 +63,10 @@ class RunConfig(BaseModel):
     workload: str = Field(DEFAULT, description="workload trace file, or 'default'")
     loss_traces: str = Field(DEFAULT, description="folder of loss-trace sets, or 'default'")
     cost_profile: str = Field(ANALYTIC, description="cost profile CSV, or 'analytic'")
+    cost_profile_method: Literal["interp", "hostgpu"] = Field(
+        "interp", description="how step times are read from the profile: multilinear interpolation of the grid, or "
+                              "the host-floor / GPU-line fit (smoother on a host-bound, jittery profile; `alto "
+                              "check-fidelity` reports which predicts held-out rows better)")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seed: int = Field(0, ge=0)
     out: str | None = Field(None, description="output folder")

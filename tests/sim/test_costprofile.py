@@ -123,6 +123,18 @@ def test_run_config_cost_profile_reaches_the_simulator(tmp_path):
     cm = make_cost(RunConfig(cost_profile=str(path)))
     assert cm.profile is not None and cm.single_step("smollm2-135m", 1, 16, 1, 128).source == "profile"
     assert make_cost(RunConfig()).profile is None
+    assert cm.profile.method == "interp"  # the default reading
+    fit = make_cost(RunConfig(cost_profile=str(path), cost_profile_method="hostgpu"))
+    assert fit.profile.method == "hostgpu" and fit.single_step("smollm2-135m", 3, 16, 2, 300).source == "profile"
+
+
+def test_unknown_profile_method_in_a_config_is_one_line_error(tmp_path):
+    from altosim.errors import InputError
+    from altosim.schemas import load_config
+
+    (tmp_path / "c.json").write_text('{"cost_profile_method": "spline"}')
+    with pytest.raises(InputError, match="cost_profile_method"):
+        load_config(tmp_path / "c.json")
 
 
 def test_simulate_reports_how_often_the_profile_was_extrapolated(tmp_path, capsys):
