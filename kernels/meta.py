@@ -140,10 +140,17 @@ def build_meta(
         for r0 in range(offsets[i], offsets[i + 1], block_m):
             sched_seg.append(i)
             sched_row.append(r0)
-    ints = offsets[:-1] + offsets[1:] + list(slots_t) + list(ranks_t) + sched_seg + sched_row
+    # one buffer, one copy; each table starts on a 16-byte boundary (padded to 4 int32s): Triton
+    # specializes a pointer on its 16-byte alignment, and tables packed back to back moved with the
+    # segment count and the entry count (every step's token count), so a new group size or a new
+    # entry count mod 4 compiled every kernel again (H200, session 6: 18-44 compiles at each new
+    # group size of a shrinking run, ~0.5 s each)
+    tables = [offsets[:-1], offsets[1:], list(slots_t), list(ranks_t), sched_seg, sched_row]
+    padded = [len(t) + (-len(t)) % 4 for t in tables]
+    ints = [v for t, m in zip(tables, padded) for v in t + [0] * (m - len(t))]
     int_dev = torch.tensor(ints, dtype=torch.int32).to(device, non_blocking=True)
     e = len(sched_seg)
-    parts = torch.split(int_dev, [n, n, n, n, e, e])
+    parts = [p[: len(t)] for p, t in zip(torch.split(int_dev, padded), tables)]
     seg_scale = torch.tensor(scales_t, dtype=torch.float32).to(device, non_blocking=True)
 
     row_dropout = None

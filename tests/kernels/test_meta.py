@@ -76,3 +76,17 @@ def test_launch_cache_shared_across_steps_but_step_data_not():
     assert m1.chunks(2) != m2.chunks(2)  # chunk tables stay per meta
     assert m2.chunks(2)[-1][3] == 217 and m1.chunks(2)[-1][3] == 130
     assert build_meta([5], [0], [1], [1.0], "cpu").launch_cache is not build_meta([5], [0], [1], [1.0], "cpu").launch_cache
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=64))
+def test_every_table_starts_16_byte_aligned_whatever_the_counts(counts):
+    """Triton specializes a pointer on its 16-byte alignment: the tables (views into one buffer)
+    must not move off it with the segment or schedule-entry count, or each new group size and
+    each entry count mod 4 compiles every kernel again."""
+    z = len(counts)
+    meta = build_meta(counts, list(range(z)), [(1, 8, 16)[i % 3] for i in range(z)], [1.0] * z, "cpu")
+    tables = (meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.sched_seg, meta.sched_row)
+    assert all(t.storage_offset() * t.element_size() % 16 == 0 for t in tables)
+    assert len(meta.sched_seg) == len(meta.sched_row) == meta.num_blocks
+    assert meta.seg_slot.tolist() == list(range(z)) and meta.seg_rank.tolist() == [(1, 8, 16)[i % 3] for i in range(z)]
