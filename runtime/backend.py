@@ -305,11 +305,11 @@ class RuntimeBackend:
             job.loss_sum, job.loss_n = 0.0, 0
             self._send(StepReport(now, tr.task.task_id, job_id, job.step, job.samples, train, val, acc))
             if job.state == "running" and job.step >= tr.task.total_steps(job.spec):
-                t = time.perf_counter()
+                t_fin = time.perf_counter()  # (t still times the policy phase around it)
                 # it never trains again: free the slot, keep the weights for the result, drop the
                 # AdamW moments (copying them to the host was ~2 s of a 78-s H200 run's 24 finishes)
                 tr.trainer.suspend(job_id, keep_optimizer=False)
-                self.log.add_action("job_finished", t)
+                self.log.add_action("job_finished", t_fin)
                 job.state = "stopped"
                 self._send(JobFinished(now, tr.task.task_id, job_id))
         for ev in failed:

@@ -152,6 +152,7 @@ class PointTimes:
     first_val_ms: float
     failures: int
     actions: dict[str, tuple[float, int]]  # ActionCosts field name -> (ms, count)
+    peak_mem_bytes: int = 0  # reserved after the timed steps (0 on CPU)
 
 
 def _timed(device: torch.device, fn: Callable[[], object]) -> float:
@@ -213,22 +214,32 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
     warm = [timed_step() for _ in range(warmup)]
     times = [timed_step() for _ in range(steps)]
     readmit()
+    # the training peak, before the validation forward (a 16-row batch per adapter, with its
+    # LM-head logits, can need more than the step) and the actions
+    peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
     names = [f"a{i}" for i in range(adapters)]
     # validation as the runtime calls it: one CPU batch of VAL_BATCH rows shared by a chunk of adapters
     ids = torch.randint(3, vocab, (VAL_BATCH, seq), generator=g)
     labels = ids.clone()
     labels[:, : seq - max(1, round(ANSWER_FRACTION * seq))] = IGNORE
     chunk = {j: (ids, torch.ones_like(ids), labels) for j in names[:val_adapters(adapters)]}
-    val = [_timed(device, lambda: trainer.evaluate_tokens(chunk)) for _ in range(evals + 1)] if evals else []
+    try:
+        val = [_timed(device, lambda: trainer.evaluate_tokens(chunk)) for _ in range(evals + 1)] if evals else []
+    except (RuntimeError, MemoryError) as e:  # the point's training step stands; its validation is not measured
+        if not _is_oom(e):
+            raise
+        val = []
+        _free(device)
+    suspend_ms = _timed(device, lambda: (trainer.suspend(names[0]), trainer.resume(names[0])))
     snapshot_ms = _timed(device, lambda: [trainer.snapshot_best(j) for j in names])
     stop_ms = _timed(device, lambda: [trainer.suspend(j, keep_optimizer=False) for j in names[1:]])
     finish_ms = _timed(device, lambda: _finish(trainer, names[0]))
     actions = {"admit_ms": (admit_ms, adapters), "snapshot_ms": (snapshot_ms, adapters),
-               "finish_task_ms": (finish_ms, 1)}
+               "finish_task_ms": (finish_ms, 1), "suspend_ms": (suspend_ms, 1)}
     if adapters > 1:
         actions["stop_ms"] = (stop_ms, adapters - 1)
     return PointTimes(statistics.median(times), (warm + times)[0], statistics.median(val[1:]) if val else math.nan,
-                      val[0] if val else math.nan, failures, actions)
+                      val[0] if val else math.nan, failures, actions, peak)
 
 
 def _action_ms(measured: list[tuple[float, int]]) -> float:
@@ -298,11 +309,13 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
                 trainer_from_env(copy.deepcopy(base).to(device), capacity=a)))  # the paths `alto run` takes
             trainer = build.pop()
             pt = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device, evals)
-            peak = int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
             extra = f"; {pt.failures} adapter steps non-finite (re-admitted)" if pt.failures else ""
-            rows.append(CostRecord(**key, step_ms=pt.step_ms, peak_mem_bytes=peak, note=note + extra,
-                                   first_step_ms=pt.first_step_ms, val_ms=pt.val_ms if evals else None,
-                                   first_val_ms=pt.first_val_ms if evals else None))
+            measured_val = evals > 0 and not math.isnan(pt.val_ms)
+            if evals and not measured_val:
+                extra += "; validation forward out of memory (not measured)"
+            rows.append(CostRecord(**key, step_ms=pt.step_ms, peak_mem_bytes=pt.peak_mem_bytes, note=note + extra,
+                                   first_step_ms=pt.first_step_ms, val_ms=pt.val_ms if measured_val else None,
+                                   first_val_ms=pt.first_val_ms if measured_val else None))
             for k, v in {"start_task_ms": (start_ms, 1), **pt.actions}.items():
                 acts.setdefault(k, []).append(v)
         except (RuntimeError, MemoryError) as e:
@@ -311,6 +324,7 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             oom_tokens[rank] = min(oom_tokens.get(rank, a * b * s), a * b * s)
             failed.append(FailedPoint(**key, reason="oom"))
             trainer = None
+            build.clear()
             _free(device)
     trainer = None
     _free(device)

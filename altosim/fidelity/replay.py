@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from altosim.errors import InputError
 from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, failure_steps, flat_curve, job_curves
-from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, TaskArrived, TaskSpec
+from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, Stop, TaskArrived, TaskSpec
 from altosim.schemas import CostProfile, RunConfig
 from altosim.schemas.cost import EVAL_ROWS, VAL_BATCH, ActionCosts, val_adapters
 from altosim.sim.engine import Simulator
@@ -46,6 +46,14 @@ class RuntimeOrderSimulator(Simulator):
         self.charged: dict[str, float] = {}
         self._host_debt = 0.0  # action seconds not yet charged: the runtime is one host thread
 
+    def _costs_host_time(self, a: Any) -> bool:
+        """A Stop frees a slot only for a job in the group (the runtime does nothing for one never
+        admitted, finished or suspended, and drops a failed one)."""
+        if isinstance(a, Stop):
+            ex = self.executors.get(a.task_id)
+            return ex is not None and a.job_id in ex.group
+        return True
+
     def _charge(self, what: str, seconds: float) -> float:
         self.charged[what] = self.charged.get(what, 0.0) + seconds
         return seconds
@@ -59,7 +67,7 @@ class RuntimeOrderSimulator(Simulator):
     def _apply(self, a: Any) -> None:
         if isinstance(a, Admit) and not a.resume:
             self._order.setdefault(a.job_id, len(self._order))
-        if self.overheads is not None:  # the runtime executes actions inline: they hold up the next step
+        if self.overheads is not None and self._costs_host_time(a):  # run inline: they hold up the next step
             self._host_debt += self._charge(a.kind, self.overheads.action_s(self.by_id[a.task_id].model, a))
         super()._apply(a)
 
@@ -108,7 +116,7 @@ class RuntimeOrderSimulator(Simulator):
                 if ex.group.get(r.job.job_id) is r:  # the trainer drops it from the group at once
                     ex.parked[r.job.job_id] = ex.group.pop(r.job.job_id)
                 self._deliver(JobFailed(self.env.now, task.task_id, r.job.job_id, self.failures[r.job.job_id][1]))
-            if due and not ex.done:
+            if due and (not ex.done or self.overheads is not None):
                 # the runtime stamps a step's reports before validating them (and snapshotting the
                 # improved ones): the validation delays the next step, not these reports
                 ev = 0.0
@@ -116,6 +124,9 @@ class RuntimeOrderSimulator(Simulator):
                     ev += self._charge("validate", self.eval_time(task, [r.job for r in due]) * scale)
                 if self.overheads is not None and improved:
                     ev += self._charge("snapshot", improved * self.overheads.snapshot_s(task.model) * scale)
+                if ex.done:  # the task ended with these reports: its host thread still spent the time
+                    self._host_debt += ev
+                    continue
                 if ev > 0:
                     yield self.env.timeout(ev)
                 self.busy_gpu_s += ev * len(ex.gpus)
@@ -193,9 +204,17 @@ def eval_profile(profile: CostProfile | None) -> CostProfile | None:
     (`eval_ms`, 2026-12-03), those; None when no row measured one."""
     if profile is None:
         return None
-    rows = [r.model_copy(update={"adapters": val_adapters(r.adapters), "per_adapter_batch": VAL_BATCH,
-                                 "step_ms": r.val_ms, "first_step_ms": r.first_val_ms})
-            for r in profile.rows if r.val_ms is not None]
+    rows, seen = [], set()
+    for r in profile.rows:
+        if r.val_ms is None:
+            continue
+        shape = (r.model.lower(), r.gpu_type.lower(), val_adapters(r.adapters), r.mean_rank, r.seq_len)
+        # points of different training batches (or of 16 and 32 adapters) share one evaluation shape:
+        # only the first of them met it new (the first-call curve counts shapes, not points)
+        first = r.first_val_ms if shape not in seen else None
+        seen.add(shape)
+        rows.append(r.model_copy(update={"adapters": shape[2], "per_adapter_batch": VAL_BATCH,
+                                         "step_ms": r.val_ms, "first_step_ms": first}))
     src = "val_ms"
     if not rows:
         rows = [r.model_copy(update={"step_ms": r.eval_ms, "first_step_ms": None})

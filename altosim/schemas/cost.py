@@ -65,7 +65,8 @@ class ActionCosts(BaseModel):
     snapshot_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
                                       description="one adapter's best-validation snapshot")
     suspend_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                     description="one adapter suspended (weights and optimizer kept)")
+                                     description="one adapter suspended (weights and optimizer to the host) and "
+                                                 "resumed: the round trip a Suspend implies")
     stop_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
                                   description="one adapter stopped (slot freed, optimizer dropped)")
     finish_task_ms: float | None = Field(None, ge=0, allow_inf_nan=False,

@@ -225,3 +225,28 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_decisions(base, tmp_pa
     assert resumed == full
     kinds = {type(x).__name__ for x in full}
     assert {"StepReport", "Admit", "Stop", "FinishTask"} <= kinds
+
+
+def test_phases_keep_the_controllers_time_and_time_actions_apart(base):
+    """The Controller's own time on a report is the policy phase's (never lost, never negative)
+    even when a job's finish is timed apart right after it; actions and finishes have their own
+    phases, and the phases never add up to more than the run."""
+    import time
+
+    class SlowController(StubController):
+        def on_event(self, ev):
+            if isinstance(ev, StepReport):
+                time.sleep(0.05)
+            return super().on_event(ev)
+
+    jobs = [JobSpec("fast", "t", 1e-2, 4, 2, seed=1), JobSpec("other", "t", 1e-2, 4, 4, seed=2)]
+    backend = RuntimeBackend(SlowController(), lambda t, g: MultiAdapterTrainer(copy.deepcopy(base), capacity=2),
+                             lambda t: RandomData())
+    t0 = time.perf_counter()
+    log = backend.run([_task(jobs)])
+    wall = time.perf_counter() - t0
+    reports = sum(isinstance(e, StepReport) for e in log.events)
+    ph = log.phases
+    assert ph["policy"] >= 0.05 * reports * 0.9  # the sleeps are the policy's
+    assert ph["job_finished"] > 0 and ph["start_task"] > 0 and ph["admit"] > 0
+    assert min(ph.values()) >= 0 and sum(ph.values()) <= wall

@@ -191,7 +191,7 @@ def test_rows_keep_a_validation_call_and_the_meta_the_actions_costs(tmp_path):
     assert calls == [(1, 16, "cpu")] * 3 + [(3, 16, "cpu")] * 3 + [(16, 16, "cpu")] * 3  # 1 untimed + 2, capped at 16
     assert all(r.val_ms is not None and r.first_val_ms is not None and r.eval_ms is None for r in prof.rows)
     costs = prof.overheads["tiny"]
-    for name in ("start_task_ms", "admit_ms", "snapshot_ms", "stop_ms", "finish_task_ms"):
+    for name in ("start_task_ms", "admit_ms", "snapshot_ms", "stop_ms", "finish_task_ms", "suspend_ms"):
         assert getattr(costs, name) is not None and getattr(costs, name) > 0, name
     back = read_cost_profile(path)
     assert back.overheads == prof.overheads

@@ -372,8 +372,8 @@ def test_action_costs_and_measured_evaluations_are_charged_and_broken_down(tmp_p
     assert "not modelled" in rows["model.phase_s[policy]"]["note"]
     assert float(rows["model.phase_s[validate]"]["value"]) > 0
     # measured evaluations at half a step cost 1.5x the "third of a step" estimate
-    third = _rows(check_fidelity(tmp_path / "p", run_dir=run, profile=_profile(), modes=("model",),
-                                 method="interp").files[0])
+    third = _rows(check_fidelity(tmp_path / "p", run_dir=run, modes=("model",), method="interp",
+                                 profile=_profile().model_copy(update={"overheads": {"llama-3.2-1b": costs}})).files[0])
     assert third["model.eval_cost"]["value"] == "a third of a step"
     assert float(rows["model.phase_s[validate]"]["value"]) == pytest.approx(
         1.5 * float(third["model.phase_s[validate]"]["value"]), rel=0.02)
@@ -432,7 +432,9 @@ def test_validation_is_priced_at_the_shape_the_profile_timed_it_and_new_eval_sha
                                              for r in plain.rows]})
     ev = eval_profile(prof)
     assert {(r.adapters, r.per_adapter_batch) for r in ev.rows} == {(n, 16) for n in (1, 2, 4, 8)}
-    assert all(r.first_step_ms - r.step_ms == pytest.approx(1000.0) for r in ev.rows)
+    firsts = [r for r in ev.rows if r.first_step_ms is not None]  # one per evaluation shape, not per point
+    assert len(firsts) == len({(r.adapters, r.mean_rank, r.seq_len) for r in ev.rows}) == 8
+    assert all(r.first_step_ms - r.step_ms == pytest.approx(1000.0) for r in firsts)
     assert eval_profile(plain) is None
     older = plain.model_copy(update={"rows": [r.model_copy(update={"eval_ms": 7.0}) for r in plain.rows]})
     assert {r.step_ms for r in eval_profile(older).rows} == {7.0}  # the session-6 column still reads
