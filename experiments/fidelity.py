@@ -18,7 +18,10 @@ fidelity_<gpu>.png (a bar per job: real on top, simulated below, one time axis).
 Size: every config sees --samples samples (default 32), evaluated --evals times (8) on --n-val
 validation examples (32). Estimated on an H100 with SmolLM2-135M (a fused step of the full group,
 12 configs = 45 rows of <= 256 tokens, ~0.3-0.9 s): ~40 s start-up and backbone load, ~40-100 s
-warm-up (kernel compile and autotune), ~35-100 s for the 3 tasks: 2-4 min in all.
+warm-up (kernel compile and autotune), ~35-100 s for the 3 tasks: 2-4 min in all. Without the
+warm-up (the default since 2026-12-03 session 6: the profile-backed replay charges a fresh
+process's compiles from the profile's first steps, so the run must pay them too): 78 s of run on
+an H200, ~33 s of it compiles in the first task.
 """
 
 from __future__ import annotations
@@ -170,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--costs", default="measured,model")
     ap.add_argument("--profile-method", default="auto", choices=("auto", "interp", "hostgpu"),
                     help="how the model replay reads the profile (see alto check-fidelity)")
+    ap.add_argument("--warm-up-run", dest="warm_up", action="store_true",
+                    help="first a short throwaway run that compiles the kernels (the measured run then skips "
+                         "compiles the profile-backed replay charges; off by default since session 6)")
     ap.add_argument("--no-warm-up", dest="warm_up", action="store_false",
-                    help="skip the short throwaway run that compiles the kernels first")
+                    help="a fresh process, as a user's run (the default)")
     args = ap.parse_args(argv)
     if bool(args.backbone) == bool(args.run):
         ap.error("give exactly one of --backbone (run, then check) or --run (check an existing run)")
