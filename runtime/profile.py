@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
@@ -50,6 +50,7 @@ from altosim.policy.memory import MemoryModel
 from altosim.schemas.cost import VAL_BATCH, ActionCosts, CostProfile, CostRecord, FailedPoint, MemoryFit, val_adapters
 from runtime.batching import IGNORE
 
+T = TypeVar("T")
 KNOWN_GPUS = ("GH200", "H200", "H100", "H800", "A100", "A800", "L40S", "L40", "L4", "A10G", "V100", "T4")
 
 
@@ -155,13 +156,18 @@ class PointTimes:
     peak_mem_bytes: int = 0  # reserved after the timed steps (0 on CPU)
 
 
-def _timed(device: torch.device, fn: Callable[[], object]) -> float:
-    """ms of `fn()`, synchronized before and after (its device work included)."""
+def _timed_call(device: torch.device, fn: Callable[[], T]) -> tuple[float, T]:
+    """(ms, value) of `fn()`, synchronized before and after (its device work included)."""
     _sync(device)
     t0 = time.perf_counter()
-    fn()
+    value = fn()
     _sync(device)
-    return (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3, value
+
+
+def _timed(device: torch.device, fn: Callable[[], object]) -> float:
+    """ms of `fn()` (see `_timed_call`)."""
+    return _timed_call(device, fn)[0]
 
 
 def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: int, steps: int,
@@ -203,11 +209,7 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
     def timed_step() -> float:
         """One synchronized fused step of all `adapters`, ms."""
         readmit()
-        _sync(device)
-        t0 = time.perf_counter()
-        trainer.step(batches)
-        _sync(device)
-        ms = (time.perf_counter() - t0) * 1e3
+        ms = _timed(device, lambda: trainer.step(batches))
         check_oom()
         return ms
 
@@ -289,7 +291,6 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
     failed: list[FailedPoint] = []
     oom_tokens: dict[int, int] = {}
     acts: dict[str, list[float]] = {}  # ActionCosts field -> ms per point (the profile keeps the median)
-    build: list = []
     trainer = None
     for rank, a, b, s in grid.points():
         tick(f"{model} A={a} r={rank} b={b} L={s}")
@@ -305,9 +306,8 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             _free(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            start_ms = _timed(device, lambda: build.append(  # what a task's start costs (runtime/run.py)
-                trainer_from_env(copy.deepcopy(base).to(device), capacity=a)))  # the paths `alto run` takes
-            trainer = build.pop()
+            start_ms, trainer = _timed_call(device, lambda: trainer_from_env(  # a task's start (runtime/run.py):
+                copy.deepcopy(base).to(device), capacity=a))  # the paths `alto run` takes
             pt = _time_point(trainer, a, rank, b, s, vocab, steps, warmup, device, evals)
             extra = f"; {pt.failures} adapter steps non-finite (re-admitted)" if pt.failures else ""
             measured_val = evals > 0 and not math.isnan(pt.val_ms)
@@ -324,7 +324,6 @@ def profile_backbone(spec: str, model: str, grid: Grid, device: torch.device, *,
             oom_tokens[rank] = min(oom_tokens.get(rank, a * b * s), a * b * s)
             failed.append(FailedPoint(**key, reason="oom"))
             trainer = None
-            build.clear()
             _free(device)
     trainer = None
     _free(device)
