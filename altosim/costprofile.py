@@ -58,17 +58,13 @@ class ProfileTable:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: unknown profile method {self.method!r}; known: {', '.join(METHODS)}")
-        rows: dict[tuple[str, str], list[CostRecord]] = {}
-        for r in self.profile.rows:
-            if r.parallel_degree != 1:
-                continue  # sharded rows are modelled, not interpolated (see altosim.costparallel)
-            key = (r.model.lower(), r.gpu_type.lower())
-            self._groups.setdefault(key, []).append((_coords(r), r.step_ms))
-            rows.setdefault(key, []).append(r)
+        single = [r for r in self.profile.rows if r.parallel_degree == 1]  # sharded rows are modelled, not
+        for r in single:  # interpolated (see altosim.costparallel)
+            self._groups.setdefault((r.model.lower(), r.gpu_type.lower()), []).append((_coords(r), r.step_ms))
         if self.method == "hostgpu":
-            from altosim.costfit import fit_host_gpu
+            from altosim.costfit import HostGpuPredictor
 
-            self._fits = {k: fit_host_gpu(v) for k, v in rows.items() if len(v) >= 2}
+            self._fits = HostGpuPredictor(single).fits  # one fit per (model, GPU type), keyed as _groups
 
     def covers(self, model: str, gpu_type: str) -> bool:
         return (model.lower(), gpu_type.lower()) in self._groups

@@ -306,14 +306,12 @@ class NewShapeCost:
     per_model: dict[str, float]  # model (lower case) -> median seconds per new step shape
     seen: ShapeTracker = field(default_factory=ShapeTracker)
     curve: dict[str, list[float]] = field(default_factory=dict)  # model -> seconds of its k-th new shape
-    met: dict[str, int] = field(default_factory=dict)  # model -> new shapes met so far
 
     def before_steps(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
         model = task.model.lower()
         if model not in self.per_model or not self.seen.new_step(task.model, sum(j.batch_size for j in jobs)):
             return 0.0
-        k = self.met.get(model, 0)
-        self.met[model] = k + 1
+        k = sum(m == model for m, _ in self.seen.steps) - 1  # this is the model's k-th new shape (from 0)
         seq = self.curve.get(model, [])
         return seq[k] if k < len(seq) else self.per_model[model]
 
