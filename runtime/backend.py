@@ -56,10 +56,9 @@ class _TaskRun:
 
 
 PHASES = ("data", "step", "validate", "snapshot", "policy")  # RunLog.phases, in step order
-# the Controller's actions, timed apart from the phase they happen in (a task's start builds its
-# trainer and tokenizes its data; its finish exports the best adapter): what a simulator charges
-# as action costs rather than as step time
-# (the actions' kinds, and a job's own finish: its slot freed as a stop frees it)
+# timed apart from the phase they happen in: the Controller's actions, by kind (a task's start builds
+# its trainer; its finish exports the best adapter), and a job's own finish (its slot freed as a
+# stop frees it): what a simulator charges as action costs rather than as step time
 ACTION_PHASES = ("start_task", "admit", "suspend", "stop", "finish_task", "job_finished")
 
 

@@ -6,6 +6,8 @@ One row = one training step of `adapters` co-located LoRA adapters over one back
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,6 +21,11 @@ EVAL_ROWS = 256
 def val_adapters(adapters: int) -> int:
     """Adapters in one validation forward of a point with `adapters` (the runtime's chunk)."""
     return min(adapters, max(1, EVAL_ROWS // VAL_BATCH))
+
+
+def _optional_ms(description: str, *, zero: bool = False) -> Any:
+    """An optional, finite time in ms (> 0, or >= 0 with `zero`); None where not measured."""
+    return Field(None, **({"ge": 0} if zero else {"gt": 0}), allow_inf_nan=False, description=description)
 
 
 class CostRecord(BaseModel):
@@ -36,21 +43,17 @@ class CostRecord(BaseModel):
     step_ms: float = Field(gt=0, allow_inf_nan=False, description="wall time of one step, ms")
     peak_mem_bytes: int = Field(ge=0, description="peak reserved memory per GPU, bytes")
     note: str = ""
-    first_step_ms: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="the point's first step, ms: with a new shape's compiles and autotuning (given the points "
-                    "measured before it in the same process); empty where not measured")
-    eval_ms: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="one forward-only evaluation of every adapter of the point on its training batch (no grad), "
-                    "ms (profiles of 2026-12-03 session 6; later ones measure val_ms); empty where not measured")
-    val_ms: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="one validation forward as the runtime calls it: a shared batch of 16 rows of seq_len for "
-                    "min(adapters, 16) adapters, ms (median); empty where not measured")
-    first_val_ms: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="the first such call at this point, ms: a new evaluation shape's compiles and autotuning")
+    first_step_ms: float | None = _optional_ms(
+        "the point's first step, ms: with a new shape's compiles and autotuning (given the points "
+        "measured before it in the same process); empty where not measured")
+    eval_ms: float | None = _optional_ms(
+        "one forward-only evaluation of every adapter of the point on its training batch (no grad), "
+        "ms (profiles of 2026-12-03 session 6; later ones measure val_ms); empty where not measured")
+    val_ms: float | None = _optional_ms(
+        "one validation forward as the runtime calls it: a shared batch of 16 rows of seq_len for "
+        "min(adapters, 16) adapters, ms (median); empty where not measured")
+    first_val_ms: float | None = _optional_ms(
+        "the first such call at this point, ms: a new evaluation shape's compiles and autotuning")
 
 
 class ActionCosts(BaseModel):
@@ -59,18 +62,13 @@ class ActionCosts(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    start_task_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                        description="a task's start: backbone copy to the device + trainer build")
-    admit_ms: float | None = Field(None, ge=0, allow_inf_nan=False, description="one new adapter admitted")
-    snapshot_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                      description="one adapter's best-validation snapshot")
-    suspend_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                     description="one adapter suspended (weights and optimizer to the host) and "
-                                                 "resumed: the round trip a Suspend implies")
-    stop_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                  description="one adapter stopped (slot freed, optimizer dropped)")
-    finish_task_ms: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                         description="a task's finish: best snapshot restored + PEFT export")
+    start_task_ms: float | None = _optional_ms("a task's start: backbone copy to the device + trainer build", zero=True)
+    admit_ms: float | None = _optional_ms("one new adapter admitted", zero=True)
+    snapshot_ms: float | None = _optional_ms("one adapter's best-validation snapshot", zero=True)
+    suspend_ms: float | None = _optional_ms("one adapter suspended (weights and optimizer to the host) and "
+                                         "resumed: the round trip a Suspend implies", zero=True)
+    stop_ms: float | None = _optional_ms("one adapter stopped (slot freed, optimizer dropped)", zero=True)
+    finish_task_ms: float | None = _optional_ms("a task's finish: best snapshot restored + PEFT export", zero=True)
 
 
 class MemoryFit(BaseModel):
