@@ -309,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # registry/policy parameter errors are one-liners too
         print(f"alto: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("alto: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Step time of one task's adapters on P GPUs: rank-local adapter parallelism (AP) vs FSDP.
 
-Both shard the frozen backbone with FSDP2 (runtime/parallel/shard.py): every decoder layer is
+Both shard the frozen backbone with FSDP2 (altoruntime/parallel/shard.py): every decoder layer is
 all-gathered before it runs, forward and again backward (reshard after forward), the LM head
 likewise, the embeddings once. They differ in how the adapters' work is split:
 

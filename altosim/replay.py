@@ -15,7 +15,7 @@ from typing import Any
 from altosim.errors import InputError
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.memory import MemoryModel
-from altosim.policy.types import event_from_dict, to_dict
+from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, event_from_dict, to_dict
 
 
 @dataclass
@@ -37,22 +37,50 @@ def controller_from_meta(meta: dict[str, Any]) -> Controller:
                       memory_for=lambda t: memory.get(t.task_id))
 
 
-def replay_records(records: list[dict[str, Any]], file: str = "<log>") -> ReplayResult:
-    if not records or "meta" not in records[0]:
-        raise InputError(file, "line 1", "expected a {\"meta\": ...} header written by `alto simulate`")
-    ctl = controller_from_meta(records[0]["meta"])
+def _grouped(records: list[Any], file: str) -> list[tuple[int, dict[str, Any], list[Any]]]:
+    """(line, event, logged actions) per event. `alto simulate` writes one {"event", "actions"}
+    record per event; `alto run` writes events and actions as they happened, one per line, each
+    action after the event that caused it."""
+    out: list[tuple[int, dict[str, Any], list[Any]]] = []
+    for i, rec in enumerate(records[1:], start=2):
+        if not isinstance(rec, dict):
+            raise InputError(file, f"line {i}", f"expected a JSON object, got {type(rec).__name__}")
+        if "event" in rec:
+            out.append((i, rec["event"], list(rec.get("actions", []))))
+        elif rec.get("kind") in EVENT_KINDS:
+            out.append((i, rec, []))
+        elif rec.get("kind") in ACTION_KINDS and out:
+            out[-1][2].append(rec)
+        else:
+            raise InputError(file, f"line {i}", "expected an event or an action (a record with a known \"kind\")")
+    return out
+
+
+def replay_records(records: list[Any], file: str = "<log>") -> ReplayResult:
+    if not records or not isinstance(records[0], dict) or not isinstance(records[0].get("meta"), dict):
+        raise InputError(file, "line 1", "expected a {\"meta\": ...} header written by `alto simulate` or `alto run`")
+    meta = records[0]["meta"]
+    missing = [k for k in ("controller", "durations") if k not in meta]
+    if missing:
+        raise InputError(file, f"line 1.meta.{missing[0]}", "missing: this log was written without the Controller's "
+                         "settings (an `alto run` older than the replayable header); rerun to get a replayable log")
+    try:
+        ctl = controller_from_meta(meta)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise InputError(file, "line 1.meta", f"cannot rebuild the Controller: {e}") from None
     mismatches = []
     n_actions = 0
-    for i, rec in enumerate(records[1:], start=2):
+    steps = _grouped(records, file)
+    for i, event, logged in steps:
         try:
-            ev = event_from_dict(rec["event"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(file, f"line {i}.event", str(e)) from None
-        got = json.loads(json.dumps([to_dict(a) for a in ctl.on_event(ev)]))  # tuples -> lists
+            ev = event_from_dict(event)
+            got = json.loads(json.dumps([to_dict(a) for a in ctl.on_event(ev)]))  # tuples -> lists
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(file, f"line {i}.event", f"{type(e).__name__}: {e}") from None
         n_actions += len(got)
-        if got != rec.get("actions", []):
-            mismatches.append((i, rec.get("actions", []), got))
-    return ReplayResult(len(records) - 1, n_actions, mismatches)
+        if got != logged:
+            mismatches.append((i, logged, got))
+    return ReplayResult(len(steps), n_actions, mismatches)
 
 
 def replay_file(path: str | Path) -> ReplayResult:

@@ -177,10 +177,10 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
     return written
 
 
-def runtime_controller(cfg: RunConfig) -> Controller:
-    """The Controller `alto run` drives for `cfg` (and the fidelity replay rebuilds): the policy
-    config as the simulator reads it, worst-case durations and memory models from the cost model
-    where it knows the backbone (else durations in steps and no memory model)."""
+def _runtime_policy(cfg: RunConfig) -> tuple[ControllerConfig, Callable[[TaskSpec], float],
+                                              Callable[[TaskSpec], MemoryModel | None]]:
+    """The policy config as the simulator reads it, worst-case durations and memory models from
+    the cost model where it knows the backbone (else durations in steps and no memory model)."""
     check_policy(cfg)
     cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
 
@@ -190,10 +190,25 @@ def runtime_controller(cfg: RunConfig) -> Controller:
         except ValueError:  # a backbone the cost model does not know: steps as time units
             return float(sum(t.total_steps(j) for j in t.jobs))
 
-    def memory(t: TaskSpec):
+    def memory(t: TaskSpec) -> MemoryModel | None:
         try:
             return cost.memory_model(t, margin)
         except ValueError:
             return None
 
+    return ccfg, duration, memory
+
+
+def runtime_controller(cfg: RunConfig) -> Controller:
+    """The Controller `alto run` drives for `cfg` (and the fidelity replay rebuilds)."""
+    ccfg, duration, memory = _runtime_policy(cfg)
     return Controller(ccfg, duration_for=duration, memory_for=memory)
+
+
+def runtime_meta(cfg: RunConfig, tasks: list[TaskSpec]) -> dict[str, Any]:
+    """What `alto run`'s event log header records so that `alto replay` rebuilds the same
+    Controller from the log alone (the keys `alto simulate` writes)."""
+    ccfg, duration, memory = _runtime_policy(cfg)
+    models = {t.task_id: memory(t) for t in tasks}
+    return {"controller": dict(vars(ccfg)), "durations": {t.task_id: duration(t) for t in tasks},
+            "memory": {k: vars(m) for k, m in models.items() if m is not None}}

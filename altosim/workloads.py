@@ -34,7 +34,7 @@ WORKLOAD_FILE = "default_workload.json"
 LOSS_DIR = "loss"
 REAL_DIR = "real"  # measured LossTrace sets (not generated; see traces/real/README.md)
 REAL_MODEL = "SmolLM2-135M"
-# the runtime dataset (runtime/data) whose real trace stands in for a paper task's dataset
+# the runtime dataset (altoruntime/data) whose real trace stands in for a paper task's dataset
 REAL_STANDIN = {"gsm8k": "arithmetic", "openthoughts3": "list_ops", "tulu3": "python_docs",
                 "ultrafeedback": "python_docs"}
 GPUS = {"Llama-3.2-1B": 1, "Llama-3.2-3B": 1, "Llama-3.1-8B": 2, "Qwen2.5-14B": 4}

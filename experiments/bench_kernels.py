@@ -83,8 +83,8 @@ def _timer(device: torch.device, slow: bool = False, quick: bool = False) -> Cal
 
 def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype):  # noqa: ANN001
     """A closure doing one fwd+bwd of this projection with `impl` (inputs built once)."""
-    from kernels import build_meta, grouped_lora_linear
-    from kernels.function import fused_lora_linear
+    from altokernels import build_meta, grouped_lora_linear
+    from altokernels.function import fused_lora_linear
 
     z, r_max, t = len(counts), max(ranks), sum(counts)
     scales = [2.0] * z  # alpha = 2 r
@@ -160,8 +160,8 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
 
 def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype, bench) -> list[dict]:  # noqa: ANN001
     """Each fused-path kernel alone, with bytes moved, vs the base GEMMs and torch.bmm weight grads."""
-    from kernels import build_meta
-    from kernels import triton_kernels as tk
+    from altokernels import build_meta
+    from altokernels import triton_kernels as tk
 
     z, r, t = len(counts), max(ranks), sum(counts)
     meta = build_meta(counts, list(range(z)), ranks, [2.0] * z, device)
@@ -190,7 +190,7 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
         "reduce_dB": (lambda: tk.seg_reduce(s, dy, dbb, meta, True, True), t * d_out * e),
     }
     if meta.equal_counts:
-        from kernels.function import _bmm_wgrads
+        from altokernels.function import _bmm_wgrads
 
         cases["bmm_dA"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, da, None), t * d_in * e)
         cases["bmm_dB"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, None, dbb), t * d_out * e)
@@ -204,8 +204,8 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
 
 def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> list[dict]:  # noqa: ANN001
     """Autotuned fused path vs the loop reference at benchmark shapes: max error / max |ref|."""
-    from kernels import build_meta, loop_lora_linear
-    from kernels.function import fused_lora_linear
+    from altokernels import build_meta, loop_lora_linear
+    from altokernels.function import fused_lora_linear
 
     z, r = len(counts), max(ranks)
     meta = build_meta(counts, list(range(z)), ranks, [2.0] * z, device)
@@ -299,7 +299,7 @@ def _host_ms(fn: Callable[[], object], device: torch.device, calls: int = 10) ->
 
 def _write_autotune_choices(path: Path) -> None:
     """Every (kernel, autotune key) -> chosen config of this process, for reading the breakdown."""
-    from kernels import triton_kernels as tk
+    from altokernels import triton_kernels as tk
 
     lines = []
     for name in ("_shrink_kernel", "_expand_kernel", "_seg_reduce_kernel"):

@@ -9,7 +9,7 @@ step; tokens_per_s counts real tokens only; speedup_vs_fsdp = fsdp step_ms / ste
 batch. predicted_step_ms stays empty unless a cost model fills it (issue 12's simulator part).
 
     torchrun --standalone --nproc-per-node 4 experiments/bench_parallel.py --backbone llama-3.1-70b:layers=2
-    python -m runtime.parallel.launch --nproc 2 experiments/bench_parallel.py --backbone tiny --steps 2 --seq 32
+    python -m altoruntime.parallel.launch --nproc 2 experiments/bench_parallel.py --backbone tiny --steps 2 --seq 32
     python experiments/bench_parallel.py --backbone smollm2       # one process: the single-GPU rows
 
 Writes results/parallel_<gpu>x<P>.csv (atomically, on rank 0).
@@ -31,9 +31,9 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.parallel import APTrainer, FSDPDPTrainer, assign, init_from_env  # noqa: E402
-from runtime.parallel.shapes import backbone_factory  # noqa: E402
-from runtime.trainer import MultiAdapterTrainer  # noqa: E402
+from altoruntime.parallel import APTrainer, FSDPDPTrainer, assign, init_from_env  # noqa: E402
+from altoruntime.parallel.shapes import backbone_factory  # noqa: E402
+from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
 
 COLUMNS = ["device", "gpus", "per_adapter_batch", "impl", "backbone", "layers", "adapters", "seq_len",
            "padded", "step_ms", "tokens_per_s", "speedup_vs_fsdp", "predicted_step_ms", "steps"]
@@ -153,7 +153,7 @@ def finish(rows: list[dict], world: int, device: torch.device, out: Path) -> Pat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="tiny", help="tiny | smollm2 | llama-3.1-70b:layers=2 (see runtime.parallel.shapes)")
+    ap.add_argument("--backbone", default="tiny", help="tiny | smollm2 | llama-3.1-70b:layers=2 (see altoruntime.parallel.shapes)")
     ap.add_argument("--gguf", default=None, help="path of the SmolLM2 .gguf (default: the installed package's)")
     ap.add_argument("--adapters", type=int, default=8)
     ap.add_argument("--lora-rank", type=int, default=16)

@@ -51,8 +51,8 @@ def timed_step(model: Any, opt: torch.optim.Optimizer, batch: Any, dev: torch.de
 
 def _worker(i: int, cfg: dict, barrier: Any, queue: Any) -> None:
     sys.path.insert(0, cfg["root"])
-    from runtime.data import get_dataset
-    from runtime.run import open_backbone
+    from altoruntime.data import get_dataset
+    from altoruntime.run import open_backbone
 
     torch.manual_seed(i)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -36,16 +36,16 @@ from altosim.policy.types import StepReport
 from altosim.report import write_csv
 from altosim.schemas import LossCurve, LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace, config_from_dict
 from altosim.traces_io import read_loss_traces, write_loss_traces, write_workload
-import runtime.run
-from runtime.run import RunInterrupted, run_config
+import altoruntime.run
+from altoruntime.run import RunInterrupted, run_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_peft import extrapolate, make_peft, measure, timed_step  # noqa: E402
 from plot_e2e import plot_e2e  # noqa: E402
 
 # one backbone load per process (a GGUF de-quantizes for ~30 s); run_config copies it per task
-runtime.run.open_backbone = functools.lru_cache(maxsize=None)(runtime.run.open_backbone)
-open_backbone = runtime.run.open_backbone
+altoruntime.run.open_backbone = functools.lru_cache(maxsize=None)(altoruntime.run.open_backbone)
+open_backbone = altoruntime.run.open_backbone
 
 LRS = [1e-5, 5e-5, 2e-4, 3e-4, 5e-4]
 BATCHES = [1, 2, 4, 8]
@@ -89,7 +89,7 @@ class StepLog:
 
 def peft_step_times(args, seq_len: int) -> dict[tuple[int, int], float]:
     """Seconds per step of one PEFT adapter (r, batch) with AdamW: the standard loop."""
-    from runtime.data import get_dataset
+    from altoruntime.data import get_dataset
 
     base = open_backbone(args.backbone, torch.bfloat16)
     ds = get_dataset(args.dataset, n_train=args.n_train, n_val=8, n_eval=1, seed=0)

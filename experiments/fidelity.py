@@ -77,7 +77,7 @@ def warm_up(args: argparse.Namespace, folder: Path, gpu_type: str) -> None:
     """A throwaway short run of the first task, no early exit: loads the backbone (cached for the
     real run) and compiles/autotunes the kernels for the group sizes the real run starts with,
     so the measured run's times are steady-state steps, as the cost model and profile assume."""
-    from runtime.run import run_config
+    from altoruntime.run import run_config
 
     short = argparse.Namespace(**{**vars(args), "tasks": args.tasks.split(",")[0], "early_exit": "none",
                                   "samples": max(_ints(args.batches)), "evals": 1, "profile": None})
@@ -112,14 +112,14 @@ def find_profile(gpu_type: str, folder: Path = ROOT / "traces" / "profiles") -> 
 def real_run(args: argparse.Namespace, folder: Path) -> float:
     import functools
 
-    import runtime.run
-    from runtime.run import run_config
+    import altoruntime.run
+    from altoruntime.run import run_config
 
     name, gpu_type = local_device()
     # one backbone load for the warm-up and the run (a GGUF de-quantizes for a while); run_config
     # copies it per task; the module is restored afterwards
-    plain = runtime.run.open_backbone
-    runtime.run.open_backbone = functools.lru_cache(maxsize=None)(plain)
+    plain = altoruntime.run.open_backbone
+    altoruntime.run.open_backbone = functools.lru_cache(maxsize=None)(plain)
     try:
         if args.warm_up:
             warm_up(args, folder.with_name(folder.name + "_warmup"), gpu_type)
@@ -129,7 +129,7 @@ def real_run(args: argparse.Namespace, folder: Path) -> float:
                          checkpoint_every=10**9)
         wall = time.perf_counter() - t0
     finally:
-        runtime.run.open_backbone = plain
+        altoruntime.run.open_backbone = plain
     for task_id, fin in sorted(log.results.items()):
         print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss:.4f})", flush=True)
     print(f"real run on {name}: {wall:.1f} s", flush=True)

@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_sweep  # noqa: E402  (the grid and the cached backbone loader)
-from runtime.backbone import LLAMA_TARGETS  # noqa: E402
-from runtime.run import open_backbone  # noqa: E402  (e2e_sweep patched it with a cache)
-from runtime.task_data import SplitData  # noqa: E402
-from runtime.trainer import MultiAdapterTrainer  # noqa: E402
+from altoruntime.backbone import LLAMA_TARGETS  # noqa: E402
+from altoruntime.run import open_backbone  # noqa: E402  (e2e_sweep patched it with a cache)
+from altoruntime.task_data import SplitData  # noqa: E402
+from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
 
 
 def sync() -> None:
@@ -64,7 +64,7 @@ def step_profile(args, out: Path) -> None:
     """torch.profiler over fused steps with every config of the grid admitted."""
     from torch.profiler import ProfilerActivity, profile
 
-    from runtime.data import get_dataset
+    from altoruntime.data import get_dataset
 
     base = open_backbone(args.backbone, torch.bfloat16)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,7 +127,7 @@ def peft_profile(args, out: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from torch.profiler import ProfilerActivity, profile
 
-    from runtime.data import get_dataset
+    from altoruntime.data import get_dataset
 
     base = open_backbone(args.backbone, torch.bfloat16)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")

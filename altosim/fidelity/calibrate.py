@@ -50,7 +50,7 @@ def p2(n: int) -> int:
 @dataclass(frozen=True)
 class EvalShape:
     """How the runtime validates: `val_rows` examples in batches of `val_batch`, jobs fused
-    `eval_rows // val_batch` per forward (runtime/backend.py `_validate`)."""
+    `eval_rows // val_batch` per forward (altoruntime/backend.py `_validate`)."""
 
     val_rows: int = 0
     val_batch: int = 16

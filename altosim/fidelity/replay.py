@@ -24,7 +24,7 @@ from altosim.simulate import runtime_controller  # noqa: F401  (re-exported: the
 
 
 class RuntimeOrderSimulator(Simulator):
-    """The SimPy backend speaking the runtime's protocol (runtime/backend.py): tasks arrive one
+    """The SimPy backend speaking the runtime's protocol (altoruntime/backend.py): tasks arrive one
     event each, a fused step's reports go out in first-admission order (the trainer's slot order),
     every report of the step is sent even when an earlier one stopped that job, and a job fails
     (JobFailed after the step's reports) at the step the run logged (`failures`). With
@@ -95,7 +95,7 @@ class RuntimeOrderSimulator(Simulator):
             for r in runs:
                 fails = r.step + k == fail_at.get(r.job.job_id)
                 before = min(r.step * r.job.batch_size, cap)
-                r.step += k - fails  # a failed step does not count (runtime/backend.py)
+                r.step += k - fails  # a failed step does not count (altoruntime/backend.py)
                 self.samples += min(r.step * r.job.batch_size, cap) - before
                 if fails:
                     failing.append(r)
@@ -171,7 +171,7 @@ def host_overheads(profile: CostProfile | None) -> HostOverheads | None:
 
 @dataclass(frozen=True)
 class ValidationCost:
-    """Seconds of the runtime's validation of `jobs` (runtime/backend.py `_validate`): `val_rows`
+    """Seconds of the runtime's validation of `jobs` (altoruntime/backend.py `_validate`): `val_rows`
     examples in batches of `val_batch`, jobs fused `eval_rows // val_batch` per forward, each
     forward priced by `cost` times `forward_fraction`: 1 when `cost` prices forward-only
     evaluations (`eval_cost`, from the profile's `eval_ms`), else a third of a training step of

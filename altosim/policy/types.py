@@ -202,8 +202,8 @@ class FinishTask:
 
 Action = Union[StartTask, Admit, Suspend, Stop, FinishTask]
 
-_EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (TaskArrived, StepReport, JobFinished, JobFailed, Tick)}
-_ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, Admit, Suspend, Stop, FinishTask)}
+EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (TaskArrived, StepReport, JobFinished, JobFailed, Tick)}
+ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, Admit, Suspend, Stop, FinishTask)}
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -218,7 +218,7 @@ def _task_from_dict(d: dict[str, Any]) -> TaskSpec:
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:
-    cls = _EVENT_KINDS.get(d.get("kind"))
+    cls = EVENT_KINDS.get(d.get("kind"))
     if cls is None:
         raise ValueError(f"unknown event kind {d.get('kind')!r}")
     d = dict(d)
@@ -228,7 +228,7 @@ def event_from_dict(d: dict[str, Any]) -> Event:
 
 
 def action_from_dict(d: dict[str, Any]) -> Action:
-    cls = _ACTION_KINDS.get(d.get("kind"))
+    cls = ACTION_KINDS.get(d.get("kind"))
     if cls is None:
         raise ValueError(f"unknown action kind {d.get('kind')!r}")
     d = dict(d)

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-# the runtime's validation call, at which profiles measure val_ms (runtime/run.py val_batch_size,
-# runtime/backend.py eval_rows): one shared batch of VAL_BATCH rows per adapter, EVAL_ROWS rows at most
+# the runtime's validation call, at which profiles measure val_ms (altoruntime/run.py val_batch_size,
+# altoruntime/backend.py eval_rows): one shared batch of VAL_BATCH rows per adapter, EVAL_ROWS rows at most
 # per forward
 VAL_BATCH = 16
 EVAL_ROWS = 256

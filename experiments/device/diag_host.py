@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from experiments.device.diag_shrink import SHAPES, admit_grid, grid_batches, sync  # noqa: E402
-from runtime.backbone import tiny_llama  # noqa: E402
-from runtime.trainer import MultiAdapterTrainer  # noqa: E402
-from tests.runtime._batches import make_batch  # noqa: E402
+from altoruntime.backbone import tiny_llama  # noqa: E402
+from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from tests.altoruntime._batches import make_batch  # noqa: E402
 
 STYLES = ("profile", "on_host", "padded", "mixed", "new_length", "run")
 

@@ -32,9 +32,9 @@ if __name__ == "__main__":  # a private, empty kernel cache: every compile of th
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from runtime.backbone import tiny_llama  # noqa: E402
-from runtime.trainer import MultiAdapterTrainer  # noqa: E402
-from tests.runtime._batches import make_batch  # noqa: E402
+from altoruntime.backbone import tiny_llama  # noqa: E402
+from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from tests.altoruntime._batches import make_batch  # noqa: E402
 
 SHAPES = {  # name -> tiny_llama kwargs
     "smollm2": dict(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536),

@@ -15,8 +15,8 @@ import time
 import torch
 
 from diag_shrink import SHAPES, admit_grid, grid_batches, sync  # the same model, adapters and batches
-from runtime.backbone import tiny_llama
-from runtime.trainer import trainer_from_env
+from altoruntime.backbone import tiny_llama
+from altoruntime.trainer import trainer_from_env
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

