@@ -118,7 +118,12 @@ def run_config(
     datasets = {}
     for i, t in enumerate(tasks):
         try:
-            ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed)
+            ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
+                             base=Path(wl_file).resolve().parent)
+        except InputError as e:  # a missing / empty / unreadable file: named from the workload's field
+            if e.field != "dataset":  # a missing column: the data file and the column say it best
+                raise
+            raise InputError(wl_file, f"tasks[{i}].dataset", f"{e.file}: {e.problem}") from None
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
         datasets[t.task_id] = SplitData(

@@ -1,12 +1,13 @@
-"""Dataset names -> builders. Read-only: adding a task means adding a line here."""
+"""Dataset names -> builders, plus a task's own data given as a file or folder path (files.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+from pathlib import Path
 from typing import Callable, Mapping
 
-from altoruntime.data import arithmetic, list_ops, python_docs
+from altoruntime.data import arithmetic, files, list_ops, python_docs
 from altoruntime.data.example import FineTuneDataset
 
 
@@ -28,11 +29,19 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
 })
 
 
-def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0) -> FineTuneDataset:
-    """Build dataset ``name`` with the requested split sizes. Same arguments, same examples."""
-    spec = DATASETS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
+                base: str | Path | None = None) -> FineTuneDataset:
+    """Build dataset ``name`` with the requested split sizes. Same arguments, same examples.
+
+    ``name`` is a built-in dataset or a JSONL / CSV / Parquet file or folder (relative paths are
+    taken from ``base``, the folder of the file that named it); bad files raise InputError."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    return spec.build(n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed)
+    spec = DATASETS.get(name)
+    if spec is not None:
+        return spec.build(n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed)
+    if files.is_data_path(name):
+        path = Path(name) if Path(name).is_absolute() or base is None else Path(base) / name
+        return files.build(path, n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed)
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
+                     f"or a {'/'.join(files.BUILDERS)} file or folder path")

@@ -1,0 +1,106 @@
+"""A task's own data: a local JSONL / CSV / Parquet file, or a folder of them, as a FineTuneDataset.
+
+Read with the ``datasets`` library (its cache goes to a temporary folder that is removed, so
+nothing is written beside the data or under the user's home). Each row gives one example from
+its ``prompt`` and ``completion`` columns, taken verbatim (the prompt ends where generation
+starts). Splits are decided by a hash of the prompt, as for the built-in tasks
+(``example.fill_splits``): disjoint, stable when sizes change; ``seed`` picks which members of a
+split a smaller request gets. Metric: exact match when every completion is short, else ROUGE-L F1.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from altosim.errors import InputError
+from altoruntime.data.example import Example, FineTuneDataset, SplitFractions, check_sizes, fill_splits
+from altoruntime.data.metrics import rouge_l_f1, text_exact_match
+from altoruntime.data.rng import StableRandom
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SHORT_ANSWER_WORDS = 8  # every completion at most this many words -> exact match
+
+
+def is_data_path(name: str) -> bool:
+    """True when `name` is meant as a file or folder rather than a built-in dataset name."""
+    return Path(name).suffix.lower() in BUILDERS or "/" in name or "\\" in name or Path(name).exists()
+
+
+def data_files(path: Path, field: str) -> tuple[str, list[str]]:
+    """(datasets builder name, files) of a file or a folder of files of one kind."""
+    if path.is_file():
+        kind = BUILDERS.get(path.suffix.lower())
+        if kind is None:
+            raise InputError(str(path), field, f"unsupported file type {path.suffix!r}; use {', '.join(BUILDERS)}")
+        return kind, [str(path)]
+    if not path.is_dir():
+        raise InputError(str(path), field, "no such file or folder")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in BUILDERS)
+    kinds = {BUILDERS[p.suffix.lower()] for p in files}
+    if not files:
+        raise InputError(str(path), field, f"folder holds no {', '.join(BUILDERS)} files")
+    if len(kinds) > 1:
+        raise InputError(str(path), field, f"folder mixes file kinds ({', '.join(sorted(kinds))}); keep one kind")
+    return kinds.pop(), [str(p) for p in files]
+
+
+def read_rows(path: Path, field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion")) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of every row, in file order. Bad input -> InputError."""
+    import datasets
+
+    kind, files = data_files(path, field)
+    quiet = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # a one-line error must stay one line; restored below
+    try:
+        return _load(path, field, columns, kind, files)
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+
+
+def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: list[str]) -> list[tuple[str, str]]:
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="alto-datasets-") as cache:
+        try:
+            ds = datasets.load_dataset(kind, data_files=files, split="train", cache_dir=cache, keep_in_memory=True)
+        except Exception as e:  # noqa: BLE001  # the library's many parse errors -> one line
+            if any(Path(f).stat().st_size == 0 for f in files):
+                raise InputError(str(path), field, "empty dataset (no rows)") from None
+            raise InputError(str(path), field, f"cannot read as {kind}: {type(e).__name__}: {e}") from None
+        missing = [c for c in columns if c not in ds.column_names]
+        if missing:
+            found = ", ".join(ds.column_names) or "none"
+            raise InputError(str(path), missing[0], f"no column {missing[0]!r}; columns found: {found}")
+        if len(ds) == 0:
+            raise InputError(str(path), field, "empty dataset (no rows)")
+        prompts, completions = ds[columns[0]], ds[columns[1]]
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        if not isinstance(p, str) or not isinstance(c, str) or not p or not c:
+            col = columns[0] if not isinstance(p, str) or not p else columns[1]
+            raise InputError(str(path), col, f"row {i}: must be a non-empty string, got {type(p if col == columns[0] else c).__name__}")
+    return list(zip(prompts, completions))
+
+
+def build(path: str | Path, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
+          field: str = "dataset") -> FineTuneDataset:
+    """The file's examples split by prompt hash into the requested sizes (InputError when short)."""
+    check_sizes(n_train, n_val, n_eval)
+    p = Path(path)
+    rows = read_rows(p, field)
+    name = p.stem
+    examples = [Example(prompt=q, answer=a, key=q) for q, a in rows]
+    StableRandom(name, seed).shuffle(examples)
+    try:
+        splits = fill_splits(name, examples, {"train": n_train, "val": n_val, "eval": n_eval}, SplitFractions())
+    except ValueError as e:
+        raise InputError(str(p), field, f"{e} ({len(rows)} rows)") from None
+    short = all(len(a.split()) <= SHORT_ANSWER_WORDS for _, a in rows)
+    longest = max(len(a) for _, a in rows)
+    return FineTuneDataset(
+        name=name, train=splits["train"], val=splits["val"], eval=splits["eval"],
+        metric_name="exact_match" if short else "rouge_l_f1", score_fn=text_exact_match if short else rouge_l_f1,
+        max_new_tokens=min(512, longest // 2 + 16),  # ~2+ characters per token, with room
+        description=f"own data from {p.name}: {len(rows)} prompt/completion rows",
+    )
