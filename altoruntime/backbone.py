@@ -47,6 +47,21 @@ def load_backbone(
     return freeze(model.to(device))
 
 
+def keep_layers(model: nn.Module, n: int) -> nn.Module:
+    """Keep only the first `n` decoder layers (in place): a smaller backbone with the same real
+    weights, embeddings and head. The config follows, so caches and exports see `n` layers."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"backbone_layers: {type(model).__name__} has no model.layers to truncate")
+    if not 1 <= n <= len(layers):
+        raise ValueError(f"backbone_layers: must be in 1..{len(layers)}, got {n}")
+    model.model.layers = nn.ModuleList(list(layers)[:n])
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:n]
+    return model
+
+
 def tiny_llama(
     hidden: int = 64,
     layers: int = 2,

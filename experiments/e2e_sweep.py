@@ -37,26 +37,58 @@ from altosim.report import write_csv
 from altosim.schemas import LossCurve, LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace, config_from_dict
 from altosim.traces_io import read_loss_traces, write_loss_traces, write_workload
 import altoruntime.run
+from altoruntime.backbone import keep_layers
+from altoruntime.data.files import is_data_path
+from altoruntime.data.registry import DATASETS
 from altoruntime.run import RunInterrupted, run_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_peft import extrapolate, make_peft, measure, timed_step  # noqa: E402
 from plot_e2e import plot_e2e  # noqa: E402
 
-# one backbone load per process (a GGUF de-quantizes for ~30 s); run_config copies it per task
-altoruntime.run.open_backbone = functools.lru_cache(maxsize=None)(altoruntime.run.open_backbone)
-open_backbone = altoruntime.run.open_backbone
+_open_full = altoruntime.run.open_backbone
+
+
+def use_backbone_layers(layers: int | None) -> None:
+    """One backbone load per process (a GGUF de-quantizes for ~30 s; run_config copies it per
+    task), cut to its first `layers` decoder layers when given (--backbone-layers)."""
+    global open_backbone
+
+    def opener(name: str, dtype: torch.dtype = torch.float32):
+        base = _open_full(name, dtype)
+        if layers is not None:
+            keep_layers(base.model, layers)
+        return base
+
+    altoruntime.run.open_backbone = open_backbone = functools.lru_cache(maxsize=None)(opener)
+
+
+use_backbone_layers(None)
 
 LRS = [1e-5, 5e-5, 2e-4, 3e-4, 5e-4]
 BATCHES = [1, 2, 4, 8]
 MODEL = "SmolLM2-135M"
 
 
-def workload(dataset: str, samples: int, evals: int, seq_len: int, ranks: list[int]) -> WorkloadTrace:
-    space = SearchSpace(lr=LRS, rank=ranks, batch_size=BATCHES)
-    task = TaskRecord(id=dataset, arrival=0.0, model=MODEL, dataset=dataset, gpus=1, search_space=space,
-                      samples_per_job=samples, eval_every_samples=max(1, samples // evals), seq_len=seq_len)
-    return WorkloadTrace(name=f"e2e-{dataset}", synthetic=False, source="experiments/e2e_sweep.py", tasks=[task])
+def task_name(dataset: str) -> str:
+    """A built-in dataset's name, or a data file's stem (the task id and the trace's suffix)."""
+    return dataset if dataset in DATASETS or not is_data_path(dataset) else Path(dataset).stem
+
+
+def model_label(layers: int | None) -> str:
+    return MODEL if layers is None else f"{MODEL}-L{layers}"
+
+
+def workload(dataset: str, samples: int, evals: int, seq_len: int, ranks: list[int], lrs: list[float] = LRS,
+             batches: list[int] = BATCHES, model: str = MODEL) -> WorkloadTrace:
+    """One task; a data file is named by its absolute path (the workload lands under --out)."""
+    name = task_name(dataset)
+    data = dataset if name == dataset else str(Path(dataset).resolve())
+    space = SearchSpace(lr=lrs, rank=ranks, batch_size=batches)
+    task = TaskRecord(id=name, arrival=0.0, model=model, dataset=data, gpus=1, search_space=space,
+                      samples_per_job=samples, eval_every_samples=max(1, samples // evals), seq_len=seq_len,
+                      loss_trace=f"{model}__{name}")
+    return WorkloadTrace(name=f"e2e-{name}", synthetic=False, source="experiments/e2e_sweep.py", tasks=[task])
 
 
 def run_ours(args, wl_file: Path, early_exit: str, out: Path) -> tuple[float, object]:
@@ -97,7 +129,7 @@ def peft_step_times(args, seq_len: int) -> dict[tuple[int, int], float]:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = {}
     for r in sorted({min(args.ranks), max(args.ranks)}):
-        for b in BATCHES:
+        for b in args.batches:
             model, opt = make_peft(base.model.to(dev), r)
             batches = list(split.batches(b, epoch=0, seed=0))
             times = [timed_step(model, opt, batches[i % len(batches)], dev) for i in range(args.peft_steps + 3)][3:]
@@ -107,7 +139,7 @@ def peft_step_times(args, seq_len: int) -> dict[tuple[int, int], float]:
     return out
 
 
-def traces_from(log, task, samples: int, device: str) -> LossTraceSet:
+def traces_from(log, task, samples: int, device: str, model: str = MODEL) -> LossTraceSet:
     """The (b) run's StepReports as a LossTrace set: one curve per config."""
     task_id = task.task_id
     wl_jobs = {}
@@ -125,7 +157,7 @@ def traces_from(log, task, samples: int, device: str) -> LossTraceSet:
             metric=np.array([math.nan if r.metric is None else r.metric for r in reps]),
             steps=np.array([r.step for r in reps])))
     return LossTraceSet(
-        name=f"{MODEL}__{task_id}", model=MODEL, dataset=task_id, synthetic=False,
+        name=f"{model}__{task_id}", model=model, dataset=task_id, synthetic=False,
         source=f"experiments/e2e_sweep.py, fused training without early exit on {device}",
         curves=curves,
         meta={"device": device, "date": date.today().isoformat(), "samples_per_job": samples,
@@ -150,6 +182,10 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--peft-steps", type=int, default=20)
     ap.add_argument("--ranks", default="16,32,64", help="LoRA ranks of the grid")
+    ap.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS), help="learning rates of the grid")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="per-adapter batch sizes of the grid")
+    ap.add_argument("--backbone-layers", type=int, default=None,
+                    help="keep only the first N decoder layers of the backbone (traces labelled <model>-L<N>)")
     ap.add_argument("--methods", default="sequential,batched,early_exit")
     ap.add_argument("--concurrent-workers", type=int, default=15, help="PEFT worker processes of method 'concurrent'")
     ap.add_argument("--concurrent-seconds", type=float, default=60.0, help="how long the workers are timed together")
@@ -162,12 +198,17 @@ def main() -> None:
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout` sends SIGTERM: stop like Ctrl-C, keep partial outputs
     args.ranks = [int(r) for r in args.ranks.split(",")]
+    args.lrs = [float(x) for x in args.lrs.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.model = model_label(args.backbone_layers)
+    args.task = task_name(args.dataset)
+    use_backbone_layers(args.backbone_layers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     samples = args.epochs * args.n_train
-    wl = workload(args.dataset, samples, args.evals, args.seq_len, args.ranks)
-    wl_file = out / f"e2e_{args.dataset}_workload.json"
+    wl = workload(args.dataset, samples, args.evals, args.seq_len, args.ranks, args.lrs, args.batches, args.model)
+    wl_file = out / f"e2e_{args.task}_workload.json"
     write_workload(wl, wl_file)
     task = wl.to_task_specs()[0]
     methods = args.methods.split(",")
@@ -192,9 +233,9 @@ def ours_row(args, wl_file: Path, method: str, task, samples: int, device: str, 
         wall, log = run_ours(args, wl_file, ee, out / f"run_{method}")
     except RunInterrupted as e:  # a time limit: keep the curves measured so far, marked partial
         if method == "batched" and args.traces_out:
-            ts = traces_from(e.log, task, samples, device)
+            ts = traces_from(e.log, task, samples, device, args.model)
             ts.meta["partial"] = f"interrupted after {e.wall_s:.0f} s: curves end where the run stopped"
-            write_loss_traces(ts, Path(args.traces_out) / f"{MODEL}__{args.dataset}.partial.csv.gz")
+            write_loss_traces(ts, Path(args.traces_out) / f"{args.model}__{args.task}.partial.csv.gz")
             print(f"partial traces written ({e.wall_s:.0f} s)", file=sys.stderr)
         raise
     fin = log.results[task.task_id]
@@ -204,8 +245,8 @@ def ours_row(args, wl_file: Path, method: str, task, samples: int, device: str, 
             per_job[e.job_id] = e.samples
     j = task.job(fin.best_job) if fin.best_job else None
     if method == "batched" and args.traces_out:
-        write_loss_traces(traces_from(log, task, samples, device),
-                          Path(args.traces_out) / f"{MODEL}__{args.dataset}.csv.gz")
+        write_loss_traces(traces_from(log, task, samples, device, args.model),
+                          Path(args.traces_out) / f"{args.model}__{args.task}.csv.gz")
     return {"method": method, "configs": len(task.jobs), "wall_s": wall,
             "samples_trained": sum(per_job.values()),
             "best_config": f"lr={j.lr:g} r={j.rank} b={j.batch_size}" if j else "",
@@ -218,7 +259,7 @@ def concurrent_row(args, task, samples: int) -> dict:
     step times measured with all workers running at once (experiments/concurrent_peft.py)."""
     t0 = time.perf_counter()
     ranks = sorted({min(args.ranks), max(args.ranks)})
-    step_s = measure(args.backbone, args.dataset, args.n_train, args.seq_len, ranks, BATCHES,
+    step_s = measure(args.backbone, args.dataset, args.n_train, args.seq_len, ranks, args.batches,
                      args.concurrent_workers, args.concurrent_seconds)
     measured = time.perf_counter() - t0
     wall = extrapolate([(j.rank, j.batch_size, task.total_steps(j)) for j in task.jobs], step_s,
@@ -260,7 +301,7 @@ def report(rows: list[dict], args, device: str, samples: int, configs: int, out:
     """Write (and print) the CSV of the methods measured so far: partial results survive a timeout."""
     df = pd.DataFrame(rows)
     df.insert(0, "gpu", device)
-    df.insert(1, "dataset", args.dataset)
+    df.insert(1, "dataset", args.task)
     if "sequential_peft" in set(df["method"]):
         seq = df.loc[df["method"] == "sequential_peft", "wall_s"].iloc[0]
         df["speedup_vs_sequential"] = seq / df["wall_s"]
@@ -278,7 +319,7 @@ def report(rows: list[dict], args, device: str, samples: int, configs: int, out:
         df["val_loss_vs_full_sweep"] = df["best_val_loss"] / ref - 1
         df["full_sweep_from"] = str(args.reference_trace)
     df["samples_saved"] = 1 - df["samples_trained"] / (samples * configs)
-    csv = out / f"e2e_{device.replace(' ', '_')}_{args.dataset}.csv"
+    csv = out / f"e2e_{device.replace(' ', '_')}_{args.task}.csv"
     write_csv(df, csv)
     try:  # the CSV is written first: a plotting problem must not lose the measurements
         plot_e2e(csv)
