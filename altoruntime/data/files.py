@@ -60,13 +60,16 @@ def read_rows(path: Path, field: str = "dataset", columns: tuple[str, str] = ("p
 
 
 def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: list[str]) -> list[tuple[str, str]]:
+    """The rows through ``datasets``, its cache in a temporary folder (removed on return)."""
     import datasets
 
     with tempfile.TemporaryDirectory(prefix="alto-datasets-") as cache:
         try:
-            ds = datasets.load_dataset(kind, data_files=files, split="train", cache_dir=cache, keep_in_memory=True)
+            text = {"converters": {c: str for c in columns}, "keep_default_na": False} if kind == "csv" else {}  # as written
+            ds = datasets.load_dataset(kind, data_files=files, split="train", cache_dir=cache, keep_in_memory=True,
+                                       **text)
         except Exception as e:  # noqa: BLE001  # the library's many parse errors -> one line
-            if any(Path(f).stat().st_size == 0 for f in files):
+            if "corresponds to no data" in str(e) or all(Path(f).stat().st_size == 0 for f in files):
                 raise InputError(str(path), field, "empty dataset (no rows)") from None
             raise InputError(str(path), field, f"cannot read as {kind}: {type(e).__name__}: {e}") from None
         missing = [c for c in columns if c not in ds.column_names]
@@ -76,11 +79,14 @@ def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: li
         if len(ds) == 0:
             raise InputError(str(path), field, "empty dataset (no rows)")
         prompts, completions = ds[columns[0]], ds[columns[1]]
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        if not isinstance(p, str) or not isinstance(c, str) or not p or not c:
-            col = columns[0] if not isinstance(p, str) or not p else columns[1]
-            raise InputError(str(path), col, f"row {i}: must be a non-empty string, got {type(p if col == columns[0] else c).__name__}")
-    return list(zip(prompts, completions))
+    out = []
+    for i, row in enumerate(zip(prompts, completions)):
+        for col, v in zip(columns, row):
+            if not isinstance(v, str) or not v.strip():
+                got = "an empty string" if isinstance(v, str) else type(v).__name__
+                raise InputError(str(path), col, f"row {i + 1}: must be a non-empty string, got {got}")
+        out.append(row)
+    return out
 
 
 def build(path: str | Path, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,

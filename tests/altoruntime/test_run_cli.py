@@ -50,3 +50,38 @@ def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
     rc = main(["run", _config(tmp_path, dataset="nope"), "--backbone", "tiny", "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "tasks[0].dataset" in err and "nope" in err and len(err.splitlines()) == 1
+
+
+def _own_data_config(tmp_path, data_name="data.jsonl"):
+    rows = [{"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"} for w in (f"w{i:03d}x" for i in range(120))]
+    data = tmp_path / "own"
+    data.mkdir(parents=True)
+    (data / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(data / "data.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["prompt", "completion"])
+        w.writeheader()
+        w.writerows(rows)
+    (data / "cols.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    return _config(tmp_path, dataset=f"own/{data_name}")  # relative to the workload file
+
+
+def test_alto_run_trains_on_a_jsonl_named_by_the_workload(tmp_path, capsys):
+    for name in ("data.jsonl",):  # CSV and Parquet give the same examples: tests/altoruntime/test_data_files.py
+        out = tmp_path / f"out_{name}"
+        rc = main(["run", _own_data_config(tmp_path / name, name), "--backbone", "tiny", "--out", str(out),
+                   "--n-train", "12", "--n-val", "4", "--n-eval", "3", "--quiet"])
+        assert rc == 0, capsys.readouterr().err
+        row = next(csv.DictReader(open(out / "tasks.csv")))
+        assert row["dataset"] == f"own/{name}" and row["samples_trained"] == "24"
+        assert 0.0 <= float(row["best_metric"]) <= 1.0 and row["best_val_loss"]
+
+
+def test_alto_run_bad_own_data_is_one_line(tmp_path, capsys):
+    cases = [("missing.jsonl", "tasks[0].dataset", "no such file"), ("cols.jsonl", "prompt", "columns found: question, answer")]
+    for i, (name, field, needle) in enumerate(cases):
+        cfg = _own_data_config(tmp_path / str(i), name)
+        out = tmp_path / f"o{i}"
+        rc = main(["run", cfg, "--backbone", "tiny", "--out", str(out), "--n-train", "12", "--n-val", "4", "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and f": {field}: " in err and needle in err and len(err.splitlines()) == 1, err
+        assert not out.exists()  # nothing half-written

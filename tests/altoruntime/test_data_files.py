@@ -1,0 +1,106 @@
+"""Own data: a JSONL / CSV / Parquet file or folder as a FineTuneDataset; bad files are one InputError."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from altosim.errors import InputError
+from altoruntime.data import get_dataset
+from altoruntime.data.files import build
+
+
+def _rows(n: int, long: bool = False) -> list[dict[str, str]]:
+    tail = " and then a much longer sentence follows here" if long else ""
+    return [{"prompt": f"Q{i}: {i} + 1 =", "completion": f" {i + 1}{tail}", "extra": i} for i in range(n)]
+
+
+def _jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_jsonl_splits_disjoint_sized_and_exact_match(tmp_path):
+    _jsonl(tmp_path / "d.jsonl", _rows(80))
+    ds = get_dataset("d.jsonl", n_train=30, n_val=5, n_eval=4, base=tmp_path)
+    assert (len(ds.train), len(ds.val), len(ds.eval)) == (30, 5, 4) and ds.name == "d"
+    keys = [{e.key for e in ds.split(s)} for s in ("train", "val", "eval")]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    ex = ds.train[0]
+    i = int(ex.prompt[1:ex.prompt.index(":")])
+    assert ex.answer == f" {i + 1}"  # verbatim completion of that very row
+    assert ds.metric_name == "exact_match" and ds.metric([e.answer for e in ds.eval], "eval") == 1.0
+    again = get_dataset(str(tmp_path / "d.jsonl"), n_train=30, n_val=5, n_eval=4)
+    assert again.train == ds.train and again.eval == ds.eval  # absolute path, same seed: same examples
+    other = get_dataset(str(tmp_path / "d.jsonl"), n_train=30, n_val=5, n_eval=4, seed=1)
+    assert [e.key for e in other.train] != [e.key for e in ds.train]  # the seed picks other members first
+    assert not {e.key for e in other.train} & keys[1]  # but never moves a key into another split
+
+
+def test_csv_parquet_and_folder_give_the_same_examples(tmp_path):
+    rows = _rows(60)
+    _jsonl(tmp_path / "d.jsonl", rows)
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    _jsonl(folder / "a.jsonl", rows[:25])
+    _jsonl(folder / "b.jsonl", rows[25:])
+    got = [get_dataset(n, n_train=20, n_val=3, n_eval=3, base=tmp_path) for n in ("d.jsonl", "d.csv", "d.parquet")]
+    assert got[0].train == got[1].train == got[2].train
+    part = build(folder, n_train=20, n_val=3, n_eval=3)
+    assert {e.key for e in part.train} | {e.key for e in part.val} <= {r["prompt"] for r in rows}
+
+
+def test_long_completions_score_with_rouge(tmp_path):
+    _jsonl(tmp_path / "g.jsonl", _rows(40, long=True))
+    ds = build(tmp_path / "g.jsonl", n_train=10, n_val=2, n_eval=2)
+    assert ds.metric_name == "rouge_l_f1" and ds.max_new_tokens >= 16
+
+
+def test_nothing_written_beside_the_data(tmp_path):
+    _jsonl(tmp_path / "d.jsonl", _rows(30))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    build(tmp_path / "d.jsonl", n_train=10, n_val=2, n_eval=2)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("setup, field, needle", [
+    (lambda d: None, "dataset", "no such file"),
+    (lambda d: (d / "x.jsonl").write_text(""), "dataset", "empty dataset"),
+    (lambda d: (d / "x.jsonl").write_text("prompt,completion\n"), "dataset", "cannot read"),
+    (lambda d: _jsonl(d / "x.jsonl", [{"question": "a", "answer": "b"}]), "prompt", "columns found: question, answer"),
+    (lambda d: _jsonl(d / "x.jsonl", [{"prompt": "a", "answer": "b"}]), "completion", "columns found: prompt, answer"),
+    (lambda d: _jsonl(d / "x.jsonl", [{"prompt": "a", "completion": 3}]), "completion", "non-empty string"),
+    (lambda d: _jsonl(d / "x.jsonl", _rows(3)), "dataset", "too few distinct examples"),
+])
+def test_bad_files_are_one_line_input_errors(tmp_path, setup, field, needle):
+    setup(tmp_path)
+    with pytest.raises(InputError) as e:
+        build(tmp_path / "x.jsonl", n_train=10, n_val=2, n_eval=2)
+    assert e.value.field == field and needle in e.value.problem and "\n" not in str(e.value)
+    assert str(tmp_path / "x.jsonl") in str(e.value)
+
+
+def test_empty_csv_and_folder_without_data(tmp_path):
+    (tmp_path / "h.csv").write_text("prompt,completion\n")
+    with pytest.raises(InputError, match="empty dataset"):
+        build(tmp_path / "h.csv", n_train=1, n_val=0, n_eval=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no .jsonl"):
+        build(tmp_path / "empty", n_train=1, n_val=0, n_eval=0)
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(InputError, match="unsupported file type"):
+        build(tmp_path / "x.txt", n_train=1, n_val=0, n_eval=0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=30).filter(lambda s: s.strip()), min_size=12, max_size=40, unique=True))
+def test_any_prompt_text_round_trips_into_one_split(tmp_path_factory, prompts):
+    d = tmp_path_factory.mktemp("h")
+    _jsonl(d / "h.jsonl", [{"prompt": p, "completion": " ok"} for p in prompts])
+    ds = build(d / "h.jsonl", n_train=4, n_val=0, n_eval=0)
+    assert len(ds.train) == 4 and {e.prompt for e in ds.train} <= set(prompts)
