@@ -83,3 +83,37 @@ def test_e2e_sweep_sigterm_keeps_partial_traces(tmp_path):
     assert max(len(c.samples) for c in ts.curves) < 400  # cut short, not the full run
     first = (out / "run_batched" / "events.jsonl").read_text().splitlines()[0]
     assert '"interrupted": true' in first
+
+
+def test_keep_layers_truncates_the_tiny_backbone():
+    import pytest
+    import torch
+
+    from altoruntime.backbone import keep_layers, tiny_llama
+
+    full, cut = tiny_llama(layers=3), tiny_llama(layers=3)
+    keep_layers(cut, 1)
+    assert len(cut.model.layers) == 1 and cut.config.num_hidden_layers == 1
+    assert torch.equal(cut.model.layers[0].self_attn.q_proj.weight, full.model.layers[0].self_attn.q_proj.weight)
+    x = torch.tensor([[1, 5, 9, 3]])
+    y = cut(x).logits
+    assert y.shape == full(x).logits.shape and not torch.allclose(y, full(x).logits)
+    for bad in (0, 2):
+        with pytest.raises(ValueError, match="backbone_layers"):
+            keep_layers(cut, bad)
+
+
+def test_e2e_sweep_on_a_data_file_with_a_cut_backbone(tmp_path):
+    """--dataset PATH names the trace by the file's stem; --backbone-layers N labels it <model>-L<N>."""
+    out = tmp_path / "e2e"
+    cmd = [sys.executable, str(ROOT / "experiments" / "e2e_sweep.py"), "--backbone", "tiny", "--dataset",
+           str(ROOT / "traces" / "datasets" / "date_iso.jsonl"), "--backbone-layers", "1", "--n-train", "8",
+           "--n-val", "4", "--n-eval", "0", "--epochs", "1", "--evals", "2", "--ranks", "2", "--lrs", "1e-3,1e-2",
+           "--batches", "2", "--methods", "batched", "--out", str(out), "--traces-out", str(out / "tr")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    ts = read_loss_traces(out / "tr" / "SmolLM2-135M-L1__date_iso.csv.gz")
+    assert ts.model == "SmolLM2-135M-L1" and ts.dataset == "date_iso" and len(ts.curves) == 2
+    assert {c.lr for c in ts.curves} == {1e-3, 1e-2} and all(c.batch_size == 2 for c in ts.curves)
+    assert (out / "e2e_cpu_date_iso.csv").is_file() and (out / "e2e_date_iso_workload.json").is_file()
