@@ -33,6 +33,7 @@ def test_shipped_file_is_the_generator_output_and_loads(task):
     assert max(len(x) for x in lines) < 400  # well under ~200 SmolLM2 tokens per row
     ds = build(shipped, n_train=96, n_val=48, n_eval=24)  # the device runs' sizes fit
     assert len(ds.train) == 96 and len(ds.val) == 48
+    assert ds.metric_name == ("rouge_l_f1" if task == "record_to_text" else "exact_match")
 
 
 def test_labels_are_balanced_enough_to_need_learning():
