@@ -47,7 +47,8 @@ def data_files(path: Path, field: str) -> tuple[str, list[str]]:
     return kinds.pop(), [str(p) for p in files]
 
 
-def read_rows(path: Path, field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion")) -> list[tuple[str, str]]:
+def read_rows(path: Path, field: str = "dataset",
+              columns: tuple[str, str] = ("prompt", "completion")) -> list[tuple[str, str]]:
     """(prompt, completion) pairs of every row, in file order. Bad input -> InputError."""
     import datasets
 
@@ -67,7 +68,8 @@ def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: li
 
     with tempfile.TemporaryDirectory(prefix="alto-datasets-") as cache:
         try:
-            text = {"converters": {c: str for c in columns}, "keep_default_na": False} if kind == "csv" else {}  # as written
+            # CSV cells as written (" 42" stays a string, "NA" is not a missing value)
+            text = {"converters": {c: str for c in columns}, "keep_default_na": False} if kind == "csv" else {}
             ds = datasets.load_dataset(kind, data_files=files, split="train", cache_dir=cache, keep_in_memory=True,
                                        **text)
         except Exception as e:  # noqa: BLE001  # the library's many parse errors -> one line

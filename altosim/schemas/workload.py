@@ -114,7 +114,8 @@ class TaskRecord(BaseModel):
     id: str = Field(min_length=1, description="unique task id (no '/')")
     arrival: float = Field(ge=0, allow_inf_nan=False, description="arrival time, seconds")
     model: str = Field(min_length=1, description="backbone name, e.g. Llama-3.2-1B")
-    dataset: str = Field(min_length=1, description="dataset name (e.g. gsm8k), or for `alto run` a JSONL/CSV/Parquet file or folder, relative to the workload file")
+    dataset: str = Field(min_length=1, description="dataset name (e.g. gsm8k); for `alto run` also a JSONL/CSV/Parquet file "
+                         "or folder, relative to the workload file")
     gpus: int = Field(ge=1, description="GPUs the task's executor needs")
     search_space: SearchSpace
     samples_per_job: int = Field(gt=0, description="samples a job sees if it runs to the end")
