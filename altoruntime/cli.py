@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 def _bar(quiet: bool):
@@ -115,3 +115,16 @@ def add_commands(sub: Any) -> None:
                    "<stem>.meta.json beside it)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_profile)
+
+
+def profile_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m altoruntime.profile ...`: the same flags as `alto profile`, for machines where the
+    package is not installed (its `alto.commands` entry point then registers nothing)."""
+    ap = argparse.ArgumentParser(prog="python -m altoruntime.profile")
+    add_commands(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(["profile", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.fn(args) or 0)
+    except ValueError as e:
+        print(f"alto profile: error: {e}", file=sys.stderr)
+        return 2

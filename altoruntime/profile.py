@@ -46,6 +46,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
+from altosim.cost.io import write_cost_profile
 from altosim.policy.memory import MemoryModel
 from altosim.schemas.cost import VAL_BATCH, ActionCosts, CostProfile, CostRecord, FailedPoint, MemoryFit, val_adapters
 from altoruntime.batching import IGNORE
@@ -353,7 +354,6 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
                 gguf: str | None = None, steps: int = 5, warmup: int = 2, evals: int = 3, device: str | None = None,
                 quiet: bool = False) -> tuple[CostProfile, Path]:
     """Profile every backbone on the local device and write one CostProfile (+ memory fits)."""
-    from altosim.traces_io import write_cost_profile
     from altoruntime.trainer import env_paths
 
     if not backbones:
@@ -407,23 +407,7 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
     return prof, path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m altoruntime.profile ...`: the same flags as `alto profile`, for machines where the
-    package is not installed (its `alto.commands` entry point then registers nothing)."""
-    import argparse
-    import sys
+if __name__ == "__main__":  # `python -m altoruntime.profile ...`: the flags of `alto profile`
+    from altoruntime.cli import profile_main
 
-    from altoruntime.cli import add_commands
-
-    ap = argparse.ArgumentParser(prog="python -m altoruntime.profile")
-    add_commands(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(["profile", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.fn(args) or 0)
-    except ValueError as e:
-        print(f"alto profile: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(profile_main())

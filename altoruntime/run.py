@@ -22,7 +22,7 @@ import torch
 from altosim.errors import InputError
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
 from altosim.schemas import DEFAULT, RunConfig
-from altosim.simulate import check_policy, runtime_controller, runtime_meta
+from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import load_backbone, tiny_llama

@@ -154,7 +154,8 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_check_fidelity(args: argparse.Namespace) -> int:
-    from altosim.fidelity import check_fidelity, read_profile
+    from altosim.cost import read_profile
+    from altosim.fidelity import check_fidelity
     from altosim.schemas import load_config
 
     cfg = load_config(args.config) if args.config else None
@@ -171,9 +172,8 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
 
 def _check_heldout(args: argparse.Namespace, cfg: Any) -> int:
     """check-fidelity --calibrate-from FIT_RUN: costs calibrated on another run replay --run."""
-    from altosim.fidelity import read_run, run_config_for, run_val_rows
-    from altosim.fidelity.calibrate import EvalShape
-    from altosim.fidelity.heldout import heldout_fidelity, write_heldout
+    from altosim.cost import EvalShape
+    from altosim.fidelity import heldout_fidelity, read_run, run_config_for, run_val_rows, write_heldout
 
     if not args.run:
         raise InputError("<args>", "--run", "--calibrate-from needs the run to predict (--run)")
@@ -194,9 +194,8 @@ def _check_heldout(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def cmd_profile_from_run(args: argparse.Namespace) -> int:
-    from altosim.fidelity import read_run, run_val_rows
-    from altosim.fidelity.calibrate import EvalShape, profile_from_run
-    from altosim.traces_io.cost import write_cost_profile
+    from altosim.cost import EvalShape, write_cost_profile
+    from altosim.fidelity import profile_from_run, read_run, run_val_rows
 
     run = read_run(args.run)
     rows = args.val_rows if args.val_rows is not None else run_val_rows(run.folder)

@@ -12,18 +12,20 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from altosim.costmodel import CostModel, cost_model_for
+from altosim.build import check_policy, controller_config
+from altosim.cost import cost_model_from_config
 from altosim.errors import InputError
-from altosim.policy.controller import Controller, ControllerConfig
+from altosim.policy.controller import Controller
 from altosim.policy.memory import MemoryModel
-from altosim.policy.types import JobSpec, TaskSpec
+from altosim.policy.types import TaskSpec
 from altosim.report import (
     gantt_frame, plot_gantt, plot_losses, report_frame, save_fig, summary_row, task_table,
     write_csv, write_jsonl,
 )
 from altosim.schemas import DEFAULT, LossCurve, LossTraceSet, RunConfig, WorkloadTrace
 from altosim.sim.engine import SimResult, Simulator
-from altosim.traces_io import load_run_inputs, load_trace_dir, read_workload
+from altosim.run_inputs import load_run_inputs
+from altosim.traces_io import load_trace_dir, read_workload
 from altosim.workloads import default_workload_path, load_default_loss_sets
 
 
@@ -70,52 +72,12 @@ class SimRun:
     meta: dict[str, Any]
 
 
-def controller_config(cfg: RunConfig) -> ControllerConfig:
-    p = cfg.policy
-    return ControllerConfig(
-        num_gpus=cfg.cluster.gpus,
-        early_exit=p.early_exit.name, early_exit_params=dict(p.early_exit.params),
-        inter_task=p.inter_task.name, inter_task_params=dict(p.inter_task.params),
-        batching=p.batching, max_jobs_per_group=p.max_jobs_per_group,
-    )
-
-
-def check_policy(cfg: RunConfig) -> None:
-    """Build each named policy once, so a bad name or parameter fails before anything runs."""
-    from altosim.policy import inter  # noqa: F401  (registers the schedulers)
-    from altosim.policy.early_exit import build_early_exit
-    from altosim.policy.registry import INTER_TASK
-
-    p = cfg.policy
-    try:
-        build_early_exit(p.early_exit.name, dict(p.early_exit.params))
-    except ValueError as e:
-        raise InputError(cfg.file, "policy.early_exit", str(e)) from None
-    try:
-        INTER_TASK.build(p.inter_task.name, **dict(p.inter_task.params))
-    except ValueError as e:
-        raise InputError(cfg.file, "policy.inter_task", str(e)) from None
-
-
-def make_cost(cfg: RunConfig) -> CostModel:
-    """The config's cost model: profile-backed when `cost_profile` names a file, else analytic."""
-    from altosim.schemas import ANALYTIC
-    from altosim.traces_io import read_cost_profile
-
-    profile = None if cfg.cost_profile == ANALYTIC else read_cost_profile(cfg.cost_profile)
-    try:
-        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb, profile,
-                              cfg.cost_profile_method)
-    except ValueError as e:
-        raise InputError(cfg.file, "cluster.gpu_type", str(e)) from None
-
-
 def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None = None,
              record_log: bool = True, sparse_reports: bool = False, regret: bool = True, progress: Callable[[int], None] | None = None) -> SimRun:
     """Run the simulator once; raises InputError/ValueError on bad input before any output."""
     check_policy(cfg)
     inputs = inputs or load_inputs(cfg)
-    cost = make_cost(cfg)
+    cost = cost_model_from_config(cfg)
     ccfg = controller_config(cfg)
     margin = cfg.policy.memory_margin
     worst: dict[str, float] = {}
@@ -175,40 +137,3 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
             save_fig(plot_losses(reports, task_id), p)
             written.append(p)
     return written
-
-
-def _runtime_policy(cfg: RunConfig) -> tuple[ControllerConfig, Callable[[TaskSpec], float],
-                                              Callable[[TaskSpec], MemoryModel | None]]:
-    """The policy config as the simulator reads it, worst-case durations and memory models from
-    the cost model where it knows the backbone (else durations in steps and no memory model)."""
-    check_policy(cfg)
-    cost, ccfg, margin = make_cost(cfg), controller_config(cfg), cfg.policy.memory_margin
-
-    def duration(t: TaskSpec) -> float:
-        try:
-            return cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
-        except ValueError:  # a backbone the cost model does not know: steps as time units
-            return float(sum(t.total_steps(j) for j in t.jobs))
-
-    def memory(t: TaskSpec) -> MemoryModel | None:
-        try:
-            return cost.memory_model(t, margin)
-        except ValueError:
-            return None
-
-    return ccfg, duration, memory
-
-
-def runtime_controller(cfg: RunConfig) -> Controller:
-    """The Controller `alto run` drives for `cfg` (and the fidelity replay rebuilds)."""
-    ccfg, duration, memory = _runtime_policy(cfg)
-    return Controller(ccfg, duration_for=duration, memory_for=memory)
-
-
-def runtime_meta(cfg: RunConfig, tasks: list[TaskSpec]) -> dict[str, Any]:
-    """What `alto run`'s event log header records so that `alto replay` rebuilds the same
-    Controller from the log alone (the keys `alto simulate` writes)."""
-    ccfg, duration, memory = _runtime_policy(cfg)
-    models = {t.task_id: memory(t) for t in tasks}
-    return {"controller": dict(vars(ccfg)), "durations": {t.task_id: duration(t) for t in tasks},
-            "memory": {k: vars(m) for k, m in models.items() if m is not None}}

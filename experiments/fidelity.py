@@ -35,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from altosim.fidelity import check_fidelity, read_profile  # noqa: E402
+from altosim.cost import read_profile, write_cost_profile  # noqa: E402
+from altosim.fidelity import check_fidelity, run_config_for  # noqa: E402
 from altosim.schemas import load_config  # noqa: E402
 
 MODEL = "SmolLM2-135M"
@@ -63,8 +64,6 @@ def write_inputs(args: argparse.Namespace, folder: Path, gpu_type: str) -> Path:
     cfg = {"workload": "workload.json", "cluster": {"gpus": 1, "gpu_type": gpu_type},
            "policy": {"early_exit": {"name": args.early_exit, "params": params}, "inter_task": {"name": "fifo"}}}
     if args.profile:  # a copy travels with the run (and its archive)
-        from altosim.traces_io import write_cost_profile
-
         write_cost_profile(read_profile(args.profile), folder / "profile.csv")
         cfg["cost_profile"] = "profile.csv"
     (folder / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -184,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     folder = Path(args.run or args.run_dir or out / "fidelity_run")
     if args.profile == "auto":
-        from altosim.fidelity import run_config_for
-
         cfg = None if args.backbone else run_config_for(folder)
         gpu_type = local_device()[1] if args.backbone else cfg.cluster.gpu_type if cfg else "H100"
         found = find_profile(gpu_type)

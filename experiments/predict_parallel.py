@@ -6,7 +6,7 @@ Llama-3.1-70B shape (full depth, and 2 layers as the benchmark runs it). Per-ran
 from a measured CostProfile where one covers (model, GPU) (every `traces/profiles/*.csv` unless
 `--profile` names files), else from the analytic model; communication from bytes moved over a
 link of `--link-gbytes` GB/s per GPU (or a run config's `cluster.link_gbps`); see
-altosim/costparallel.py for the formulas. `single` rows: the 8 adapters fused on one GPU.
+altosim/cost/parallel.py for the formulas. `single` rows: the 8 adapters fused on one GPU.
 
     python experiments/predict_parallel.py                      # results/parallel_predicted_{h100,h200}.{csv,png}
     python experiments/predict_parallel.py --gpu H100 --profile traces/profiles/h100.csv
@@ -29,8 +29,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from altosim.costmodel import CostModel, cost_model_for, model_shape  # noqa: E402
-from altosim.costparallel import Link, ap_step, fsdp_step  # noqa: E402
+from altosim.cost import CostModel, Link, ap_step, cost_model_for, fsdp_step, model_shape, read_cost_profile  # noqa: E402
 from altosim.report import save_fig, write_csv  # noqa: E402
 from altosim.schemas import CostProfile  # noqa: E402
 
@@ -54,8 +53,6 @@ def parse_backbone(spec: str) -> tuple[str, int]:
 
 def merge_profiles(paths: list[Path]) -> CostProfile | None:
     """One CostProfile holding the rows, depths and memory fits of every file (None: no files)."""
-    from altosim.traces_io import read_cost_profile
-
     profs = [read_cost_profile(p) for p in paths]
     if not profs:
         return None
@@ -141,7 +138,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ap.add_argument("--config", help="a run config: take the link from its cluster.link_gbps (Gbit/s) instead")
     ap.add_argument("--overlap", type=float, default=0.7, help="share of the all-gather hidden behind compute")
     ap.add_argument("--profile-method", default="interp", choices=("interp", "hostgpu"),
-                    help="how step times are read from the profiles (altosim.costprofile.ProfileTable)")
+                    help="how step times are read from the profiles (altosim.cost.profile.ProfileTable)")
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
 

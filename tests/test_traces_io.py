@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import altosim.traces_io as tio
+from altosim.cost import read_cost_profile, write_cost_profile
 from altosim.errors import InputError
 from altosim.policy.types import JobSpec
+from altosim.run_inputs import load_run_inputs
 from altosim.schemas import (
     CostProfile,
     CostRecord,
@@ -279,16 +281,16 @@ def test_cost_profile_round_trip_and_errors(tmp_path):
             for a in (1, 2, 4)]
     prof = CostProfile(rows=rows, device="NVIDIA H100 80GB HBM3", date="2026-11-23", synthetic=False, source="x")
     p = tmp_path / "cost.csv"
-    tio.write_cost_profile(prof, p)
-    assert tio.read_cost_profile(p) == prof
+    write_cost_profile(prof, p)
+    assert read_cost_profile(p) == prof
     p.write_text(p.read_text().replace(",20.0,", ",-1,"))
     with pytest.raises(InputError) as ei:
-        tio.read_cost_profile(p)
+        read_cost_profile(p)
     assert (ei.value.line, ei.value.field) == (3, "step_ms")
 
 
 def test_load_run_inputs_default_and_errors(tmp_path):
-    ri = tio.load_run_inputs(RunConfig())
+    ri = load_run_inputs(RunConfig())
     assert len(ri.workload.tasks) == 11 and set(ri.loss_sets) == {t.loss_trace for t in ri.workload.tasks}
     assert ri.cost_profile is None
     w = workload(2)
@@ -296,10 +298,10 @@ def test_load_run_inputs_default_and_errors(tmp_path):
     tio.write_loss_traces(loss_set(), tmp_path / "loss" / "m__d.csv")
     cfg = config_from_dict({"workload": "w.json", "loss_traces": "loss"}, str(tmp_path / "c.yaml"), tmp_path)
     with pytest.raises(InputError, match=r"tasks\[0\].loss_trace: task 't0': no loss-trace set"):
-        tio.load_run_inputs(cfg)
+        load_run_inputs(cfg)
     small = config_from_dict({"workload": "w.json", "cluster": {"gpus": 1}}, "c.yaml", tmp_path)
     with pytest.raises(InputError, match=r"w.json: tasks\[1\].gpus: task 't1' needs 2 GPUs"):
-        tio.load_run_inputs(small)
+        load_run_inputs(small)
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,12 +12,14 @@ The data order is a pure function of (seed, epoch): position ``p`` of an adapter
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
-from altoruntime.data.example import Example
 from altoruntime.data.rng import stable_permutation
+
+if TYPE_CHECKING:  # example.py calls into this module to tokenize; it is only a type here
+    from altoruntime.data.example import Example
 
 IGNORE_INDEX = -100
 

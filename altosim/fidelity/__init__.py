@@ -1,225 +1,31 @@
 """`alto check-fidelity`: does the simulator predict what the real runtime did?
 
-Two checks (issue 12):
+- `runlog`: a run folder's event log read back (decisions, completion times, curves, measured steps);
+- `replay`: the run replayed in the SimPy backend, decisions compared one by one;
+- `calibrate`: the run's report intervals and the CostProfile of its steps (`alto profile-from-run`);
+- `heldout`: costs calibrated on one run replay another (`--calibrate-from`);
+- `check`: both checks written as one CSV + timeline (`check_fidelity`); `report`: rows and figure.
 
-1. step time (`steptime`): a predictor fitted on part of a CostProfile, scored on the held-out
-   rows (every k-th row, deterministic): median and p90 relative error per model;
-2. run replay (`runlog`, `replay`): a run folder written by `alto run` is replayed in the SimPy
-   backend with the same config, driven by the run's own StepReports (the logged losses exactly,
-   so early exit sees the same numbers) and with step costs either `measured` from the run (wall
-   time between consecutive reports of a task, per group composition; evaluation included) or
-   `model` (the simulator's cost model, profile-backed when given a profile). Compared: each
-   task's completion time, the makespan, and the decisions (actions) one by one in order.
-3. held out (`calibrate`, `heldout`): costs calibrated on one run's report intervals (startup,
-   host-bound step line, validation, autotuning at new shape buckets, jobs leaving the group; and
-   the CostProfile of its training steps, `alto profile-from-run`) replay another run
-   (`alto check-fidelity --run B --calibrate-from A`).
+The costs themselves (step-cost protocol, cost model, calibration, overheads, the held-out
+step-time check) live in `altosim.cost`. This package only re-exports.
 """
 
-from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
-
-from altosim.errors import InputError
-from altosim.fidelity.replay import (
-    DecisionDiff, HostOverheads, RuntimeOrderSimulator, ValidationCost, compare_decisions, eval_profile, host_overheads,
-    replay_run, runtime_controller,
-)
-from altosim.fidelity.report import phase_rows, plot_timelines, replay_rows, row, step_rows
-from altosim.fidelity.runlog import (
-    ACTION_KINDS, EVENT_KINDS, MeasuredCost, failure_steps, ReportedCurve, RunFolder, completion_times, decisions, job_curves,
-    job_intervals, loss_traces, measured_step_times, read_run, run_phases,
-)
-from altosim.fidelity.steptime import (
-    CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, best_method, cost_predictor, hostgpu_predictor,
-    interior,
-    model_cost,
-    read_profile, split_profile, step_time_errors,
-)
-from altosim.fidelity.calibrate import (
-    CalibratedOverheads, EvalShape, Interval, LinearStepCost, NewShapeCost, RuntimeCalibration, fit_calibration,
-    new_shape_cost, profile_from_run, run_intervals,
-)
+from altosim.fidelity.calibrate import profile_from_run, run_intervals
+from altosim.fidelity.check import FidelityReport, ModelCosts, check_fidelity, model_costs
 from altosim.fidelity.heldout import heldout_fidelity, predict_makespan, term_sensitivity, write_heldout
-from altosim.schemas import CostProfile, RunConfig
+from altosim.fidelity.replay import DecisionDiff, RuntimeOrderSimulator, compare_decisions, replay_run
+from altosim.fidelity.report import gpu_label, phase_rows, plot_timelines, replay_rows, row, step_rows
+from altosim.fidelity.runlog import (
+    ACTION_KINDS, EVENT_KINDS, ReportedCurve, RunFolder, completion_times, decisions, failure_steps, flat_curve,
+    job_curves, job_intervals, loss_traces, measured_step_times, read_run, run_config_for, run_phases, run_val_rows,
+    timed,
+)
 
 __all__ = [
-    "CostPredictor", "ModelCosts", "model_costs", "HostOverheads", "eval_profile", "host_overheads", "phase_rows", "run_phases", "NewShapeCost", "new_shape_cost", "interior", "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "MeasuredCost", "PredictorFactory",
-    "ReportedCurve", "RunFolder", "RuntimeOrderSimulator", "StepPredictor", "ValidationCost",
-    "analytic_predictor", "check_fidelity", "compare_decisions", "completion_times", "cost_predictor",
-    "decisions", "failure_steps", "gpu_label", "job_curves", "job_intervals", "loss_traces", "measured_step_times", "model_cost",
-    "read_profile", "read_run", "replay_run", "run_config_for", "run_val_rows", "runtime_controller",
-    "split_profile", "step_time_errors",
-    "CalibratedOverheads", "EvalShape", "Interval", "LinearStepCost", "RuntimeCalibration", "fit_calibration",
-    "heldout_fidelity", "predict_makespan", "profile_from_run", "run_intervals", "term_sensitivity", "write_heldout",
+    "ACTION_KINDS", "DecisionDiff", "EVENT_KINDS", "FidelityReport", "ModelCosts", "ReportedCurve", "RunFolder",
+    "RuntimeOrderSimulator", "check_fidelity", "compare_decisions", "completion_times", "decisions", "failure_steps",
+    "flat_curve", "gpu_label", "heldout_fidelity", "job_curves", "job_intervals", "loss_traces",
+    "measured_step_times", "model_costs", "phase_rows", "plot_timelines", "predict_makespan", "profile_from_run",
+    "read_run", "replay_rows", "replay_run", "row", "run_config_for", "run_intervals", "run_phases",
+    "run_val_rows", "step_rows", "term_sensitivity", "timed", "write_heldout",
 ]
-
-
-@dataclass
-class FidelityReport:
-    rows: list[dict[str, Any]]
-    files: list[Path]
-    gpu: str
-
-    @property
-    def passed(self) -> bool:
-        return all(r["pass"] is not False for r in self.rows)
-
-
-def gpu_label(device: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3' (for file names)."""
-    return "_".join("".join(c if c.isalnum() or c in ".-" else " " for c in device).split()) or "unknown"
-
-
-@dataclass
-class ModelCosts:
-    """What a `model` replay charges, all from the config and the profile (nothing from the run's
-    timings), and the report rows that say how."""
-
-    cost: Any  # step costs
-    eval_time: ValidationCost | None
-    shapes: NewShapeCost | None
-    overheads: HostOverheads | None
-    notes: list[dict[str, Any]]
-
-
-def model_costs(cfg: RunConfig | None, profile: CostProfile | None, method: str,
-                held: dict[str, list[dict[str, Any]]], models: set[str], val_rows: int) -> ModelCosts:
-    """Steps read by `method` ("auto": whichever of interpolation and the host/GPU fit predicts the
-    profile's held-out rows of `models` better); validation from the profile's measured evaluations
-    read by the fit (validation batches lie past the profile's batch axis, where interpolation
-    continues the last segment's slope; the fit works in tokens, inside the measured range), else a
-    third of a step; new step and evaluation shapes from the first steps/calls; actions from the
-    profile's overheads."""
-    how, why = (method, "as asked") if method != "auto" else best_method(held, models)
-    cost = model_cost(cfg, profile, how)
-    evals = eval_profile(profile)
-    eval_time, ev, ev_note = None, "not modelled", "0 validation rows"
-    if val_rows > 0 and evals is not None:
-        ev_how = "hostgpu" if method == "auto" else method
-        eval_time = ValidationCost(model_cost(cfg, evals, ev_how), val_rows, forward_fraction=1.0,
-                                   shapes=new_shape_cost(evals))
-        ev, ev_note = f"measured ({ev_how})", f"from the profile's {evals.source.split(' ')[0]}"
-    elif val_rows > 0:
-        eval_time = ValidationCost(cost, val_rows)
-        ev, ev_note = "a third of a step", "the profile timed no evaluation: 2NT of a step's 6NT FLOPs"
-    over = host_overheads(profile)
-    notes = [row("model.profile_method", how if profile is not None else "analytic",
-                 note=f"how the replay reads the profile's steps: {why}" if profile is not None else ""),
-             row("model.eval_cost", ev, note=ev_note),
-             row("model.action_costs", ", ".join(over.models) if over is not None else "none",
-                 note="models whose actions (start, admit, stop, snapshot, finish) are charged from the profile")]
-    return ModelCosts(cost, eval_time, new_shape_cost(profile) if profile is not None else None, over, notes)
-
-
-def run_val_rows(folder: Path) -> int:
-    """Validation examples per evaluation, from <run>/run_args.json (experiments/fidelity.py writes
-    it; `alto run --n-val` is not in the log); 0 when unknown."""
-    import json
-
-    p = folder / "run_args.json"
-    if not p.is_file():
-        return 0
-    try:
-        return int(json.loads(p.read_text()).get("n_val", 0))
-    except (ValueError, TypeError, AttributeError) as e:
-        raise InputError(str(p), "n_val", f"expected an integer: {e}") from None
-
-
-def run_config_for(folder: Path) -> RunConfig | None:
-    """The config a run folder carries (config.json / config.yaml, as experiments/fidelity.py writes)."""
-    from altosim.schemas import load_config
-
-    for name in ("config.json", "config.yaml", "config.yml"):
-        if (folder / name).is_file():
-            return load_config(folder / name)
-    return None
-
-
-def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunConfig | None = None,
-                   profile: CostProfile | None = None, factory: PredictorFactory = cost_predictor,
-                   modes: Sequence[str] = ("measured", "model"), every: int = 5,
-                   val_rows: int | None = None, method: str = "auto") -> FidelityReport:
-    """Both checks (whichever inputs are given); writes fidelity_<gpu>.csv (+ timeline CSV/PNG).
-
-    `val_rows`: validation examples per evaluation, so the model replay charges the runtime's
-    validation time (None: from <run>/run_args.json, else 0 = validation not modelled).
-    `method`: how the model replay reads the profile, "interp", "hostgpu" or "auto" (see
-    `model_costs`)."""
-    import pandas as pd
-
-    from altosim.report import save_fig, write_csv
-
-    if run_dir is None and profile is None:
-        raise InputError("<args>", "--run", "give a run folder (--run) and/or a cost profile (--profile)")
-    for m in modes:
-        if m not in ("measured", "model"):
-            raise InputError("<args>", "--costs", f"unknown cost source {m!r}; known: measured, model")
-    if method not in ("auto", "interp", "hostgpu"):
-        raise InputError("<args>", "--profile-method", f"unknown method {method!r}; known: auto, interp, hostgpu")
-    rows: list[dict[str, Any]] = []
-    gpu = profile.device if profile is not None else "unknown"
-    held: dict[str, list[dict[str, Any]]] = {}
-    if profile is not None:
-        held["interp"] = step_time_errors(profile, factory, every)
-        rows += step_rows(held["interp"])
-        inner = interior(profile)
-        if len(inner) >= 2:  # interpolation only: every 2nd row strictly inside the grid
-            rows += step_rows(step_time_errors(profile, factory, 2, inner), None, "interior_")
-        rows += step_rows(step_time_errors(profile, analytic_predictor, every), None, "analytic_")  # reference
-        # the host-floor / GPU-line fit (altosim.costfit) on the same split: how much of the error is
-        # the interpolation's (holes in the grid) rather than the measurements' jitter
-        held["hostgpu"] = step_time_errors(profile, hostgpu_predictor, every)
-        rows += step_rows(held["hostgpu"], None, "hostgpu_")
-    frames = []
-    if run_dir is not None:
-        run = read_run(run_dir)
-        cfg = cfg if cfg is not None else run_config_for(run.folder)
-        val_rows = run_val_rows(run.folder) if val_rows is None else val_rows
-        gpu = run.device
-        frames.append(("real", run.trace))
-        for mode in modes:
-            if mode == "measured":  # evaluation time is inside the measured step times
-                mc = ModelCosts(MeasuredCost(measured_step_times(run)), None, None, None, [])
-            else:
-                mc = model_costs(cfg, profile, method, held, {t.model.lower() for t in run.tasks}, val_rows)
-            charged: dict[str, float] = {}
-            try:
-                sim = replay_run(run, cfg, mc.cost, mc.eval_time,
-                                 mc.shapes.before_steps if mc.shapes is not None else None, mc.overheads, charged)
-            except InputError:
-                raise
-            except ValueError as e:  # e.g. the predictor has no cost for this backbone
-                if mode == "measured":
-                    raise
-                rows.append(row("model.skipped", math.nan, note=f"no model-cost replay: {e}"))
-                continue
-            except RuntimeError as e:  # the replay's decisions left a task that never ends
-                rows.append(row(f"{mode}.replay_failed", math.nan, "a finished replay", False, str(e)))
-                continue
-            rows += replay_rows(mode, run.trace, sim)
-            if mode == "model":
-                rows.append(row("model.val_rows_modelled", val_rows, note="validation examples charged per "
-                                "evaluation (0: validation time not modelled)"))
-                rows += mc.notes
-                rows += phase_rows("model", charged, run_phases(run.folder))
-                per = mc.shapes.per_model if mc.shapes is not None else {}
-                rows.append(row("model.new_shape_s", "; ".join(f"{m}={v:.3g}" for m, v in sorted(per.items())) or 0,
-                                note="seconds charged per new step shape, from the profile's first steps "
-                                     "(0: the profile kept none)"))
-            frames.append((mode, sim))
-    out = Path(out)
-    label = gpu_label(gpu)
-    files = [out / f"fidelity_{label}.csv"]
-    write_csv(pd.DataFrame(rows, columns=["metric", "value", "goal", "pass", "note"], dtype=object), files[0])
-    if frames:
-        tl = pd.DataFrame([(src, *iv) for src, tr in frames for iv in job_intervals(tr)],
-                          columns=["source", "task", "job", "start_s", "end_s"])
-        files.append(out / f"fidelity_{label}_timeline.csv")
-        write_csv(tl, files[-1])
-        files.append(out / f"fidelity_{label}.png")
-        save_fig(plot_timelines(tl, f"real vs simulated timeline ({gpu})"), files[-1])
-    return FidelityReport(rows, files, gpu)

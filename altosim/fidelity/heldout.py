@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
-from altosim.fidelity.calibrate import (
-    CalibratedOverheads, EvalShape, LinearStepCost, describe, fit_calibration, profile_from_run, run_intervals,
+from altosim.build import runtime_controller
+from altosim.cost import (
+    FEATURES, CalibratedOverheads, CostPredictor, EvalShape, LinearStepCost, StepCost, describe, fit_calibration,
+    model_cost,
 )
-from altosim.fidelity.replay import replay_run
-from altosim.fidelity.report import replay_rows, row
-from altosim.fidelity.runlog import RunFolder, job_intervals, timed
-from altosim.fidelity.steptime import CostPredictor, model_cost
+from altosim.fidelity.calibrate import profile_from_run, run_intervals
+from altosim.fidelity.replay import RuntimeOrderSimulator, replay_run
+from altosim.fidelity.report import gpu_label, plot_timelines, replay_rows, row
+from altosim.fidelity.runlog import RunFolder, flat_curve, job_intervals, timed
+from altosim.report import save_fig, write_csv
 from altosim.schemas import CostProfile, RunConfig
 
 PREDICTORS = ("profile", "linear")
@@ -96,7 +100,7 @@ def heldout_fidelity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fi
     frames = [("real", test_run.trace)]
     t0_real = first_report(test_run.trace)
     for name in predictors:
-        cost: Any = model_cost(cfg, profile) if name == "profile" else LinearStepCost(cal)
+        cost: StepCost = model_cost(cfg, profile) if name == "profile" else LinearStepCost(cal)
         over = CalibratedOverheads(cal, test_shape)
         sim = replay_run(test_run, cfg, cost, over, over.before_steps)
         rows += replay_rows(name, test_run.trace, sim)
@@ -124,13 +128,6 @@ def heldout_fidelity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fi
 def write_heldout(out: str | Path, rows: list[dict[str, Any]], frames: list[tuple[str, list[dict[str, Any]]]],
                   gpu: str, name: str | None = None) -> list[Path]:
     """fidelity_<gpu>.csv, its timeline CSV and PNG (real vs each predictor's replay)."""
-    import pandas as pd
-
-    from altosim.fidelity import gpu_label
-    from altosim.fidelity.report import plot_timelines
-    from altosim.fidelity.runlog import job_intervals
-    from altosim.report import save_fig, write_csv
-
     out = Path(out)
     stem = name or f"fidelity_{gpu_label(gpu)}"
     files = [out / f"{stem}.csv", out / f"{stem}_timeline.csv", out / f"{stem}.png"]
@@ -146,8 +143,6 @@ def term_sensitivity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fi
                      test_shape: EvalShape) -> list[dict[str, Any]]:
     """The held-out result with each calibration term left out in turn (held at 0): how much the
     answer rests on one term (the runs are small, and some terms move together in them)."""
-    from altosim.fidelity.calibrate import FEATURES
-
     out = []
     for drop in [None, *[f for f in FEATURES if f != "steps"]]:
         rows, _, _ = heldout_fidelity(fit_run, test_run, cfg, fit_shape, test_shape, fixed={drop: 0.0} if drop else None)
@@ -165,13 +160,10 @@ def predict_makespan(tasks: Sequence[Any], cfg: RunConfig, fit_run: RunFolder, f
     """Seconds a run of `tasks` would take under `cfg` with costs calibrated on `fit_run`, for a
     run whose event log was not kept (exact only where the policy's decisions do not depend on
     the losses, e.g. policy `none`: every job runs flat curves to its end)."""
-    from altosim.fidelity.replay import RuntimeOrderSimulator, runtime_controller
-    from altosim.fidelity.runlog import flat_curve
-
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor: unknown {predictor!r}; known: {', '.join(PREDICTORS)}")
     cal = fit_calibration(run_intervals(fit_run, fit_shape), str(fit_run.folder))
-    cost: Any = model_cost(cfg, profile_from_run(fit_run, cfg.cluster.gpu_type, cal, fit_shape)) \
+    cost: StepCost = model_cost(cfg, profile_from_run(fit_run, cfg.cluster.gpu_type, cal, fit_shape)) \
         if predictor == "profile" else LinearStepCost(cal)
     over = CalibratedOverheads(cal, shape)
     res = RuntimeOrderSimulator(list(tasks), runtime_controller(cfg), cost, flat_curve, eval_time=over,

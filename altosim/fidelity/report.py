@@ -74,6 +74,11 @@ def step_rows(errs: list[dict[str, Any]], goal: float | None = 0.05, prefix: str
     return rows
 
 
+def gpu_label(device: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3' (for file names)."""
+    return "_".join("".join(c if c.isalnum() or c in ".-" else " " for c in device).split()) or "unknown"
+
+
 def plot_timelines(frame: Any, title: str) -> Any:
     """One bar per job stretch: real (top) and simulated (below) on the same time axis."""
     import matplotlib

@@ -14,11 +14,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from altosim.errors import InputError
 from altosim.policy.types import JobSpec, TaskSpec, action_from_dict, event_from_dict
-from altosim.schemas import LossCurve, LossTraceSet
+from altosim.schemas import LossCurve, LossTraceSet, RunConfig, load_config
 
 EVENT_KINDS = ("task_arrived", "step_report", "job_finished", "job_failed", "tick")
 ACTION_KINDS = ("start_task", "admit", "suspend", "stop", "finish_task")
@@ -102,6 +102,26 @@ def read_run(folder: str | Path) -> RunFolder:
     if not any(d["kind"] == "task_arrived" for d in trace):
         raise InputError(str(path), "task_arrived", "the log has no task arrivals")
     return RunFolder(folder, meta, trace, protocol)
+
+
+def run_val_rows(folder: Path) -> int:
+    """Validation examples per evaluation, from <run>/run_args.json (experiments/fidelity.py writes
+    it; `alto run --n-val` is not in the log); 0 when unknown."""
+    p = folder / "run_args.json"
+    if not p.is_file():
+        return 0
+    try:
+        return int(json.loads(p.read_text()).get("n_val", 0))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InputError(str(p), "n_val", f"expected an integer: {e}") from None
+
+
+def run_config_for(folder: Path) -> RunConfig | None:
+    """The config a run folder carries (config.json / config.yaml, as experiments/fidelity.py writes)."""
+    for name in ("config.json", "config.yaml", "config.yml"):
+        if (folder / name).is_file():
+            return load_config(folder / name)
+    return None
 
 
 def timed(trace: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any]]]:
@@ -246,26 +266,6 @@ def _walk(run: RunFolder) -> tuple[dict[tuple[str, frozenset[str]], tuple[float,
             t0, i0, _ = anchor[tid]
             anchor[tid] = (t0, i0, frozenset(active[tid]))
     return {key: (v[0], int(v[1])) for key, v in spent.items()}, failed
-
-
-class MeasuredCost:
-    """Step time of a group as the run measured it; a group the run never ran gets the task's
-    mean per-sample time times its samples."""
-
-    def __init__(self, spans: dict[tuple[str, frozenset[str]], tuple[float, int]]) -> None:
-        self.spans = spans
-
-    def step_time(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
-        hit = self.spans.get((task.task_id, frozenset(j.job_id for j in jobs)))
-        if hit is not None and hit[1] > 0:
-            return hit[0] / hit[1]
-        sec = samples = 0.0
-        for (tid, comp), (s, n) in self.spans.items():
-            if tid == task.task_id and comp:
-                sec += s
-                samples += n * sum(task.job(j).batch_size for j in comp)
-        per = sec / samples if samples else 1.0
-        return per * sum(j.batch_size for j in jobs)
 
 
 def job_intervals(trace: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:

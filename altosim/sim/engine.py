@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import simpy
 
+from altosim.cost import StepCost
 from altosim.policy.controller import Controller
 from altosim.policy.types import (
     Action,
@@ -38,10 +39,6 @@ class Curve(Protocol):
     def train_mean(self, f0: float, f1: float) -> float: ...
     def val_at(self, f: float) -> float: ...
     def metric_at(self, f: float) -> float | None: ...
-
-
-class StepCost(Protocol):
-    def step_time(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float: ...
 
 
 @dataclass

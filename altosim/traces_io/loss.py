@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from altosim.errors import InputError, from_validation_error
 from altosim.schemas import LossCurve, LossTraceSet
-from altosim.traces_io.files import atomic_write, json_file, read_text
+from altosim.files import atomic_write, json_file, read_text
 
 
 LOSS_COLUMNS = ["lr", "rank", "batch_size", "alpha", "step", "samples", "train_loss", "val_loss", "metric"]

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from altosim.errors import InputError, from_validation_error
 from altosim.schemas import TaskRecord, WorkloadTrace
-from altosim.traces_io.files import atomic_write, read_text
+from altosim.files import atomic_write, read_text
 
 
 _WORKLOAD_HEAD = "# alto-workload "

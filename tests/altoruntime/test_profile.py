@@ -8,9 +8,9 @@ import torch
 
 import altoruntime.profile as rp
 from altosim.cli import main
-from altosim.costprofile import ProfileTable
+from altosim.cost import ProfileTable
 from altosim.schemas import CostRecord
-from altosim.traces_io import read_cost_profile
+from altosim.cost import read_cost_profile
 
 SMALL = ["--adapters", "1,2", "--ranks", "4", "--batches", "1,2", "--seqs", "16", "--steps", "1", "--warmup", "0"]
 
@@ -155,7 +155,7 @@ def test_every_point_gets_a_fresh_trainer(tmp_path, monkeypatch):
 def test_rows_keep_their_first_step_and_older_profiles_still_read(tmp_path):
     """The first (untimed) step of each point is kept, survives the CSV round trip, and a profile
     written before the column existed reads with it empty."""
-    from altosim.traces_io import read_cost_profile
+    from altosim.cost import read_cost_profile
 
     grid = rp.Grid(adapters=(1, 2), ranks=(4,), batches=(1,), seqs=(16,))
     prof, path = rp.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=1, quiet=True)
@@ -173,7 +173,7 @@ def test_rows_keep_a_validation_call_and_the_meta_the_actions_costs(tmp_path):
     min(adapters, 16) adapters) and keeps its first call; the meta keeps a task's start and finish
     (median over points) and admit, snapshot, stop per adapter (total over total count); all
     survive the round trip. `--evals 0` measures no validation."""
-    from altosim.traces_io import read_cost_profile
+    from altosim.cost import read_cost_profile
     from altoruntime.trainer import MultiAdapterTrainer
 
     calls = []

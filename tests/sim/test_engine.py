@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from altosim.costmodel import cost_model_for
+from altosim.cost import cost_model_for
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.replay import replay_records
 from altosim.sim.engine import Simulator

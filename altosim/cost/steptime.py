@@ -9,35 +9,30 @@ rows and is the reference.
 
 from __future__ import annotations
 
-import inspect
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from altosim.costmodel import CostModel, cost_model_for
+from altosim.cost.fit import HostGpuPredictor
+from altosim.cost.model import CostModel, cost_model_for, cost_model_from_config
+from altosim.cost.profile import AXES
 from altosim.policy.types import JobSpec, TaskSpec
-from altosim.schemas import CostProfile, CostRecord, RunConfig
+from altosim.schemas import RunConfig
+from altosim.schemas.cost import CostProfile, CostRecord
 
 StepPredictor = Callable[[CostRecord], float]  # one step's wall time, ms
 PredictorFactory = Callable[[CostProfile], StepPredictor]  # built from the fit rows only
 
 
-def _accepts_profile() -> bool:
-    return "profile" in inspect.signature(cost_model_for).parameters
-
-
 def _cost(gpu_type: str, profile: CostProfile | None, link_gbps: float = 400.0,
           gpu_memory_gb: float | None = None, method: str = "interp") -> CostModel:
-    if profile is not None and _accepts_profile():
-        return cost_model_for(gpu_type, link_gbps, gpu_memory_gb, profile=profile, method=method)  # type: ignore[call-arg]
-    return cost_model_for(gpu_type, link_gbps, gpu_memory_gb)
+    return cost_model_for(gpu_type, link_gbps, gpu_memory_gb, profile=profile, method=method)
 
 
 def _layers(profile: CostProfile | None, model: str) -> int | None:
     """The depth `model` was profiled at when truncated (None: full depth)."""
-    for k, v in dict(getattr(profile, "layers", {}) or {}).items():
+    for k, v in (profile.layers if profile is not None else {}).items():
         if k.lower() == model.lower():
             return int(v)
     return None
@@ -56,16 +51,11 @@ class CostPredictor:
         cost = self.models.get(r.gpu_type)
         if cost is None:
             cost = self.models[r.gpu_type] = _cost(r.gpu_type, self.fit)
-        single = getattr(cost, "single_step", None)
-        if r.parallel_degree == 1 and single is not None:  # at the depth the row was measured at
-            try:
-                est = single(r.model, r.adapters, r.mean_rank, r.per_adapter_batch, r.seq_len,
-                             layers=_layers(self.fit, r.model))
-            except TypeError:  # another signature: ask step_time below (full depth)
-                pass
-            else:
-                self.extrapolated += bool(getattr(est, "extrapolated", False))
-                return 1e3 * est.seconds
+        if r.parallel_degree == 1:  # at the depth the row was measured at
+            est = cost.single_step(r.model, r.adapters, r.mean_rank, r.per_adapter_batch, r.seq_len,
+                                   layers=_layers(self.fit, r.model))
+            self.extrapolated += est.extrapolated
+            return 1e3 * est.seconds
         # LoRA FLOPs are linear in rank: every adapter at the mean rank gives the group's sum
         jobs = tuple(JobSpec(f"q/j{i}", "q", 1e-4, r.mean_rank, r.per_adapter_batch)  # type: ignore[arg-type]
                      for i in range(r.adapters))
@@ -79,9 +69,7 @@ def cost_predictor(fit: CostProfile | None) -> StepPredictor:
 
 
 def hostgpu_predictor(fit: CostProfile) -> StepPredictor:
-    """max(host floor, GPU line) fitted to the fit rows per (model, GPU type) (altosim.costfit)."""
-    from altosim.costfit import HostGpuPredictor
-
+    """max(host floor, GPU line) fitted to the fit rows per (model, GPU type) (altosim.cost.fit)."""
     return HostGpuPredictor(fit.rows)
 
 
@@ -96,9 +84,7 @@ def model_cost(cfg: RunConfig | None, profile: CostProfile | None, method: str =
     if cfg is None:
         return _cost("H100", profile, method=method)
     if profile is None:
-        from altosim.simulate import make_cost
-
-        return make_cost(cfg)
+        return cost_model_from_config(cfg)
     c = cfg.cluster
     return _cost(c.gpu_type, profile, c.link_gbps / 8, c.gpu_memory_gb, method)
 
@@ -117,27 +103,6 @@ def best_method(errors: dict[str, list[dict[str, Any]]], models: set[str]) -> tu
     best = min(score, key=lambda m: (score[m], m != "interp"))
     return best, "; ".join(f"{m} {v:.1%}" for m, v in sorted(score.items())) + " held-out median error"
 
-
-def read_profile(path: str | Path) -> CostProfile:
-    """A CostProfile from .csv (+ .meta.json sidecar) or .json; bad input is one InputError."""
-    from pydantic import ValidationError
-
-    from altosim.errors import InputError, from_validation_error
-    from altosim.traces_io import read_cost_profile
-    from altosim.traces_io.files import read_text
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(str(p), "--profile", "no such file")
-    if p.suffix == ".json":
-        try:
-            return CostProfile.model_validate_json(read_text(p))
-        except ValidationError as e:
-            raise from_validation_error(e, str(p)) from None
-    return read_cost_profile(p)
-
-
-AXES = ("adapters", "mean_rank", "per_adapter_batch", "seq_len")
 
 
 def interior(profile: CostProfile) -> list[int]:

@@ -11,11 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from altosim.cli import main
-from altosim.costmodel import cost_model_for
+from altosim.build import runtime_controller
+from altosim.cost import (
+    MeasuredCost, ValidationCost, analytic_predictor, cost_model_for, cost_predictor, interior, split_profile,
+    step_time_errors,
+)
 from altosim.errors import InputError
 from altosim.fidelity import (
-    MeasuredCost, RuntimeOrderSimulator, ValidationCost, analytic_predictor, check_fidelity, compare_decisions,
-    ReportedCurve, completion_times, cost_predictor, interior, job_curves, measured_step_times, read_run, runtime_controller, split_profile, step_time_errors,
+    ReportedCurve, RuntimeOrderSimulator, check_fidelity, compare_decisions, completion_times, job_curves,
+    measured_step_times, read_run,
 )
 from altosim.schemas import CostProfile, CostRecord, load_config
 from tests.sim.toy import toy_curve
@@ -299,7 +303,7 @@ def test_failed_job_is_replayed_at_its_step(tmp_path, batches, step):
 def test_new_step_shapes_are_charged_from_the_profiles_first_steps(tmp_path):
     """A profile that kept its first steps makes the model replay pay each new step shape once
     (Triton compiles and autotuning in the runtime); one without them charges nothing."""
-    from altosim.fidelity import new_shape_cost
+    from altosim.cost import new_shape_cost
     from altosim.policy.types import JobSpec, TaskSpec
 
     plain = _profile()
@@ -321,7 +325,7 @@ def test_new_step_shapes_are_charged_from_the_profiles_first_steps(tmp_path):
         (tmp_path / f"{name}.json").write_text(prof.model_dump_json())
     got = {}
     for name in ("plain", "firsts"):
-        from altosim.fidelity import read_profile
+        from altosim.cost import read_profile
         rows = _rows(check_fidelity(tmp_path / name, run_dir=run, profile=read_profile(tmp_path / f"{name}.json"),
                                     modes=("model",)).files[0])
         got[name] = float(rows["model.makespan_sim_s"]["value"])
@@ -334,7 +338,8 @@ def test_action_costs_and_measured_evaluations_are_charged_and_broken_down(tmp_p
     """A profile with action overheads charges each start, admit, stop, snapshot and finish (the
     runtime runs them inline, on one host thread); one with eval_ms prices validation from it
     instead of a third of a step; the replay reports its charged seconds beside the run's phases."""
-    from altosim.fidelity import HostOverheads, replay_run
+    from altosim.cost import HostOverheads
+    from altosim.fidelity import replay_run
     from altosim.schemas.cost import ActionCosts
 
     costs = ActionCosts(start_task_ms=1500.0, admit_ms=40.0, snapshot_ms=10.0, stop_ms=20.0, finish_task_ms=300.0)
@@ -382,7 +387,7 @@ def test_action_costs_and_measured_evaluations_are_charged_and_broken_down(tmp_p
 def test_a_fresh_process_pays_the_profiles_first_steps_in_order(tmp_path):
     """The k-th new step shape of a replay costs the profile's k-th point's first-step extra (the
     profiler is one fresh process meeting new shapes in turn: cold compiles first), then the median."""
-    from altosim.fidelity import new_shape_cost
+    from altosim.cost import new_shape_cost
     from altosim.policy.types import JobSpec, TaskSpec
 
     plain = _profile()
@@ -404,7 +409,7 @@ def test_a_fresh_process_pays_the_profiles_first_steps_in_order(tmp_path):
 def test_auto_picks_the_profile_reading_with_the_lower_held_out_error(tmp_path):
     """`auto` reads the profile the way that predicts its own held-out rows better (never judged
     on the run being checked); the choice and both errors are in the report."""
-    from altosim.fidelity import best_method
+    from altosim.cost import best_method
 
     errs = {"interp": [{"model": "smollm2-135m", "median_rel_err": 0.18}, {"model": "other", "median_rel_err": 0.01}],
             "hostgpu": [{"model": "smollm2-135m", "median_rel_err": 0.06}, {"model": "other", "median_rel_err": 0.5}]}
@@ -423,7 +428,7 @@ def test_auto_picks_the_profile_reading_with_the_lower_held_out_error(tmp_path):
 
 
 def test_validation_is_priced_at_the_shape_the_profile_timed_it_and_new_eval_shapes_cost_once():
-    from altosim.fidelity import eval_profile, new_shape_cost
+    from altosim.cost import eval_profile, new_shape_cost
     from altosim.policy.types import JobSpec, TaskSpec
 
     plain = _profile()

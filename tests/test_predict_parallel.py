@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from altosim.schemas import CostProfile, CostRecord
-from altosim.traces_io import write_cost_profile
+from altosim.cost import write_cost_profile
 from experiments import predict_parallel
 NEEDED = {"gpus", "per_adapter_batch", "impl", "layers", "padded", "model", "predicted_step_ms",
           "predicted_speedup_vs_fsdp", "source", "extrapolated"}

@@ -11,15 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from altosim.build import runtime_controller
 from altosim.cli import main
-from altosim.fidelity import RuntimeOrderSimulator, completion_times, read_run, runtime_controller
-from altosim.fidelity.calibrate import (
-    FEATURES, CalibratedOverheads, EvalShape, LinearStepCost, RuntimeCalibration, fit_calibration, profile_from_run,
-    run_intervals,
+from altosim.cost import (
+    FEATURES, CalibratedOverheads, EvalShape, LinearStepCost, RuntimeCalibration, fit_calibration, read_cost_profile,
 )
+from altosim.fidelity import RuntimeOrderSimulator, completion_times, profile_from_run, read_run, run_intervals
 from altosim.fidelity.heldout import heldout_fidelity
 from altosim.schemas import load_config
-from altosim.traces_io import read_cost_profile
 from tests.sim.toy import toy_curve
 
 TRUE = RuntimeCalibration({"startup": 7.0, "steps": 0.45, "steps_x_adapters": 0.012, "steps_x_samples": 0.003,
@@ -175,7 +174,7 @@ def test_term_sensitivity_finds_the_terms_that_matter(tmp_path):
 def test_cli_profile_json_with_overheads_included_and_alias(tmp_path):
     fit = sim_run(tmp_path, "fit", 48, 6)
     assert main(["profile-from-run", str(fit), "--out", str(tmp_path / "p.json"), "--overheads", "include"]) == 0
-    from altosim.fidelity import read_profile
+    from altosim.cost import read_profile
 
     prof = read_profile(tmp_path / "p.json")
     assert "overheads included" in prof.source and all("overheads included" in r.note for r in prof.rows)

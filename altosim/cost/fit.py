@@ -9,7 +9,7 @@ and their LoRA rank. So, per (model, GPU type):
 
 On an H200 (2026-12-03) the Llama-3.2-1B shape (4 layers) sits on the host floor (25-50 ms) below
 ~8k tokens and on the GPU line (~4 ms per 1k tokens) above, which a multilinear interpolation of
-the grid (`costprofile.py`) can only follow at measured points; SmolLM2-135M is on its host floor
+the grid (`altosim.cost.profile`) can only follow at measured points; SmolLM2-135M is on its host floor
 everywhere. The two lines are fitted by least squares on relative error, the rows split between them at the
 token count that fits best after each split is refined (a hinge fit; exact when the rows lie on the two lines). Slopes are
 kept >= 0.

@@ -22,6 +22,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from altosim.cost.fit import HostGpuFit, HostGpuPredictor
 from altosim.schemas.cost import CostProfile, CostRecord
 
 AXES = ("adapters", "mean_rank", "per_adapter_batch", "seq_len")
@@ -44,7 +45,7 @@ class ProfileTable:
     """A CostProfile indexed for queries. The only mutable state is the extrapolation counter.
 
     `method`: "interp" (multilinear interpolation of the grid, below) or "hostgpu" (the host-floor /
-    GPU-line fit of `altosim.costfit`, one per (model, GPU type): smoother where identical steps
+    GPU-line fit of `altosim.cost.fit`, one per (model, GPU type): smoother where identical steps
     jitter, as a host-bound backbone's do; a query outside the measured range of any axis still
     counts as an extrapolation)."""
 
@@ -53,17 +54,15 @@ class ProfileTable:
     method: str = "interp"
     _groups: dict[tuple[str, str], list[tuple[tuple[float, ...], float]]] = field(default_factory=dict, repr=False)
     _memo: dict[tuple, tuple[float, bool]] = field(default_factory=dict, repr=False)  # the simulator asks often
-    _fits: dict[tuple[str, str], object] = field(default_factory=dict, repr=False)
+    _fits: dict[tuple[str, str], HostGpuFit] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: unknown profile method {self.method!r}; known: {', '.join(METHODS)}")
         single = [r for r in self.profile.rows if r.parallel_degree == 1]  # sharded rows are modelled, not
-        for r in single:  # interpolated (see altosim.costparallel)
+        for r in single:  # interpolated (see altosim.cost.parallel)
             self._groups.setdefault((r.model.lower(), r.gpu_type.lower()), []).append((_coords(r), r.step_ms))
         if self.method == "hostgpu":
-            from altosim.costfit import HostGpuPredictor
-
             self._fits = HostGpuPredictor(single).fits  # one fit per (model, GPU type), keyed as _groups
 
     def covers(self, model: str, gpu_type: str) -> bool:
@@ -92,7 +91,7 @@ class ProfileTable:
             if fit is not None:
                 pts = self._groups[key]
                 outside = any(not min(c[i] for c, _ in pts) <= v <= max(c[i] for c, _ in pts) for i, v in enumerate(q))
-                hit = (fit.predict(*q), outside)  # type: ignore[attr-defined]
+                hit = (fit.predict(*q), outside)
             else:
                 hit = _interp(self._groups[key], q, 0)
             self._memo[(key, q)] = hit

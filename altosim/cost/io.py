@@ -1,4 +1,5 @@
-"""Cost profiles: `.csv` with the CostRecord columns + optional `<stem>.meta.json` provenance."""
+"""Cost profiles on disk: `.csv` with the CostRecord columns + optional `<stem>.meta.json` provenance,
+or one `.json` (the CostProfile model). The schema itself is a boundary schema (`altosim.schemas.cost`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from altosim.errors import InputError, from_validation_error
-from altosim.schemas import CostProfile, CostRecord
-from altosim.traces_io.files import atomic_write, json_file, read_text
+from altosim.files import atomic_write, json_file, read_text
+from altosim.schemas.cost import CostProfile, CostRecord
 
 
 COST_COLUMNS = list(CostRecord.model_fields)
@@ -52,3 +53,16 @@ def write_cost_profile(profile: CostProfile, path: str | Path) -> None:
         w.writerow(r.model_dump())
     meta = json.dumps(profile.model_dump(exclude={"rows"}), indent=1, sort_keys=True) + "\n"
     atomic_write([(path, buf.getvalue()), (path.with_name(path.stem + ".meta.json"), meta)])
+
+
+def read_profile(path: str | Path) -> CostProfile:
+    """A CostProfile from .csv (+ .meta.json sidecar) or .json; bad input is one InputError."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(p), "--profile", "no such file")
+    if p.suffix == ".json":
+        try:
+            return CostProfile.model_validate_json(read_text(p))
+        except ValidationError as e:
+            raise from_validation_error(e, str(p)) from None
+    return read_cost_profile(p)

@@ -9,13 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altosim.costmodel import cost_model_for, model_shape
-from altosim.costprofile import ProfileTable
+from altosim.cost import ProfileTable, cost_model_for, cost_model_from_config, model_shape, write_cost_profile
 from altosim.policy.types import JobSpec, TaskSpec
 from altosim.schemas import CostProfile, CostRecord, RunConfig
 from altosim.schemas.cost import MemoryFit
-from altosim.simulate import make_cost
-from altosim.traces_io import write_cost_profile
 
 A, R, B, L = (1, 4, 16), (16, 64), (1, 4), (128, 512)
 
@@ -120,11 +117,11 @@ def test_task_steps_and_memory_come_from_the_profile():
 def test_run_config_cost_profile_reaches_the_simulator(tmp_path):
     path = tmp_path / "h100.csv"
     write_cost_profile(grid_profile(layers={"smollm2-135m": 30}), path)
-    cm = make_cost(RunConfig(cost_profile=str(path)))
+    cm = cost_model_from_config(RunConfig(cost_profile=str(path)))
     assert cm.profile is not None and cm.single_step("smollm2-135m", 1, 16, 1, 128).source == "profile"
-    assert make_cost(RunConfig()).profile is None
+    assert cost_model_from_config(RunConfig()).profile is None
     assert cm.profile.method == "interp"  # the default reading
-    fit = make_cost(RunConfig(cost_profile=str(path), cost_profile_method="hostgpu"))
+    fit = cost_model_from_config(RunConfig(cost_profile=str(path), cost_profile_method="hostgpu"))
     assert fit.profile.method == "hostgpu" and fit.single_step("smollm2-135m", 3, 16, 2, 300).source == "profile"
 
 

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altosim.costfit import HostGpuPredictor, fit_host_gpu
-from altosim.fidelity.steptime import hostgpu_predictor, step_time_errors
+from altosim.cost import HostGpuPredictor, fit_host_gpu, hostgpu_predictor, step_time_errors
 from altosim.schemas import CostProfile, CostRecord
 
 GRID = list(itertools.product((1, 4, 16, 32), (16, 64), (1, 4), (128, 512)))

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:
-    from altosim.costmodel import ModelShape, StepEstimate
+from altosim.cost.protocol import StepEstimate
+from altosim.cost.specs import ModelShape
 
-SingleStep = Callable[[int, float, float, int], "StepEstimate"]  # (adapters, rank, batch, seq) -> one-GPU step
+SingleStep = Callable[[int, float, float, int], StepEstimate]  # (adapters, rank, batch, seq) -> one-GPU step
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,13 @@ class ParallelStep:
     source: str
 
 
-def gathered_bytes(shape: "ModelShape", dtype_bytes: int = 2) -> float:
+def gathered_bytes(shape: ModelShape, dtype_bytes: int = 2) -> float:
     """Frozen-base bytes all-gathered per step: each layer and the head twice, embeddings once."""
     emb = shape.vocab * shape.hidden
     return float(dtype_bytes) * (2 * shape.layers * shape.layer_params + 2 * emb + emb)
 
 
-def allgather_s(shape: "ModelShape", gpus: int, link: Link, dtype_bytes: int = 2) -> float:
+def allgather_s(shape: ModelShape, gpus: int, link: Link, dtype_bytes: int = 2) -> float:
     """Seconds of one step's all-gathers of the frozen base (0 on one GPU)."""
     if gpus == 1:
         return 0.0
@@ -88,7 +88,7 @@ def allreduce_s(nbytes: float, gpus: int, link: Link) -> float:
     return link.latency_s + 2.0 * nbytes * (gpus - 1) / gpus / (link.gbytes_per_s * 1e9)
 
 
-def adapter_grad_bytes(shape: "ModelShape", adapters: int, rank: float, dtype_bytes: int = 4) -> float:
+def adapter_grad_bytes(shape: ModelShape, adapters: int, rank: float, dtype_bytes: int = 4) -> float:
     """Bytes of the adapters' gradients (A and B of every targeted projection, fp32)."""
     return float(dtype_bytes) * adapters * rank * shape.proj_io * shape.layers
 
@@ -109,7 +109,7 @@ def _check(gpus: int, adapters: int, batch: float) -> None:
         raise ValueError(f"per_adapter_batch: must be > 0, got {batch!r}")
 
 
-def ap_step(single: SingleStep, shape: "ModelShape", gpus: int, adapters: int, rank: float, batch: float,
+def ap_step(single: SingleStep, shape: ModelShape, gpus: int, adapters: int, rank: float, batch: float,
             seq_len: int, link: Link, overlap: float = 0.7, dtype_bytes: int = 2) -> ParallelStep:
     """Rank-local adapter parallelism: whole adapters per rank, no gradient traffic."""
     _check(gpus, adapters, batch)
@@ -123,7 +123,7 @@ def ap_step(single: SingleStep, shape: "ModelShape", gpus: int, adapters: int, r
                         est.extrapolated, est.source)
 
 
-def fsdp_step(single: SingleStep, shape: "ModelShape", gpus: int, adapters: int, rank: float, batch: int,
+def fsdp_step(single: SingleStep, shape: ModelShape, gpus: int, adapters: int, rank: float, batch: int,
               seq_len: int, link: Link, overlap: float = 0.7, dtype_bytes: int = 2) -> ParallelStep:
     """FSDP data parallelism: every adapter on every rank, its batch split (padded), gradients
     all-reduced."""

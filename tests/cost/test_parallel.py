@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from altosim.costmodel import ModelShape, StepEstimate, cost_model_for, model_shape
-from altosim.costparallel import (
+from altosim.cost import ModelShape, StepEstimate, cost_model_for, model_shape
+from altosim.cost.parallel import (
     Link, adapter_grad_bytes, allgather_s, allreduce_s, ap_step, fsdp_step, gathered_bytes, overlapped,
 )
 

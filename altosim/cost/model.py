@@ -19,105 +19,29 @@ overhead, k1 = bytes per token of checkpointed activations and logits.
 
 Profile-backed mode (`CostModel.profile`, from a run config's `cost_profile`): where a measured
 CostProfile covers the (model, GPU type), a group's step is interpolated from it
-(`altosim.costprofile`; a model profiled truncated to N layers is scaled to the asked depth by the
+(`altosim.cost.profile`; a model profiled truncated to N layers is scaled to the asked depth by the
 analytic model's ratio), tasks on P > 1 GPUs get rank-local adapter parallelism's step
-(`altosim.costparallel.ap_step`), and the fitted memory line replaces the analytic one at full
+(`altosim.cost.parallel.ap_step`), and the fitted memory line replaces the analytic one at full
 depth on one GPU. Everything else falls back to the analytic model.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Sequence
 
+from altosim.cost.io import read_cost_profile
+from altosim.cost.parallel import Link, ap_step
+from altosim.cost.profile import ProfileTable
+from altosim.cost.protocol import StepEstimate
+from altosim.cost.specs import GIB, GPUS, MODELS, GpuSpec, ModelShape, model_shape
+from altosim.errors import InputError
 from altosim.policy.intra import pick_admissions
 from altosim.policy.memory import MemoryModel
 from altosim.policy.types import JobSpec, TaskSpec
-from altosim.costprofile import ProfileTable
+from altosim.schemas import ANALYTIC, RunConfig
 from altosim.schemas.cost import CostProfile
-
-GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """Decoder-only transformer shape; weights do not change speed, only shapes do."""
-
-    name: str
-    params: float
-    layers: int
-    hidden: int
-    intermediate: int
-    kv_dim: int
-    vocab: int
-
-    @cached_property
-    def proj_io(self) -> int:
-        """sum(d_in + d_out) over the 7 LoRA-targeted projections of one layer."""
-        h, i, kv = self.hidden, self.intermediate, self.kv_dim
-        return (h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h)
-
-    @cached_property
-    def layer_params(self) -> int:
-        """Weights of one decoder layer's 7 projections (norms are negligible)."""
-        h, i, kv = self.hidden, self.intermediate, self.kv_dim
-        return 2 * h * h + 2 * h * kv + 3 * h * i
-
-    def truncated(self, layers: int) -> "ModelShape":
-        """The same shape cut (or grown) to `layers` decoder layers, params adjusted."""
-        if layers < 1:
-            raise ValueError(f"layers: must be >= 1, got {layers!r}")
-        if layers == self.layers:
-            return self
-        return replace(self, params=self.params + (layers - self.layers) * self.layer_params, layers=layers)
-
-
-MODELS: dict[str, ModelShape] = {
-    m.name: m
-    for m in (
-        ModelShape("smollm2-135m", 135e6, 30, 576, 1536, 192, 49152),
-        ModelShape("llama-3.2-1b", 1.24e9, 16, 2048, 8192, 512, 128256),
-        ModelShape("llama-3.2-3b", 3.21e9, 28, 3072, 8192, 1024, 128256),
-        ModelShape("llama-3.1-8b", 8.03e9, 32, 4096, 14336, 1024, 128256),
-        ModelShape("qwen2.5-14b", 14.7e9, 48, 5120, 13824, 1024, 152064),
-        ModelShape("llama-3.1-70b", 70.6e9, 80, 8192, 28672, 1024, 128256),
-    )
-}
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    name: str
-    peak_tflops: float  # measured dense bf16 GEMM
-    memory_gb: float
-
-
-GPUS: dict[str, GpuSpec] = {
-    g.name: g
-    for g in (
-        GpuSpec("H100", 784.0, 80.0),
-        GpuSpec("H200", 784.0, 141.0),
-        GpuSpec("A100", 290.0, 80.0),
-    )
-}
-
-
-def model_shape(name: str) -> ModelShape:
-    key = name.lower()
-    if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[key]
-
-
-@dataclass(frozen=True)
-class StepEstimate:
-    """Seconds of one step, where it came from, and whether a profile was extrapolated."""
-
-    seconds: float
-    extrapolated: bool
-    source: str  # "profile" | "analytic"
 
 
 @dataclass(frozen=True)
@@ -193,8 +117,6 @@ class CostModel:
     def _profiled_step(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
         """Equal-adapter query: batch = mean batch, rank = row-weighted mean rank (keeps LoRA
         work); on P > 1 GPUs the rank-local adapter parallelism step."""
-        from altosim.costparallel import Link, ap_step
-
         rows = sum(j.batch_size for j in jobs)
         rank = sum(j.rank * j.batch_size for j in jobs) / rows
         batch = rows / len(jobs)
@@ -264,7 +186,7 @@ class CostModel:
 def cost_model_for(gpu_type: str, link_gbps: float = 400.0, gpu_memory_gb: float | None = None,
                    profile: CostProfile | None = None, method: str = "interp") -> CostModel:
     """The cost model of one GPU type; with `profile`, profile-backed where it covers a model
-    (`method`: how the profile is read, see altosim.costprofile.ProfileTable)."""
+    (`method`: how the profile is read, see altosim.cost.profile.ProfileTable)."""
     if gpu_type not in GPUS:
         raise ValueError(f"unknown gpu_type {gpu_type!r}; known: {', '.join(sorted(GPUS))}")
     gpu = GPUS[gpu_type]
@@ -272,3 +194,14 @@ def cost_model_for(gpu_type: str, link_gbps: float = 400.0, gpu_memory_gb: float
         gpu = GpuSpec(gpu.name, gpu.peak_tflops, gpu_memory_gb)
     table = ProfileTable(profile, method=method) if profile is not None else None
     return CostModel(gpu=gpu, link_gbps=link_gbps, profile=table)
+
+
+def cost_model_from_config(cfg: RunConfig) -> CostModel:
+    """The config's cost model: profile-backed when `cost_profile` names a file, else analytic
+    (what `alto simulate` prices steps with and `alto run`'s Controller plans with)."""
+    profile = None if cfg.cost_profile == ANALYTIC else read_cost_profile(cfg.cost_profile)
+    try:
+        return cost_model_for(cfg.cluster.gpu_type, cfg.cluster.link_gbps / 8, cfg.cluster.gpu_memory_gb, profile,
+                              cfg.cost_profile_method)
+    except ValueError as e:
+        raise InputError(cfg.file, "cluster.gpu_type", str(e)) from None
