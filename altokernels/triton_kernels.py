@@ -104,6 +104,38 @@ def _prune_reduce(configs: list, named_args: dict, **kw: object) -> list:
     return _keep_first(configs, keep)
 
 
+@triton.jit
+def _entry_rows(entry0, sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr,
+                SCHED_M: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The rows one program of a row kernel (shrink, expand) covers: schedule entry
+    program_id(0) // SUBS (counted from entry0) holds up to SCHED_M rows of one segment, split
+    into SUBS sub-blocks of BLOCK_M rows; returns the segment, its slot (int64) and rank, this
+    program's sub-block of rows and their mask (rows past the segment's end are off)."""
+    SUBS: tl.constexpr = (SCHED_M + BLOCK_M - 1) // BLOCK_M  # 1 if BLOCK_M > SCHED_M (then masked)
+    pid = tl.program_id(0)
+    entry = pid // SUBS + entry0
+    seg = tl.load(sched_seg_ptr + entry)
+    e_row0 = tl.load(sched_row_ptr + entry)
+    row_end = tl.minimum(tl.load(seg_end_ptr + seg), e_row0 + SCHED_M)
+    slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
+    rank = tl.load(seg_rank_ptr + seg)
+    rows = e_row0 + (pid % SUBS) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return seg, slot, rank, rows, rows < row_end
+
+
+@triton.jit
+def _dot_acc(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b in fp32: tl.dot (IEEE: full-precision fp32 inputs), or, under the interpreter
+    (UPCAST), a broadcast-and-sum, since its tl.dot runs without BLAS and is wrong for bf16."""
+    if UPCAST:
+        acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
+    elif IEEE:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
 # (BLOCK_M, BLOCK_K, SPLIT_K, warps, stages): small BLOCK_M puts more programs in flight for short K
 # (dS = dY B^T with d_out 512 read at 240 GB/s with 64-row blocks only); split-K for long K, few rows.
 _SHRINK_SPACE = [(64, 64, 1, 4, 3), (64, 128, 1, 4, 3), (32, 64, 1, 4, 3), (32, 128, 1, 4, 3), (16, 128, 1, 2, 3),
@@ -134,17 +166,9 @@ def _shrink_kernel(
 ):
     # out is fp32; with SPLIT_K > 1 each program adds its K-slice's partial product atomically
     # into a zeroed out (more programs in flight for long K and few row blocks).
-    SUBS: tl.constexpr = (SCHED_M + BLOCK_M - 1) // BLOCK_M  # 1 if BLOCK_M > SCHED_M (then masked)
-    pid = tl.program_id(0)
-    entry = pid // SUBS + entry0
+    seg, slot, rank, rows, rmask = _entry_rows(entry0, sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr,
+                                               seg_rank_ptr, SCHED_M, BLOCK_M)
     pid_k = tl.program_id(1)
-    seg = tl.load(sched_seg_ptr + entry)
-    e_row0 = tl.load(sched_row_ptr + entry)
-    row_end = tl.minimum(tl.load(seg_end_ptr + seg), e_row0 + SCHED_M)
-    slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
-    rank = tl.load(seg_rank_ptr + seg)
-    rows = e_row0 + (pid % SUBS) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rmask = rows < row_end
     cols = tl.arange(0, BLOCK_R)
     cmask = cols < rank
     k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
@@ -158,12 +182,7 @@ def _shrink_kernel(
         kmask = (k0 + ks) < K
         a = tl.load(in_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
         b = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(in_ptr.dtype.element_ty)  # fp32 masters
-        if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
-            acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
-        elif IEEE:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+        acc = _dot_acc(a, b, acc, IEEE, UPCAST)
         in_ptrs += BLOCK_K * stride_ik
         w_ptrs += BLOCK_K * stride_wk
     if APPLY_SCALE:
@@ -202,17 +221,9 @@ def _expand_kernel(
     HAS_BASE: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     SCHED_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    SUBS: tl.constexpr = (SCHED_M + BLOCK_M - 1) // BLOCK_M  # 1 if BLOCK_M > SCHED_M (then masked)
-    pid = tl.program_id(0)
-    entry = pid // SUBS + entry0
+    seg, slot, rank, rows, rmask = _entry_rows(entry0, sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr,
+                                               seg_rank_ptr, SCHED_M, BLOCK_M)
     pid_n = tl.program_id(1)
-    seg = tl.load(sched_seg_ptr + entry)
-    e_row0 = tl.load(sched_row_ptr + entry)
-    row_end = tl.minimum(tl.load(seg_end_ptr + seg), e_row0 + SCHED_M)
-    slot = tl.load(seg_slot_ptr + seg).to(tl.int64)
-    rank = tl.load(seg_rank_ptr + seg)
-    rows = e_row0 + (pid % SUBS) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rmask = rows < row_end
     rs = tl.arange(0, BLOCK_R)
     rsmask = rs < rank
     ns = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -225,12 +236,7 @@ def _expand_kernel(
         mask=rsmask[:, None] & nmask[None, :], other=0.0,
     ).to(out_ptr.dtype.element_ty)  # fp32 master weights are rounded to the activations' dtype
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
-        acc += tl.sum(s.to(tl.float32)[:, :, None] * w.to(tl.float32)[None, :, :], axis=1)
-    elif IEEE:
-        acc = tl.dot(s, w, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(s, w, acc)
+    acc = _dot_acc(s, w, acc, IEEE, UPCAST)
     if APPLY_SCALE:
         acc = acc * tl.load(seg_scale_ptr + seg)
     omask = rmask[:, None] & nmask[None, :]
@@ -291,12 +297,7 @@ def _seg_reduce_kernel(
             p = p.to(q_ptr.dtype.element_ty)
         else:  # dA = X^T dS
             q = q.to(p_ptr.dtype.element_ty)
-        if UPCAST:  # interpreter only: its tl.dot runs without BLAS and is wrong for bf16
-            acc += tl.sum(p.to(tl.float32)[:, :, None] * q.to(tl.float32)[None, :, :], axis=1)
-        elif IEEE:
-            acc = tl.dot(p, q, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(p, q, acc)
+        acc = _dot_acc(p, q, acc, IEEE, UPCAST)
     if APPLY_SCALE:
         acc = acc * tl.load(seg_scale_ptr + seg)
     if RANK_ON_M:

@@ -111,7 +111,7 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
         if len(inner) >= 2:  # interpolation only: every 2nd row strictly inside the grid
             rows += step_rows(step_time_errors(profile, factory, 2, inner), None, "interior_")
         rows += step_rows(step_time_errors(profile, analytic_predictor, every), None, "analytic_")  # reference
-        # the host-floor / GPU-line fit (altosim.costfit) on the same split: how much of the error is
+        # the host-floor / GPU-line fit (altosim.cost.fit) on the same split: how much of the error is
         # the interpolation's (holes in the grid) rather than the measurements' jitter
         held["hostgpu"] = step_time_errors(profile, hostgpu_predictor, every)
         rows += step_rows(held["hostgpu"], None, "hostgpu_")
