@@ -29,6 +29,7 @@ import pandas as pd
 
 from altosim.errors import InputError
 from altosim.schemas import LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace
+from altosim.workloads import load_default_loss_sets
 
 REQUIRED = ("timestamp", "duration", "num_gpus")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -115,8 +116,6 @@ def import_philly(
     if max_gpus < 1:
         raise InputError("<arguments>", "max_gpus", f"must be >= 1 (got {max_gpus})")
     if loss_sets is None:
-        from altosim.workloads import load_default_loss_sets
-
         loss_sets = load_default_loss_sets()
     if not loss_sets:
         raise InputError("<arguments>", "loss_sets", "the loss-trace pool is empty")
