@@ -37,7 +37,7 @@ def _admit(t, jobs) -> None:
 
 
 def _dump(t, out_dir: str, rank: int, losses: list, extra: dict | None = None) -> None:
-    weights = {j: t.adapter_weights(j) for j in t.trainer.jobs}
+    weights = {j: t.adapter_weights(j) for j in t.job_ids}
     torch.save({"weights": weights, "losses": losses, **(extra or {})}, Path(out_dir) / f"rank{rank}.pt")
 
 
