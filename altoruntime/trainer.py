@@ -157,7 +157,7 @@ class MultiAdapterTrainer:
             torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
             return losses.detach().float().tolist()  # the step's one host sync
         except torch.OutOfMemoryError:
-            self.store.grad_check.zero([self.store.record(j).slot for j in job_ids])  # a backward may have half-run
+            self.store.zero_grad(job_ids)  # a backward may have half-run
             if len(job_ids) == 1:
                 self.store.fail(job_ids[0], "out of memory even alone")
                 return [math.nan]

@@ -58,7 +58,7 @@ class GradCheck:
 
     @torch.no_grad()
     def zero(self, slots: Sequence[int]) -> None:
-        """Zero these slots' gradients (a backward that ran out of memory may have half-run)."""
+        """Zero these slots' gradients."""
         for p in self.params:
             if p.grad is not None:
                 p.grad[list(slots)] = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
@@ -61,3 +61,15 @@ class AdapterRecord:
     # host sync), or PEFT-layout CPU pairs (from a checkpoint); read them with `best_weights`
     best: torch.Tensor | Weights | None = None
     failure: str | None = None
+
+    def to_state(self, best: Weights | None) -> dict:
+        """Plain data (checkpoints, moves between ranks), with `best` as CPU PEFT-layout pairs."""
+        return {"cfg": asdict(self.cfg), "slot": self.slot, "status": self.status, "offloaded": self.offloaded,
+                "best": best, "failure": self.failure}
+
+    @classmethod
+    def from_state(cls, state: dict) -> AdapterRecord:
+        cfg = dict(state["cfg"])
+        cfg["betas"] = tuple(cfg["betas"])
+        return cls(AdapterConfig(**cfg), state["slot"], state["status"], state["offloaded"], state["best"],
+                   state["failure"])

@@ -8,7 +8,6 @@ per-slot moments) and the gradient check over them; the trainer only runs the mo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Iterable, Sequence
 
 import torch
@@ -234,9 +233,13 @@ class AdapterStore:
             self.packer.write(rec.slot, best)
 
     # ----------------------------------------------------------------------------- a step's update
-    def zero_grad(self) -> None:
-        """Zero every slot's gradient in place (the optimizer keeps views of the same tensors)."""
-        self.optim.zero_grad()
+    def zero_grad(self, job_ids: Sequence[str] | None = None) -> None:
+        """Zero the gradients in place (the optimizer keeps views of the same tensors): every
+        slot's, or only these adapters' (after a backward that ran out of memory half-way)."""
+        if job_ids is None:
+            self.optim.zero_grad()
+        else:
+            self.grad_check.zero([self.record(j).slot for j in job_ids])
 
     def update(self, job_ids: Sequence[str], losses: Sequence[float]) -> None:
         """After a backward: fail adapters with a non-finite loss or gradient; AdamW-step the rest
@@ -253,16 +256,7 @@ class AdapterStore:
 
     # ----------------------------------------------------------------------------- state as data
     def _state_of(self, job_id: str) -> dict:
-        rec = self.adapters[job_id]
-        return {"cfg": asdict(rec.cfg), "slot": rec.slot, "status": rec.status, "offloaded": rec.offloaded,
-                "best": self.best_weights(job_id), "failure": rec.failure}
-
-    @staticmethod
-    def _record_of(state: dict) -> AdapterRecord:
-        cfg = dict(state["cfg"])
-        cfg["betas"] = tuple(cfg["betas"])
-        return AdapterRecord(AdapterConfig(**cfg), state["slot"], state["status"], state["offloaded"],
-                             state["best"], state["failure"])
+        return self.adapters[job_id].to_state(self.best_weights(job_id))
 
     def export_adapter(self, job_id: str) -> dict:
         """A suspended adapter's whole state (config, host weights and AdamW state, snapshot) as
@@ -276,7 +270,7 @@ class AdapterStore:
             raise ValueError(f"job_id: adapter {job_id!r} already exists")
         if state.get("status") != "suspended" or state.get("slot") is not None:
             raise ValueError(f"state: adapter {job_id!r} must be exported suspended")
-        self.adapters[job_id] = self._record_of(state)
+        self.adapters[job_id] = AdapterRecord.from_state(state)
 
     def state_dict(self) -> dict:
         """Every adapter, the stacks and the optimizer state (CPU tensors)."""
@@ -294,4 +288,4 @@ class AdapterStore:
             l.A.grad, l.B.grad = None, None
             l.A.data, l.B.data = a.to(self.device).clone(), b.to(self.device).clone()
         self.optim.load_state_dict(state["optim"])
-        self.adapters = {k: self._record_of(j) for k, j in state["jobs"].items()}
+        self.adapters = {k: AdapterRecord.from_state(j) for k, j in state["jobs"].items()}
