@@ -12,9 +12,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from altoruntime.adapters import AdapterConfig, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS
 from altoruntime.parallel.shard import mesh_for, shard_backbone
-from altoruntime.adapters import AdapterConfig, Status, Weights
 from altoruntime.trainer import MultiAdapterTrainer
 
 
