@@ -7,7 +7,10 @@
     losses = tr.step({"a": (ids, mask, labels), "b": (ids2, mask2, labels2)})
 
 Modules: backbone (load/freeze, targets), lora_layer (stacked adapters by slot), optim (per-slot
-AdamW), batching (fuse micro-batches), trainer, export (PEFT format), checkpoint (atomic),
-task_data + backend (execute Controller actions), run + cli (`alto run`), data (datasets).
+AdamW), adapters (AdapterStore: slots, lifecycle, snapshots, one adapter's state as data),
+batching (fuse micro-batches), trainer (the fused step and evaluation on one device), protocol
+(the `Trainer` the backend drives; parallel/ holds the multi-GPU one), export (PEFT format),
+checkpoint (atomic), task_data + backend (execute Controller actions), run + cli (`alto run`),
+data (datasets).
 Importing this package imports nothing heavy.
 """

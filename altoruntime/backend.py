@@ -24,7 +24,7 @@ from altosim.policy.types import (
 from altoruntime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from altoruntime.export import export_peft
 from altoruntime.task_data import SplitData, TaskData  # noqa: F401 (SplitData re-exported)
-from altoruntime.trainer import MultiAdapterTrainer
+from altoruntime.protocol import Trainer
 
 
 _EVENTS = (TaskArrived, StepReport, JobFinished, JobFailed, Tick)
@@ -50,7 +50,7 @@ class _JobRun:
 class _TaskRun:
     task: TaskSpec
     gpus: tuple[int, ...]
-    trainer: MultiAdapterTrainer
+    trainer: Trainer
     data: TaskData
     jobs: dict[str, _JobRun] = field(default_factory=dict)
 
@@ -76,6 +76,10 @@ class RunLog:
     # calibration (step and validate end with a device sync)
     phases: dict[str, float] = field(default_factory=dict)
     _inside: float = 0.0  # action seconds since the last add_phase (charged to ACTION_PHASES already)
+
+    def begin_step(self) -> None:
+        """Start a step's phases: action time so far (a task's arrival between steps) is no phase's."""
+        self._inside = 0.0
 
     def add_phase(self, name: str, t0: float) -> float:
         """Charge the time since `t0` to phase `name`, less the actions timed inside it; return now
@@ -104,7 +108,7 @@ class RuntimeBackend:
     def __init__(
         self,
         controller: Policy,
-        make_trainer: Callable[[TaskSpec, tuple[int, ...]], MultiAdapterTrainer],
+        make_trainer: Callable[[TaskSpec, tuple[int, ...]], Trainer],
         data_for: Callable[[TaskSpec], TaskData],
         out_dir: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -242,13 +246,13 @@ class RuntimeBackend:
                 # frees the slot; weights stay on the host for the result, the optimizer state is
                 # dropped (a stopped job never trains again)
                 t.suspend(a.job_id, keep_optimizer=False)
-            if a.restore_best and t.jobs[a.job_id].best is not None:
+            if a.restore_best and t.has_best(a.job_id):
                 t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
             job.state = "stopped"
         elif isinstance(a, FinishTask):
             t, best = tr.trainer, a.best_job
-            if best is not None and best in t.jobs and t.status(best) != "failed":
-                if t.jobs[best].best is not None:
+            if best is not None and best in t and t.status(best) != "failed":
+                if t.has_best(best):
                     t.restore_best(best)  # the result is the best-validation snapshot
                 if self.out_dir is not None:
                     path = self.out_dir / a.task_id / "best_adapter"
@@ -264,7 +268,7 @@ class RuntimeBackend:
 
     # ------------------------------------------------------------------ one fused step
     def _step(self, tr: _TaskRun) -> None:
-        self.log._inside = 0.0  # actions taken between steps (a task's arrival) are no step phase's
+        self.log.begin_step()
         t = time.perf_counter()
         batches, nxt = {}, {}
         for job_id in tr.trainer.active:

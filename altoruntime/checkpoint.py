@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from altoruntime.trainer import MultiAdapterTrainer
+from altoruntime.protocol import Trainer
 
 FORMAT = 1
 
@@ -36,7 +36,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-Trainers = MultiAdapterTrainer | Mapping[str, MultiAdapterTrainer]
+Trainers = Trainer | Mapping[str, Trainer]
 
 
 def save_checkpoint(path: str | Path, trainers: Trainers, extra: dict[str, Any] | None = None) -> Path:
@@ -44,7 +44,7 @@ def save_checkpoint(path: str | Path, trainers: Trainers, extra: dict[str, Any] 
     atomically; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(trainers, MultiAdapterTrainer):
+    if not isinstance(trainers, Mapping):
         states: Any = trainers.state_dict()
     else:
         states = {k: t.state_dict() for k, t in trainers.items()}
@@ -75,7 +75,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def apply_checkpoint(payload: dict[str, Any], trainers: Trainers) -> dict[str, Any]:
     """Restore trainers (built on the same backbone and targets) and the RNGs; return `extra`."""
-    if isinstance(trainers, MultiAdapterTrainer):
+    if not isinstance(trainers, Mapping):
         trainers.load_state_dict(payload["trainer"])
     else:
         missing = sorted(set(payload["trainer"]) - set(trainers))

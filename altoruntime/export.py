@@ -12,11 +12,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from altoruntime.trainer import MultiAdapterTrainer
+from altoruntime.protocol import Trainer
 
 
 def export_peft(
-    trainer: MultiAdapterTrainer,
+    trainer: Trainer,
     job_id: str,
     out_dir: str | Path,
     best: bool = False,
@@ -31,7 +31,7 @@ def export_peft(
         snap = trainer.best_weights(job_id)
         if snap is None:
             raise ValueError(f"best: adapter {job_id!r} has no best snapshot")
-        weights = [(n, a, b) for (n, _), (a, b) in zip(trainer.named_layers, snap)]
+        weights = [(n, a, b) for n, (a, b) in zip(trainer.layer_names, snap)]
     else:
         weights = trainer.adapter_weights(job_id)
     tensors = {}

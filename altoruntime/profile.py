@@ -182,7 +182,7 @@ def _time_point(trainer, adapters: int, rank: int, batch: int, seq: int, vocab: 
     step, outside the timed region, so every step runs all `adapters`. A step during which the
     allocator ran out of memory (the trainer then splits the step in halves, or fails adapters
     that do not fit alone) raises OutOfMemoryError: that point is not a fused step."""
-    for j in list(trainer.jobs):
+    for j in trainer.job_ids:
         trainer.drop(j)
     g = torch.Generator().manual_seed(adapters * 7919 + batch * 31 + seq)
     batches = {}

@@ -99,7 +99,7 @@ def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device)
         t = APTrainer(factory, world, rank, device, capacity=args.adapters)
         for b in batches:
             mine = assign({j: b for j in jobs}, world)[rank]
-            for j in list(t.trainer.jobs):
+            for j in t.job_ids:
                 t.drop(j)
             _admit(t, mine, args.lora_rank)
             ms = _time_steps(lambda: t.step({j: data[b][j] for j in mine}), device, args.steps, args.warmup, world)

@@ -17,7 +17,8 @@ import torch.distributed as dist
 
 from altoruntime.batching import Batch
 from altoruntime.parallel.base import ShardedTrainer
-from altoruntime.parallel.fused import RowBlock, apply_update, block, shape_of, token_losses
+from altoruntime.parallel.fused import RowBlock, block, shape_of, token_losses
+from altoruntime.protocol import EvalResult
 
 
 class APTrainer(ShardedTrainer):
@@ -32,7 +33,7 @@ class APTrainer(ShardedTrainer):
         error = None
         try:
             for j in batches:
-                if j not in self.trainer.jobs or self.trainer.jobs[j].status != "active":
+                if j not in self.trainer or self.trainer.status(j) != "active":
                     raise ValueError(f"batches: adapter {j!r} is not active on rank {self.rank}")
             rows, length = shape_of(batches)
             block(batches, rows, length, self.pad_token_id)  # validates every batch
@@ -50,10 +51,10 @@ class APTrainer(ShardedTrainer):
         """One fused step of this rank's adapters in `batches` (may be empty); collective."""
         blk = self._agree(batches)
         self.last_dummy_rows = blk.dummy_rows
-        self._zero_grads()
+        self.trainer.store.zero_grad()
         self.trainer.model.train()
         try:
-            sums, counts = token_losses(self.trainer, blk, training=True)
+            sums, counts, _ = token_losses(self.trainer, blk, training=True)
             losses = [s / max(c, 1) for s, c in zip(sums, counts)]
             finite = [bool(torch.isfinite(l)) for l in losses]
             # non-finite losses get a zero upstream gradient: the backward (and its all-gathers)
@@ -62,7 +63,7 @@ class APTrainer(ShardedTrainer):
         finally:
             self.trainer.ctx.meta = None
         out = {j: float(l.detach()) for j, l in zip(blk.job_ids, losses)}
-        apply_update(self.trainer, blk.job_ids, list(out.values()))
+        self.trainer.store.update(blk.job_ids, list(out.values()))
         for j, l in out.items():
             self.history[j].append(l)
         return out
@@ -72,8 +73,16 @@ class APTrainer(ShardedTrainer):
         """Mean token CE of this rank's adapters on `batches` (may be empty); collective."""
         blk = self._agree(batches)
         self.trainer.model.eval()
-        sums, counts = token_losses(self.trainer, blk, training=False)
+        sums, counts, _ = token_losses(self.trainer, blk, training=False)
         return {j: float(s) / c for j, s, c in zip(blk.job_ids, sums, counts)}
+
+    @torch.no_grad()
+    def evaluate_tokens(self, batches: Mapping[str, Batch]) -> dict[str, EvalResult]:
+        """Per adapter of this rank: CE sum, labelled tokens and argmax hits; collective."""
+        blk = self._agree(batches)
+        self.trainer.model.eval()
+        sums, counts, hits = token_losses(self.trainer, blk, training=False, with_hits=True)
+        return {j: EvalResult(float(s), c, h) for j, s, c, h in zip(blk.job_ids, sums, counts, hits)}
 
     def migrate(self, job_id: str, src: int, dst: int) -> None:
         """Move one adapter (weights, AdamW state, loss history) from rank `src` to rank `dst`.
@@ -82,21 +91,21 @@ class APTrainer(ShardedTrainer):
             raise ValueError(f"src/dst: need two different ranks in [0, {self.world}), got {src}, {dst}")
         payload: list[object] = [None]
         if self.rank == src:
-            job = self.trainer.jobs.get(job_id)
-            if job is None or job.status == "failed":
+            if job_id not in self.trainer or self.trainer.status(job_id) == "failed":
                 payload[0] = {"error": f"job_id: adapter {job_id!r} is not an active or suspended adapter of rank {src}"}
             else:
-                was_active = job.status == "active"
+                was_active = self.trainer.status(job_id) == "active"
                 if was_active:
                     self.trainer.suspend(job_id)
-                payload[0] = {"job": job, "active": was_active, "history": self.history.pop(job_id)}
-                del self.trainer.jobs[job_id]
+                state = self.trainer.store.export_adapter(job_id)
+                payload[0] = {"state": state, "active": was_active, "history": self.history.pop(job_id)}
+                self.trainer.drop(job_id)
         dist.broadcast_object_list(payload, group=self.group, group_src=src)
         msg = payload[0]
         if "error" in msg:  # every rank raises, so none is left waiting in a collective
             raise ValueError(msg["error"])
         if self.rank == dst:
-            self.trainer.jobs[job_id] = msg["job"]
+            self.trainer.store.import_adapter(job_id, msg["state"])
             self.history[job_id] = msg["history"]
             if msg["active"]:
                 self.trainer.resume(job_id)

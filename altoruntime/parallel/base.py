@@ -1,18 +1,21 @@
 """What AP and the FSDP data-parallel baseline share: a process group, a sharded frozen backbone,
-and a rank-local `MultiAdapterTrainer` holding this rank's adapters and their optimizer state."""
+and a rank-local `MultiAdapterTrainer` holding this rank's adapters and their optimizer state
+(its lifecycle calls are forwarded, so with `step`/`evaluate` a subclass is a `Trainer`)."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from altoruntime.adapters import AdapterConfig, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS
 from altoruntime.parallel.shard import mesh_for, shard_backbone
-from altoruntime.trainer import AdapterConfig, MultiAdapterTrainer, Status
+from altoruntime.trainer import MultiAdapterTrainer
 
 
 class ShardedTrainer:
@@ -63,7 +66,7 @@ class ShardedTrainer:
         and must make no further calls (its GPU is free). Returns True on a kept rank."""
         keep = sorted(set(keep))
         holders: list[object] = [None] * self.world
-        dist.all_gather_object(holders, (self.rank, sorted(self.trainer.jobs)), group=self.group)
+        dist.all_gather_object(holders, (self.rank, sorted(self.trainer.job_ids)), group=self.group)
         bad = [f"rank {r} still holds {js}" for r, js in holders if r not in keep and js and self.released_must_be_empty]
         if not keep or any(not 0 <= r < self.world for r in keep) or bad:
             raise ValueError(f"keep: need a non-empty subset of ranks [0, {self.world}) holding every adapter; {'; '.join(bad)}")
@@ -93,8 +96,8 @@ class ShardedTrainer:
         self.trainer.drop(job_id)
         self.history.pop(job_id, None)
 
-    def suspend(self, job_id: str) -> None:
-        self.trainer.suspend(job_id)
+    def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
+        self.trainer.suspend(job_id, keep_optimizer)
 
     def resume(self, job_id: str) -> None:
         self.trainer.resume(job_id)
@@ -105,13 +108,56 @@ class ShardedTrainer:
     def status(self, job_id: str) -> Status:
         return self.trainer.status(job_id)
 
+    def failure(self, job_id: str) -> str | None:
+        return self.trainer.failure(job_id)
+
     def adapter_weights(self, job_id: str) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         return self.trainer.adapter_weights(job_id)
+
+    def snapshot_best(self, job_id: str) -> None:
+        self.trainer.snapshot_best(job_id)
+
+    def has_best(self, job_id: str) -> bool:
+        return self.trainer.has_best(job_id)
+
+    def best_weights(self, job_id: str) -> Weights | None:
+        return self.trainer.best_weights(job_id)
+
+    def restore_best(self, job_id: str) -> None:
+        self.trainer.restore_best(job_id)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.trainer
 
     @property
     def active(self) -> list[str]:
         return self.trainer.active
 
-    def _zero_grads(self) -> None:
-        # in place: the optimizer reuses its per-slot views of the same gradient tensors
-        self.trainer.optim.zero_grad()
+    @property
+    def job_ids(self) -> list[str]:
+        return self.trainer.job_ids
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.trainer.layer_names
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        return self.trainer.target_modules
+
+    @contextmanager
+    def applied(self, job_id: str) -> Iterator[nn.Module]:
+        """The (sharded) backbone with one adapter on every row. Only on a world of one rank: a
+        forward all-gathers every layer, so on more ranks the others would have to join it."""
+        if self.world != 1:
+            raise ValueError(f"applied: needs a world of 1 rank (shrink first), this one has {self.world}")
+        with self.trainer.applied(job_id) as model:
+            yield model
+
+    def state_dict(self) -> dict:
+        """This rank's adapters, optimizer state and loss histories (CPU data)."""
+        return {"trainer": self.trainer.state_dict(), "history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trainer.load_state_dict(state["trainer"])
+        self.history = {k: list(v) for k, v in state["history"].items()}

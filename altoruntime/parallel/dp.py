@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from altoruntime.batching import IGNORE, Batch
 from altoruntime.parallel.base import ShardedTrainer
-from altoruntime.parallel.fused import check_rows, apply_update, block, dummy_rows, token_losses
+from altoruntime.parallel.fused import block, check_rows, dummy_rows, token_losses
 
 
 def split_rows(batch: Batch, world: int, rank: int, pad_token_id: int) -> tuple[Batch, int]:
@@ -53,17 +53,17 @@ class FSDPDPTrainer(ShardedTrainer):
         self.last_padded_rows = pads
         length = max(b[0].shape[1] for b in full.values())
         blk = block(local, sum(b[0].shape[0] for b in local.values()), length, self.pad_token_id, allow_unlabelled=True)
-        self._zero_grads()
+        self.trainer.store.zero_grad()
         self.trainer.model.train()
         try:
-            sums, _ = token_losses(self.trainer, blk, training=True)
+            sums, _, _ = token_losses(self.trainer, blk, training=True)
             losses = [s / n for s, n in zip(sums, tokens)]
             torch.autograd.backward(losses, [torch.ones_like(l) for l in losses])
         finally:
             self.trainer.ctx.meta = None
         totals = self._all_reduce_grads([float(l.detach()) for l in losses])
         out = dict(zip(blk.job_ids, totals))
-        apply_update(self.trainer, blk.job_ids, totals)
+        self.trainer.store.update(blk.job_ids, totals)
         for j, l in out.items():
             self.history[j].append(l)
         return out
@@ -79,14 +79,14 @@ class FSDPDPTrainer(ShardedTrainer):
         length = max(b[0].shape[1] for b in full.values())
         blk = block(local, sum(b[0].shape[0] for b in local.values()), length, self.pad_token_id, allow_unlabelled=True)
         self.trainer.model.eval()
-        sums, _ = token_losses(self.trainer, blk, training=False)
+        sums, _, _ = token_losses(self.trainer, blk, training=False)
         t = torch.stack([s.double() for s in sums])
         dist.all_reduce(t, group=self.group)
         return {j: float(x) / n for j, x, n in zip(blk.job_ids, t.tolist(), tokens)}
 
     def _all_reduce_grads(self, local_losses: list[float]) -> list[float]:
         """Sum every adapter stack's gradient and the loss parts over ranks, in one bucket."""
-        params = self.trainer.optim.params
+        params = self.trainer.store.optim.params
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

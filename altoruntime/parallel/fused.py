@@ -12,7 +12,7 @@ parallel baseline can normalize by the tokens of the whole (split) batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -79,21 +79,23 @@ def block(batches: Mapping[str, Batch], rows: int, length: int, pad_token_id: in
     return RowBlock(tuple(batches), cat(0, pad_token_id), cat(1, 0), cat(2, IGNORE), tuple(counts), rows - have)
 
 
-def token_losses(trainer: MultiAdapterTrainer, blk: RowBlock, training: bool) -> tuple[list[torch.Tensor], list[int]]:
-    """Per adapter: summed token CE (a graph tensor) and its labelled-token count, on this rank.
-    With no adapter, runs the bare backbone and returns one zero-weighted loss that still
-    reaches every layer in the backward."""
+def token_losses(trainer: MultiAdapterTrainer, blk: RowBlock, training: bool,
+                 with_hits: bool = False) -> tuple[list[torch.Tensor], list[int], list[int]]:
+    """Per adapter: summed token CE (a graph tensor), its labelled-token count and (`with_hits`;
+    else empty) how many argmax predictions were right, on this rank. With no adapter, runs the
+    bare backbone and returns one zero-weighted loss that still reaches every layer in the
+    backward."""
     dev = trainer.device
     ids, mask, labels = blk.ids.to(dev), blk.mask.to(dev), blk.labels.to(dev)
     if not blk.job_ids:
-        return [_bare_forward(trainer, ids, mask, training)], [0]
-    jobs = [trainer._job(j, "active") for j in blk.job_ids]
+        return [_bare_forward(trainer, ids, mask, training)], [0], []
     try:
-        per_token, _, counts = trainer._forward_tokens(jobs, ids, mask, labels, list(blk.rows), training)
+        per_token, hit, counts = trainer.forward_tokens(blk.job_ids, ids, mask, labels, list(blk.rows), training)
     finally:
         if not training:
             trainer.ctx.meta = None
-    return [t.sum() for t in torch.split(per_token, counts)], counts
+    hits = [int(h.sum()) for h in torch.split(hit, counts)] if with_hits else []
+    return [t.sum() for t in torch.split(per_token, counts)], counts, hits
 
 
 def _bare_forward(trainer: MultiAdapterTrainer, ids: torch.Tensor, mask: torch.Tensor, training: bool) -> torch.Tensor:
@@ -108,8 +110,3 @@ def _bare_forward(trainer: MultiAdapterTrainer, ids: torch.Tensor, mask: torch.T
         if hook is not None:
             hook.remove()
     return logits.sum() * 0.0
-
-
-def apply_update(trainer: MultiAdapterTrainer, job_ids: Sequence[str], losses: Sequence[float]) -> None:
-    """Mark adapters with a non-finite loss or gradient failed; AdamW-step the rest."""
-    trainer._apply_update([trainer._job(j) for j in job_ids], losses)

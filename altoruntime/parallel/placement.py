@@ -133,8 +133,8 @@ def apply_action(ap: "APTrainer", placement: Placement, action: object, specs: M
         if ap.status(job_id) == "failed":
             ap.drop(job_id)
         else:
-            if action.restore_best and ap.trainer.jobs[job_id].best is not None:
-                ap.trainer.restore_best(job_id)
+            if action.restore_best and ap.has_best(job_id):
+                ap.restore_best(job_id)
             if ap.status(job_id) == "active":
                 ap.suspend(job_id)
     return r

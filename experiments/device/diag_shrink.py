@@ -107,7 +107,7 @@ def _arg(key: object, names: list[str]) -> str:
 
 def admit_grid(tr: MultiAdapterTrainer, n: int) -> None:
     """Adapters j0..j{n-1} of ranks 16/32/64 in turn (capped by the narrowest projection)."""
-    cap = min(l.max_rank for l in tr.layers)
+    cap = min(l.max_rank for l in tr.store.layers)
     for i in range(n):
         tr.admit(f"j{i}", rank=min(cap, (16, 32, 64)[i % 3]), lr=2e-4, seed=i)
 
@@ -128,7 +128,7 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
     rows = []
     log = CompileLog()
     for n in sizes:
-        for j in [j for j in list(tr.jobs) if int(j[1:]) >= n]:
+        for j in [j for j in tr.job_ids if int(j[1:]) >= n]:
             tr.drop(j)  # the group shrinks as an early-exit cut stops jobs
         for s in range(steps):
             batches = grid_batches(max(sizes), s if vary else 0)

@@ -37,7 +37,7 @@ def _admit(t, jobs) -> None:
 
 
 def _dump(t, out_dir: str, rank: int, losses: list, extra: dict | None = None) -> None:
-    weights = {j: t.adapter_weights(j) for j in t.trainer.jobs}
+    weights = {j: t.adapter_weights(j) for j in t.job_ids}
     torch.save({"weights": weights, "losses": losses, **(extra or {})}, Path(out_dir) / f"rank{rank}.pt")
 
 
@@ -56,6 +56,7 @@ def ap_run(rank: int, world: int, out_dir: str) -> None:
             early = {j: t.adapter_weights(j) for j in t.active}
             shard_before = sharding(t)
             ev = t.evaluate({j: batches(99)[j] for j in t.active})
+            ev_tokens = t.evaluate_tokens({j: batches(99)[j] for j in t.active})
             if rank == 1:
                 for j in list(t.active):
                     t.drop(j)
@@ -76,7 +77,8 @@ def ap_run(rank: int, world: int, out_dir: str) -> None:
         dummy.append(t.last_dummy_rows)
     if not t.released:
         history = t.gather_history()
-    out = {"early": early, "eval": ev, "history": history, "dummy": dummy, "released": t.released, "world": t.world,
+    out = {"early": early, "eval": ev, "eval_tokens": ev_tokens, "history": history, "dummy": dummy,
+           "released": t.released, "world": t.world,
            "sharding_before": shard_before, "rejected": rejected}
     if t.released:
         torch.save({"weights": {}, "losses": losses, **out}, Path(out_dir) / f"rank{rank}.pt")

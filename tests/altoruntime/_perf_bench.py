@@ -35,17 +35,17 @@ def main(n: int = 60) -> None:
     batches = {f"j{i}": make_batch(i, 1, 64) for i in range(n)}
     tr.step(batches)
     for impl in ("loop", "fused", "loop", "fused"):
-        tr.optim.impl = impl
+        tr.store.optim.impl = impl
         print(f"trainer.step ({impl}): {_t(lambda: tr.step(batches), 3):.1f} ms")
-        for p in tr.optim.params:
+        for p in tr.store.optim.params:
             p.grad = torch.ones_like(p)
-        print(f"  optim.step only ({impl}): {_t(lambda: tr.optim.step(list(range(n))), 3):.1f} ms")
-        for p in tr.optim.params:
+        print(f"  optim.step only ({impl}): {_t(lambda: tr.store.optim.step(list(range(n))), 3):.1f} ms")
+        for p in tr.store.optim.params:
             p.grad = None
-    for p in tr.optim.params:
+    for p in tr.store.optim.params:
         p.grad = torch.ones_like(p)
-    print(f"_grad_finite: {_t(lambda: tr._grad_finite(list(range(n))), 3):.1f} ms")
-    for p in tr.optim.params:
+    print(f"_grad_finite: {_t(lambda: tr.store.grad_check.finite(list(range(n))), 3):.1f} ms")
+    for p in tr.store.optim.params:
         p.grad = None
     print(f"snapshot_best x{n}: {_t(lambda: [tr.snapshot_best(f'j{i}') for i in range(n)]):.0f} ms")
     print(f"restore_best x{n}: {_t(lambda: [tr.restore_best(f'j{i}') for i in range(n)]):.0f} ms")

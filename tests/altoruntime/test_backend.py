@@ -43,7 +43,7 @@ class PoisonTrainer(MultiAdapterTrainer):
         super().admit(job_id, **kw)
         if job_id == "poison":
             with torch.no_grad():
-                self.layers[0].B[self.jobs[job_id].slot, 0, 0] = math.nan
+                self.store.layers[0].B[self.store.adapters[job_id].slot, 0, 0] = math.nan
 
 
 class StubController:

@@ -61,6 +61,11 @@ def test_ap_equals_single_process_through_exit_move_and_release(tmp_path):
     ref_eval = ref.evaluate(w.batches(99))
     for o in out:
         assert o["eval"] and all(v == pytest.approx(ref_eval[j], rel=1e-5) for j, v in o["eval"].items())
+        ref_tokens = ref.evaluate_tokens({j: w.batches(99)[j] for j in o["eval_tokens"]})
+        assert o["eval_tokens"].keys() == o["eval"].keys()
+        for j, r in o["eval_tokens"].items():  # the Trainer protocol's evaluation, rank-local
+            assert (r.tokens, r.correct) == (ref_tokens[j].tokens, ref_tokens[j].correct)
+            assert r.loss_sum == pytest.approx(ref_tokens[j].loss_sum, rel=1e-5)
         assert o["sharding_before"] == {"frozen_sharded": True, "adapters_local": True}
     # rank 1's adapters exited: it ran step STEPS on dummy rows only (rank 0's row count) ...
     rows = {j: b for j, _, _, _, _, b, _, _ in w.JOBS}

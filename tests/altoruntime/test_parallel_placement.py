@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,12 +15,10 @@ class FakeRank:
 
     def __init__(self, rank: int) -> None:
         self.rank, self.calls, self.state = rank, [], {}
-        self.trainer = SimpleNamespace(jobs={}, restore_best=lambda j: self.calls.append(("restore_best", j)))
 
     def admit(self, job_id, **kw):
         self.calls.append(("admit", job_id))
         self.state[job_id] = "active"
-        self.trainer.jobs[job_id] = SimpleNamespace(best="snap")
 
     def resume(self, job_id):
         self.calls.append(("resume", job_id))
@@ -38,6 +34,12 @@ class FakeRank:
 
     def status(self, job_id):
         return self.state[job_id]
+
+    def has_best(self, job_id):
+        return job_id in self.state  # every admitted adapter here has a snapshot
+
+    def restore_best(self, job_id):
+        self.calls.append(("restore_best", job_id))
 
 
 def _spec(j: str, b: int) -> JobSpec:

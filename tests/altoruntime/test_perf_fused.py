@@ -150,7 +150,7 @@ def test_slot_state_rank_trimmed_round_trip(pack):
 @pytest.fixture(scope="module", params=[False, True], ids=["direct", "packed"])
 def trained(request):
     tr = MultiAdapterTrainer(copy.deepcopy(tiny_llama(seed=0)), capacity=2)
-    tr.pack = tr.optim.pack = request.param  # the packed one-copy path runs off the CPU; force it here
+    tr.store.pack = request.param  # the packed one-copy path runs off the CPU; force it here
     tr.admit("a", rank=4, lr=1e-2, seed=1)
     tr.admit("b", rank=2, lr=5e-3, seed=2)
     tr.admit("c", rank=8, lr=1e-2, seed=3)
@@ -160,14 +160,14 @@ def trained(request):
 
 
 def _slow_read(tr, job_id):
-    job = tr.jobs[job_id]
-    return [l.get_slot(job.slot, job.cfg.rank) for l in tr.layers]
+    job = tr.store.adapters[job_id]
+    return [l.get_slot(job.slot, job.cfg.rank) for l in tr.store.layers]
 
 
 def test_read_equals_per_layer_copies_and_owns_its_memory(trained):
     for j in "abc":
-        fast, slow = trained._read(trained.jobs[j]), _slow_read(trained, j)
-        assert len(fast) == len(slow) == len(trained.layers)
+        fast, slow = trained.store.weights(j), _slow_read(trained, j)
+        assert len(fast) == len(slow) == len(trained.store.layers)
         for (a, b), (a0, b0) in zip(fast, slow):
             assert torch.equal(a, a0) and torch.equal(b, b0)
             assert a.is_contiguous() and b.is_contiguous()
@@ -177,8 +177,8 @@ def test_read_equals_per_layer_copies_and_owns_its_memory(trained):
 def test_snapshot_suspend_resume_round_trip_exact(trained):
     tr = copy.deepcopy(trained)
     before = {j: _slow_read(tr, j) for j in "abc"}
-    slot_a = tr.jobs["a"].slot
-    opt_before = [(m[slot_a].clone(), v[slot_a].clone()) for m, v in zip(tr.optim.exp_avg, tr.optim.exp_avg_sq)]
+    slot_a = tr.store.adapters["a"].slot
+    opt_before = [(m[slot_a].clone(), v[slot_a].clone()) for m, v in zip(tr.store.optim.exp_avg, tr.store.optim.exp_avg_sq)]
     tr.snapshot_best("a")
     tr.suspend("a")
     tr.suspend("b")
@@ -187,8 +187,8 @@ def test_snapshot_suspend_resume_round_trip_exact(trained):
     for j in "abc":
         for (a, b), (a0, b0) in zip(_slow_read(tr, j), before[j]):
             assert torch.equal(a, a0) and torch.equal(b, b0)
-    slot = tr.jobs["a"].slot
-    for (m, v), (m0, v0) in zip(zip(tr.optim.exp_avg, tr.optim.exp_avg_sq), opt_before):
+    slot = tr.store.adapters["a"].slot
+    for (m, v), (m0, v0) in zip(zip(tr.store.optim.exp_avg, tr.store.optim.exp_avg_sq), opt_before):
         k = tuple(slice(0, n) for n in m0.shape)
         assert torch.equal(m[slot][k], m0[k]) and torch.equal(v[slot][k], v0[k])
     assert tr.step_count("a") == 2
@@ -198,41 +198,41 @@ def test_snapshot_suspend_resume_round_trip_exact(trained):
     for (a, b), (a0, b0) in zip(_slow_read(tr, "a"), before["a"]):
         assert torch.equal(a, a0) and torch.equal(b, b0)
     # padding beyond each rank stays exactly zero after the writes
-    for l in tr.layers:
+    for l in tr.store.layers:
         for j in "abc":
-            s, r = tr.jobs[j].slot, tr.jobs[j].cfg.rank
+            s, r = tr.store.adapters[j].slot, tr.store.adapters[j].cfg.rank
             assert float(l.A.detach()[s, :, r:].abs().sum()) == 0.0 and float(l.B.detach()[s, r:, :].abs().sum()) == 0.0
 
 
 @pytest.mark.parametrize("chunk", [1 << 22, 100])  # one chunk; many (a chunk per stack or two)
 def test_grad_finite_flags_exactly_the_bad_slot(trained, monkeypatch, chunk):
-    import altoruntime.trainer as trainer_mod
+    import altoruntime.adapters.grad_check as grad_check_mod
 
-    monkeypatch.setattr(trainer_mod, "GRAD_CHECK_CHUNK", chunk)
+    monkeypatch.setattr(grad_check_mod, "GRAD_CHECK_CHUNK", chunk)
     tr = copy.deepcopy(trained)
     g = torch.Generator().manual_seed(5)
-    for p in tr.optim.params:
+    for p in tr.store.optim.params:
         p.grad = torch.randn(p.shape, generator=g) * 1e30  # large but finite: no overflow
-    slots = [tr.jobs[j].slot for j in "abc"]
-    assert tr._grad_finite(slots) == [True, True, True]
-    tr.optim.params[7].grad[slots[1], 0, 0] = float("inf")  # in place: the cached views see it
-    assert tr._grad_finite(slots) == [True, False, True]
-    tr.optim.params[-1].grad[slots[2], 1, 0] = float("nan")
-    assert tr._grad_finite(slots) == [True, False, False]
-    assert tr._grad_finite([slots[0]]) == [True]
-    tr.optim.params[7].grad = torch.zeros_like(tr.optim.params[7].grad)  # a new tensor: views rebuilt
-    assert tr._grad_finite(slots) == [True, True, False]
-    n_chunks = len(tr._grad_views[1])
-    assert (n_chunks == 1) == (chunk > 1000) and n_chunks <= len(tr.optim.params)
+    slots = [tr.store.adapters[j].slot for j in "abc"]
+    assert tr.store.grad_check.finite(slots) == [True, True, True]
+    tr.store.optim.params[7].grad[slots[1], 0, 0] = float("inf")  # in place: the cached views see it
+    assert tr.store.grad_check.finite(slots) == [True, False, True]
+    tr.store.optim.params[-1].grad[slots[2], 1, 0] = float("nan")
+    assert tr.store.grad_check.finite(slots) == [True, False, False]
+    assert tr.store.grad_check.finite([slots[0]]) == [True]
+    tr.store.optim.params[7].grad = torch.zeros_like(tr.store.optim.params[7].grad)  # a new tensor: views rebuilt
+    assert tr.store.grad_check.finite(slots) == [True, True, False]
+    n_chunks = tr.store.grad_check.chunk_count
+    assert (n_chunks == 1) == (chunk > 1000) and n_chunks <= len(tr.store.optim.params)
 
 
 @pytest.mark.parametrize("pack", [False, True])
 def test_admit_shares_init_per_rank_and_seed_and_equals_peft_init(pack):
     tr = MultiAdapterTrainer(copy.deepcopy(tiny_llama(seed=0)), capacity=2)
-    tr.pack = tr.optim.pack = pack
+    tr.store.pack = pack
     tr.admit("x", rank=4, seed=7)
     tr.admit("y", rank=4, seed=7, lr=1e-3)
-    ref = peft_init(tr.layers, 4, 7)
+    ref = peft_init(tr.store.layers, 4, 7)
     for (_, a, b), (_, a2, b2), (a0, b0) in zip(tr.adapter_weights("x"), tr.adapter_weights("y"), ref):
         assert torch.equal(a, a0) and torch.equal(b, b0) and torch.equal(a2, a0) and torch.equal(b2, b0)
 
@@ -242,7 +242,7 @@ def test_admit_shares_init_per_rank_and_seed_and_equals_peft_init(pack):
 def test_cuda_fused_trainer_equals_loop_and_round_trips():
     def make(impl):
         tr = MultiAdapterTrainer(tiny_llama(seed=0).cuda(), capacity=2)
-        tr.optim.impl = impl
+        tr.store.optim.impl = impl
         for j, r, lr, seed in (("a", 4, 1e-2, 1), ("b", 2, 5e-3, 2), ("c", 8, 1e-2, 3)):
             tr.admit(j, rank=r, lr=lr, seed=seed)
         return tr
@@ -263,19 +263,19 @@ def test_cuda_fused_trainer_equals_loop_and_round_trips():
     fused.resume("a")
     for (_, a, b), (_, a0, b0) in zip(fused.adapter_weights("a"), before):
         assert torch.equal(a, a0) and torch.equal(b, b0)
-    slots = [fused.jobs[j].slot for j in "abc"]
-    for p in fused.optim.params:
+    slots = [fused.store.adapters[j].slot for j in "abc"]
+    for p in fused.store.optim.params:
         p.grad = torch.zeros_like(p)
-    fused.optim.params[3].grad[slots[2], 0, 0] = float("inf")
-    assert fused._grad_finite(slots) == [True, True, False]
+    fused.store.optim.params[3].grad[slots[2], 0, 0] = float("inf")
+    assert fused.store.grad_check.finite(slots) == [True, True, False]
 
 
 def test_best_snapshot_stays_packed_on_device_and_reads_back_exact(trained):
     tr = copy.deepcopy(trained)
     before = _slow_read(tr, "b")
     tr.snapshot_best("b")
-    snap = tr.jobs["b"].best
-    if tr.pack:  # the GPU path: one packed tensor on the device, no host copy
+    snap = tr.store.adapters["b"].best
+    if tr.store.pack:  # the GPU path: one packed tensor on the device, no host copy
         assert isinstance(snap, torch.Tensor) and snap.device == tr.device and snap.dim() == 1
     else:
         assert isinstance(snap, list)

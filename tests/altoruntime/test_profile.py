@@ -89,7 +89,7 @@ def test_failed_adapters_are_readmitted_and_counted(tmp_path, monkeypatch):
         out = real(self, batches)
         calls.append(1)
         if len(calls) == 1:  # a non-finite first step for one adapter
-            self.jobs["a0"].status = "failed"
+            self.store.adapters["a0"].status = "failed"
         return out
 
     monkeypatch.setattr(MultiAdapterTrainer, "step", step)

@@ -8,9 +8,9 @@ from altoruntime.trainer import env_paths, trainer_from_env
 
 def test_env_picks_the_lora_and_optimizer_paths():
     tr = trainer_from_env(tiny_llama(), capacity=2, env={"ALTO_LORA_IMPL": "loop", "ALTO_OPTIM_IMPL": "loop"})
-    assert (tr.ctx.impl, tr.optim.impl) == ("loop", "loop")
+    assert (tr.ctx.impl, tr.store.optim.impl) == ("loop", "loop")
     tr = trainer_from_env(tiny_llama(), capacity=2, env={})
-    assert (tr.ctx.impl, tr.optim.impl) == ("auto", "fused")
+    assert (tr.ctx.impl, tr.store.optim.impl) == ("auto", "fused")
     assert env_paths({"ALTO_OPTIM_IMPL": "loop", "ALTO_KERNELS_AUTOTUNE": "0", "HOME": "/x"}) == \
         "lora=auto optim=loop ALTO_KERNELS_AUTOTUNE=0"
 
@@ -30,7 +30,7 @@ def test_profile_builds_its_trainers_from_the_env(monkeypatch, tmp_path):
 
     def spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
         tr = real(*a, **k)
-        seen.append(tr.optim.impl)
+        seen.append(tr.store.optim.impl)
         return tr
 
     monkeypatch.setenv("ALTO_OPTIM_IMPL", "loop")

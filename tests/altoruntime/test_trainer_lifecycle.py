@@ -37,15 +37,15 @@ def test_admit_drop_suspend_resume_between_steps(base):
             assert out[j] == pytest.approx(refs[j].step(batch[j]), rel=1e-5)
 
     both("ab")
-    slot_b = tr.jobs["b"].slot
+    slot_b = tr.store.adapters["b"].slot
     tr.drop("b")
-    assert "b" not in tr.jobs
+    assert "b" not in tr.store.adapters
     tr.admit("c", rank=8, alpha=16, lr=LR, seed=3)  # reuses b's slot, fresh state
-    assert tr.jobs["c"].slot == slot_b and tr.step_count("c") == 0
+    assert tr.store.adapters["c"].slot == slot_b and tr.step_count("c") == 0
     refs["c"] = PeftReference(base, 8, 16, LR, seed=3)
     both("ac")
     tr.suspend("a")
-    assert tr.status("a") == "suspended" and tr.jobs["a"].slot is None
+    assert tr.status("a") == "suspended" and tr.store.adapters["a"].slot is None
     tr.admit("d", rank=2, lr=LR, seed=4)  # takes a's freed slot
     refs["d"] = PeftReference(base, 2, 4, LR, seed=4)
     both("cd")
@@ -83,7 +83,7 @@ def test_nan_fails_one_adapter_and_spares_the_others(base):
         tr.step({"a": make_batch(1, 2, 8), "b": make_batch(2, 2, 8)})
     poisoned.admit("bad", rank=2, lr=LR, seed=3)
     with torch.no_grad():
-        poisoned.layers[0].B[poisoned.jobs["bad"].slot, 0, 0] = math.nan
+        poisoned.store.layers[0].B[poisoned.store.adapters["bad"].slot, 0, 0] = math.nan
     batches = {"a": make_batch(3, 2, 8), "b": make_batch(4, 1, 6)}
     ref = clean.step(batches)
     out = poisoned.step({**batches, "bad": make_batch(5, 3, 8)})
@@ -193,7 +193,7 @@ def test_gradient_checkpointing_gives_the_same_training(base):
 
 def test_labelled_positions_head_equals_full_logits_path(base):
     fast, full = _trainer(base), _trainer(base)
-    full._head = None  # what a backbone with a non-plain head (softcapping, logit scale) uses
+    full.head = None  # what a backbone with a non-plain head (softcapping, logit scale) uses
     for tr in (fast, full):
         tr.admit("a", rank=4, lr=LR, seed=1)
         tr.admit("b", rank=2, lr=LR, seed=2)
@@ -215,8 +215,8 @@ def test_drops_compact_the_stacks_and_survivors_train_on(base):
     for j in "abdf":
         tr.drop(j)
     assert tr.capacity == 2 and tr.r_max == 4  # 2 live of 8 -> compacted; largest live rank 4
-    assert tuple(tr.layers[0].A.shape) == (2, 64, 4) and tr.optim.exp_avg[0].shape == (2, 64, 4)
-    assert sorted(tr.jobs[j].slot for j in "ce") == [0, 1] and tr.step_count("c") == 1
+    assert tuple(tr.store.layers[0].A.shape) == (2, 64, 4) and tr.store.optim.exp_avg[0].shape == (2, 64, 4)
+    assert sorted(tr.store.adapters[j].slot for j in "ce") == [0, 1] and tr.step_count("c") == 1
     second = {j: make_batch(50 + i, 1, 7) for i, j in enumerate("ce")}
     tr.step(second)
     for j, ref in refs.items():
@@ -277,13 +277,13 @@ def test_suspend_without_the_optimizer_keeps_weights_and_step_count_only(base):
     before = tr.adapter_weights("a")
     tr.suspend("a", keep_optimizer=False)
     tr.suspend("b")  # the default keeps them
-    off_a, off_b = tr.jobs["a"].offloaded["optim"], tr.jobs["b"].offloaded["optim"]
+    off_a, off_b = tr.store.adapters["a"].offloaded["optim"], tr.store.adapters["b"].offloaded["optim"]
     assert off_a["exp_avg"] == [] and off_a["exp_avg_sq"] == []
     assert len(off_b["exp_avg"]) > 0 and any(float(t.abs().sum()) > 0 for t in off_b["exp_avg"])
     assert tr.step_count("a") == 2 == tr.step_count("b")
     tr.resume("a")
     for (n0, a0, b0), (n1, a1, b1) in zip(before, tr.adapter_weights("a")):
         assert n0 == n1 and torch.equal(a0, a1) and torch.equal(b0, b1)
-    slot = tr.jobs["a"].slot
-    assert all(float(t[slot].abs().sum()) == 0 for t in tr.optim.exp_avg + tr.optim.exp_avg_sq)
+    slot = tr.store.adapters["a"].slot
+    assert all(float(t[slot].abs().sum()) == 0 for t in tr.store.optim.exp_avg + tr.store.optim.exp_avg_sq)
     assert tr.step_count("a") == 2

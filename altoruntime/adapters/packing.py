@@ -1,0 +1,92 @@
+"""Moving one adapter's weights between its slot in the stacks and the host.
+
+Off the CPU every layer of a slot travels in ONE transfer: `pack` lays the slot out as one flat
+device tensor (A^T stacked per distinct d_in, then all B^T), `to_host` copies it through a reused
+pinned buffer, `unpack` cuts it back into PEFT-layout pairs; `write` is the reverse in one
+host-to-device copy. On the CPU (`pack` False) there is no copy to save and layers go one by one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from altoruntime.adapters.records import Weights
+from altoruntime.lora_layer import MultiLoraLinear
+
+
+class SlotPacker:
+    """Reads and writes slots of `layers` (the stacks may be resized in place between calls)."""
+
+    def __init__(self, layers: Sequence[MultiLoraLinear], device: torch.device) -> None:
+        self.layers = list(layers)
+        self.device = device
+        # tests turn it on on the CPU to check the packed path
+        self.pack = device.type != "cpu"
+        self._stage: torch.Tensor | None = None  # pinned device-to-host staging buffer (CUDA only)
+        self._groups: dict[int, list[int]] = {}  # layer indices by d_in
+        for k, l in enumerate(self.layers):
+            self._groups.setdefault(l.in_features, []).append(k)
+
+    @torch.no_grad()
+    def write(self, slot: int, weights: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Write PEFT-layout weights of every layer into `slot`: one host-to-device copy of all
+        layers (as [d_in | d_out, r] blocks stacked along dim 0), then on-device copies."""
+        ranks = {a.shape[0] for a, _ in weights} | {b.shape[1] for _, b in weights}
+        if not self.pack or len(ranks) != 1 or len(weights) != len(self.layers):
+            for l, (a, b) in zip(self.layers, weights):
+                l.set_slot(slot, a, b)
+            return
+        r = ranks.pop()
+        dtype = self.layers[0].A.dtype
+        srcs = [t for a, b in weights for t in (a, b)]  # [r, d_in], [d_out, r]: flat host memcpys
+        flat = torch.cat([t.reshape(-1).to(dtype) for t in srcs]).to(self.device)
+        pieces = [p.view(t.shape).t() for p, t in zip(flat.split([t.numel() for t in srcs]), srcs)]
+        torch._foreach_zero_([t[slot] for l in self.layers for t in (l.A, l.B)])
+        dsts = [t for l in self.layers for t in (l.A.data[slot, :, :r], l.B.data[slot, :r, :])]
+        torch._foreach_copy_(dsts, pieces)  # the transposes happen on the device
+
+    @torch.no_grad()
+    def read(self, slot: int, rank: int) -> Weights:
+        """Slot `slot`'s first `rank` columns as PEFT-layout pairs on the CPU, each its own
+        contiguous tensor (packed: one device-to-host copy, the host only does memcpys)."""
+        if not self.pack:
+            return [l.get_slot(slot, rank) for l in self.layers]
+        return self.unpack(self.to_host(self.pack_slot(slot, rank)), rank)
+
+    @torch.no_grad()
+    def pack_slot(self, slot: int, rank: int) -> torch.Tensor:
+        """The slot's first `rank` columns of every layer as one new flat device tensor (a few
+        kernels, no host sync)."""
+        layers = self.layers
+        a_parts = [torch.stack([layers[k].A.detach()[slot, :, :rank].t() for k in ks]) for ks in self._groups.values()]
+        b_part = torch.cat([l.B.detach()[slot, :rank, :].t() for l in layers])  # [sum d_out, r]
+        return torch.cat([t.reshape(-1) for t in (*a_parts, b_part)])
+
+    def unpack(self, flat: torch.Tensor, rank: int) -> Weights:
+        """`pack_slot`'s layout (on the host) -> PEFT-layout pairs per layer, each its own
+        contiguous tensor (`flat` may be the reused staging buffer)."""
+        sizes = [len(ks) * rank * self.layers[ks[0]].in_features for ks in self._groups.values()]
+        sizes.append(rank * sum(l.out_features for l in self.layers))
+        *a_flat, b_flat = flat.split(sizes)
+        a_out: list[torch.Tensor | None] = [None] * len(self.layers)
+        for ks, fa in zip(self._groups.values(), a_flat):
+            for k, a in zip(ks, fa.view(len(ks), rank, -1).unbind(0)):
+                a_out[k] = a.clone()
+        b_out = [b.clone() for b in b_flat.view(-1, rank).split([l.out_features for l in self.layers])]
+        return list(zip(a_out, b_out))
+
+    def to_host(self, flat: torch.Tensor) -> torch.Tensor:
+        """One device-to-host copy; on CUDA into a pinned staging buffer kept for reuse (the
+        caller clones out of it before the next call)."""
+        if flat.device.type != "cuda":
+            return flat.cpu()
+        stage = self._stage
+        if stage is None or stage.numel() < flat.numel() or stage.dtype != flat.dtype:
+            stage = torch.empty(max(flat.numel(), 2 * (0 if stage is None else stage.numel())),
+                                dtype=flat.dtype, pin_memory=True)
+            self._stage = stage
+        out = stage[: flat.numel()]
+        out.copy_(flat)  # synchronous: the data is on the host when this returns
+        return out

@@ -1,0 +1,291 @@
+"""Every adapter of one trainer: slots in the stacked LoRA weights, their AdamW state, lifecycle
+(admit, suspend to the host, resume, drop), best-validation snapshots and their state as data.
+
+The store owns the tensors a step reads and writes (the layers' A/B stacks, the optimizer's
+per-slot moments) and the gradient check over them; the trainer only runs the model on them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+
+from altoruntime.adapters.grad_check import GradCheck
+from altoruntime.adapters.packing import SlotPacker
+from altoruntime.adapters.records import AdapterConfig, AdapterRecord, Status, Weights
+from altoruntime.lora_layer import MultiLoraLinear, peft_init
+from altoruntime.optim import SlotAdamW
+
+
+class AdapterStore:
+    """Adapters by job id over the multi-adapter layers `named_layers` (name, layer)."""
+
+    def __init__(self, named_layers: Iterable[tuple[str, MultiLoraLinear]], shrink_rank: bool | None = None) -> None:
+        """shrink_rank: whether `compact` narrows the stacks to the largest live rank (default: off
+        on CUDA, where a new rank width makes every Triton kernel re-tune and recompile, 3-11 s on
+        an H200 for a few MB of adapter memory; on elsewhere)."""
+        self.named_layers = list(named_layers)
+        self.layers = [l for _, l in self.named_layers]
+        self.device = self.layers[0].weight.device
+        self.shrink_rank = self.device.type != "cuda" if shrink_rank is None else shrink_rank
+        # per-slot A is [d_in, r_max] (rank dim 1), B is [r_max, d_out] (rank dim 0)
+        self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)], rank_dims=[1, 0] * len(self.layers))
+        self.packer = SlotPacker(self.layers, self.device)
+        self.optim.pack = self.packer.pack
+        self.grad_check = GradCheck(self.optim.params)
+        self.adapters: dict[str, AdapterRecord] = {}
+        self._init_cache: dict[tuple[int, int], Weights] = {}
+
+    @property
+    def pack(self) -> bool:
+        """Whether slots move in one packed transfer (default: off the CPU only)."""
+        return self.packer.pack
+
+    @pack.setter
+    def pack(self, on: bool) -> None:
+        self.packer.pack = self.optim.pack = on
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [n for n, _ in self.named_layers]
+
+    # ----------------------------------------------------------------------------- queries
+    def record(self, job_id: str, *status: Status) -> AdapterRecord:
+        """The adapter's record; ValueError if unknown or not in one of `status` (when given)."""
+        rec = self.adapters.get(job_id)
+        if rec is None:
+            raise ValueError(f"job_id: unknown adapter {job_id!r}")
+        if status and rec.status not in status:
+            raise ValueError(f"job_id: adapter {job_id!r} is {rec.status}, expected {' or '.join(status)}")
+        return rec
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.adapters
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self.adapters)
+
+    @property
+    def active(self) -> list[str]:
+        return [k for k, r in self.adapters.items() if r.status == "active"]
+
+    def config(self, job_id: str) -> AdapterConfig:
+        return self.record(job_id).cfg
+
+    def status(self, job_id: str) -> Status:
+        return self.record(job_id).status
+
+    def failure(self, job_id: str) -> str | None:
+        return self.record(job_id).failure
+
+    def step_count(self, job_id: str) -> int:
+        rec = self.record(job_id)
+        return self.optim.step_count(rec.slot) if rec.slot is not None else int(rec.offloaded["optim"]["hyper"]["step"])
+
+    # ----------------------------------------------------------------------------- slots
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].A.shape[0]
+
+    @property
+    def r_max(self) -> int:
+        return self.layers[0].A.shape[2]
+
+    def _alloc_slot(self, rank: int) -> int:
+        used = {r.slot for r in self.adapters.values() if r.slot is not None}
+        free = [s for s in range(self.capacity) if s not in used]
+        cap = self.capacity if free else self.capacity * 2
+        if cap != self.capacity or rank > self.r_max:
+            self.grad_check.invalidate()  # the views would keep the old gradients alive
+            for l in self.layers:
+                l.resize(cap, max(rank, self.r_max))
+            self.optim.resize()
+        return free[0] if free else len(used)
+
+    def _release_slot(self, rec: AdapterRecord) -> None:
+        for l in self.layers:
+            l.zero_slot(rec.slot)
+        self.optim.free_slot(rec.slot)
+        rec.slot = None
+        live = sum(1 for r in self.adapters.values() if r.slot is not None)
+        if live <= self.capacity // 4:  # hysteresis: shrink only when at most a quarter is used
+            self.compact()
+
+    def compact(self) -> None:
+        """Move live adapters to the lowest slots and shrink the stacks and optimizer state to
+        the smallest power of two that holds them (and, with `shrink_rank`, r_max to the largest
+        live rank), so memory freed by drops and suspends goes back to the allocator."""
+        live = sorted((r.slot, r) for r in self.adapters.values() if r.slot is not None)
+        capacity = 1 << max(0, len(live) - 1).bit_length()
+        r_max = max((r.cfg.rank for _, r in live), default=1) if self.shrink_rank else self.r_max
+        if capacity >= self.capacity and r_max >= self.r_max:
+            return
+        order = [slot for slot, _ in live]
+        self.grad_check.invalidate()
+        capacity = min(capacity, self.capacity)
+        for l in self.layers:
+            l.compact(order, capacity, min(r_max, self.r_max))
+        self.optim.compact(order)
+        for new, (_, rec) in enumerate(live):
+            rec.slot = new
+
+    def _peft_init(self, rank: int, seed: int) -> Weights:
+        """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs
+        that share both, and the CPU draws dominate an admit. The tensors are only read."""
+        key = (rank, seed)
+        if key not in self._init_cache:
+            while len(self._init_cache) >= 4:
+                del self._init_cache[next(iter(self._init_cache))]
+            self._init_cache[key] = peft_init(self.layers, rank, seed)
+        return self._init_cache[key]
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
+              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0) -> None:
+        """Add a fresh adapter, initialized as PEFT would after `torch.manual_seed(seed)`."""
+        if job_id in self.adapters:
+            raise ValueError(f"job_id: adapter {job_id!r} already exists")
+        if isinstance(rank, int) and rank >= 1:
+            for name, l in self.named_layers:
+                if rank > l.max_rank:
+                    raise ValueError(f"rank: {rank} exceeds min(d_in, d_out) = {l.max_rank} of layer {name!r}")
+        cfg = AdapterConfig.checked(job_id, rank, alpha, lr, weight_decay, dropout, seed)
+        slot = self._alloc_slot(rank)
+        self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)
+        self.packer.write(slot, self._peft_init(rank, seed))
+        self.adapters[job_id] = AdapterRecord(cfg, slot)
+
+    def drop(self, job_id: str) -> None:
+        """Forget an adapter: free its slot, weights, optimizer state and snapshot."""
+        rec = self.record(job_id)
+        if rec.slot is not None:
+            self._release_slot(rec)
+        del self.adapters[job_id]
+
+    def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
+        """Move an adapter and its optimizer state to host memory and free its slot.
+
+        `keep_optimizer=False` is for a job that never trains again (a stopped one): its weights
+        stay for the task's result, its AdamW moments (twice the weights' size) are not copied
+        or kept; a later `resume` (to evaluate it) starts them at zero."""
+        rec = self.record(job_id, "active")
+        rec.offloaded = {"weights": self.weights(job_id),
+                         "optim": self.optim.slot_state(rec.slot, rec.cfg.rank, moments=keep_optimizer)}
+        self._release_slot(rec)
+        rec.status = "suspended"
+
+    def resume(self, job_id: str) -> None:
+        """Bring a suspended adapter back (possibly into another slot) exactly as it was."""
+        rec = self.record(job_id, "suspended")
+        slot = self._alloc_slot(rec.cfg.rank)
+        self.packer.write(slot, rec.offloaded["weights"])
+        self.optim.load_slot_state(slot, rec.offloaded["optim"])
+        rec.slot, rec.offloaded, rec.status = slot, None, "active"
+
+    def fail(self, job_id: str, reason: str) -> None:
+        """Mark an adapter failed (it keeps its slot until dropped); the first reason sticks."""
+        rec = self.record(job_id)
+        rec.status = "failed"
+        rec.failure = rec.failure or reason
+
+    # ----------------------------------------------------------------------------- weights
+    def weights(self, job_id: str) -> Weights:
+        """The adapter's PEFT-layout weights per layer on the CPU, each its own tensor."""
+        rec = self.record(job_id)
+        if rec.slot is None:
+            return [(a.clone(), b.clone()) for a, b in rec.offloaded["weights"]]
+        return self.packer.read(rec.slot, rec.cfg.rank)
+
+    def adapter_weights(self, job_id: str) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(module name, lora_A [r, d_in], lora_B [d_out, r]) per target layer, on the CPU."""
+        return [(n, a, b) for n, (a, b) in zip(self.layer_names, self.weights(job_id))]
+
+    def snapshot_best(self, job_id: str) -> None:
+        """Remember the adapter's current weights as its best (call when val loss improves)."""
+        rec = self.record(job_id)
+        # kept packed on the device (one adapter's weights, rank x sum of layer widths): a sweep
+        # snapshots most adapters at most evaluations, and a host copy cost 12-25 ms each on an H200
+        live = self.pack and rec.slot is not None
+        rec.best = self.packer.pack_slot(rec.slot, rec.cfg.rank) if live else self.weights(job_id)
+
+    def has_best(self, job_id: str) -> bool:
+        return self.record(job_id).best is not None
+
+    def best_weights(self, job_id: str) -> Weights | None:
+        """The best-val snapshot in PEFT layout on the CPU (None when there is none)."""
+        rec = self.record(job_id)
+        if rec.best is None or isinstance(rec.best, list):
+            return rec.best
+        return self.packer.unpack(self.packer.to_host(rec.best), rec.cfg.rank)
+
+    def restore_best(self, job_id: str) -> None:
+        """Make the best snapshot the adapter's weights (an overfitting exit keeps its best)."""
+        best = self.best_weights(job_id)
+        if best is None:
+            raise ValueError(f"job_id: adapter {job_id!r} has no best snapshot")
+        rec = self.record(job_id)
+        if rec.slot is None:
+            rec.offloaded["weights"] = [(a.clone(), b.clone()) for a, b in best]
+        else:
+            self.packer.write(rec.slot, best)
+
+    # ----------------------------------------------------------------------------- a step's update
+    def zero_grad(self, job_ids: Sequence[str] | None = None) -> None:
+        """Zero the gradients in place (the optimizer keeps views of the same tensors): every
+        slot's, or only these adapters' (after a backward that ran out of memory half-way)."""
+        if job_ids is None:
+            self.optim.zero_grad()
+        else:
+            self.grad_check.zero([self.record(j).slot for j in job_ids])
+
+    def update(self, job_ids: Sequence[str], losses: Sequence[float]) -> None:
+        """After a backward: fail adapters with a non-finite loss or gradient; AdamW-step the rest
+        (grads stay allocated and are zeroed in place by the next step)."""
+        recs = [self.record(j) for j in job_ids]
+        grad_ok = self.grad_check.finite([r.slot for r in recs]) if recs else []
+        good = []
+        for j, rec, loss, gok in zip(job_ids, recs, losses, grad_ok):
+            if math.isfinite(loss) and gok:
+                good.append(rec.slot)
+            else:
+                self.fail(j, "non-finite loss" if not math.isfinite(loss) else "non-finite gradient")
+        self.optim.step(good)
+
+    # ----------------------------------------------------------------------------- state as data
+    def _state_of(self, job_id: str) -> dict:
+        return self.adapters[job_id].to_state(self.best_weights(job_id))
+
+    def export_adapter(self, job_id: str) -> dict:
+        """A suspended adapter's whole state (config, host weights and AdamW state, snapshot) as
+        picklable CPU data, for `import_adapter` in another store (it stays here too)."""
+        self.record(job_id, "suspended")
+        return self._state_of(job_id)
+
+    def import_adapter(self, job_id: str, state: dict) -> None:
+        """Add an adapter from `export_adapter`'s data, suspended (`resume` puts it in a slot)."""
+        if job_id in self.adapters:
+            raise ValueError(f"job_id: adapter {job_id!r} already exists")
+        if state.get("status") != "suspended" or state.get("slot") is not None:
+            raise ValueError(f"state: adapter {job_id!r} must be exported suspended")
+        self.adapters[job_id] = AdapterRecord.from_state(state)
+
+    def state_dict(self) -> dict:
+        """Every adapter, the stacks and the optimizer state (CPU tensors)."""
+        return {
+            "capacity": self.capacity,
+            "r_max": self.r_max,
+            "stacks": [(l.A.detach().cpu().clone(), l.B.detach().cpu().clone()) for l in self.layers],
+            "optim": self.optim.state_dict(),
+            "jobs": {k: self._state_of(k) for k in self.adapters},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.grad_check.invalidate()
+        for l, (a, b) in zip(self.layers, state["stacks"]):
+            l.A.grad, l.B.grad = None, None
+            l.A.data, l.B.data = a.to(self.device).clone(), b.to(self.device).clone()
+        self.optim.load_state_dict(state["optim"])
+        self.adapters = {k: AdapterRecord.from_state(j) for k, j in state["jobs"].items()}
