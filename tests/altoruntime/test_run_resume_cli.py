@@ -91,3 +91,11 @@ def test_alto_run_interrupted_then_rerun_resumes_from_its_checkpoint(tmp_path):
     rep = subprocess.run([sys.executable, "-m", "altosim.cli", "replay", str(out / "events.jsonl")], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0 and "identical decisions" in rep.stdout, rep.stdout + rep.stderr
+
+
+def test_alto_run_without_a_config_says_what_it_needs(capsys):
+    from altosim.cli import main
+
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a run config" in err and "quickstart.yaml" in err, err
