@@ -141,7 +141,10 @@ def _action_text(actions: list[dict[str, Any]], k: int, width: int = 120) -> str
 
     if k >= len(actions):
         return "no action" if k == 0 else f"no action #{k + 1}"
-    text = json.dumps(actions[k], separators=(",", ":"))
+    action = actions[k]
+    if isinstance(action, dict):  # its kind first
+        action = {"kind": action.get("kind"), **action}
+    text = json.dumps(action, separators=(",", ":"))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
