@@ -129,9 +129,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: {res.events} events -> {res.actions} actions, identical decisions ({dt:.2f} s)")
         return 0
     line, logged, got = res.mismatches[0]
-    print(f"replay: {len(res.mismatches)} of {res.events} events gave different actions; first at line {line}:\n"
-          f"  logged:   {logged}\n  replayed: {got}")
+    k = next((i for i, (a, b) in enumerate(zip(logged, got)) if a != b), min(len(logged), len(got)))
+    print(f"alto replay: {args.events}: line {line}: logged {_action_text(logged, k)} but replayed "
+          f"{_action_text(got, k)} ({len(res.mismatches)} of {res.events} events differ)", file=sys.stderr)
     return 1
+
+
+def _action_text(actions: list[dict[str, Any]], k: int, width: int = 120) -> str:
+    """The k-th action of a decision as compact JSON cut to `width` characters, or "no action"."""
+    import json
+
+    if k >= len(actions):
+        return "no action" if k == 0 else f"no action #{k + 1}"
+    action = actions[k]
+    if isinstance(action, dict):  # its kind first
+        action = {"kind": action.get("kind"), **action}
+    text = json.dumps(action, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def cmd_import_trace(args: argparse.Namespace) -> int:

