@@ -15,12 +15,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport,
     Suspend, TaskArrived, TaskSpec, Tick, to_dict,
 )
+from altosim.ids import task_dir
 from altoruntime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from altoruntime.export import export_peft
 from altoruntime.task_data import SplitData, TaskData  # noqa: F401 (SplitData re-exported)
@@ -117,6 +118,7 @@ class RuntimeBackend:
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 50,
         eval_rows: int = 256,
+        checkpoint_extra: dict[str, Any] | None = None,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be >= 1 loop iterations, got {checkpoint_every}")
@@ -130,6 +132,7 @@ class RuntimeBackend:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.checkpoint_every = checkpoint_every
         self.eval_rows = eval_rows
+        self.checkpoint_extra = dict(checkpoint_extra or {})  # saved with each checkpoint (the run's key)
 
     def now(self) -> float:
         return self.clock() - self._t0
@@ -168,7 +171,7 @@ class RuntimeBackend:
         """Trainers, job progress, the event/action trace and the clock, in one atomic file."""
         tasks = {tid: {"gpus": tr.gpus, "jobs": {j: asdict(r) for j, r in tr.jobs.items()}}
                  for tid, tr in self.tasks.items()}
-        extra = {"now": self.now(), "trace": list(self.log.trace), "tasks": tasks,
+        extra = {**self.checkpoint_extra, "now": self.now(), "trace": list(self.log.trace), "tasks": tasks,
                  "results": dict(self.log.results), "exported": dict(self.log.exported)}
         save_checkpoint(path, {tid: tr.trainer for tid, tr in self.tasks.items()}, extra)
 
@@ -255,7 +258,7 @@ class RuntimeBackend:
                 if t.has_best(best):
                     t.restore_best(best)  # the result is the best-validation snapshot
                 if self.out_dir is not None:
-                    path = self.out_dir / a.task_id / "best_adapter"
+                    path = task_dir(self.out_dir, a.task_id) / "best_adapter"  # never outside out_dir
                     self.log.exported[a.task_id] = export_peft(t, best, path)
                 final_metric = getattr(tr.data, "final_metric", None)
                 if final_metric is not None:

@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for task_id, fin in sorted(log.results.items()):
         metric = log.metrics.get(task_id)
         print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss}, metric {metric})")
-    print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, <task>/best_adapter)")
+    print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, tasks/<task>/best_adapter)")
     return 0
 
 

@@ -3,7 +3,7 @@
 The Controller is built exactly as the simulator builds it (same policy config, same worst-case
 durations and memory models when the cost model knows the backbone); the runtime executes its
 actions on real trainers. Outputs: events.jsonl (every event and action, in order), tasks.csv,
-summary.csv and each task's best adapter in PEFT format under <out>/<task>/best_adapter.
+summary.csv and each task's best adapter in PEFT format under <out>/tasks/<task>/best_adapter.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import load_backbone, tiny_llama
+from altosim.outdir import check_out, locked_dir
+from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
 
@@ -108,14 +110,16 @@ def run_config(
     """Run every task of the config's workload on the local device(s); write outputs under `out`."""
     from altoruntime.data import get_dataset
 
+    out = check_out(out)  # a file, unwritable or too long: said before any work
     check_policy(cfg)
+    seed_everything(cfg.seed)  # torch (dropout), numpy, random: two runs of one config take the same decisions
     wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
     workload = read_workload(wl_file)
     cfg.check_workload(workload, wl_file)
     tasks = workload.to_task_specs()
     cuda = torch.cuda.is_available()
     base = open_backbone(backbone, torch.bfloat16 if cuda else torch.float32)
-    datasets = {}
+    datasets, raw = {}, {}
     for i, t in enumerate(tasks):
         try:
             ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
@@ -126,6 +130,7 @@ def run_config(
             raise InputError(wl_file, f"tasks[{i}].dataset", f"{e.file}: {e.problem}") from None
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
+        raw[t.task_id] = ds
         datasets[t.task_id] = SplitData(
             ds.tokenize(base.tokenizer, "train", seq_len=t.seq_len), ds.tokenize(base.tokenizer, "val", seq_len=t.seq_len),
             val_batch_size, final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
@@ -139,10 +144,20 @@ def run_config(
             var, _, msg = str(e).partition(": ")
             raise InputError(var, "<env>", msg) from None
 
-    out.mkdir(parents=True, exist_ok=True)
+    key = run_key(cfg, workload, raw, {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
+                                       "val_batch_size": val_batch_size, "paths": env_paths()})
+    check_resumable(out / "run.ckpt", key)
+    with locked_dir(out):  # a second command writing this folder stops here with one line
+        return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress)
+
+
+def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
+         key: str, checkpoint_every: int, progress: Any) -> RunLog:
+    cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
-                             checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every)
+                             checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
+                             checkpoint_extra={KEY: key})
     meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
             **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     t0 = time.perf_counter()

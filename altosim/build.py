@@ -35,14 +35,18 @@ def controller_config(cfg: RunConfig) -> ControllerConfig:
 def check_policy(cfg: RunConfig) -> None:
     """Build each named policy once, so a bad name or parameter fails before anything runs."""
     p = cfg.policy
-    try:
+    try:  # a parameter out of any sane range (`cuts: 1000000000`) may overflow rather than fail a check
         build_early_exit(p.early_exit.name, dict(p.early_exit.params))
-    except ValueError as e:
-        raise InputError(cfg.file, "policy.early_exit", str(e)) from None
+    except (ValueError, TypeError, ArithmeticError, MemoryError) as e:
+        raise InputError(cfg.file, "policy.early_exit", str(e) or type(e).__name__) from None
     try:
         INTER_TASK.build(p.inter_task.name, **dict(p.inter_task.params))
-    except ValueError as e:
-        raise InputError(cfg.file, "policy.inter_task", str(e)) from None
+    except (ValueError, TypeError, ArithmeticError, MemoryError) as e:
+        raise InputError(cfg.file, "policy.inter_task", str(e) or type(e).__name__) from None
+    try:  # what the Controller derives from the policies (e.g. its expected-work prior) must compute too
+        Controller(controller_config(cfg), duration_for=lambda t: 1.0, memory_for=lambda t: None)
+    except (ValueError, TypeError, ArithmeticError, MemoryError) as e:
+        raise InputError(cfg.file, "policy", f"{type(e).__name__}: {e}") from None
 
 
 def _runtime_policy(cfg: RunConfig) -> tuple[ControllerConfig, Callable[[TaskSpec], float],

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from altosim.errors import InputError
+from altosim.errors import InputError, one_line
+from altosim.outdir import check_out, check_out_file, output_dir
+from altosim.schemas.limits import MAX_GPUS, MAX_SEED
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -33,14 +35,17 @@ def _with_policy(cfg: Any, args: argparse.Namespace) -> Any:
 
     data = cfg.model_dump()
     if getattr(args, "preset", None):
-        data["policy"].update(preset_policy(args.preset))
+        try:
+            data["policy"].update(preset_policy(args.preset))
+        except ValueError as e:
+            raise InputError("<args>", "--preset", str(e)) from None
     if getattr(args, "early_exit", None):
         data["policy"]["early_exit"] = {"name": args.early_exit, "params": {}}
     if getattr(args, "inter_task", None):
         data["policy"]["inter_task"] = {"name": args.inter_task, "params": {}}
     if getattr(args, "no_batching", False):
         data["policy"]["batching"] = False
-    if getattr(args, "gpus", None):
+    if getattr(args, "gpus", None) is not None:  # argparse checked the range (0 is an error, not "unset")
         data["cluster"]["gpus"] = args.gpus
     new = config_from_dict(data, cfg.file)
     return new
@@ -63,16 +68,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from altosim.simulate import check_policy, load_inputs, simulate, write_outputs
 
     cfg = _with_policy(load_config(args.config), args)
+    out = check_out(args.out or cfg.out or "runs/simulate")
     check_policy(cfg)
     inputs = load_inputs(cfg)
-    out = Path(args.out or cfg.out or "runs/simulate")
     bar, tick = _progress(len(inputs.tasks), "simulate", args.quiet)
-    try:
-        run = simulate(cfg, inputs, progress=tick)
-    finally:
-        if bar is not None:
-            bar.close()
-    files = write_outputs(run, out)
+    failed: list[str] = []
+    with output_dir(out) as stage:
+        try:
+            run = simulate(cfg, inputs, progress=tick)
+        finally:
+            if bar is not None:
+                bar.close()
+        files = [out / f.relative_to(stage) for f in write_outputs(run, stage, failed=failed)]
+    for problem in failed:
+        print(f"alto: warning: {problem} (the tables it is drawn from were written)", file=sys.stderr)
     _print_table([run.summary], SUMMARY_COLS)
     n_extra = run.meta["cost"]["extrapolations"]
     if n_extra:
@@ -85,21 +94,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from altosim.presets import PRESETS, preset_policy
-    from altosim.report import save_fig, write_csv
+    from altosim.report import try_plot, write_csv
     from altosim.schemas import config_from_dict, load_config
     from altosim.simulate import load_inputs, simulate
     from altosim.sweep import plot_sweep
 
+    out = check_out(args.out)
     presets = args.policies.split(",")
     for p in presets:
         if p not in PRESETS:
-            raise InputError("--policies", p, f"unknown preset; known: {', '.join(PRESETS)}")
+            raise InputError("<args>", "--policies", f"unknown preset {p!r}; known: {', '.join(PRESETS)}")
     configs = args.configs or [None]
+    loaded = []
+    for c in configs:  # every input is read and checked before the first simulation
+        base = load_config(c)
+        loaded.append((c, base, load_inputs(base)))
     rows = []
     bar, _ = _progress(len(presets) * len(configs), "sweep", args.quiet)
-    for c in configs:
-        base = load_config(c)
-        inputs = load_inputs(base)
+    for c, base, inputs in loaded:
         for p in presets:
             data = base.model_dump()
             data["policy"].update(preset_policy(p))
@@ -111,11 +123,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     df = pd.DataFrame(rows)
-    out = Path(args.out)
-    write_csv(df, out / "sweep.csv")
-    save_fig(plot_sweep(df), out / "sweep.png")
+    with output_dir(out) as stage:
+        write_csv(df, stage / "sweep.csv")
+        problem = try_plot(lambda: plot_sweep(df), stage / "sweep.png")
+    if problem:
+        print(f"alto: warning: {problem} (sweep.csv was written)", file=sys.stderr)
     _print_table(rows, ["workload"] + SUMMARY_COLS)
-    print(f"\nwrote {out}/sweep.csv and {out}/sweep.png")
+    print(f"\nwrote {out}/sweep.csv" + ("" if problem else f" and {out}/sweep.png"))
     return 0
 
 
@@ -155,6 +169,7 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
 
     if args.kind != "philly":
         raise InputError("<args>", "kind", f"unknown trace kind {args.kind!r}; known: philly")
+    check_out_file(args.out)
     loss = load_trace_dir(args.loss_traces) if args.loss_traces else load_default_loss_sets()
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
                         loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad)
@@ -224,9 +239,34 @@ def cmd_profile_from_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`alto: error: <args>: ...`) with exit code 2, like every
+    other bad input, instead of the usage block."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        print(f"alto: error: <args>: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def count(lo: int, hi: int) -> Any:
+    """An argparse type: an integer in [lo, hi] (bool-free, as the config's fields)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {one_line(text, 40)!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {v}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     s = sub.add_parser("simulate", help="simulate a workload (default: the embedded 11-task, 8-GPU study)")
     s.add_argument("config", nargs="?", help="YAML/JSON run config (default: the embedded workload)")
@@ -235,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--early-exit", help="early-exit policy name (alto, asha, median, none)")
     s.add_argument("--inter-task", help="inter-task scheduler name (cpsat, fifo, sjf)")
     s.add_argument("--no-batching", action="store_true", help="train one job at a time per task")
-    s.add_argument("--gpus", type=int, help="override cluster.gpus")
+    s.add_argument("--gpus", type=count(1, MAX_GPUS), help="override cluster.gpus")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_simulate)
 
@@ -256,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("kind", help="trace kind: philly")
     i.add_argument("file")
     i.add_argument("--out", required=True, help="workload file to write (.json or .csv)")
-    i.add_argument("--configs-per-task", type=int, default=16)
-    i.add_argument("--max-gpus", type=int, default=1024)
+    i.add_argument("--configs-per-task", type=count(1, 100_000), default=16)
+    i.add_argument("--max-gpus", type=count(1, MAX_GPUS), default=1024)
     i.add_argument("--loss-traces", help="folder of loss-trace sets (default: the embedded ones)")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=count(0, MAX_SEED), default=0)
     i.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of stopping")
     i.set_defaults(fn=cmd_import_trace)
 
@@ -320,11 +360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alto: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # registry/policy parameter errors are one-liners too
-        print(f"alto: error: {e}", file=sys.stderr)
+        print(f"alto: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alto: interrupted", file=sys.stderr)
         return 130
+    except RecursionError:  # a reader this was not caught in: too deeply nested input
+        print("alto: error: <input>: nested too deeply to read", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (full disk, permissions): one line naming the file
+        print(f"alto: error: {one_line(e.filename or '<file>')}: {one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

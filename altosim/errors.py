@@ -15,13 +15,23 @@ CONFIG = "<config>"
 _PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*$")
 
 
+MAX_ECHO = 300  # characters of a file name, field or problem shown; a 1 MB value is not echoed back
+
+
+def one_line(text: Any, limit: int = MAX_ECHO) -> str:
+    """`text` on one line, cut to `limit` characters (with how much was left out)."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else f"{s[:limit]}... [{len(s) - limit} more characters]"
+
+
 class InputError(ValueError):
-    """Bad input: names the file, the row (CSV line number, 1-based, header = line 1), the field."""
+    """Bad input: names the file, the row (CSV line number, 1-based, header = line 1), the field.
+    Every part is shown on one line and truncated (`MAX_ECHO`), whatever the input held."""
 
     def __init__(self, file: str, field: str, problem: str, line: int | None = None) -> None:
-        self.file = str(file)
-        self.field = field
-        self.problem = " ".join(str(problem).split())  # always one line
+        self.file = one_line(file)
+        self.field = one_line(field)
+        self.problem = one_line(problem)
         self.line = line
         super().__init__(str(self))
 

@@ -6,10 +6,12 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from altosim.errors import InputError
+from altosim.outdir import file_mode
 
 
 def atomic_write(files: list[tuple[Path, str | bytes]]) -> None:
@@ -23,7 +25,7 @@ def atomic_write(files: list[tuple[Path, str | bytes]]) -> None:
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
                 f.write(data.encode() if isinstance(data, str) else data)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+            os.chmod(tmp, file_mode())  # mkstemp makes 0600; outputs are ordinary files
         for tmp, path in temps:
             os.replace(tmp, path)
     finally:
@@ -38,8 +40,8 @@ def read_text(path: Path) -> str:
         return (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode()
     except FileNotFoundError:
         raise InputError(str(path), "<file>", "no such file") from None
-    except (OSError, UnicodeDecodeError, EOFError) as e:
-        raise InputError(str(path), "<file>", f"cannot read: {e}") from None
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz body
+        raise InputError(str(path), "<file>", f"cannot read: {e.strerror if isinstance(e, OSError) and e.strerror else e}") from None
 
 
 def json_file(path: Path) -> Any:
@@ -48,3 +50,5 @@ def json_file(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(str(path), "<json>", e.msg, e.lineno) from None
+    except RecursionError:
+        raise InputError(str(path), "<json>", "nested too deeply") from None

@@ -8,6 +8,7 @@ the decisions must follow from the events alone (ARCHITECTURE rule 1).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from altosim.errors import InputError
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.memory import MemoryModel
-from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, event_from_dict, to_dict
+from altosim.ids import id_problem
+from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, StepReport, TaskArrived, event_from_dict, to_dict
 
 
 @dataclass
@@ -46,6 +48,8 @@ def _grouped(records: list[Any], file: str) -> list[tuple[int, dict[str, Any], l
         if not isinstance(rec, dict):
             raise InputError(file, f"line {i}", f"expected a JSON object, got {type(rec).__name__}")
         if "event" in rec:
+            if not isinstance(rec["event"], dict) or not isinstance(rec.get("actions", []), list):
+                raise InputError(file, f"line {i}", "expected {\"event\": {...}, \"actions\": [...]}")
             out.append((i, rec["event"], list(rec.get("actions", []))))
         elif rec.get("kind") in EVENT_KINDS:
             out.append((i, rec, []))
@@ -54,6 +58,43 @@ def _grouped(records: list[Any], file: str) -> list[tuple[int, dict[str, Any], l
         else:
             raise InputError(file, f"line {i}", "expected an event or an action (a record with a known \"kind\")")
     return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _event_problem(ev: Any, jobs_of: dict[str, set[str]]) -> str | None:
+    """Why an event cannot come from a real run (a replay of it would prove nothing), or None.
+    Records each arriving task's jobs in `jobs_of`."""
+    if not _number(ev.now) or not math.isfinite(ev.now) or ev.now < 0:
+        return f"now: expected a finite time >= 0, got {ev.now!r}"
+    if isinstance(ev, TaskArrived):
+        tid = ev.task.task_id
+        problem = id_problem(tid)
+        if problem:
+            return f"task_id: {problem}"
+        if tid in jobs_of:
+            return f"task {tid!r} arrives twice"
+        jobs_of[tid] = {j.job_id for j in ev.task.jobs}
+        return None
+    task_id = getattr(ev, "task_id", None)
+    if task_id is None:
+        return None  # a Tick
+    if task_id not in jobs_of:
+        return f"task_id: task {task_id!r} never arrived earlier in the log"
+    if ev.job_id not in jobs_of[task_id]:
+        return f"job_id: task {task_id!r} has no job {ev.job_id!r}"
+    if isinstance(ev, StepReport):
+        for name in ("step", "samples"):
+            v = getattr(ev, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                return f"{name}: expected an integer >= 0, got {v!r}"
+        for name in ("train_loss", "val_loss", "metric"):
+            v = getattr(ev, name, None)
+            if v is not None and not _number(v):
+                return f"{name}: expected a number, got {v!r}"
+    return None
 
 
 def replay_records(records: list[Any], file: str = "<log>") -> ReplayResult:
@@ -66,16 +107,22 @@ def replay_records(records: list[Any], file: str = "<log>") -> ReplayResult:
                          "settings (an `alto run` older than the replayable header); rerun to get a replayable log")
     try:
         ctl = controller_from_meta(meta)
-    except (TypeError, ValueError, AttributeError) as e:
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as e:
         raise InputError(file, "line 1.meta", f"cannot rebuild the Controller: {e}") from None
     mismatches = []
     n_actions = 0
     steps = _grouped(records, file)
+    jobs_of: dict[str, set[str]] = {}  # the tasks that arrived so far and their jobs
     for i, event, logged in steps:
         try:
             ev = event_from_dict(event)
+            problem = _event_problem(ev, jobs_of)
+            if problem:
+                raise InputError(file, f"line {i}.event", problem)
             got = json.loads(json.dumps([to_dict(a) for a in ctl.on_event(ev)]))  # tuples -> lists
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
             raise InputError(file, f"line {i}.event", f"{type(e).__name__}: {e}") from None
         n_actions += len(got)
         if got != logged:
@@ -91,6 +138,10 @@ def replay_file(path: str | Path) -> ReplayResult:
         raise InputError(str(path), "<file>", "no such file")
     try:
         records = read_jsonl(path)
-    except ValueError as e:
+    except ValueError as e:  # also UnicodeDecodeError
         raise InputError(str(path), "<json>", str(e)) from None
+    except RecursionError:
+        raise InputError(str(path), "<json>", "nested too deeply") from None
+    except OSError as e:
+        raise InputError(str(path), "<file>", f"cannot read: {e.strerror or e}") from None
     return replay_records(records, str(path))

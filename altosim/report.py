@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from altosim.outdir import file_mode
 from altosim.sim.engine import Curve, SimResult
 from altosim.policy.types import TaskSpec
 
@@ -93,6 +94,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -120,13 +122,30 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def save_fig(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    _atomic(Path(path), lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
+    try:
+        _atomic(Path(path), lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
+
+
+def try_plot(make_fig: Callable[[], Any], path: Path) -> str | None:
+    """Draw and save one figure; on failure return one line naming the plot and why (the tables
+    it is drawn from are written anyway), instead of losing the run's other outputs."""
+    from altosim.errors import one_line
+
+    try:
+        save_fig(make_fig(), path)
+    except (ValueError, OverflowError, MemoryError, RuntimeError) as e:
+        return f"could not draw {Path(path).name}: {one_line(e, 200)}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
+
+
+GANTT_MAX_INCHES = 60.0  # a 10^5-GPU timeline stays a drawable figure (rows merge, no labels)
 
 
 def gantt_frame(res: SimResult) -> pd.DataFrame:
@@ -139,14 +158,15 @@ def plot_gantt(gantt: pd.DataFrame, num_gpus: int, title: str) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 0.35 * num_gpus + 1.5))
+    fig, ax = plt.subplots(figsize=(10, min(0.35 * num_gpus + 1.5, GANTT_MAX_INCHES)))
     tasks = sorted(gantt["task"].unique())
     cmap = plt.get_cmap("tab20")
     color = {t: cmap(i % 20) for i, t in enumerate(tasks)}
-    for row in gantt.itertuples():
-        ax.barh(row.gpu, (row.end_s - row.start_s) / 3600, left=row.start_s / 3600,
-                color=color[row.task], edgecolor="black", linewidth=0.3)
-        if num_gpus <= 32 and (row.end_s - row.start_s) > 0.03 * max(gantt["end_s"].max(), 1):
+    if len(gantt):  # one call for all bars: a timeline of 10^5 GPUs draws in seconds
+        ax.barh(gantt["gpu"], (gantt["end_s"] - gantt["start_s"]) / 3600, left=gantt["start_s"] / 3600,
+                color=[color[t] for t in gantt["task"]], edgecolor="black", linewidth=0.3 if num_gpus <= 256 else 0)
+    for row in gantt.itertuples() if num_gpus <= 32 else ():
+        if (row.end_s - row.start_s) > 0.03 * max(gantt["end_s"].max(), 1):
             ax.text((row.start_s + row.end_s) / 7200, row.gpu, row.task, ha="center", va="center", fontsize=6)
     ax.set_xlabel("time (h)")
     ax.set_ylabel("GPU")
@@ -192,7 +212,8 @@ def plot_losses(reports: pd.DataFrame, task_id: str) -> Any:
         ax.scatter([], [], marker=m, color=c, label=reason or "ran to the end")
     ax.set_xlabel("samples trained")
     ax.set_ylabel("val loss")
-    ax.set_yscale("log")
+    if (df["val_loss"].dropna() > 0).all():  # a loss <= 0 cannot be drawn on a log axis
+        ax.set_yscale("log")
     ax.set_title(f"{task_id}: val loss per config, with exit points")
     ax.legend(fontsize=7)
     return fig

@@ -19,8 +19,8 @@ from altosim.policy.controller import Controller
 from altosim.policy.memory import MemoryModel
 from altosim.policy.types import TaskSpec
 from altosim.report import (
-    gantt_frame, plot_gantt, plot_losses, report_frame, save_fig, summary_row, task_table,
-    write_csv, write_jsonl,
+    gantt_frame, plot_gantt, plot_losses, report_frame, summary_row, task_table, try_plot, write_csv,
+    write_jsonl,
 )
 from altosim.schemas import DEFAULT, LossCurve, LossTraceSet, RunConfig, WorkloadTrace
 from altosim.sim.engine import SimResult, Simulator
@@ -111,8 +111,9 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
     return SimRun(label, res, tdf, summary_row(res, tdf, label, wall), meta)
 
 
-def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
-    """summary.csv, tasks.csv, events.jsonl (+ plans.csv) and PNGs under `out`."""
+def write_outputs(run: SimRun, out: Path, loss_plots: int = 3, failed: list[str] | None = None) -> list[Path]:
+    """summary.csv, tasks.csv, events.jsonl (+ plans.csv) and PNGs under `out`; the files written.
+    A figure that cannot be drawn is left out and named in `failed` (one line each)."""
     out = Path(out)
     written = []
     write_csv(pd.DataFrame([run.summary]), out / "summary.csv")
@@ -126,14 +127,18 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3) -> list[Path]:
     written.append(out / "plans.csv")
     g = gantt_frame(run.result)
     write_csv(g, out / "gantt.csv")
-    save_fig(plot_gantt(g, run.result.num_gpus, f"GPU timeline ({run.label})"), out / "gantt.png")
-    written += [out / "gantt.csv", out / "gantt.png"]
+    written.append(out / "gantt.csv")
+    plots = [(out / "gantt.png", lambda: plot_gantt(g, run.result.num_gpus, f"GPU timeline ({run.label})"))]
     if run.result.log and loss_plots:
         reports = report_frame(run.result.log)
         write_csv(reports, out / "reports.csv")
         written.append(out / "reports.csv")
         for task_id in list(run.tasks_df["task"])[:loss_plots]:
-            p = out / f"losses_{task_id.replace('/', '_')}.png"
-            save_fig(plot_losses(reports, task_id), p)
-            written.append(p)
+            plots.append((out / f"losses_{task_id}.png", lambda t=task_id: plot_losses(reports, t)))
+    for path, make in plots:  # the tables above are written whatever happens to a figure
+        problem = try_plot(make, path)
+        if problem is None:
+            written.append(path)
+        elif failed is not None:
+            failed.append(problem)
     return written

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from altosim.errors import CONFIG, InputError, from_validation_error
+from altosim.schemas.limits import MAX_CONFIGS, MAX_GPUS, MAX_SEED, Float, Int
 from altosim.schemas.workload import WorkloadTrace
 
 DEFAULT = "default"
@@ -24,10 +25,10 @@ ANALYTIC = "analytic"
 class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpus: int = Field(8, ge=1, description="GPUs in the cluster")
+    gpus: Int = Field(8, ge=1, le=MAX_GPUS, description=f"GPUs in the cluster (at most {MAX_GPUS})")
     gpu_type: str = Field("H100", min_length=1, description="GPU type, a key of the cost profile")
-    gpu_memory_gb: float = Field(80.0, gt=0, allow_inf_nan=False, description="memory per GPU, GB")
-    link_gbps: float = Field(400.0, gt=0, allow_inf_nan=False, description="GPU interconnect, Gbit/s")
+    gpu_memory_gb: Float = Field(80.0, gt=0, allow_inf_nan=False, description="memory per GPU, GB")
+    link_gbps: Float = Field(400.0, gt=0, allow_inf_nan=False, description="GPU interconnect, Gbit/s")
 
 
 class PolicyRef(BaseModel):
@@ -50,8 +51,8 @@ class PolicyConfig(BaseModel):
     early_exit: PolicyRef = Field(default_factory=lambda: PolicyRef(name="alto"))
     inter_task: PolicyRef = Field(default_factory=lambda: PolicyRef(name="cpsat"))
     batching: bool = Field(True, description="co-locate a task's jobs in fused groups")
-    max_jobs_per_group: int | None = Field(None, ge=1, description="cap on co-located jobs")
-    memory_margin: float = Field(0.1, ge=0, lt=1, description="memory safety margin (fraction)")
+    max_jobs_per_group: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="cap on co-located jobs")
+    memory_margin: Float = Field(0.1, ge=0, lt=1, description="memory safety margin (fraction)")
 
 
 class RunConfig(BaseModel):
@@ -68,7 +69,7 @@ class RunConfig(BaseModel):
                               "the host-floor / GPU-line fit (smoother on a host-bound, jittery profile; `alto "
                               "check-fidelity` reports which predicts held-out rows better)")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     out: str | None = Field(None, description="output folder")
     _file: str = PrivateAttr(CONFIG)
 
@@ -100,6 +101,8 @@ def read_mapping(path: Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as e:
         raise InputError(str(path), "<json>", e.msg, e.lineno) from None
+    except RecursionError:
+        raise InputError(str(path), "<root>", "nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -13,6 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from altosim.ids import ID_RULE, id_problem
+from altosim.schemas.limits import (
+    MAX_BATCH, MAX_CONFIGS, MAX_EVALS, MAX_GPUS, MAX_RANK, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS, Float, Int,
+)
 from altosim.policy.types import JobSpec, TaskSpec
 
 
@@ -38,14 +42,14 @@ class SearchSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lr: list[float] = Field(description="learning rates (constant schedule)")
-    rank: list[int] = Field(description="LoRA ranks")
-    batch_size: list[int] = Field(description="per-adapter batch sizes")
-    alpha: list[float] | None = Field(None, description="LoRA alphas; None -> 2 * rank")
-    dropout: list[float] = Field(default_factory=lambda: [0.0], description="LoRA dropouts")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay for every job")
-    seed: int = Field(0, ge=0, description="base seed; each job's seed is derived from it")
-    subset: list[int] | None = Field(None, description="indices of the expanded grid to keep")
+    lr: list[Float] = Field(description="learning rates (constant schedule)")
+    rank: list[Int] = Field(max_length=MAX_CONFIGS, description="LoRA ranks")
+    batch_size: list[Int] = Field(max_length=MAX_CONFIGS, description="per-adapter batch sizes")
+    alpha: list[Float] | None = Field(None, description="LoRA alphas; None -> 2 * rank")
+    dropout: list[Float] = Field(default_factory=lambda: [0.0], description="LoRA dropouts")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay for every job")
+    seed: Int = Field(0, ge=0, le=MAX_SEED, description="base seed; each job's seed is derived from it")
+    subset: list[Int] | None = Field(None, description="indices of the expanded grid to keep")
 
     @field_validator("lr", "rank", "batch_size", "alpha")
     @classmethod
@@ -62,6 +66,12 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _subset(self) -> "SearchSpace":
+        if self.grid_size > MAX_CONFIGS:
+            raise ValueError(f"the grid expands to {self.grid_size} configs; at most {MAX_CONFIGS} per task")
+        if max(self.rank) > MAX_RANK:
+            raise ValueError(f"rank: at most {MAX_RANK}, got {max(self.rank)}")
+        if max(self.batch_size) > MAX_BATCH:
+            raise ValueError(f"batch_size: at most {MAX_BATCH}, got {max(self.batch_size)}")
         if self.subset is not None:
             n = self.grid_size
             if not self.subset:
@@ -111,28 +121,29 @@ class TaskRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, description="unique task id (no '/')")
-    arrival: float = Field(ge=0, allow_inf_nan=False, description="arrival time, seconds")
+    id: str = Field(description=f"unique task id: {ID_RULE} (altosim/ids.py)")
+    arrival: Float = Field(ge=0, allow_inf_nan=False, description="arrival time, seconds")
     model: str = Field(min_length=1, description="backbone name, e.g. Llama-3.2-1B")
     dataset: str = Field(min_length=1, description="dataset name (e.g. gsm8k); for `alto run` also a JSONL/CSV/Parquet file "
                          "or folder, relative to the workload file")
-    gpus: int = Field(ge=1, description="GPUs the task's executor needs")
+    gpus: Int = Field(ge=1, le=MAX_GPUS, description="GPUs the task's executor needs")
     search_space: SearchSpace
-    samples_per_job: int = Field(gt=0, description="samples a job sees if it runs to the end")
-    eval_every_samples: int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
-    seq_len: int = Field(512, gt=0, description="training sequence length, tokens")
+    samples_per_job: Int = Field(gt=0, le=MAX_SAMPLES, description="samples a job sees if it runs to the end")
+    eval_every_samples: Int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
+    seq_len: Int = Field(512, gt=0, le=MAX_SEQ_LEN, description="training sequence length, tokens")
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
-    duration_s: float | None = Field(
+    duration_s: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
         description="worst-case (no early exit) wall time; when set the simulator scales step "
         "times so that the task's no-exit duration equals it (used by real-trace imports)",
     )
 
-    @field_validator("id")
+    @field_validator("id", mode="before")
     @classmethod
-    def _id(cls, v: str) -> str:
-        if "/" in v or v.strip() != v:
-            raise ValueError("task id must not contain '/' or surrounding spaces")
+    def _id(cls, v: Any) -> str:
+        problem = id_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="before")
@@ -142,6 +153,14 @@ class TaskRecord(BaseModel):
             if isinstance(data.get("model"), str) and isinstance(data.get("dataset"), str):
                 data = {**data, "loss_trace": f"{data['model']}__{data['dataset']}"}
         return data
+
+    @model_validator(mode="after")
+    def _evals(self) -> "TaskRecord":
+        every = self.eval_every_samples or max(1, self.samples_per_job // 100)
+        if self.samples_per_job / every > MAX_EVALS:
+            raise ValueError(f"eval_every_samples: {self.samples_per_job} samples at one evaluation every {every} "
+                             f"is more than {MAX_EVALS} evaluations per job")
+        return self
 
     def to_task_spec(self, cache: dict | None = None) -> TaskSpec:
         space = self.search_space
@@ -170,15 +189,17 @@ class WorkloadTrace(BaseModel):
     synthetic: bool = Field(description="True when any part was generated, not measured")
     source: str = Field("", description="where it came from (file, generator, paper)")
     meta: dict[str, Any] = Field(default_factory=dict)
-    tasks: list[TaskRecord]
+    tasks: list[TaskRecord] = Field(max_length=MAX_TASKS)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "WorkloadTrace":
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for i, t in enumerate(self.tasks):
-            if t.id in seen:
-                raise ValueError(f"tasks[{i}].id: duplicate task id {t.id!r}")
-            seen.add(t.id)
+            key = t.id.casefold()  # task folders must differ on case-insensitive file systems too
+            if key in seen:
+                same = "" if seen[key] == t.id else f" (same as {seen[key]!r} ignoring case)"
+                raise ValueError(f"tasks[{i}].id: duplicate task id {t.id!r}{same}")
+            seen[key] = t.id
         return self
 
     def to_task_specs(self) -> list[TaskSpec]:

@@ -36,10 +36,21 @@ def read_workload(path: str | Path) -> WorkloadTrace:
                 json.loads(text)
             except json.JSONDecodeError as je:
                 raise InputError(str(path), "<json>", je.msg, je.lineno) from None
+            except RecursionError:
+                raise InputError(str(path), "<json>", "nested too deeply") from None
         raise from_validation_error(e, str(path)) from None
 
 
 def _read_workload_csv(path: Path) -> WorkloadTrace:
+    try:
+        return _parse_workload_csv(path)
+    except csv.Error as e:  # e.g. a field over the csv module's 128 KB limit, a NUL byte
+        raise InputError(str(path), "<csv>", str(e)) from None
+    except RecursionError:
+        raise InputError(str(path), "search_space", "nested too deeply") from None
+
+
+def _parse_workload_csv(path: Path) -> WorkloadTrace:
     lines = read_text(path).splitlines(keepends=True)
     head: dict[str, Any] = {"name": path.stem, "synthetic": False, "source": str(path)}
     skip = 0

@@ -27,7 +27,7 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     assert rc == 0
     rows = list(csv.DictReader(open(out / "tasks.csv")))
     assert len(rows) == 1 and rows[0]["best_job"].startswith("t1/j") and rows[0]["samples_trained"] == "24"
-    assert (out / "t1" / "best_adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "tasks" / "t1" / "best_adapter" / "adapter_model.safetensors").is_file()
     assert 0.0 <= float(rows[0]["best_metric"]) <= 1.0
     lines = (out / "events.jsonl").read_text().splitlines()
     kinds = [json.loads(x).get("kind") for x in lines[1:]]

@@ -199,7 +199,7 @@ class Alto(EarlyExitPolicy):
         if self.cut_groups not in CUT_GROUPS:
             raise ValueError(f"alto: parameter 'cut_groups' must be one of {', '.join(CUT_GROUPS)}, "
                              f"got {self.cut_groups!r}")
-        check("alto", "cuts", self.cuts, integer=True, lo=1)
+        check("alto", "cuts", self.cuts, integer=True, lo=1, hi=64)  # bounded: each cut is a list entry
         check("alto", "cut_spacing", self.cut_spacing, lo=1, lo_open=True)
         if not isinstance(self.hold_at_gate, bool):
             raise ValueError(f"alto: parameter 'hold_at_gate' must be true or false, got {self.hold_at_gate!r}")

@@ -1,0 +1,175 @@
+"""Output folders and files: checked before any work, locked against a second writer, filled atomically.
+
+`check_out` rejects an `--out` that cannot work (a file, not writable, a name too long, a NUL)
+before anything runs. `output_dir` locks the folder (`<out>/.alto.lock`, an flock the kernel
+frees when the process dies), gives the caller a staging folder inside it, and moves the staged
+files into place only when the block ends without an error; on an error the staging folder,
+the lock and every folder it created are removed, so bad input leaves nothing in `--out`.
+`locked_dir` is the same lock without staging, for `alto run`, whose checkpoint and adapters
+must stay in place between a stop and a resume.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from altosim.errors import InputError
+
+LOCK = ".alto.lock"
+MAX_NAME_BYTES = 255  # one path component (Linux NAME_MAX)
+MAX_PATH_BYTES = 4000  # the whole path (Linux PATH_MAX is 4096)
+
+
+def file_mode() -> int:
+    """The mode an ordinary new file gets under the process umask (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def check_path(path: str | Path, flag: str) -> Path:
+    """A path a file can be created at: no NUL, components <= 255 bytes, <= 4000 bytes in all."""
+    text = str(path)
+    if "\x00" in text:
+        raise InputError(flag, "<path>", "contains a NUL character")
+    if not text.strip():
+        raise InputError(flag, "<path>", "empty path")
+    p = Path(text).expanduser()
+    for part in p.parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise InputError(flag, "<path>", f"a folder or file name of {len(os.fsencode(part))} bytes in {text!r}; "
+                             f"at most {MAX_NAME_BYTES}")
+    if len(os.fsencode(str(p.absolute()))) > MAX_PATH_BYTES:
+        raise InputError(flag, "<path>", f"path longer than {MAX_PATH_BYTES} bytes")
+    return p
+
+
+def _existing_ancestor(p: Path) -> Path:
+    q = p.absolute()
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    return q
+
+
+def _check_writable(p: Path, flag: str) -> None:
+    anc = _existing_ancestor(p if not p.exists() else p)
+    if not anc.is_dir():
+        raise InputError(flag, str(anc), "is a file, so no folder can be made under it")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise InputError(flag, str(anc), "folder is not writable")
+
+
+def check_out(out: str | Path, flag: str = "--out") -> Path:
+    """An output folder: not a file, creatable and writable. Raises InputError otherwise."""
+    p = check_path(out, flag)
+    if p.exists() and not p.is_dir():
+        raise InputError(flag, str(p), "is a file, expected an output folder")
+    _check_writable(p, flag)
+    return p
+
+
+def check_out_file(out: str | Path, flag: str = "--out") -> Path:
+    """An output file path: not an existing folder, its folder creatable and writable."""
+    p = check_path(out, flag)
+    if p.is_dir():
+        raise InputError(flag, str(p), "is a folder, expected a file name (e.g. workload.json)")
+    _check_writable(p.parent, flag)
+    return p
+
+
+def _mkdirs(p: Path) -> list[Path]:
+    """Create `p` and missing parents; return the folders created, outermost first."""
+    missing = []
+    q = p.absolute()
+    while not q.exists():
+        missing.append(q)
+        q = q.parent
+    missing.reverse()
+    for d in missing:
+        try:
+            d.mkdir()
+        except FileExistsError:
+            pass
+    return missing
+
+
+def _remove_created(created: list[Path]) -> None:
+    for d in reversed(created):
+        try:
+            d.rmdir()  # only if empty: never deletes what someone else put there
+        except OSError:
+            break
+
+
+@contextmanager
+def _locked(out: Path, flag: str) -> Iterator[list[Path]]:
+    created = _mkdirs(out)
+    lock_path = out / LOCK
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, file_mode())
+    except OSError as e:
+        _remove_created(created)
+        raise InputError(flag, str(out), f"cannot write here: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise InputError(flag, str(out), "another alto command is writing this folder (it holds "
+                             f"{lock_path}); wait for it or pick another --out") from None
+        raise
+    try:
+        yield created
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextmanager
+def locked_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
+    """`out` created and locked for the block; folders it created are removed again if the
+    block fails while they are still empty."""
+    p = check_out(out, flag)
+    with _locked(p, flag) as created:
+        try:
+            yield p
+        except BaseException:
+            (p / LOCK).unlink(missing_ok=True)
+            _remove_created(created)
+            raise
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if entry.is_dir() and target.is_dir():
+            _move_into(entry, target)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+
+
+@contextmanager
+def output_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
+    """Yield a staging folder inside the locked `out`; its files replace those of `out` when the
+    block succeeds, and nothing of it is left when the block fails."""
+    p = check_out(out, flag)
+    with _locked(p, flag) as created:
+        stage = Path(tempfile.mkdtemp(prefix=".alto-stage-", dir=p))
+        try:
+            yield stage
+            _move_into(stage, p)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            (p / LOCK).unlink(missing_ok=True)
+            _remove_created(created)
+            raise
+        shutil.rmtree(stage, ignore_errors=True)
