@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from altosim.errors import InputError
+from altosim.errors import InputError, one_line
 
 LOCK = ".alto.lock"
 MAX_NAME_BYTES = 255  # one path component (Linux NAME_MAX)
@@ -44,8 +44,8 @@ def check_path(path: str | Path, flag: str) -> Path:
     p = Path(text).expanduser()
     for part in p.parts:
         if len(os.fsencode(part)) > MAX_NAME_BYTES:
-            raise InputError(flag, "<path>", f"a folder or file name of {len(os.fsencode(part))} bytes in {text!r}; "
-                             f"at most {MAX_NAME_BYTES}")
+            raise InputError(flag, "<path>", f"a folder or file name of {len(os.fsencode(part))} bytes, at most "
+                             f"{MAX_NAME_BYTES}: {one_line(text, 100)!r}")
     if len(os.fsencode(str(p.absolute()))) > MAX_PATH_BYTES:
         raise InputError(flag, "<path>", f"path longer than {MAX_PATH_BYTES} bytes")
     return p
