@@ -112,7 +112,6 @@ def run_config(
 
     out = check_out(out)  # a file, unwritable or too long: said before any work
     check_policy(cfg)
-    seed_everything(cfg.seed)  # torch (dropout), numpy, random: two runs of one config take the same decisions
     wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
     workload = read_workload(wl_file)
     cfg.check_workload(workload, wl_file)
@@ -160,6 +159,9 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
                              checkpoint_extra={KEY: key})
     meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
             **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
+    # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
+    # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
+    seed_everything(cfg.seed)
     t0 = time.perf_counter()
     try:
         log = backend.run(tasks)
