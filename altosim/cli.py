@@ -165,12 +165,10 @@ def _action_text(actions: list[dict[str, Any]], k: int, width: int = 120) -> str
 def cmd_import_trace(args: argparse.Namespace) -> int:
     from altosim.importers.philly import import_philly
     from altosim.traces_io import load_trace_dir, write_workload
-    from altosim.workloads import load_default_loss_sets
-
     if args.kind != "philly":
         raise InputError("<args>", "kind", f"unknown trace kind {args.kind!r}; known: philly")
     check_out_file(args.out)
-    loss = load_trace_dir(args.loss_traces) if args.loss_traces else load_default_loss_sets()
+    loss = load_trace_dir(args.loss_traces) if args.loss_traces else None  # None: the embedded pool, read after the trace
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
                         loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad)
     write_workload(res.workload, args.out)

@@ -44,8 +44,26 @@ def read_text(path: Path) -> str:
         raise InputError(str(path), "<file>", f"cannot read: {e.strerror if isinstance(e, OSError) and e.strerror else e}") from None
 
 
+MAX_DEPTH = 100  # brackets deep: no real config, workload or log comes near; parsers recurse (or crawl) on more
+
+
+def check_nesting(text: str, file: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON/YAML nested deeper than `limit` brackets before a parser recurses into it
+    (brackets inside strings count too: a bound, not a parse)."""
+    if text.count("[") + text.count("{") <= limit:
+        return
+    import numpy as np
+
+    b = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    step = (np.isin(b, (0x5B, 0x7B)).astype(np.int32) - np.isin(b, (0x5D, 0x7D)).astype(np.int32))
+    depth = int(np.cumsum(step).max(initial=0))
+    if depth > limit:
+        raise InputError(file, "<root>", f"nested {depth} levels deep; at most {limit}")
+
+
 def json_file(path: Path) -> Any:
     text = read_text(path)
+    check_nesting(text, str(path))
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -17,7 +17,7 @@ from altosim.errors import InputError
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.memory import MemoryModel
 from altosim.ids import id_problem
-from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, StepReport, TaskArrived, event_from_dict, to_dict
+from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, StepReport, TaskArrived, Tick, event_from_dict, to_dict
 
 
 @dataclass
@@ -78,12 +78,12 @@ def _event_problem(ev: Any, jobs_of: dict[str, set[str]]) -> str | None:
             return f"task {tid!r} arrives twice"
         jobs_of[tid] = {j.job_id for j in ev.task.jobs}
         return None
-    task_id = getattr(ev, "task_id", None)
-    if task_id is None:
-        return None  # a Tick
-    if task_id not in jobs_of:
+    if isinstance(ev, Tick):
+        return None
+    task_id = ev.task_id
+    if not isinstance(task_id, str) or task_id not in jobs_of:
         return f"task_id: task {task_id!r} never arrived earlier in the log"
-    if ev.job_id not in jobs_of[task_id]:
+    if not isinstance(ev.job_id, str) or ev.job_id not in jobs_of[task_id]:
         return f"job_id: task {task_id!r} has no job {ev.job_id!r}"
     if isinstance(ev, StepReport):
         for name in ("step", "samples"):
@@ -131,17 +131,17 @@ def replay_records(records: list[Any], file: str = "<log>") -> ReplayResult:
 
 
 def replay_file(path: str | Path) -> ReplayResult:
-    from altosim.report import read_jsonl
+    from altosim.files import check_nesting, read_text
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(str(path), "<file>", "no such file")
-    try:
-        records = read_jsonl(path)
-    except ValueError as e:  # also UnicodeDecodeError
-        raise InputError(str(path), "<json>", str(e)) from None
-    except RecursionError:
-        raise InputError(str(path), "<json>", "nested too deeply") from None
-    except OSError as e:
-        raise InputError(str(path), "<file>", f"cannot read: {e.strerror or e}") from None
+    text = read_text(path)  # missing, unreadable, not UTF-8: one line naming the file
+    records = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        check_nesting(line, f"{path}: line {i}")
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise InputError(str(path), f"line {i}", f"invalid JSON: {e.msg}") from None
     return replay_records(records, str(path))

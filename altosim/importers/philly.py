@@ -115,9 +115,7 @@ def import_philly(
         raise InputError("<arguments>", "samples_per_job", f"must be >= 1 (got {samples_per_job})")
     if max_gpus < 1:
         raise InputError("<arguments>", "max_gpus", f"must be >= 1 (got {max_gpus})")
-    if loss_sets is None:
-        loss_sets = load_default_loss_sets()
-    if not loss_sets:
+    if loss_sets is not None and not loss_sets:
         raise InputError("<arguments>", "loss_sets", "the loss-trace pool is empty")
     path = Path(csv_path)
     t_start, t_end = _parse_time(start, "start"), _parse_time(end, "end")
@@ -125,8 +123,10 @@ def import_philly(
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except FileNotFoundError:
         raise InputError(str(path), "<file>", "no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise InputError(str(path), "<csv>", str(e)) from None
+    except OSError as e:  # a folder, unreadable, a corrupt .gz
+        raise InputError(str(path), "<file>", f"cannot read: {e.strerror or e}") from None
     for col in REQUIRED:
         if col not in df.columns:
             raise InputError(str(path), col, "missing column", 1)
@@ -140,6 +140,8 @@ def import_philly(
         tail += f"{', ...' if len(bad) > 4 else ''}; {len(bad)} bad row(s) in all (skip_bad / --skip-bad skips them)"
         raise InputError(str(path), field_, problem + tail, first.line)
 
+    if loss_sets is None:  # read after the trace is checked: a bad trace fails without loading the pool
+        loss_sets = load_default_loss_sets()
     good = np.ones(len(df), dtype=bool)
     good[[b.line - 2 for b in bad]] = False
     origin = t_start if t_start is not None else (ts[good].min() if good.any() else pd.Timestamp(0))

@@ -97,6 +97,9 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise InputError(str(path), "<file>", "no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(str(path), "<file>", f"cannot read: {e}") from None
+    from altosim.files import check_nesting  # no cycle: files imports only errors and outdir
+
+    check_nesting(text, str(path))
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as e:

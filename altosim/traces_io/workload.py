@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from altosim.errors import InputError, from_validation_error
 from altosim.schemas import TaskRecord, WorkloadTrace
-from altosim.files import atomic_write, read_text
+from altosim.files import atomic_write, check_nesting, read_text
 
 
 _WORKLOAD_HEAD = "# alto-workload "
@@ -28,6 +28,7 @@ def read_workload(path: str | Path) -> WorkloadTrace:
     if path.suffix == ".csv":
         return _read_workload_csv(path)
     text = read_text(path)
+    check_nesting(text, str(path))
     try:
         return WorkloadTrace.model_validate_json(text)
     except ValidationError as e:
