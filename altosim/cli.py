@@ -185,6 +185,7 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
     from altosim.fidelity import check_fidelity
     from altosim.schemas import load_config
 
+    check_out(args.out)
     cfg = load_config(args.config) if args.config else None
     if getattr(args, "calibrate_from", None):
         return _check_heldout(args, cfg)
@@ -224,6 +225,7 @@ def cmd_profile_from_run(args: argparse.Namespace) -> int:
     from altosim.cost import EvalShape, write_cost_profile
     from altosim.fidelity import profile_from_run, read_run, run_val_rows
 
+    check_out_file(args.out)
     run = read_run(args.run)
     rows = args.val_rows if args.val_rows is not None else run_val_rows(run.folder)
     prof = profile_from_run(run, args.gpu_type, shape=EvalShape(rows), overheads=args.overheads)

@@ -31,6 +31,7 @@ def load_run_inputs(config: RunConfig) -> RunInputs:
     loss_dir = " + ".join(map(str, default_loss_dirs())) if default else Path(config.loss_traces)
     workload = read_workload(wl_path)
     config.check_workload(workload, str(wl_path))
+    cost = None if config.cost_profile == ANALYTIC else read_cost_profile(config.cost_profile)  # small files first
     sets = load_default_loss_sets() if default else load_trace_dir(loss_dir)
     for i, t in enumerate(workload.tasks):
         if t.loss_trace not in sets:
@@ -38,6 +39,5 @@ def load_run_inputs(config: RunConfig) -> RunInputs:
             raise InputError(str(wl_path), f"tasks[{i}].loss_trace",
                              f"task {t.id!r}: no loss-trace set {t.loss_trace!r} in {loss_dir} (has: {known})")
     used = {t.loss_trace for t in workload.tasks}
-    cost = None if config.cost_profile == ANALYTIC else read_cost_profile(config.cost_profile)
     return RunInputs(config=config, workload=workload, workload_file=str(wl_path),
                      loss_sets={k: v for k, v in sets.items() if k in used}, cost_profile=cost)

@@ -355,3 +355,14 @@ def run_hostile_keep(files: dict[str, str | bytes], argv: list[str]) -> None:
         rc, _, err = cli(*argv)
         assert_input_error(rc, err)
         assert _files(here) == before
+
+
+# ---------------------------------------------------------------------------- cost profiles
+
+
+@SETTINGS
+@given(st.one_of(RAW_FILES, st.sampled_from(["gpu_type,model\nH100,x\n", "a,b\n1,2\n", "", "\n\n"])),
+       st.sampled_from(["cost.csv", "cost.json"]))
+def test_simulate_rejects_malformed_cost_profiles(raw, name):
+    run_hostile({"wl.json": json.dumps(WORKLOAD), name: raw, "cfg.json": json.dumps({**CONFIG, "cost_profile": name})},
+                "simulate", "cfg.json", "--out", "out", "-q")
