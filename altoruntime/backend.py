@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from altosim.ids import task_dir
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport,
     Suspend, TaskArrived, TaskSpec, Tick, to_dict,
 )
-from altosim.ids import task_dir
 from altoruntime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from altoruntime.export import export_peft
 from altoruntime.task_data import SplitData, TaskData  # noqa: F401 (SplitData re-exported)

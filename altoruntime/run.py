@@ -19,16 +19,16 @@ from typing import Any, Callable
 
 import torch
 
+from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
+from altosim.outdir import check_out, locked_dir
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
 from altosim.schemas import DEFAULT, RunConfig
-from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import load_backbone, tiny_llama
-from altosim.outdir import check_out, locked_dir
-from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
+from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
 
 
