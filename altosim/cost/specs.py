@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -71,8 +73,17 @@ GPUS: dict[str, GpuSpec] = {
 }
 
 
+_CUT = re.compile(r"^(?P<base>.+)-l(?P<layers>[0-9]{1,4})$")
+
+
 def model_shape(name: str) -> ModelShape:
+    """A known model, or `<known model>-L<N>`: its first N decoder layers (what
+    `experiments/e2e_sweep.py --backbone-layers N` trains and labels so)."""
     key = name.lower()
-    if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[key]
+    if key in MODELS:
+        return MODELS[key]
+    cut = _CUT.match(key)
+    if cut and cut["base"] in MODELS and 1 <= int(cut["layers"]) <= MODELS[cut["base"]].layers:
+        return replace(MODELS[cut["base"]].truncated(int(cut["layers"])), name=key)
+    raise ValueError(f"unknown model {name[:80]!r}; known: {', '.join(sorted(MODELS))} "
+                     "(or '<model>-L<N>' for its first N layers)")

@@ -41,3 +41,15 @@ def test_validation_prices_through_any_step_cost():
     assert EvalShape(val_rows=32).calls(2) == [2, 2]  # the calibration's view of the same call pattern
     model = ValidationCost(cost_model_for("H100"), val_rows=32)
     assert isinstance(model.cost, CostModel) and model(TASK, list(JOBS)) > 0
+
+
+def test_a_cut_backbone_is_its_base_model_with_fewer_layers():
+    from altosim.cost.specs import MODELS, model_shape
+
+    cut = model_shape("SmolLM2-135M-L12")
+    base = MODELS["smollm2-135m"]
+    assert cut.layers == 12 and cut.name == "smollm2-135m-l12"
+    assert cut.params == base.params - 18 * base.layer_params and cut.hidden == base.hidden
+    for bad in ("SmolLM2-135M-L0", "SmolLM2-135M-L31", "nope-L3", "SmolLM2-135M-Lx"):
+        with pytest.raises(ValueError, match="unknown model"):
+            model_shape(bad)
