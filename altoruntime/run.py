@@ -130,9 +130,13 @@ def run_config(
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
         raw[t.task_id] = ds
+        try:
+            train, val = (ds.tokenize(base.tokenizer, split, seq_len=t.seq_len) for split in ("train", "val"))
+        except ValueError as e:  # e.g. a prompt longer than the task's seq_len
+            raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
         datasets[t.task_id] = SplitData(
-            ds.tokenize(base.tokenizer, "train", seq_len=t.seq_len), ds.tokenize(base.tokenizer, "val", seq_len=t.seq_len),
-            val_batch_size, final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
+            train, val, val_batch_size,
+            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")

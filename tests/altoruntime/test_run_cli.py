@@ -85,3 +85,14 @@ def test_alto_run_bad_own_data_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2 and f": {field}: " in err and needle in err and len(err.splitlines()) == 1, err
         assert not out.exists()  # nothing half-written
+
+
+def test_alto_run_seq_len_too_short_names_the_workload_field(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    wl = json.loads((tmp_path / "wl.json").read_text())
+    wl["tasks"][0]["seq_len"] = 16
+    (tmp_path / "wl.json").write_text(json.dumps(wl))
+    rc = main(["run", cfg, "--backbone", "tiny", "--out", str(tmp_path / "o"), "--n-train", "12", "--n-val", "4",
+               "--n-eval", "0", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "wl.json" in err and "tasks[0].seq_len" in err
