@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
+from pydantic import Field
 
 from altosim.policy.early_exit import EarlyExitPolicy, Verdict, build_early_exit  # noqa: F401
 from altosim.policy.early_exit.alto import PAPER_PARAMS, SH_PARAMS
@@ -94,16 +95,15 @@ SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
 
 
 # ------------------------------------------------------------------ a policy that replays stops
-@dataclass
 class FixedStops(EarlyExitPolicy):
     """Stops job j at its first report at or past step `stops[j]` (for replaying Optuna's counts);
     jobs in `diverged` stop there as "diverging" (they are never a task's result)."""
 
     name: ClassVar[str] = "fixed_stops"
-    stops: dict[str, int] = field(default_factory=dict)
-    diverged: list[str] = field(default_factory=list)
+    stops: dict[str, int] = Field(default_factory=dict)
+    diverged: list[str] = Field(default_factory=list)
 
-    def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
+    def judge(self, hist: JobHistory, i: int, task: TaskSpec) -> Verdict:
         job = hist.job
         stop = self.stops.get(job.job_id)
         if stop is None or hist.steps[i] < stop or hist.steps[i] >= task.total_steps(job):

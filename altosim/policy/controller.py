@@ -13,8 +13,9 @@ policy's cohort cut keeps the best and the suspended survivors are resumed as sl
 With hold at gate (`ControllerConfig.hold_at_gate`, else the policy's `holds_at_gate()`: alto's
 default) a job that reaches its gate is suspended too while any other job still warms up, so
 the cut compares jobs at equal samples and no sample is trained past a gate before its cut.
-A policy may make several cuts (`n_cuts`, gates from `cut_steps`): after each, the next gates
-are set and the same wait-hold-cut repeats with the survivors.
+A policy may make several cuts (its `rungs`, budget fractions; a job's gate is its first
+evaluation at or past the rung): after each, the next gates are set and the same wait-hold-cut
+repeats with the survivors.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from altosim.policy.early_exit import EarlyExitPolicy, build_early_exit
+from altosim.policy.early_exit.base import gate_step
 from altosim.policy import inter as _inter  # noqa: F401  (registers the inter-task schedulers)
 from altosim.policy.inter import RunningTask, WaitingTask
 from altosim.policy.registry import INTER_TASK
@@ -106,6 +108,12 @@ class TaskState:
         return any(s in ("pending", "running", "suspended") for s in self.state.values())
 
 
+def _gate(policy: EarlyExitPolicy, task: TaskSpec, job: JobSpec, cut: int) -> int | None:
+    """The step where `job` waits for cut number `cut`; None past the policy's last cut."""
+    rungs = policy.rungs()
+    return gate_step(task, job, rungs[cut]) if cut < len(rungs) else None
+
+
 class Controller:
     """Deterministic policy core. `on_event(event) -> list[Action]`.
 
@@ -165,7 +173,7 @@ class Controller:
             return []  # a stopped job's late report changes nothing
         h = ts.hist[ev.job_id]
         h.add(ev)
-        verdict = ts.policy.on_report(h, ts.hist, ts.task)
+        verdict = ts.policy.on_report(h, ts.task)
         if verdict.stop:  # the early-exit decision, in one line
             return self._stop(ts, h.job, verdict.reason or "pruned", verdict.restore_best, ev.now)
         gate = ts.gate[ev.job_id]
@@ -221,9 +229,9 @@ class Controller:
         finished), keep the policy's top; then set the gates of the cut after it, if any."""
         acts: list[Action] = []
         while not ts.cut_done and not all(g is None for g in ts.gate.values()) and not self._warming(ts):
-            ts.cuts_done += 1
             alive = {j: ts.hist[j] for j, s in ts.state.items() if s in ("running", "suspended")}
-            keep = set(ts.policy.select(alive, ts.task)) if alive else set()
+            keep = set(ts.policy.select(alive, ts.task, ts.cuts_done)) if alive else set()
+            ts.cuts_done += 1
             for job_id in sorted(alive):
                 if job_id not in keep:
                     ts.state[job_id] = "stopped"
@@ -234,7 +242,7 @@ class Controller:
             if ts.cut_done:
                 break
             for j in ts.task.jobs:
-                ts.gate[j.job_id] = ts.policy.cut_steps(j, ts.task, ts.cuts_done)
+                ts.gate[j.job_id] = _gate(ts.policy, ts.task, j, ts.cuts_done)
                 h, g = ts.hist[j.job_id], ts.gate[j.job_id]
                 if ts.state[j.job_id] in ("running", "suspended") and g is not None and h.steps and h.steps[-1] >= g:
                     ts.warmed.add(j.job_id)
@@ -359,8 +367,8 @@ class Controller:
             memory=self.memory_for(task),
             state={j.job_id: "pending" for j in task.jobs},
             hist={j.job_id: JobHistory(j, task.total_steps(j)) for j in task.jobs},
-            gate={j.job_id: policy.cut_steps(j, task, 0) for j in task.jobs},
-            n_cuts=policy.n_cuts(),
+            gate={j.job_id: _gate(policy, task, j, 0) for j in task.jobs},
+            n_cuts=len(policy.rungs()),
         )
         self.running[task.task_id] = ts
         acts: list[Action] = [StartTask(task.task_id, gpus)]

@@ -146,7 +146,7 @@ Event = Union[TaskArrived, StepReport, JobFinished, JobFailed, Tick]
 # ---------------------------------------------------------------------------------------------
 
 StopReason = Literal[
-    "diverging", "overfitting", "underperforming", "pruned", "failed", "no_fit"
+    "diverging", "overfitting", "underperforming", "pruned", "budget", "failed", "no_fit"
 ]
 
 

@@ -48,6 +48,17 @@ class PolicyRef(BaseModel):
 class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="after")
+    def _resolve_tuned(self) -> "PolicyConfig":
+        """`early_exit: {name: tuned, params: {file: ...}}` becomes the `alto` policy with the
+        file's parameters here, when the config loads, so no policy reads a file later."""
+        from altosim.tuned_params import resolve_tuned
+
+        name, params = resolve_tuned(self.early_exit.name, dict(self.early_exit.params))
+        if name != self.early_exit.name:
+            object.__setattr__(self, "early_exit", PolicyRef(name=name, params=params))
+        return self
+
     early_exit: PolicyRef = Field(default_factory=lambda: PolicyRef(name="alto"))
     inter_task: PolicyRef = Field(default_factory=lambda: PolicyRef(name="cpsat"))
     batching: bool = Field(True, description="co-locate a task's jobs in fused groups")
@@ -117,8 +128,23 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def _tuned_file_from(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A `tuned` policy's relative `file` taken relative to the config's folder, like the
+    other paths (the file is read when the config validates)."""
+    ee = (data.get("policy") or {}).get("early_exit") if isinstance(data.get("policy"), dict) else None
+    if not isinstance(ee, dict) or ee.get("name") != "tuned" or not isinstance(ee.get("params"), dict):
+        return data
+    file = ee["params"].get("file")
+    if not isinstance(file, str) or not file or Path(file).expanduser().is_absolute():
+        return data
+    params = {**ee["params"], "file": str(base / Path(file).expanduser())}
+    return {**data, "policy": {**data["policy"], "early_exit": {**ee, "params": params}}}
+
+
 def config_from_dict(data: dict[str, Any], file: str = CONFIG, base: Path | None = None) -> RunConfig:
     """Validate a mapping; relative paths are resolved against `base` and must exist."""
+    if base is not None:
+        data = _tuned_file_from(data, base)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from altosim.policy.controller import Controller, ControllerConfig
+from altosim.policy.early_exit.base import gate_step
 from altosim.policy.types import (
     Admit, FinishTask, JobFinished, JobSpec, StartTask, StepReport, Stop, Suspend, TaskArrived, TaskSpec,
 )
@@ -58,7 +59,8 @@ class Lockstep:
         if not self.check_gates or ts is None or ts.cut_done:
             return
         for j in self.task.jobs:
-            gate = ts.policy.cut_steps(j, self.task, ts.cuts_done)
+            rungs = ts.policy.rungs()
+            gate = gate_step(self.task, j, rungs[ts.cuts_done]) if ts.cuts_done < len(rungs) else None
             if self.state[j.job_id] != "stopped" and gate is not None:
                 assert self.step[j.job_id] <= gate, f"{j.job_id} at step {self.step[j.job_id]} past gate {gate}"
 
@@ -144,10 +146,10 @@ def test_hold_suspends_at_the_gate_and_resumes_survivors_after_the_cut():
     sim.apply = lambda acts: (log.extend(acts), orig(acts))[1]
     sim.run()
     suspended = [a.job_id for a in log if isinstance(a, Suspend)]
-    # gate: evaluation 2 of 20; batches 2 and 4 evaluate every step (j2, j3: gate at tick 2),
-    # batch 1 every 2 steps (j0, j1: tick 4); j1, the last to get there, is not held: its
-    # report makes the cut
-    assert suspended == ["j2", "j3", "j0"]
+    # gate: 10% of the budget, 4 samples: batch 4 evaluates every step (j3: tick 1), batch 2
+    # too (j2: tick 2), batch 1 every 2 steps (j0, j1: tick 4); j1, the last to get there, is
+    # not held: its report makes the cut
+    assert suspended == ["j3", "j2", "j0"]
     stops = {a.job_id: a.reason for a in log if isinstance(a, Stop)}
     assert stops == {"j2": "underperforming", "j3": "underperforming"}
     assert [a.job_id for a in log if isinstance(a, Admit) and a.resume] == ["j0"]

@@ -9,7 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from altosim.policy.early_exit import CONTINUE, Alto, Verdict, build_early_exit
-from altosim.policy.early_exit.alto import PAPER_PARAMS, SH_PARAMS
+from altosim.policy.early_exit.alto import PAPER_PARAMS
+from altosim.policy.early_exit.base import gate_step
 from altosim.policy.types import JobHistory, JobSpec, StepReport, TaskSpec
 
 DIV = Verdict(True, "diverging")
@@ -35,7 +36,7 @@ class Driver:
         h = self.hists.setdefault(job_id, JobHistory(job, self.task.total_steps(job)))
         step = (len(h.steps) + 1) * self.task.eval_every_steps(job)
         h.add(StepReport(0.0, "t", job_id, step, step * job.batch_size, train, val))
-        return self.policy.on_report(h, self.hists, self.task)
+        return self.policy.on_report(h, self.task)
 
     def curve(self, job_id: str, train: list[float], val: list[float | None]) -> list[Verdict]:
         """Verdicts report by report, up to and including the first stop."""
@@ -56,14 +57,12 @@ def run_paper(train: list[float], val: list[float | None], **params) -> list[Ver
     return run(train, val, gap_requires_plateau=False, div_margin=0.0, diverging_keeps_best=False, **params)
 
 
-def test_defaults_are_the_papers_thresholds_plus_the_plateau_condition_and_two_cuts():
+def test_defaults_are_the_papers_thresholds_plus_plateau_and_noise_aware_halving():
     p = build_early_exit("alto", {}).params()
-    assert p == dict(w=2, tau_slope=0.001, tau_gap=0.1, p_div=2, p_ovf=2,
-                     warmup_ratio=0.02, select_ratio=0.25, ema=0.5, gap_requires_plateau=True, p_plateau=None,
-                     plateau_ratio=0.15, div_margin=0.1, diverging_keeps_best=True,
-                     hold_at_gate=False, cuts=2, cut_spacing=12.0, cut_groups="none")
+    assert p == Alto().params() and set(p) == set(Alto.model_fields)
+    assert (p["tau_slope"], p["tau_gap"], p["div_patience"], p["ovf_patience"]) == (0.1, 0.1, 0.02, 0.02)
     paper = Alto(**PAPER_PARAMS)
-    assert (paper.warmup_ratio, paper.select_ratio, paper.n_cuts(), paper.holds_at_gate()) == (0.05, 0.25, 1, False)
+    assert (paper.rungs(), paper.select_ratio, paper.holds_at_gate(), paper.noise_z) == ((0.05,), 0.25, False, 0.0)
     assert (paper.gap_requires_plateau, paper.div_margin, paper.diverging_keeps_best) == (False, 0.0, False)
 
 
@@ -109,7 +108,7 @@ def test_slope_uses_the_last_w_points_by_least_squares():
     val = train
     assert run_paper(train, val, w=3, ema=0.0) == [CONTINUE] * 5
     rise = [1.0, 1.3, 1.4, 1.5, 1.6]
-    assert run_paper(rise, rise, w=3, ema=0.0, p_div=1) == [CONTINUE, CONTINUE, DIV]
+    assert run_paper(rise, rise, w=3, ema=0.0, div_patience=0.01) == [CONTINUE, CONTINUE, DIV]
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -132,8 +131,8 @@ def test_overfitting_needs_p_ovf_consecutive_gaps_and_restores_best():
 
 
 def test_gap_must_exceed_tau_gap_strictly():
-    assert run_paper([1.0, 1.0], [1.5, 1.5], tau_gap=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # gap == 0.5
-    assert run_paper([1.0, 1.0], [1.5, 1.5], tau_gap=0.4375, p_ovf=1) == [OVF]
+    assert run_paper([1.0, 1.0], [1.5, 1.5], tau_gap=0.5, ovf_patience=0.01) == [CONTINUE, CONTINUE]  # gap == 0.5
+    assert run_paper([1.0, 1.0], [1.5, 1.5], tau_gap=0.4375, ovf_patience=0.01) == [OVF]
 
 
 def test_overfitting_counter_resets():
@@ -145,9 +144,9 @@ def test_overfitting_counter_resets():
 def test_gap_is_relative_to_the_train_ema():
     # raw train 0.5 at eval 2 would give gap 1.3; the EMA (0.75) gives 0.53 -> still > 0.1
     # with ema=0.9 the EMA is 0.95, gap 0.21; ema=0.0 uses the raw train loss
-    assert run_paper([1.0, 0.5], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, OVF]
-    assert run_paper([1.0, 1.1], [1.0, 1.15], ema=0.5, p_ovf=1) == [CONTINUE, CONTINUE]  # EMA 1.05: 0.095
-    assert run_paper([1.0, 1.1], [1.0, 1.15], ema=0.0, p_ovf=1) == [CONTINUE, CONTINUE]  # raw: 0.045
+    assert run_paper([1.0, 0.5], [1.0, 1.15], ema=0.5, ovf_patience=0.01) == [CONTINUE, OVF]
+    assert run_paper([1.0, 1.1], [1.0, 1.15], ema=0.5, ovf_patience=0.01) == [CONTINUE, CONTINUE]  # EMA 1.05: 0.095
+    assert run_paper([1.0, 1.1], [1.0, 1.15], ema=0.0, ovf_patience=0.01) == [CONTINUE, CONTINUE]  # raw: 0.045
 
 
 def test_reports_without_val_feed_only_the_ema():
@@ -160,8 +159,8 @@ def test_reports_without_val_feed_only_the_ema():
 
 def test_diverging_wins_when_both_rules_fire():
     # eval 2: EMA slope 0.05, val slope 0.3 (diverging) and gap (1.3 - 1.05) / 1.05 = 0.24
-    assert run_paper([1.0, 1.1], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, DIV]
-    assert run_paper([1.0, 1.0], [1.0, 1.3], p_div=1, p_ovf=1) == [CONTINUE, OVF]  # flat train
+    assert run_paper([1.0, 1.1], [1.0, 1.3], div_patience=0.01, ovf_patience=0.01) == [CONTINUE, DIV]
+    assert run_paper([1.0, 1.0], [1.0, 1.3], div_patience=0.01, ovf_patience=0.01) == [CONTINUE, OVF]  # flat train
 
 
 # --- overfitting with the plateau condition (our default) ---------------------------------------
@@ -182,23 +181,23 @@ def test_noisy_descent_with_new_bests_inside_the_patience_is_not_overfitting():
     for k in range(8):
         base = 0.5 * 0.9 ** k
         val += [base] + [base * 1.2] * 5
-    assert run([0.01] * len(val), val, p_plateau=6) == [CONTINUE] * len(val)
-    assert run([0.01] * len(val), val, p_plateau=5)[-1] == OVF
+    assert run([0.01] * len(val), val, plateau_ratio=0.06) == [CONTINUE] * len(val)
+    assert run([0.01] * len(val), val, plateau_ratio=0.05)[-1] == OVF
 
 
 def test_real_overfit_stops_after_p_plateau_evals_without_a_new_best_and_restores_best():
     train = [1.0, 0.5, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.01, 0.01, 0.01]
     val = [1.0, 0.6, 0.4, 0.35, 0.36, 0.38, 0.40, 0.43, 0.47, 0.50, 0.55]  # best at eval 4
-    out = run(train, val, p_plateau=4)
+    out = run(train, val, plateau_ratio=0.04)
     # evals 5..8 make no new best; the gap has been > 0.1 for >= p_ovf evals: exit at eval 8
     assert out == [CONTINUE] * 7 + [OVF] and out[-1].restore_best
-    assert run(train, val, p_plateau=7) == [CONTINUE] * 10 + [OVF]
-    assert run(train, val, p_plateau=8) == [CONTINUE] * 11
+    assert run(train, val, plateau_ratio=0.07) == [CONTINUE] * 10 + [OVF]
+    assert run(train, val, plateau_ratio=0.08) == [CONTINUE] * 11
 
 
 def test_plateau_without_a_gap_is_not_overfitting():
     # val flat above its best but below train * (1 + tau_gap): no gap, no exit
-    assert run([1.0] * 20, [1.0] + [1.05] * 19, p_plateau=2) == [CONTINUE] * 20
+    assert run([1.0] * 20, [1.0] + [1.05] * 19, plateau_ratio=0.02) == [CONTINUE] * 20
 
 
 @st.composite
@@ -215,8 +214,8 @@ def test_plateau_rule_never_stops_earlier_than_the_papers(pair, p_ovf, p_plateau
     """Ours adds a condition to the paper's overfitting rule (diverging is unchanged), so it stops a
     job at the same evaluation as the paper or later, and only for a reason the paper also had."""
     train, val = pair
-    ours = run(train, val, p_ovf=p_ovf, p_plateau=p_plateau, tau_gap=tau_gap)
-    paper = run_paper(train, val, p_ovf=p_ovf, tau_gap=tau_gap)
+    ours = run(train, val, ovf_patience=p_ovf / 100, plateau_ratio=p_plateau / 100, tau_gap=tau_gap)
+    paper = run_paper(train, val, ovf_patience=p_ovf / 100, tau_gap=tau_gap)
     assert len(ours) >= len(paper)
     if ours[-1].stop:
         assert paper[-1].stop
@@ -237,52 +236,53 @@ def test_strictly_falling_val_is_never_stopped_by_the_plateau_rule(train, first,
     never overfitting; with a non-increasing EMA it is not diverging either."""
     train = sorted(train, reverse=True)
     val = [first * 0.999 ** i for i in range(len(train))]
-    assert run(train, val, p_ovf=p_ovf, p_plateau=p_plateau) == [CONTINUE] * len(train)
+    assert run(train, val, ovf_patience=p_ovf / 100, plateau_ratio=p_plateau / 100) == [CONTINUE] * len(train)
 
 
 # --- underperforming (cohort cut) --------------------------------------------------------------
 
 
-def test_warmup_steps():
+def test_rung_gates_are_budget_fractions_on_the_eval_grid():
     task = make_task(samples=100)  # batch 1: eval every step, 100 steps
     job = task.jobs[0]
-    assert Alto(warmup_ratio=0.05).warmup_steps(job, task) == 5
-    assert Alto(**SH_PARAMS).warmup_steps(job, task) == 3
-    assert Alto(warmup_ratio=0.07).warmup_steps(job, task) == 7  # not 8 from 7.000000000000001
-    assert Alto(warmup_ratio=0.001).warmup_steps(job, task) == 1
-    assert Alto(warmup_ratio=1.0).warmup_steps(job, task) == 100
+    assert [gate_step(task, job, f) for f in Alto(warmup_ratio=0.05, cut_spacing=2, cuts=3).rungs()] == [5, 10, 20]
+    assert gate_step(task, job, 0.07) == 7  # not 8 from 7.000000000000001
+    assert gate_step(task, job, 0.001) == 1  # at least the first evaluation
+    assert gate_step(task, job, 1.0) == 100
+    assert Alto(warmup_ratio=0.3, cut_spacing=2, cuts=5).rungs() == (0.3, 0.6)  # none at or past the end
 
 
-def test_warmup_is_the_same_eval_index_for_every_batch_size():
+def test_gate_is_the_same_samples_for_every_batch_size():
     # 10,000 samples, eval every 100 samples: batch 16 evaluates every round(6.25) = 6 steps
     task = make_task(n_jobs=3, samples=10_000, batch_sizes=(1, 16, 3))
-    steps = [Alto(warmup_ratio=0.05).warmup_steps(j, task) for j in task.jobs]
-    assert steps == [500, 30, 165]  # evaluation 5 of each; ceil(0.05 * 625) = 32 would be eval 5 + 2 steps
-    assert all(task.is_eval_step(j, s) for j, s in zip(task.jobs, steps))
+    steps = [gate_step(task, j, 0.05) for j in task.jobs]
+    assert steps == [500, 30, 165]  # the evaluation nearest to 500 samples: 500, 480, 495
 
 
 def test_select_keeps_top_quarter_nan_last_ties_by_id():
     task = make_task(n_jobs=8)
-    d = Driver(Alto(select_ratio=0.25), task)
+    d = Driver(Alto(select_ratio=0.25, warmup_ratio=0.05, noise_z=0), task)
     vals = {"j0": 3.0, "j1": 1.0, "j2": math.nan, "j3": 2.0, "j4": 1.0, "j5": None, "j6": 4.0, "j7": 5.0}
     warmed = {}
     for j, v in vals.items():
         h = JobHistory(task.job(j), 100)
         h.add(StepReport(0.0, "t", j, 5, 5, 1.0, v))
         warmed[j] = h
-    assert d.policy.select(warmed, task) == ["j1", "j4"]  # ceil(0.25 * 8) = 2, tie -> id order
-    assert Alto(select_ratio=0.5).select(warmed, task) == ["j1", "j4", "j3", "j0"]
-    assert Alto(select_ratio=1.0).select(warmed, task)[-2:] == ["j2", "j5"]  # NaN, missing last
+    assert d.policy.select(warmed, task, 0) == ["j1", "j4"]  # ceil(0.25 * 8) = 2, tie -> id order
+    at5 = {"warmup_ratio": 0.05, "noise_z": 0}
+    assert Alto(select_ratio=0.5, **at5).select(warmed, task, 0) == ["j1", "j4", "j3", "j0"]
+    assert Alto(select_ratio=1.0, **at5).select(warmed, task, 0)[-2:] == ["j2", "j5"]  # NaN, missing last
     five = {j: warmed[j] for j in ["j0", "j1", "j3", "j6", "j7"]}
-    assert Alto(select_ratio=0.25).select(five, task) == ["j1", "j3"]  # ceil(1.25) = 2
+    assert Alto(select_ratio=0.25, **at5).select(five, task, 0) == ["j1", "j3"]  # ceil(1.25) = 2
 
 
-def test_select_uses_the_latest_val():
+def test_select_uses_the_latest_val_at_the_rung_or_the_best():
     task = make_task(n_jobs=2)
-    d = Driver(Alto(select_ratio=0.5, tau_gap=math.inf), task)
-    d.curve("j0", [1.0, 1.0, 1.0], [0.5, 1.0, None])  # best 0.5, latest 1.0
+    d = Driver(Alto(select_ratio=0.5, tau_gap=math.inf, warmup_ratio=0.03, noise_z=0), task)
+    d.curve("j0", [1.0, 1.0, 1.0, 1.0], [0.5, 1.0, None, 0.1])  # at the rung: best 0.5, latest 1.0
     d.curve("j1", [1.0, 1.0, 1.0], [0.9, 0.9, 0.9])
-    assert d.policy.select(d.hists, task) == ["j1"]
+    assert d.policy.select(d.hists, task, 0) == ["j1"]  # j0's 0.1 is past the rung: not compared
+    assert Alto(select_ratio=0.5, warmup_ratio=0.03, rank_by="best").select(d.hists, task, 0) == ["j0"]
 
 
 # --- robustness --------------------------------------------------------------------------------
@@ -304,20 +304,20 @@ def test_stopped_job_keeps_its_verdict():
     d = Driver(Alto(gap_requires_plateau=False), make_task())
     assert d.curve("j0", [1.0, 1.0, 1.0], [1.05, 1.15, 1.15])[-1] == OVF
     h = d.hists["j0"]
-    assert d.policy.on_report(h, d.hists, d.task) == OVF  # asked again, no new report
+    assert d.policy.on_report(h, d.task) == OVF  # asked again, no new report
     assert d.report("j0", 1.0, 1.0) == OVF  # a report after the stop: same verdict, no new one
 
 
 def test_asking_twice_without_a_new_report_does_not_double_count():
-    d = Driver(Alto(p_ovf=2, gap_requires_plateau=False), make_task())
+    d = Driver(Alto(ovf_patience=0.02, gap_requires_plateau=False), make_task())
     assert d.report("j0", 1.0, 1.2) == CONTINUE
     h = d.hists["j0"]
-    assert d.policy.on_report(h, d.hists, d.task) == CONTINUE  # would be count 2 if recounted
+    assert d.policy.on_report(h, d.task) == CONTINUE  # would be count 2 if recounted
     assert d.report("j0", 1.0, 1.0) == CONTINUE
     # the plateau counter (evaluations since the best val) is not recounted either
-    d = Driver(Alto(p_ovf=1, p_plateau=2), make_task())
+    d = Driver(Alto(ovf_patience=0.01, plateau_ratio=0.02), make_task())
     assert d.report("j0", 1.0, 1.0) == CONTINUE and d.report("j0", 1.0, 1.2) == CONTINUE
-    assert d.policy.on_report(d.hists["j0"], d.hists, d.task) == CONTINUE
+    assert d.policy.on_report(d.hists["j0"], d.task) == CONTINUE
     assert d.report("j0", 1.0, 1.2) == OVF
 
 
@@ -338,7 +338,7 @@ def test_batched_reports_give_the_same_verdict_as_one_by_one(pts, chunk):
         h.add(StepReport(0.0, "t", "j0", i + 1, i + 1, t, v))
         if (i + 1) % chunk == 0 or i == len(train) - 1:
             expect = next((x for x in one[: i + 1] if x.stop), CONTINUE)
-            assert d.policy.on_report(h, d.hists, d.task) == expect
+            assert d.policy.on_report(h, d.task) == expect
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def monotone_curve(draw, tau_gap: float):
        st.integers(1, 4), st.floats(0.0, 0.99))
 def test_monotone_curves_within_gap_never_stop(data, w, tau_slope, tau_gap, p_div, p_ovf, ema):
     train, val = data.draw(monotone_curve(tau_gap))
-    out = run(train, val, w=w, tau_slope=tau_slope, tau_gap=tau_gap, p_div=p_div, p_ovf=p_ovf, ema=ema)
+    out = run(train, val, w=w, tau_slope=tau_slope * 100, tau_gap=tau_gap, div_patience=p_div / 100, ovf_patience=p_ovf / 100, ema=ema)
     assert out == [CONTINUE] * len(train)
 
 
@@ -385,11 +385,11 @@ def non_crossing_cohort(draw):
 
 
 @settings(max_examples=100, deadline=None)
-@given(non_crossing_cohort(), st.floats(0.01, 0.3), st.floats(0.05, 1.0))
-def test_best_final_job_survives_warmup_cut_and_rules(cohort, warmup_ratio, select_ratio):
+@given(non_crossing_cohort(), st.floats(0.01, 0.3), st.floats(0.05, 1.0), st.sampled_from([0.0, 1.0, 3.0]))
+def test_best_final_job_survives_warmup_cut_and_rules(cohort, warmup_ratio, select_ratio, noise_z):
     n, shape, offsets, gap, bs = cohort
     task = make_task(n_jobs=n, samples=400, batch_sizes=bs)  # eval every 4 samples, 100 evals
-    policy = Alto(warmup_ratio=warmup_ratio, select_ratio=select_ratio, cuts=1)
+    policy = Alto(warmup_ratio=warmup_ratio, select_ratio=select_ratio, cuts=1, noise_z=noise_z)
     d = Driver(policy, task)
     loss = {f"j{k}": [s * (1 + offsets[k]) for s in shape] for k in range(n)}
     best = min(loss, key=lambda j: loss[j][-1])
@@ -406,24 +406,15 @@ def test_best_final_job_survives_warmup_cut_and_rules(cohort, warmup_ratio, sele
                 alive.discard(j)
 
     for j in sorted(loss):  # warm-up: every job up to its warm-up step
-        advance(j, policy.warmup_steps(task.job(j), task))
+        advance(j, gate_step(task, task.job(j), policy.rungs()[0]))
     warmed = {j: d.hists[j] for j in sorted(alive) if j in d.hists}
-    kept = policy.select(warmed, task)
+    kept = policy.select(warmed, task, 0)
     alive &= set(kept)
     for j in sorted(alive):
         advance(j, None)
     assert best in alive
-    assert len(kept) == max(1, math.ceil(select_ratio * len(warmed) - 1e-9))
-
-
-@pytest.mark.parametrize("evals,expected", [(40, 6), (100, 15), (10, 2), (400, 60)])
-def test_default_plateau_patience_is_a_share_of_training_not_a_count(evals, expected):
-    """The same 15% of training at any evaluation density (a count would shrink with denser evals)."""
-    t = make_task(samples=400)
-    task = TaskSpec(t.task_id, t.arrival, t.model, t.dataset, t.gpus, t.jobs, samples_per_job=400,
-                    eval_every_samples=400 // evals)
-    assert Alto().patience(task) == expected
-    assert Alto(p_plateau=3).patience(task) == 3
+    k = max(1, math.ceil(select_ratio * len(warmed) - 1e-9))
+    assert len(kept) == k if noise_z == 0 else len(kept) >= k
 
 
 def test_diverging_job_keeps_its_best_snapshot_unless_paper_mode():

@@ -1,24 +1,31 @@
 """The early-exit contract the Controller calls, plus the small helpers every policy shares.
 
-A policy is one object per task. The Controller calls `on_report` once per StepReport (the job's
-history already holds it) and acts on the returned `Verdict`; policies with a cohort cut also
-name a warm-up step (`warmup_steps`) and, once every job of the task is there, pick the
-survivors (`select`). Decisions depend only on the reports, in order: no clock, no randomness.
+A policy is one object per task and decides two things:
+- `judge(hist, i, task)`: report i of one job -> continue or stop (Optuna's `prune`, Ray Tune's
+  `on_trial_result`), and
+- at each cohort cut (the budget fractions `rungs()`), once every live job has reached it,
+  `select(at_rung, task, rung)`: which jobs go on (Ray Tune's `choose_trial_to_run`).
+`holds_at_gate()` asks the Controller to keep a job at a rung until the cut, and
+`expected_work_fraction()` is a planning prior. The Controller owns everything else: where a
+rung lands on a job's eval grid (`gate_step`), who waits, who is stopped.
 
-Shared conventions (all policies):
-- *eval index*: report at step s of job j has index ceil(s / task.eval_every_steps(j)), 1-based
-  like Ray Tune's `training_iteration`. Jobs evaluate at equal sample counts, so index k means
-  "about k * eval_every_samples samples seen" for every job, whatever its batch size.
-- A policy folds over the reports it has not seen yet; asked again with no new report, it
-  returns its previous verdict, and once it said stop it keeps saying the same stop.
+Decisions depend only on the reports, in order: no clock, no randomness, no I/O. Time is the
+*budget fraction*, samples seen / the job's sample budget (`fraction`), never an evaluation
+count, so a task that evaluates every 4% of its budget is cut at the same points as one that
+evaluates every 1%, within one evaluation.
+
+Parameters are pydantic fields (bounds and descriptions declared once); a policy's internal
+state lives in private attributes. `build_early_exit(p.name, p.params())` rebuilds `p`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from altosim.policy.types import JobHistory, JobSpec, StopReason, TaskSpec
 
@@ -37,66 +44,56 @@ DIVERGING = Verdict(True, "diverging")
 PRUNED = Verdict(True, "pruned")
 
 
-@dataclass
-class EarlyExitPolicy:
-    """Base class: memoizes verdicts per job and folds `judge` over new reports.
+class EarlyExitPolicy(BaseModel):
+    """Base class: its fields are the policy's parameters; `on_report` folds `judge` over the
+    reports a job has not been judged on yet and keeps the first stop."""
 
-    Subclasses are dataclasses whose init fields are their parameters (see `params`), and
-    implement `judge(hist, i, cohort, task)` for report i of `hist`.
-    """
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    name: ClassVar[str] = ""  # the registry name; build_early_exit(p.name, p.params()) rebuilds p
+    name: ClassVar[str] = ""  # the registry name
     # False: the policy never looks at intermediate reports, so a backend may report a job only
     # at its last step (the simulator uses this to replay huge traces without early exit).
     reads_reports: ClassVar[bool] = True
-    _seen: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _last: dict[str, Verdict] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _seen: dict[str, int] = PrivateAttr(default_factory=dict)
+    _last: dict[str, Verdict] = PrivateAttr(default_factory=dict)
 
-    def on_report(self, hist: JobHistory, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
+    def on_report(self, hist: JobHistory, task: TaskSpec) -> Verdict:
+        """The verdict after the job's latest report (a stopped job keeps its stop)."""
         job_id = hist.job.job_id
         verdict = self._last.get(job_id, CONTINUE)
         for i in range(self._seen.get(job_id, 0), len(hist.steps)):
             if verdict.stop:
                 break
-            verdict = self.judge(hist, i, cohort, task)
+            verdict = self.judge(hist, i, task)
             self._seen[job_id] = i + 1
         self._last[job_id] = verdict
         return verdict
 
-    def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
+    def judge(self, hist: JobHistory, i: int, task: TaskSpec) -> Verdict:
+        """Report i of `hist` (its history up to i is known): continue or stop."""
         raise NotImplementedError
 
-    def warmup_steps(self, job: JobSpec, task: TaskSpec) -> int | None:
-        """The step where this job waits for the cohort cut; None: this policy has none."""
-        return None
+    def rungs(self) -> tuple[float, ...]:
+        """Budget fractions of the cohort cuts, increasing (empty: no cohort cut)."""
+        return ()
 
-    def n_cuts(self) -> int:
-        """How many cohort cuts (rungs) the policy makes; cut 0 is at `warmup_steps`."""
-        return 1
-
-    def cut_steps(self, job: JobSpec, task: TaskSpec, cut: int) -> int | None:
-        """The step where this job waits for cut number `cut` (0-based); None: no such cut."""
-        return self.warmup_steps(job, task) if cut == 0 else None
+    def select(self, at_rung: Mapping[str, JobHistory], task: TaskSpec, rung: int) -> list[str]:
+        """Job ids to keep at cut `rung` (`at_rung`: the live jobs, each at or past it)."""
+        return sorted(at_rung)
 
     def holds_at_gate(self) -> bool:
-        """True: the Controller suspends a job at its warm-up gate until the cohort cut, so no
-        job trains past its gate before the cut (jobs are compared at equal samples)."""
+        """True: the Controller suspends a job at a rung until the cut, so no sample is trained
+        past a rung before its cut."""
         return False
 
     def expected_work_fraction(self) -> float:
-        """A prior on the share of a task's samples this policy lets train (1.0: no savings).
-
-        The Controller plans waiting tasks with it until finished tasks show the real share.
-        """
+        """A prior on the share of a task's samples this policy lets train (1.0: no savings);
+        the Controller plans waiting tasks with it until finished tasks show the real share."""
         return 1.0
-
-    def select(self, warmed: Mapping[str, JobHistory], task: TaskSpec) -> list[str]:
-        """Job ids to keep at a cut (`warmed`: the live jobs there); without a cohort cut, all."""
-        return sorted(warmed)
 
     def params(self) -> dict[str, Any]:
         """The keyword parameters that rebuild this policy (for logs and saved configs)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return self.model_dump()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,21 +101,28 @@ class EarlyExitPolicy:
 # ---------------------------------------------------------------------------------------------
 
 
-def eval_index(task: TaskSpec, job: JobSpec, step: int) -> int:
-    """1-based evaluation index of `step` (the last, possibly partial, interval rounds up)."""
-    return math.ceil(step / task.eval_every_steps(job))
+def fraction(task: TaskSpec, samples: int) -> float:
+    """Budget fraction of a sample count: samples / the job's sample budget."""
+    return samples / task.samples_per_job
 
 
-def n_evals(task: TaskSpec, job: JobSpec) -> int:
-    """How many evaluations a job makes if it runs to the end."""
-    return eval_index(task, job, task.total_steps(job))
+def gate_step(task: TaskSpec, job: JobSpec, frac: float) -> int:
+    """The job's evaluation step nearest to `frac` of its sample budget (ties: the later one;
+    at least its first evaluation, at most its last step): the rung's point on this job's eval
+    grid, so jobs of every batch size meet a rung after (about) the same samples."""
+    total, every = task.total_steps(job), task.eval_every_steps(job)
+    target = frac * task.samples_per_job / job.batch_size  # in steps
+    lo = math.floor(target / every + 1e-9) * every
+    step = lo if lo >= every and target - lo < lo + every - target - 1e-9 else lo + every
+    return min(total, max(every, step))
 
 
-def nominal_evals(task: TaskSpec) -> float:
-    """Evaluations per job by the sample budget (samples_per_job / eval interval in samples);
-    the same for every job of a task, unlike n_evals, which step rounding perturbs."""
-    every = task.eval_every_samples or max(1, task.samples_per_job // 100)
-    return task.samples_per_job / every
+def upto(hist: JobHistory, step: int) -> int:
+    """How many of the job's reports are at steps <= step."""
+    n = 0
+    while n < len(hist.steps) and hist.steps[n] <= step:
+        n += 1
+    return n
 
 
 def bad_loss(hist: JobHistory, i: int) -> bool:
@@ -127,9 +131,9 @@ def bad_loss(hist: JobHistory, i: int) -> bool:
     return not math.isfinite(hist.train[i]) or (v is not None and not math.isfinite(v))
 
 
-def latest_val(hist: JobHistory) -> float:
-    """The most recent reported val loss; NaN if none yet."""
-    for v in reversed(hist.val):
+def latest_val(hist: JobHistory, n: int | None = None) -> float:
+    """The most recent val loss among the first n reports (all: None); NaN if none."""
+    for v in reversed(hist.val[:n] if n is not None else hist.val):
         if v is not None:
             return v
     return math.nan
@@ -142,32 +146,25 @@ def rank_key(hist: JobHistory) -> tuple[bool, float, str]:
     return (not ok, v if ok else 0.0, hist.job.job_id)
 
 
-def lsq_slope(ys: list[float]) -> float:
-    """Least-squares slope of ys against x = 0..n-1 (per evaluation).
+def lsq_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys against xs, as sum_{i<j} dx dy / sum_{i<j} dx^2 (the usual
+    slope), which keeps its sign exact in floating point: a non-increasing series over
+    increasing xs never gets a positive slope from rounding."""
+    num = den = 0.0
+    for j in range(len(xs)):
+        for i in range(j):
+            dx = xs[j] - xs[i]
+            num += dx * (ys[j] - ys[i])
+            den += dx * dx
+    return num / den if den > 0 else 0.0
 
-    Written as a sum over symmetric pairs, sum_i (i - xbar)(y_i - y_{n-1-i}) / Sxx, which is
-    the usual slope but keeps its sign exact in floating point: a non-increasing series never
-    gets a positive slope from rounding.
-    """
-    n = len(ys)
-    xbar = (n - 1) / 2
-    sxx = n * (n * n - 1) / 12
-    num = sum((i - xbar) * (ys[i] - ys[n - 1 - i]) for i in range(n // 2))
-    return num / sxx
 
-
-def check(owner: str, name: str, value: Any, *, integer: bool = False, lo: float | None = None,
-          hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-          allow_inf: bool = False, optional: bool = False) -> None:
-    """Validate one numeric parameter; raise a one-line ValueError naming it."""
-    if value is None and optional:
-        return
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ValueError(f"{owner}: parameter {name!r} must be {kind}, got {value!r}")
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{owner}: parameter {name!r} must be finite, got {value!r}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ValueError(f"{owner}: parameter {name!r} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ValueError(f"{owner}: parameter {name!r} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+def one_line(owner: str, err: Exception) -> str:
+    """A pydantic ValidationError (or any error) as one line naming the parameter."""
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "params"
+        msg = "unknown parameter" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
+        return f"{owner}: parameter {loc!r}: {msg}, got {e.get('input')!r}"
+    return f"{owner}: {str(err).splitlines()[0]}"

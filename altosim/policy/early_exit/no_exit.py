@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import ClassVar
 
 from altosim.policy.early_exit.base import CONTINUE, EarlyExitPolicy, Verdict
@@ -12,12 +10,11 @@ from altosim.policy.types import JobHistory, TaskSpec
 
 
 @EARLY_EXIT.register("none")
-@dataclass
 class NoExit(EarlyExitPolicy):
-    """Never stops a job and has no warm-up gate (NaN jobs are left to the backend's JobFailed)."""
+    """Never stops a job and has no cut (NaN jobs are left to the backend's JobFailed)."""
 
     name: ClassVar[str] = "none"
     reads_reports: ClassVar[bool] = False
 
-    def judge(self, hist: JobHistory, i: int, cohort: Mapping[str, JobHistory], task: TaskSpec) -> Verdict:
+    def judge(self, hist: JobHistory, i: int, task: TaskSpec) -> Verdict:
         return CONTINUE

@@ -1,29 +1,25 @@
-"""`tuned`: ALTO's Algorithm 1 with parameters read from a JSON file written by `altosim.tuning`.
+"""Files of tuned ALTO parameters (`early_exit: {name: tuned, params: {file: PATH}}`).
 
-Config: `early_exit: {name: tuned, params: {file: PATH}}`. The file is read once, when the policy
-is built, so the Controller loads it the same way in simulation and on GPUs; the policy it
-returns is a plain `Alto` with those parameters (equal to `Alto(**params)`), hence its log entry
-and `params()` name the numbers actually used, not only the file.
+The file is read when the run config loads (`resolve_tuned`), never inside the policy core: the
+config then names a plain `alto` policy with those parameters, so the Controller, the simulator,
+the runtime and `alto replay` build the same policy and the event log names the numbers used.
 
 File format (extra keys are provenance and are ignored):
     {"policy": "alto", "params": {"warmup_ratio": 0.1, "select_ratio": 0.2, ...}, ...}
-`params` may name any subset of Alto's parameters; the rest keep Alto's defaults (the paper's
-thresholds with our plateau and stall conditions; `gap_requires_plateau: false, div_margin: 0`
-gives the paper's rule).
-Infinity (`tau_gap: Infinity`, the gap rule off) is allowed, as Python's json writes it.
+`params` may name any subset of Alto's parameters; the rest keep Alto's defaults. Infinity
+(`tau_gap: Infinity`, the gap rule off) is allowed, as Python's json writes it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from altosim.policy.early_exit.alto import Alto
-from altosim.policy.registry import EARLY_EXIT
+from altosim.policy.early_exit import Alto, build_early_exit
 
-ALTO_PARAMS = frozenset(f.name for f in fields(Alto) if f.init)
+TUNED = "tuned"
+ALTO_PARAMS = frozenset(Alto.model_fields)
 
 
 def read_tuned_params(file: str | Path) -> dict[str, Any]:
@@ -47,24 +43,30 @@ def read_tuned_params(file: str | Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"tuned: params file {str(path)!r}: unknown alto parameter {unknown[0]!r} "
                          f"(known: {', '.join(sorted(ALTO_PARAMS))})")
+    try:
+        build_early_exit("alto", params)
+    except ValueError as e:
+        raise ValueError(f"tuned: params file {str(path)!r}: {e}") from None
     return dict(params)
 
 
-@EARLY_EXIT.register("tuned")
-def tuned(file: str) -> Alto:
-    """An Alto with the parameters of `file`; bad values -> ValueError naming the file."""
+def resolve_tuned(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, params) of the policy a config names: `tuned` becomes `alto` with the file's
+    parameters; any other policy is returned unchanged."""
+    if name != TUNED:
+        return name, params
+    extra = sorted(set(params) - {"file"})
+    if extra:
+        raise ValueError(f"tuned: unknown parameter {extra[0]!r} (only 'file')")
+    file = params.get("file")
     if not isinstance(file, (str, Path)) or not str(file):
         raise ValueError(f"tuned: parameter 'file' must be a path, got {file!r}")
-    params = read_tuned_params(file)
-    try:
-        return Alto(**params)
-    except ValueError as e:
-        raise ValueError(f"tuned: params file {str(file)!r}: {e}") from None
+    return "alto", read_tuned_params(file)
 
 
 def write_tuned_params(file: str | Path, params: dict[str, Any], **provenance: Any) -> None:
     """Write a file `tuned` reads (atomically: temp file + rename). Checks params first."""
-    Alto(**params)  # fail before writing anything
+    build_early_exit("alto", params)  # fail before writing anything
     path = Path(file)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
