@@ -33,20 +33,20 @@ from altosim.simulate import Inputs, load_inputs, simulate
 Params = dict[str, Any]
 Loader = Callable[[str], Inputs]  # task name -> that task's simulator inputs
 
-# a small grid: 4 * 4 * 4 * 2 * 2 = 256 sets (patience p sets p_div = p_ovf); every set keeps
-# Alto's other defaults, so the overfitting rule needs a val plateau (p_plateau) in all of them
+# a small grid: 4 * 4 * 4 * 2 * 2 = 256 sets (patience p sets div_patience = ovf_patience, in
+# budget fractions); every set keeps Alto's other defaults
 GRID: dict[str, tuple[Any, ...]] = {
     "warmup_ratio": (0.02, 0.03, 0.05, 0.1),
     "select_ratio": (0.1, 0.15, 0.25, 0.35),
     "tau_gap": (0.1, 0.3, 1.0, math.inf),
-    "tau_slope": (0.001, 0.01),
-    "patience": (2, 4),
+    "tau_slope": (0.1, 1.0),
+    "patience": (0.02, 0.04),
 }
 
 
 def grid_params(grid: dict[str, Sequence[Any]] | None = None, sample: int | None = None,
                 seed: int = 0) -> list[Params]:
-    """Alto parameter sets of the product grid (`patience` -> p_div = p_ovf), in a fixed order;
+    """Alto parameter sets of the product grid (`patience` -> div_patience = ovf_patience), in a fixed order;
     `sample` keeps a seeded random subset of that many (the paper defaults always included)."""
     grid = dict(GRID if grid is None else grid)
     if not grid:
@@ -56,7 +56,7 @@ def grid_params(grid: dict[str, Sequence[Any]] | None = None, sample: int | None
     for values in itertools.product(*(grid[k] for k in keys)):
         p = dict(zip(keys, values))
         if "patience" in p:
-            p["p_div"] = p["p_ovf"] = p.pop("patience")
+            p["div_patience"] = p["ovf_patience"] = p.pop("patience")
         out.append(p)
     if sample is not None:
         if sample < 1:

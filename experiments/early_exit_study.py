@@ -16,7 +16,7 @@ Policies, per task:
   two cuts keeping a quarter each, at evaluation K = ceil(0.02 n) and 12 K of n), `alto_onecut` (our
   default until 2026-12-03: the same rules with the paper's single cut at 5% keeping 25%),
   `alto_paper` (the paper's Algorithm 1 exactly: `alto.PAPER_PARAMS`), options of the cut
-  schedule: `alto_sh` (`alto.SH_PARAMS`: jobs held at their gates, three cuts keeping half each
+  schedule: `alto_sh` (`SH_PARAMS`: jobs held at their gates, three cuts keeping half each
   at K, 3K, 9K evaluations), `alto_hold_onecut` (the paper's cut with hold at gate),
   `alto_batch_onecut` (the same ranked within equal batch sizes), `alto_sh_batch` (`alto_sh`
   ranked within equal batch sizes);
@@ -56,9 +56,9 @@ import pandas as pd
 from pydantic import Field
 
 from altosim.policy.early_exit import EarlyExitPolicy, Verdict, build_early_exit  # noqa: F401
-from altosim.policy.early_exit.alto import PAPER_PARAMS, SH_PARAMS
+from altosim.policy.early_exit.alto import PAPER_PARAMS, PREVIOUS_PARAMS
 from altosim.policy.early_exit.base import CONTINUE, DIVERGING, PRUNED
-from altosim.policy.early_exit.tuned import write_tuned_params
+from altosim.tuned_params import write_tuned_params
 from altosim.policy.registry import EARLY_EXIT
 from altosim.policy.types import JobHistory, JobSpec, TaskSpec
 from altosim.report import save_fig, write_csv
@@ -71,25 +71,29 @@ from altosim.workloads import default_loss_dir, paper_workload
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT / "traces" / "real"
 
+SH_PARAMS: dict[str, Any] = {"warmup_ratio": 0.03, "select_ratio": 0.5, "cuts": 3, "cut_spacing": 3.0,
+                             "hold_at_gate": True, "noise_z": 0.0}
 SIM_POLICIES: list[tuple[str, str, dict[str, Any]]] = [
     ("none", "none", {}),
     ("alto", "alto", {}),
     ("alto_paper", "alto", dict(PAPER_PARAMS)),
-    # our default until 2026-12-03: the paper's single cut at 5% with our exit rules
-    ("alto_onecut", "alto", {"warmup_ratio": 0.05, "cuts": 1}),
-    # options of the cut schedule (see altosim/policy/early_exit/alto.py): successive halving
-    # with jobs held at their gates, one cut with hold, ranked within equal batch sizes
+    # the default until 2026-12-04: two cuts keeping a quarter by rank alone, no hold
+    ("alto_previous", "alto", dict(PREVIOUS_PARAMS)),
+    # the paper's single cut at 5% with our exit rules (the default until 2026-12-03)
+    ("alto_onecut", "alto", {**PREVIOUS_PARAMS, "warmup_ratio": 0.05, "cuts": 1}),
+    # options of the cut schedule: plain successive halving with hold, one cut with hold,
+    # ranked within equal batch sizes
     ("alto_sh", "alto", dict(SH_PARAMS)),
-    ("alto_hold_onecut", "alto", {"warmup_ratio": 0.05, "select_ratio": 0.25, "cuts": 1, "hold_at_gate": True}),
-    ("alto_batch_onecut", "alto", {"warmup_ratio": 0.05, "select_ratio": 0.25, "cuts": 1, "hold_at_gate": True,
+    ("alto_hold_onecut", "alto", {**PREVIOUS_PARAMS, "warmup_ratio": 0.05, "cuts": 1, "hold_at_gate": True}),
+    ("alto_batch_onecut", "alto", {**PREVIOUS_PARAMS, "warmup_ratio": 0.05, "cuts": 1, "hold_at_gate": True,
                                    "cut_groups": "batch"}),
     ("alto_sh_batch", "alto", {**SH_PARAMS, "cut_groups": "batch"}),
     # diagnostics: ALTO's defaults with one rule off, to tell which rule costs the regret
     ("alto_nogap", "alto", {"tau_gap": math.inf}),
-    ("alto_nocut", "alto", {"select_ratio": 1.0}),
+    ("alto_nocut", "alto", {"cuts": 0}),
     ("median", "median", {}),
-    ("median_w10", "median", {"n_warmup_evals": 10}),
-    *[(f"asha_g{g}_r{r}", "asha", {"grace_period": g, "reduction_factor": float(r)})
+    ("median_w10", "median", {"warmup_ratio": 0.1}),
+    *[(f"asha_g{g}_r{r}", "asha", {"grace_period": g / 100, "reduction_factor": float(r)})
       for g in (2, 5, 10) for r in (2, 3, 4)],
 ]
 
@@ -132,7 +136,8 @@ def real_record(ts: LossTraceSet, named: Mapping[str, TaskRecord]) -> TaskRecord
     if ts.name in named:
         return named[ts.name]
     lrs, ranks, batches = ts.grid()
-    evals = int(ts.meta.get("evals", 40))
+    # the set's evaluations per config: its meta's `evals`, else counted on its curves
+    evals = int(ts.meta.get("evals") or max(int((~pd.isna(c.val)).sum()) for c in ts.curves) or 40)
     return TaskRecord(id=ts.dataset, arrival=0.0, model=ts.model, dataset=ts.dataset, gpus=1,
                       search_space=SearchSpace(lr=lrs, rank=ranks, batch_size=batches),
                       samples_per_job=ts.samples_per_job, eval_every_samples=max(1, ts.samples_per_job // evals),
@@ -430,7 +435,7 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
     lines += goal1(df, "alto", "our defaults: overfitting needs a val plateau, stalls keep their best, two cuts")
     lines += goal1(df, "alto_onecut", "our rules with the paper's single cut at 5%: the default until 2026-12-03")
     lines += goal1(df, "alto_paper", "the paper's Algorithm 1 exactly")
-    lines += goal1(df, "alto_sh", "our rules, jobs held at their gates, 3 cuts keeping half: alto.SH_PARAMS")
+    lines += goal1(df, "alto_sh", "our rules, jobs held at their gates, 3 cuts keeping half: SH_PARAMS")
     lines += goal1(df, "alto_batch_onecut", "hold at gate, one cut at 5% ranked within equal batch sizes")
     base = "alto_paper" if (df["policy"] == "alto_paper").any() else "alto"
     al = df[df["policy"] == base].set_index("task")
@@ -482,7 +487,7 @@ def goals(df: pd.DataFrame, tol: float = 0.02) -> str:
 TIE = 0.005
 
 # diagnostics and options, not our default
-ALTO_VARIANTS = ["alto_onecut", "alto_nogap", "alto_nocut", "alto_paper", "alto_sh", "alto_hold_onecut", "alto_batch_onecut",
+ALTO_VARIANTS = ["alto_previous", "alto_onecut", "alto_nogap", "alto_nocut", "alto_paper", "alto_sh", "alto_hold_onecut", "alto_batch_onecut",
                  "alto_sh_batch"]
 TABLE_POLICIES = ["alto", "alto_onecut", "alto_paper", "alto_sh", "alto_batch_onecut", "alto_nogap", "tuned", "tuned_r0.03",
                   "median", "asha_g5_r4", "asha_g2_r4", "optuna_median", "optuna_sh", "optuna_sh_m5",

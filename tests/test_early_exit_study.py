@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from altosim.policy.early_exit.alto import PAPER_PARAMS, PREVIOUS_PARAMS
 from altosim.schemas import LossTraceSet, PolicyRef
 from altosim.tuning import task_inputs
 from experiments.early_exit_study import (
@@ -30,7 +31,8 @@ def test_study_has_eleven_synthetic_tasks_then_every_real_trace(tasks) -> None:
     assert [t.synthetic for t in tasks] == [True] * 11 + [False] * len(real_files)
     assert sorted(t.name for t in tasks if not t.synthetic) == real_files
     assert "SmolLM2-135M__arithmetic" in real_files
-    assert all(len(t.record.search_space) == 60 for t in tasks)
+    assert all(len(t.record.search_space) == 60 for t in tasks if t.synthetic)
+    assert all(len(t.record.search_space) == len(t.loss_set.curves) for t in tasks if not t.synthetic)
 
 
 def test_a_new_real_trace_joins_the_study_without_a_workload_file(tmp_path) -> None:
@@ -57,30 +59,29 @@ def test_a_new_real_trace_joins_the_study_without_a_workload_file(tmp_path) -> N
 
 def test_real_arithmetic_trace_plateau_rule_keeps_the_winner_paper_rule_does_not(real) -> None:
     """The diagnosis behind gap_requires_plateau: on the real grid the paper's gap rule stops the
-    eventual winner while its val loss is still falling; ours trains it to its best (both with the
-    paper's single cut at 5%, so only the exit rules differ)."""
-    one_cut = {"warmup_ratio": 0.05, "cuts": 1}
-    ours = sim_row(real, PolicyRef(name="alto", params=one_cut))
-    paper = sim_row(real, PolicyRef(name="alto", params={**one_cut, "gap_requires_plateau": False,
-                                                           "div_margin": 0.0, "diverging_keeps_best": False}))
-    assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.6
+    eventual winner while its val loss is still falling; ours trains it to its best (no cohort
+    cut in either, so only the exit rules differ)."""
+    ours = sim_row(real, PolicyRef(name="alto", params={"cuts": 0}))
+    paper = sim_row(real, PolicyRef(name="alto", params={**PAPER_PARAMS, "cuts": 0}))
+    assert ours["found_true_best"] and ours["rel_regret"] == 0
     assert not paper["found_true_best"] and paper["rel_regret"] > 0.1
     # the paper's rule stopped the winner as overfitting about half-way, ours let it reach its best
     assert paper["true_best_exit"] == "overfitting" and paper["true_best_trained"] < 0.6
     assert ours["true_best_trained"] >= 0.875
 
 
-def test_default_two_cuts_keep_the_real_winner_and_save_three_quarters(real) -> None:
-    """The default cut schedule (two cuts keeping a quarter) on the real arithmetic grid: the
-    true best kept, more than 75% of the sweep's samples saved (the single cut saves < 70%)."""
+def test_default_keeps_the_real_winner_and_saves_three_quarters(real) -> None:
+    """The default (halving rungs at 4%, 12%, 36% keeping half, jobs held at the rungs) on the
+    real arithmetic grid: the true best kept with more than 75% of the sweep's samples saved;
+    the previous default (two cuts keeping a quarter, by rank at equal samples) loses it."""
     ours = sim_row(real, PolicyRef(name="alto"))
-    one_cut = sim_row(real, PolicyRef(name="alto", params={"warmup_ratio": 0.05, "cuts": 1}))
+    previous = sim_row(real, PolicyRef(name="alto", params=PREVIOUS_PARAMS))
     assert ours["found_true_best"] and ours["rel_regret"] == 0 and ours["samples_saved"] > 0.75
-    assert one_cut["samples_saved"] < 0.7
+    assert not previous["found_true_best"] and previous["rel_regret"] > 0.1
 
 
 @pytest.mark.parametrize("ref", [PolicyRef(name="alto"), PolicyRef(name="none"), PolicyRef(name="median"),
-                                 PolicyRef(name="asha", params={"grace_period": 2, "reduction_factor": 3.0})])
+                                 PolicyRef(name="asha", params={"grace_period": 0.02, "reduction_factor": 3.0})])
 def test_replaying_a_policy_over_a_trace_is_deterministic(tasks, real, ref) -> None:
     syn = task_inputs(tasks[0].record, tasks[0].loss_set)
     for inputs in (real, syn):
@@ -155,7 +156,7 @@ def test_tie_band_makes_near_equal_regrets_equal() -> None:
 
 
 def test_tuned_file_in_a_run_config_simulates_like_the_alto_with_its_params(real, tmp_path) -> None:
-    from altosim.policy.early_exit.tuned import write_tuned_params
+    from altosim.tuned_params import write_tuned_params
 
     params = {"tau_gap": math.inf, "select_ratio": 0.35, "warmup_ratio": 0.03}
     f = tmp_path / "tuned.json"

@@ -57,7 +57,7 @@ def test_evaluator_memoizes_and_is_deterministic(three) -> None:
 def test_grid_has_defaults_and_seeded_sample() -> None:
     g = grid_params()
     assert g[0] == {} and len(g) == 257
-    assert all(p["p_div"] == p["p_ovf"] for p in g[1:])
+    assert all(p["div_patience"] == p["ovf_patience"] for p in g[1:])
     s1, s2 = grid_params(sample=20, seed=3), grid_params(sample=20, seed=3)
     assert s1 == s2 and len(s1) == 21 and s1 != grid_params(sample=20, seed=4)
     with pytest.raises(ValueError, match="sample"):

@@ -48,8 +48,13 @@ class Driver:
         return out
 
 
+# the exit rules' thresholds these hand-made curves were written for: the paper's patience of two
+# evaluations at a 1% interval, and 15% of the budget without a new best for the plateau
+RULES = {"div_patience": 0.02, "ovf_patience": 0.02, "plateau_ratio": 0.15}
+
+
 def run(train: list[float], val: list[float | None], **params) -> list[Verdict]:
-    return Driver(Alto(**params), make_task()).curve("j0", train, val)
+    return Driver(Alto(**{**RULES, **params}), make_task()).curve("j0", train, val)
 
 
 def run_paper(train: list[float], val: list[float | None], **params) -> list[Verdict]:
@@ -60,8 +65,10 @@ def run_paper(train: list[float], val: list[float | None], **params) -> list[Ver
 def test_defaults_are_the_papers_thresholds_plus_plateau_and_noise_aware_halving():
     p = build_early_exit("alto", {}).params()
     assert p == Alto().params() and set(p) == set(Alto.model_fields)
-    assert (p["tau_slope"], p["tau_gap"], p["div_patience"], p["ovf_patience"]) == (0.1, 0.1, 0.02, 0.02)
+    assert (p["tau_slope"], p["tau_gap"]) == (0.1, 0.1)  # the paper's 0.001 per 1%-evaluation, 0.1
+    assert p["hold_at_gate"] and p["cuts"] >= 2 and 0 < p["select_ratio"] < 1  # halving rungs, held
     paper = Alto(**PAPER_PARAMS)
+    assert (paper.div_patience, paper.ovf_patience) == (0.02, 0.02)  # two evaluations at a 1% interval
     assert (paper.rungs(), paper.select_ratio, paper.holds_at_gate(), paper.noise_z) == ((0.05,), 0.25, False, 0.0)
     assert (paper.gap_requires_plateau, paper.div_margin, paper.diverging_keeps_best) == (False, 0.0, False)
 
@@ -301,7 +308,7 @@ def test_rising_near_the_best_is_a_stall_that_keeps_the_best_snapshot():
 
 
 def test_stopped_job_keeps_its_verdict():
-    d = Driver(Alto(gap_requires_plateau=False), make_task())
+    d = Driver(Alto(**RULES, gap_requires_plateau=False), make_task())
     assert d.curve("j0", [1.0, 1.0, 1.0], [1.05, 1.15, 1.15])[-1] == OVF
     h = d.hists["j0"]
     assert d.policy.on_report(h, d.task) == OVF  # asked again, no new report
@@ -332,7 +339,7 @@ def test_batched_reports_give_the_same_verdict_as_one_by_one(pts, chunk):
     train = [t for t, _, _ in pts]
     val = [t * (0.5 + u) if has else None for t, u, has in pts]
     one = run(train, val)
-    d = Driver(Alto(), make_task())
+    d = Driver(Alto(**RULES), make_task())
     h = d.hists["j0"] = JobHistory(d.task.job("j0"), 100)
     for i, (t, v) in enumerate(zip(train, val)):
         h.add(StepReport(0.0, "t", "j0", i + 1, i + 1, t, v))

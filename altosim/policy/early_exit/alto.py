@@ -50,11 +50,12 @@ from altosim.policy.types import JobHistory, TaskSpec
 PAPER_PARAMS: dict[str, object] = {
     "warmup_ratio": 0.05, "select_ratio": 0.25, "cuts": 1, "hold_at_gate": False, "noise_z": 0.0,
     "rank_by": "latest", "gap_requires_plateau": False, "div_margin": 0.0, "diverging_keeps_best": False,
+    "div_patience": 0.02, "ovf_patience": 0.02,
 }
 # the default until 2026-12-04: two cuts keeping a quarter, at 2% and 24%, by rank alone, no hold
 PREVIOUS_PARAMS: dict[str, object] = {
     "warmup_ratio": 0.02, "select_ratio": 0.25, "cuts": 2, "cut_spacing": 12.0, "hold_at_gate": False,
-    "noise_z": 0.0, "rank_by": "latest",
+    "noise_z": 0.0, "rank_by": "latest", "div_patience": 0.02, "ovf_patience": 0.02, "plateau_ratio": 0.15,
 }
 OVERFITTING = Verdict(True, "overfitting", restore_best=True)
 DIVERGING_KEEP_BEST = Verdict(True, "diverging", restore_best=True)
@@ -96,19 +97,19 @@ class Alto(EarlyExitPolicy):
                                          "0.001 per evaluation at a 1% interval); inf: rule off")
     tau_gap: float = Field(0.1, ge=0, allow_inf_nan=True,
                            description="overfitting: relative gap (val - ema) / ema threshold; inf: rule off")
-    div_patience: float = Field(0.02, gt=0, le=1, description="budget share the rising slopes must last")
-    ovf_patience: float = Field(0.02, gt=0, le=1, description="budget share the gap must last")
+    div_patience: float = Field(0.05, gt=0, le=1, description="budget share the rising slopes must last")
+    ovf_patience: float = Field(0.05, gt=0, le=1, description="budget share the gap must last")
     ema: float = Field(0.5, ge=0, lt=1, description="weight of the past in the train-loss EMA, per report")
     gap_requires_plateau: bool = Field(True, description="overfitting also needs no new best val for plateau_ratio")
-    plateau_ratio: float = Field(0.15, gt=0, le=1, description="budget share without a new best val")
+    plateau_ratio: float = Field(0.25, gt=0, le=1, description="budget share without a new best val")
     div_margin: float = Field(0.1, ge=0, description="a rising job within this relative margin of its best "
                                                      "has stalled: it exits as overfitting with its best snapshot")
     diverging_keeps_best: bool = Field(True, description="a diverging job keeps its best snapshot as a candidate")
-    warmup_ratio: float = Field(0.02, gt=0, le=1, description="budget fraction of the first cut")
-    cut_spacing: float = Field(2.5, gt=1, description="each cut sits this many times later than the one before")
-    cuts: int = Field(5, ge=0, description="cohort cuts at most (rungs at or past the budget's end are dropped)")
+    warmup_ratio: float = Field(0.04, gt=0, le=1, description="budget fraction of the first cut")
+    cut_spacing: float = Field(3.0, gt=1, description="each cut sits this many times later than the one before")
+    cuts: int = Field(10, ge=0, description="cohort cuts at most (rungs at or past the budget's end are dropped)")
     select_ratio: float = Field(0.5, gt=0, le=1, description="share of the live jobs a cut keeps by rank")
-    noise_z: float = Field(1.0, ge=0, allow_inf_nan=True,
+    noise_z: float = Field(0.0, ge=0, allow_inf_nan=True,
                            description="also keep jobs within noise_z noise units of the k-th (0: rank only)")
     noise_span: float = Field(0.1, gt=0, le=1, description="budget share of recent evaluations that measure a "
                                                            "job's val jitter (at least its last 3)")
