@@ -176,3 +176,21 @@ def test_extrapolation_ranks_a_steep_late_bloomer_ahead():
     h = {"j00": hist_of(task.jobs[0], task, fast), "j01": hist_of(task.jobs[1], task, steep)}
     assert h["j00"].val[-1] < h["j01"].val[-1]
     assert signal(h["j01"], 10, task, "extrapolated") < signal(h["j00"], 10, task, "extrapolated")
+
+
+@settings(max_examples=100, deadline=1000)
+@given(st.floats(1e-12, 1.0), st.floats(1.0 + 1e-9, 100.0), st.integers(0, 64), st.lists(st.floats(0.0, 1.0), max_size=20))
+def test_hostile_schedules_stay_cheap_and_ordered(first, spacing, cuts, ts):
+    """Extreme but valid parameters: rungs increase, stay below the budget's end, at most 64;
+    ASHA's rung index is monotone in time and costs no loop over rungs."""
+    from altosim.policy.early_exit.asha import rung_of
+
+    rungs = Alto(warmup_ratio=first, cut_spacing=spacing, cuts=cuts).rungs()
+    assert len(rungs) <= cuts and all(0 < a < b < 1 for a, b in zip(rungs, rungs[1:])) and all(r < 1 for r in rungs)
+    ks = [rung_of(t, first, spacing) for t in sorted(ts)]
+    seen = [k for k in ks if k is not None]
+    assert seen == sorted(seen)
+    for t, k in zip(sorted(ts), ks):
+        assert (k is None) == (t < first * (1 - 1e-9))
+        if k is not None:
+            assert first * spacing ** k <= t + 1e-6

@@ -107,7 +107,7 @@ class Alto(EarlyExitPolicy):
     diverging_keeps_best: bool = Field(True, description="a diverging job keeps its best snapshot as a candidate")
     warmup_ratio: float = Field(0.04, gt=0, le=1, description="budget fraction of the first cut")
     cut_spacing: float = Field(3.0, gt=1, description="each cut sits this many times later than the one before")
-    cuts: int = Field(10, ge=0, description="cohort cuts at most (rungs at or past the budget's end are dropped)")
+    cuts: int = Field(10, ge=0, le=64, description="cohort cuts at most (rungs at or past the budget's end are dropped)")
     select_ratio: float = Field(0.5, gt=0, le=1, description="share of the live jobs a cut keeps by rank")
     noise_z: float = Field(0.0, ge=0, allow_inf_nan=True,
                            description="also keep jobs within noise_z noise units of the k-th (0: rank only)")

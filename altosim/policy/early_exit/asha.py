@@ -20,6 +20,7 @@ which never falls below a cutoff, and keep it running).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -32,16 +33,19 @@ from altosim.policy.types import JobHistory, TaskSpec
 
 SIGN = -1.0  # losses are minimized: reward = SIGN * loss, higher is better (Ray's metric_op)
 BUDGET = Verdict(True, "budget")
-EPS = 1e-9
+REL = 1e-9  # relative tolerance on budget fractions (0.05 * 3 is not 0.15 in floating point)
 
 
 def rung_of(t: float, grace: float, eta: float) -> int | None:
-    """Index k of the highest rung grace * eta**k <= t, or None below the first rung."""
-    if t < grace - EPS:
+    """Index k of the highest rung grace * eta**k <= t, or None below the first rung (closed
+    form with a relative tolerance, so a hostile eta near 1 costs no loop)."""
+    if t < grace * (1 - REL):
         return None
-    k, m = 0, grace * eta
-    while m <= t + EPS:
-        k, m = k + 1, m * eta
+    k = max(0, math.floor(math.log(t / grace) / math.log(eta)))
+    while k > 0 and grace * eta ** k > t * (1 + REL):  # guard the log's rounding
+        k -= 1
+    while grace * eta ** (k + 1) <= t * (1 + REL):
+        k += 1
     return k
 
 
@@ -76,7 +80,7 @@ class Asha(EarlyExitPolicy):
         if val is None or hist.steps[i] >= task.total_steps(job):
             return CONTINUE
         t = fraction(task, hist.samples[i])
-        if self.max_t is not None and t >= self.max_t - EPS:
+        if self.max_t is not None and t >= self.max_t * (1 - REL):
             return BUDGET
         k = rung_of(t, self.grace_period, self.reduction_factor)
         if k is None:
