@@ -154,6 +154,10 @@ def real_tasks(directory: Path = REAL_DIR) -> list[StudyTask]:
             named.setdefault(r.loss_trace or "", r)
     sets = load_trace_dir(directory)
     out = [StudyTask(real_record(ts, named), ts, False) for _, ts in sorted(sets.items()) if not ts.synthetic]
+    # the same dataset on two backbones: tell the tasks apart by backbone
+    dup = {i for i in (t.record.id for t in out) if sum(u.record.id == i for u in out) > 1}
+    out = [StudyTask(t.record.model_copy(update={"id": f"{t.record.id}_{t.loss_set.model}"}), t.loss_set, False)
+           if t.record.id in dup else t for t in out]
     ids = [t.record.id for t in out]
     if len(set(ids)) != len(ids):
         raise ValueError(f"real traces in {directory}: two sets give the same task id ({ids})")
