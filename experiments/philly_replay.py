@@ -3,9 +3,12 @@
 Each Philly job becomes a tuning task (arrival, GPUs, worst-case duration = the job's duration,
 K configs with loss curves from the embedded pool). Policies FIFO, SJF and CP-SAT (time-limited,
 re-planned on arrivals and completions), each with and without early exit, on a cluster of
-`--gpus` GPUs. Writes results/philly_replay.csv, philly_jct_cdf.png and philly_busy.png.
+`--gpus` GPUs. Writes NAME.csv, NAME_jct_cdf.png and NAME_busy.png under the folder given by
+--out (required: no default that overwrites committed results). A replay that runs past
+--max-wall seconds (default 300, the issue's acceptance cap) is stopped and its row says so
+(`finished` False, `note` with the tasks done), beside the rows that finished.
 
-    python experiments/philly_replay.py [--gpus 1024] [--evals 20] [--policies fifo,sjf,cpsat]
+    python experiments/philly_replay.py --out DIR [--gpus 1024] [--evals 20] [--policies fifo,sjf,cpsat]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from altosim.errors import InputError
 from altosim.importers.philly import import_philly
 from altosim.report import save_fig, write_csv
 from altosim.schemas import RunConfig, WorkloadTrace
@@ -88,11 +92,15 @@ def main() -> None:
     ap.add_argument("--early-exits", default="alto,none", help="early-exit policies to pair with each")
     ap.add_argument("--time-limit", type=float, default=0.5, help="CP-SAT seconds per re-plan")
     ap.add_argument("--limit", type=int, help="replay only the first N tasks (smoke runs)")
-    ap.add_argument("--max-wall", type=float, default=600.0, help="seconds one replay may take")
-    ap.add_argument("--out", default="results")
+    ap.add_argument("--max-wall", type=float, default=300.0, help="seconds one replay may take")
+    ap.add_argument("--out", required=True, help="folder for the CSV and PNGs")
     ap.add_argument("--name", default="philly_replay", help="file stem of the CSV and PNGs")
     args = ap.parse_args()
-    wl = philly_workload(Path(args.trace), args.gpus, args.configs, args.evals, args.limit)
+    try:
+        wl = philly_workload(Path(args.trace), args.gpus, args.configs, args.evals, args.limit)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     rows, runs = [], {}
     inputs = None
     out = Path(args.out)
@@ -113,13 +121,13 @@ def main() -> None:
                 run = simulate(cfg, inputs, record_log=False, sparse_reports=True, regret=False, progress=budget)
             except WallBudget as e:
                 rows.append({"policy": inter, "early_exit": ee, "tasks": len(wl.tasks), "gpus": args.gpus,
-                             "note": f"not finished: stopped at the {args.max_wall:.0f} s wall budget with "
+                             "finished": False, "wall_s": time.perf_counter() - t0, "note": f"not finished: stopped at the {args.max_wall:.0f} s wall budget with "
                                      f"{e.args[0]} of {len(wl.tasks)} tasks done"})
                 print(f"{inter:5s} {ee:4s} {rows[-1]['note']}", file=sys.stderr)
                 write_csv(pd.DataFrame(rows), out / f"{args.name}.csv")
                 continue
             wall = time.perf_counter() - t0
-            rows.append({**metrics(run, inter, ee, wall), "note": ""})
+            rows.append({**metrics(run, inter, ee, wall), "finished": True, "note": ""})
             runs[(inter, ee)] = run
             write_csv(pd.DataFrame(rows), out / f"{args.name}.csv")  # after each replay
             r = rows[-1]

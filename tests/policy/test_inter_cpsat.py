@@ -70,7 +70,7 @@ def test_paper_and_cumulative_models_agree(inst) -> None:
         return
     greedy = FifoScheduler().plan(now, num_gpus, running, waiting).makespan
     unit = (greedy - now) / 20  # coarse time keeps the paper model's big-M small
-    inst_int = cpsat_mod._discretize(now, num_gpus, running, fifo_order(waiting), unit, with_ids=True)
+    inst_int, _ = cpsat_mod._discretize(now, num_gpus, running, fifo_order(waiting), unit, with_ids=True)
     a = solve(build_cumulative(inst_int), 5.0, 2, 0, False)
     b = solve(build_paper(inst_int), 5.0, 2, 0, False)
     assert a.status == b.status == "OPTIMAL"

@@ -95,8 +95,8 @@ class InterTaskScheduler:
     def starts_now(self, free: int, waiting: Iterable[WaitingTask]) -> list[str] | None:
         """The tasks `plan` would start at `now`, when that is known without planning the rest
         (long queues make full plans costly); None: call `plan`. `waiting` comes lazily, in
-        arrival order (ties by task id)."""
-        return None
+        arrival order (ties by task id). Here: nothing when no GPU is free, else None."""
+        return [] if free <= 0 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,12 +308,11 @@ def make_plan(
 
 
 class ListScheduler(InterTaskScheduler):
-    """A greedy list schedule: waiting tasks in `order`, each at its earliest feasible start
-    (`head_of_line`: never before the previous task's start, like a plain queue)."""
+    """A greedy plan by a priority rule (fifo.py, sjf.py): `schedule` gives the starts."""
 
-    head_of_line = False
-
-    def order(self, waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+    def schedule(
+        self, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+    ) -> dict[str, float]:
         raise NotImplementedError
 
     def plan(
@@ -321,6 +320,5 @@ class ListScheduler(InterTaskScheduler):
     ) -> Plan:
         t0 = time.perf_counter()
         check_inputs(now, num_gpus, running, waiting)
-        starts = list_schedule(now, num_gpus, running, self.order(waiting), head_of_line=self.head_of_line)
+        starts = self.schedule(now, num_gpus, running, waiting)
         return make_plan(now, running, waiting, starts, "greedy", t0, lower_bound(now, num_gpus, running, waiting))
-

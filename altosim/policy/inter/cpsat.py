@@ -1,41 +1,47 @@
-"""CP-SAT makespan scheduler (the paper's inter-task scheduler), time-limited, never worse
-than the greedy schedules.
+"""CP-SAT makespan scheduler (the paper's inter-task scheduler) within a wall-clock limit,
+never worse than the fast greedy rules, re-planning incrementally.
 
-Per plan() call:
-1. Greedy plans: FIFO and shortest-job-first list schedules (exact, real time). If the better
-   one meets the cheap lower bound it is optimal and CP-SAT is skipped.
-2. Integer time. The time unit is u = `time_unit_s` if given, else
-   (greedy makespan of the tasks given to CP-SAT - now) / `resolution`: durations and
-   running tasks' remaining times are rounded *up* to whole units (>= 1), so every integer
-   schedule is feasible in real time. Default resolution: max(1000, 50 * tasks given to CP-SAT)
-   (11 tasks -> 1,000 units, 200 -> 10,000): coarse enough that CP-SAT can still prove small
-   instances optimal, fine enough that rounding (<= one unit per task, undone by step 4
-   anyway) does not steer it.
-3. CP-SAT (`model="cumulative"` default, or `"paper"`) minimizes C_max, then with the time left
-   and C_max fixed maximizes the GPUs started now and minimizes the sum of starts
-   (lexicographic; see cpsat_models), within `time_limit_s` of wall time, hinted
-   with the better integer greedy schedule. Only the first `max_tasks`
-   waiting tasks by arrival go to CP-SAT; the rest are list-scheduled
-   after them in arrival order (filling holes), and `note` says so.
-4. Compaction: CP-SAT's order (by integer start) is replayed as a serial list schedule in real
-   time. Each task then starts no later than its CP-SAT start mapped to real time (a standard
-   property of serial schedule generation along a feasible schedule's start order), so rounding
-   slack is removed and the makespan can only drop.
-5. The best of {compacted CP-SAT, FIFO, SJF} by (makespan, -GPUs started now, sum of starts)
-   is returned, so makespan <= FIFO's always; unless CP-SAT proved optimality, it first goes
-   through forward-backward justification (improve.py), kept only if it scores better.
+Per plan() call (`time_limit_s` is wall seconds for the whole call, as users read it):
+1. Greedy plans, event by event (fast.py, O(n log n) in the queue): arrival order with
+   backfilling, SJF (serial for its first `max_tasks`), and FIFO for queues of at most
+   `max_tasks`. If the best meets the cheap lower
+   bound (area / longest task) it is optimal and CP-SAT is skipped.
+2. The head of the queue: the first `max_tasks` waiting tasks by arrival go to CP-SAT; the rest
+   are placed by the fast rule (arrival order, backfilling) around them, and `note` says so.
+   Incremental: when nothing material changed since the last solve (at most `resolve_share`
+   of today's head is new since then, and with none new the old order still ends the head no
+   later than it did), the last order is kept (new tasks last) and CP-SAT is not called.
+3. Integer time. The time unit is u = `time_unit_s` if given, else (greedy makespan of the head
+   - now) / `resolution`: durations and running tasks' remaining times are rounded *up* to
+   whole units (>= 1), so every integer schedule is feasible in real time. Default resolution:
+   max(1000, 50 * head size).
+4. CP-SAT (`model="cumulative"` default, or `"paper"`) minimizes C_max, then with C_max fixed
+   maximizes the GPUs started now and minimizes the sum of starts (lexicographic; see
+   cpsat_models), hinted with the better integer greedy schedule, within 90% of what is left of
+   `time_limit_s` once the time steps 1-3 took is spent twice (extraction costs about that).
+5. Compaction: CP-SAT's order is replayed as a serial list schedule in real time (each task
+   starts no later than its CP-SAT start mapped to real time, so rounding slack goes and the
+   makespan can only drop), then the rest of the queue by the fast rule.
+6. The best of {compacted CP-SAT, the greedy plans} by (makespan, -GPUs started now, sum of
+   starts) is returned, so it is never worse than the fast rules alone (nor than FIFO for queues
+   of at most `max_tasks`); unless CP-SAT proved
+   it optimal, a queue no longer than `max_tasks` first goes through forward-backward
+   justification (improve.py, O(n^2)), kept only if it scores better.
 
-`lower_bound` is max(cheap bound, CP-SAT's bound converted to real time). The conversion is
-rigorous: a real schedule shifted to integers (start ceil(s/u) + 2*rank) is feasible in the
-rounded model, so OPT_real >= u * (bound_int - 2 * n_cp) with n_cp the tasks given to CP-SAT.
+`lower_bound` is max(cheap bound, CP-SAT's bound in real time): with no rounding (step 3 exact)
+that is u * bound_int; otherwise OPT_real >= u * (bound_int - 2 * n_cp), since a real schedule
+shifted to integers (start ceil(s/u) + 2*rank) is feasible in the rounded model. `status` is
+"optimal" only when the real makespan meets that real bound (or CP-SAT proved the unrounded
+model optimal): plans.csv's gap, (makespan - lower_bound) / (lower_bound - now), is to the real bound.
 
-Determinism: a wall-clock limit with parallel workers means the same inputs can give different
-plans when the limit is hit (never when CP-SAT proves optimality in time, nor when the greedy
-plan meets the bound: then no solver runs). `deterministic=True` makes plans reproducible (for
-`alto replay`): one search worker and CP-SAT's work-based limit of `time_limit_s` units, which
-took 1-5x that in wall time here; a wall cap of 10x is a safety net (hitting it breaks
-reproducibility). With the justification of step 5, short limits lose little: on 200 tasks x
-1,024 GPUs, 0.1 s gave makespans within 1% of 2 s runs.
+Determinism (what `alto replay` relies on): with `deterministic=True` (default) CP-SAT runs one
+worker under a fixed work budget, `work_limit` CP-SAT work units per plan (default
+WORK_PER_S * time_limit_s = 0.1 units per second of limit: on these models a unit took 1-5 s of
+wall here, so the budget usually ends first). The budget is a pure function of the scheduler's
+parameters, which the event-log header records, so a replay gets the same plans. The wall
+limit stays on as a cap: a plan it cut short says so in its note ("stopped by the wall-clock
+limit") and may not replay identically. The incremental reuse (step 2) depends only on the
+plans' inputs, so it replays too. `deterministic=False`: `num_workers` workers, wall limit only.
 """
 
 from __future__ import annotations
@@ -60,11 +66,14 @@ from altosim.policy.inter.base import (
     sjf_order,
 )
 from altosim.policy.inter.cpsat_models import IntInstance, build_cumulative, build_paper, solve
+from altosim.policy.inter.fast import event_schedule, reserve_then_fill
 from altosim.policy.inter.improve import justify
 from altosim.policy.inter.validate import assign_gpu_ids
 from altosim.policy.registry import INTER_TASK
 
 _MODELS = {"cumulative": build_cumulative, "paper": build_paper}
+WORK_PER_S = 0.1  # deterministic CP-SAT work units per second of time_limit_s (see the module docstring)
+_SOLVER_SHARE = 0.9  # of the wall time left for CP-SAT (see step 4 of the module docstring)
 
 
 @INTER_TASK.register("cpsat")
@@ -72,19 +81,21 @@ _MODELS = {"cumulative": build_cumulative, "paper": build_paper}
 class CpSatScheduler(InterTaskScheduler):
     """Minimize makespan of all waiting tasks around the running ones."""
 
-    time_limit_s: float = 2.0  # CP-SAT wall time per plan() (both phases); greedy work comes on top
+    time_limit_s: float = 2.0  # wall seconds for a whole plan() call (greedy rules, CP-SAT, extraction)
     num_workers: int = 2
     model: str = "cumulative"  # or "paper"
-    max_tasks: int = 200  # waiting tasks given to CP-SAT (first by arrival); the rest are greedy
+    max_tasks: int = 200  # waiting tasks given to CP-SAT (first by arrival); the rest by the fast rule
     resolution: int | None = None  # integer time units over the greedy horizon (None: auto)
     time_unit_s: float | None = None  # seconds per integer unit; overrides resolution
     deterministic: bool = True  # reproducible plans, so `alto replay` gets the same decisions
+    work_limit: float | None = None  # CP-SAT work units per plan when deterministic (None: WORK_PER_S * limit)
+    resolve_share: float = 0.1  # re-solve once this share of the head entered since the last solve
     seed: int = 0
 
     name = "cpsat"
 
     def __post_init__(self) -> None:
-        if not self.time_limit_s > 0:
+        if not (0 < self.time_limit_s < math.inf):
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s!r}")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers!r}")
@@ -96,6 +107,11 @@ class CpSatScheduler(InterTaskScheduler):
             raise ValueError(f"resolution must be >= 10, got {self.resolution!r}")
         if self.time_unit_s is not None and not (0 < self.time_unit_s < math.inf):
             raise ValueError(f"time_unit_s must be > 0, got {self.time_unit_s!r}")
+        if self.work_limit is not None and not (0 < self.work_limit < math.inf):
+            raise ValueError(f"work_limit must be > 0, got {self.work_limit!r}")
+        if not 0 <= self.resolve_share < 1:
+            raise ValueError(f"resolve_share must be in [0, 1), got {self.resolve_share!r}")
+        self._memo: _Memo | None = None  # the last CP-SAT solve (incremental re-planning)
 
     def plan(
         self, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
@@ -104,10 +120,13 @@ class CpSatScheduler(InterTaskScheduler):
         t0 = time.perf_counter()
         check_inputs(now, num_gpus, running, waiting)
         lb = lower_bound(now, num_gpus, running, waiting)
+        by_arrival = fifo_order(waiting)
         greedy = [
-            list_schedule(now, num_gpus, running, fifo_order(waiting), head_of_line=True),
-            list_schedule(now, num_gpus, running, sjf_order(waiting)),
+            event_schedule(now, num_gpus, running, by_arrival),  # arrival order, backfilling
+            reserve_then_fill(now, num_gpus, running, sjf_order(waiting), self.max_tasks),  # SJF
         ]
+        if len(waiting) <= self.max_tasks:  # FIFO (backfilling is rarely worse, but can be)
+            greedy.append(event_schedule(now, num_gpus, running, by_arrival, head_of_line=True))
         best = min(greedy, key=lambda st: _score(now, running, waiting, st))
         best_ms = makespan_of(now, running, waiting, best)
         free_now = int(FreeProfile(now, num_gpus, running).free[0])
@@ -115,51 +134,105 @@ class CpSatScheduler(InterTaskScheduler):
         if not waiting or (best_ms <= lb * (1 + 1e-9) + 1e-9 and not idles_now):
             return make_plan(now, running, waiting, best, "optimal", t0, lb, "greedy plan meets the lower bound")
 
-        # -- the part CP-SAT sees
-        by_arrival = fifo_order(waiting)
+        # -- the head of the queue goes to CP-SAT, unless its previous order still holds
         sub, rest = by_arrival[: self.max_tasks], by_arrival[self.max_tasks :]
         truncated = bool(rest)
-        horizon = best_ms
-        if truncated:  # the unit follows the horizon of what CP-SAT sees
-            horizon = min(
-                makespan_of(now, running, sub, list_schedule(now, num_gpus, running, order))
-                for order in (sub, sjf_order(sub))
-            )
-        unit = self.time_unit_s or (horizon - now) / (self.resolution or max(1000, 50 * len(sub)))
-        inst = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper")
-
-        # -- solve
-        try:
-            res = solve(_MODELS[self.model](inst), self.time_limit_s, self.num_workers, self.seed, self.deterministic)
-        except Exception as e:  # ortools missing or failing must not stop the cluster
-            return make_plan(now, running, waiting, best, "fallback", t0, lb, f"cp-sat error: {type(e).__name__}: {e}")
-        lb = max(lb, now + unit * (res.cmax_bound - 2 * len(sub)))
-        note = f"cp-sat {res.status} (left shift {res.left_shift}) in {res.wall_s:.3f}s, unit={unit:.4g}s"
+        key = (now, num_gpus, tuple(running), tuple(sub))
+        reused = self._reusable(now, num_gpus, running, sub)
+        proved = False
+        if reused is not None:
+            order, res = reused, None
+            note = "kept the last cp-sat order (nothing material changed)"
+            if self._memo is not None and self._memo.key == key:  # the very same head: its bound holds
+                lb, proved = max(lb, self._memo.lb), self._memo.proved
+        else:
+            horizon = best_ms
+            if truncated:  # the unit follows the horizon of what CP-SAT sees
+                horizon = min(
+                    makespan_of(now, running, sub, list_schedule(now, num_gpus, running, order))
+                    for order in (sub, sjf_order(sub))
+                )
+            unit = self.time_unit_s or (horizon - now) / (self.resolution or max(1000, 50 * len(sub)))
+            inst, exact = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper")
+            elapsed = time.perf_counter() - t0  # extraction costs about as much again
+            try:
+                res = solve(_MODELS[self.model](inst), _SOLVER_SHARE * (self.time_limit_s - 2 * elapsed),
+                            self.num_workers, self.seed,
+                            self.deterministic, work_limit=self._work_limit())
+            except Exception as e:  # ortools missing or failing must not stop the cluster
+                return make_plan(now, running, waiting, best, "fallback", t0, lb, f"cp-sat error: {type(e).__name__}: {e}")
+            slack = 0 if exact else 2 * len(sub)
+            lb_cp = now + unit * (res.cmax_bound - slack)
+            lb = max(lb, lb_cp)
+            proved = res.status == "OPTIMAL" and exact
+            note = f"cp-sat {res.status} (left shift {res.left_shift}) in {res.wall_s:.3f}s, unit={unit:.4g}s"
+            if res.wall_capped:
+                note += "; stopped by the wall-clock limit (may not replay identically)"
+            if res.starts is None:
+                self._memo = None
+                return make_plan(now, running, waiting, best, "fallback", t0, lb, note)
+            rank = {w.task_id: k for k, w in enumerate(sub)}
+            order = sorted(sub, key=lambda w: (res.starts[rank[w.task_id]], rank[w.task_id]))
         if truncated:
-            note += f"; cp-sat on the first {len(sub)} of {len(waiting)} waiting by arrival, rest list-scheduled"
-        if res.starts is None:
-            return make_plan(now, running, waiting, best, "fallback", t0, lb, note)
+            note += f"; cp-sat on the first {len(sub)} of {len(waiting)} waiting by arrival, rest by the fast rule"
 
-        # -- extract: compact CP-SAT's order in real time, then the rest
-        rank = {w.task_id: k for k, w in enumerate(sub)}
-        order = sorted(sub, key=lambda w: (res.starts[rank[w.task_id]], rank[w.task_id]))
+        # -- extract: compact CP-SAT's order in real time, then the rest event by event around it
         prof = FreeProfile(now, num_gpus, running)
         cp_starts = list_schedule(now, num_gpus, running, order, profile=prof)
-        cp_starts.update(list_schedule(now, num_gpus, running, rest, profile=prof))
+        if rest:
+            cp_starts.update(event_schedule(now, num_gpus, running, rest, profile=prof))
+        if res is not None:
+            self._memo = _Memo(frozenset(w.task_id for w in sub), tuple(w.task_id for w in order),
+                               makespan_of(now, running, sub, cp_starts), key, lb_cp, proved)
+        proved = proved and not truncated
 
         # -- choose, then squeeze out slack a time-limited solve leaves (never worse)
         chosen = min([cp_starts, *greedy], key=lambda st: _score(now, running, waiting, st))  # ties: CP-SAT's
-        if not (res.status == "OPTIMAL" and not truncated):
+        if not proved and not truncated:
             better = justify(now, num_gpus, running, waiting, chosen)
             if _score(now, running, waiting, better) < _score(now, running, waiting, chosen):
                 chosen = cp_starts = better  # counts as CP-SAT's plan, improved
                 note += "; improved by forward-backward justification"
-        proved = res.status == "OPTIMAL" and not truncated
-        if proved or makespan_of(now, running, waiting, chosen) <= lb:
+        if proved or makespan_of(now, running, waiting, chosen) <= lb * (1 + 1e-12):
             status = "optimal"
         else:
             status = "feasible" if chosen is cp_starts else "greedy"
         return make_plan(now, running, waiting, chosen, status, t0, lb, note)
+
+    def _work_limit(self) -> float | None:
+        if not self.deterministic:
+            return None
+        return self.work_limit if self.work_limit is not None else WORK_PER_S * self.time_limit_s
+
+    def _reusable(
+        self, now: float, num_gpus: int, running: Sequence[RunningTask], sub: Sequence[WaitingTask]
+    ) -> list[WaitingTask] | None:
+        """The last solve's order for today's head, when nothing material changed: at most
+        `resolve_share` of the head is new since that solve (new tasks go last, by arrival),
+        and, with none new, the order still ends the head no later than it did then."""
+        memo = self._memo
+        if memo is None:
+            return None
+        new = [w for w in sub if w.task_id not in memo.head]
+        if len(new) > self.resolve_share * len(sub):
+            return None
+        by_id = {w.task_id: w for w in sub}
+        order = [by_id[i] for i in memo.order if i in by_id] + new
+        if not new:
+            ms = makespan_of(now, running, sub, list_schedule(now, num_gpus, running, order))
+            if ms > memo.head_makespan * (1 + 1e-9) + 1e-9:
+                return None
+        return order
+
+
+@dataclass(frozen=True)
+class _Memo:
+    head: frozenset[str]  # the task ids CP-SAT solved for
+    order: tuple[str, ...]  # their order by CP-SAT's starts
+    head_makespan: float  # the compacted head's makespan then (absolute time)
+    key: tuple  # (now, num_gpus, running, head) it was solved for
+    lb: float  # the bound CP-SAT proved for that head (absolute time)
+    proved: bool  # CP-SAT proved that head's order optimal (exact integer model)
 
 
 def _score(
@@ -177,8 +250,9 @@ def _units(x: float, unit: float) -> int:
 
 def _discretize(
     now: float, num_gpus: int, running: Sequence[RunningTask], sub: Sequence[WaitingTask], unit: float, with_ids: bool
-) -> IntInstance:
-    """Integer instance at time 0 = now, with the better integer greedy schedule as hint."""
+) -> tuple[IntInstance, bool]:
+    """Integer instance at time 0 = now, with the better integer greedy schedule as hint, and
+    whether it is exact (every duration and release a whole number of units: no rounding)."""
     run = [r for r in running if r.remaining > 0 and r.gpus]
     iruns = [RunningTask(r.task_id, r.gpus, float(_units(r.remaining, unit))) for r in run]
     iwait = [WaitingTask(w.task_id, w.gpus, float(_units(w.duration, unit)), w.arrival) for w in sub]
@@ -193,6 +267,7 @@ def _discretize(
         hplan = make_plan(0.0, iruns, iwait, hint, "greedy", 0.0, 0.0)
         ids = assign_gpu_ids(hplan, 0.0, num_gpus, iruns, iwait)
         hint_gpus = tuple(ids[w.task_id] for w in iwait)
+    exact = all(_units(x, unit) * unit == x for x in [r.remaining for r in run] + [w.duration for w in sub])
     return IntInstance(
         num_gpus=num_gpus,
         dur=tuple(int(w.duration) for w in iwait),
@@ -202,7 +277,7 @@ def _discretize(
         horizon=horizon,
         hint=tuple(int(hint[w.task_id]) for w in iwait),
         hint_gpus=hint_gpus,
-    )
+    ), exact
 
 
 __all__ = ["CpSatScheduler"]

@@ -143,10 +143,17 @@ class SolveResult:
     cmax_bound: int  # proven lower bound on C_max in units
     wall_s: float  # both phases
     left_shift: str  # phase 2 status, "skipped" when no time was left
+    wall_capped: bool = False  # deterministic mode: the wall limit, not the work limit, stopped a phase
 
 
 def solve(
-    parts: CpModelParts, time_limit_s: float, num_workers: int, seed: int, deterministic: bool, phase1_share: float = 0.75
+    parts: CpModelParts,
+    time_limit_s: float,
+    num_workers: int,
+    seed: int,
+    deterministic: bool,
+    phase1_share: float = 0.75,
+    work_limit: float | None = None,
 ) -> SolveResult:
     """Lexicographic solve within `time_limit_s` of wall time; returns plain numbers.
 
@@ -155,28 +162,36 @@ def solve(
     sum of starts (lexicographic), hinted with phase 1, for the rest of the limit
     but at most (1 - phase1_share) of it (the caller's compaction already left-shifts, so
     phase 2 is a refinement and should not eat a fast phase 1's savings).
+
+    `deterministic`: one worker, and the phases share `work_limit` CP-SAT work units the same
+    way (default: `time_limit_s` units), so the same model gives the same answer on any machine;
+    the wall limit stays on as a cap, and `wall_capped` says when it, not the work, ended a phase.
     """
     from ortools.sat.python import cp_model
 
     model = parts.model
+    work = (work_limit if work_limit is not None else time_limit_s) if deterministic else None
 
     # -- phase 1: makespan
     model.minimize(parts.cmax)
-    code, solver = _run(model, phase1_share * time_limit_s, num_workers, seed, deterministic)
+    code, solver, capped = _run(model, phase1_share * time_limit_s, work and phase1_share * work, num_workers, seed)
     status = solver.status_name(code)
     wall = solver.wall_time
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         bound = solver.best_objective_bound if code == cp_model.UNKNOWN else 0.0
-        return SolveResult(status, None, None, _floor_bound(bound), wall, "skipped")
+        return SolveResult(status, None, None, _floor_bound(bound), wall, "skipped", capped)
     cmax = int(solver.value(parts.cmax))
     starts = tuple(int(solver.value(s)) for s in parts.starts)
     bound = cmax if code == cp_model.OPTIMAL else _floor_bound(solver.best_objective_bound)
 
     # -- phase 2: left shift at that makespan (budget counted in work units when deterministic)
-    spent = solver.deterministic_time if deterministic else wall
-    left = min(time_limit_s - spent, (1.0 - phase1_share) * time_limit_s)
-    if left < 0.05 * time_limit_s or not parts.starts:
-        return SolveResult(status, starts, cmax, bound, wall, "skipped")
+    if work:
+        total, spent = work, solver.deterministic_time
+    else:
+        total, spent = time_limit_s, wall
+    left = min(total - spent, (1.0 - phase1_share) * total)
+    if left < 0.05 * total or not parts.starts:
+        return SolveResult(status, starts, cmax, bound, wall, "skipped", capped)
     model.add(parts.cmax <= cmax)
     at_now = [model.new_bool_var(f"now{i}") for i in range(len(parts.starts))]
     for s, b in zip(parts.starts, at_now):
@@ -188,30 +203,33 @@ def solve(
     model.add_hint(parts.cmax, cmax)
     weight = len(parts.starts) * cmax + 1  # > any sum of starts
     model.minimize(sum(parts.starts) - weight * sum(g * b for g, b in zip(parts.demand, at_now)))
-    code2, solver2 = _run(model, left, num_workers, seed, deterministic)
+    wall_left = max(0.01, time_limit_s - wall)
+    code2, solver2, capped2 = _run(model, wall_left, left if work else None, num_workers, seed)
     wall += solver2.wall_time
     if code2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         starts = tuple(int(solver2.value(s)) for s in parts.starts)
-    return SolveResult(status, starts, cmax, bound, wall, solver2.status_name(code2))
+    return SolveResult(status, starts, cmax, bound, wall, solver2.status_name(code2), capped or capped2)
 
 
-def _run(model: Any, limit_s: float, num_workers: int, seed: int, deterministic: bool) -> tuple[Any, Any]:
+def _run(model: Any, wall_s: float, work: float | None, num_workers: int, seed: int) -> tuple[Any, Any, bool]:
+    """Solve within `wall_s` seconds; `work` (deterministic mode): also within that many work
+    units, on one worker (reproducible). Returns (status code, solver, stopped by the wall)."""
     from ortools.sat.python import cp_model
 
     solver = cp_model.CpSolver()
     p = solver.parameters
     p.num_workers = num_workers
     p.random_seed = seed
-    p.max_time_in_seconds = limit_s
-    if deterministic:
+    p.max_time_in_seconds = max(wall_s, 1e-3)
+    if work is not None:
         # Reproducible search: one worker, work-based limit. (Interleaved parallel search is
-        # reproducible too but overshot its work limit several-fold here.) CP-SAT's work units
-        # are not seconds (1-5 s of wall each on these models), so a wall cap of 10x stays as a
-        # safety net; a run that hits it may not be reproducible.
+        # reproducible too but overshot its work limit several-fold here.)
         p.num_workers = 1
-        p.max_deterministic_time = limit_s
-        p.max_time_in_seconds = 10.0 * limit_s
-    return solver.solve(model), solver
+        p.max_deterministic_time = work
+    code = solver.solve(model)
+    capped = (work is not None and code != cp_model.OPTIMAL and code != cp_model.INFEASIBLE
+              and solver.deterministic_time < 0.99 * work)
+    return code, solver, capped
 
 
 def _floor_bound(bound: float) -> int:

@@ -1,14 +1,17 @@
 """FIFO: tasks start in arrival order; a task never starts before the one ahead of it.
 
 This is a plain cluster queue with head-of-line blocking: a large task at the head keeps
-smaller ones behind it waiting even when they would fit now.
+smaller ones behind it waiting even when they would fit now. Planned event by event
+(`fast.event_schedule`, O(n log n)): the same plan as serial list scheduling with
+head-of-line blocking, since with starts in queue order the GPUs only free up after each start.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from altosim.policy.inter.base import ListScheduler, WaitingTask, fifo_order
+from altosim.policy.inter.base import ListScheduler, RunningTask, WaitingTask, fifo_order
+from altosim.policy.inter.fast import event_schedule
 from altosim.policy.registry import INTER_TASK
 
 
@@ -17,10 +20,11 @@ class FifoScheduler(ListScheduler):
     """Arrival order (ties by task_id), each start >= the previous task's start."""
 
     name = "fifo"
-    head_of_line = True
 
-    def order(self, waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
-        return fifo_order(waiting)
+    def schedule(
+        self, now: float, num_gpus: int, running: Sequence[RunningTask], waiting: Sequence[WaitingTask]
+    ) -> dict[str, float]:
+        return event_schedule(now, num_gpus, running, fifo_order(waiting), head_of_line=True)
 
     def starts_now(self, free: int, waiting: Iterable[WaitingTask]) -> list[str] | None:
         """The queue's head while it fits: exactly the plan's starts at `now` (running tasks
