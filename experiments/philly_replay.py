@@ -5,8 +5,10 @@ K configs with loss curves from the embedded pool). Policies FIFO, SJF and CP-SA
 re-planned on arrivals and completions), each with and without early exit, on a cluster of
 `--gpus` GPUs. Writes NAME.csv, NAME_jct_cdf.png and NAME_busy.png under the folder given by
 --out (required: no default that overwrites committed results). A replay that runs past
---max-wall seconds (default 300, the issue's acceptance cap) is stopped and its row says so
-(`finished` False, `note` with the tasks done), beside the rows that finished.
+--max-wall seconds (default 300, the issue's acceptance cap; `--budget-clock cpu` counts this
+process's CPU seconds instead, for a shared machine) is stopped and its row says so (`finished`
+False, `note` with the tasks done), beside the rows that finished. Rows carry wall_s, cpu_s and
+the 1-minute load average at the end, so a loaded machine shows.
 
     python experiments/philly_replay.py --out DIR [--gpus 1024] [--evals 20] [--policies fifo,sjf,cpsat]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,6 +96,8 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=0.5, help="CP-SAT seconds per re-plan")
     ap.add_argument("--limit", type=int, help="replay only the first N tasks (smoke runs)")
     ap.add_argument("--max-wall", type=float, default=300.0, help="seconds one replay may take")
+    ap.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                    help="what --max-wall counts: wall seconds, or this process's CPU seconds (on a shared machine)")
     ap.add_argument("--out", required=True, help="folder for the CSV and PNGs")
     ap.add_argument("--name", default="philly_replay", help="file stem of the CSV and PNGs")
     args = ap.parse_args()
@@ -111,23 +116,26 @@ def main() -> None:
                 "cluster": {"gpus": args.gpus},
                 "policy": {"inter_task": {"name": inter, "params": params}, "early_exit": ee}})
             inputs = inputs or load_inputs(cfg, workload=wl)
-            t0 = time.perf_counter()
+            clock = time.process_time if args.budget_clock == "cpu" else time.perf_counter
+            t0, c0, b0 = time.perf_counter(), time.process_time(), clock()
 
             def budget(done: int) -> None:
-                if time.perf_counter() - t0 > args.max_wall:
+                if clock() - b0 > args.max_wall:
                     raise WallBudget(done)
 
             try:
                 run = simulate(cfg, inputs, record_log=False, sparse_reports=True, regret=False, progress=budget)
             except WallBudget as e:
                 rows.append({"policy": inter, "early_exit": ee, "tasks": len(wl.tasks), "gpus": args.gpus,
-                             "finished": False, "wall_s": time.perf_counter() - t0, "note": f"not finished: stopped at the {args.max_wall:.0f} s wall budget with "
+                             "finished": False, "wall_s": time.perf_counter() - t0,
+                             "cpu_s": time.process_time() - c0, "load1": os.getloadavg()[0], "note": f"not finished: stopped at the {args.max_wall:.0f} s {args.budget_clock} budget with "
                                      f"{e.args[0]} of {len(wl.tasks)} tasks done"})
                 print(f"{inter:5s} {ee:4s} {rows[-1]['note']}", file=sys.stderr)
                 write_csv(pd.DataFrame(rows), out / f"{args.name}.csv")
                 continue
             wall = time.perf_counter() - t0
-            rows.append({**metrics(run, inter, ee, wall), "finished": True, "note": ""})
+            rows.append({**metrics(run, inter, ee, wall), "cpu_s": time.process_time() - c0,
+                         "load1": os.getloadavg()[0], "finished": True, "note": ""})
             runs[(inter, ee)] = run
             write_csv(pd.DataFrame(rows), out / f"{args.name}.csv")  # after each replay
             r = rows[-1]
