@@ -310,7 +310,7 @@ class Controller:
         plan = self.inter.plan(now, self.cfg.num_gpus, running, waiting)
         self.plans.append(
             {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
-             "makespan": plan.makespan, "lower_bound": plan.lower_bound}
+             "makespan": plan.makespan, "lower_bound": plan.lower_bound, "gap": plan.gap}
         )
         due = [a.task_id for a in sorted(plan.assignments, key=lambda a: (a.start, a.task_id)) if a.start <= now + 1e-6]
         return self._start_ids(due, now)
