@@ -155,10 +155,11 @@ def test_optimal_status_has_no_gap_to_the_real_bound(inst) -> None:
 
 def test_deterministic_mode_hands_the_solver_a_fixed_work_budget(monkeypatch) -> None:
     calls = _counting_solve(monkeypatch)
-    waiting = [WaitingTask("s1", 1, 5.0, 0.0), WaitingTask("s2", 1, 5.0, 1.0), WaitingTask("long", 1, 10.0, 2.0)]
-    CpSatScheduler(time_limit_s=1.5).plan(0.0, 2, [], waiting)
-    CpSatScheduler(time_limit_s=1.5, work_limit=0.05).plan(0.0, 2, [], waiting)
-    CpSatScheduler(time_limit_s=1.5, deterministic=False).plan(0.0, 2, [], waiting)
+    # a GPU idles now in every greedy plan, so the solver is asked whether that costs makespan
+    running = [RunningTask("r0", (0,), 1.0), RunningTask("r2", (1, 2), 14.0)]
+    waiting = [WaitingTask("w0", 1, 14.0, 0.0), WaitingTask("w1", 3, 28.0, 0.0)]
+    for params in (dict(), dict(work_limit=0.05), dict(deterministic=False)):
+        CpSatScheduler(time_limit_s=1.5, **params).plan(0.0, 5, running, waiting)
     assert [c["work_limit"] for c in calls] == [pytest.approx(cpsat_mod.WORK_PER_S * 1.5), 0.05, None]
     for bad in (dict(work_limit=0.0), dict(resolve_share=1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):

@@ -254,6 +254,11 @@ def sjf_order(waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
     return sorted(waiting, key=lambda w: (w.duration, w.arrival, w.task_id))
 
 
+def lpt_order(waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+    """Longest first: the classic list-scheduling order for makespan."""
+    return sorted(waiting, key=lambda w: (-w.duration, w.arrival, w.task_id))
+
+
 # ---------------------------------------------------------------------------------------------
 # Plans
 # ---------------------------------------------------------------------------------------------

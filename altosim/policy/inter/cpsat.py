@@ -3,8 +3,8 @@ never worse than the fast greedy rules, re-planning incrementally.
 
 Per plan() call (`time_limit_s` is wall seconds for the whole call, as users read it):
 1. Greedy plans, event by event (fast.py, O(n log n) in the queue): arrival order with
-   backfilling, SJF (serial for its first `max_tasks`), and FIFO for queues of at most
-   `max_tasks`. If the best meets the cheap lower
+   backfilling, SJF and longest-first (LPT, the classic makespan rule; both serial for their
+   first `max_tasks`), and FIFO for queues of at most `max_tasks`. If the best meets the cheap lower
    bound (area / longest task) it is optimal and CP-SAT is skipped.
 2. The head of the queue: the first `max_tasks` waiting tasks by arrival go to CP-SAT; the rest
    are placed by the fast rule (arrival order, backfilling) around them, and `note` says so.
@@ -17,16 +17,17 @@ Per plan() call (`time_limit_s` is wall seconds for the whole call, as users rea
    max(1000, 50 * head size).
 4. CP-SAT (`model="cumulative"` default, or `"paper"`) minimizes C_max, then with C_max fixed
    maximizes the GPUs started now and minimizes the sum of starts (lexicographic; see
-   cpsat_models), hinted with the better integer greedy schedule, within 90% of what is left of
-   `time_limit_s` once the time steps 1-3 took is spent twice (extraction costs about that).
+   cpsat_models), hinted with the best integer greedy schedule (FIFO, SJF, LPT), within 90% of what is left of
+   `time_limit_s` once the time steps 1-3 took is spent three times (extraction and
+   justification cost about twice that).
 5. Compaction: CP-SAT's order is replayed as a serial list schedule in real time (each task
    starts no later than its CP-SAT start mapped to real time, so rounding slack goes and the
    makespan can only drop), then the rest of the queue by the fast rule.
 6. The best of {compacted CP-SAT, the greedy plans} by (makespan, -GPUs started now, sum of
    starts) is returned, so it is never worse than the fast rules alone (nor than FIFO for queues
-   of at most `max_tasks`); unless CP-SAT proved
-   it optimal, a queue no longer than `max_tasks` first goes through forward-backward
-   justification (improve.py, O(n^2)), kept only if it scores better.
+   of at most `max_tasks`); unless CP-SAT proved it optimal, in a queue no longer than
+   `max_tasks` it and the longest-first plan go through forward-backward justification
+   (improve.py, O(n^2)), and the better result is kept if it scores better.
 
 `lower_bound` is max(cheap bound, CP-SAT's bound in real time): with no rounding (step 3 exact)
 that is u * bound_int; otherwise OPT_real >= u * (bound_int - 2 * n_cp), since a real schedule
@@ -61,6 +62,7 @@ from altosim.policy.inter.base import (
     fifo_order,
     list_schedule,
     lower_bound,
+    lpt_order,
     make_plan,
     makespan_of,
     sjf_order,
@@ -124,6 +126,7 @@ class CpSatScheduler(InterTaskScheduler):
         greedy = [
             event_schedule(now, num_gpus, running, by_arrival),  # arrival order, backfilling
             reserve_then_fill(now, num_gpus, running, sjf_order(waiting), self.max_tasks),  # SJF
+            reserve_then_fill(now, num_gpus, running, lpt_order(waiting), self.max_tasks),  # longest first
         ]
         if len(waiting) <= self.max_tasks:  # FIFO (backfilling is rarely worse, but can be)
             greedy.append(event_schedule(now, num_gpus, running, by_arrival, head_of_line=True))
@@ -154,9 +157,9 @@ class CpSatScheduler(InterTaskScheduler):
                 )
             unit = self.time_unit_s or (horizon - now) / (self.resolution or max(1000, 50 * len(sub)))
             inst, exact = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper")
-            elapsed = time.perf_counter() - t0  # extraction costs about as much again
+            elapsed = time.perf_counter() - t0  # extraction and justification: about twice that
             try:
-                res = solve(_MODELS[self.model](inst), _SOLVER_SHARE * (self.time_limit_s - 2 * elapsed),
+                res = solve(_MODELS[self.model](inst), _SOLVER_SHARE * (self.time_limit_s - 3 * elapsed),
                             self.num_workers, self.seed,
                             self.deterministic, work_limit=self._work_limit())
             except Exception as e:  # ortools missing or failing must not stop the cluster
@@ -188,8 +191,9 @@ class CpSatScheduler(InterTaskScheduler):
 
         # -- choose, then squeeze out slack a time-limited solve leaves (never worse)
         chosen = min([cp_starts, *greedy], key=lambda st: _score(now, running, waiting, st))  # ties: CP-SAT's
-        if not proved and not truncated:
-            better = justify(now, num_gpus, running, waiting, chosen)
+        if not proved and not truncated:  # justify the chosen plan and the longest-first one
+            tried = [justify(now, num_gpus, running, waiting, st, rounds=4) for st in (chosen, greedy[2])]
+            better = min(tried, key=lambda st: _score(now, running, waiting, st))
             if _score(now, running, waiting, better) < _score(now, running, waiting, chosen):
                 chosen = cp_starts = better  # counts as CP-SAT's plan, improved
                 note += "; improved by forward-backward justification"
@@ -259,6 +263,7 @@ def _discretize(
     hints = [
         list_schedule(0.0, num_gpus, iruns, fifo_order(iwait), head_of_line=True),
         list_schedule(0.0, num_gpus, iruns, sjf_order(iwait)),
+        list_schedule(0.0, num_gpus, iruns, lpt_order(iwait)),
     ]
     hint = min(hints, key=lambda st: _score(0.0, iruns, iwait, st))
     horizon = int(makespan_of(0.0, iruns, iwait, hint))
