@@ -16,7 +16,6 @@ the 1-minute load average at the end, so a loaded machine shows.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -143,6 +142,9 @@ def main() -> None:
                   f"queue {r['avg_queue_h']:.2f} h  busy {r['gpu_busy_share']:.1%}  wall {wall:.0f} s  "
                   f"{r['events_per_s']:.0f} ev/s", file=sys.stderr)
     df = pd.DataFrame(rows)
+    if not runs:
+        print(df.to_string(index=False))
+        sys.exit("no replay finished")
 
     import matplotlib
 
@@ -171,8 +173,6 @@ def main() -> None:
     save_fig(fig, out / f"{args.name}_busy.png")
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(df.to_string(index=False))
-    if df.get("avg_jct_h") is None or df["avg_jct_h"].isna().all():
-        sys.exit("no replay finished")
 
 
 if __name__ == "__main__":
