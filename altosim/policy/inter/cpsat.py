@@ -3,9 +3,10 @@ never worse than the fast greedy rules, re-planning incrementally.
 
 Per plan() call (`time_limit_s` is wall seconds for the whole call, as users read it):
 1. Greedy plans, event by event (fast.py, O(n log n) in the queue): arrival order with
-   backfilling, SJF, longest-first (LPT, the classic makespan rule), and FIFO for a queue of at
-   most `max_tasks`, which also gets SJF and LPT by serial list scheduling (holes filled, reservations
-   kept), a longer one only the event-driven rules (a serial head of 200 cost 30 ms per plan).
+   backfilling, SJF, longest-first (LPT, the classic makespan rule), and FIFO for a queue of
+   at most `max_tasks`, which also gets SJF and LPT by serial list scheduling (holes filled,
+   reservations kept); a longer one gets only the event-driven rules (a serial head of 200
+   cost 30 ms per plan).
    If the best meets the cheap lower bound (area / longest task) it is optimal and CP-SAT is
    skipped.
 2. The head of the queue: the first `max_tasks` waiting tasks by arrival go to CP-SAT; the rest
