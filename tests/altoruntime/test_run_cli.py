@@ -43,7 +43,8 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     # the actions are timed apart (the task's start, 4 admits, its finish with the export)
     assert phases["start_task"] > 0 and phases["admit"] > 0 and phases["finish_task"] > 0
     assert phases["job_finished"] > 0  # the 4 jobs' own finishes free their slots
-    assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"])
+    # each phase and the wall time are rounded to the millisecond in summary.csv
+    assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"]) + 0.0005 * (len(phases) + 1)
 
 
 def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
