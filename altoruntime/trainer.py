@@ -8,6 +8,11 @@ adapter alone) and backpropagates their sum. Adapters share no parameters and sa
 attend to each other, so each adapter gets exactly the gradient it would get alone. A non-finite
 loss or gradient fails that adapter only: it is left out of the backward sum and the update.
 
+A step's inputs are packed on the host into bucketed shapes (altoruntime/step_inputs.py) and its
+forward and backward run as one body that never reads a device value back; on CUDA that body is
+captured per shape as a CUDA graph and replayed (altoruntime/step_graphs.py), so the host's
+Python no longer paces the GPU. Evaluation runs the same way, forward only.
+
 The adapters' tensors and optimizer state live in an `AdapterStore` (`self.store`); the trainer
 runs the model on them. Lifecycle calls are the store's, forwarded so that the trainer is a
 `Trainer` (altoruntime/protocol.py).
@@ -27,9 +32,11 @@ from altokernels import build_meta
 from altokernels.validate import IMPLS
 from altoruntime.adapters import AdapterConfig, AdapterStore, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS, freeze
-from altoruntime.batching import IGNORE, Batch, concat_batches, labelled_counts
+from altoruntime.batching import IGNORE, Batch, labelled_counts
 from altoruntime.lora_layer import LoraContext, install_lora_layers
 from altoruntime.protocol import EvalResult
+from altoruntime.step_graphs import StepGraphs
+from altoruntime.step_inputs import StepInputs, pack_step
 
 __all__ = ["AdapterConfig", "EvalResult", "MultiAdapterTrainer", "Status", "env_paths", "trainer_from_env"]
 
@@ -46,8 +53,9 @@ class MultiAdapterTrainer:
         gradient_checkpointing: bool = False,
         pad_token_id: int = 0,
         shrink_rank: bool | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
-        """shrink_rank: see `AdapterStore`."""
+        """shrink_rank: see `AdapterStore`. cuda_graphs: capture and replay steps on CUDA."""
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
         self.model = freeze(model)
@@ -62,6 +70,10 @@ class MultiAdapterTrainer:
         # the LM head run on labelled positions only; None: take the model's full logits
         self.head: nn.Module | None = model.get_output_embeddings() if plain_head and has_parts else None
         self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
+        self.graphs = StepGraphs(self.device, enabled=cuda_graphs)
+        self._graphs_generation = self.store.generation
+        # a length bucket never passes the model's position limit (learned position embeddings)
+        self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -136,49 +148,93 @@ class MultiAdapterTrainer:
     def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
         """One fused training step: forward, backward and AdamW update of every adapter in
         `batches`; returns each adapter's loss (NaN -> that adapter failed)."""
-        job_ids, ids, mask, labels, rows = self._concat(batches)
+        self._check_active(batches)
         self.store.zero_grad()  # in place: the backward accumulates into the same tensors
         self.model.train()
-        try:
-            losses = self._forward_backward(job_ids, ids, mask, labels, rows)
-        finally:
-            self.ctx.meta = None
-        self.store.update(job_ids, losses)
-        return dict(zip(job_ids, losses))
+        losses = self._train(batches, bucketed=True)
+        self.store.update(list(batches), losses)
+        return dict(zip(batches, losses))
 
-    def _forward_backward(self, job_ids: list[str], ids, mask, labels, rows) -> list[float]:
-        """Losses of `job_ids`; on out-of-memory, retry in halves (a job that cannot fit alone fails)."""
+    def _check_active(self, batches: Mapping[str, Batch]) -> None:
+        if not batches:
+            raise ValueError("batches: need at least one adapter's batch")
+        for job_id in batches:
+            self.store.record(job_id, "active")
+
+    def _train(self, batches: Mapping[str, Batch], bucketed: bool) -> list[float]:
+        """Losses of the adapters in `batches`; on out-of-memory, retry in halves at exact sizes
+        (a job that cannot fit alone fails)."""
+        job_ids = list(batches)
         try:
-            per_token, _, per_job = self.forward_tokens(job_ids, ids, mask, labels, rows, training=True)
-            losses = torch.stack([t.mean() for t in torch.split(per_token, per_job)])
-            # non-finite losses are masked on the device (one host sync per step instead of one per
-            # adapter); such an adapter's own rows may get NaN gradients: it is marked failed after
-            finite = torch.isfinite(losses)
-            torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
-            return losses.detach().float().tolist()  # the step's one host sync
+            inp = pack_step(batches, self.pad_token_id, mean=True, max_length=self.max_length, bucketed=bucketed)
+            return self._run(inp, training=True).tolist()  # the step's one host sync for the losses
         except torch.OutOfMemoryError:
             self.store.zero_grad(job_ids)  # a backward may have half-run
             if len(job_ids) == 1:
                 self.store.fail(job_ids[0], "out of memory even alone")
                 return [math.nan]
-            h, r = len(job_ids) // 2, sum(rows[: len(job_ids) // 2])
-            return (self._forward_backward(job_ids[:h], ids[:r], mask[:r], labels[:r], rows[:h])
-                    + self._forward_backward(job_ids[h:], ids[r:], mask[r:], labels[r:], rows[h:]))
+            h = len(job_ids) // 2
+            return (self._train({j: batches[j] for j in job_ids[:h]}, bucketed=False)
+                    + self._train({j: batches[j] for j in job_ids[h:]}, bucketed=False))
 
-    def _concat(self, batches: Mapping[str, Batch]) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        if not batches:
-            raise ValueError("batches: need at least one adapter's batch")
-        for job_id in batches:
-            self.store.record(job_id, "active")
-        return (list(batches), *concat_batches(batches, self.pad_token_id, self.device))
+    def _run(self, inp: StepInputs, training: bool) -> torch.Tensor:
+        """The step body on `inp`: training -> each adapter's mean loss (after its backward);
+        else [2, adapters] float64 CE sums and argmax hits. Replayed from a CUDA graph when one is
+        captured for this shape; the adapters' metadata is built only when the body runs."""
+        if self.store.generation != self._graphs_generation:  # the stacks moved: graphs point at freed memory
+            self.graphs.invalidate()
+            self._graphs_generation = self.store.generation
+        recs = [self.store.record(j, "active") for j in inp.job_ids]
+        adapters = tuple((r.slot, r.cfg.rank, r.cfg.scale, r.cfg.dropout if training else 0.0) for r in recs)
+        key = (training, adapters, inp.shape_key(), self.store.generation)
 
-    def _set_meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool) -> None:
+        def prepare():  # noqa: ANN202
+            meta = self._meta(inp.job_ids, inp.rows, inp.length, training)
+            return (lambda *t: self._body(meta, training, inp.mask if not inp.causal_only else None, *t)), meta
+
+        if not inp.causal_only:  # a mask that is not right padding: the eager path with the mask
+            return prepare()[0](*(t.to(self.device) for t in inp.tensors()))
+        return self.graphs.run(key, inp.tensors(), prepare)
+
+    def _body(self, meta, training: bool, mask: torch.Tensor | None, ids: torch.Tensor, gather: torch.Tensor,  # noqa: ANN001
+              target: torch.Tensor, segment: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Forward (and, training, backward) of one packed step; no host sync, fixed shapes."""
+        self.ctx.meta, self.ctx.training = meta, training
+        try:
+            am = None if mask is None else mask.to(self.device)
+            if self.head is None:
+                logits = self.model(input_ids=ids, attention_mask=am, use_cache=False).logits
+                logits = logits.reshape(-1, logits.shape[-1]).index_select(0, gather).float()
+            else:
+                hidden = self.model.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
+                logits = self.head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather)).float()
+            per_token = nn.functional.cross_entropy(logits, target, reduction="none")
+            live = weight > 0
+            n = len(meta.token_counts)
+            if training:
+                # non-finite losses are masked on the device; such an adapter's own rows may get NaN
+                # gradients: the store fails it after the step
+                losses = per_token.new_zeros(n).index_add_(0, segment, torch.where(live, per_token * weight, 0.0))
+                torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum().backward()
+                return losses.detach()
+            hit = (logits.argmax(-1) == target) & live
+            both = torch.zeros(2, n, dtype=torch.float64, device=per_token.device)
+            both[0].index_add_(0, segment, torch.where(live, per_token, 0.0).double())
+            both[1].index_add_(0, segment, hit.double())
+            return both
+        finally:
+            self.ctx.meta = None
+
+    def _meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool):  # noqa: ANN202
         cfgs = [self.store.record(j, "active") for j in job_ids]
-        self.ctx.meta = build_meta(
+        return build_meta(
             [r * length for r in rows], [c.slot for c in cfgs], [c.cfg.rank for c in cfgs],
             [c.cfg.scale for c in cfgs], self.device,
             dropout=[c.cfg.dropout for c in cfgs] if training else None, launch_cache=self._launch_cache,
         )
+
+    def _set_meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool) -> None:
+        self.ctx.meta = self._meta(job_ids, rows, length, training)
         self.ctx.training = training
 
     def forward_tokens(self, job_ids: Sequence[str], ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
@@ -212,19 +268,11 @@ class MultiAdapterTrainer:
     def evaluate_tokens(self, batches: Mapping[str, Batch]) -> dict[str, EvalResult]:
         """Per adapter: CE sum, labelled tokens and argmax hits on its batch, so callers can
         average over many batches by tokens (and report teacher-forced answer accuracy)."""
-        job_ids, ids, mask, labels, rows = self._concat(batches)
+        self._check_active(batches)
         self.model.eval()
-        try:
-            per_token, hit, per_job = self.forward_tokens(job_ids, ids, mask, labels, rows, training=False)
-        finally:
-            self.ctx.meta = None
-        seg = torch.repeat_interleave(torch.arange(len(per_job), device=per_token.device),
-                                      torch.as_tensor(per_job, device=per_token.device), output_size=sum(per_job))
-        both = torch.zeros(2, len(per_job), dtype=torch.float64, device=per_token.device)
-        both[0].index_add_(0, seg, per_token.double())
-        both[1].index_add_(0, seg, hit.double())
-        sums, hits = both.tolist()  # one host sync for every adapter's sums
-        return {j: EvalResult(s, n, int(h)) for j, s, n, h in zip(job_ids, sums, per_job, hits)}
+        inp = pack_step(batches, self.pad_token_id, mean=False, max_length=self.max_length)
+        sums, hits = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
+        return {j: EvalResult(s, n, int(h)) for j, s, n, h in zip(inp.job_ids, sums, inp.counts, hits)}
 
     @torch.no_grad()
     def logits(self, job_id: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,8 +312,8 @@ class MultiAdapterTrainer:
 
 def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
                      env: Mapping[str, str] | None = None) -> MultiAdapterTrainer:
-    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels) and ALTO_OPTIM_IMPL ("fused" or "loop")
-    choose. `alto run` and `alto profile` both build theirs here, so a profile measures the
+    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop")
+    and ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) choose. `alto run` and `alto profile` both build theirs here, so a profile measures the
     paths of the run it models."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
@@ -274,7 +322,11 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     optim_impl = env.get("ALTO_OPTIM_IMPL")
     if optim_impl is not None and optim_impl not in ("fused", "loop"):
         raise ValueError(f"ALTO_OPTIM_IMPL: expected 'fused' or 'loop', got {optim_impl!r}")
-    tr = MultiAdapterTrainer(model, capacity=capacity, pad_token_id=pad_token_id, impl=impl)
+    graphs = env.get("ALTO_CUDA_GRAPHS", "1")
+    if graphs not in ("0", "1"):
+        raise ValueError(f"ALTO_CUDA_GRAPHS: expected '0' or '1', got {graphs!r}")
+    tr = MultiAdapterTrainer(model, capacity=capacity, pad_token_id=pad_token_id, impl=impl,
+                             cuda_graphs=graphs == "1")
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
         tr.store.optim.impl = "loop"
     return tr
@@ -285,4 +337,5 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     flags = " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("ALTO_KERNELS_"))
     return (f"lora={env.get('ALTO_LORA_IMPL', 'auto')} optim={env.get('ALTO_OPTIM_IMPL', 'fused')}"
+            + (" graphs=0" if env.get("ALTO_CUDA_GRAPHS") == "0" else "")
             + (f" {flags}" if flags else ""))

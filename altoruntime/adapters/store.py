@@ -37,6 +37,9 @@ class AdapterStore:
         self.grad_check = GradCheck(self.optim.params)
         self.adapters: dict[str, AdapterRecord] = {}
         self._init_cache: dict[tuple[int, int], Weights] = {}
+        # bumped whenever the stacks or their gradients are reallocated: whatever holds their
+        # addresses (cached views, captured CUDA graphs) must be rebuilt
+        self.generation = 0
 
     @property
     def pack(self) -> bool:
@@ -99,7 +102,7 @@ class AdapterStore:
         free = [s for s in range(self.capacity) if s not in used]
         cap = self.capacity if free else self.capacity * 2
         if cap != self.capacity or rank > self.r_max:
-            self.grad_check.invalidate()  # the views would keep the old gradients alive
+            self._stacks_move()  # the views would keep the old gradients alive
             for l in self.layers:
                 l.resize(cap, max(rank, self.r_max))
             self.optim.resize()
@@ -124,13 +127,17 @@ class AdapterStore:
         if capacity >= self.capacity and r_max >= self.r_max:
             return
         order = [slot for slot, _ in live]
-        self.grad_check.invalidate()
+        self._stacks_move()
         capacity = min(capacity, self.capacity)
         for l in self.layers:
             l.compact(order, capacity, min(r_max, self.r_max))
         self.optim.compact(order)
         for new, (_, rec) in enumerate(live):
             rec.slot = new
+
+    def _stacks_move(self) -> None:
+        self.grad_check.invalidate()
+        self.generation += 1
 
     def _peft_init(self, rank: int, seed: int) -> Weights:
         """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs
@@ -283,7 +290,7 @@ class AdapterStore:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.grad_check.invalidate()
+        self._stacks_move()
         for l, (a, b) in zip(self.layers, state["stacks"]):
             l.A.grad, l.B.grad = None, None
             l.A.data, l.B.data = a.to(self.device).clone(), b.to(self.device).clone()

@@ -7,8 +7,9 @@ mixed per-adapter batch sizes (1/2/4/8), right-padded, a new padded length every
 This script times the fused step on a SmolLM2-shaped random model for each of those differences
 alone (2 warm-up + `--steps` timed steps, median), then records one step of the run-like and the
 profile-like batches under torch.profiler: host (CPU) time per op, the GPU's busy time, and the
-number of ops and kernel launches. One CSV row per (adapters, style); the profiler tables go to
-<out>_ops.txt.
+number of ops and kernel launches. One CSV row per (adapters, graphs, style); the profiler tables
+go to <out>_ops.txt. `--graphs 0,1` times each setting with the steps eager and with captured CUDA
+graphs (altoruntime/step_graphs.py; `--warmup` steps first, so each shape bucket is captured).
 
     python experiments/device/diag_host.py --out $OUT/diag_host.csv
     python experiments/device/diag_host.py --model tiny --sizes 2 --steps 1 --out /tmp/h.csv   # CPU smoke
@@ -51,17 +52,18 @@ def batches_for(style: str, n: int, step: int, dev: torch.device, vocab: int) ->
     return out
 
 
-def time_style(tr: MultiAdapterTrainer, style: str, n: int, steps: int, dev: torch.device, vocab: int) -> dict:
+def time_style(tr: MultiAdapterTrainer, style: str, n: int, steps: int, dev: torch.device, vocab: int,
+               warmup: int = 2) -> dict:
     times = []
-    for s in range(2 + steps):
+    for s in range(warmup + steps):
         b = batches_for(style, n, s, dev, vocab)
         sync(dev)
         t = time.perf_counter()
         tr.step({j: b[j] for j in tr.active})
         sync(dev)
-        if s >= 2:
+        if s >= warmup:
             times.append(1e3 * (time.perf_counter() - t))
-    return {"adapters": n, "style": style, "ms_median": round(statistics.median(times), 2),
+    return {"adapters": n, "graphs": int(tr.graphs.enabled), "style": style, "ms_median": round(statistics.median(times), 2),
             "ms_min": round(min(times), 2), "steps": steps}
 
 
@@ -83,10 +85,10 @@ def profile_step(tr: MultiAdapterTrainer, style: str, n: int, dev: torch.device,
     launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx",
                                                      "cudaLaunchKernelExC"))
     gpu_ms = sum(getattr(e, "self_device_time_total", 0) or 0 for e in ev) / 1e3
-    row = {"adapters": n, "style": f"{style}/profiled", "ms_median": round(wall, 2), "ms_min": round(wall, 2),
+    row = {"adapters": n, "graphs": int(tr.graphs.enabled), "style": f"{style}/profiled", "ms_median": round(wall, 2), "ms_min": round(wall, 2),
            "steps": 1, "aten_ops": ops, "launches": launches, "gpu_busy_ms": round(gpu_ms, 2)}
     table = ev.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
-    return row, f"## {n} adapters, {style} batches: wall {wall:.1f} ms, {ops} aten ops, {launches} launches, " \
+    return row, f"## {n} adapters, graphs {int(tr.graphs.enabled)}, {style} batches: wall {wall:.1f} ms, {ops} aten ops, {launches} launches, " \
                 f"GPU busy {gpu_ms:.1f} ms\n{table}\n"
 
 
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--sizes", default="4,15", help="group sizes (adapters)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per style (after 2 warm-up)")
     ap.add_argument("--styles", default=",".join(STYLES))
+    ap.add_argument("--graphs", default="0", help="comma list of 0 (eager steps) / 1 (captured CUDA graphs)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per style first (captures happen here)")
     ap.add_argument("--out", required=True, help="CSV to write (the profiler tables go beside it, _ops.txt)")
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,19 +109,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
     rows, tables = [], []
     for n in [int(x) for x in args.sizes.split(",")]:
-        model = tiny_llama(**SHAPES[args.model]).to(dev, dtype)
-        vocab = int(model.config.vocab_size)
-        tr = MultiAdapterTrainer(model, capacity=n)
-        admit_grid(tr, n)
-        for style in styles:
-            rows.append(time_style(tr, style, n, args.steps, dev, vocab))
-            print(rows[-1], flush=True)
-        for style in ("run", "profile"):
-            row, table = profile_step(tr, style, n, dev, vocab)
-            rows.append(row)
-            tables.append(table)
-            print(row, flush=True)
-        del tr, model
+        for graphs in [bool(int(g)) for g in args.graphs.split(",")]:
+            model = tiny_llama(**SHAPES[args.model]).to(dev, dtype)
+            vocab = int(model.config.vocab_size)
+            tr = MultiAdapterTrainer(model, capacity=n, cuda_graphs=graphs)
+            admit_grid(tr, n)
+            for style in styles:
+                rows.append(time_style(tr, style, n, args.steps, dev, vocab, args.warmup))
+                print(rows[-1], flush=True)
+            for style in [s for s in ("run", "profile") if s in styles]:
+                row, table = profile_step(tr, style, n, dev, vocab)
+                rows.append(row)
+                tables.append(table)
+                print(row, flush=True)
+            print(f"graphs {graphs}: {dict(tr.graphs.stats)} {tr.graphs.disabled or ''}", flush=True)
+            del tr, model
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))

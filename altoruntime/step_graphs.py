@@ -1,0 +1,140 @@
+"""CUDA graphs of fused steps, one per shape bucket, in a bounded cache.
+
+A fused multi-adapter step launches thousands of small kernels (per LoRA layer: shrink, expand,
+their backward and weight-gradient reductions), so without graphs the GPU waits on the Python
+host. A step body whose device work is fixed by its key (the adapters' slots, ranks and scales,
+rows per adapter, the length and label buckets: altoruntime/step_inputs.py) is captured once and
+replayed: its inputs are copied into static buffers, one `replay` launches the whole step.
+
+Policy: a key runs eagerly the first `min_uses - 1` times (that eager run also compiles and
+autotunes the Triton kernels, which must not happen inside a capture) and is captured at its
+`min_uses`-th use; at most `max_graphs` graphs are kept (least recently used dropped). All graphs
+share one memory pool: replays never overlap and each graph's outputs are read before the next
+replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs off
+for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
+optimization, never a new way to fail. `invalidate()` drops every graph: callers do it whenever a
+tensor a graph points into is reallocated (the adapter stacks grow or compact).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+import torch
+
+Body = Callable[..., Any]
+
+
+@dataclass
+class Captured:
+    """One captured body: its static inputs, its graph and its (static) output."""
+
+    graph: Any
+    inputs: tuple[torch.Tensor, ...]
+    output: Any
+    keep: Any = None  # objects the graph's kernels point into (e.g. the step's metadata)
+
+    def replay(self, host: Sequence[torch.Tensor]) -> Any:
+        for dst, src in zip(self.inputs, host):
+            dst.copy_(src, non_blocking=True)
+        self.graph.replay()
+        return self.output
+
+
+def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.device, pool: Any) -> Captured:
+    """Capture `body(*static_inputs)` as a CUDA graph (inputs copied to fresh device buffers).
+
+    `torch.cuda.graph` empties the allocator's cache at every capture (cudaMalloc again after);
+    this captures on a side stream as it does, without that."""
+    static = tuple(torch.empty(t.shape, dtype=t.dtype, device=device) for t in inputs)
+    for dst, src in zip(static, inputs):
+        dst.copy_(src)
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        graph.capture_begin(*(() if pool is None else (pool,)))
+        try:
+            out = body(*static)
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream(device).wait_stream(side)
+    return Captured(graph, static, out)
+
+
+class StepGraphs:
+    """Captured step bodies by key (see the module docstring)."""
+
+    def __init__(self, device: torch.device, enabled: bool = True, min_uses: int = 2, max_graphs: int = 32,
+                 capture: Callable[[Body, Sequence[torch.Tensor], torch.device, Any], Captured] | None = None) -> None:
+        """capture: how a body is captured (default: a CUDA graph; tests pass a fake one)."""
+        if min_uses < 1:
+            raise ValueError(f"min_uses: must be >= 1, got {min_uses}")
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs: must be >= 1, got {max_graphs}")
+        self.device = device
+        self.min_uses, self.max_graphs = min_uses, max_graphs
+        self.capture = capture or capture_cuda
+        on_cuda = device.type == "cuda" and torch.cuda.is_available()
+        self.disabled: str | None = None if (enabled and (on_cuda or capture is not None)) else "off"
+        self._pool = torch.cuda.graph_pool_handle() if on_cuda and self.disabled is None and capture is None else None
+        self._graphs: OrderedDict[Hashable, Captured] = OrderedDict()
+        self._seen: Counter = Counter()
+        self.stats = Counter()  # eager / captured / replayed / evicted / invalidated
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled is None
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def invalidate(self) -> None:
+        """Drop every graph (a tensor they point into is about to move) and the use counts."""
+        if self._graphs:
+            self.stats["invalidated"] += 1
+        self._graphs.clear()
+        self._seen.clear()
+
+    def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]]) -> Any:
+        """body(*device copies of `host`), replayed from a graph when one is captured for `key`.
+
+        prepare: called only when the body must run or be captured (not on a replay); returns the
+        body and what its kernels point into besides the inputs (kept with the graph)."""
+        if self.disabled is not None:
+            return self._eager(host, prepare()[0])
+        hit = self._graphs.get(key)
+        if hit is not None:
+            self._graphs.move_to_end(key)
+            self.stats["replayed"] += 1
+            return hit.replay(host)
+        self._seen[key] += 1
+        body, keep = prepare()
+        if self._seen[key] < self.min_uses:
+            return self._eager(host, body)
+        try:
+            cap = self.capture(body, host, self.device, self._pool)
+        except torch.OutOfMemoryError:  # this shape does not fit twice (eager + pool): never capture it
+            self._seen[key] = -(1 << 30)
+            self.stats["capture_oom"] += 1
+            return self._eager(host, body)
+        except Exception as e:  # noqa: BLE001 - any other capture failure: run this process eagerly
+            self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            self._graphs.clear()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return self._eager(host, body)
+        cap.keep = keep
+        self._graphs[key] = cap
+        self.stats["captured"] += 1
+        while len(self._graphs) > self.max_graphs:
+            self._graphs.popitem(last=False)
+            self.stats["evicted"] += 1
+        self.stats["replayed"] += 1
+        return cap.replay(host)
+
+    def _eager(self, host: Sequence[torch.Tensor], body: Body) -> Any:
+        self.stats["eager"] += 1
+        return body(*(t.to(self.device, non_blocking=True) for t in host))
