@@ -71,7 +71,7 @@ class MultiAdapterTrainer:
         self.head: nn.Module | None = model.get_output_embeddings() if plain_head and has_parts else None
         self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
         self.graphs = StepGraphs(self.device, enabled=cuda_graphs)
-        self._graphs_generation = self.store.generation
+        self._graphs_at: tuple = ()  # the tensors' addresses the captured graphs point into
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:
@@ -181,12 +181,13 @@ class MultiAdapterTrainer:
         """The step body on `inp`: training -> each adapter's mean loss (after its backward);
         else [2, adapters] float64 CE sums and argmax hits. Replayed from a CUDA graph when one is
         captured for this shape; the adapters' metadata is built only when the body runs."""
-        if self.store.generation != self._graphs_generation:  # the stacks moved: graphs point at freed memory
+        where = self._addresses()
+        if where != self._graphs_at:  # the stacks or their gradients moved: graphs point at freed memory
             self.graphs.invalidate()
-            self._graphs_generation = self.store.generation
+            self._graphs_at = where
         recs = [self.store.record(j, "active") for j in inp.job_ids]
         adapters = tuple((r.slot, r.cfg.rank, r.cfg.scale, r.cfg.dropout if training else 0.0) for r in recs)
-        key = (training, adapters, inp.shape_key(), self.store.generation)
+        key = (training, adapters, inp.shape_key())
 
         def prepare():  # noqa: ANN202
             meta = self._meta(inp.job_ids, inp.rows, inp.length, training)
@@ -195,6 +196,12 @@ class MultiAdapterTrainer:
         if not inp.causal_only:  # a mask that is not right padding: the eager path with the mask
             return prepare()[0](*(t.to(self.device) for t in inp.tensors()))
         return self.graphs.run(key, inp.tensors(), prepare)
+
+    def _addresses(self) -> tuple:
+        """Where the adapter stacks and their gradients live (what a captured graph writes)."""
+        ps = self.store.optim.params
+        return (self.store.generation, *(p.data_ptr() for p in ps),
+                *(p.grad.data_ptr() if p.grad is not None else 0 for p in ps))
 
     def _body(self, meta, training: bool, mask: torch.Tensor | None, ids: torch.Tensor, gather: torch.Tensor,  # noqa: ANN001
               target: torch.Tensor, segment: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
