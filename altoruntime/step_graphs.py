@@ -18,6 +18,7 @@ tensor a graph points into is reallocated (the adapter stacks grow or compact).
 
 from __future__ import annotations
 
+import traceback
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
@@ -82,7 +83,8 @@ class StepGraphs:
         self._pool = torch.cuda.graph_pool_handle() if on_cuda and self.disabled is None and capture is None else None
         self._graphs: OrderedDict[Hashable, Captured] = OrderedDict()
         self._seen: Counter = Counter()
-        self.stats = Counter()  # eager / captured / replayed / evicted / invalidated
+        self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom
+        self.failure_trace = ""  # the failed capture's traceback (for a bug report)
 
     @property
     def enabled(self) -> bool:
@@ -122,6 +124,7 @@ class StepGraphs:
             return self._eager(host, body)
         except Exception as e:  # noqa: BLE001 - any other capture failure: run this process eagerly
             self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            self.failure_trace = traceback.format_exc()
             self._graphs.clear()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

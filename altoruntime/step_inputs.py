@@ -82,7 +82,7 @@ def pack_step(batches: Mapping[str, Batch], pad_token_id: int, mean: bool, max_l
     bucketed: pad length and labels to their buckets (False: the exact sizes)."""
     if not batches:
         raise ValueError("batches: need at least one adapter's batch")
-    parts = [check_batch(j, b) for j, b in batches.items()]
+    parts = [tuple(t.cpu() for t in check_batch(j, b)) for j, b in batches.items()]
     longest = max(int(p[0].shape[1]) for p in parts)
     length = bucket(longest, LENGTH_FLOOR, max_length) if bucketed else longest
     ids = torch.cat([torch.nn.functional.pad(p[0].long(), (0, length - p[0].shape[1]), value=pad_token_id)

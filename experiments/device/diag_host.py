@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 tables.append(table)
                 print(row, flush=True)
             print(f"graphs {graphs}: {dict(tr.graphs.stats)} {tr.graphs.disabled or ''}", flush=True)
+            if tr.graphs.failure_trace:
+                print(tr.graphs.failure_trace[-3000:], flush=True)
             del tr, model
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def test_captured_steps_equal_eager_steps_on_cuda():
     want, w_want = _script(eager)
     got, w_got = _script(graphed)
     stats = graphed.graphs.stats
-    assert graphed.graphs.disabled is None, graphed.graphs.disabled
+    assert graphed.graphs.disabled is None, graphed.graphs.failure_trace
     assert stats["replayed"] > stats["captured"] > 0, dict(stats)
     for a, b in zip(want, got):
         if isinstance(a, dict) and a and isinstance(next(iter(a.values())), float):
