@@ -197,6 +197,17 @@ class MultiAdapterTrainer:
             return prepare()[0](*(t.to(self.device) for t in inp.tensors()))
         return self.graphs.run(key, inp.tensors(), prepare)
 
+    def _causal_mask(self, length: int) -> torch.Tensor | None:
+        """No mask where the attention kernel takes `is_causal` (SDPA, flash); elsewhere (eager
+        attention) a [1, 1, L, L] additive causal mask made on the device, as transformers
+        would, but without its host-made scalar (a host-to-device copy cannot be captured)."""
+        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        if impl in (None, "sdpa") or str(impl).startswith("flash"):
+            return None
+        dtype = next(self.model.parameters()).dtype
+        full = torch.full((length, length), torch.finfo(dtype).min, dtype=dtype, device=self.device)
+        return full.triu_(1)[None, None]
+
     def _addresses(self) -> tuple:
         """Where the adapter stacks and their gradients live (what a captured graph writes)."""
         ps = self.store.optim.params
@@ -208,7 +219,7 @@ class MultiAdapterTrainer:
         """Forward (and, training, backward) of one packed step; no host sync, fixed shapes."""
         self.ctx.meta, self.ctx.training = meta, training
         try:
-            am = None if mask is None else mask.to(self.device)
+            am = self._causal_mask(ids.shape[1]) if mask is None else mask.to(self.device)
             if self.head is None:
                 logits = self.model(input_ids=ids, attention_mask=am, use_cache=False).logits
                 logits = logits.reshape(-1, logits.shape[-1]).index_select(0, gather).float()
