@@ -117,7 +117,7 @@ class StepGraphs:
         if self._seen[key] < self.min_uses:
             return self._eager(host, body)
         try:
-            cap = self.capture(body, host, self.device, self._pool)
+            cap = self._capture(body, host)
         except torch.OutOfMemoryError:  # this shape does not fit twice (eager + pool): never capture it
             self._seen[key] = -(1 << 30)
             self.stats["capture_oom"] += 1
@@ -137,6 +137,22 @@ class StepGraphs:
             self.stats["evicted"] += 1
         self.stats["replayed"] += 1
         return cap.replay(host)
+
+    def _capture(self, body: Body, host: Sequence[torch.Tensor]) -> Captured:
+        """Capture into the shared pool; a pool whose graphs are all gone is released by the
+        allocator, so a new one is taken then. Out of memory: the allocator's cached blocks (free
+        for eager steps, but not for the graphs' pool) go back to the device, and it tries once more."""
+        if not self._graphs and self._pool is not None:
+            self._pool = torch.cuda.graph_pool_handle()
+        try:
+            return self.capture(body, host, self.device, self._pool)
+        except torch.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            if not self._graphs and self._pool is not None:
+                self._pool = torch.cuda.graph_pool_handle()
+            torch.cuda.empty_cache()
+            return self.capture(body, host, self.device, self._pool)
 
     def _eager(self, host: Sequence[torch.Tensor], body: Body) -> Any:
         self.stats["eager"] += 1
