@@ -54,14 +54,16 @@ class MultiAdapterTrainer:
         pad_token_id: int = 0,
         shrink_rank: bool | None = None,
         cuda_graphs: bool = True,
+        park: bool | None = None,
     ) -> None:
-        """shrink_rank: see `AdapterStore`. cuda_graphs: capture and replay steps on CUDA."""
+        """shrink_rank, park: see `AdapterStore`. cuda_graphs: capture and replay steps on CUDA."""
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
         self.model = freeze(model)
         self.target_modules = tuple(target_modules)
         self.ctx = LoraContext(impl=impl)
-        self.store = AdapterStore(install_lora_layers(model, self.target_modules, self.ctx, capacity, 1), shrink_rank)
+        self.store = AdapterStore(install_lora_layers(model, self.target_modules, self.ctx, capacity, 1), shrink_rank,
+                                  park)
         self.device = self.store.device
         self.pad_token_id = pad_token_id
         cfg = getattr(model, "config", None)

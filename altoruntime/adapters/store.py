@@ -22,14 +22,21 @@ from altoruntime.optim import SlotAdamW
 class AdapterStore:
     """Adapters by job id over the multi-adapter layers `named_layers` (name, layer)."""
 
-    def __init__(self, named_layers: Iterable[tuple[str, MultiLoraLinear]], shrink_rank: bool | None = None) -> None:
+    def __init__(self, named_layers: Iterable[tuple[str, MultiLoraLinear]], shrink_rank: bool | None = None,
+                 park: bool | None = None) -> None:
         """shrink_rank: whether `compact` narrows the stacks to the largest live rank (default: off
         on CUDA, where a new rank width makes every Triton kernel re-tune and recompile, 3-11 s on
-        an H200 for a few MB of adapter memory; on elsewhere)."""
+        an H200 for a few MB of adapter memory; on elsewhere).
+        park: whether `suspend` keeps the adapter in its slot (parked) and copies it to the host
+        only when the slot is needed (default: on CUDA, where a copy each way of weights and
+        AdamW moments costs ~0.2 s per adapter and a job held at an early-exit rung comes back
+        soon; off elsewhere)."""
         self.named_layers = list(named_layers)
         self.layers = [l for _, l in self.named_layers]
         self.device = self.layers[0].weight.device
         self.shrink_rank = self.device.type != "cuda" if shrink_rank is None else shrink_rank
+        self.park = self.device.type == "cuda" if park is None else park
+        self._parked: dict[str, None] = {}  # parked adapters, oldest first
         # per-slot A is [d_in, r_max] (rank dim 1), B is [r_max, d_out] (rank dim 0)
         self.optim = SlotAdamW([p for l in self.layers for p in (l.A, l.B)], rank_dims=[1, 0] * len(self.layers))
         self.packer = SlotPacker(self.layers, self.device)
@@ -100,6 +107,11 @@ class AdapterStore:
     def _alloc_slot(self, rank: int) -> int:
         used = {r.slot for r in self.adapters.values() if r.slot is not None}
         free = [s for s in range(self.capacity) if s not in used]
+        if not free and self._parked and rank <= self.r_max:  # the oldest parked adapter goes to the host
+            rec = self.adapters[next(iter(self._parked))]
+            slot = rec.slot
+            self._offload(rec, keep_optimizer=True, compact=False)  # its slot is taken at once
+            return slot
         cap = self.capacity if free else self.capacity * 2
         if cap != self.capacity or rank > self.r_max:
             self._stacks_move()  # the views would keep the old gradients alive
@@ -108,13 +120,13 @@ class AdapterStore:
             self.optim.resize()
         return free[0] if free else len(used)
 
-    def _release_slot(self, rec: AdapterRecord) -> None:
+    def _release_slot(self, rec: AdapterRecord, compact: bool = True) -> None:
         for l in self.layers:
             l.zero_slot(rec.slot)
         self.optim.free_slot(rec.slot)
         rec.slot = None
         live = sum(1 for r in self.adapters.values() if r.slot is not None)
-        if live <= self.capacity // 4:  # hysteresis: shrink only when at most a quarter is used
+        if compact and live <= self.capacity // 4:  # hysteresis: shrink only when at most a quarter is used
             self.compact()
 
     def compact(self) -> None:
@@ -168,25 +180,51 @@ class AdapterStore:
     def drop(self, job_id: str) -> None:
         """Forget an adapter: free its slot, weights, optimizer state and snapshot."""
         rec = self.record(job_id)
+        self._parked.pop(job_id, None)
         if rec.slot is not None:
             self._release_slot(rec)
         del self.adapters[job_id]
 
     def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
-        """Move an adapter and its optimizer state to host memory and free its slot.
+        """Stop training an adapter, keeping its weights and (unless `keep_optimizer=False`) its
+        optimizer state; its slot is freed (its state copied to host memory) or, with `park`,
+        kept until another adapter needs it.
 
         `keep_optimizer=False` is for a job that never trains again (a stopped one): its weights
         stay for the task's result, its AdamW moments (twice the weights' size) are not copied
         or kept; a later `resume` (to evaluate it) starts them at zero."""
         rec = self.record(job_id, "active")
-        rec.offloaded = {"weights": self.weights(job_id),
-                         "optim": self.optim.slot_state(rec.slot, rec.cfg.rank, moments=keep_optimizer)}
-        self._release_slot(rec)
         rec.status = "suspended"
+        if self.park and keep_optimizer:
+            self._parked[job_id] = None
+            return
+        self._offload(rec, keep_optimizer)
+
+    def _offload(self, rec: AdapterRecord, keep_optimizer: bool, compact: bool = True) -> None:
+        """Copy a suspended adapter's state to the host and free its slot."""
+        self._parked.pop(rec.cfg.job_id, None)
+        rec.offloaded = {"weights": self.weights(rec.cfg.job_id),
+                         "optim": self.optim.slot_state(rec.slot, rec.cfg.rank, moments=keep_optimizer)}
+        self._release_slot(rec, compact)
+
+    def offload(self, job_id: str) -> None:
+        """Move a parked adapter to the host now (no-op if it is there already)."""
+        rec = self.record(job_id, "suspended")
+        if rec.slot is not None:
+            self._offload(rec, keep_optimizer=True)
+
+    @property
+    def parked(self) -> list[str]:
+        """Suspended adapters still in their slots, oldest first."""
+        return list(self._parked)
 
     def resume(self, job_id: str) -> None:
         """Bring a suspended adapter back (possibly into another slot) exactly as it was."""
         rec = self.record(job_id, "suspended")
+        if rec.slot is not None:  # parked: it never left
+            self._parked.pop(job_id, None)
+            rec.status = "active"
+            return
         slot = self._alloc_slot(rec.cfg.rank)
         self.packer.write(slot, rec.offloaded["weights"])
         self.optim.load_slot_state(slot, rec.offloaded["optim"])
@@ -268,7 +306,7 @@ class AdapterStore:
     def export_adapter(self, job_id: str) -> dict:
         """A suspended adapter's whole state (config, host weights and AdamW state, snapshot) as
         picklable CPU data, for `import_adapter` in another store (it stays here too)."""
-        self.record(job_id, "suspended")
+        self.offload(job_id)
         return self._state_of(job_id)
 
     def import_adapter(self, job_id: str, state: dict) -> None:
@@ -296,3 +334,4 @@ class AdapterStore:
             l.A.data, l.B.data = a.to(self.device).clone(), b.to(self.device).clone()
         self.optim.load_state_dict(state["optim"])
         self.adapters = {k: AdapterRecord.from_state(j) for k, j in state["jobs"].items()}
+        self._parked = {k: None for k, r in self.adapters.items() if r.status == "suspended" and r.slot is not None}
