@@ -133,8 +133,13 @@ class TaskGroup:
     def _settle(self, prefer_batch: int | None) -> list[Action]:
         """After any change: cut if warm-up is complete, backfill free slots, finish if empty."""
         acts = self._maybe_cut()
-        acts += self._backfill(prefer_batch=None if acts else prefer_batch)
-        if not any(s in _LIVE for s in self._state.values()):
+        admitted = self._backfill(prefer_batch=None if acts else prefer_batch)
+        acts += admitted
+        live = any(s in _LIVE for s in self._state.values())
+        if live and any(isinstance(a, Stop) for a in admitted):
+            # the jobs left wait at a gate for a cut that no running job will bring: cut now
+            return acts + self._settle(prefer_batch=None)
+        if not live:
             acts.append(self._finish())
         return acts
 
