@@ -116,10 +116,8 @@ def run_config(
     workload = read_workload(wl_file)
     cfg.check_workload(workload, wl_file)
     tasks = workload.to_task_specs()
-    cuda = torch.cuda.is_available()
-    base = open_backbone(backbone, torch.bfloat16 if cuda else torch.float32)
-    datasets, raw = {}, {}
-    for i, t in enumerate(tasks):
+    raw = {}
+    for i, t in enumerate(tasks):  # every dataset read and checked before the (slow) backbone loads
         try:
             ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
                              base=Path(wl_file).resolve().parent)
@@ -130,6 +128,11 @@ def run_config(
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
         raw[t.task_id] = ds
+    cuda = torch.cuda.is_available()
+    base = open_backbone(backbone, torch.bfloat16 if cuda else torch.float32)
+    datasets = {}
+    for i, t in enumerate(tasks):
+        ds = raw[t.task_id]
         try:
             train, val = (ds.tokenize(base.tokenizer, split, seq_len=t.seq_len) for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len

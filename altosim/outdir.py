@@ -1,7 +1,7 @@
 """Output folders and files: checked before any work, locked against a second writer, filled atomically.
 
-`check_out` rejects an `--out` that cannot work (a file, not writable, a name too long, a NUL)
-before anything runs. `output_dir` locks the folder (`<out>/.alto.lock`, an flock the kernel
+`check_out` rejects an `--out` that cannot work (a file, not writable, a name too long, a NUL,
+a file system with less than `MIN_FREE_BYTES` free) before anything runs. `output_dir` locks the folder (`<out>/.alto.lock`, an flock the kernel
 frees when the process dies), gives the caller a staging folder inside it, and moves the staged
 files into place only when the block ends without an error; on an error the staging folder,
 the lock and every folder it created are removed, so bad input leaves nothing in `--out`.
@@ -25,6 +25,7 @@ from altosim.errors import InputError, one_line
 LOCK = ".alto.lock"
 MAX_NAME_BYTES = 255  # one path component (Linux NAME_MAX)
 MAX_PATH_BYTES = 4000  # the whole path (Linux PATH_MAX is 4096)
+MIN_FREE_BYTES = 64 * 2**20  # an --out whose file system has less free is refused before any work
 
 
 def file_mode() -> int:
@@ -66,12 +67,24 @@ def _check_writable(p: Path, flag: str) -> None:
         raise InputError(flag, str(anc), "folder is not writable")
 
 
+def check_free_space(p: Path, flag: str = "--out", floor: int | None = None) -> None:
+    """At least `floor` bytes (default `MIN_FREE_BYTES`) free on the file system `p` would be on,
+    so a run does not stop half-written on a full disk."""
+    floor = MIN_FREE_BYTES if floor is None else floor
+    anc = _existing_ancestor(p)
+    free = shutil.disk_usage(anc).free
+    if free < floor:
+        raise InputError(flag, str(p), f"only {free / 2**20:.1f} MiB free on its file system ({anc}), "
+                         f"at least {floor / 2**20:.0f} MiB needed")
+
+
 def check_out(out: str | Path, flag: str = "--out") -> Path:
-    """An output folder: not a file, creatable and writable. Raises InputError otherwise."""
+    """An output folder: not a file, creatable, writable, with room. Raises InputError otherwise."""
     p = check_path(out, flag)
     if p.exists() and not p.is_dir():
         raise InputError(flag, str(p), "is a file, expected an output folder")
     _check_writable(p, flag)
+    check_free_space(p, flag)
     return p
 
 

@@ -56,16 +56,17 @@ def _write(here: Path, files: dict[str, str | bytes]) -> None:
         (here / name).write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-def run_hostile(files: dict[str, str | bytes], *argv: str, out_is_callers: bool = False) -> None:
+def run_hostile(files: dict[str, str | bytes], *argv: str, out_is_callers: bool = False,
+                naming: tuple[str, ...] = ()) -> None:
     """Write `files` into a fresh working folder, run `alto ARGV` there, assert the one-line
-    error, that ./out holds nothing (unless it already held the caller's files), and that no file
-    appeared or changed anywhere in the folder."""
+    error (naming each of `naming`), that ./out holds nothing (unless it already held the caller's
+    files), and that no file appeared or changed anywhere in the folder."""
     with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
         here = Path(d)
         _write(here, files)
         before = _files(here)
         rc, _, err = cli(*argv)
-        assert_input_error(rc, err)
+        assert_input_error(rc, err, *naming)
         out = here / "out"
         if not out_is_callers:
             assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
@@ -79,7 +80,7 @@ def run_ok(files: dict[str, str | bytes], *argv: str) -> None:
         assert rc == 0, err
 
 
-def _set_path(data: dict, path: tuple[str, ...], value: Any) -> dict:
+def set_path(data: dict, path: tuple[str, ...], value: Any) -> dict:
     data = copy.deepcopy(data)
     node = data
     for k in path[:-1]:
@@ -121,7 +122,7 @@ RAW_FILES = st.one_of(
 @given(st.one_of(CONFIG_MUTATIONS, POLICY_MUTATIONS))
 def test_simulate_rejects_malformed_configs(mutation):
     path, value = mutation
-    cfg = _set_path(CONFIG, path, value)
+    cfg = set_path(CONFIG, path, value)
     run_hostile({"wl.json": json.dumps(WORKLOAD), "cfg.json": json.dumps(cfg, allow_nan=True)},
                 "simulate", "cfg.json", "--out", "out", "-q")
 
@@ -136,7 +137,7 @@ def test_simulate_rejects_unreadable_config_files(raw, name):
 @given(CONFIG_MUTATIONS, st.text(max_size=20).filter(lambda s: s not in ("full", "asha")))
 def test_sweep_rejects_malformed_configs_and_policies(mutation, policy):
     path, value = mutation
-    cfg = _set_path(CONFIG, path, value)
+    cfg = set_path(CONFIG, path, value)
     files = {"wl.json": json.dumps(WORKLOAD), "cfg.json": json.dumps(cfg, allow_nan=True)}
     run_hostile(files, "sweep", "cfg.json", "--policies", "full", "--out", "out", "-q")
     run_hostile({**files, "cfg.json": json.dumps(CONFIG)}, "sweep", "cfg.json", "--policies", f"full,{policy}x",

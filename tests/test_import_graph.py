@@ -130,6 +130,7 @@ def test_the_graph_sees_lazy_and_package_imports(tmp_path):
     ("altosim.build", ("simpy", "pandas", "matplotlib", "torch")),  # alto run builds its Controller with it
     ("altosim.cost", ("simpy", "pandas", "matplotlib", "torch")),
     ("altosim.policy.controller", ("simpy", "pandas", "matplotlib", "torch", "yaml", "altosim.schemas")),
+    ("altosim.policy.task_group", ("simpy", "pandas", "matplotlib", "torch", "yaml", "altosim.schemas", "ortools")),
 ])
 def test_light_modules_stay_light(module, heavy):
     code = (f"import sys, {module}; loaded = [m for m in {heavy!r} if m in sys.modules]; "

@@ -54,10 +54,13 @@ def read_rows(path: Path, field: str = "dataset",
 
     kind, files = data_files(path, field)
     quiet = datasets.utils.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()  # a one-line error must stay one line; restored below
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its own "Failed to load JSON" line too
     try:
         return _load(path, field, columns, kind, files)
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if not quiet:
             datasets.enable_progress_bars()
 

@@ -4,7 +4,7 @@ The paper's rule: admit jobs grouped by per-adapter batch size, greedily in decr
 order, while the memory model says the group still fits; when a job exits, backfill first with
 a waiting job of the *same* batch size (ranks keep equal tokens per step, so collectives stay in
 lockstep), else with any job that fits. This module is a pure function of its arguments; the
-Controller owns the queue order (e.g. rotating candidates through freed slots in warm-up).
+TaskGroup owns the queue order (e.g. rotating candidates through freed slots in warm-up).
 """
 
 from __future__ import annotations

@@ -156,8 +156,14 @@ def config_from_dict(data: dict[str, Any], file: str = CONFIG, base: Path | None
             if value != special:
                 p = Path(value).expanduser()
                 p = p if p.is_absolute() else base / p
-                if not p.exists():
+                try:
+                    found = p.exists()
+                except OSError as e:  # e.g. a name longer than the file system allows
+                    raise InputError(file, key, f"unusable path ({len(str(p))} characters): {e.strerror or e}") from None
+                if not found:
                     raise InputError(file, key, f"no such {'folder' if key == 'loss_traces' else 'file'}: {p}")
+                if key != "loss_traces" and p.is_dir():
+                    raise InputError(file, key, f"is a folder, expected a file: {p}")
                 updates[key] = str(p)
         if cfg.out is not None and not Path(cfg.out).expanduser().is_absolute():
             updates["out"] = str(base / cfg.out)

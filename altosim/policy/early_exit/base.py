@@ -5,9 +5,9 @@ A policy is one object per task and decides two things:
   `on_trial_result`), and
 - at each cohort cut (the budget fractions `rungs()`), once every live job has reached it,
   `select(at_rung, task, rung)`: which jobs go on (Ray Tune's `choose_trial_to_run`).
-`holds_at_gate()` asks the Controller to keep a job at a rung until the cut, and
-`expected_work_fraction()` is a planning prior. The Controller owns everything else: where a
-rung lands on a job's eval grid (`gate_step`), who waits, who is stopped.
+`holds_at_gate()` asks the TaskGroup to keep a job at a rung until the cut, and
+`expected_work_fraction()` is a planning prior. The TaskGroup (`task_group.py`) owns everything
+else: where a rung lands on a job's eval grid (`gate_step`), who waits, who is stopped.
 
 Decisions depend only on the reports, in order: no clock, no randomness, no I/O. Time is the
 *budget fraction*, samples seen / the job's sample budget (`fraction`), never an evaluation
@@ -82,7 +82,7 @@ class EarlyExitPolicy(BaseModel):
         return sorted(at_rung)
 
     def holds_at_gate(self) -> bool:
-        """True: the Controller suspends a job at a rung until the cut, so no sample is trained
+        """True: the TaskGroup suspends a job at a rung until the cut, so no sample is trained
         past a rung before its cut."""
         return False
 
