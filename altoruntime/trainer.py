@@ -307,17 +307,33 @@ class MultiAdapterTrainer:
             self.ctx.meta = None
 
     @contextmanager
-    def applied(self, job_id: str) -> Iterator[nn.Module]:
-        """The backbone with one adapter on every row, e.g. for `model.generate` (any row count)."""
+    def applied(self, job_id: str, merge: bool = True) -> Iterator[nn.Module]:
+        """The backbone with one adapter on every row, e.g. for `model.generate` (any row count).
+
+        merge: add the adapter into the frozen weights for the duration (PEFT's `merge_adapter`),
+        so each decoded token runs plain linears, not the LoRA kernels (generation is a long
+        chain of tiny steps: the launches, not the math, set its pace); the weights are restored
+        exactly afterwards (kept copies, not a subtraction). False: the unmerged LoRA path."""
         rec = self.store.record(job_id, "active")
         self.model.eval()
         self.ctx.training = False
-        self.ctx.set_single((rec.slot, rec.cfg.rank, rec.cfg.scale))
+        saved: list[tuple[nn.Module, torch.Tensor]] = []
         try:
             with torch.no_grad():
+                if merge:
+                    r, scale = rec.cfg.rank, rec.cfg.scale
+                    for layer in self.store.layers:
+                        delta = (layer.A[rec.slot, :, :r].float() @ layer.B[rec.slot, :r, :].float()).t().mul_(scale)
+                        saved.append((layer, layer.weight.detach().clone()))
+                        layer.weight.add_(delta.to(layer.weight.dtype))
+                else:
+                    self.ctx.set_single((rec.slot, rec.cfg.rank, rec.cfg.scale))
                 yield self.model
         finally:
             self.ctx.set_single(None)
+            with torch.no_grad():
+                for layer, w in saved:
+                    layer.weight.copy_(w)
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

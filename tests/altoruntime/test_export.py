@@ -68,8 +68,12 @@ def test_generation_with_applied_adapter_equals_peft_generation(trained, tmp_pat
     kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     with torch.no_grad():
         want = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-    with tr.applied("b") as model:
-        got = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-        torch.testing.assert_close(model(input_ids=ids).logits, tr.logits("b", ids))
-    assert torch.equal(got, want) and got.shape == (2, 12)
-    assert tr.ctx.single is None and tr.ctx.meta is None
+    ref = tr.logits("b", ids)
+    frozen = [l.weight.detach().clone() for l in tr.store.layers]
+    for merge in (True, False):
+        with tr.applied("b", merge=merge) as model:
+            got = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+            torch.testing.assert_close(model(input_ids=ids).logits, ref)
+        assert torch.equal(got, want) and got.shape == (2, 12)
+        assert tr.ctx.single is None and tr.ctx.meta is None
+        assert all(torch.equal(l.weight, w) for l, w in zip(tr.store.layers, frozen))  # restored exactly
