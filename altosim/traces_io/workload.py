@@ -121,5 +121,5 @@ def workload_json_text(trace: WorkloadTrace) -> str:
     """Pretty header, then one task per line (readable diffs, small files for large traces)."""
     head = trace.model_dump(mode="json", exclude={"tasks"})
     parts = [f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in head.items()]
-    tasks = ",\n  ".join(t.model_dump_json() for t in trace.tasks)
+    tasks = ",\n  ".join(t.model_dump_json(exclude=set(t.RUN_FIELDS) - t.run_fields_set()) for t in trace.tasks)
     return "{\n" + ",\n".join(parts) + f',\n "tasks": [\n  {tasks}\n ]\n}}\n'
