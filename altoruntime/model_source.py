@@ -55,7 +55,7 @@ def resolve_model(model: str, base: Path) -> ModelSource | None:
         except (OSError, ValueError):  # not cached (transformers words it as a connection problem)
             found = None
         if found is None:
-            raise ValueError(f"hub id {model!r} is not in the local Hugging Face cache and alto run does not "
-                             f"download (no network at run time); fetch it first: hf download {model}")
+            raise ValueError(f"no such model folder or .gguf file ({path}), and hub id {model!r} is not in the local "
+                             f"Hugging Face cache (alto run never downloads; fetch it first: hf download {model})")
         return ModelSource(Path(found).parent, None, model)
     return None

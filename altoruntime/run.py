@@ -88,10 +88,17 @@ def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
 def open_model(src: ModelSource, dtype: torch.dtype) -> Backbone:
     """The model and its own tokenizer (pad token falls back to EOS), from local files only."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging
 
-    model = load_backbone(src.folder, gguf_file=src.gguf_file, dtype=dtype)
-    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(str(src.folder), local_files_only=True, **kwargs)
+    bars = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # an error after loading must stay one line; restored below
+    try:
+        model = load_backbone(src.folder, gguf_file=src.gguf_file, dtype=dtype)
+        kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+        tok = AutoTokenizer.from_pretrained(str(src.folder), local_files_only=True, **kwargs)
+    finally:
+        if bars:
+            logging.enable_progress_bar()
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return Backbone(model, tok, src.name)
