@@ -6,42 +6,23 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from altosim.cli import main
 
-CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<assistant>{% endif %}")
-
-
-def _tokenizer(pad: bool):
-    """A byte-level fast tokenizer (258 ids) with a chat template; GPT-2 style: no pad token."""
-    from altoruntime.run import byte_tokenizer
-
-    tok = byte_tokenizer()
-    tok.chat_template = CHAT_TEMPLATE
-    if not pad:
-        tok.pad_token = None
-    return tok
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+from make_tiny_model import save_tiny_model as _save  # noqa: E402
 
 
 def save_tiny_model(folder, style: str):
-    """A random 2-layer model of `style` ('llama' or 'gpt2'), hidden 32, and its tokenizer, in `folder`."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    if style == "llama":
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                             pad_token_id=257, bos_token_id=256, eos_token_id=256))
-    else:
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=258, n_embd=32, n_layer=2, n_head=4, n_positions=256,
-                                           bos_token_id=256, eos_token_id=256))
-    model.save_pretrained(folder)
-    _tokenizer(pad=style == "llama").save_pretrained(folder)
-    return folder
+    """A random 2-layer model of `style` ('llama' or 'gpt2'), hidden 32, and its byte tokenizer
+    (chat template; GPT-2's without a pad token), saved with save_pretrained in `folder`."""
+    return _save(folder, style, hidden=32)
 
 
 def _rows(n: int = 60) -> list[dict]:
@@ -134,7 +115,9 @@ def test_chat_rows_render_with_the_template_and_loss_on_picks_the_labels(tmp_pat
     from altoruntime.data import get_dataset
     from altoruntime.run import chat_renderer
 
-    tok = _tokenizer(pad=True)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(save_tiny_model(tmp_path / "m", "llama"))
     rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"q{i}"},
                           {"role": "assistant", "content": f"a{i}"}]} for i in range(80)]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -191,3 +174,23 @@ def test_bad_own_model_input_is_one_line_naming_file_and_field(tmp_path, capsys,
     assert f": {field}: " in err and needle in err, err
     assert ("wl.json" in err) or ("data.jsonl" in err), err
     assert not out.exists()
+
+
+def test_shipped_own_model_example_resolves_and_is_the_scripts_output(tmp_path):
+    from safetensors.torch import load_file
+
+    from altosim.traces_io import read_workload
+    from altoruntime.backbone import find_targets
+    from altoruntime.model_source import resolve_model
+    from altoruntime.run import open_model
+
+    examples = ROOT / "traces" / "examples"
+    shipped = examples / "tiny-llama"
+    fresh = _save(tmp_path / "fresh", "llama")  # the script's defaults made the shipped folder
+    a, b = load_file(shipped / "model.safetensors"), load_file(fresh / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    task = read_workload(examples / "own_model_workload.json").tasks[0]
+    src = resolve_model(task.model, examples)
+    assert src is not None and src.folder == shipped.resolve()
+    assert (examples / task.dataset).is_file()
+    assert len(find_targets(open_model(src, torch.float32).model, task.target_modules)) == 14  # 7 per layer
