@@ -194,3 +194,19 @@ def test_shipped_own_model_example_resolves_and_is_the_scripts_output(tmp_path):
     assert src is not None and src.folder == shipped.resolve()
     assert (examples / task.dataset).is_file()
     assert len(find_targets(open_model(src, torch.float32).model, task.target_modules)) == 14  # 7 per layer
+
+
+def test_run_fields_round_trip_through_workload_json_and_are_left_out_at_defaults(tmp_path):
+    from altosim.schemas.workload import WorkloadTrace
+    from altosim.traces_io import read_workload, workload_csv_text, workload_json_text
+
+    task = {"id": "a", "arrival": 0, "model": "m", "dataset": "d", "gpus": 1, "samples_per_job": 4,
+            "search_space": {"lr": [1e-3], "rank": [2], "batch_size": [1]}}
+    plain = WorkloadTrace(name="w", synthetic=True, tasks=[task])
+    assert "loss_on" not in workload_json_text(plain)  # simulator workloads are written as before
+    own = WorkloadTrace(name="w", synthetic=True, tasks=[{**task, "target_modules": ["q_proj"], "loss_on": "all",
+                                                          "dtype": "bfloat16", "messages_column": "chat"}])
+    (tmp_path / "w.json").write_text(workload_json_text(own))
+    assert read_workload(tmp_path / "w.json") == own
+    with pytest.raises(ValueError, match="no CSV column"):
+        workload_csv_text(own)
