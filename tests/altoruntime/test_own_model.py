@@ -210,3 +210,12 @@ def test_run_fields_round_trip_through_workload_json_and_are_left_out_at_default
     assert read_workload(tmp_path / "w.json") == own
     with pytest.raises(ValueError, match="no CSV column"):
         workload_csv_text(own)
+
+
+def test_gpt2_in_bfloat16_trains_and_generates_with_eos_as_pad(tmp_path, capsys):
+    save_tiny_model(tmp_path / "m", "gpt2")  # its tokenizer has no pad token
+    cfg = write_run(tmp_path, "./m", rows=_rows(), space=ONE, dtype="bfloat16")
+    out = tmp_path / "out"
+    assert alto_run(cfg, out, n_eval=2) == 0, capsys.readouterr().err
+    row = next(csv.DictReader(open(out / "tasks.csv")))
+    assert float(row["best_val_loss"]) > 0 and 0.0 <= float(row["best_metric"]) <= 1.0
