@@ -1,4 +1,4 @@
-"""Frozen backbones: any Hugging Face causal LM with Llama-style projections.
+"""Frozen backbones: any Hugging Face causal LM, and the linear layers LoRA targets in it.
 
 The runtime never trains backbone weights; it only wraps target projections with multi-adapter
 layers. Loading from a local directory or a GGUF file goes through transformers so the backbone
@@ -7,6 +7,7 @@ is the very module PEFT would wrap (the export round-trip test relies on that).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -94,20 +95,51 @@ def tiny_llama(
     return freeze(model.eval())
 
 
-def find_targets(model: nn.Module, target_modules: Sequence[str]) -> list[tuple[str, nn.Linear]]:
-    """All nn.Linear modules whose last name part is in `target_modules`, in `named_modules`
-    order (the order PEFT creates adapters in, which the seeded init must follow)."""
-    if isinstance(target_modules, str) or not target_modules:
-        raise ValueError("target_modules: expected a non-empty list of module names, e.g. ['q_proj', 'v_proj']")
-    wanted = set(target_modules)
-    found: list[tuple[str, nn.Linear]] = []
-    seen: set[str] = set()
-    for name, mod in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in wanted and isinstance(mod, nn.Linear):
-            found.append((name, mod))
-            seen.add(leaf)
-    missing = sorted(wanted - seen)
-    if missing:
-        raise ValueError(f"target_modules: no nn.Linear named {missing[0]!r} in the backbone")
-    return found
+def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every nn.Linear and transformers Conv1D (GPT-2's, weight stored [in, out]) of `model` except its
+    output head, in `named_modules` order: what PEFT's 'all-linear' targets."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D)) and m is not head]
+
+
+def _leaf_names(named: Sequence[tuple[str, nn.Module]], limit: int = 16) -> str:
+    leaves = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n, _ in named))
+    more = f" (+{len(leaves) - limit} more)" if len(leaves) > limit else ""
+    return ", ".join(leaves[:limit]) + more or "none"
+
+
+def find_targets(model: nn.Module, target_modules: str | Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """The linear layers (`linear_layers`) that `target_modules` names, with PEFT's conventions:
+    'all-linear'; a list of module-name suffixes (`name == key` or `name.endswith('.' + key)`),
+    each of which must match; or a regex string matched against the whole module name. In
+    `named_modules` order (the order PEFT creates adapters in, which the seeded init follows)."""
+    candidates = linear_layers(model)
+    if isinstance(target_modules, str):
+        if target_modules == "all-linear":
+            found = candidates
+        else:
+            rx = re.compile(target_modules)
+            found = [(n, m) for n, m in candidates if rx.fullmatch(n)]
+        if not found:
+            raise ValueError(f"target_modules: {target_modules!r} matches no linear layer of the model; "
+                             f"its linear layers: {_leaf_names(candidates)}")
+        return found
+    if not target_modules:
+        raise ValueError("target_modules: expected 'all-linear', a regex or a non-empty list of module names")
+    keys = list(target_modules)
+    for key in keys:
+        if not any(n == key or n.endswith("." + key) for n, _ in candidates):
+            raise ValueError(f"target_modules: no linear layer named {key!r} in the model; "
+                             f"its linear layers: {_leaf_names(candidates)}")
+    return [(n, m) for n, m in candidates if any(n == k or n.endswith("." + k) for k in keys)]
+
+
+def peft_target_names(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """`target_modules` for an exported adapter_config.json that makes PEFT wrap exactly `names`:
+    their distinct leaf names when no other module shares one, else the full names."""
+    chosen = set(names)
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in chosen})
+    others = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n not in chosen}
+    return leaves if not others & set(leaves) else sorted(chosen)

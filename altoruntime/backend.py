@@ -119,7 +119,9 @@ class RuntimeBackend:
         checkpoint_every: int = 50,
         eval_rows: int = 256,
         checkpoint_extra: dict[str, Any] | None = None,
+        base_models: dict[str, str] | None = None,
     ) -> None:
+        """base_models: task id -> the backbone's path or hub id, written into exported adapters."""
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be >= 1 loop iterations, got {checkpoint_every}")
         self.ctl, self.make_trainer, self.data_for = controller, make_trainer, data_for
@@ -133,6 +135,7 @@ class RuntimeBackend:
         self.checkpoint_every = checkpoint_every
         self.eval_rows = eval_rows
         self.checkpoint_extra = dict(checkpoint_extra or {})  # saved with each checkpoint (the run's key)
+        self.base_models = dict(base_models or {})
 
     def now(self) -> float:
         return self.clock() - self._t0
@@ -259,7 +262,7 @@ class RuntimeBackend:
                     t.restore_best(best)  # the result is the best-validation snapshot
                 if self.out_dir is not None:
                     path = task_dir(self.out_dir, a.task_id) / "best_adapter"  # never outside out_dir
-                    self.log.exported[a.task_id] = export_peft(t, best, path)
+                    self.log.exported[a.task_id] = export_peft(t, best, path, base_model_name_or_path=self.base_models.get(a.task_id))
                 final_metric = getattr(tr.data, "final_metric", None)
                 if final_metric is not None:
                     if t.status(best) == "suspended":

@@ -84,7 +84,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     r = sub.add_parser("run", help="run a config's workload on the local GPU(s) (or CPU) with real training")
     r.add_argument("config", nargs="?", help="YAML/JSON run config (e.g. traces/examples/quickstart.yaml)")
-    r.add_argument("--backbone", default="smollm2", help="'smollm2', 'tiny' (random, for tests) or a model path")
+    r.add_argument("--backbone", default="smollm2", help="'smollm2', 'tiny' (random, for tests) or a model path: "
+                   "trains the tasks whose model is a bare name; a task naming a model folder, .gguf file or cached "
+                   "hub id trains that model")
     r.add_argument("--out", help="output folder (default: config's out, else runs/run)")
     r.add_argument("--n-train", type=int, default=2000, help="training examples per dataset")
     r.add_argument("--n-val", type=int, default=200, help="validation examples per dataset")

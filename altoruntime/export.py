@@ -43,6 +43,7 @@ def export_peft(
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=sorted(trainer.target_modules),
+        fan_in_fan_out=bool(getattr(trainer, "fan_in_fan_out", False)),  # Conv1D targets (GPT-2), as PEFT sets it
         task_type="CAUSAL_LM",
         base_model_name_or_path=base_model_name_or_path,
     )

@@ -48,11 +48,16 @@ class LoraContext:
 
 
 class MultiLoraLinear(nn.Module):
-    """Drop-in replacement for a frozen nn.Linear that adds each segment's own adapter."""
+    """Drop-in replacement for a frozen nn.Linear (or transformers Conv1D, whose weight is stored
+    [in, out]: PEFT's fan_in_fan_out) that adds each segment's own adapter."""
 
-    def __init__(self, base: nn.Linear, ctx: LoraContext, capacity: int = 1, r_max: int = 1) -> None:
+    def __init__(self, base: nn.Module, ctx: LoraContext, capacity: int = 1, r_max: int = 1) -> None:
         super().__init__()
-        self.in_features, self.out_features = base.in_features, base.out_features
+        self.fan_in_fan_out = not isinstance(base, nn.Linear)  # a Conv1D: y = x W + b
+        if self.fan_in_fan_out:
+            self.in_features, self.out_features = base.weight.shape
+        else:
+            self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
         self.bias = base.bias
         self.weight.requires_grad_(False)
@@ -119,19 +124,21 @@ class MultiLoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         meta = self.ctx.meta_for(x.numel() // shape[-1], x.device)
+        weight = self.weight.t() if self.fan_in_fan_out else self.weight  # [out, in] either way
         if meta is None:
-            return nn.functional.linear(x, self.weight, self.bias)
+            return nn.functional.linear(x, weight, self.bias)
         y = multi_lora_linear(  # fp32 stacks under bf16 x: Triton reads them as they are, torch paths cast
-            x.reshape(-1, shape[-1]), self.weight, self.bias, self.A, self.B, meta,
+            x.reshape(-1, shape[-1]), weight, self.bias, self.A, self.B, meta,
             impl=self.ctx.impl, training=self.ctx.training,
         )
         return y.view(*shape[:-1], self.out_features)
 
 
 def install_lora_layers(
-    model: nn.Module, target_modules: Sequence[str], ctx: LoraContext, capacity: int = 1, r_max: int = 1
+    model: nn.Module, target_modules: str | Sequence[str], ctx: LoraContext, capacity: int = 1, r_max: int = 1
 ) -> list[tuple[str, MultiLoraLinear]]:
-    """Replace every target nn.Linear of `model` in place; return (name, layer) in module order."""
+    """Replace every target linear layer of `model` (`find_targets`) in place; return (name, layer)
+    in module order."""
     out: list[tuple[str, MultiLoraLinear]] = []
     for name, lin in find_targets(model, target_modules):
         parent_name, _, leaf = name.rpartition(".")

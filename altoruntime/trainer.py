@@ -31,7 +31,7 @@ from torch import nn
 from altokernels import build_meta
 from altokernels.validate import IMPLS
 from altoruntime.adapters import AdapterConfig, AdapterStore, Status, Weights
-from altoruntime.backbone import LLAMA_TARGETS, freeze
+from altoruntime.backbone import LLAMA_TARGETS, find_targets, freeze, peft_target_names
 from altoruntime.batching import IGNORE, Batch, labelled_counts
 from altoruntime.lora_layer import LoraContext, install_lora_layers
 from altoruntime.protocol import EvalResult
@@ -47,7 +47,7 @@ class MultiAdapterTrainer:
     def __init__(
         self,
         model: nn.Module,
-        target_modules: Sequence[str] = LLAMA_TARGETS,
+        target_modules: str | Sequence[str] = LLAMA_TARGETS,
         capacity: int = 4,
         impl: str = "auto",
         gradient_checkpointing: bool = False,
@@ -56,14 +56,17 @@ class MultiAdapterTrainer:
         cuda_graphs: bool = True,
         park: bool | None = None,
     ) -> None:
-        """shrink_rank, park: see `AdapterStore`. cuda_graphs: capture and replay steps on CUDA."""
+        """target_modules: PEFT's forms (`backbone.find_targets`); `self.target_modules` is what an
+        exported adapter_config.json names (`backbone.peft_target_names`). shrink_rank, park: see
+        `AdapterStore`. cuda_graphs: capture and replay steps on CUDA."""
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
         self.model = freeze(model)
-        self.target_modules = tuple(target_modules)
+        self.target_modules = tuple(peft_target_names(model, [n for n, _ in find_targets(model, target_modules)]))
         self.ctx = LoraContext(impl=impl)
-        self.store = AdapterStore(install_lora_layers(model, self.target_modules, self.ctx, capacity, 1), shrink_rank,
-                                  park)
+        layers = install_lora_layers(model, target_modules, self.ctx, capacity, 1)
+        self.fan_in_fan_out = any(layer.fan_in_fan_out for _, layer in layers)  # Conv1D targets (GPT-2)
+        self.store = AdapterStore(layers, shrink_rank, park)
         self.device = self.store.device
         self.pad_token_id = pad_token_id
         cfg = getattr(model, "config", None)
@@ -323,7 +326,8 @@ class MultiAdapterTrainer:
                 if merge:
                     r, scale = rec.cfg.rank, rec.cfg.scale
                     for layer in self.store.layers:
-                        delta = (layer.A[rec.slot, :, :r].float() @ layer.B[rec.slot, :r, :].float()).t().mul_(scale)
+                        delta = (layer.A[rec.slot, :, :r].float() @ layer.B[rec.slot, :r, :].float()).mul_(scale)
+                        delta = delta if layer.fan_in_fan_out else delta.t()  # the weight's own layout
                         saved.append((layer, layer.weight.detach().clone()))
                         layer.weight.add_(delta.to(layer.weight.dtype))
                 else:
@@ -347,7 +351,8 @@ class MultiAdapterTrainer:
 
 
 def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
-                     env: Mapping[str, str] | None = None) -> MultiAdapterTrainer:
+                     env: Mapping[str, str] | None = None,
+                     target_modules: str | Sequence[str] = LLAMA_TARGETS) -> MultiAdapterTrainer:
     """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop")
     and ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) choose. `alto run` and `alto profile` both build theirs here, so a profile measures the
     paths of the run it models."""
@@ -361,8 +366,8 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     graphs = env.get("ALTO_CUDA_GRAPHS", "1")
     if graphs not in ("0", "1"):
         raise ValueError(f"ALTO_CUDA_GRAPHS: expected '0' or '1', got {graphs!r}")
-    tr = MultiAdapterTrainer(model, capacity=capacity, pad_token_id=pad_token_id, impl=impl,
-                             cuda_graphs=graphs == "1")
+    tr = MultiAdapterTrainer(model, target_modules=target_modules, capacity=capacity, pad_token_id=pad_token_id,
+                             impl=impl, cuda_graphs=graphs == "1")
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
         tr.store.optim.impl = "loop"
     return tr

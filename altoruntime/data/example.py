@@ -26,6 +26,7 @@ class Example:
     prompt: str
     answer: str
     key: str = ""  # identity of the underlying problem; equal keys never cross splits
+    target: str | None = None  # the text trained on after the prompt when not ``answer`` (a chat turn's markup)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class FineTuneDataset:
     score_fn: Callable[[str, str], float] = field(repr=False)
     max_new_tokens: int = 64  # enough greedy tokens to produce any reference answer
     description: str = ""
+    rendered: bool = False  # prompts are chat-template text holding their special tokens already
 
     def split(self, split: str) -> list[Example]:
         if split not in SPLITS:
@@ -123,14 +125,17 @@ class FineTuneDataset:
             raise ValueError(f"split {split!r} is empty; no metric to compute")
         return sum(self.score_fn(p, r) for p, r in zip(predictions, refs)) / len(refs)
 
-    def tokenize(self, tokenizer: object, split: str, seq_len: int = 512, pad_to_seq_len: bool = False) -> "TokenizedSplit":
-        """Prompt+answer+EOS rows with labels on the answer and EOS only (see tokenize.py)."""
+    def tokenize(self, tokenizer: object, split: str, seq_len: int = 512, pad_to_seq_len: bool = False,
+                 loss_on: str = "completion") -> "TokenizedSplit":
+        """Prompt+answer+EOS rows with labels on the answer and EOS only, or on every token for
+        ``loss_on="all"`` (see tokenize.py)."""
         from altoruntime.data.tokenize import tokenize_examples
 
-        return tokenize_examples(tokenizer, self.split(split), seq_len=seq_len, pad_to_seq_len=pad_to_seq_len)
+        return tokenize_examples(tokenizer, self.split(split), seq_len=seq_len, pad_to_seq_len=pad_to_seq_len,
+                                 add_special_tokens=not self.rendered, loss_on=loss_on)
 
     def tokenize_prompts(self, tokenizer: object, split: str = "eval", seq_len: int = 512) -> "PromptBatch":
         """Left-padded prompts for batched greedy generation, in split order."""
         from altoruntime.data.tokenize import tokenize_prompts
 
-        return tokenize_prompts(tokenizer, self.prompts(split), seq_len=seq_len)
+        return tokenize_prompts(tokenizer, self.prompts(split), seq_len=seq_len, add_special_tokens=not self.rendered)

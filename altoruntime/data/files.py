@@ -2,8 +2,9 @@
 
 Read with the ``datasets`` library (its cache goes to a temporary folder that is removed, so
 nothing is written beside the data or under the user's home). Each row gives one example from
-its ``prompt`` and ``completion`` columns, taken verbatim (the prompt ends where generation
-starts). Splits are decided by a hash of the prompt, as for the built-in tasks
+its ``prompt`` and ``completion`` columns (names configurable), taken verbatim (the prompt ends
+where generation starts); or, in a file without the prompt column, from its chat ``messages``
+([{role, content}], the last the assistant's), rendered with the model's chat template. Splits are decided by a hash of the prompt, as for the built-in tasks
 (``example.fill_splits``): disjoint, stable when sizes change; ``seed`` picks which members of a
 split a smaller request gets. Metric: exact match when completions are short (labels, numbers,
 expressions: median at most SHORT_ANSWER_WORDS words), else ROUGE-L F1 (sentences).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from altosim.errors import InputError
 from altoruntime.data.example import Example, FineTuneDataset, SplitFractions, check_sizes, fill_splits
@@ -47,9 +49,14 @@ def data_files(path: Path, field: str) -> tuple[str, list[str]]:
     return kinds.pop(), [str(p) for p in files]
 
 
-def read_rows(path: Path, field: str = "dataset",
-              columns: tuple[str, str] = ("prompt", "completion")) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs of every row, in file order. Bad input -> InputError."""
+Render = Callable[[Sequence[dict]], "tuple[str, str]"]  # chat messages -> (prompt, completion) text
+
+
+def read_rows(path: Path, field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion"),
+              messages: str | None = None) -> list[tuple[str, str]] | list[list[dict]]:
+    """(prompt, completion) pairs of every row, in file order; or, when the file has no prompt
+    column but a ``messages`` one, each row's chat messages (checked: roles and contents are
+    strings, the last turn is the assistant's). Bad input -> InputError."""
     import datasets
 
     kind, files = data_files(path, field)
@@ -58,14 +65,15 @@ def read_rows(path: Path, field: str = "dataset",
     datasets.disable_progress_bars()  # a one-line error must stay one line; restored below
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its own "Failed to load JSON" line too
     try:
-        return _load(path, field, columns, kind, files)
+        return _load(path, field, columns, messages, kind, files)
     finally:
         datasets.logging.set_verbosity(verbosity)
         if not quiet:
             datasets.enable_progress_bars()
 
 
-def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: list[str]) -> list[tuple[str, str]]:
+def _load(path: Path, field: str, columns: tuple[str, str], messages: str | None, kind: str,
+          files: list[str]) -> list[tuple[str, str]] | list[list[dict]]:
     """The rows through ``datasets``, its cache in a temporary folder (removed on return)."""
     import datasets
 
@@ -79,12 +87,16 @@ def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: li
             if "corresponds to no data" in str(e) or all(Path(f).stat().st_size == 0 for f in files):
                 raise InputError(str(path), field, "empty dataset (no rows)") from None
             raise InputError(str(path), field, f"cannot read as {kind}: {type(e).__name__}: {e}") from None
-        missing = [c for c in columns if c not in ds.column_names]
+        chat = messages is not None and columns[0] not in ds.column_names and messages in ds.column_names
+        missing = [] if chat else [c for c in columns if c not in ds.column_names]
         if missing:
             found = ", ".join(ds.column_names) or "none"
-            raise InputError(str(path), missing[0], f"no column {missing[0]!r}; columns found: {found}")
+            chat_hint = f" (nor a chat column {messages!r})" if messages is not None and missing[0] == columns[0] else ""
+            raise InputError(str(path), missing[0], f"no column {missing[0]!r}{chat_hint}; columns found: {found}")
         if len(ds) == 0:
             raise InputError(str(path), field, "empty dataset (no rows)")
+        if chat:
+            return [_check_messages(path, messages, i, m) for i, m in enumerate(ds[messages])]
         prompts, completions = ds[columns[0]], ds[columns[1]]
     out = []
     for i, row in enumerate(zip(prompts, completions)):
@@ -96,24 +108,57 @@ def _load(path: Path, field: str, columns: tuple[str, str], kind: str, files: li
     return out
 
 
+def _check_messages(path: Path, column: str, i: int, value: Any) -> list[dict]:
+    """One row's chat messages as [{role, content}] dicts, the last one the assistant's."""
+    ok = isinstance(value, list) and value and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+    if not ok:
+        raise InputError(str(path), column, f"row {i + 1}: must be a non-empty list of {{role, content}} strings")
+    if value[-1]["role"] != "assistant" or not value[-1]["content"].strip():
+        raise InputError(str(path), column, f"row {i + 1}: the last message must be a non-empty assistant turn "
+                         "(the completion trained on)")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _examples(path: Path, rows: list, messages: str, render: Render | None) -> tuple[list[Example], list[str]]:
+    """Examples of prompt/completion pairs, or of chat rows rendered to text; and the reference answers."""
+    if not rows or isinstance(rows[0], tuple):
+        return [Example(prompt=q, answer=a, key=q) for q, a in rows], [a for _, a in rows]
+    if render is None:
+        raise InputError(str(path), messages, "chat messages need a tokenizer's chat template to render them")
+    out = []
+    for i, conv in enumerate(rows):
+        try:
+            prompt, completion = render(conv)
+        except Exception as e:  # noqa: BLE001  # a template's own errors (jinja, raise_exception) -> one line
+            raise InputError(str(path), messages, f"row {i + 1}: cannot render: {e}") from None
+        out.append(Example(prompt=prompt, answer=conv[-1]["content"], key=prompt, target=completion))
+    return out, [conv[-1]["content"] for conv in rows]
+
+
 def build(path: str | Path, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
-          field: str = "dataset") -> FineTuneDataset:
-    """The file's examples split by prompt hash into the requested sizes (InputError when short)."""
+          field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion"), messages: str = "messages",
+          render: Render | None = None) -> FineTuneDataset:
+    """The file's examples split by prompt hash into the requested sizes (InputError when short).
+    Chat rows (a ``messages`` column and no prompt column) are rendered by ``render``; their
+    reference answer is the last assistant turn's content."""
     check_sizes(n_train, n_val, n_eval)
     p = Path(path)
-    rows = read_rows(p, field)
+    rows = read_rows(p, field, columns, messages)
     name = p.stem
-    examples = [Example(prompt=q, answer=a, key=q) for q, a in rows]
+    examples, answers = _examples(p, rows, messages, render)
     StableRandom(name, seed).shuffle(examples)
     try:
         splits = fill_splits(name, examples, {"train": n_train, "val": n_val, "eval": n_eval}, SplitFractions())
     except ValueError as e:
         raise InputError(str(p), field, f"{e} ({len(rows)} rows)") from None
-    short = statistics.median(len(a.split()) for _, a in rows) <= SHORT_ANSWER_WORDS
-    longest = max(len(a) for _, a in rows)
+    short = statistics.median(len(a.split()) for a in answers) <= SHORT_ANSWER_WORDS
+    longest = max(len(a) for a in answers)
+    chat = any(ex.target is not None for ex in examples)
     return FineTuneDataset(
         name=name, train=splits["train"], val=splits["val"], eval=splits["eval"],
         metric_name="exact_match" if short else "rouge_l_f1", score_fn=text_exact_match if short else rouge_l_f1,
         max_new_tokens=min(512, longest // 2 + 16),  # ~2+ characters per token, with room
-        description=f"own data from {p.name}: {len(rows)} prompt/completion rows",
+        description=f"own data from {p.name}: {len(rows)} {'chat' if chat else 'prompt/completion'} rows",
+        rendered=chat,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from altoruntime.data import arithmetic, files, list_ops, python_docs
 from altoruntime.data.example import FineTuneDataset
@@ -30,11 +30,15 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
 
 
 def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
-                base: str | Path | None = None) -> FineTuneDataset:
+                base: str | Path | None = None, columns: tuple[str, str] = ("prompt", "completion"),
+                messages: str = "messages",
+                render: Callable[[Sequence[dict]], tuple[str, str]] | None = None) -> FineTuneDataset:
     """Build dataset ``name`` with the requested split sizes. Same arguments, same examples.
 
     ``name`` is a built-in dataset or a JSONL / CSV / Parquet file or folder (relative paths are
-    taken from ``base``, the folder of the file that named it); bad files raise InputError."""
+    taken from ``base``, the folder of the file that named it); bad files raise InputError. A file's
+    rows come from its ``columns`` (prompt, completion), or, without the prompt column, from chat
+    ``messages`` that ``render`` turns into (prompt, completion) text (files.py)."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
     spec = DATASETS.get(name)
@@ -42,6 +46,7 @@ def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 
         return spec.build(n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed)
     if files.is_data_path(name):
         path = Path(name) if Path(name).is_absolute() or base is None else Path(base) / name
-        return files.build(path, n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed)
+        return files.build(path, n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed, columns=columns,
+                           messages=messages, render=render)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
                      f"or a {'/'.join(files.BUILDERS)} file or folder path")

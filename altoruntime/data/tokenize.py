@@ -133,13 +133,18 @@ class TokenizedSplit:
 
 
 def tokenize_examples(tokenizer: Any, examples: Sequence[Example], seq_len: int = 512,
-                      pad_to_seq_len: bool = False) -> TokenizedSplit:
+                      pad_to_seq_len: bool = False, add_special_tokens: bool = True,
+                      loss_on: str = "completion") -> TokenizedSplit:
     """Rows for training; a row longer than ``seq_len`` loses the tail of its answer (counted in
-    ``n_truncated``). A prompt that leaves no room for one answer token is a ValueError."""
+    ``n_truncated``). A prompt that leaves no room for one answer token is a ValueError.
+    ``add_special_tokens=False`` for prompts that hold them already (chat-template text);
+    ``loss_on="all"`` labels the prompt tokens too."""
     _check_seq_len(seq_len)
+    if loss_on not in ("completion", "all"):
+        raise ValueError(f"loss_on must be 'completion' or 'all', got {loss_on!r}")
     eos = getattr(tokenizer, "eos_token_id", None)
-    prompts = _ids(tokenizer, [e.prompt for e in examples], add_special_tokens=True)
-    answers = _ids(tokenizer, [e.answer for e in examples], add_special_tokens=False)
+    prompts = _ids(tokenizer, [e.prompt for e in examples], add_special_tokens=add_special_tokens)
+    answers = _ids(tokenizer, [e.answer if e.target is None else e.target for e in examples], add_special_tokens=False)
     rows, prompt_lens, truncated = [], [], 0
     for i, (p, a) in enumerate(zip(prompts, answers)):
         if len(p) >= seq_len:
@@ -159,7 +164,8 @@ def tokenize_examples(tokenizer: Any, examples: Sequence[Example], seq_len: int 
         t = torch.tensor(row, dtype=torch.long)
         input_ids[i, : len(row)] = t
         attention_mask[i, : len(row)] = 1
-        labels[i, plen: len(row)] = t[plen:]
+        start = 0 if loss_on == "all" else plen
+        labels[i, start: len(row)] = t[start:]
     return TokenizedSplit(input_ids, attention_mask, labels, torch.tensor([len(r) for r in rows], dtype=torch.long),
                           torch.tensor(prompt_lens, dtype=torch.long), truncated)
 
@@ -181,9 +187,10 @@ class PromptBatch:
         return PromptBatch(self.input_ids[start:stop, lead:], mask[:, lead:])
 
 
-def tokenize_prompts(tokenizer: Any, prompts: Sequence[str], seq_len: int = 512) -> PromptBatch:
+def tokenize_prompts(tokenizer: Any, prompts: Sequence[str], seq_len: int = 512,
+                     add_special_tokens: bool = True) -> PromptBatch:
     _check_seq_len(seq_len)
-    ids = _ids(tokenizer, prompts, add_special_tokens=True)
+    ids = _ids(tokenizer, prompts, add_special_tokens=add_special_tokens)
     for i, p in enumerate(ids):
         if len(p) >= seq_len:
             raise ValueError(f"seq_len={seq_len} too short: prompt {i} has {len(p)} tokens")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import zlib
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -123,7 +124,9 @@ class TaskRecord(BaseModel):
 
     id: str = Field(description=f"unique task id: {ID_RULE} (altosim/ids.py)")
     arrival: Float = Field(ge=0, allow_inf_nan=False, description="arrival time, seconds")
-    model: str = Field(min_length=1, description="backbone name, e.g. Llama-3.2-1B")
+    model: str = Field(min_length=1, description="backbone name, e.g. Llama-3.2-1B (`alto run`: the --backbone "
+                       "trains it); for `alto run` also a local model folder or .gguf file (relative to the workload "
+                       "file) or a Hugging Face hub id (org/name) already in the local cache")
     dataset: str = Field(min_length=1, description="dataset name (e.g. gsm8k); for `alto run` also a JSONL/CSV/Parquet file "
                          "or folder, relative to the workload file")
     gpus: Int = Field(ge=1, le=MAX_GPUS, description="GPUs the task's executor needs")
@@ -137,6 +140,40 @@ class TaskRecord(BaseModel):
         description="worst-case (no early exit) wall time; when set the simulator scales step "
         "times so that the task's no-exit duration equals it (used by real-trace imports)",
     )
+
+    # `alto run` only (the simulator ignores them): the task's own model, LoRA targets and data format
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="backbone dtype; None -> bfloat16 on a GPU, float32 on the CPU")
+    target_modules: str | list[str] | None = Field(
+        None, description="LoRA targets as PEFT takes them: 'all-linear' (every linear layer but the output head), "
+        "module-name suffixes, or a regex matched against the full module name; None -> all-linear")
+    prompt_column: str = Field("prompt", min_length=1, description="dataset column of the prompts")
+    completion_column: str = Field("completion", min_length=1, description="dataset column of the completions")
+    messages_column: str = Field("messages", min_length=1, description="dataset column of chat messages "
+                                 "([{role, content}], the last from the assistant), read when there is no prompt column")
+    loss_on: Literal["completion", "all"] = Field("completion", description="tokens trained on: the completion "
+                                                  "(last assistant turn) only, or the whole sequence")
+
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "target_modules", "prompt_column", "completion_column", "messages_column", "loss_on")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list):
+            if not v or any(not x for x in v):
+                raise ValueError("must list at least one module name, none empty")
+        elif isinstance(v, str):
+            if not v:
+                raise ValueError("must not be empty; e.g. 'all-linear', ['q_proj', 'v_proj'] or a regex")
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regex: {e}") from None
+        return v
+
+    def run_fields_set(self) -> set[str]:
+        """The `alto run`-only fields that differ from their defaults (the rest need not be written)."""
+        return {k for k in self.RUN_FIELDS if getattr(self, k) != type(self).model_fields[k].default}
 
     @field_validator("id", mode="before")
     @classmethod

@@ -100,7 +100,10 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
     buf.write(_WORKLOAD_HEAD + json.dumps(head, sort_keys=True) + "\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(_TASK_COLUMNS)
-    for t in trace.tasks:
+    for i, t in enumerate(trace.tasks):
+        extra = sorted(t.run_fields_set())
+        if extra:  # no CSV column holds them: write JSON rather than lose them
+            raise ValueError(f"tasks[{i}].{extra[0]}: `alto run` task fields have no CSV column; write the workload as JSON")
         d = t.model_dump(mode="json")
         d["search_space"] = json.dumps(d["search_space"], separators=(",", ":"))
         w.writerow(["" if d[c] is None else d[c] for c in _TASK_COLUMNS])
@@ -121,5 +124,5 @@ def workload_json_text(trace: WorkloadTrace) -> str:
     """Pretty header, then one task per line (readable diffs, small files for large traces)."""
     head = trace.model_dump(mode="json", exclude={"tasks"})
     parts = [f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in head.items()]
-    tasks = ",\n  ".join(t.model_dump_json() for t in trace.tasks)
+    tasks = ",\n  ".join(t.model_dump_json(exclude=set(t.RUN_FIELDS) - t.run_fields_set()) for t in trace.tasks)
     return "{\n" + ",\n".join(parts) + f',\n "tasks": [\n  {tasks}\n ]\n}}\n'
