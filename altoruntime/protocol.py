@@ -79,8 +79,9 @@ class Trainer(Protocol):
 
     def evaluate(self, batches: Mapping[str, Batch]) -> dict[str, float]: ...
     def evaluate_tokens(self, batches: Mapping[str, Batch]) -> dict[str, EvalResult]: ...
-    def applied(self, job_id: str) -> ContextManager[nn.Module]:
-        """The backbone with one adapter on every row (e.g. for `model.generate`)."""
+    def applied(self, job_id: str, merge: bool = True) -> ContextManager[nn.Module]:
+        """The backbone with one adapter on every row (e.g. for `model.generate`); `merge`: folded
+        into the frozen weights for the duration where the trainer can (faster decoding)."""
 
     # checkpoints
     def state_dict(self) -> dict: ...

@@ -146,12 +146,13 @@ class ShardedTrainer:
         return self.trainer.target_modules
 
     @contextmanager
-    def applied(self, job_id: str) -> Iterator[nn.Module]:
+    def applied(self, job_id: str, merge: bool = True) -> Iterator[nn.Module]:
         """The (sharded) backbone with one adapter on every row. Only on a world of one rank: a
-        forward all-gathers every layer, so on more ranks the others would have to join it."""
+        forward all-gathers every layer, so on more ranks the others would have to join it. The
+        adapter is never merged here (`merge` is ignored): the frozen weights may be shards."""
         if self.world != 1:
             raise ValueError(f"applied: needs a world of 1 rank (shrink first), this one has {self.world}")
-        with self.trainer.applied(job_id) as model:
+        with self.trainer.applied(job_id, merge=False) as model:
             yield model
 
     def state_dict(self) -> dict:
