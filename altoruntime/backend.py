@@ -224,6 +224,9 @@ class RuntimeBackend:
         if isinstance(a, StartTask):
             task = self.specs[a.task_id]
             self.tasks[a.task_id] = _TaskRun(task, a.gpus, self.make_trainer(task, a.gpus), self.data_for(task))
+            prefetch = getattr(self.tasks[a.task_id].trainer, "prefetch_inits", None)  # an optional speed-up
+            if prefetch is not None:
+                prefetch([(j.rank, j.seed) for j in task.jobs])
             return
         tr = self.tasks[a.task_id]
         if isinstance(a, Admit):

@@ -158,7 +158,8 @@ def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch
     from altoruntime.data.evaluate import greedy_predictions
 
     def score(model: torch.nn.Module) -> float:
-        return ds.metric(greedy_predictions(model, tokenizer, ds, "eval", seq_len=seq_len), "eval")
+        # one generate call for up to 64 prompts: decoding is paced by its per-token host work
+        return ds.metric(greedy_predictions(model, tokenizer, ds, "eval", batch_size=64, seq_len=seq_len), "eval")
 
     return score
 

@@ -90,6 +90,10 @@ class MultiAdapterTrainer:
     def drop(self, job_id: str) -> None:
         self.store.drop(job_id)
 
+    def prefetch_inits(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """(rank, seed) of adapters about to be admitted: their initial weights are drawn ahead."""
+        self.store.prefetch_inits(pairs)
+
     def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
         self.store.suspend(job_id, keep_optimizer)
 

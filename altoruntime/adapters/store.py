@@ -8,6 +8,8 @@ per-slot moments) and the gradient check over them; the trainer only runs the mo
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 import torch
@@ -44,6 +46,9 @@ class AdapterStore:
         self.grad_check = GradCheck(self.optim.params)
         self.adapters: dict[str, AdapterRecord] = {}
         self._init_cache: dict[tuple[int, int], Weights] = {}
+        self._inits_ahead: list[tuple[int, int]] = []  # (rank, seed) to draw in the background, in order
+        self._inits_pending: dict[tuple[int, int], Future] = {}
+        self._init_pool: ThreadPoolExecutor | None = None
         # bumped whenever the stacks or their gradients are reallocated: whatever holds their
         # addresses (cached views, captured CUDA graphs) must be rebuilt
         self.generation = 0
@@ -155,11 +160,34 @@ class AdapterStore:
         """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs
         that share both, and the CPU draws dominate an admit. The tensors are only read."""
         key = (rank, seed)
+        pending = self._inits_pending.pop(key, None)
+        if pending is not None:
+            self._top_up_inits()
+            return pending.result()
         if key not in self._init_cache:
             while len(self._init_cache) >= 4:
                 del self._init_cache[next(iter(self._init_cache))]
             self._init_cache[key] = peft_init(self.layers, rank, seed)
         return self._init_cache[key]
+
+    INITS_AHEAD = 8  # initial weights drawn ahead at most (each is an adapter's size in host memory)
+
+    def prefetch_inits(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Draw the initial weights of adapters about to be admitted, (rank, seed) in admit order,
+        in background threads (the draws are CPU work that releases the GIL, so they overlap the
+        GPU steps and each other). Admits take them as they come; the draws are the same."""
+        self._inits_ahead = [(int(r), int(s)) for r, s in pairs if r >= 1]
+        self._top_up_inits()
+
+    def _top_up_inits(self) -> None:
+        while self._inits_ahead and len(self._inits_pending) < self.INITS_AHEAD:
+            rank, seed = self._inits_ahead.pop(0)
+            if (rank, seed) in self._inits_pending or (rank, seed) in self._init_cache:
+                continue
+            if self._init_pool is None:
+                self._init_pool = ThreadPoolExecutor(max_workers=min(self.INITS_AHEAD, os.cpu_count() or 1),
+                                                     thread_name_prefix="peft-init")
+            self._inits_pending[(rank, seed)] = self._init_pool.submit(peft_init, self.layers, rank, seed)
 
     # ----------------------------------------------------------------------------- lifecycle
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,

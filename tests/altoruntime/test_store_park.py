@@ -79,3 +79,16 @@ def test_export_of_a_parked_adapter_moves_it_to_the_host(base):
     assert tr.store.adapters["a"].slot is None and not tr.store.parked
     for (_, a1, b1), (a2, b2) in zip(before, state["offloaded"]["weights"]):
         assert torch.equal(a1, a2) and torch.equal(b1, b2)
+
+
+def test_prefetched_initial_weights_are_peft_exact(base):
+    plain = MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False)
+    ahead = MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False)
+    jobs = [("a", 4, 11), ("b", 8, 12), ("c", 4, 13)]
+    ahead.prefetch_inits([(r, s) for _, r, s in jobs] + [(2, 99)])  # one never admitted
+    for tr in (plain, ahead):
+        for j, r, s in jobs:
+            tr.admit(j, rank=r, seed=s)
+    for j, _, _ in jobs:
+        for (_, a1, b1), (_, a2, b2) in zip(plain.adapter_weights(j), ahead.adapter_weights(j)):
+            assert torch.equal(a1, a2) and torch.equal(b1, b2)
