@@ -21,7 +21,10 @@ import torch
 
 from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
+from altosim.ids import task_dir
 from altosim.outdir import check_out, locked_dir
+from altosim.report import plot_losses, try_plot, write_csv
+from altosim.results import best_line, config_table, label, reports_frame
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
 from altosim.schemas import DEFAULT, RunConfig
 from altosim.traces_io import read_workload
@@ -175,6 +178,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def run_config(
     cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
+    on_samples: Callable[[int, int], None] | None = None, save_adapters: str = "best",
 ) -> RunLog:
     """Run every task of the config's workload on the local device(s); write outputs under `out`."""
     from altoruntime.data import get_dataset
@@ -244,16 +248,17 @@ def run_config(
     check_resumable(out / "run.ckpt", key)
     with locked_dir(out):  # a second command writing this folder stops here with one line
         return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress,
-                    {tid: b.name for tid, b in base_of.items() if b.name is not None})
+                    {tid: b.name for tid, b in base_of.items() if b.name is not None},
+                    dict(on_samples=on_samples, save_adapters=save_adapters))
 
 
 def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
-         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str]) -> RunLog:
+         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], options: dict[str, Any]) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
-                             checkpoint_extra={KEY: key}, base_models=base_models)
+                             checkpoint_extra={KEY: key}, base_models=base_models, **options)
     meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
             **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
@@ -272,8 +277,25 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
     return log
 
 
+def write_task_results(log: RunLog, tasks: list[TaskSpec], out: Path) -> dict[str, str]:
+    """Per task <out>/tasks/<id>/configs.csv (every config, ranked) and losses.png (val loss per
+    config with exit points); returns each task's summary line naming its best config."""
+    reports = reports_frame(log.trace)
+    lines = {}
+    for t in tasks:
+        table = config_table(t, log.trace, log.job_metrics.get(t.task_id), minimize=log.minimize.get(t.task_id, True))
+        folder = task_dir(out, t.task_id)
+        write_csv(table, folder / "configs.csv")
+        note = try_plot(lambda t=t: plot_losses(reports, t.task_id, {j.job_id: label(j) for j in t.jobs}),
+                        folder / "losses.png")
+        lines[t.task_id] = best_line(t, table, log.objectives.get(t.task_id, "val_loss")) + (f" ({note})" if note else "")
+    return lines
+
+
 def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, meta: dict[str, Any]) -> None:
-    """events.jsonl, tasks.csv (one row per task) and summary.csv (one row per run)."""
+    """events.jsonl, tasks.csv (one row per task), summary.csv (one row per run) and each task's
+    configs.csv and losses.png."""
+    log.summary = write_task_results(log, tasks, out)
     tmp = out / ".events.jsonl.tmp"
     tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"meta": meta}, *(to_dict(e) for e in log.trace)]))
     os.replace(tmp, out / "events.jsonl")
