@@ -44,7 +44,7 @@ class _JobRun:
     loss_sum: float = 0.0
     loss_n: int = 0
     best_val: float = math.inf
-    state: str = "running"  # running | suspended | stopped
+    state: str = "running"  # running | suspended | stopped | discarded (diverged, no snapshot)
 
 
 @dataclass
@@ -266,10 +266,20 @@ class RuntimeBackend:
                 t.suspend(a.job_id, keep_optimizer=False)
             if a.restore_best and t.has_best(a.job_id):
                 t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
-            job.state = "stopped"
+            # diverged without a snapshot: never a result (as the Controller decides), never scored
+            job.state = "discarded" if a.reason == "diverging" and not a.restore_best else "stopped"
             self.samples_total -= max(0, tr.task.samples_per_job - job.samples)
         elif isinstance(a, FinishTask):
             t, best = tr.trainer, a.best_job
+            objective = getattr(tr.data, "objective", None)
+            if objective is not None:  # the task's objective picks the result, not validation loss
+                name, minimize, score = objective
+                scores = self._score_all(tr, score)
+                self.log.job_metrics[a.task_id] = scores
+                self.log.objectives[a.task_id], self.log.minimize[a.task_id] = name, minimize
+                if scores:
+                    ranked = sorted(scores, key=lambda j: ((scores[j] if minimize else -scores[j]), j))
+                    best = ranked[0]
             if best is not None and best in t and t.status(best) != "failed":
                 if t.has_best(best):
                     t.restore_best(best)  # the result is the best-validation snapshot
@@ -286,6 +296,22 @@ class RuntimeBackend:
                         self.log.metrics[a.task_id] = float(final_metric(model))
             self.log.results[a.task_id] = a
             del self.tasks[a.task_id]
+
+    def _score_all(self, tr: _TaskRun, score: Callable[[Any], float]) -> dict[str, float]:
+        """Every config that reported a validation loss, scored at its best-validation snapshot."""
+        t, scores = tr.trainer, {}
+        for job_id, job in sorted(tr.jobs.items()):
+            if job_id not in t or t.status(job_id) == "failed" or math.isinf(job.best_val) or job.state == "discarded":
+                continue
+            if t.status(job_id) == "active":
+                t.suspend(job_id, keep_optimizer=False)
+            if t.has_best(job_id):
+                t.restore_best(job_id)
+            t.resume(job_id)
+            with t.applied(job_id) as model:
+                scores[job_id] = float(score(model))
+            t.suspend(job_id, keep_optimizer=False)
+        return scores
 
     def _export_survivors(self, tr: _TaskRun) -> None:
         """Every job that ran to the end, at its best-validation snapshot: <task>/adapters/<job>."""

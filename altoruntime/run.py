@@ -31,6 +31,7 @@ from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, load_backbone, tiny_llama
 from altoruntime.model_source import ModelSource, resolve_model
+from altoruntime.objective import scorer
 from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
 from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
@@ -228,9 +229,19 @@ def run_config(
                           for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len
             raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
+        objective = workload.tasks[i].objective
+        scored = None
+        if objective.metric != "val_loss":
+            if not n_eval:
+                raise InputError(wl_file, f"tasks[{i}].objective.metric", f"{objective.metric} is scored on "
+                                 "held-out examples: --n-eval must be > 0")
+            try:
+                scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
+            except ValueError as e:
+                raise InputError(wl_file, f"tasks[{i}].objective.metric", str(e)) from None
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
-            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
+            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored)
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
@@ -277,25 +288,28 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
     return log
 
 
-def write_task_results(log: RunLog, tasks: list[TaskSpec], out: Path) -> dict[str, str]:
-    """Per task <out>/tasks/<id>/configs.csv (every config, ranked) and losses.png (val loss per
-    config with exit points); returns each task's summary line naming its best config."""
+def write_task_results(log: RunLog, tasks: list[TaskSpec], out: Path) -> dict[str, Any]:
+    """Per task <out>/tasks/<id>/configs.csv (every config, ranked by the objective) and losses.png
+    (val loss per config with exit points); sets `log.summary` (each task's line naming its best
+    config) and returns each task's table."""
     reports = reports_frame(log.trace)
-    lines = {}
+    tables = {}
     for t in tasks:
         table = config_table(t, log.trace, log.job_metrics.get(t.task_id), minimize=log.minimize.get(t.task_id, True))
         folder = task_dir(out, t.task_id)
         write_csv(table, folder / "configs.csv")
         note = try_plot(lambda t=t: plot_losses(reports, t.task_id, {j.job_id: label(j) for j in t.jobs}),
                         folder / "losses.png")
-        lines[t.task_id] = best_line(t, table, log.objectives.get(t.task_id, "val_loss")) + (f" ({note})" if note else "")
-    return lines
+        log.summary[t.task_id] = (best_line(t, table, log.objectives.get(t.task_id, "val_loss"))
+                                  + (f" ({note})" if note else ""))
+        tables[t.task_id] = table
+    return tables
 
 
 def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, meta: dict[str, Any]) -> None:
     """events.jsonl, tasks.csv (one row per task), summary.csv (one row per run) and each task's
     configs.csv and losses.png."""
-    log.summary = write_task_results(log, tasks, out)
+    tables = write_task_results(log, tasks, out)
     tmp = out / ".events.jsonl.tmp"
     tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"meta": meta}, *(to_dict(e) for e in log.trace)]))
     os.replace(tmp, out / "events.jsonl")
@@ -307,9 +321,14 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
     rows = []
     for t in tasks:
         fin = log.results.get(t.task_id)
+        ranked = tables[t.task_id].dropna(subset=["rank_by_objective"])
+        top = ranked.iloc[0] if fin and len(ranked) else None  # the objective's best (val loss by default)
         rows.append({
             "task": t.task_id, "model": t.model, "dataset": t.dataset, "jobs": len(t.jobs),
-            "best_job": fin.best_job if fin else None, "best_val_loss": fin.best_val_loss if fin else None,
+            "best_job": top["config"] if top is not None else None,
+            "best_config": label(t.job(top["config"])) if top is not None else None,
+            "best_val_loss": float(top["best_val_loss"]) if top is not None else None,
+            "objective": log.objectives.get(t.task_id, "val_loss"),
             "best_metric": log.metrics.get(t.task_id),
             "samples_trained": sum(samples.get(j.job_id, 0) for j in t.jobs),
             "samples_budget": t.samples_per_job * len(t.jobs),

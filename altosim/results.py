@@ -15,6 +15,7 @@ import pandas as pd
 
 from altosim.policy.types import JobFailed, JobFinished, JobSpec, StepReport, Stop, TaskSpec
 
+NO_RESULT = ("failed", "no_fit")  # stop reasons that never make a task's result (altosim/policy/controller.py)
 COLUMNS = ("rank_by_objective", "config", "lr", "lora_rank", "alpha", "batch_size", "dropout", "weight_decay", "seed",
            "samples_trained", "stop_reason", "stopped_at_samples", "best_val_loss", "best_val_at_samples",
            "val_accuracy", "metric")
@@ -37,7 +38,8 @@ def hyperparameters(job: JobSpec) -> dict[str, Any]:
 def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float] | None = None,
                  minimize: bool = True) -> pd.DataFrame:
     """One row per job of `task`, ranked by `metrics` (job -> objective value) when given, else by
-    best validation loss (`minimize` says which way is better); unranked jobs (no value) last."""
+    best validation loss (`minimize` says which way is better); jobs without a value, or that
+    cannot be a result (failed, no fit, diverged without a snapshot), are unranked and last."""
     seen: dict[str, dict[str, Any]] = {j.job_id: {"samples": 0, "stop": "", "at": None, "best": math.inf,
                                                    "best_at": None, "acc": None} for j in task.jobs}
     for item in trace:
@@ -51,10 +53,12 @@ def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float]
                 s["best"], s["best_at"], s["acc"] = item.val_loss, item.samples, item.metric
         elif isinstance(item, Stop) and not s["stop"]:
             s["stop"], s["at"] = item.reason, s["samples"]
+            # as the Controller's result: a failed, unfit or discarded (diverged, no snapshot) job is none
+            s["no_result"] = item.reason in NO_RESULT or (item.reason == "diverging" and not item.restore_best)
         elif isinstance(item, JobFinished) and not s["stop"]:
             s["stop"], s["at"] = "ran to the end", s["samples"]
         elif isinstance(item, JobFailed) and not s["stop"]:
-            s["stop"], s["at"] = f"failed: {item.reason}", s["samples"]
+            s["stop"], s["at"], s["no_result"] = f"failed: {item.reason}", s["samples"], True
     rows = []
     for j in task.jobs:
         s = seen[j.job_id]
@@ -62,9 +66,10 @@ def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float]
                      "stop_reason": s["stop"] or "not started", "stopped_at_samples": s["at"],
                      "best_val_loss": None if math.isinf(s["best"]) else s["best"],
                      "best_val_at_samples": s["best_at"], "val_accuracy": s["acc"],
-                     "metric": (metrics or {}).get(j.job_id)})
-    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank_by_objective"])
-    key = pd.to_numeric(df["metric" if metrics else "best_val_loss"], errors="coerce")
+                     "metric": None if s.get("no_result") else (metrics or {}).get(j.job_id),
+                     "_key": s.get("no_result", False)})
+    df = pd.DataFrame(rows, columns=[*(c for c in COLUMNS if c != "rank_by_objective"), "_key"])
+    key = pd.to_numeric(df["metric" if metrics else "best_val_loss"], errors="coerce").mask(df.pop("_key").astype(bool))
     order = sorted(range(len(df)), key=lambda i: (math.isnan(key[i]), (key[i] if minimize else -key[i])
                                                   if not math.isnan(key[i]) else 0.0, df["config"][i]))
     ranks = pd.Series(pd.NA, index=df.index, dtype="Int64")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from altosim.ids import ID_RULE, id_problem
 from altosim.schemas.limits import MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
+from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
 
@@ -35,6 +36,7 @@ class TaskRecord(BaseModel):
     eval_every_samples: Int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
     seq_len: Int = Field(512, gt=0, le=MAX_SEQ_LEN, description="training sequence length, tokens")
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
+    objective: Objective = Field(default_factory=Objective, description="what picks and ranks the best config")
     duration_s: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
         description="worst-case (no early exit) wall time; when set the simulator scales step "

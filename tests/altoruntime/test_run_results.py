@@ -60,3 +60,44 @@ def test_config_table_ranks_by_objective_and_names_stops():
     by_metric = config_table(task, trace, {"t/j0": 0.2, "t/j1": 0.7}, minimize=False)
     assert list(by_metric["config"][:2]) == ["t/j1", "t/j0"] and pd.isna(by_metric["rank_by_objective"][2])
     assert label(jobs[1]) == "lr=0.002 r=4 a=8 b=2"
+
+
+def _objective_config(tmp_path, objective: dict) -> str:
+    path = _config(tmp_path)
+    wl = json.loads((tmp_path / "wl.json").read_text())
+    rows = [{"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"} for w in (f"w{i:03d}" for i in range(120))]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # short answers: short generations
+    wl["tasks"][0].update(objective=objective, samples_per_job=8, dataset="data.jsonl")
+    wl["tasks"][0]["search_space"]["n_configs"] = 3
+    (tmp_path / "wl.json").write_text(json.dumps(wl))
+    return path
+
+
+def test_objective_metric_scores_every_config_and_picks_the_best(tmp_path, capsys):
+    out = tmp_path / "out"
+    # an import path to a per-example function: the same scorer exact_match uses for list_ops
+    cfg = _objective_config(tmp_path, {"metric": "altoruntime.data.metrics:text_exact_match", "direction": "maximize"})
+    rc = main(["run", cfg, "--backbone", "tiny", "--out", str(out), "--n-train", "8", "--n-val", "4", "--n-eval", "1",
+               "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "tasks" / "t1" / "configs.csv")
+    scored = table.dropna(subset=["metric"])
+    assert len(scored) == 3 and scored["metric"].between(0, 1).all()  # every config that trained
+    assert list(table["metric"]) == sorted(table["metric"], reverse=True)  # ranked by it, best first
+    row = next(iter(pd.read_csv(out / "tasks.csv").itertuples()))
+    assert row.best_job == table["config"][0] and row.objective == "altoruntime.data.metrics:text_exact_match"
+    assert "altoruntime.data.metrics:text_exact_match" in capsys.readouterr().out
+
+
+def test_bad_objective_is_one_line_exit_2(tmp_path, capsys):
+    for objective, n_eval, problem in [({"metric": "no_such_module_x:f"}, "2", "cannot import"),
+                                       ({"metric": "exact_match"}, "0", "--n-eval"),
+                                       ({"metric": "bleu"}, "2", "import path"),
+                                       ({"metric": "val_loss", "direction": "up"}, "2", "minimize")]:
+        tmp = tmp_path / str(len(list(tmp_path.iterdir())))
+        tmp.mkdir()
+        rc = main(["run", _objective_config(tmp, objective), "--backbone", "tiny", "--out", str(tmp / "out"),
+                   "--n-train", "8", "--n-val", "4", "--n-eval", n_eval, "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "tasks[0].objective" in err and problem in err, err
+        assert not (tmp / "out" / "tasks").exists()
