@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-def _bar(quiet: bool):
+def progress_bar(quiet: bool):
     """A tqdm bar over samples trained, out of the samples left to train (a stopped config's rest
     comes off the total), so its time left follows early exit; the postfix shows the latest losses."""
     if quiet:
@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "alto run traces/examples/quickstart.yaml --backbone tiny")
     cfg = load_config(args.config)
     out = Path(args.out or cfg.out or "runs/run")
-    bar, on_step, on_samples = _bar(args.quiet)
+    bar, on_step, on_samples = progress_bar(args.quiet)
     signals = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term_as_interrupt)}  # a time limit stops as Ctrl-C does
     try:
         log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,

@@ -26,7 +26,7 @@ from altosim.outdir import check_out, locked_dir
 from altosim.report import plot_losses, try_plot, write_csv
 from altosim.results import best_line, config_table, label, reports_frame
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
-from altosim.schemas import DEFAULT, RunConfig
+from altosim.schemas import DEFAULT, RunConfig, WorkloadTrace
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, load_backbone, tiny_llama
@@ -124,11 +124,12 @@ def chat_renderer(tokenizer: Any) -> Callable[[list[dict]], tuple[str, str]]:
     return render
 
 
-def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype
-                      ) -> tuple[list[Backbone], list[Any]]:
+def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype,
+                      wl_dir: Path | None = None) -> tuple[list[Backbone], list[Any]]:
     """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
-    against the model; bad input names the workload field."""
-    wl_dir = Path(wl_file).resolve().parent
+    against the model; bad input names the workload field. Relative model paths are read from
+    `wl_dir` (default: the workload file's folder)."""
+    wl_dir = wl_dir if wl_dir is not None else Path(wl_file).resolve().parent
     opened: dict[tuple[str | None, torch.dtype], Backbone] = {}
     bases, targets = [], []
     for i, rec in enumerate(records):
@@ -180,17 +181,24 @@ def run_config(
     cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
     on_samples: Callable[[int, int], None] | None = None, save_adapters: str = "best",
+    workload: WorkloadTrace | None = None, data_base: Path | None = None,
 ) -> RunLog:
-    """Run every task of the config's workload on the local device(s); write outputs under `out`."""
+    """Run every task of the config's workload (or of `workload`, built in memory, whose relative
+    dataset paths are read from `data_base`) on the local device(s); write outputs under `out`."""
     from altoruntime.data import get_dataset
 
     out = check_out(out)  # a file, unwritable or too long: said before any work
     check_policy(cfg)
-    wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
-    workload = read_workload(wl_file)
+    if workload is None:
+        wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
+        workload = read_workload(wl_file)
+        data_base = Path(wl_file).resolve().parent
+    else:
+        wl_file = "<workload>"
+        data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file)
     tasks = workload.to_task_specs()
-    wl_dir = Path(wl_file).resolve().parent
+    wl_dir = data_base  # relative model and dataset paths are read from here
 
     def read(i: int, t: TaskSpec, rec: Any, render: Any) -> Any:
         try:
@@ -216,7 +224,8 @@ def run_config(
                 raise
             chat.append(i)
     cuda = torch.cuda.is_available()
-    bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32)
+    bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32,
+                                      wl_dir)
     base_of = {t.task_id: b for t, b in zip(tasks, bases)}
     target_of = {t.task_id: spec for t, spec in zip(tasks, targets)}
     for i in chat:

@@ -65,21 +65,11 @@ SUMMARY_COLS = ["policy", "tasks", "gpus", "makespan_h", "mean_jct_h", "gpu_busy
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from altosim.schemas import load_config
-    from altosim.simulate import check_policy, load_inputs, simulate, write_outputs
+    from altosim.simulate import simulate_to_folder
 
     cfg = _with_policy(load_config(args.config), args)
-    out = check_out(args.out or cfg.out or "runs/simulate")
-    check_policy(cfg)
-    inputs = load_inputs(cfg)
-    bar, tick = _progress(len(inputs.tasks), "simulate", args.quiet)
-    failed: list[str] = []
-    with output_dir(out) as stage:
-        try:
-            run = simulate(cfg, inputs, progress=tick)
-        finally:
-            if bar is not None:
-                bar.close()
-        files = [out / f.relative_to(stage) for f in write_outputs(run, stage, failed=failed)]
+    out = args.out or cfg.out or "runs/simulate"
+    run, files, failed = simulate_to_folder(cfg, out, lambda n: _progress(n, "simulate", args.quiet))
     for problem in failed:
         print(f"alto: warning: {problem} (the tables it is drawn from were written)", file=sys.stderr)
     _print_table([run.summary], SUMMARY_COLS)
