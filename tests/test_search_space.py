@@ -162,3 +162,13 @@ def test_sampled_space_simulates(tmp_path, capsys):
     rc = main(["simulate", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "out")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "tasks.csv").is_file()
+
+
+def test_shipped_tune_own_example_draws_eight_configs():
+    from pathlib import Path
+
+    from altosim.traces_io import read_workload
+
+    root = Path(__file__).resolve().parents[1]
+    spec = read_workload(root / "traces" / "examples" / "tune_own_workload.json").to_task_specs()[0]
+    assert len(spec.jobs) == 8 and {j.rank for j in spec.jobs} <= {4, 8} and len({j.lr for j in spec.jobs}) == 8
