@@ -213,6 +213,16 @@ class RuntimeBackend:
             tr.jobs = {j: _JobRun(**{**r, "spec": JobSpec(**r["spec"])}) for j, r in t["jobs"].items()}
             self.tasks[tid] = tr
         apply_checkpoint(payload, {tid: tr.trainer for tid, tr in self.tasks.items()})
+        # progress resumes where it was: samples trained (running jobs' own counts, else their last
+        # report), and each stopped job's rest off the budget
+        seen: dict[str, int] = {}
+        for item in self.log.trace:
+            if isinstance(item, StepReport):
+                seen[item.job_id] = item.samples
+            elif isinstance(item, Stop):
+                self.samples_total -= max(0, self.specs[item.task_id].samples_per_job - seen.get(item.job_id, 0))
+        seen.update({j: r.samples for tr in self.tasks.values() for j, r in tr.jobs.items()})
+        self.samples_done = sum(seen.values())
         self._t0 = self.clock() - extra["now"]
         return {e.task.task_id for e in self.log.events if isinstance(e, TaskArrived)}
 
