@@ -31,7 +31,7 @@ from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, load_backbone, tiny_llama
 from altoruntime.model_source import ModelSource, resolve_model
-from altoruntime.objective import scorer
+from altoruntime.objective import per_example, scorer
 from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
 from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
@@ -177,6 +177,21 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_objectives(records: list[Any], wl_file: str, n_eval: int) -> None:
+    """A metric objective needs held-out examples and an importable scoring function: said before
+    the (slow) models load."""
+    for i, rec in enumerate(records):
+        if rec.objective.metric == "val_loss":
+            continue
+        if not n_eval:
+            raise InputError(wl_file, f"tasks[{i}].objective.metric", f"{rec.objective.metric} is scored on "
+                             "held-out examples: --n-eval must be > 0")
+        try:
+            per_example(rec.objective, None)
+        except ValueError as e:
+            raise InputError(wl_file, f"tasks[{i}].objective.metric", str(e)) from None
+
+
 def run_config(
     cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
@@ -223,6 +238,7 @@ def run_config(
             if "chat template" not in e.problem:
                 raise
             chat.append(i)
+    _check_objectives(workload.tasks, wl_file, n_eval)
     cuda = torch.cuda.is_available()
     bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32,
                                       wl_dir)
@@ -238,16 +254,9 @@ def run_config(
                           for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len
             raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
-        objective = workload.tasks[i].objective
-        scored = None
-        if objective.metric != "val_loss":
-            if not n_eval:
-                raise InputError(wl_file, f"tasks[{i}].objective.metric", f"{objective.metric} is scored on "
-                                 "held-out examples: --n-eval must be > 0")
-            try:
-                scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
-            except ValueError as e:
-                raise InputError(wl_file, f"tasks[{i}].objective.metric", str(e)) from None
+        objective, scored = rec.objective, None
+        if objective.metric != "val_loss":  # (checked before the models loaded: _check_objectives)
+            scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
             final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored)
