@@ -44,7 +44,7 @@ class _JobRun:
     loss_sum: float = 0.0
     loss_n: int = 0
     best_val: float = math.inf
-    state: str = "running"  # running | suspended | stopped
+    state: str = "running"  # running | suspended | stopped | discarded (diverged, no snapshot)
 
 
 @dataclass
@@ -73,6 +73,10 @@ class RunLog:
     results: dict[str, FinishTask] = field(default_factory=dict)
     exported: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # task -> best adapter's task metric
+    job_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> job -> objective value
+    objectives: dict[str, str] = field(default_factory=dict)  # task -> objective metric name (not val_loss)
+    minimize: dict[str, bool] = field(default_factory=dict)  # task -> the objective's direction
+    summary: dict[str, str] = field(default_factory=dict)  # task -> one line naming its best config
     # host wall seconds per phase of the fused steps (PHASES): where a run's time went, without a
     # calibration (step and validate end with a device sync)
     phases: dict[str, float] = field(default_factory=dict)
@@ -120,6 +124,8 @@ class RuntimeBackend:
         eval_rows: int = 256,
         checkpoint_extra: dict[str, Any] | None = None,
         base_models: dict[str, str] | None = None,
+        on_samples: Callable[[int, int], None] | None = None,
+        save_adapters: str = "best",
     ) -> None:
         """base_models: task id -> the backbone's path or hub id, written into exported adapters."""
         if checkpoint_every < 1:
@@ -136,6 +142,11 @@ class RuntimeBackend:
         self.eval_rows = eval_rows
         self.checkpoint_extra = dict(checkpoint_extra or {})  # saved with each checkpoint (the run's key)
         self.base_models = dict(base_models or {})
+        if save_adapters not in ("best", "survivors"):
+            raise ValueError(f"save_adapters: best or survivors, got {save_adapters!r}")
+        # progress in samples: (trained, budget left to train); a stop takes the job's rest off the budget
+        self.on_samples, self.save_adapters = on_samples, save_adapters
+        self.samples_done, self.samples_total = 0, 0
 
     def now(self) -> float:
         return self.clock() - self._t0
@@ -144,6 +155,7 @@ class RuntimeBackend:
     def run(self, tasks: Iterable[TaskSpec]) -> RunLog:
         pending = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
         self.specs = {t.task_id: t for t in pending}
+        self.samples_total = sum(t.samples_per_job * len(t.jobs) for t in pending)
         self._t0 = self.clock()
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             arrived = self._restore(self.checkpoint_path)
@@ -201,6 +213,16 @@ class RuntimeBackend:
             tr.jobs = {j: _JobRun(**{**r, "spec": JobSpec(**r["spec"])}) for j, r in t["jobs"].items()}
             self.tasks[tid] = tr
         apply_checkpoint(payload, {tid: tr.trainer for tid, tr in self.tasks.items()})
+        # progress resumes where it was: samples trained (running jobs' own counts, else their last
+        # report), and each stopped job's rest off the budget
+        seen: dict[str, int] = {}
+        for item in self.log.trace:
+            if isinstance(item, StepReport):
+                seen[item.job_id] = item.samples
+            elif isinstance(item, Stop):
+                self.samples_total -= max(0, self.specs[item.task_id].samples_per_job - seen.get(item.job_id, 0))
+        seen.update({j: r.samples for tr in self.tasks.values() for j, r in tr.jobs.items()})
+        self.samples_done = sum(seen.values())
         self._t0 = self.clock() - extra["now"]
         return {e.task.task_id for e in self.log.events if isinstance(e, TaskArrived)}
 
@@ -257,15 +279,28 @@ class RuntimeBackend:
                 t.suspend(a.job_id, keep_optimizer=False)
             if a.restore_best and t.has_best(a.job_id):
                 t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
-            job.state = "stopped"
+            # diverged without a snapshot: never a result (as the Controller decides), never scored
+            job.state = "discarded" if a.reason == "diverging" and not a.restore_best else "stopped"
+            self.samples_total -= max(0, tr.task.samples_per_job - job.samples)
         elif isinstance(a, FinishTask):
             t, best = tr.trainer, a.best_job
+            objective = getattr(tr.data, "objective", None)
+            if objective is not None:  # the task's objective picks the result, not validation loss
+                name, minimize, score = objective
+                scores = self._score_all(tr, score)
+                self.log.job_metrics[a.task_id] = scores
+                self.log.objectives[a.task_id], self.log.minimize[a.task_id] = name, minimize
+                if scores:
+                    ranked = sorted(scores, key=lambda j: ((scores[j] if minimize else -scores[j]), j))
+                    best = ranked[0]
             if best is not None and best in t and t.status(best) != "failed":
                 if t.has_best(best):
                     t.restore_best(best)  # the result is the best-validation snapshot
                 if self.out_dir is not None:
                     path = task_dir(self.out_dir, a.task_id) / "best_adapter"  # never outside out_dir
                     self.log.exported[a.task_id] = export_peft(t, best, path, base_model_name_or_path=self.base_models.get(a.task_id))
+                    if self.save_adapters == "survivors":
+                        self._export_survivors(tr)
                 final_metric = getattr(tr.data, "final_metric", None)
                 if final_metric is not None:
                     if t.status(best) == "suspended":
@@ -274,6 +309,32 @@ class RuntimeBackend:
                         self.log.metrics[a.task_id] = float(final_metric(model))
             self.log.results[a.task_id] = a
             del self.tasks[a.task_id]
+
+    def _score_all(self, tr: _TaskRun, score: Callable[[Any], float]) -> dict[str, float]:
+        """Every config that reported a validation loss, scored at its best-validation snapshot."""
+        t, scores = tr.trainer, {}
+        for job_id, job in sorted(tr.jobs.items()):
+            if job_id not in t or t.status(job_id) == "failed" or math.isinf(job.best_val) or job.state == "discarded":
+                continue
+            if t.status(job_id) == "active":
+                t.suspend(job_id, keep_optimizer=False)
+            if t.has_best(job_id):
+                t.restore_best(job_id)
+            t.resume(job_id)
+            with t.applied(job_id) as model:
+                scores[job_id] = float(score(model))
+            t.suspend(job_id, keep_optimizer=False)
+        return scores
+
+    def _export_survivors(self, tr: _TaskRun) -> None:
+        """Every job that ran to the end, at its best-validation snapshot: <task>/adapters/<job>."""
+        folder = task_dir(self.out_dir, tr.task.task_id) / "adapters"
+        for job_id, job in sorted(tr.jobs.items()):
+            finished = job.step >= tr.task.total_steps(job.spec)
+            if finished and job_id in tr.trainer and tr.trainer.status(job_id) != "failed":
+                name = job_id.rsplit("/", 1)[-1]  # job ids are '<task>/jNNN'
+                export_peft(tr.trainer, job_id, folder / name, best=tr.trainer.has_best(job_id),
+                            base_model_name_or_path=self.base_models.get(tr.task.task_id))
 
     # ------------------------------------------------------------------ one fused step
     def _step(self, tr: _TaskRun) -> None:
@@ -297,6 +358,7 @@ class RuntimeBackend:
                 continue
             job.step += 1
             job.samples += int(batches[job_id][0].shape[0])
+            self.samples_done += int(batches[job_id][0].shape[0])
             job.position = nxt[job_id]
             job.loss_sum += loss
             job.loss_n += 1
@@ -326,6 +388,8 @@ class RuntimeBackend:
                 self._send(JobFinished(now, tr.task.task_id, job_id))
         for ev in failed:
             self._send(ev)
+        if self.on_samples is not None:
+            self.on_samples(self.samples_done, self.samples_total)
         self.log.add_phase("policy", t)  # reports sent: the Controller's decisions and their actions
 
     def _validate(self, tr: _TaskRun, job_ids: list[str]) -> dict[str, tuple[float, float]]:

@@ -9,20 +9,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-def _bar(quiet: bool):
-    """A tqdm bar over fused steps showing each adapter's latest loss, or nothing."""
+def progress_bar(quiet: bool):
+    """A tqdm bar over samples trained, out of the samples left to train (a stopped config's rest
+    comes off the total), so its time left follows early exit; the postfix shows the latest losses."""
     if quiet:
-        return None, None
+        return None, None, None
     from tqdm import tqdm
 
-    bar = tqdm(desc="run", unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(desc="run", unit="sample", file=sys.stderr, dynamic_ncols=True, leave=False, total=0)
 
     def on_step(task_id: str, losses: dict[str, float]) -> None:
-        shown = dict(list(losses.items())[:6])
-        bar.set_postfix({"task": task_id, "jobs": len(losses), **{k: f"{v:.3f}" for k, v in shown.items()}})
-        bar.update(1)
+        shown = dict(list(losses.items())[:4])
+        bar.set_postfix({"task": task_id, "jobs": len(losses), **{k: f"{v:.3f}" for k, v in shown.items()}},
+                        refresh=False)
 
-    return bar, on_step
+    def on_samples(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, on_step, on_samples
 
 
 def _term_as_interrupt(signum: int, frame: Any) -> None:
@@ -41,11 +46,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "alto run traces/examples/quickstart.yaml --backbone tiny")
     cfg = load_config(args.config)
     out = Path(args.out or cfg.out or "runs/run")
-    bar, on_step = _bar(args.quiet)
+    bar, on_step, on_samples = progress_bar(args.quiet)
     signals = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term_as_interrupt)}  # a time limit stops as Ctrl-C does
     try:
         log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
-                         checkpoint_every=args.checkpoint_every, progress=on_step)
+                         checkpoint_every=args.checkpoint_every, progress=on_step, on_samples=on_samples,
+                         save_adapters=args.save_adapters)
     except RunInterrupted as e:
         if bar is not None:
             bar.close()
@@ -58,10 +64,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.close()
         for sig, handler in signals.items():
             signal.signal(sig, handler)
-    for task_id, fin in sorted(log.results.items()):
+    for task_id, line in sorted(log.summary.items()):
         metric = log.metrics.get(task_id)
-        print(f"{task_id}: best {fin.best_job} (val loss {fin.best_val_loss}, metric {metric})")
-    print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, tasks/<task>/best_adapter)")
+        print(line + (f"; best adapter's metric {metric:.4g}" if metric is not None else ""))
+    adapters = "tasks/<task>/adapters/" if args.save_adapters == "survivors" else ""
+    print(f"outputs under {out}/ (summary.csv, tasks.csv, events.jsonl, tasks/<task>/configs.csv, losses.png, "
+          f"best_adapter{', ' + adapters if adapters else ''})")
     return 0
 
 
@@ -94,6 +102,9 @@ def add_commands(sub: Any) -> None:
                    "each task's best adapter (0: skip)")
     r.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N fused steps; "
                    "rerunning the same command resumes from <out>/run.ckpt")
+    r.add_argument("--save-adapters", choices=("best", "survivors"), default="best",
+                   help="export the best config's adapter (default) or every config that ran to the end "
+                   "(tasks/<task>/adapters/<job>)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_run)
 

@@ -21,13 +21,17 @@ import torch
 
 from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
+from altosim.ids import task_dir
 from altosim.outdir import check_out, locked_dir
+from altosim.report import plot_losses, try_plot, write_csv
+from altosim.results import best_line, config_table, label, reports_frame
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
-from altosim.schemas import DEFAULT, RunConfig
+from altosim.schemas import DEFAULT, RunConfig, WorkloadTrace
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, load_backbone, tiny_llama
 from altoruntime.model_source import ModelSource, resolve_model
+from altoruntime.objective import per_example, scorer
 from altoruntime.backend import ACTION_PHASES, PHASES, RunLog, RuntimeBackend, SplitData
 from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
@@ -120,11 +124,12 @@ def chat_renderer(tokenizer: Any) -> Callable[[list[dict]], tuple[str, str]]:
     return render
 
 
-def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype
-                      ) -> tuple[list[Backbone], list[Any]]:
+def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype,
+                      wl_dir: Path | None = None) -> tuple[list[Backbone], list[Any]]:
     """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
-    against the model; bad input names the workload field."""
-    wl_dir = Path(wl_file).resolve().parent
+    against the model; bad input names the workload field. Relative model paths are read from
+    `wl_dir` (default: the workload file's folder)."""
+    wl_dir = wl_dir if wl_dir is not None else Path(wl_file).resolve().parent
     opened: dict[tuple[str | None, torch.dtype], Backbone] = {}
     bases, targets = [], []
     for i, rec in enumerate(records):
@@ -173,20 +178,43 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_objectives(records: list[Any], wl_file: str, n_eval: int) -> None:
+    """A metric objective needs held-out examples and an importable scoring function: said before
+    the (slow) models load."""
+    for i, rec in enumerate(records):
+        if rec.objective.metric == "val_loss":
+            continue
+        if not n_eval:
+            raise InputError(wl_file, f"tasks[{i}].objective.metric", f"{rec.objective.metric} is scored on "
+                             "held-out examples: --n-eval must be > 0")
+        try:
+            per_example(rec.objective, None)
+        except ValueError as e:
+            raise InputError(wl_file, f"tasks[{i}].objective.metric", str(e)) from None
+
+
 def run_config(
     cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
+    on_samples: Callable[[int, int], None] | None = None, save_adapters: str = "best",
+    workload: WorkloadTrace | None = None, data_base: Path | None = None,
 ) -> RunLog:
-    """Run every task of the config's workload on the local device(s); write outputs under `out`."""
+    """Run every task of the config's workload (or of `workload`, built in memory, whose relative
+    dataset paths are read from `data_base`) on the local device(s); write outputs under `out`."""
     from altoruntime.data import get_dataset
 
     out = check_out(out)  # a file, unwritable or too long: said before any work
     check_policy(cfg)
-    wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
-    workload = read_workload(wl_file)
+    if workload is None:
+        wl_file = str(default_workload_path()) if cfg.workload == DEFAULT else cfg.workload
+        workload = read_workload(wl_file)
+        data_base = Path(wl_file).resolve().parent
+    else:
+        wl_file = "<workload>"
+        data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file)
     tasks = workload.to_task_specs()
-    wl_dir = Path(wl_file).resolve().parent
+    wl_dir = data_base  # relative model and dataset paths are read from here
 
     def read(i: int, t: TaskSpec, rec: Any, render: Any) -> Any:
         try:
@@ -211,8 +239,10 @@ def run_config(
             if "chat template" not in e.problem:
                 raise
             chat.append(i)
+    _check_objectives(workload.tasks, wl_file, n_eval)
     cuda = torch.cuda.is_available()
-    bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32)
+    bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32,
+                                      wl_dir)
     base_of = {t.task_id: b for t, b in zip(tasks, bases)}
     target_of = {t.task_id: spec for t, spec in zip(tasks, targets)}
     for i in chat:
@@ -225,9 +255,12 @@ def run_config(
                           for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len
             raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
+        objective, scored = rec.objective, None
+        if objective.metric != "val_loss":  # (checked before the models loaded: _check_objectives)
+            scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
-            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None)
+            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored)
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
@@ -245,16 +278,17 @@ def run_config(
     check_resumable(out / "run.ckpt", key)
     with locked_dir(out):  # a second command writing this folder stops here with one line
         return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress,
-                    {tid: b.name for tid, b in base_of.items() if b.name is not None})
+                    {tid: b.name for tid, b in base_of.items() if b.name is not None},
+                    dict(on_samples=on_samples, save_adapters=save_adapters))
 
 
 def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
-         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str]) -> RunLog:
+         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], options: dict[str, Any]) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
     backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
-                             checkpoint_extra={KEY: key}, base_models=base_models)
+                             checkpoint_extra={KEY: key}, base_models=base_models, **options)
     meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
             **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
@@ -273,8 +307,28 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
     return log
 
 
+def write_task_results(log: RunLog, tasks: list[TaskSpec], out: Path) -> dict[str, Any]:
+    """Per task <out>/tasks/<id>/configs.csv (every config, ranked by the objective) and losses.png
+    (val loss per config with exit points); sets `log.summary` (each task's line naming its best
+    config) and returns each task's table."""
+    reports = reports_frame(log.trace)
+    tables = {}
+    for t in tasks:
+        table = config_table(t, log.trace, log.job_metrics.get(t.task_id), minimize=log.minimize.get(t.task_id, True))
+        folder = task_dir(out, t.task_id)
+        write_csv(table, folder / "configs.csv")
+        note = try_plot(lambda t=t: plot_losses(reports, t.task_id, {j.job_id: label(j) for j in t.jobs}),
+                        folder / "losses.png")
+        log.summary[t.task_id] = (best_line(t, table, log.objectives.get(t.task_id, "val_loss"))
+                                  + (f" ({note})" if note else ""))
+        tables[t.task_id] = table
+    return tables
+
+
 def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, meta: dict[str, Any]) -> None:
-    """events.jsonl, tasks.csv (one row per task) and summary.csv (one row per run)."""
+    """events.jsonl, tasks.csv (one row per task), summary.csv (one row per run) and each task's
+    configs.csv and losses.png."""
+    tables = write_task_results(log, tasks, out)
     tmp = out / ".events.jsonl.tmp"
     tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"meta": meta}, *(to_dict(e) for e in log.trace)]))
     os.replace(tmp, out / "events.jsonl")
@@ -286,9 +340,14 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
     rows = []
     for t in tasks:
         fin = log.results.get(t.task_id)
+        ranked = tables[t.task_id].dropna(subset=["rank_by_objective"])
+        top = ranked.iloc[0] if fin and len(ranked) else None  # the objective's best (val loss by default)
         rows.append({
             "task": t.task_id, "model": t.model, "dataset": t.dataset, "jobs": len(t.jobs),
-            "best_job": fin.best_job if fin else None, "best_val_loss": fin.best_val_loss if fin else None,
+            "best_job": top["config"] if top is not None else None,
+            "best_config": label(t.job(top["config"])) if top is not None else None,
+            "best_val_loss": float(top["best_val_loss"]) if top is not None else None,
+            "objective": log.objectives.get(t.task_id, "val_loss"),
             "best_metric": log.metrics.get(t.task_id),
             "samples_trained": sum(samples.get(j.job_id, 0) for j in t.jobs),
             "samples_budget": t.samples_per_job * len(t.jobs),

@@ -25,19 +25,24 @@ class TaskData(Protocol):
 
     # optional: `final_metric(model) -> float`, the task metric of a model with one adapter
     # applied (e.g. exact match of greedy generations); scored for each task's best adapter.
+    # optional: `objective = (metric name, minimize, scorer)`: every config that trained is scored
+    # at the task's end and the best by it is exported (otherwise the lowest validation loss).
 
 
 class SplitData:
     """TaskData over tokenized splits of `altoruntime.data` (each job streams in its own seeded order)."""
 
     def __init__(self, train, val, val_batch_size: int = 16,
-                 final_metric: Callable[[torch.nn.Module], float] | None = None) -> None:
+                 final_metric: Callable[[torch.nn.Module], float] | None = None,
+                 objective: tuple[str, bool, Callable[[torch.nn.Module], float]] | None = None) -> None:
         if val_batch_size < 1:
             raise ValueError(f"val_batch_size: must be >= 1, got {val_batch_size}")
         self.train = train
         self._streams: dict[str, tuple[Iterator, int]] = {}  # job -> (open stream, its next position)
         if final_metric is not None:
             self.final_metric = final_metric
+        if objective is not None:  # (metric name, minimize, scorer): picks the best config at the end
+            self.objective = objective
         self._val = [(b.input_ids, b.attention_mask, b.labels) for b in val.batches(val_batch_size)]
 
     def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:

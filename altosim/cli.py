@@ -65,21 +65,11 @@ SUMMARY_COLS = ["policy", "tasks", "gpus", "makespan_h", "mean_jct_h", "gpu_busy
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from altosim.schemas import load_config
-    from altosim.simulate import check_policy, load_inputs, simulate, write_outputs
+    from altosim.simulate import simulate_to_folder
 
     cfg = _with_policy(load_config(args.config), args)
-    out = check_out(args.out or cfg.out or "runs/simulate")
-    check_policy(cfg)
-    inputs = load_inputs(cfg)
-    bar, tick = _progress(len(inputs.tasks), "simulate", args.quiet)
-    failed: list[str] = []
-    with output_dir(out) as stage:
-        try:
-            run = simulate(cfg, inputs, progress=tick)
-        finally:
-            if bar is not None:
-                bar.close()
-        files = [out / f.relative_to(stage) for f in write_outputs(run, stage, failed=failed)]
+    out = args.out or cfg.out or "runs/simulate"
+    run, files, failed = simulate_to_folder(cfg, out, lambda n: _progress(n, "simulate", args.quiet))
     for problem in failed:
         print(f"alto: warning: {problem} (the tables it is drawn from were written)", file=sys.stderr)
     _print_table([run.summary], SUMMARY_COLS)
@@ -87,6 +77,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if n_extra:
         print(f"\ncost profile: {n_extra} step-time queries fell outside the measured range (extrapolated)")
     print(f"\n{len(files)} files under {out}/ (summary.csv, tasks.csv, events.jsonl, gantt.png, losses_*.png)")
+    return 0
+
+
+def cmd_replay_curves(args: argparse.Namespace) -> int:
+    import json
+
+    from pydantic import ValidationError
+
+    from altosim.build import check_policy
+    from altosim.errors import from_validation_error
+    from altosim.replay_curves import read_curves, replay, summary_lines
+    from altosim.report import write_csv
+    from altosim.schemas import PolicyRef
+    from altosim.tuning import study_config
+
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as e:
+        raise InputError("<args>", "--params", f"invalid JSON: {e.msg}") from None
+    if not isinstance(params, dict):
+        raise InputError("<args>", "--params", "expected a JSON object of the policy's parameters")
+    try:
+        ref = PolicyRef(name=args.early_exit, params=params)
+    except ValidationError as e:
+        raise from_validation_error(e, "<args>", prefix="--early-exit") from None
+    try:  # an unknown policy or parameter: one line, before reading the curves
+        check_policy(study_config(ref))
+    except InputError as e:
+        raise InputError("<args>", "--early-exit", e.problem) from None
+    out = check_out(args.out) if args.out else None
+    res = replay(read_curves(args.curves), ref)
+    if out is not None:
+        with output_dir(out) as stage:
+            write_csv(res["table"], stage / "replay.csv")
+    for line in summary_lines(res):
+        print(line)
     return 0
 
 
@@ -291,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="feed an events.jsonl back through the policy; check decisions")
     r.add_argument("events")
     r.set_defaults(fn=cmd_replay)
+
+    c = sub.add_parser("replay-curves", help="replay an early-exit policy on your own loss curves (a CSV of "
+                       "config, samples, train_loss, val_loss): samples saved, the chosen config and its rank")
+    c.add_argument("curves", help="CSV: config, samples, train_loss, val_loss (+ optional lr, rank, alpha, "
+                   "batch_size, dropout, weight_decay, seed)")
+    c.add_argument("--early-exit", default="alto", help="a registered early-exit policy (alto, asha, median, ...)")
+    c.add_argument("--params", default="{}", help="the policy's parameters as JSON, e.g. '{\"select_ratio\": 0.25}'")
+    c.add_argument("--out", help="also write replay.csv (one row per config) under this folder")
+    c.set_defaults(fn=cmd_replay_curves)
 
     i = sub.add_parser("import-trace", help="convert a cluster trace into a WorkloadTrace")
     i.add_argument("kind", help="trace kind: philly")

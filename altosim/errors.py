@@ -65,7 +65,9 @@ def from_validation_error(
     """The first error of a pydantic ValidationError as an InputError (plus how many more)."""
     errors = err.errors(include_url=False)
     first = errors[0]
-    loc = tuple(p for p in first.get("loc", ()) if p not in ("function-after", "function-before"))
+    # pydantic's validator and union-member names are not fields (search-space axis tags: "<list>", ...)
+    loc = tuple(p for p in first.get("loc", ())
+                if p not in ("function-after", "function-before") and not (isinstance(p, str) and p.startswith("<")))
     problem = str(first.get("msg", "invalid value"))
     if problem.startswith("Value error, "):
         problem = problem[len("Value error, ") :]
@@ -75,9 +77,9 @@ def from_validation_error(
             problem += f" (got {_short(inp)})"
     if first.get("type") == "extra_forbidden":
         problem = "unknown field (not allowed here)"
-    if not loc and ": " in problem and _PATH.match(problem.split(": ", 1)[0]):
+    if first.get("type") == "value_error" and ": " in problem and _PATH.match(problem.split(": ", 1)[0]):
         path, problem = problem.split(": ", 1)  # model-level check that names its own field
-        loc = (path,)
+        loc = (*loc, path)
     if len(errors) > 1:
         problem += f" [+{len(errors) - 1} more error(s)]"
     return InputError(file, format_loc(loc, prefix), problem, line)

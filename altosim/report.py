@@ -190,8 +190,12 @@ def report_frame(log: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def plot_losses(reports: pd.DataFrame, task_id: str) -> Any:
-    """Val loss vs samples for every job of one task, with a marker where each job exited."""
+MAX_LABELLED = 24  # configs named in a loss plot's legend; more draw unlabelled
+
+
+def plot_losses(reports: pd.DataFrame, task_id: str, labels: dict[str, str] | None = None) -> Any:
+    """Val loss vs samples for every job of one task, with a marker where each job exited;
+    `labels` (job id -> its hyperparameters) names each curve in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,11 +205,13 @@ def plot_losses(reports: pd.DataFrame, task_id: str) -> Any:
     marks = {"diverging": ("x", "red"), "overfitting": ("^", "orange"), "underperforming": ("v", "grey"),
              "pruned": ("v", "purple"), "": ("o", "green")}
     df = reports[reports["task_id"] == task_id]
+    named = labels is not None and df["job_id"].nunique() <= MAX_LABELLED
     for job_id, g in df.groupby("job_id", sort=True):
         g = g.dropna(subset=["val_loss"])
         if g.empty:
             continue
-        ax.plot(g["samples"], g["val_loss"], lw=0.7, alpha=0.6)
+        ax.plot(g["samples"], g["val_loss"], lw=0.7, alpha=0.6,
+                label=(labels or {}).get(job_id, job_id) if named else None)
         m, c = marks.get(g["exit"].iloc[-1], ("s", "black"))
         ax.scatter(g["samples"].iloc[-1], g["val_loss"].iloc[-1], marker=m, color=c, s=18, zorder=3)
     for reason, (m, c) in marks.items():

@@ -142,3 +142,26 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3, failed: list[str]
         elif failed is not None:
             failed.append(problem)
     return written
+
+
+def simulate_to_folder(cfg: RunConfig, out: str | Path,
+                       make_progress: Callable[[int], tuple[Any, Callable[[int], None] | None]] | None = None,
+                       ) -> tuple[SimRun, list[Path], list[str]]:
+    """What `alto simulate` and `alto.simulate` do: check, simulate, write the outputs (staged in
+    `out`, moved into place only when all succeeded). Returns the run, the files written and one
+    line per figure that could not be drawn. `make_progress(n_tasks)` gives (bar, tick)."""
+    from altosim.outdir import check_out, output_dir
+
+    out = check_out(out)
+    check_policy(cfg)
+    inputs = load_inputs(cfg)
+    bar, tick = make_progress(len(inputs.tasks)) if make_progress is not None else (None, None)
+    failed: list[str] = []
+    with output_dir(out) as stage:
+        try:
+            run = simulate(cfg, inputs, progress=tick)
+        finally:
+            if bar is not None:
+                bar.close()
+        files = [out / f.relative_to(stage) for f in write_outputs(run, stage, failed=failed)]
+    return run, files, failed

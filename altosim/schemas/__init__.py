@@ -15,7 +15,8 @@ from altosim.schemas.config import (
 )
 from altosim.schemas.cost import CostProfile, CostRecord
 from altosim.schemas.loss import LossCurve, LossTraceSet
-from altosim.schemas.workload import SearchSpace, TaskRecord, WorkloadTrace, job_seed
+from altosim.schemas.search_space import SearchSpace, job_seed
+from altosim.schemas.workload import TaskRecord, WorkloadTrace
 
 __all__ = [
     "ANALYTIC", "DEFAULT", "ClusterConfig", "CostProfile", "CostRecord", "LossCurve",

@@ -6,115 +6,16 @@ Extra keys are rejected everywhere so that a typo in a trace is an error, not a 
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
-import zlib
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
-from altosim.schemas.limits import (
-    MAX_BATCH, MAX_CONFIGS, MAX_EVALS, MAX_GPUS, MAX_RANK, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS, Float, Int,
-)
+from altosim.schemas.limits import MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
+from altosim.schemas.objective import Objective
+from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
-
-
-def _check_list(values: list, name: str, positive: bool = True) -> list:
-    if not values:
-        raise ValueError(f"{name} must list at least one value")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} has duplicate values")
-    for v in values:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"{name} values must be finite")
-        if positive and v <= 0:
-            raise ValueError(f"{name} values must be > 0")
-    return values
-
-
-class SearchSpace(BaseModel):
-    """A grid of LoRA configs, expanded in the fixed order lr, rank, batch_size, alpha, dropout.
-
-    `subset` (optional) keeps only these indices of the expanded grid (e.g. K configs drawn from a
-    loss-trace set); job ids keep the full-grid index so a job names its config unambiguously.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    lr: list[Float] = Field(description="learning rates (constant schedule)")
-    rank: list[Int] = Field(max_length=MAX_CONFIGS, description="LoRA ranks")
-    batch_size: list[Int] = Field(max_length=MAX_CONFIGS, description="per-adapter batch sizes")
-    alpha: list[Float] | None = Field(None, description="LoRA alphas; None -> 2 * rank")
-    dropout: list[Float] = Field(default_factory=lambda: [0.0], description="LoRA dropouts")
-    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay for every job")
-    seed: Int = Field(0, ge=0, le=MAX_SEED, description="base seed; each job's seed is derived from it")
-    subset: list[Int] | None = Field(None, description="indices of the expanded grid to keep")
-
-    @field_validator("lr", "rank", "batch_size", "alpha")
-    @classmethod
-    def _positive_lists(cls, v: list | None, info: Any) -> list | None:
-        return None if v is None else _check_list(v, info.field_name)
-
-    @field_validator("dropout")
-    @classmethod
-    def _dropout(cls, v: list[float]) -> list[float]:
-        _check_list(v, "dropout", positive=False)
-        if any(not 0.0 <= d < 1.0 for d in v):
-            raise ValueError("dropout values must be in [0, 1)")
-        return v
-
-    @model_validator(mode="after")
-    def _subset(self) -> "SearchSpace":
-        if self.grid_size > MAX_CONFIGS:
-            raise ValueError(f"the grid expands to {self.grid_size} configs; at most {MAX_CONFIGS} per task")
-        if max(self.rank) > MAX_RANK:
-            raise ValueError(f"rank: at most {MAX_RANK}, got {max(self.rank)}")
-        if max(self.batch_size) > MAX_BATCH:
-            raise ValueError(f"batch_size: at most {MAX_BATCH}, got {max(self.batch_size)}")
-        if self.subset is not None:
-            n = self.grid_size
-            if not self.subset:
-                raise ValueError("subset must keep at least one config")
-            if len(set(self.subset)) != len(self.subset):
-                raise ValueError("subset has duplicate indices")
-            bad = [i for i in self.subset if not 0 <= i < n]
-            if bad:
-                raise ValueError(f"subset index {bad[0]} outside the grid of {n} configs")
-            if self.subset != sorted(self.subset):
-                raise ValueError("subset indices must be increasing")
-        return self
-
-    @property
-    def grid_size(self) -> int:
-        return (len(self.lr) * len(self.rank) * len(self.batch_size)
-                * len(self.alpha or [None]) * len(self.dropout))
-
-    def configs(self, cache: dict | None = None) -> list[tuple[int, dict[str, Any]]]:
-        """(grid index, config) pairs in the fixed order; only `subset` ones when it is set.
-
-        `cache` (a dict the caller owns) shares expanded grids between equal search spaces.
-        """
-        key = (tuple(self.lr), tuple(self.rank), tuple(self.batch_size),
-               tuple(self.alpha or [None]), tuple(self.dropout))
-        grid = cache.get(key) if cache is not None else None
-        if grid is None:
-            grid = [dict(lr=lr, rank=r, batch_size=b, alpha=a, dropout=d)
-                    for lr, r, b, a, d in itertools.product(*key)]
-            if cache is not None:
-                cache[key] = grid
-        if self.subset is None:
-            return list(enumerate(grid))
-        return [(i, grid[i]) for i in self.subset]
-
-    def __len__(self) -> int:
-        return self.grid_size if self.subset is None else len(self.subset)
-
-
-def job_seed(base_seed: int, task_id: str, index: int) -> int:
-    """Deterministic per-job seed: CRC32 of (base seed, task id, grid index), 31 bits."""
-    return zlib.crc32(f"{base_seed}/{task_id}/{index}".encode()) & 0x7FFFFFFF
 
 
 class TaskRecord(BaseModel):
@@ -135,6 +36,7 @@ class TaskRecord(BaseModel):
     eval_every_samples: Int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
     seq_len: Int = Field(512, gt=0, le=MAX_SEQ_LEN, description="training sequence length, tokens")
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
+    objective: Objective = Field(default_factory=Objective, description="what picks and ranks the best config")
     duration_s: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
         description="worst-case (no early exit) wall time; when set the simulator scales step "
@@ -204,8 +106,8 @@ class TaskRecord(BaseModel):
         jobs = tuple(
             JobSpec(
                 job_id=f"{self.id}/j{i:03d}", task_id=self.id, lr=c["lr"], rank=c["rank"],
-                batch_size=c["batch_size"], alpha=c["alpha"], dropout=c["dropout"],
-                weight_decay=space.weight_decay, seed=job_seed(space.seed, self.id, i),
+                batch_size=c["batch_size"], alpha=c["alpha"], dropout=c["dropout"], weight_decay=c["weight_decay"],
+                seed=c["seed"] if space.searched_seed else job_seed(space.seed, self.id, i),
             )
             for i, c in space.configs(cache)
         )

@@ -19,7 +19,8 @@ from altosim.files import atomic_write, check_nesting, read_text
 
 _WORKLOAD_HEAD = "# alto-workload "
 _TASK_COLUMNS = ["id", "arrival", "model", "dataset", "gpus", "samples_per_job",
-                 "eval_every_samples", "seq_len", "loss_trace", "duration_s", "search_space"]
+                 "eval_every_samples", "seq_len", "loss_trace", "duration_s", "search_space", "objective"]
+_JSON_COLUMNS = ("search_space", "objective")
 
 
 def read_workload(path: str | Path) -> WorkloadTrace:
@@ -79,11 +80,12 @@ def _parse_workload_csv(path: Path) -> WorkloadTrace:
         if len(row) != len(header):
             raise InputError(str(path), "<row>", f"{len(row)} cells, header has {len(header)}", line)
         rec: dict[str, Any] = {k: v for k, v in zip(header, row) if v != ""}
-        if "search_space" in rec:
-            try:
-                rec["search_space"] = json.loads(rec["search_space"])
-            except json.JSONDecodeError as e:
-                raise InputError(str(path), "search_space", f"invalid JSON: {e.msg}", line) from None
+        for col in _JSON_COLUMNS:
+            if col in rec:
+                try:
+                    rec[col] = json.loads(rec[col])
+                except json.JSONDecodeError as e:
+                    raise InputError(str(path), col, f"invalid JSON: {e.msg}", line) from None
         try:
             tasks.append(TaskRecord.model_validate(rec))
         except ValidationError as e:
@@ -105,7 +107,8 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
         if extra:  # no CSV column holds them: write JSON rather than lose them
             raise ValueError(f"tasks[{i}].{extra[0]}: `alto run` task fields have no CSV column; write the workload as JSON")
         d = t.model_dump(mode="json")
-        d["search_space"] = json.dumps(d["search_space"], separators=(",", ":"))
+        for col in _JSON_COLUMNS:
+            d[col] = json.dumps(d[col], separators=(",", ":"))
         w.writerow(["" if d[c] is None else d[c] for c in _TASK_COLUMNS])
     return buf.getvalue()
 

@@ -34,7 +34,7 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     assert kinds[:2] == ["task_arrived", "start_task"] and kinds[-1] == "finish_task"
     assert kinds.count("job_finished") == 4
     assert not (out / "run.ckpt").exists()
-    assert "best t1/j" in capsys.readouterr().out
+    assert "t1: best lr=" in capsys.readouterr().out  # the best config named by its hyperparameters
     summary = next(csv.DictReader(open(out / "summary.csv")))  # where the time went, by phase
     names = ("data", "step", "validate", "snapshot", "policy", "start_task", "admit", "suspend", "stop", "finish_task",
              "job_finished")
