@@ -13,7 +13,8 @@ from altosim.policy.types import (
     Admit, FinishTask, JobFailed, JobFinished, JobSpec, StartTask, Stop, StepReport, TaskArrived, TaskSpec,
 )
 from altoruntime.backbone import tiny_llama
-from altoruntime.backend import RuntimeBackend, SplitData
+from altoruntime.backend import RunLog, RuntimeBackend, SplitData
+from altoruntime.task_runner import TaskRunner
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
 
@@ -134,8 +135,8 @@ def test_val_loss_is_the_token_weighted_mean_over_the_val_set(base):
     tr.admit("b", rank=4, seed=2)
     tr.admit("c", rank=2, seed=3)
     tr.step({j: make_batch(i, 2, 8) for i, j in enumerate("abc")})  # B leaves zero: adapters differ
-    backend = RuntimeBackend(StubController(), lambda t, g: tr, lambda t: data, eval_rows=4)  # 1-2 jobs a call
-    vals = backend._validate(type("T", (), {"trainer": tr, "data": data})(), ["a", "b", "c"])
+    runner = TaskRunner(_task([]), (0,), tr, data, RunLog(), eval_rows=4)  # 1-2 jobs a call
+    vals = runner.validate(["a", "b", "c"])
     got, acc = vals["a"]
     assert vals["b"][0] != got
     total = n = hits = 0
