@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
                          checkpoint_every=args.checkpoint_every, progress=on_step, on_samples=on_samples,
-                         save_adapters=args.save_adapters)
+                         save_adapters=args.save_adapters, engine=args.engine, address=args.address,
+                         verbose=args.verbose)
     except RunInterrupted as e:
         if bar is not None:
             bar.close()
@@ -105,6 +106,11 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--save-adapters", choices=("best", "survivors"), default="best",
                    help="export the best config's adapter (default) or every config that ran to the end "
                    "(tasks/<task>/adapters/<job>)")
+    r.add_argument("--engine", default="local", help="'local': one process steps every task in turn (the "
+                   "default); 'ray': each started task is a Ray actor on its own GPUs, stepping concurrently")
+    r.add_argument("--address", help="with --engine ray: join this Ray cluster (e.g. 'auto' or 'host:6379'); "
+                   "without it a local Ray instance starts for the run")
+    r.add_argument("--verbose", action="store_true", help="with --engine ray: Ray's logs and workers' output too")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_run)
 

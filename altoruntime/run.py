@@ -37,6 +37,9 @@ from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
 
 
+ENGINES = ("local", "ray")  # `alto run --engine`: one process stepping every task, or a Ray actor per task
+
+
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM (a time limit) after its partial outputs were written;
     `log` holds every event up to the stop, so callers can still use what was measured."""
@@ -198,9 +201,15 @@ def run_config(
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
     on_samples: Callable[[int, int], None] | None = None, save_adapters: str = "best",
     workload: WorkloadTrace | None = None, data_base: Path | None = None,
+    engine: str = "local", address: str | None = None, verbose: bool = False,
 ) -> RunLog:
     """Run every task of the config's workload (or of `workload`, built in memory, whose relative
-    dataset paths are read from `data_base`) on the local device(s); write outputs under `out`."""
+    dataset paths are read from `data_base`) on the local device(s), or with `engine="ray"` on a
+    Ray cluster (a local one started for the run unless `address` names one); write outputs under `out`."""
+    if engine not in ENGINES:
+        raise InputError("<args>", "engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if address is not None and engine != "ray":
+        raise InputError("<args>", "address", "joins a Ray cluster: use it with --engine ray")
     from altoruntime.data import get_dataset
 
     out = check_out(out)  # a file, unwritable or too long: said before any work
@@ -263,7 +272,7 @@ def run_config(
             final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored)
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
-        device = torch.device(f"cuda:{gpus[0]}") if cuda else torch.device("cpu")
+        device = torch.device(f"cuda:{gpus[0]}") if torch.cuda.is_available() else torch.device("cpu")
         base = base_of[t.task_id]
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
         try:  # ALTO_LORA_IMPL / ALTO_OPTIM_IMPL pick the paths, as for `alto profile`
@@ -279,18 +288,27 @@ def run_config(
     with locked_dir(out):  # a second command writing this folder stops here with one line
         return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress,
                     {tid: b.name for tid, b in base_of.items() if b.name is not None},
-                    dict(on_samples=on_samples, save_adapters=save_adapters))
+                    dict(on_samples=on_samples, save_adapters=save_adapters), engine, address, verbose)
 
 
 def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
-         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], options: dict[str, Any]) -> RunLog:
+         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], options: dict[str, Any],
+         engine: str = "local", address: str | None = None, verbose: bool = False) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
-    backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
-                             checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
-                             checkpoint_extra={KEY: key}, base_models=base_models, **options)
+    backend: RuntimeBackend | Any
+    if engine == "ray":  # no driver checkpoint: each worker checkpoints its own task
+        from altoruntime.cluster.ray_engine import RayBackend
+
+        backend = RayBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
+                             address=address, checkpoint_every=checkpoint_every, seed=cfg.seed, verbose=verbose,
+                             base_models=base_models, save_adapters=options["save_adapters"])
+    else:
+        backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
+                                 checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
+                                 checkpoint_extra={KEY: key}, base_models=base_models, **options)
     meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
-            **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
+            "engine": engine, **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
     seed_everything(cfg.seed)

@@ -1,0 +1,261 @@
+"""The Ray engine: the Controller in the driver, each started task a Ray actor stepping on its own GPUs.
+
+`StartTask(task, gpus)` creates a `TaskWorker` actor asking for `len(gpus)` GPUs; the task's other
+actions are routed to it. Workers step concurrently; the driver waits for their answers
+(`ray.wait`), takes every answer that comes within `window_s` of the first as one batch, orders
+the batch by the backend contract (`altosim.policy.event_order.order_events`, which also stamps
+it with one time), feeds it to the Controller and routes the resulting actions to the owning
+workers. The event log is what was fed, in order, so `alto replay` reproduces every decision.
+
+A worker that dies (or raises) is replaced: the new actor resumes from the task's last checkpoint
+and redoes the exchanges after it (altoruntime/cluster/worker.py). After `max_restarts`
+replacements the task's running jobs end with JobFailed naming the error, and so does every job
+the Controller admits to it later; the run goes on.
+
+`ray` is imported here only, so the simulator and the single-process engine never need it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from altosim.ids import task_dir
+from altosim.policy.event_order import order_events
+from altosim.policy.types import (
+    Action, Admit, Event, FinishTask, JobFailed, JobFinished, StartTask, Stop, Suspend, TaskArrived, TaskSpec, Tick,
+)
+from altoruntime.backend import Policy
+from altoruntime.cluster.worker import TaskWorker, WorkerReport, event_key
+from altoruntime.runlog import RunLog
+from altoruntime.task_data import TaskData
+
+
+@dataclass
+class _Worker:
+    """The driver's record of one task's worker: its actor, the actions sent in each exchange and
+    the event keys each answered (what a replacement redoes), the actions waiting to be sent."""
+
+    task: TaskSpec
+    gpus: tuple[int, ...]
+    actor: Any
+    sent: list[list[Action]] = field(default_factory=list)
+    answered: list[list[tuple[str, str, int]]] = field(default_factory=list)
+    outbox: list[Action] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)  # admitted jobs not yet stopped, suspended or ended
+    idle: bool = False  # its last answer: no job left to train until new actions come
+    restarts: int = 0
+    lost: str | None = None  # why the task's worker is gone for good
+
+
+class RayBackend:
+    """Drives `controller` over `tasks` with one Ray actor per started task.
+
+    `make_trainer(task, local_gpus)` runs inside the actor; `data_for(task)` in the driver (the data
+    travels to the actor). With `address`, joins that Ray cluster; else uses the running Ray
+    instance, or starts a local one (and stops it at the end).
+    """
+
+    def __init__(
+        self,
+        controller: Policy,
+        make_trainer: Callable[[TaskSpec, tuple[int, ...]], Any],
+        data_for: Callable[[TaskSpec], TaskData],
+        out_dir: str | Path | None = None,
+        on_step: Callable[[str, dict[str, float]], None] | None = None,
+        address: str | None = None,
+        window_s: float = 0.05,
+        checkpoint_every: int = 50,
+        eval_rows: int = 256,
+        seed: int = 0,
+        max_restarts: int = 2,
+        worker_cpus: float = 0.0,
+        verbose: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: must be >= 1 exchanges, got {checkpoint_every}")
+        if window_s < 0:
+            raise ValueError(f"window_s: must be >= 0 seconds, got {window_s}")
+        self.ctl, self.make_trainer, self.data_for = controller, make_trainer, data_for
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.on_step, self.address, self.window_s = on_step, address, window_s
+        self.checkpoint_every, self.eval_rows, self.seed = checkpoint_every, eval_rows, seed
+        self.max_restarts, self.worker_cpus, self.verbose = max_restarts, worker_cpus, verbose
+        self.clock, self.sleep = clock, sleep
+        self.log = RunLog()
+        self.specs: dict[str, TaskSpec] = {}
+        self.workers: dict[str, _Worker] = {}
+        self.inflight: dict[Any, str] = {}  # object ref -> task id
+        self.orphans: list[Event] = []  # events for the next batch that no worker sent (a lost task's)
+        self.restarts: dict[str, int] = {}  # task -> workers replaced
+        self.failures: list[tuple[str, str]] = []  # (task, the full error) of each worker lost
+        self._t0 = 0.0
+        self._ray: Any = None
+        self._remote: Any = None
+        self._trainer_ref: Any = None
+
+    def now(self) -> float:
+        return self.clock() - self._t0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, tasks: Iterable[TaskSpec]) -> RunLog:
+        import ray
+
+        self._ray = ray
+        started = not ray.is_initialized()
+        if started:
+            import logging
+
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=self.verbose,
+                     logging_level=logging.INFO if self.verbose else logging.ERROR)
+        try:
+            self._remote = ray.remote(TaskWorker)
+            self._trainer_ref = ray.put(self.make_trainer)  # the backbone travels once
+            return self._loop(sorted(tasks, key=lambda t: (t.arrival, t.task_id)))
+        finally:
+            for w in self.workers.values():
+                ray.kill(w.actor)
+            self.workers.clear()
+            if started:
+                ray.shutdown()
+
+    def _loop(self, pending: list[TaskSpec]) -> RunLog:
+        ray = self._ray
+        self.specs = {t.task_id: t for t in pending}
+        self._t0 = self.clock()
+        while pending or self.workers:
+            due = []
+            while pending and pending[0].arrival <= self.now():
+                due.append(pending.pop(0))
+            if due:
+                self._feed(order_events([TaskArrived(0.0, t) for t in due], now=self.now()))
+            self._dispatch()
+            if self.orphans:
+                events, self.orphans = self.orphans, []
+                self._feed(order_events(events, now=self.now()))
+            elif self.inflight:
+                timeout = max(0.0, pending[0].arrival - self.now()) if pending else None
+                ready, rest = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+                if ready and rest and self.window_s > 0:
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=self.window_s)
+                    ready += more
+                events = []
+                for ref in sorted(ready, key=lambda r: self.inflight[r]):
+                    events += self._collect(ref)
+                if events:
+                    self._feed(order_events(events, now=self.now()))
+            elif pending:  # idle until the next arrival
+                self.sleep(max(0.0, pending[0].arrival - self.now()))
+            elif self.workers:  # started tasks with nothing to run: let the policy re-plan
+                before = len(self.log.actions)
+                self._feed([Tick(self.now())])
+                if len(self.log.actions) == before:
+                    raise RuntimeError(f"controller left tasks {sorted(self.workers)} with no job to run")
+        return self.log
+
+    def _feed(self, events: list[Event]) -> None:
+        """Each event to the Controller, in order; its actions logged after it and routed."""
+        t0 = time.perf_counter()
+        for ev in events:
+            self.log.events.append(ev)
+            self.log.trace.append(ev)
+            if isinstance(ev, (JobFinished, JobFailed)) and ev.task_id in self.workers:
+                self.workers[ev.task_id].running.discard(ev.job_id)
+            for a in self.ctl.on_event(ev):
+                self.log.actions.append(a)
+                self.log.trace.append(a)
+                self._route(a)
+        self.log.add_phase("policy", t0)
+
+    # ------------------------------------------------------------------ actions -> workers
+    def _route(self, a: Action) -> None:
+        if isinstance(a, StartTask):
+            t0 = time.perf_counter()
+            task = self.specs[a.task_id]
+            self.workers[a.task_id] = _Worker(task, a.gpus, self._spawn(task, a.gpus))
+            self.log.add_action(a.kind, t0)
+            return
+        w = self.workers[a.task_id]
+        if isinstance(a, Admit):
+            w.running.add(a.job_id)
+        elif isinstance(a, (Suspend, Stop)):
+            w.running.discard(a.job_id)
+        if w.lost is None:
+            w.outbox.append(a)
+        elif isinstance(a, Admit):  # its worker is gone: the job ends at once, with the reason
+            self.orphans.append(JobFailed(0.0, a.task_id, a.job_id, w.lost))
+        elif isinstance(a, FinishTask):
+            self.log.results[a.task_id] = a
+            del self.workers[a.task_id]
+
+    def _spawn(self, task: TaskSpec, gpus: tuple[int, ...]) -> Any:
+        ckpt = None
+        if self.out_dir is not None:
+            ckpt = str(task_dir(self.out_dir, task.task_id) / "worker.ckpt")
+        actor = self._remote.options(num_gpus=len(gpus), num_cpus=self.worker_cpus, max_restarts=0)
+        return actor.remote(task, gpus, self._trainer_ref, self.data_for(task),
+                            None if self.out_dir is None else str(self.out_dir), self.eval_rows, self.seed, ckpt)
+
+    def _dispatch(self) -> None:
+        """Send each worker that is not busy the actions waiting for it (one exchange): none for a
+        worker with jobs to train, which goes on stepping."""
+        busy = set(self.inflight.values())
+        for task_id in sorted(self.workers):
+            w = self.workers[task_id]
+            if task_id in busy or w.lost is not None or (w.idle and not w.outbox):
+                continue
+            actions, w.outbox = w.outbox, []
+            w.sent.append(actions)
+            checkpoint = len(w.sent) % self.checkpoint_every == 0
+            self.inflight[w.actor.exchange.remote(actions, checkpoint)] = task_id
+
+    # ------------------------------------------------------------------ answers
+    def _collect(self, ref: Any) -> list[Event]:
+        """The events of one answer (none for a worker that died: it is replaced or lost)."""
+        task_id = self.inflight.pop(ref)
+        w = self.workers[task_id]
+        try:
+            rep: WorkerReport = self._ray.get(ref)
+        except self._ray.exceptions.RayError as e:
+            return self._recover(w, e)
+        w.answered.append([event_key(e) for e in rep.events])
+        w.idle = rep.idle
+        self.log.merge_phases(rep.phases)
+        self.log.busy.append((task_id, rep.start - self._wall0(), rep.end - self._wall0()))
+        if self.on_step is not None:
+            for losses in rep.losses:
+                self.on_step(task_id, losses)
+        if rep.finished is not None:
+            fin = next(a for a in w.sent[-1] if isinstance(a, FinishTask))
+            if rep.finished.exported is not None:
+                self.log.exported[task_id] = rep.finished.exported
+            if rep.finished.metric is not None:
+                self.log.metrics[task_id] = rep.finished.metric
+            self.log.results[task_id] = fin
+            self._ray.kill(w.actor)
+            del self.workers[task_id]
+        return list(rep.events)
+
+    def _wall0(self) -> float:
+        """The run start on the time.time() clock the workers stamp their stretches with."""
+        return time.time() - self.now()
+
+    def _recover(self, w: _Worker, err: Exception) -> list[Event]:
+        """Replace a dead worker (it catches up from its checkpoint), or end its running jobs."""
+        self.failures.append((w.task.task_id, str(err)))
+        reason = f"worker lost: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        self._ray.kill(w.actor)
+        task_id = w.task.task_id
+        if w.restarts < self.max_restarts:
+            w.restarts += 1
+            self.restarts[task_id] = w.restarts
+            w.actor = self._spawn(w.task, w.gpus)
+            self.inflight[w.actor.catch_up.remote(w.sent, w.answered)] = task_id
+            return []
+        w.lost = reason[:300]
+        w.outbox.clear()
+        return [JobFailed(0.0, task_id, j, w.lost) for j in sorted(w.running)]

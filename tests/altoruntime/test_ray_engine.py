@@ -1,0 +1,143 @@
+"""The Ray engine on a local Ray instance with fake GPUs: tasks step concurrently on their own actors,
+take the single-process engine's decisions, log a replayable trace, and survive a killed worker."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray instance and an actor per task: ~30 s each on 2 busy cores
+
+from altosim.policy.controller import ControllerConfig  # noqa: E402
+from altosim.policy.types import FinishTask, JobFailed, JobSpec, StartTask, TaskSpec, to_dict  # noqa: E402
+from altosim.replay import controller_from_meta, replay_records  # noqa: E402
+from altoruntime.backbone import tiny_llama  # noqa: E402
+from altoruntime.backend import RuntimeBackend  # noqa: E402
+from altoruntime.cluster.ray_engine import RayBackend  # noqa: E402
+from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from tests.altoruntime._batches import make_batch  # noqa: E402
+
+
+class RandomData:
+    """Batches that are a pure function of (job seed, position)."""
+
+    def train_batch(self, job, position):
+        return make_batch(1000 * job.seed + position, job.batch_size, 10), position + 1
+
+    def val_batches(self):
+        return [make_batch(996, 3, 12), make_batch(998, 2, 7)]
+
+
+def _task(task_id: str, offset: int) -> TaskSpec:
+    grid = [(3e-2, 4, 2), (1e-4, 2, 1), (5e-3, 8, 2)]
+    jobs = tuple(JobSpec(f"{task_id}{i}", task_id, lr, r, b, seed=offset + i) for i, (lr, r, b) in enumerate(grid))
+    return TaskSpec(task_id, 0.0, "tiny", "random", 1, jobs, samples_per_job=12, eval_every_samples=2)
+
+
+TASKS = [_task("a", 0), _task("b", 10)]
+META = {"controller": vars(ControllerConfig(num_gpus=4, early_exit="alto", inter_task="fifo")),
+        "durations": {"a": 1.0, "b": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import sys
+
+    from ray import cloudpickle
+
+    from tests.altoruntime import _batches
+
+    # the actors cannot import this test module by pytest's name for it: ship its data classes by value
+    for module in (sys.modules[__name__], _batches):
+        cloudpickle.register_pickle_by_value(module)
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_llama(seed=0)
+
+
+def _trainer(base):
+    return lambda task, gpus: MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
+
+
+def _per_task(trace, task_id):
+    """A task's own events and actions; times left out (wall clock), and the batch mark of arrivals
+    (the single-process engine sends arrivals one by one); losses to 5 digits (an actor's torch runs
+    on another thread count: float sums in another order)."""
+    out = []
+    for x in trace:
+        d = {k: round(v, 5) if isinstance(v, float) else v for k, v in to_dict(x).items() if k not in ("now", "more_coming")}
+        if d.get("task_id", d.get("task", {}).get("task_id")) == task_id:
+            out.append(d)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_trace(base):
+    return RuntimeBackend(controller_from_meta(META), _trainer(base), lambda t: RandomData()).run(TASKS).trace
+
+
+def test_two_tasks_step_concurrently_take_the_local_decisions_and_replay(cluster, base, local_trace, tmp_path):
+    backend = RayBackend(controller_from_meta(META), _trainer(base), lambda t: RandomData(), out_dir=tmp_path)
+    log = backend.run(TASKS)
+    starts = {a.task_id: a.gpus for a in log.actions if isinstance(a, StartTask)}
+    assert starts == {"a": (0,), "b": (1,)}  # one actor each, on its own GPU
+    assert not [e for e in log.events if isinstance(e, JobFailed)], backend.failures
+    local = {a.task_id: a.best_job for a in local_trace if isinstance(a, FinishTask)}
+    assert {t: f.best_job for t, f in log.results.items()} == local and all(local.values())
+    for task_id in ("a", "b"):  # every decision, in order, as the single-process engine took it
+        assert _per_task(log.trace, task_id) == _per_task(local_trace, task_id)
+    # the two workers' stretches of steps overlap in time
+    spans = {t: (min(s for u, s, _ in log.busy if u == t), max(e for u, _, e in log.busy if u == t)) for t in "ab"}
+    assert spans["a"][0] < spans["b"][1] and spans["b"][0] < spans["a"][1]
+    assert all((tmp_path / "tasks" / t / "best_adapter" / "adapter_model.safetensors").is_file() for t in "ab")
+    assert not list(tmp_path.rglob("worker.ckpt"))  # removed at each task's finish
+    records = [{"meta": META}, *json.loads(json.dumps([to_dict(x) for x in log.trace]))]
+    rep = replay_records(records)
+    assert rep.identical and rep.actions == len(log.actions)
+    # a log whose decisions were changed is caught (the check can fail)
+    i = next(i for i, r in enumerate(records) if r.get("kind") == "stop")
+    records[i] = {**records[i], "reason": "budget"}
+    assert not replay_records(records).identical
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_decisions(cluster, base, local_trace, tmp_path):
+    backend: RayBackend
+
+    def kill_b_at_its_6th_step(task_id, losses, seen=[]):  # noqa: B006 (a counter across calls)
+        seen.append(task_id)
+        if task_id == "b" and seen.count("b") == 6:  # after its 2nd exchange's checkpoint
+            ray.kill(backend.workers["b"].actor)
+
+    backend = RayBackend(controller_from_meta(META), _trainer(base), lambda t: RandomData(), out_dir=tmp_path,
+                         on_step=kill_b_at_its_6th_step, checkpoint_every=2)
+    log = backend.run(TASKS)
+    assert backend.restarts == {"b": 1}
+    for task_id in ("a", "b"):  # the replacement redid b's steps: nothing was lost or seen twice
+        assert _per_task(log.trace, task_id) == _per_task(local_trace, task_id)
+
+
+def test_a_worker_lost_for_good_ends_its_jobs_with_the_reason(cluster, base, tmp_path):
+    backend: RayBackend
+
+    def kill_a_at_its_2nd_step(task_id, losses, seen=[]):  # noqa: B006
+        seen.append(task_id)
+        if task_id == "a" and seen.count("a") == 2:
+            ray.kill(backend.workers["a"].actor)
+
+    backend = RayBackend(controller_from_meta(META), _trainer(base), lambda t: RandomData(), max_restarts=0,
+                         on_step=kill_a_at_its_2nd_step)
+    log = backend.run(TASKS)
+    failed = [e for e in log.events if isinstance(e, JobFailed)]
+    assert failed and {e.task_id for e in failed} == {"a"} and all(e.reason.startswith("worker lost") for e in failed)
+    # a's result is a job that ended before the loss (or none), never one the loss failed
+    assert log.results["a"].best_job not in {e.job_id for e in failed} and log.results["b"].best_job is not None
+    assert dataclasses.asdict(log.results["b"])["best_val_loss"] > 0
