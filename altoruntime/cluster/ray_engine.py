@@ -92,6 +92,7 @@ class RayBackend:
         self.inflight: dict[Any, str] = {}  # object ref -> task id
         self.orphans: list[Event] = []  # events for the next batch that no worker sent (a lost task's)
         self.restarts: dict[str, int] = {}  # task -> workers replaced
+        self.resumed: dict[str, list[int]] = {}  # task -> exchanges each replacement's checkpoint held
         self.failures: list[tuple[str, str]] = []  # (task, the full error) of each worker lost
         self._t0 = 0.0
         self._ray: Any = None
@@ -224,6 +225,8 @@ class RayBackend:
             return self._recover(w, e)
         w.answered.append([event_key(e) for e in rep.events])
         w.idle = rep.idle
+        if rep.resumed_from is not None:
+            self.resumed.setdefault(task_id, []).append(rep.resumed_from)
         self.log.merge_phases(rep.phases)
         self.log.busy.append((task_id, rep.start - self._wall0(), rep.end - self._wall0()))
         if self.on_step is not None:

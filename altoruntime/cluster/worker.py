@@ -45,6 +45,7 @@ class WorkerReport:
     start: float = 0.0
     end: float = 0.0
     idle: bool = False  # no job trains: the worker waits for actions
+    resumed_from: int | None = None  # a replacement's answer: the exchanges its checkpoint held
 
 
 class TaskWorker:
@@ -74,7 +75,7 @@ class TaskWorker:
         """Rebuild the lost worker's state after its exchanges `actions[0..n-1]` (`keys[j]`: the
         events exchange j returned) and answer exchange n-1, whose answer was lost."""
         start = time.time()
-        done = self._restore()  # exchanges the checkpoint holds
+        done = held = self._restore()  # exchanges the checkpoint holds
         if done == 0:
             self._apply(actions[0])
             done = 1
@@ -86,7 +87,9 @@ class TaskWorker:
                                    f"the lost worker gave {keys[j - 1]}")
             self._apply(actions[j])
         self.log.phases.clear()  # redone work: not the run's phases
-        return self._report(start, None)
+        rep = self._report(start, None)
+        rep.resumed_from = held
+        return rep
 
     def _apply(self, actions: list[Action]) -> Finished | None:
         self.exchanges += 1
