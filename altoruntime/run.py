@@ -302,7 +302,8 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
 
         backend = RayBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              address=address, checkpoint_every=checkpoint_every, seed=cfg.seed, verbose=verbose,
-                             base_models=base_models, save_adapters=options["save_adapters"])
+                             gpus=cfg.cluster.gpus, fake_gpus=not cuda, base_models=base_models,
+                             save_adapters=options["save_adapters"])
     else:
         backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                                  checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from altosim.errors import InputError
 from altosim.ids import task_dir
 from altosim.policy.event_order import order_events
 from altosim.policy.types import (
@@ -72,6 +73,8 @@ class RayBackend:
         seed: int = 0,
         max_restarts: int = 2,
         worker_cpus: float = 0.0,
+        gpus: int | None = None,
+        fake_gpus: bool = False,
         verbose: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -85,6 +88,9 @@ class RayBackend:
         self.on_step, self.address, self.window_s = on_step, address, window_s
         self.checkpoint_every, self.eval_rows, self.seed = checkpoint_every, eval_rows, seed
         self.max_restarts, self.worker_cpus, self.verbose = max_restarts, worker_cpus, verbose
+        # the cluster's GPUs the Controller plans with: Ray must have as many (a CPU machine starts its
+        # local instance with that many logical GPUs when `fake_gpus`, as the local engine runs them on the CPU)
+        self.gpus, self.fake_gpus = gpus, fake_gpus
         self.clock, self.sleep = clock, sleep
         self.log = RunLog()
         self.specs: dict[str, TaskSpec] = {}
@@ -104,16 +110,28 @@ class RayBackend:
 
     # ------------------------------------------------------------------ the loop
     def run(self, tasks: Iterable[TaskSpec]) -> RunLog:
-        import ray
-
+        try:
+            import ray
+        except ImportError:
+            raise InputError("<args>", "engine", "ray is not installed (pip install -e \".[gpu]\")") from None
         self._ray = ray
         started = not ray.is_initialized()
         if started:
             import logging
 
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=self.verbose,
-                     logging_level=logging.INFO if self.verbose else logging.ERROR)
+            fake = self.gpus if self.fake_gpus and self.address is None else None
+            try:
+                ray.init(address=self.address, num_gpus=fake, include_dashboard=False, log_to_driver=self.verbose,
+                         logging_level=logging.INFO if self.verbose else logging.ERROR)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                what = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address!r}"
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise InputError("<args>", "address", f"cannot {what}: {first}") from None
         try:
+            have = ray.cluster_resources().get("GPU", 0)
+            if self.gpus is not None and have < self.gpus:
+                raise InputError("<config>", "cluster.gpus", f"{self.gpus} GPUs planned but the Ray cluster has "
+                                 f"{have:g}: lower cluster.gpus or join a larger cluster")
             self._remote = ray.remote(TaskWorker)
             self._trainer_ref = ray.put(self.make_trainer)  # the backbone travels once
             return self._loop(sorted(tasks, key=lambda t: (t.arrival, t.task_id)))
