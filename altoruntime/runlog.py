@@ -36,7 +36,8 @@ class RunLog:
     minimize: dict[str, bool] = field(default_factory=dict)  # task -> the objective's direction
     summary: dict[str, str] = field(default_factory=dict)  # task -> one line naming its best config
     # host wall seconds per phase of the fused steps (PHASES): where a run's time went, without a
-    # calibration (step and validate end with a device sync)
+    # calibration (step and validate end with a device sync); under the Ray engine, every worker's
+    # seconds added up (concurrent workers: more than the wall time)
     phases: dict[str, float] = field(default_factory=dict)
     # (task, start, end) seconds since the run start of each worker's stretch of fused steps (the Ray
     # engine's: concurrent workers' stretches overlap)

@@ -76,8 +76,9 @@ class TaskWorker:
         events exchange j returned) and answer exchange n-1, whose answer was lost."""
         start = time.time()
         done = held = self._restore()  # exchanges the checkpoint holds
+        finished = None
         if done == 0:
-            self._apply(actions[0])
+            finished = self._apply(actions[0])
             done = 1
         for j in range(done, len(actions)):
             events, _ = self._advance()
@@ -85,9 +86,9 @@ class TaskWorker:
             if got != [tuple(k) for k in keys[j - 1]]:
                 raise RuntimeError(f"task {self.runner.task.task_id}: redoing exchange {j - 1} gave events {got}, "
                                    f"the lost worker gave {keys[j - 1]}")
-            self._apply(actions[j])
+            finished = self._apply(actions[j])  # (only the last exchange's can hold the FinishTask)
         self.log.phases.clear()  # redone work: not the run's phases
-        rep = self._report(start, None)
+        rep = self._report(start, finished)
         rep.resumed_from = held
         return rep
 
