@@ -75,6 +75,7 @@ class RayBackend:
         worker_cpus: float = 0.0,
         gpus: int | None = None,
         fake_gpus: bool = False,
+        base_models: dict[str, str] | None = None,
         verbose: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -91,6 +92,7 @@ class RayBackend:
         # the cluster's GPUs the Controller plans with: Ray must have as many (a CPU machine starts its
         # local instance with that many logical GPUs when `fake_gpus`, as the local engine runs them on the CPU)
         self.gpus, self.fake_gpus = gpus, fake_gpus
+        self.base_models = dict(base_models or {})  # task id -> backbone path or hub id, for the exports
         self.clock, self.sleep = clock, sleep
         self.log = RunLog()
         self.specs: dict[str, TaskSpec] = {}
@@ -217,7 +219,8 @@ class RayBackend:
             ckpt = str(task_dir(self.out_dir, task.task_id) / "worker.ckpt")
         actor = self._remote.options(num_gpus=len(gpus), num_cpus=self.worker_cpus, max_restarts=0)
         return actor.remote(task, gpus, self._trainer_ref, self.data_for(task),
-                            None if self.out_dir is None else str(self.out_dir), self.eval_rows, self.seed, ckpt)
+                            None if self.out_dir is None else str(self.out_dir), self.eval_rows, self.seed, ckpt,
+                            self.base_models.get(task.task_id))
 
     def _dispatch(self) -> None:
         """Send each worker that is not busy the actions waiting for it (one exchange): none for a
