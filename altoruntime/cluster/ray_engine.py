@@ -28,7 +28,7 @@ from altosim.policy.event_order import order_events
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, StartTask, Stop, Suspend, TaskArrived, TaskSpec, Tick,
 )
-from altoruntime.backend import Policy
+from altoruntime.backend import Policy, record_finish
 from altoruntime.cluster.worker import TaskWorker, WorkerReport, event_key
 from altoruntime.runlog import RunLog
 from altoruntime.task_data import TaskData
@@ -76,6 +76,7 @@ class RayBackend:
         gpus: int | None = None,
         fake_gpus: bool = False,
         base_models: dict[str, str] | None = None,
+        save_adapters: str = "best",
         verbose: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -93,6 +94,9 @@ class RayBackend:
         # local instance with that many logical GPUs when `fake_gpus`, as the local engine runs them on the CPU)
         self.gpus, self.fake_gpus = gpus, fake_gpus
         self.base_models = dict(base_models or {})  # task id -> backbone path or hub id, for the exports
+        if save_adapters not in ("best", "survivors"):
+            raise ValueError(f"save_adapters: best or survivors, got {save_adapters!r}")
+        self.save_adapters = save_adapters
         self.clock, self.sleep = clock, sleep
         self.log = RunLog()
         self.specs: dict[str, TaskSpec] = {}
@@ -220,7 +224,7 @@ class RayBackend:
         actor = self._remote.options(num_gpus=len(gpus), num_cpus=self.worker_cpus, max_restarts=0)
         return actor.remote(task, gpus, self._trainer_ref, self.data_for(task),
                             None if self.out_dir is None else str(self.out_dir), self.eval_rows, self.seed, ckpt,
-                            self.base_models.get(task.task_id))
+                            self.base_models.get(task.task_id), self.save_adapters)
 
     def _dispatch(self) -> None:
         """Send each worker that is not busy the actions waiting for it (one exchange): none for a
@@ -254,12 +258,7 @@ class RayBackend:
             for losses in rep.losses:
                 self.on_step(task_id, losses)
         if rep.finished is not None:
-            fin = next(a for a in w.sent[-1] if isinstance(a, FinishTask))
-            if rep.finished.exported is not None:
-                self.log.exported[task_id] = rep.finished.exported
-            if rep.finished.metric is not None:
-                self.log.metrics[task_id] = rep.finished.metric
-            self.log.results[task_id] = fin
+            record_finish(self.log, next(a for a in w.sent[-1] if isinstance(a, FinishTask)), rep.finished)
             self._ray.kill(w.actor)
             del self.workers[task_id]
         return list(rep.events)

@@ -54,13 +54,14 @@ class TaskWorker:
 
     def __init__(self, task: TaskSpec, gpus: tuple[int, ...], make_trainer: Callable[[TaskSpec, tuple[int, ...]], Any],
                  data: TaskData, out_dir: str | None, eval_rows: int, seed: int,
-                 checkpoint_path: str | None = None, base_model: str | None = None) -> None:
+                 checkpoint_path: str | None = None, base_model: str | None = None,
+                 save_adapters: str = "best") -> None:
         seed_everything(seed)  # this process's dropout masks: the same draws every time it is rebuilt
         self.log = RunLog()
         trainer = make_trainer(task, tuple(range(len(gpus))))
         self.runner = TaskRunner(task, gpus, trainer, data, self.log,
                                  out_dir=Path(out_dir) if out_dir is not None else None, eval_rows=eval_rows,
-                                 base_model=base_model)
+                                 base_model=base_model, save_adapters=save_adapters)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.exchanges = 0  # exchanges whose actions were applied
 
