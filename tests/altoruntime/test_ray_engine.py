@@ -149,7 +149,7 @@ def test_alto_run_engine_ray_writes_outputs_that_replay(cluster, tmp_path, capsy
                "--n-val", "4", "--n-eval", "0", "--engine", "ray", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "t1: best t1/j" in printed and "t2: best t2/j" in printed
+    assert "t1: best " in printed and "(t1/j" in printed and "t2: best " in printed and "(t2/j" in printed
     lines = (out / "events.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["meta"]["engine"] == "ray"
     starts = [json.loads(x)["gpus"] for x in lines[1:] if json.loads(x).get("kind") == "start_task"]
