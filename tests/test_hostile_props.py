@@ -167,14 +167,11 @@ TASK_MUTATIONS = st.one_of(
 )
 
 
-@SETTINGS
-@given(st.one_of(TASK_MUTATIONS.map(lambda m: ("task", m)), SPACE_MUTATIONS.map(lambda m: ("space", m)),
-                 st.sampled_from(["id", "arrival", "model", "dataset", "gpus", "search_space", "samples_per_job"])
-                 .map(lambda k: ("drop", k)),
-                 st.sampled_from([None, 3, "x", [1], {}]).map(lambda v: ("tasks", v))))
-def test_simulate_rejects_malformed_workloads(mutation):
+def mutated(workload: dict, mutation: tuple) -> dict:
+    """A copy of `workload` with one mutation: ("task", (key, value)), ("space", (key, value)),
+    ("drop", key) from the first task, or ("tasks", value) for the whole list."""
     kind, m = mutation
-    wl = copy.deepcopy(WORKLOAD)
+    wl = copy.deepcopy(workload)
     task = wl["tasks"][0]
     if kind == "task":
         task[m[0]] = m[1]
@@ -184,6 +181,16 @@ def test_simulate_rejects_malformed_workloads(mutation):
         del task[m]
     else:
         wl["tasks"] = m
+    return wl
+
+
+@SETTINGS
+@given(st.one_of(TASK_MUTATIONS.map(lambda m: ("task", m)), SPACE_MUTATIONS.map(lambda m: ("space", m)),
+                 st.sampled_from(["id", "arrival", "model", "dataset", "gpus", "search_space", "samples_per_job"])
+                 .map(lambda k: ("drop", k)),
+                 st.sampled_from([None, 3, "x", [1], {}]).map(lambda v: ("tasks", v))))
+def test_simulate_rejects_malformed_workloads(mutation):
+    wl = mutated(WORKLOAD, mutation)
     run_hostile({"wl.json": json.dumps(wl, allow_nan=True), "cfg.json": json.dumps(CONFIG)},
                 "simulate", "cfg.json", "--out", "out", "-q")
 

@@ -69,31 +69,20 @@ def _dist_model(name: str, number: Any, kinds: tuple[str, ...]) -> type[BaseMode
         log: bool = Field(False, description="int only: sample uniformly in log space")
         choices: list[number] | None = Field(None, min_length=1, max_length=MAX_CONFIGS)  # type: ignore[valid-type]
 
-        @field_validator("low")
+        @field_validator("low", "high")
         @classmethod
-        def _low(cls, v: Any, info: Any) -> Any:
-            kind = info.data.get("distribution")
+        def _bound(cls, v: Any, info: Any) -> Any:
+            kind, name = info.data.get("distribution"), info.field_name
             if kind == "categorical":
                 if v is not None:
                     raise ValueError("not used by a categorical distribution (give choices)")
                 return v
             if v is None:
-                raise ValueError(f"a {kind} distribution needs low")
-            if (kind == "log_uniform" or info.data.get("log")) and v <= 0:
+                raise ValueError(f"a {kind} distribution needs {name}")
+            if name == "low" and (kind == "log_uniform" or info.data.get("log")) and v <= 0:
                 raise ValueError("must be > 0 on a log scale")
-            return v
-
-        @field_validator("high")
-        @classmethod
-        def _high(cls, v: Any, info: Any) -> Any:
-            kind, low = info.data.get("distribution"), info.data.get("low")
-            if kind == "categorical":
-                if v is not None:
-                    raise ValueError("not used by a categorical distribution (give choices)")
-                return v
-            if v is None:
-                raise ValueError(f"a {kind} distribution needs high")
-            if low is not None and (v < low if kind == "int" else v <= low):
+            low = info.data.get("low")
+            if name == "high" and low is not None and (v < low if kind == "int" else v <= low):
                 raise ValueError(f"must be {'>=' if kind == 'int' else '>'} low ({low})")
             return v
 

@@ -19,7 +19,7 @@ import altosim.outdir as outdir
 from tests._hostile import CONFIG, TASK, assert_input_error, cli
 from tests.test_hostile_props import (
     CONFIG_MUTATIONS, POLICY_MUTATIONS, RAW_FILES, SETTINGS, SPACE_MUTATIONS, TASK_MUTATIONS, TEXT, run_hostile,
-    run_ok, set_path,
+    mutated, run_ok, set_path,
 )
 
 RUN_TASK = {**{k: v for k, v in TASK.items() if k != "loss_trace"}, "model": "tiny", "dataset": "list_ops",
@@ -83,18 +83,7 @@ DATASETS = st.one_of(
                  .map(lambda k: ("drop", k)),
                  st.sampled_from([None, 3, "x", [1], {}]).map(lambda v: ("tasks", v))))
 def test_run_rejects_malformed_workloads(no_training, mutation):
-    kind, m = mutation
-    wl = copy.deepcopy(RUN_WORKLOAD)
-    task = wl["tasks"][0]
-    if kind == "task":
-        task[m[0]] = m[1]
-    elif kind == "space":
-        task["search_space"][m[0]] = m[1]
-    elif kind == "drop":
-        del task[m]
-    else:
-        wl["tasks"] = m
-    run_hostile(files(wl=wl), *ARGV, naming=("wl.json",))
+    run_hostile(files(wl=mutated(RUN_WORKLOAD, mutation)), *ARGV, naming=("wl.json",))
 
 
 @SETTINGS
