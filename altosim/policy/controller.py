@@ -13,14 +13,17 @@ routes each event to its task's group, owns the GPUs and the queue, and re-plans
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from altosim.policy.early_exit import build_early_exit
 from altosim.policy import inter as _inter  # noqa: F401  (registers the inter-task schedulers)
 from altosim.policy.inter import RunningTask, WaitingTask
+from altosim.policy.inter.incremental import PlanCache
 from altosim.policy.registry import INTER_TASK
 from altosim.policy.memory import MemoryModel
+from altosim.policy.predict import Calibration, expected_budgets, prior_fraction
 from altosim.policy.task_group import TaskGroup
 from altosim.policy.types import (
     Action,
@@ -29,6 +32,7 @@ from altosim.policy.types import (
     JobFailed,
     JobFinished,
     StartTask,
+    Stop,
     StepReport,
     TaskArrived,
     TaskSpec,
@@ -47,7 +51,13 @@ class ControllerConfig:
     inter_task_params: dict[str, Any] = field(default_factory=dict)
     batching: bool = True  # False: one job at a time per task (sequential training)
     max_jobs_per_group: int | None = None
-    plan_with_observed: bool = True  # plan waiting tasks with the duration shrink seen so far
+    plan_with_observed: bool = True  # plan with durations predicted from early exit's cuts, calibrated by finished tasks
+    # re-plan after a cut when GPUs are free and the task's predicted end moved by more than
+    # this share of the time it had left in the last plan
+    replan_shift: float = 0.2
+    # keep the last plan while nothing material changed (inter/incremental.py); a full re-plan
+    # once this share of the queue has arrived since the last one
+    resolve_share: float = 0.1
     # hold a job at its warm-up gate (Suspend) while others still warm up; None: the early-exit
     # policy decides (`policy.holds_at_gate()`, e.g. alto's `hold_at_gate` parameter)
     hold_at_gate: bool | None = None
@@ -55,6 +65,10 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.num_gpus < 1:
             raise ValueError(f"num_gpus must be >= 1, got {self.num_gpus}")
+        if not 0 <= self.replan_shift < math.inf:
+            raise ValueError(f"replan_shift must be >= 0, got {self.replan_shift!r}")
+        if not 0 <= self.resolve_share <= 1:
+            raise ValueError(f"resolve_share must be in [0, 1], got {self.resolve_share!r}")
         if self.hold_at_gate is not None and not isinstance(self.hold_at_gate, bool):
             raise ValueError(f"hold_at_gate must be true, false or null, got {self.hold_at_gate!r}")
 
@@ -79,13 +93,18 @@ class Controller:
         self.inter = INTER_TASK.build(config.inter_task, **dict(config.inter_task_params))
         probe = build_early_exit(config.early_exit, dict(config.early_exit_params))  # fail fast on bad names
         self.needs_reports = probe.reads_reports  # False: backends may report only a job's last step
-        self._prior_shrink = probe.expected_work_fraction()
+        # what early exit keeps: the cuts' rungs and keep share (or the policy's flat prior)
+        self._rungs, self._keep = probe.rungs(), probe.keep_share()
+        self._flat_prior = probe.expected_work_fraction()
+        self._priors: dict[str, float] = {}  # task -> expected share of its samples trained
+        self._calib = Calibration()
+        self._planned_end: dict[str, float] = {}  # running task -> its end as the last plan predicted
+        self._cache = PlanCache(config.resolve_share)
         self.waiting: dict[str, TaskSpec] = {}
         self.running: dict[str, TaskGroup] = {}
         self.done: dict[str, FinishTask] = {}
         self.free: set[int] = set(range(config.num_gpus))
         self._durations: dict[str, float] = {}
-        self._shrinks: list[float] = []
         self._waiting_gpus = 0  # GPUs the queue asks for in all
         self.plans: list[dict[str, Any]] = []  # one record per inter-task re-plan (for reports)
 
@@ -110,6 +129,9 @@ class Controller:
         self.waiting[t.task_id] = t
         self._waiting_gpus += t.gpus
         self._durations[t.task_id] = float(self.duration_for(t))
+        cuts = bool(self._rungs) and self._keep < 1
+        self._priors[t.task_id] = prior_fraction(self._rungs, self._keep, len(t.jobs)) if cuts else self._flat_prior
+        self._cache.arrived(ev.now, WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival))
         return [] if ev.more_coming else self._replan(ev.now)
 
     def _on_report(self, ev: StepReport) -> list[Action]:
@@ -123,14 +145,26 @@ class Controller:
     def _after(self, group: TaskGroup, acts: list[Action], now: float) -> list[Action]:
         """A group's actions; once its last job ended (it said FinishTask): its GPUs freed, re-plan."""
         if group.result is None:
+            cut = any(isinstance(a, Stop) and a.reason == "underperforming" for a in acts)
+            if cut and self.waiting and self.free and self._moved(group, now):
+                self._cache.invalidate()  # a cut moved the task's predicted end: GPUs may free sooner
+                return acts + self._replan(now)
             return acts
-        worst = self._durations[group.task.task_id]
-        if worst > 0:
-            self._shrinks.append(min(1.0, (now - group.started) / worst))
+        tid = group.task.task_id
+        self._calib.add(now - group.started, self._durations[tid] * self._priors[tid])
+        self._planned_end.pop(tid, None)
+        self._cache.finished(now, tid)
         del self.running[group.task.task_id]
         self.done[group.task.task_id] = group.result
         self.free.update(group.gpus)
         return acts + self._replan(now)
+
+    def _moved(self, group: TaskGroup, now: float) -> bool:
+        """The task's predicted end moved materially since the last plan (or none saw it)."""
+        old = self._planned_end.get(group.task.task_id)
+        if old is None:
+            return True
+        return abs(now + self._remaining(group, now) - old) > self.cfg.replan_shift * max(old - now, 0.0)
 
     # ------------------------------------------------------------------ inter-task
     def _replan(self, now: float) -> list[Action]:
@@ -145,19 +179,26 @@ class Controller:
                              for t in self.waiting.values()))
         if quick is not None:  # the scheduler knows what starts now without a full plan
             return self._start_ids(quick, now)
+        due = self._cache.due(now)
+        if due is not None:  # the kept plan still holds: start what it says
+            acts = self._start_ids(due, now)
+            late = [t for t in due if t in self.waiting]
+            if late:  # a planned start found its GPUs busy: wait for simultaneous ends, else plan afresh
+                self._cache.postpone(now, late, list(self.running))
+                if not self._cache.valid:
+                    return acts + self._replan(now)
+            return acts
         running = [RunningTask(t, g.gpus, self._remaining(g, now)) for t, g in sorted(self.running.items())]
-        shrink = self._observed_shrink()
-        waiting = [
-            WaitingTask(t.task_id, t.gpus, self._durations[t.task_id] * shrink, t.arrival)
-            for t in self.waiting.values()
-        ]
+        self._planned_end.update((r.task_id, now + r.remaining) for r in running)
+        spread = self._calib.spread if self.cfg.plan_with_observed and self._flat_prior < 1 else 0.0
+        waiting = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival, spread) for t in self.waiting.values()]
         plan = self.inter.plan(now, self.cfg.num_gpus, running, waiting)
         self.plans.append(
             {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
              "makespan": plan.makespan, "lower_bound": plan.lower_bound, "gap": plan.gap}
         )
-        due = [a.task_id for a in sorted(plan.assignments, key=lambda a: (a.start, a.task_id)) if a.start <= now + 1e-6]
-        return self._start_ids(due, now)
+        self._cache.keep(plan, now, self.cfg.num_gpus, running, waiting)
+        return self._start_ids(self._cache.due(now) or [], now)
 
     def _start_ids(self, task_ids: list[str], now: float) -> list[Action]:
         """Start these waiting tasks in order while their GPUs are free (a task that finished at
@@ -170,33 +211,38 @@ class Controller:
                 acts += self._start(task, now)
         return acts
 
-    def _observed_shrink(self) -> float:
-        """Mean (actual / worst-case) duration of finished tasks; the policy's prior before any.
-
-        With early exit, tasks end far before their worst case; planning waiting tasks with
-        the shrink seen so far makes the makespan plan fit what will really happen.
-        """
+    def _predicted(self, task: TaskSpec) -> float:
+        """A waiting task's expected duration: its worst case times the share of samples its
+        early-exit policy is expected to keep, calibrated by finished tasks (at most the worst
+        case). Planning with the worst case under early exit packs for durations that never
+        happen."""
+        worst = self._durations[task.task_id]
         if not self.cfg.plan_with_observed:
-            return 1.0
-        if not self._shrinks:
-            return self._prior_shrink
-        return sum(self._shrinks) / len(self._shrinks)
+            return worst
+        return min(worst, worst * self._priors[task.task_id] * self._calib.factor)
 
     def _remaining(self, group: TaskGroup, now: float) -> float:
-        """Expected time left: the worst case, shrunk to the samples its live jobs still owe.
-
-        Early exit makes tasks end well before their worst case; planning with what is left
-        of the survivors (rather than the paper's worst case for running tasks) lets the
-        inter-task plan use GPUs that are about to be freed.
-        """
+        """A running task's expected time left: the per-job budgets its live jobs are expected
+        to still train (predict.expected_budgets, from its cuts so far and how far each job
+        got), calibrated like `_predicted`; at most what the worst case leaves (exactly that
+        without early exit)."""
         task = group.task
-        worst = max(0.0, group.started + self._durations[task.task_id] - now)
-        total = task.samples_per_job * len(task.jobs)
-        return min(worst, self._durations[task.task_id] * group.samples_owed() / max(total, 1))
+        worst = self._durations[task.task_id]
+        left = max(0.0, group.started + worst - now)
+        if self._flat_prior >= 1 and not (self._rungs and self._keep < 1):
+            return left  # no early exit: the worst case is what the task takes
+        progress = group.live_progress()
+        if self._rungs and self._keep < 1:
+            budgets = expected_budgets(self._rungs, self._keep, group.cuts_done, progress)
+        else:
+            budgets = sum(1.0 - p for p in progress)
+        calib = self._calib.factor if self.cfg.plan_with_observed else 1.0
+        return min(left, worst * budgets / max(len(task.jobs), 1) * calib)
 
     def _start(self, task: TaskSpec, now: float) -> list[Action]:
         """Start a task just popped from the queue on the lowest free GPU ids."""
         self._waiting_gpus -= task.gpus
+        self._cache.started(task.task_id)
         gpus = tuple(sorted(self.free)[: task.gpus])
         self.free.difference_update(gpus)
         group = TaskGroup(task, gpus, now, build_early_exit(self.cfg.early_exit, dict(self.cfg.early_exit_params)),

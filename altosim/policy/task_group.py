@@ -75,6 +75,12 @@ class TaskGroup:
         return sum(self.task.samples_per_job - (h.samples[-1] if h.samples else 0)
                    for j, h in self._hist.items() if self._state[j] in _LIVE)
 
+    def live_progress(self) -> list[float]:
+        """The share of its budget each live job has trained (for duration predictions)."""
+        spj = max(self.task.samples_per_job, 1)
+        return [min(1.0, (h.samples[-1] if h.samples else 0) / spj)
+                for j, h in self._hist.items() if self._state[j] in _LIVE]
+
     # ------------------------------------------------------------------ events
     def start(self) -> list[Action]:
         """Admit the first jobs (or stop them all when none fits even alone)."""

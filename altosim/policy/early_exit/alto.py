@@ -158,6 +158,9 @@ class Alto(EarlyExitPolicy):
     def holds_at_gate(self) -> bool:
         return self.hold_at_gate
 
+    def keep_share(self) -> float:
+        return self.select_ratio
+
     def expected_work_fraction(self) -> float:
         """Sum over rungs of the share alive x the rung's length (exits and the noise band
         ignored: a prior, not a prediction)."""

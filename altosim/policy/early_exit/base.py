@@ -86,6 +86,11 @@ class EarlyExitPolicy(BaseModel):
         past a rung before its cut."""
         return False
 
+    def keep_share(self) -> float:
+        """The share of the live jobs a cohort cut keeps, for duration predictions (1.0: none
+        is cut by rank)."""
+        return 1.0
+
     def expected_work_fraction(self) -> float:
         """A prior on the share of a task's samples this policy lets train (1.0: no savings);
         the Controller plans waiting tasks with it until finished tasks show the real share."""

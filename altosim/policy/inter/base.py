@@ -27,8 +27,9 @@ PlanStatus = Literal["optimal", "feasible", "greedy", "fallback"]
 class WaitingTask:
     task_id: str
     gpus: int
-    duration: float  # seconds, worst case (no early exit)
+    duration: float  # seconds: the worst case, or a prediction under early exit
     arrival: float
+    spread: float = 0.0  # relative error of `duration` (0: exact); cpsat keeps uncertain long tasks off the end
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ def check_inputs(
             raise ValueError(f"waiting task {w.task_id!r}: gpus={w.gpus} but the cluster has {num_gpus}")
         if not math.isfinite(w.duration) or w.duration <= 0:
             raise ValueError(f"waiting task {w.task_id!r}: duration must be finite and > 0, got {w.duration!r}")
+        if not (math.isfinite(w.spread) and w.spread >= 0):
+            raise ValueError(f"waiting task {w.task_id!r}: spread must be finite and >= 0, got {w.spread!r}")
         if not math.isfinite(w.arrival):
             raise ValueError(f"waiting task {w.task_id!r}: arrival must be finite, got {w.arrival!r}")
 

@@ -19,15 +19,19 @@ Per plan() call (`time_limit_s` is wall seconds for the whole call, as users rea
    whole units (>= 1), so every integer schedule is feasible in real time. Default resolution:
    max(1000, 50 * head size).
 4. CP-SAT (`model="cumulative"` default, or `"paper"`) minimizes C_max, then with C_max fixed
-   maximizes the GPUs started now and minimizes the sum of starts (lexicographic; see
-   cpsat_models), hinted with the best integer greedy schedule (FIFO, SJF, LPT), within 90% of what is left of
+   maximizes the GPUs started now and minimizes the sum of starts weighted by GPU-time
+   (lexicographic; see cpsat_models), hinted with the best integer greedy schedule (FIFO, SJF, LPT), within 90% of what is left of
    `time_limit_s` once the time steps 1-3 took is spent three times (extraction and
    justification cost about twice that).
 5. Compaction: CP-SAT's order is replayed as a serial list schedule in real time (each task
    starts no later than its CP-SAT start mapped to real time, so rounding slack goes and the
    makespan can only drop), then the rest of the queue by the fast rule.
+7. Uncertain durations (`WaitingTask.spread` > 0, predictions under early exit): CP-SAT's C_max
+   and the comparison of plans count each waiting task as ending `spread` x its duration late
+   (`robust_makespan`), so a long task is not left for the end where its error becomes the
+   makespan; its bound is then not a bound on the real makespan and is not used.
 6. The best of {compacted CP-SAT, the greedy plans} by (makespan, -GPUs started now, sum of
-   starts) is returned, so it is never worse than the fast rules alone (nor than FIFO for queues
+   starts weighted by GPU-time) is returned, so it is never worse than the fast rules alone (nor than FIFO for queues
    of at most `max_tasks`); unless CP-SAT proved it optimal, in a queue no longer than
    `max_tasks` it and the longest-first plan go through forward-backward justification
    (improve.py, O(n^2)), and the better result is kept if it scores better.
@@ -170,8 +174,11 @@ class CpSatScheduler(InterTaskScheduler):
                 return make_plan(now, running, waiting, best, "fallback", t0, lb, f"cp-sat error: {type(e).__name__}: {e}")
             slack = 0 if exact else 2 * len(sub)
             lb_cp = now + unit * (res.cmax_bound - slack)
+            robust = any(w.spread for w in sub)  # CP-SAT's C_max counts the tails: no bound on the real one
+            if robust:
+                lb_cp = lb
             lb = max(lb, lb_cp)
-            proved = res.status == "OPTIMAL" and exact
+            proved = res.status == "OPTIMAL" and exact and not robust
             note = f"cp-sat {res.status} (left shift {res.left_shift}) in {res.wall_s:.3f}s, unit={unit:.4g}s"
             if res.wall_capped:
                 note += "; stopped by the wall-clock limit (may not replay identically)"
@@ -246,9 +253,21 @@ class _Memo:
 def _score(
     now: float, running: Sequence[RunningTask], waiting: Sequence[WaitingTask], starts: dict[str, float]
 ) -> tuple[float, int, float]:
-    """(makespan, -GPUs started now, sum of starts): smaller is better."""
+    """(makespan, -GPUs started now, sum of starts weighted by GPU-time): smaller is better
+    (the order of CP-SAT's phases; cpsat_models says why large tasks go first)."""
     busy_now = sum(w.gpus for w in waiting if starts[w.task_id] <= now)
-    return makespan_of(now, running, waiting, starts), -busy_now, sum(starts.values())
+    weighted = sum(w.gpus * w.duration * (starts[w.task_id] - now) for w in waiting)
+    return robust_makespan(now, running, waiting, starts), -busy_now, weighted
+
+
+def robust_makespan(
+    now: float, running: Sequence[RunningTask], waiting: Sequence[WaitingTask], starts: dict[str, float]
+) -> float:
+    """The makespan with each waiting task's end pushed late by its `spread` (= makespan_of
+    when no duration is uncertain): what plans are compared by (module docstring, step 7)."""
+    ends = [now] + [now + r.remaining for r in running]
+    ends += [starts[w.task_id] + w.duration * (1.0 + w.spread) for w in waiting]
+    return max(ends)
 
 
 def _units(x: float, unit: float) -> int:
@@ -263,14 +282,15 @@ def _discretize(
     whether it is exact (every duration and release a whole number of units: no rounding)."""
     run = [r for r in running if r.remaining > 0 and r.gpus]
     iruns = [RunningTask(r.task_id, r.gpus, float(_units(r.remaining, unit))) for r in run]
-    iwait = [WaitingTask(w.task_id, w.gpus, float(_units(w.duration, unit)), w.arrival) for w in sub]
+    iwait = [WaitingTask(w.task_id, w.gpus, float(_units(w.duration, unit)), w.arrival, w.spread) for w in sub]
     hints = [
         list_schedule(0.0, num_gpus, iruns, fifo_order(iwait), head_of_line=True),
         list_schedule(0.0, num_gpus, iruns, sjf_order(iwait)),
         list_schedule(0.0, num_gpus, iruns, lpt_order(iwait)),
     ]
     hint = min(hints, key=lambda st: _score(0.0, iruns, iwait, st))
-    horizon = int(makespan_of(0.0, iruns, iwait, hint))
+    horizon = math.ceil(robust_makespan(0.0, iruns, iwait, hint))
+    tail = tuple(math.ceil(w.duration * w.spread - 1e-9) for w in iwait) if any(w.spread for w in iwait) else ()
     hint_gpus: tuple[tuple[int, ...], ...] = ()
     if with_ids:
         hplan = make_plan(0.0, iruns, iwait, hint, "greedy", 0.0, 0.0)
@@ -286,6 +306,7 @@ def _discretize(
         horizon=horizon,
         hint=tuple(int(hint[w.task_id]) for w in iwait),
         hint_gpus=hint_gpus,
+        tail=tail,
     ), exact
 
 

@@ -3,8 +3,12 @@
 Both take an `IntInstance` (time 0 = now, durations in integer units) and return a `CpModelParts`
 (model, start variables, C_max) without an objective; `solve` optimizes lexicographically:
 phase 1 minimizes C_max; phase 2 fixes C_max to phase 1's value and, with the time left,
-maximizes the GPUs busy at time 0 (= now) and then minimizes the sum of start times, so plans
-are left-shifted and idle GPUs are only left idle now when using them would cost makespan.
+maximizes the GPUs busy at time 0 (= now) and then minimizes the sum of start times weighted by
+each task's GPU-time (`area_weights`), so plans are left-shifted, idle GPUs are only left idle
+now when using them would cost makespan, and of plans of equal makespan the one that starts
+the largest tasks first wins: durations under early exit are predictions, and a plan that
+leaves a wide, long task for the end turns that task's error straight into makespan, where
+small tasks at the end fit around errors.
 (Sum of starts alone is not enough: it may prefer to run short wide tasks first at a later
 instant and leave GPUs idle now at equal makespan.) (A single weighted objective
 W * C_max + sum s was tried first: on 200 tasks it stalled far from the makespan phase 1 proves
@@ -37,6 +41,7 @@ class IntInstance:
     horizon: int  # an upper bound on C_max (the greedy hint's makespan)
     hint: tuple[int, ...]  # a feasible start per waiting task (makespan <= horizon)
     hint_gpus: tuple[tuple[int, ...], ...] = ()  # concrete ids of the hint (paper model only)
+    tail: tuple[int, ...] = ()  # per waiting task, units its end may run late (C_max counts them; () = none)
 
 
 @dataclass
@@ -46,6 +51,7 @@ class CpModelParts:
     cmax: Any
     demand: tuple[int, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    dur: tuple[int, ...] = ()  # waiting tasks' durations (units), for phase 2's weights
 
 
 def cheap_cmax_bound(inst: IntInstance) -> int:
@@ -67,7 +73,8 @@ def cheap_cmax_bound(inst: IntInstance) -> int:
 def _hint(model: Any, inst: IntInstance, starts: list[Any], cmax: Any) -> None:
     for s, h in zip(starts, inst.hint):
         model.add_hint(s, h)
-    model.add_hint(cmax, max([h + d for h, d in zip(inst.hint, inst.dur)] + list(inst.run_end)))
+    tail = inst.tail or (0,) * len(inst.dur)
+    model.add_hint(cmax, max([h + d + e for h, d, e in zip(inst.hint, inst.dur, tail)] + list(inst.run_end)))
 
 
 def build_cumulative(inst: IntInstance) -> CpModelParts:
@@ -89,11 +96,11 @@ def build_cumulative(inst: IntInstance) -> CpModelParts:
     # -- constraints
     model.add_cumulative(intervals + fixed, list(inst.demand) + [release[e] for e in sorted(release)], inst.num_gpus)
     for i in range(n):
-        model.add(cmax >= starts[i] + inst.dur[i])
+        model.add(cmax >= starts[i] + inst.dur[i] + (inst.tail[i] if inst.tail else 0))
 
     # -- hint (the objective is set by `solve`)
     _hint(model, inst, starts, cmax)
-    return CpModelParts(model, starts, cmax, inst.demand)
+    return CpModelParts(model, starts, cmax, inst.demand, dur=inst.dur)
 
 
 def build_paper(inst: IntInstance) -> CpModelParts:
@@ -113,7 +120,7 @@ def build_paper(inst: IntInstance) -> CpModelParts:
     # -- constraints
     for i in range(n):
         model.add(sum(x[i]) == inst.demand[i])
-        model.add(cmax >= starts[i] + inst.dur[i])
+        model.add(cmax >= starts[i] + inst.dur[i] + (inst.tail[i] if inst.tail else 0))
     for (i, j), yij in y.items():
         for g in range(G):
             both_off = 2 - x[i][g] - x[j][g]  # 0 iff i and j both use GPU g
@@ -132,7 +139,7 @@ def build_paper(inst: IntInstance) -> CpModelParts:
                 model.add_hint(x[i][g], g in ids)
         for (i, j), yij in y.items():
             model.add_hint(yij, inst.hint[i] <= inst.hint[j])
-    return CpModelParts(model, starts, cmax, inst.demand, extra={"x": x, "y": y})
+    return CpModelParts(model, starts, cmax, inst.demand, extra={"x": x, "y": y}, dur=inst.dur)
 
 
 @dataclass(frozen=True)
@@ -158,8 +165,8 @@ def solve(
     """Lexicographic solve within `time_limit_s` of wall time; returns plain numbers.
 
     Phase 1 (at most phase1_share of the limit) minimizes C_max; phase 2 keeps C_max at phase
-    1's value and minimizes  sum(starts) - W * (GPUs of tasks starting at 0)  with W above any
-    sum of starts (lexicographic), hinted with phase 1, for the rest of the limit
+    1's value and minimizes  sum(a_i * s_i) - W * (GPUs of tasks starting at 0)  with a_i the
+    task's `area_weights` and W above any such sum (lexicographic), hinted with phase 1, for the rest of the limit
     but at most (1 - phase1_share) of it (the caller's compaction already left-shifts, so
     phase 2 is a refinement and should not eat a fast phase 1's savings).
 
@@ -201,14 +208,23 @@ def solve(
         model.add_hint(s, v)
         model.add_hint(b, v == 0)
     model.add_hint(parts.cmax, cmax)
-    weight = len(parts.starts) * cmax + 1  # > any sum of starts
-    model.minimize(sum(parts.starts) - weight * sum(g * b for g, b in zip(parts.demand, at_now)))
+    area = area_weights(parts.demand, parts.dur or (1,) * len(parts.demand))
+    weight = sum(area) * cmax + 1  # > any weighted sum of starts
+    model.minimize(sum(a * s for a, s in zip(area, parts.starts))
+                   - weight * sum(g * b for g, b in zip(parts.demand, at_now)))
     wall_left = max(0.01, time_limit_s - wall)
     code2, solver2, capped2 = _run(model, wall_left, left if work else None, num_workers, seed)
     wall += solver2.wall_time
     if code2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         starts = tuple(int(solver2.value(s)) for s in parts.starts)
     return SolveResult(status, starts, cmax, bound, wall, solver2.status_name(code2), capped or capped2)
+
+
+def area_weights(demand: tuple[int, ...], dur: tuple[int, ...], scale: int = 1000) -> list[int]:
+    """Each task's GPUs x duration, scaled to 1..scale + 1 (keeps the objective's integers small)."""
+    areas = [g * d for g, d in zip(demand, dur)]
+    top = max(areas, default=1) or 1
+    return [1 + round(scale * a / top) for a in areas]
 
 
 def _run(model: Any, wall_s: float, work: float | None, num_workers: int, seed: int) -> tuple[Any, Any, bool]:
