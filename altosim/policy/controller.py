@@ -9,6 +9,12 @@ Controller and must get the same actions.
 The per-task part (job states, histories, warm-up rotation, hold at gate, the early-exit cuts,
 backfill, the task's result) is a `TaskGroup` (`task_group.py`) per started task; the Controller
 routes each event to its task's group, owns the GPUs and the queue, and re-plans between tasks.
+
+Plans use predicted durations (`predict.py`): what the early-exit policy's cuts are expected to
+keep, from each running task's own progress and cuts, calibrated by finished tasks, with their
+spread so that the planner keeps uncertain long tasks off the end. The last full plan is kept
+(`inter/incremental.py`) while tasks end as planned and few arrived; a cut that moves a task's
+predicted end re-plans when GPUs are free.
 """
 
 from __future__ import annotations

@@ -26,15 +26,15 @@ Per plan() call (`time_limit_s` is wall seconds for the whole call, as users rea
 5. Compaction: CP-SAT's order is replayed as a serial list schedule in real time (each task
    starts no later than its CP-SAT start mapped to real time, so rounding slack goes and the
    makespan can only drop), then the rest of the queue by the fast rule.
-7. Uncertain durations (`WaitingTask.spread` > 0, predictions under early exit): CP-SAT's C_max
-   and the comparison of plans count each waiting task as ending `spread` x its duration late
-   (`robust_makespan`), so a long task is not left for the end where its error becomes the
-   makespan; its bound is then not a bound on the real makespan and is not used.
 6. The best of {compacted CP-SAT, the greedy plans} by (makespan, -GPUs started now, sum of
    starts weighted by GPU-time) is returned, so it is never worse than the fast rules alone (nor than FIFO for queues
    of at most `max_tasks`); unless CP-SAT proved it optimal, in a queue no longer than
    `max_tasks` it and the longest-first plan go through forward-backward justification
    (improve.py, O(n^2)), and the better result is kept if it scores better.
+7. Uncertain durations (`WaitingTask.spread` > 0, predictions under early exit): CP-SAT's C_max
+   and the comparison of plans (step 6's makespan) count each waiting task as ending `spread` x its duration late
+   (`robust_makespan`), so a long task is not left for the end where its error becomes the
+   makespan; its bound is then not a bound on the real makespan and is not used.
 
 `lower_bound` is max(cheap bound, CP-SAT's bound in real time): with no rounding (step 3 exact)
 that is u * bound_int; otherwise OPT_real >= u * (bound_int - 2 * n_cp), since a real schedule
