@@ -111,6 +111,12 @@ class SlotAdamW:
         for k, v in zip(_HYPER, (lr, weight_decay, betas[0], betas[1], eps, 0.0)):
             self.hyper[k][slot] = v
 
+    def set_lr(self, slot: int, lr: float) -> None:
+        """The slot's lr from its next update on (a schedule sets it before each update)."""
+        if not lr >= 0:
+            raise ValueError(f"lr: must be >= 0, got {lr}")
+        self.hyper["lr"][slot] = lr
+
     @torch.no_grad()
     def free_slot(self, slot: int) -> None:
         torch._foreach_zero_([st[slot] for st in self.exp_avg + self.exp_avg_sq])

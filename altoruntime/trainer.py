@@ -84,8 +84,10 @@ class MultiAdapterTrainer:
 
     # ----------------------------------------------------------------------------- the store's
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
-              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0) -> None:
-        self.store.admit(job_id, rank, alpha, lr, weight_decay, dropout, seed)
+              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0, lr_schedule: str = "constant",
+              warmup_steps: int = 0, total_steps: int = 0, max_grad_norm: float | None = None) -> None:
+        self.store.admit(job_id, rank, alpha, lr, weight_decay, dropout, seed, lr_schedule, warmup_steps,
+                         total_steps, max_grad_norm)
 
     def drop(self, job_id: str) -> None:
         self.store.drop(job_id)

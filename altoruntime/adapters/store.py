@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import torch
 
 from altoruntime.adapters.grad_check import GradCheck
+from altoruntime.adapters.grad_clip import clip_slot_grad_norms
 from altoruntime.adapters.packing import SlotPacker
 from altoruntime.adapters.records import AdapterConfig, AdapterRecord, Status, Weights
 from altoruntime.lora_layer import MultiLoraLinear, peft_init
@@ -191,15 +192,19 @@ class AdapterStore:
 
     # ----------------------------------------------------------------------------- lifecycle
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
-              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0) -> None:
-        """Add a fresh adapter, initialized as PEFT would after `torch.manual_seed(seed)`."""
+              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0, lr_schedule: str = "constant",
+              warmup_steps: int = 0, total_steps: int = 0, max_grad_norm: float | None = None) -> None:
+        """Add a fresh adapter, initialized as PEFT would after `torch.manual_seed(seed)`; its lr
+        follows `lr_schedule` over `total_steps` after `warmup_steps` of linear warm-up, and
+        `max_grad_norm` (None: off) clips its own gradient norm over all its layers."""
         if job_id in self.adapters:
             raise ValueError(f"job_id: adapter {job_id!r} already exists")
         if isinstance(rank, int) and rank >= 1:
             for name, l in self.named_layers:
                 if rank > l.max_rank:
                     raise ValueError(f"rank: {rank} exceeds min(d_in, d_out) = {l.max_rank} of layer {name!r}")
-        cfg = AdapterConfig.checked(job_id, rank, alpha, lr, weight_decay, dropout, seed)
+        cfg = AdapterConfig.checked(job_id, rank, alpha, lr, weight_decay, dropout, seed, lr_schedule,
+                                    warmup_steps, total_steps, max_grad_norm)
         slot = self._alloc_slot(rank)
         self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)
         self.packer.write(slot, self._peft_init(rank, seed))
@@ -325,7 +330,21 @@ class AdapterStore:
                 good.append(rec.slot)
             else:
                 self.fail(j, "non-finite loss" if not math.isfinite(loss) else "non-finite gradient")
+        self._apply_knobs([r for r in recs if r.slot in good])
         self.optim.step(good)
+
+    def _apply_knobs(self, recs: Sequence[AdapterRecord]) -> None:
+        """Before an update: clip the gradients of adapters with a max norm (one batched pass, no
+        host sync) and set each scheduled adapter's lr for this step."""
+        if any(r.cfg.max_grad_norm is not None for r in recs):
+            limits = [math.inf] * self.capacity
+            for r in recs:
+                if r.cfg.max_grad_norm is not None:
+                    limits[r.slot] = r.cfg.max_grad_norm
+            clip_slot_grad_norms(self.optim.params, limits)
+        for r in recs:
+            if r.cfg.lr_schedule != "constant" or r.cfg.warmup_steps:
+                self.optim.set_lr(r.slot, r.cfg.lr_at(self.optim.step_count(r.slot)))
 
     # ----------------------------------------------------------------------------- state as data
     def _state_of(self, job_id: str) -> dict:
