@@ -27,6 +27,15 @@ from altoruntime.runlog import RunLog
 from altoruntime.task_data import TaskData
 
 
+def train_knobs(task: TaskSpec, job: JobSpec) -> dict[str, Any]:
+    """`admit`'s lr-schedule and clipping arguments for a job of `task`; none at their defaults
+    (constant lr, no clipping), so a trainer without these knobs still admits such jobs."""
+    if task.lr_schedule == "constant" and not task.warmup_ratio and task.max_grad_norm is None:
+        return {}
+    return {"lr_schedule": task.lr_schedule, "warmup_steps": task.warmup_steps(job),
+            "total_steps": task.total_steps(job), "max_grad_norm": task.max_grad_norm}
+
+
 @dataclass
 class JobProgress:
     """A job's place in its task's stream: steps, samples, the loss sum since its last report."""
@@ -104,7 +113,8 @@ class TaskRunner:
             else:
                 spec = self.task.job(a.job_id)
                 t.admit(spec.job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr,
-                        weight_decay=spec.weight_decay, dropout=spec.dropout, seed=spec.seed)
+                        weight_decay=spec.weight_decay, dropout=spec.dropout, seed=spec.seed,
+                        **train_knobs(self.task, spec))
                 job = self.jobs[a.job_id] = JobProgress(spec)
             job.state = "running"
         elif isinstance(a, Suspend):

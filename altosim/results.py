@@ -17,7 +17,7 @@ from altosim.policy.types import JobFailed, JobFinished, JobSpec, StepReport, St
 
 NO_RESULT = ("failed", "no_fit")  # stop reasons that never make a task's result (altosim/policy/controller.py)
 COLUMNS = ("rank_by_objective", "config", "lr", "lora_rank", "alpha", "batch_size", "dropout", "weight_decay", "seed",
-           "samples_trained", "stop_reason", "stopped_at_samples", "best_val_loss", "best_val_at_samples",
+           "lr_schedule", "warmup_ratio", "max_grad_norm", "samples_trained", "stop_reason", "stopped_at_samples", "best_val_loss", "best_val_at_samples",
            "val_accuracy", "metric")
 
 
@@ -62,7 +62,9 @@ def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float]
     rows = []
     for j in task.jobs:
         s = seen[j.job_id]
-        rows.append({"config": j.job_id, **hyperparameters(j), "samples_trained": s["samples"],
+        rows.append({"config": j.job_id, **hyperparameters(j), "lr_schedule": task.lr_schedule,
+                     "warmup_ratio": task.warmup_ratio, "max_grad_norm": task.max_grad_norm,
+                     "samples_trained": s["samples"],
                      "stop_reason": s["stop"] or "not started", "stopped_at_samples": s["at"],
                      "best_val_loss": None if math.isinf(s["best"]) else s["best"],
                      "best_val_at_samples": s["best_at"], "val_accuracy": s["acc"],

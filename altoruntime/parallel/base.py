@@ -88,8 +88,10 @@ class ShardedTrainer:
 
     # lifecycle: the single-GPU trainer's, on this rank's adapters
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
-              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0) -> None:
-        self.trainer.admit(job_id, rank, alpha, lr, weight_decay, dropout, seed)
+              weight_decay: float = 0.01, dropout: float = 0.0, seed: int = 0, lr_schedule: str = "constant",
+              warmup_steps: int = 0, total_steps: int = 0, max_grad_norm: float | None = None) -> None:
+        self.trainer.admit(job_id, rank, alpha, lr, weight_decay, dropout, seed, lr_schedule, warmup_steps,
+                           total_steps, max_grad_norm)
         self.history[job_id] = []
 
     def drop(self, job_id: str) -> None:

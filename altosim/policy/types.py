@@ -55,9 +55,18 @@ class TaskSpec:
     samples_per_job: int
     eval_every_samples: int | None = None
     seq_len: int = 512
+    # training knobs every job of the task shares (the runtime applies them; the simulator's
+    # loss traces were measured with whatever they were)
+    lr_schedule: str = "constant"  # constant | linear | cosine, after a linear warm-up
+    warmup_ratio: float = 0.0  # warm-up as a fraction of each job's total steps
+    max_grad_norm: float | None = None  # clip each adapter's gradient norm (None: off)
 
     def total_steps(self, job: JobSpec) -> int:
         return math.ceil(self.samples_per_job / job.batch_size)
+
+    def warmup_steps(self, job: JobSpec) -> int:
+        """The job's lr warm-up steps (rounded up, as the HF Trainer does)."""
+        return math.ceil(self.warmup_ratio * self.total_steps(job))
 
     def eval_every_steps(self, job: JobSpec) -> int:
         """A job evaluates every this many of its steps (and at its last step)."""

@@ -43,7 +43,8 @@ class TaskRecord(BaseModel):
         "times so that the task's no-exit duration equals it (used by real-trace imports)",
     )
 
-    # `alto run` only (the simulator ignores them): the task's own model, LoRA targets and data format
+    # `alto run` only (the simulator ignores them): the task's own model, LoRA targets, data format and
+    # training knobs (lr schedule, gradient clipping)
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="backbone dtype; None -> bfloat16 on a GPU, float32 on the CPU")
     target_modules: str | list[str] | None = Field(
@@ -55,8 +56,15 @@ class TaskRecord(BaseModel):
                                  "([{role, content}], the last from the assistant), read when there is no prompt column")
     loss_on: Literal["completion", "all"] = Field("completion", description="tokens trained on: the completion "
                                                   "(last assistant turn) only, or the whole sequence")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="lr over each job's steps after the warm-up (transformers' schedules)")
+    warmup_ratio: Float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
+                                description="linear lr warm-up, as a fraction of each job's total steps")
+    max_grad_norm: Float | None = Field(None, gt=0, allow_inf_nan=False,
+                                        description="clip each adapter's gradient 2-norm to this; None -> no clipping")
 
-    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "target_modules", "prompt_column", "completion_column", "messages_column", "loss_on")
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "target_modules", "prompt_column", "completion_column", "messages_column", "loss_on",
+                                              "lr_schedule", "warmup_ratio", "max_grad_norm")
 
     @field_validator("target_modules")
     @classmethod
@@ -115,6 +123,7 @@ class TaskRecord(BaseModel):
             task_id=self.id, arrival=self.arrival, model=self.model, dataset=self.dataset,
             gpus=self.gpus, jobs=jobs, samples_per_job=self.samples_per_job,
             eval_every_samples=self.eval_every_samples, seq_len=self.seq_len,
+            lr_schedule=self.lr_schedule, warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
         )
 
 

@@ -13,7 +13,7 @@ from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._runtime_helpers import PeftReference, assert_matches, make_batch
 
-TOTAL, WARMUP, STEPS = 5, 2, 4
+TOTAL, WARMUP, STEPS = 5, 1, 3
 # (job, rank, alpha, lr, weight decay, batch size, seq len, seed, schedule, warm-up, max grad norm)
 JOBS = [
     ("lin", 4, 8.0, 5e-3, 0.01, 2, 12, 1, "linear", WARMUP, 0.05),
@@ -109,3 +109,17 @@ def test_bad_knob_names_the_field(kwargs, field):
     trainer = MultiAdapterTrainer(tiny_llama(seed=0))
     with pytest.raises(ValueError, match=f"^{field}:"):
         trainer.admit("x", rank=2, **kwargs)
+
+
+def test_task_knobs_become_admit_arguments():
+    from altosim.schemas import TaskRecord
+    from altoruntime.task_runner import train_knobs
+
+    base = {"id": "t", "arrival": 0, "model": "m", "dataset": "d", "gpus": 1, "samples_per_job": 100,
+            "search_space": {"lr": [1e-4], "rank": [8], "batch_size": [3]}}
+    plain = TaskRecord.model_validate(base).to_task_spec()
+    assert train_knobs(plain, plain.jobs[0]) == {}  # trainers without the knobs still admit such jobs
+    spec = TaskRecord.model_validate({**base, "lr_schedule": "linear", "warmup_ratio": 0.1,
+                                      "max_grad_norm": 0.5}).to_task_spec()
+    assert train_knobs(spec, spec.jobs[0]) == {"lr_schedule": "linear", "warmup_steps": 4, "total_steps": 34,
+                                               "max_grad_norm": 0.5}
