@@ -99,10 +99,12 @@ class Placement:
         self.world = len(new)
 
 
-def apply_action(ap: "APTrainer", placement: Placement, action: object, specs: Mapping[str, "JobSpec"]) -> int | None:
+def apply_action(ap: "APTrainer", placement: Placement, action: object, specs: Mapping[str, "JobSpec"],
+                 knobs: Mapping[str, Mapping] | None = None) -> int | None:
     """Carry out one Controller action (Admit, Suspend, Stop; StartTask/FinishTask are the
     executor's) on the owning rank, as the single-GPU backend does; every rank calls it with the
-    same action so placements stay equal. Returns the owner rank (None if no adapter is
+    same action so placements stay equal. `knobs`: per job, admit's lr-schedule and clipping
+    arguments (`task_runner.train_knobs`), where the task sets them. Returns the owner rank (None if no adapter is
     touched). Not collective: after a batch of actions, call `ap.migrate(*m)` for each m of
     `placement.rebalance()` (all ranks), and `ap.shrink` once a rank owns nothing."""
     kind = getattr(action, "kind", None)
@@ -114,7 +116,7 @@ def apply_action(ap: "APTrainer", placement: Placement, action: object, specs: M
         r = placement.place(job_id, spec.batch_size)
         if ap.rank == r:
             ap.admit(job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr, weight_decay=spec.weight_decay,
-                     dropout=spec.dropout, seed=spec.seed)
+                     dropout=spec.dropout, seed=spec.seed, **dict((knobs or {}).get(job_id, {})))
         return r
     if kind == "admit":
         r = placement.set_active(job_id, True)
