@@ -127,5 +127,18 @@ def workload_json_text(trace: WorkloadTrace) -> str:
     """Pretty header, then one task per line (readable diffs, small files for large traces)."""
     head = trace.model_dump(mode="json", exclude={"tasks"})
     parts = [f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in head.items()]
-    tasks = ",\n  ".join(t.model_dump_json(exclude=set(t.RUN_FIELDS) - t.run_fields_set()) for t in trace.tasks)
+    tasks = ",\n  ".join(t.model_dump_json(exclude=_defaults_left_out(t)) for t in trace.tasks)
     return "{\n" + ",\n".join(parts) + f',\n "tasks": [\n  {tasks}\n ]\n}}\n'
+
+
+def _defaults_left_out(t: TaskRecord) -> dict:
+    """What a task's JSON leaves out at its defaults: the `alto run`-only fields, the default
+    objective and the search space's unset sampler fields (so workloads written before these
+    existed, the committed default among them, are written byte for byte as they were)."""
+    out: dict = {k: True for k in set(t.RUN_FIELDS) - t.run_fields_set()}
+    if t.objective == type(t).model_fields["objective"].default_factory():
+        out["objective"] = True
+    unset = {k for k in ("sampler", "n_configs", "sampler_seed") if getattr(t.search_space, k) is None}
+    if unset:
+        out["search_space"] = unset
+    return out
