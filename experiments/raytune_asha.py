@@ -55,6 +55,7 @@ from e2e_sweep import BATCHES, LRS, model_label, task_name, workload  # noqa: E4
 
 RUNGS = ("default", "gentle")
 VAL_BATCH = 16  # alto run's validation batch (run_config's val_batch_size)
+OBJECT_STORE = 512 * 2**20  # bytes: the tokenized splits are a few MB (Ray's default takes 30% of RAM)
 
 
 class Settings(BaseModel):
@@ -365,7 +366,6 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout`: stop like Ctrl-C, keep the settings already done
     out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else "cpu"
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -374,10 +374,12 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
         t = time.perf_counter()
         try:
             plain_checkpoint(s.backbone, s.backbone_layers, dtype, tmp / "backbone")
-        except (ValueError, OSError) as e:
-            print(f"error: <args>: --backbone: {' '.join(str(e).split())[:300]}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001  # transformers' many load errors -> one line
+            print(f"error: <args>: --backbone: cannot load {s.backbone}: {type(e).__name__}: "
+                  f"{' '.join(str(e).split())[:300]}", file=sys.stderr)
             sys.exit(2)
         convert_s = time.perf_counter() - t
+        out.mkdir(parents=True, exist_ok=True)
         from transformers import AutoTokenizer
 
         ds, loss_on = data
@@ -392,7 +394,7 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
         t = time.perf_counter()
         cpus = s.cpus or os.cpu_count() or 1
         ray.init(num_cpus=cpus, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False,
-                 _temp_dir=str(tmp / "ray"), configure_logging=True, logging_level="warning")
+                 object_store_memory=OBJECT_STORE, _temp_dir=str(tmp / "ray"), logging_level="warning")
         ray_s = time.perf_counter() - t
         k = s.trials_at_once
         resources = {"cpu": min(1.0, cpus / k), "gpu": 1.0 / k} if cuda else {"cpu": cpus / k}
