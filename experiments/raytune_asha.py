@@ -55,6 +55,7 @@ from e2e_sweep import BATCHES, LRS, model_label, task_name, workload  # noqa: E4
 
 RUNGS = ("default", "gentle")
 VAL_BATCH = 16  # alto run's validation batch (run_config's val_batch_size)
+RESOURCE_UNITS = 10_000  # Ray counts fractional resources in units of 1e-4
 OBJECT_STORE = 512 * 2**20  # bytes: the tokenized splits are a few MB (Ray's default takes 30% of RAM)
 
 
@@ -111,6 +112,12 @@ def rung_params(name: str, task: TaskSpec) -> tuple[int, float]:
     return max(1, math.ceil(0.1 * task.samples_per_job)), 3
 
 
+def share(k: int) -> float:
+    """1/k, floored to Ray's resource unit (1e-4): k shares always fit one device (1/15 -> 0.0666:
+    rounded to the nearest unit, 15 x 0.0667 would exceed it and only 14 trials would run)."""
+    return math.floor(RESOURCE_UNITS / k) / RESOURCE_UNITS
+
+
 def plain_checkpoint(backbone: str, layers: int | None, dtype: torch.dtype, folder: Path) -> None:
     """The backbone as a plain save_pretrained folder (a GGUF-loaded model refuses to save: its
     weights go into a fresh model of the same class and config, without quantization_config)."""
@@ -150,8 +157,12 @@ def validate(model: Any, val: list[Any], dev: torch.device) -> tuple[float, floa
     return loss / max(count, 1), hits / max(count, 1)
 
 
-def train_trial(config: dict, model_dir: str = "", train: Any = None, val: Any = None, task: TaskSpec = None) -> None:
-    """One Tune trial: one config trained with PEFT + AdamW, reporting at every evaluation step."""
+def train_trial(config: dict, model_dir: str = "", train: Any = None, val: Any = None, task: TaskSpec = None,
+                adapter_dir: str = "") -> None:
+    """One Tune trial: one config trained with PEFT + AdamW, reporting at every evaluation step.
+    With `adapter_dir`, a trial that runs to the end saves its best-validation adapter there (a
+    device copy at each improvement, saved at its last step): the best config's generation metric
+    is scored from it."""
     from ray import tune
     from transformers import AutoModelForCausalLM
 
@@ -164,7 +175,8 @@ def train_trial(config: dict, model_dir: str = "", train: Any = None, val: Any =
     for g in opt.param_groups:
         g["lr"], g["weight_decay"] = job.lr, job.weight_decay
     stream = train.stream(job.batch_size, seed=job.seed)
-    samples, loss_sum, loss_n, best = 0, 0.0, 0, math.inf
+    lora = {n: p for n, p in peft.named_parameters() if p.requires_grad}
+    samples, loss_sum, loss_n, best, snapshot = 0, 0.0, 0, math.inf, None
     for step in range(1, task.total_steps(job) + 1):
         b = next(stream)
         out = peft(input_ids=b.input_ids.to(dev), attention_mask=b.attention_mask.to(dev), labels=b.labels.to(dev))
@@ -175,10 +187,39 @@ def train_trial(config: dict, model_dir: str = "", train: Any = None, val: Any =
         loss_sum, loss_n = loss_sum + float(out.loss), loss_n + 1
         if task.is_eval_step(job, step):
             v, acc = validate(peft, val, dev)
+            if v < best and adapter_dir:
+                snapshot = {n: p.detach().clone() for n, p in lora.items()}
             best = min(best, v)
+            if step == task.total_steps(job) and snapshot is not None:
+                save_adapter(peft, lora, snapshot, Path(adapter_dir) / job.job_id.replace("/", "_"))
             tune.report({"val_loss": v, "best_val_loss": best, "metric": acc, "samples": samples, "step": step,
                          "train_loss": loss_sum / loss_n})
             loss_sum, loss_n = 0.0, 0
+
+
+def save_adapter(peft: Any, lora: dict[str, torch.Tensor], snapshot: dict[str, torch.Tensor], path: Path) -> None:
+    """The trial's best-validation adapter in PEFT format, written before its last report (ASHA
+    stops a trial at max_t on that report: code after it never runs)."""
+    with torch.no_grad():
+        for n, p in lora.items():
+            p.copy_(snapshot[n])
+    peft.save_pretrained(str(path))
+
+
+def generation_metric(model_dir: Path, adapter: Path, ds: Any, seq_len: int) -> float:
+    """The dataset's metric of greedy generations on its eval split (as alto scores its best
+    adapter: merged into the backbone, 64 prompts per generate call)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from altoruntime.data.evaluate import greedy_predictions
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(dev)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
+    return float(ds.metric(greedy_predictions(model, tok, ds, "eval", batch_size=64, seq_len=seq_len), "eval"))
 
 
 def make_collector(label: str, n_trials: int, t0: list[float]) -> Any:
@@ -214,7 +255,7 @@ def make_collector(label: str, n_trials: int, t0: list[float]) -> Any:
 
 
 def run_asha(s: Settings, task: TaskSpec, rungs: str, model_dir: Path, data: tuple[Any, Any], resources: dict,
-             storage: Path) -> tuple[float, pd.DataFrame, pd.DataFrame, dict]:
+             storage: Path, adapter_dir: Path | None) -> tuple[float, pd.DataFrame, pd.DataFrame, dict]:
     """One Tune run of the whole grid under one rung setting: (wall s, per-trial table, reports, settings)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -226,7 +267,7 @@ def run_asha(s: Settings, task: TaskSpec, rungs: str, model_dir: Path, data: tup
     train, val = data
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, model_dir=str(model_dir), train=train, val=list(val.batches(VAL_BATCH)),
-                             task=task), resources)
+                             task=task, adapter_dir=str(adapter_dir or "")), resources)
     t0 = [time.perf_counter()]
     collect = make_collector(f"asha {rungs}", len(task.jobs), t0)
     name = lambda trial: trial.config["job"]["job_id"].replace("/", "_")  # noqa: E731
@@ -253,7 +294,8 @@ def run_asha(s: Settings, task: TaskSpec, rungs: str, model_dir: Path, data: tup
     trials = pd.DataFrame(rows).sort_values("job_id", ignore_index=True)
     reports = pd.DataFrame(collect.reports)
     reports.insert(0, "rungs", rungs)
-    return wall, trials, reports, {"grace": grace, "rf": rf, "last_trial_done_s": collect.last_done}
+    return wall, trials, reports, {"grace": grace, "rf": rf, "last_trial_done_s": collect.last_done,
+                                   "resources": resources}
 
 
 def reference_best(path: Path | None) -> tuple[float, dict[tuple[float, int, int], float]]:
@@ -290,11 +332,36 @@ def summary_row(s: Settings, task: TaskSpec, rungs: str, wall: float, trials: pd
         row["full_sweep_from"] = str(s.reference_trace)
     row["note"] = (f"Ray Tune {ray.__version__} + ASHAScheduler (time_attr=samples, metric=val_loss, grace="
                    f"{info['grace']} samples, reduction_factor={info['rf']}, max_t={task.samples_per_job}), rungs="
-                   f"{rungs}, {s.trials_at_once} trials at once on {device}, reuse_actors, one PEFT LoRA + AdamW "
+                   f"{rungs}, {s.trials_at_once} trials at once on {device} (resources per trial {info['resources']}), "
+                   f"reuse_actors, one PEFT LoRA + AdamW "
                    f"trial per config; wall = Tune start to last trial done ({info['last_trial_done_s']:.1f} s at "
-                   f"the last trial's end); {extra_note}; best_metric not computed (NaN): no trial keeps its "
-                   "weights for the generation metric")
+                   f"the last trial's end); {extra_note}")
     return row
+
+
+def score_best(row: dict, trials: pd.DataFrame, adapters: Path | None, model_dir: Path, ds: Any,
+               seq_len: int) -> None:
+    """The best config's generation metric into `row` (after Tune: outside wall_s), or why not."""
+    if adapters is None:
+        row["note"] += "; best_metric not computed (--n-eval 0)"
+        return
+    ok = trials.dropna(subset=["best_val_loss"])
+    if not len(ok):
+        return
+    best = ok.loc[ok["best_val_loss"].idxmin()]
+    path = adapters / best["job_id"].replace("/", "_")
+    if not path.is_dir():
+        row["note"] += "; best_metric NaN: the best config did not run to the end (ASHA stopped it)"
+        return
+    t = time.perf_counter()
+    try:
+        row["best_metric"] = generation_metric(model_dir, path, ds, seq_len)
+    except Exception as e:  # noqa: BLE001  # the measurement above is written already
+        row["note"] += f"; best_metric failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        return
+    row["note"] += (f"; best_metric: the best config's best-validation adapter (kept on the device at each "
+                    f"improvement, saved at its last step) scored after Tune in {time.perf_counter() - t:.1f} s "
+                    "(outside wall_s), merged, greedy, on the eval split")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -307,7 +374,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--n-val", type=int, default=64)
-    ap.add_argument("--n-eval", type=int, default=64, help="accepted as e2e_sweep takes it (no generation metric here)")
+    ap.add_argument("--n-eval", type=int, default=64, help="eval examples of the best config's generation metric (0: none)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--evals", type=int, default=40, help="evaluations per config")
     ap.add_argument("--seq-len", type=int, default=256)
@@ -393,16 +460,19 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
 
         t = time.perf_counter()
         cpus = s.cpus or os.cpu_count() or 1
-        ray.init(num_cpus=cpus, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=cpus, num_gpus=torch.cuda.device_count(), include_dashboard=False,
+                 log_to_driver=False,
                  object_store_memory=OBJECT_STORE, _temp_dir=str(tmp / "ray"), logging_level="warning")
         ray_s = time.perf_counter() - t
         k = s.trials_at_once
-        resources = {"cpu": min(1.0, cpus / k), "gpu": 1.0 / k} if cuda else {"cpu": cpus / k}
+        resources = {"cpu": min(1.0, cpus / k), "gpu": share(k)} if cuda else {"cpu": share(k) * cpus}
         ref = reference_best(s.reference_trace)
         rows, trials, reports = [], [], []
         stem = f"raytune_{device.replace(' ', '_')}"
         for rungs in s.rungs:
-            wall, tr, rep, info = run_asha(s, task, rungs, tmp / "backbone", (train, val), resources, tmp / "tune")
+            adapters = tmp / f"adapters_{rungs}" if s.n_eval else None
+            wall, tr, rep, info = run_asha(s, task, rungs, tmp / "backbone", (train, val), resources, tmp / "tune",
+                                           adapters)
             note = f"backbone converted to a plain checkpoint in {convert_s:.1f} s, Ray started in {ray_s:.1f} s (both outside wall_s)"
             rows.append(summary_row(s, task, rungs, wall, tr, info, device, ref, note))
             trials.append(tr)
@@ -410,6 +480,8 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
             write_csv(pd.DataFrame(rows), out / f"{stem}.csv")  # after each setting: a time limit keeps the rest
             write_csv(pd.concat(trials, ignore_index=True), out / f"{stem}_trials.csv")
             write_csv(pd.concat(reports, ignore_index=True), out / f"{stem}_reports.csv")
+            score_best(rows[-1], tr, adapters, tmp / "backbone", ds, task.seq_len)
+            write_csv(pd.DataFrame(rows), out / f"{stem}.csv")
             with pd.option_context("display.width", 250, "display.max_columns", 30):
                 print(pd.DataFrame(rows).drop(columns=["note"]).to_string(index=False), flush=True)
     finally:
