@@ -15,9 +15,12 @@ checkpoint in a temp folder; every trial loads it from that folder. The tokenize
 trials through Ray's object store (`tune.with_parameters`). Wall time is Tune's start to its last
 trial done (the conversion and Ray's start are timed apart, in the note).
 
-Writes under --out: raytune_<gpu>.csv (the e2e CSV's columns, one row per rung setting),
+Writes under --out: raytune_<gpu>.csv (the e2e CSV's columns, one row per rung setting; with
+--reference-trace, `regret`: the chosen config's full-sweep val loss over the sweep's best, minus 1),
 raytune_<gpu>_trials.csv (per trial: config, samples, last/best val loss, stopped by ASHA) and
-raytune_<gpu>_reports.csv (every report). Ray's own files stay in a temp folder.
+raytune_<gpu>_reports.csv (every report). `best_metric` is the best config's generation metric
+(--n-eval examples), scored after Tune from the best-validation adapter its trial saved at its
+last step (NaN if ASHA stopped that trial). Ray's own files stay in a temp folder.
 
     python experiments/raytune_asha.py --backbone /root/model/SmolLM2-135M-Instruct.Q4_1.gguf \
         --dataset python_docs --n-train 128 --n-val 48 --evals 40 --rungs default,gentle \
@@ -295,7 +298,7 @@ def run_asha(s: Settings, task: TaskSpec, rungs: str, model_dir: Path, data: tup
     reports = pd.DataFrame(collect.reports)
     reports.insert(0, "rungs", rungs)
     return wall, trials, reports, {"grace": grace, "rf": rf, "last_trial_done_s": collect.last_done,
-                                   "resources": resources}
+                                   "resources": resources, "trials_done": collect.done}
 
 
 def reference_best(path: Path | None) -> tuple[float, dict[tuple[float, int, int], float]]:
@@ -324,13 +327,14 @@ def summary_row(s: Settings, task: TaskSpec, rungs: str, wall: float, trials: pd
            "best_metric": math.nan, "extrapolated": False,
            "speedup_vs_sequential": s.sequential_s / wall if s.sequential_s else math.nan,
            "samples_saved": 1 - trained / budget, "stopped_by_asha": int(trials["stopped_by_asha"].sum()),
-           "failed_trials": int((trials["error"] != "").sum())}
+           "failed_trials": int((trials["error"] != "").sum()), "trials_done": info["trials_done"]}
     if s.reference_trace is not None and best is not None:
         key = (float(best["lr"]), int(best["rank"]), int(best["batch_size"]))
         row["val_loss_vs_full_sweep"] = row["best_val_loss"] / ref_best - 1
         row["regret"] = per.get(key, math.nan) / ref_best - 1
         row["full_sweep_from"] = str(s.reference_trace)
-    row["note"] = (f"Ray Tune {ray.__version__} + ASHAScheduler (time_attr=samples, metric=val_loss, grace="
+    cut = "" if info["trials_done"] == len(task.jobs) else f"INCOMPLETE: {info['trials_done']} of {len(task.jobs)} trials finished; "
+    row["note"] = (f"{cut}Ray Tune {ray.__version__} + ASHAScheduler (time_attr=samples, metric=val_loss, grace="
                    f"{info['grace']} samples, reduction_factor={info['rf']}, max_t={task.samples_per_job}), rungs="
                    f"{rungs}, {s.trials_at_once} trials at once on {device} (resources per trial {info['resources']}), "
                    f"reuse_actors, one PEFT LoRA + AdamW "

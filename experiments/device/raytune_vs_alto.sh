@@ -16,8 +16,8 @@ OUT=${OUT:-results/device}
 RUNGS=${RUNGS:-default}
 E2E=${E2E:-1}
 TRIALS=${TRIALS:-15}
-RT_LIMIT=${RT_LIMIT:-$([ "$E2E" = 1 ] && echo 330 || echo 560)}
-E2E_LIMIT=${E2E_LIMIT:-230}
+RT_LIMIT=${RT_LIMIT:-$([ "$E2E" = 1 ] && echo 300 || echo 560)}
+E2E_LIMIT=${E2E_LIMIT:-250}
 REF=traces/real/SmolLM2-135M__python_docs.csv.gz
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
@@ -27,13 +27,13 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || tr
 GRID=${GRID:-"--backbone $GGUF --dataset python_docs --n-train 128 --n-val 48 --n-eval 48 --evals 40"}
 tag=${RUNGS//,/_}
 t0=$(date +%s)
-timeout "$RT_LIMIT" python3 experiments/raytune_asha.py $GRID --rungs "$RUNGS" --trials-at-once "$TRIALS" \
+timeout -k 20 "$RT_LIMIT" python3 experiments/raytune_asha.py $GRID --rungs "$RUNGS" --trials-at-once "$TRIALS" \
   --reference-trace "$REF" --out "$OUT/raytune_$tag" 2>&1 | grep -v "GGUF tensors\|Loading weights\|authentication" \
   | tee "$OUT/raytune_$tag.log"
 echo "== raytune $RUNGS rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 if [ "$E2E" = 1 ]; then
   t0=$(date +%s)
-  timeout "$E2E_LIMIT" python3 experiments/e2e_sweep.py $GRID --methods early_exit --concurrent-factor 0 \
+  timeout -k 20 "$E2E_LIMIT" python3 experiments/e2e_sweep.py $GRID --methods early_exit --concurrent-factor 0 \
     --reference-trace "$REF" --out "$OUT/e2e_ee" 2>&1 | grep -v "GGUF tensors\|Loading weights" | tee "$OUT/e2e_ee.log"
   echo "== e2e early_exit rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 fi

@@ -52,7 +52,7 @@ def test_raytune_asha_tiny_stops_weak_configs_and_reports_regret(tmp_path):
     reports = pd.read_csv(out / "raytune_cpu_reports.csv")
     assert row["method"] == "raytune_asha_default" and row["configs"] == 4 and len(trials) == 4
     assert 0 < row["wall_s"] and row["speedup_vs_sequential"] == pytest.approx(100 / row["wall_s"])
-    assert not trials["error"].notna().any() and row["failed_trials"] == 0
+    assert not trials["error"].notna().any() and row["failed_trials"] == 0 and row["trials_done"] == 4
     # ASHA stopped something, and the totals are the per-trial table's
     assert row["stopped_by_asha"] == trials["stopped_by_asha"].sum() >= 1
     assert (trials.loc[trials["stopped_by_asha"], "samples_trained"] < 16).all()
