@@ -58,7 +58,6 @@ from e2e_sweep import BATCHES, LRS, model_label, task_name, workload  # noqa: E4
 
 RUNGS = ("default", "gentle")
 VAL_BATCH = 16  # alto run's validation batch (run_config's val_batch_size)
-RESOURCE_UNITS = 10_000  # Ray counts fractional resources in units of 1e-4
 OBJECT_STORE = 512 * 2**20  # bytes: the tokenized splits are a few MB (Ray's default takes 30% of RAM)
 
 
@@ -113,12 +112,6 @@ def rung_params(name: str, task: TaskSpec) -> tuple[int, float]:
     if name == "default":
         return min(task.eval_every_steps(j) * j.batch_size for j in task.jobs), 4
     return max(1, math.ceil(0.1 * task.samples_per_job)), 3
-
-
-def share(k: int) -> float:
-    """1/k, floored to Ray's resource unit (1e-4): k shares always fit one device (1/15 -> 0.0666:
-    rounded to the nearest unit, 15 x 0.0667 would exceed it and only 14 trials would run)."""
-    return math.floor(RESOURCE_UNITS / k) / RESOURCE_UNITS
 
 
 def plain_checkpoint(backbone: str, layers: int | None, dtype: torch.dtype, folder: Path) -> None:
@@ -469,7 +462,8 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
                  object_store_memory=OBJECT_STORE, _temp_dir=str(tmp / "ray"), logging_level="warning")
         ray_s = time.perf_counter() - t
         k = s.trials_at_once
-        resources = {"cpu": min(1.0, cpus / k), "gpu": share(k)} if cuda else {"cpu": share(k) * cpus}
+        # 15 placement groups of {"GPU": 1/15} all fit one GPU (tried on Ray 2.60 with a fake GPU)
+        resources = {"cpu": min(1.0, cpus / k), "gpu": 1 / k} if cuda else {"cpu": cpus / k}
         ref = reference_best(s.reference_trace)
         rows, trials, reports = [], [], []
         stem = f"raytune_{device.replace(' ', '_')}"
