@@ -28,13 +28,13 @@ GRID=${GRID:-"--backbone $GGUF --dataset python_docs --n-train 128 --n-val 48 --
 tag=${RUNGS//,/_}
 t0=$(date +%s)
 timeout -k 20 "$RT_LIMIT" python3 experiments/raytune_asha.py $GRID --rungs "$RUNGS" --trials-at-once "$TRIALS" \
-  --reference-trace "$REF" --out "$OUT/raytune_$tag" 2>&1 | grep -v "GGUF tensors\|Loading weights\|authentication" \
+  --reference-trace "$REF" --out "$OUT/raytune_$tag" 2>&1 | grep --line-buffered -v "GGUF tensors\|Loading weights\|authentication" \
   | tee "$OUT/raytune_$tag.log"
 echo "== raytune $RUNGS rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 if [ "$E2E" = 1 ]; then
   t0=$(date +%s)
   timeout -k 20 "$E2E_LIMIT" python3 experiments/e2e_sweep.py $GRID --methods early_exit --concurrent-factor 0 \
-    --reference-trace "$REF" --out "$OUT/e2e_ee" 2>&1 | grep -v "GGUF tensors\|Loading weights" | tee "$OUT/e2e_ee.log"
+    --reference-trace "$REF" --out "$OUT/e2e_ee" 2>&1 | grep --line-buffered -v "GGUF tensors\|Loading weights" | tee "$OUT/e2e_ee.log"
   echo "== e2e early_exit rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 fi
 # at most 8 files come back from a run: the summary CSVs and logs on top, the rest in one tarball
