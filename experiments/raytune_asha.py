@@ -273,6 +273,8 @@ def run_asha(s: Settings, task: TaskSpec, rungs: str, model_dir: Path, data: tup
                                     reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name),
         run_config=tune.RunConfig(name=f"asha_{rungs}", storage_path=str(storage), verbose=0,
                                    callbacks=[collect, JsonLoggerCallback()]))
+    print(f"[asha {rungs}] Tune starts: {len(task.jobs)} trials, {s.trials_at_once} at once, resources {resources}, "
+          f"grace {grace} samples, reduction factor {rf}, max_t {task.samples_per_job}", file=sys.stderr, flush=True)
     t0[0] = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - t0[0]
@@ -443,6 +445,7 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
                   f"{' '.join(str(e).split())[:300]}", file=sys.stderr)
             sys.exit(2)
         convert_s = time.perf_counter() - t
+        print(f"backbone converted to a plain checkpoint in {convert_s:.1f} s", file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
         from transformers import AutoTokenizer
 
@@ -461,6 +464,7 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
                  log_to_driver=False,
                  object_store_memory=OBJECT_STORE, _temp_dir=str(tmp / "ray"), logging_level="warning")
         ray_s = time.perf_counter() - t
+        print(f"Ray {ray.__version__} started in {ray_s:.1f} s", file=sys.stderr, flush=True)
         k = s.trials_at_once
         # 15 placement groups of {"GPU": 1/15} all fit one GPU (tried on Ray 2.60 with a fake GPU)
         resources = {"cpu": min(1.0, cpus / k), "gpu": 1 / k} if cuda else {"cpu": cpus / k}
