@@ -54,9 +54,8 @@ from altosim.traces_io import read_loss_traces
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_peft import make_peft  # noqa: E402
-from e2e_sweep import BATCHES, LRS, model_label, task_name, workload  # noqa: E402
+from e2e_sweep import BATCHES, LRS, model_label, workload  # noqa: E402
 
-RUNGS = ("default", "gentle")
 VAL_BATCH = 16  # alto run's validation batch (run_config's val_batch_size)
 OBJECT_STORE = 512 * 2**20  # bytes: the tokenized splits are a few MB (Ray's default takes 30% of RAM)
 
@@ -409,8 +408,6 @@ def prepare(s: Settings) -> tuple[TaskSpec, Any]:
     """The task and its data, checked before Ray starts (bad input: one line, nothing written)."""
     from altoruntime.data import get_dataset
 
-    if any(r not in RUNGS for r in s.rungs):
-        raise InputError("<args>", "--rungs", f"expected default and/or gentle, got {s.rungs}")
     samples = s.epochs * s.n_train
     try:
         wl = workload(s.dataset, samples, s.evals, s.seq_len, s.ranks, s.lrs, s.batches, model_label(s.backbone_layers))
