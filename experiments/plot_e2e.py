@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 
 LABELS = {"sequential_peft": "sequential PEFT", "concurrent_peft": "concurrent PEFT workers",
           "concurrent_peft_est": "concurrent PEFT (estimated)", "batched": "alto fused, no exit",
-          "early_exit": "alto fused + early exit"}
+          "early_exit": "alto fused + early exit", "raytune_asha_default": "Ray Tune + ASHA (default rungs)",
+          "raytune_asha_gentle": "Ray Tune + ASHA (gentle rungs)"}
 REQUIRED = ("method", "wall_s")
 
 

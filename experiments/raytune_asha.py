@@ -54,11 +54,9 @@ from altosim.traces_io import read_loss_traces
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_peft import make_peft  # noqa: E402
-from e2e_sweep import BATCHES, LRS, model_label, task_name, workload  # noqa: E402
+from e2e_sweep import BATCHES, LRS, model_label, workload  # noqa: E402
 
-RUNGS = ("default", "gentle")
 VAL_BATCH = 16  # alto run's validation batch (run_config's val_batch_size)
-RESOURCE_UNITS = 10_000  # Ray counts fractional resources in units of 1e-4
 OBJECT_STORE = 512 * 2**20  # bytes: the tokenized splits are a few MB (Ray's default takes 30% of RAM)
 
 
@@ -113,12 +111,6 @@ def rung_params(name: str, task: TaskSpec) -> tuple[int, float]:
     if name == "default":
         return min(task.eval_every_steps(j) * j.batch_size for j in task.jobs), 4
     return max(1, math.ceil(0.1 * task.samples_per_job)), 3
-
-
-def share(k: int) -> float:
-    """1/k, floored to Ray's resource unit (1e-4): k shares always fit one device (1/15 -> 0.0666:
-    rounded to the nearest unit, 15 x 0.0667 would exceed it and only 14 trials would run)."""
-    return math.floor(RESOURCE_UNITS / k) / RESOURCE_UNITS
 
 
 def plain_checkpoint(backbone: str, layers: int | None, dtype: torch.dtype, folder: Path) -> None:
@@ -280,6 +272,8 @@ def run_asha(s: Settings, task: TaskSpec, rungs: str, model_dir: Path, data: tup
                                     reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name),
         run_config=tune.RunConfig(name=f"asha_{rungs}", storage_path=str(storage), verbose=0,
                                    callbacks=[collect, JsonLoggerCallback()]))
+    print(f"[asha {rungs}] Tune starts: {len(task.jobs)} trials, {s.trials_at_once} at once, resources {resources}, "
+          f"grace {grace} samples, reduction factor {rf}, max_t {task.samples_per_job}", file=sys.stderr, flush=True)
     t0[0] = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - t0[0]
@@ -414,8 +408,6 @@ def prepare(s: Settings) -> tuple[TaskSpec, Any]:
     """The task and its data, checked before Ray starts (bad input: one line, nothing written)."""
     from altoruntime.data import get_dataset
 
-    if any(r not in RUNGS for r in s.rungs):
-        raise InputError("<args>", "--rungs", f"expected default and/or gentle, got {s.rungs}")
     samples = s.epochs * s.n_train
     try:
         wl = workload(s.dataset, samples, s.evals, s.seq_len, s.ranks, s.lrs, s.batches, model_label(s.backbone_layers))
@@ -450,6 +442,7 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
                   f"{' '.join(str(e).split())[:300]}", file=sys.stderr)
             sys.exit(2)
         convert_s = time.perf_counter() - t
+        print(f"backbone converted to a plain checkpoint in {convert_s:.1f} s", file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
         from transformers import AutoTokenizer
 
@@ -468,8 +461,10 @@ def run(s: Settings, task: TaskSpec, data: tuple[Any, str]) -> None:
                  log_to_driver=False,
                  object_store_memory=OBJECT_STORE, _temp_dir=str(tmp / "ray"), logging_level="warning")
         ray_s = time.perf_counter() - t
+        print(f"Ray {ray.__version__} started in {ray_s:.1f} s", file=sys.stderr, flush=True)
         k = s.trials_at_once
-        resources = {"cpu": min(1.0, cpus / k), "gpu": share(k)} if cuda else {"cpu": share(k) * cpus}
+        # 15 placement groups of {"GPU": 1/15} all fit one GPU (tried on Ray 2.60 with a fake GPU)
+        resources = {"cpu": min(1.0, cpus / k), "gpu": 1 / k} if cuda else {"cpu": cpus / k}
         ref = reference_best(s.reference_trace)
         rows, trials, reports = [], [], []
         stem = f"raytune_{device.replace(' ', '_')}"

@@ -3,7 +3,8 @@
 # ../shared/device/stage-ray.sh): the Ray Tune + ASHA baseline (experiments/raytune_asha.py, 15 PEFT
 # trials sharing the GPU) on the python_docs grid, then alto's early-exit e2e run on the same backbone
 # and grid (the README's python_docs command), back to back in one process tree, so both are measured
-# on the same machine. Everything lands under $OUT (logs, CSVs; one tarball of the rest).
+# on the same machine; experiments/merge_e2e.py puts both rows in one CSV with the speedup over each
+# baseline row. Everything lands under $OUT (logs, CSVs, the merged plot; one tarball of the rest).
 #   RUNGS=default (the default)       Ray's default rung spacing, then alto
 #   RUNGS=gentle E2E=0                the gentler rungs alone (the second variant)
 #   RUNGS=default,gentle E2E=0        both settings one after the other (~6 min: give it the whole call)
@@ -28,17 +29,21 @@ GRID=${GRID:-"--backbone $GGUF --dataset python_docs --n-train 128 --n-val 48 --
 tag=${RUNGS//,/_}
 t0=$(date +%s)
 timeout -k 20 "$RT_LIMIT" python3 experiments/raytune_asha.py $GRID --rungs "$RUNGS" --trials-at-once "$TRIALS" \
-  --reference-trace "$REF" --out "$OUT/raytune_$tag" 2>&1 | grep -v "GGUF tensors\|Loading weights\|authentication" \
+  --reference-trace "$REF" --out "$OUT/raytune_$tag" 2>&1 | grep --line-buffered -v "GGUF tensors\|Loading weights\|authentication" \
   | tee "$OUT/raytune_$tag.log"
 echo "== raytune $RUNGS rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 if [ "$E2E" = 1 ]; then
   t0=$(date +%s)
   timeout -k 20 "$E2E_LIMIT" python3 experiments/e2e_sweep.py $GRID --methods early_exit --concurrent-factor 0 \
-    --reference-trace "$REF" --out "$OUT/e2e_ee" 2>&1 | grep -v "GGUF tensors\|Loading weights" | tee "$OUT/e2e_ee.log"
+    --reference-trace "$REF" --out "$OUT/e2e_ee" 2>&1 | grep --line-buffered -v "GGUF tensors\|Loading weights" | tee "$OUT/e2e_ee.log"
   echo "== e2e early_exit rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 fi
+# alto's row and the baseline's in one CSV, with speedup_vs_raytune_asha_<rungs> columns, and its plot
+rt_csv=$(ls "$OUT/raytune_$tag"/raytune_*.csv 2>/dev/null | grep -v "_trials.csv\|_reports.csv")
+e2e_csv=$(ls "$OUT"/e2e_ee/e2e_*.csv 2>/dev/null)
+[ -n "$rt_csv" ] && [ -n "$e2e_csv" ] && python3 experiments/merge_e2e.py $e2e_csv $rt_csv --out "$OUT"
 # at most 8 files come back from a run: the summary CSVs and logs on top, the rest in one tarball
-cp "$OUT/raytune_$tag"/raytune_*.csv "$OUT/e2e_ee"/e2e_*.csv "$OUT"/ 2>/dev/null
+cp "$OUT/raytune_$tag"/raytune_*.csv "$OUT"/ 2>/dev/null
 rm -f "$OUT"/raytune_*_reports.csv
 dirs=$(cd "$OUT" && ls -d "raytune_$tag" e2e_ee 2>/dev/null)
 [ -n "$dirs" ] && tar czf "$OUT/raytune_vs_alto_$tag.tgz" --exclude=best_adapter -C "$OUT" $dirs && (cd "$OUT" && rm -rf $dirs)
