@@ -16,15 +16,19 @@ import pandas as pd
 from altosim.policy.types import JobFailed, JobFinished, JobSpec, StepReport, Stop, TaskSpec
 
 NO_RESULT = ("failed", "no_fit")  # stop reasons that never make a task's result (altosim/policy/controller.py)
-COLUMNS = ("rank_by_objective", "config", "lr", "lora_rank", "alpha", "batch_size", "dropout", "weight_decay", "seed",
+COLUMNS = ("rank_by_objective", "config", "lr", "lora_rank", "alpha", "batch_size", "grad_accum_steps", "dropout",
+           "weight_decay", "seed",
            "lr_schedule", "warmup_ratio", "max_grad_norm", "samples_trained", "stop_reason", "stopped_at_samples", "best_val_loss", "best_val_at_samples",
            "val_accuracy", "metric")
 
 
 def label(job: JobSpec) -> str:
-    """A config named by its hyperparameters: 'lr=0.0002 r=16 a=32 b=4' (+ dropout, wd when set)."""
+    """A config named by its hyperparameters: 'lr=0.0002 r=16 a=32 b=4' (+ dropout when set; a
+    batch of 2 accumulated 4 times reads b=2x4)."""
     alpha = job.alpha if job.alpha is not None else 2.0 * job.rank
-    text = f"lr={job.lr:.4g} r={job.rank} a={alpha:g} b={job.batch_size}"
+    text = f"lr={job.lr:.4g} r={job.rank} a={alpha:g} b={job.micro_batch}"
+    if job.grad_accum_steps > 1:
+        text += f"x{job.grad_accum_steps}"
     if job.dropout:
         text += f" do={job.dropout:g}"
     return text
@@ -32,7 +36,8 @@ def label(job: JobSpec) -> str:
 
 def hyperparameters(job: JobSpec) -> dict[str, Any]:
     return {"lr": job.lr, "lora_rank": job.rank, "alpha": job.alpha if job.alpha is not None else 2.0 * job.rank,
-            "batch_size": job.batch_size, "dropout": job.dropout, "weight_decay": job.weight_decay, "seed": job.seed}
+            "batch_size": job.micro_batch, "grad_accum_steps": job.grad_accum_steps, "dropout": job.dropout,
+            "weight_decay": job.weight_decay, "seed": job.seed}
 
 
 def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float] | None = None,

@@ -29,6 +29,14 @@ class JobSpec:
     dropout: float = 0.0
     weight_decay: float = 0.01
     seed: int = 0
+    # gradient accumulation: `batch_size` samples per optimizer step, fed in this many micro-batches
+    # of `micro_batch` rows (what must fit in memory); steps and samples count optimizer steps
+    grad_accum_steps: int = 1
+
+    @property
+    def micro_batch(self) -> int:
+        """Rows of one forward/backward pass: batch_size / grad_accum_steps."""
+        return self.batch_size // self.grad_accum_steps
 
     @property
     def scale(self) -> float:
@@ -215,9 +223,14 @@ EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (TaskArrived, 
 ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, Admit, Suspend, Stop, FinishTask)}
 
 
+def _fields_set(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # a job's unit gradient accumulation is left out, so logs read as before it existed
+    return {k: v for k, v in pairs if not (k == "grad_accum_steps" and v == 1)}
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Event/action -> JSON-able dict (tuples become lists; specs nest)."""
-    return asdict(obj)
+    return asdict(obj, dict_factory=_fields_set)
 
 
 def _task_from_dict(d: dict[str, Any]) -> TaskSpec:

@@ -1,6 +1,6 @@
 """A task's search space as Optuna and Ray Tune users write it: grid lists or distributions + a sampler.
 
-Each hyperparameter (lr, rank, batch_size, alpha, dropout, weight_decay, seed) is a list of values
+Each hyperparameter (lr, rank, batch_size, alpha, dropout, weight_decay, seed, grad_accum_steps) is a list of values
 (a grid axis; a categorical under a random sampler) or a distribution:
 
     lr: {distribution: log_uniform, low: 1.0e-5, high: 1.0e-3}
@@ -16,6 +16,10 @@ takes the points from numpy's PCG64, `quasi-random` from a scrambled Sobol seque
 scipy code behind an ask/tell study loop, is only in the `study`/`test` extras; alto needs all
 configs up front to train them together). Seeded: the same space and seed give the same configs.
 Sampled floats keep 4 significant digits (read as 0.0001234, not 0.000123456789).
+
+`batch_size` is what one forward/backward pass holds; `grad_accum_steps` (default 1; one number
+for every job, a list or an int distribution) accumulates that many passes into one optimizer
+step, so a job's effective batch (its JobSpec `batch_size`: samples per step) is their product.
 
 `weight_decay` and `seed` may also be one number: then every job shares the weight decay, and
 `seed` is the base seed each job's seed is derived from (`job_seed`); a list or distribution of
@@ -36,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from altosim.schemas.limits import MAX_BATCH, MAX_CONFIGS, MAX_RANK, MAX_SEED, Float, Int
 
-AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed")
+AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed", "grad_accum_steps")
 SAMPLERS = ("grid", "random", "quasi-random")
 # union tags pydantic puts in an error's location; altosim.errors drops them so a field reads `lr.low`
 LIST_TAG, DIST_TAG, NUMBER_TAG = "<list>", "<distribution>", "<number>"
@@ -161,6 +165,7 @@ AlphaT = _axis("alpha", Annotated[Float, Field(gt=0, allow_inf_nan=False)], FLOA
 DropoutT = _axis("dropout", Annotated[Float, Field(ge=0, lt=1)], FLOATS)
 DecayT = _axis("weight_decay", Annotated[Float, Field(ge=0, allow_inf_nan=False)], FLOATS, scalar=True)
 SeedT = _axis("seed", Annotated[Int, Field(ge=0, le=MAX_SEED)], INTS, scalar=True)
+AccumT = _axis("grad_accum_steps", Annotated[Int, Field(ge=1, le=MAX_BATCH)], INTS, scalar=True)
 
 
 def _is_dist(v: Any) -> bool:
@@ -183,6 +188,8 @@ class SearchSpace(BaseModel):
     dropout: DropoutT = Field(default_factory=lambda: [0.0], description="LoRA dropouts")
     weight_decay: DecayT = Field(0.01, description="AdamW weight decay: one for every job, a list or a distribution")
     seed: SeedT = Field(0, description="base seed (a number), or searched seeds (a list or distribution)")
+    grad_accum_steps: AccumT = Field(1, description="micro-batches of batch_size accumulated per optimizer step: "
+                                     "one for every job, a list or an int distribution")
     sampler: Literal["grid", "random", "quasi-random"] | None = Field(
         None, description="grid | random | quasi-random; None -> grid when every axis is a list")
     n_configs: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="configs drawn by random / quasi-random")
@@ -194,7 +201,7 @@ class SearchSpace(BaseModel):
     def _positive_lists(cls, v: Any, info: Any) -> Any:
         return v if v is None or _is_dist(v) else _check_list(v, info.field_name)
 
-    @field_validator("dropout", "weight_decay", "seed")
+    @field_validator("dropout", "weight_decay", "seed", "grad_accum_steps")
     @classmethod
     def _lists(cls, v: Any, info: Any) -> Any:
         return _check_list(v, info.field_name, positive=False) if isinstance(v, list) else v
@@ -248,7 +255,7 @@ class SearchSpace(BaseModel):
             return [None]
         if axis == "seed" and not self.searched_seed:
             return [None]
-        if axis == "weight_decay" and not isinstance(v, (list, BaseModel)):
+        if axis in ("weight_decay", "grad_accum_steps") and not isinstance(v, (list, BaseModel)):
             return [v]
         return v.values() if _is_dist(v) else v
 

@@ -114,8 +114,10 @@ class TaskRecord(BaseModel):
         jobs = tuple(
             JobSpec(
                 job_id=f"{self.id}/j{i:03d}", task_id=self.id, lr=c["lr"], rank=c["rank"],
-                batch_size=c["batch_size"], alpha=c["alpha"], dropout=c["dropout"], weight_decay=c["weight_decay"],
+                batch_size=c["batch_size"] * c["grad_accum_steps"], alpha=c["alpha"], dropout=c["dropout"],
+                weight_decay=c["weight_decay"],
                 seed=c["seed"] if space.searched_seed else job_seed(space.seed, self.id, i),
+                grad_accum_steps=c["grad_accum_steps"],
             )
             for i, c in space.configs(cache)
         )
