@@ -196,6 +196,19 @@ def _check_objectives(records: list[Any], wl_file: str, n_eval: int) -> None:
             raise InputError(wl_file, f"tasks[{i}].objective.metric", str(e)) from None
 
 
+def _resolve_epochs(workload: WorkloadTrace, raw: dict[str, Any], wl_file: str) -> WorkloadTrace:
+    """Tasks given in epochs get samples_per_job = ceil(epochs x their train examples)."""
+    records = []
+    for i, rec in enumerate(workload.tasks):
+        try:
+            records.append(rec.resolve_epochs(len(raw[rec.id].train)))
+        except ValueError as e:  # e.g. more evaluations than allowed at that many samples
+            errors = getattr(e, "errors", None)  # pydantic's ValidationError: its first message
+            msg = errors()[0]["msg"].removeprefix("Value error, ") if callable(errors) else str(e)
+            raise InputError(wl_file, f"tasks[{i}].epochs", msg) from None
+    return workload.model_copy(update={"tasks": records})
+
+
 def run_config(
     cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
@@ -221,13 +234,12 @@ def run_config(
     else:
         wl_file = "<workload>"
         data_base = Path(data_base or ".").resolve()
-    cfg.check_workload(workload, wl_file)
-    tasks = workload.to_task_specs()
+    cfg.check_workload(workload, wl_file, epochs_ok=True)
     wl_dir = data_base  # relative model and dataset paths are read from here
 
-    def read(i: int, t: TaskSpec, rec: Any, render: Any) -> Any:
+    def read(i: int, rec: Any, render: Any) -> Any:
         try:
-            return get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
+            return get_dataset(rec.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
                                base=wl_dir, columns=(rec.prompt_column, rec.completion_column),
                                messages=rec.messages_column, render=render)
         except InputError as e:  # a missing / empty / unreadable file: named from the workload's field
@@ -241,9 +253,9 @@ def run_config(
     # model's chat template, is read again once its model is open
     raw: dict[str, Any] = {}
     chat: list[int] = []
-    for i, (t, rec) in enumerate(zip(tasks, workload.tasks)):
+    for i, rec in enumerate(workload.tasks):
         try:
-            raw[t.task_id] = read(i, t, rec, None)
+            raw[rec.id] = read(i, rec, None)
         except InputError as e:
             if "chat template" not in e.problem:
                 raise
@@ -252,10 +264,13 @@ def run_config(
     cuda = torch.cuda.is_available()
     bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32,
                                       wl_dir)
+    for i in chat:
+        rec = workload.tasks[i]
+        raw[rec.id] = read(i, rec, chat_renderer(bases[i].tokenizer))
+    workload = _resolve_epochs(workload, raw, wl_file)
+    tasks = workload.to_task_specs()
     base_of = {t.task_id: b for t, b in zip(tasks, bases)}
     target_of = {t.task_id: spec for t, spec in zip(tasks, targets)}
-    for i in chat:
-        raw[tasks[i].task_id] = read(i, tasks[i], workload.tasks[i], chat_renderer(bases[i].tokenizer))
     datasets = {}
     for i, (t, rec, base) in enumerate(zip(tasks, workload.tasks, bases)):
         ds = raw[t.task_id]
