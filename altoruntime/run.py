@@ -127,11 +127,25 @@ def chat_renderer(tokenizer: Any) -> Callable[[list[dict]], tuple[str, str]]:
     return render
 
 
+def _check_ranks(rec: Any, i: int, wl_file: str, layers: list[tuple[str, torch.nn.Module]], model: str) -> None:
+    """No searched LoRA rank wider than the narrowest targeted layer (min(d_in, d_out)): said
+    from the workload's field before any training."""
+    widths = [(min(m.weight.shape), n) for n, m in layers if getattr(m, "weight", None) is not None]
+    if not widths:
+        return
+    narrow, where = min(widths)
+    rank = max(c["rank"] for _, c in rec.search_space.configs())
+    if rank > narrow:
+        raise InputError(wl_file, f"tasks[{i}].search_space.rank", f"{rank} exceeds min(d_in, d_out) = {narrow} "
+                         f"of {model}'s targeted layer {where!r}; search ranks <= {narrow}")
+
+
 def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype,
                       wl_dir: Path | None = None) -> tuple[list[Backbone], list[Any]]:
     """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
-    against the model; bad input names the workload field. Relative model paths are read from
-    `wl_dir` (default: the workload file's folder)."""
+    against the model (targets exist, ranks fit the narrowest targeted layer); bad input names
+    the workload field. Relative model paths are read from `wl_dir` (default: the workload file's
+    folder)."""
     wl_dir = wl_dir if wl_dir is not None else Path(wl_file).resolve().parent
     opened: dict[tuple[str | None, torch.dtype], Backbone] = {}
     bases, targets = [], []
@@ -153,9 +167,10 @@ def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: to
                                      f"cannot load {src.name}: {type(e).__name__}: {e}") from None
         spec = rec.target_modules or ("all-linear" if src is not None else LLAMA_TARGETS)
         try:
-            find_targets(opened[key].model, spec)
+            layers = find_targets(opened[key].model, spec)
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].target_modules", str(e).removeprefix("target_modules: ")) from None
+        _check_ranks(rec, i, wl_file, layers, src.name if src is not None else backbone)
         bases.append(opened[key])
         targets.append(spec)
     return bases, targets
@@ -300,14 +315,19 @@ def run_config(
     key = run_key(cfg, workload, raw, {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
                                        "val_batch_size": val_batch_size, "paths": env_paths()})
     check_resumable(out / "run.ckpt", key)
+    own = {tid: b.name for tid, b in base_of.items() if b.name is not None}
+    # the header names each task's model; `backbone` only when a bare-name task trained on it
+    bare = any(resolve_model(rec.model, wl_dir) is None for rec in workload.tasks)
+    models = {t.task_id: own.get(t.task_id, backbone) for t in tasks}
     with locked_dir(out):  # a second command writing this folder stops here with one line
-        return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress,
-                    {tid: b.name for tid, b in base_of.items() if b.name is not None},
+        return _run(cfg, tasks, out, backbone if bare else None, make_trainer, datasets, key, checkpoint_every,
+                    progress, own, models,
                     dict(on_samples=on_samples, save_adapters=save_adapters), engine, address, verbose)
 
 
-def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
-         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], options: dict[str, Any],
+def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None, make_trainer: Any, datasets: dict,
+         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], models: dict[str, str],
+         options: dict[str, Any],
          engine: str = "local", address: str | None = None, verbose: bool = False) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
@@ -323,7 +343,7 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
         backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                                  checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
                                  checkpoint_extra={KEY: key}, base_models=base_models, **options)
-    meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
+    meta = {"backbone": backbone, "models": models, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
             "engine": engine, **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
@@ -377,7 +397,8 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
         ranked = tables[t.task_id].dropna(subset=["rank_by_objective"])
         top = ranked.iloc[0] if fin and len(ranked) else None  # the objective's best (val loss by default)
         rows.append({
-            "task": t.task_id, "model": t.model, "dataset": t.dataset, "jobs": len(t.jobs),
+            "task": t.task_id, "model": meta.get("models", {}).get(t.task_id, t.model), "dataset": t.dataset,
+            "jobs": len(t.jobs),
             "best_job": top["config"] if top is not None else None,
             "best_config": label(t.job(top["config"])) if top is not None else None,
             "best_val_loss": float(top["best_val_loss"]) if top is not None else None,
@@ -392,6 +413,7 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
     trained, budget = sum(r["samples_trained"] for r in rows), sum(r["samples_budget"] for r in rows)
     # where the fused steps' time went (host wall seconds per phase, altoruntime/backend.py RunLog.phases)
     phases = {f"{k}_s": round(log.phases.get(k, 0.0), 3) for k in (*PHASES, *ACTION_PHASES)}
-    _write_csv([{**meta, "tasks": len(rows), "wall_s": round(wall_s, 3), "samples_trained": trained,
+    models = "; ".join(f"{k}={v}" for k, v in meta.get("models", {}).items())  # one CSV cell
+    _write_csv([{**meta, "models": models, "tasks": len(rows), "wall_s": round(wall_s, 3), "samples_trained": trained,
                  "samples_saved_frac": round(1 - trained / budget, 4) if budget else 0.0, **phases}],
                out / "summary.csv")

@@ -56,3 +56,23 @@ def test_run_in_epochs_with_accumulation(tmp_path, capsys):
     for r in rows:  # a config that ran to the end saw the whole budget, in whole optimizer steps
         if r["stop_reason"] == "ran to the end":
             assert int(r["samples_trained"]) == 24
+    # the run's header and summary name the task's own model, not the unused --backbone
+    meta = json.loads((tmp_path / "out" / "events.jsonl").read_text().splitlines()[0])["meta"]
+    model = str((tmp_path / "m").resolve())
+    assert meta["models"] == {"t1": model} and meta["backbone"] is None
+    with open(tmp_path / "out" / "summary.csv") as f:
+        summary = next(csv.DictReader(f))
+    assert summary["models"] == f"t1={model}" and summary["backbone"] == ""
+    assert task["model"] == model
+
+
+def test_rank_wider_than_the_narrowest_layer_names_the_workload_field(tmp_path, capsys):
+    save_tiny_model(tmp_path / "m", "llama")  # hidden 32: its narrowest projection is 32 wide (or less)
+    cfg = write_run(tmp_path, "m", rows=_rows(), space={"lr": [1e-3], "rank": [4, 64], "batch_size": [1]})
+    capsys.readouterr()  # (save_pretrained's own progress lines)
+    assert alto_run(cfg, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"alto: error: {tmp_path / 'wl.json'}: tasks[0].search_space.rank: 64 exceeds "
+                          "min(d_in, d_out) = 16 of ")
+    assert not (tmp_path / "out").exists()
