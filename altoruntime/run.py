@@ -256,11 +256,12 @@ def run_config(
         try:
             return get_dataset(rec.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
                                base=wl_dir, columns=(rec.prompt_column, rec.completion_column),
-                               messages=rec.messages_column, render=render)
-        except InputError as e:  # a missing / empty / unreadable file: named from the workload's field
-            if e.field != "dataset":  # a missing column: the data file and the column say it best
-                raise
-            raise InputError(wl_file, f"tasks[{i}].dataset", f"{e.file}: {e.problem}") from None
+                               messages=rec.messages_column, render=render, validation=rec.validation,
+                               validation_fraction=rec.validation_fraction, split_seed=rec.split_seed)
+        except InputError as e:  # a missing / empty / unreadable file or split: named from the workload's field
+            if e.field not in ("dataset", "validation", "validation_fraction"):  # a missing column: the data
+                raise  # file and the column say it best
+            raise InputError(wl_file, f"tasks[{i}].{e.field}", f"{e.file}: {e.problem}") from None
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
 
@@ -397,8 +398,7 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
         ranked = tables[t.task_id].dropna(subset=["rank_by_objective"])
         top = ranked.iloc[0] if fin and len(ranked) else None  # the objective's best (val loss by default)
         rows.append({
-            "task": t.task_id, "model": meta.get("models", {}).get(t.task_id, t.model), "dataset": t.dataset,
-            "jobs": len(t.jobs),
+            "task": t.task_id, "model": t.model, "dataset": t.dataset, "jobs": len(t.jobs),
             "best_job": top["config"] if top is not None else None,
             "best_config": label(t.job(top["config"])) if top is not None else None,
             "best_val_loss": float(top["best_val_loss"]) if top is not None else None,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
-from altosim.schemas.limits import MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
+from altosim.schemas.limits import MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SEED, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
 from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
@@ -64,12 +64,18 @@ class TaskRecord(BaseModel):
                                 description="linear lr warm-up, as a fraction of each job's total steps")
     max_grad_norm: Float | None = Field(None, gt=0, allow_inf_nan=False,
                                         description="clip each adapter's gradient 2-norm to this; None -> no clipping")
+    validation: str | None = Field(None, min_length=1, description="validation rows: a file or folder (relative to the "
+                                   "workload file); `dataset` then holds the train rows")
+    validation_fraction: Float | None = Field(None, gt=0, lt=1, allow_inf_nan=False,
+                                              description="hold out this seeded share of the dataset's rows for validation")
+    split_seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the validation_fraction split")
     epochs: Float | None = Field(None, gt=0, le=MAX_EPOCHS, allow_inf_nan=False,
                                  description="passes over the train set instead of samples_per_job: `alto run` "
                                  "resolves it to ceil(epochs x train examples) once the data is read")
 
     RUN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "target_modules", "prompt_column", "completion_column", "messages_column", "loss_on",
-                                              "lr_schedule", "warmup_ratio", "max_grad_norm", "epochs")
+                                              "lr_schedule", "warmup_ratio", "max_grad_norm", "epochs", "validation",
+                                              "validation_fraction", "split_seed")
 
     @field_validator("target_modules")
     @classmethod
@@ -108,6 +114,8 @@ class TaskRecord(BaseModel):
 
     @model_validator(mode="after")
     def _evals(self) -> "TaskRecord":
+        if self.validation is not None and self.validation_fraction is not None:
+            raise ValueError("validation_fraction: give a validation file or a fraction, not both")
         if (self.samples_per_job is None) == (self.epochs is None):
             raise ValueError("samples_per_job: give samples_per_job or epochs (one of them, not both)")
         if self.samples_per_job is None:
