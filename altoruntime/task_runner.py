@@ -31,10 +31,11 @@ from altoruntime.task_data import TaskData
 def train_knobs(task: TaskSpec, job: JobSpec) -> dict[str, Any]:
     """`admit`'s lr-schedule and clipping arguments for a job of `task`; none at their defaults
     (constant lr, no clipping), so a trainer without these knobs still admits such jobs."""
-    if task.lr_schedule == "constant" and not task.warmup_ratio and task.max_grad_norm is None:
+    schedule, warmup, clip = task.knobs(job)
+    if schedule == "constant" and not warmup and clip is None:
         return {}
-    return {"lr_schedule": task.lr_schedule, "warmup_steps": task.warmup_steps(job),
-            "total_steps": task.total_steps(job), "max_grad_norm": task.max_grad_norm}
+    return {"lr_schedule": schedule, "warmup_steps": task.warmup_steps(job),
+            "total_steps": task.total_steps(job), "max_grad_norm": clip}
 
 
 def split_micro(batch: Batch, k: int) -> Batch | list[Batch]:

@@ -21,6 +21,9 @@ Sampled floats keep 4 significant digits (read as 0.0001234, not 0.000123456789)
 for every job, a list or an int distribution) accumulates that many passes into one optimizer
 step, so a job's effective batch (its JobSpec `batch_size`: samples per step) is their product.
 
+`lr_schedule` (constant / linear / cosine), `warmup_ratio` and `max_grad_norm` may be searched too
+(lists or distributions); unset, every job takes the task's own value.
+
 `weight_decay` and `seed` may also be one number: then every job shares the weight decay, and
 `seed` is the base seed each job's seed is derived from (`job_seed`); a list or distribution of
 seeds makes the seed a searched axis and a job's seed is its drawn value. The sampler's seed is
@@ -40,7 +43,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from altosim.schemas.limits import MAX_BATCH, MAX_CONFIGS, MAX_RANK, MAX_SEED, Float, Int
 
-AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed", "grad_accum_steps")
+AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed", "grad_accum_steps", "lr_schedule",
+        "warmup_ratio", "max_grad_norm")
+KNOBS = ("lr_schedule", "warmup_ratio", "max_grad_norm")  # None: the task's own value
 SAMPLERS = ("grid", "random", "quasi-random")
 # union tags pydantic puts in an error's location; altosim.errors drops them so a field reads `lr.low`
 LIST_TAG, DIST_TAG, NUMBER_TAG = "<list>", "<distribution>", "<number>"
@@ -165,6 +170,9 @@ AlphaT = _axis("alpha", Annotated[Float, Field(gt=0, allow_inf_nan=False)], FLOA
 DropoutT = _axis("dropout", Annotated[Float, Field(ge=0, lt=1)], FLOATS)
 DecayT = _axis("weight_decay", Annotated[Float, Field(ge=0, allow_inf_nan=False)], FLOATS, scalar=True)
 SeedT = _axis("seed", Annotated[Int, Field(ge=0, le=MAX_SEED)], INTS, scalar=True)
+ScheduleT = _axis("lr_schedule", Literal["constant", "linear", "cosine"], ("categorical",))
+WarmupT = _axis("warmup_ratio", Annotated[Float, Field(ge=0, lt=1, allow_inf_nan=False)], FLOATS)
+ClipT = _axis("max_grad_norm", Annotated[Float, Field(gt=0, allow_inf_nan=False)], FLOATS)
 AccumT = _axis("grad_accum_steps", Annotated[Int, Field(ge=1, le=MAX_BATCH)], INTS, scalar=True)
 
 
@@ -190,18 +198,21 @@ class SearchSpace(BaseModel):
     seed: SeedT = Field(0, description="base seed (a number), or searched seeds (a list or distribution)")
     grad_accum_steps: AccumT = Field(1, description="micro-batches of batch_size accumulated per optimizer step: "
                                      "one for every job, a list or an int distribution")
+    lr_schedule: ScheduleT | None = Field(None, description="searched lr schedules; None -> the task's")
+    warmup_ratio: WarmupT | None = Field(None, description="searched warm-up ratios; None -> the task's")
+    max_grad_norm: ClipT | None = Field(None, description="searched gradient-norm clips; None -> the task's")
     sampler: Literal["grid", "random", "quasi-random"] | None = Field(
         None, description="grid | random | quasi-random; None -> grid when every axis is a list")
     n_configs: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="configs drawn by random / quasi-random")
     sampler_seed: Int | None = Field(None, ge=0, le=MAX_SEED, description="None -> seed (when a number), else 0")
     subset: list[Int] | None = Field(None, description="indices of the expanded grid to keep")
 
-    @field_validator("lr", "rank", "batch_size", "alpha")
+    @field_validator("lr", "rank", "batch_size", "alpha", "max_grad_norm")
     @classmethod
     def _positive_lists(cls, v: Any, info: Any) -> Any:
         return v if v is None or _is_dist(v) else _check_list(v, info.field_name)
 
-    @field_validator("dropout", "weight_decay", "seed", "grad_accum_steps")
+    @field_validator("dropout", "weight_decay", "seed", "grad_accum_steps", "lr_schedule", "warmup_ratio")
     @classmethod
     def _lists(cls, v: Any, info: Any) -> Any:
         return _check_list(v, info.field_name, positive=False) if isinstance(v, list) else v
@@ -251,7 +262,7 @@ class SearchSpace(BaseModel):
     def _axis_values(self, axis: str) -> Any:
         """A grid axis's values; None (one entry) for alpha unset or a searched seed's absence."""
         v = getattr(self, axis)
-        if axis == "alpha" and v is None:
+        if axis in ("alpha", *KNOBS) and v is None:
             return [None]
         if axis == "seed" and not self.searched_seed:
             return [None]

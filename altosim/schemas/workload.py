@@ -146,7 +146,8 @@ class TaskRecord(BaseModel):
                 batch_size=c["batch_size"] * c["grad_accum_steps"], alpha=c["alpha"], dropout=c["dropout"],
                 weight_decay=c["weight_decay"],
                 seed=c["seed"] if space.searched_seed else job_seed(space.seed, self.id, i),
-                grad_accum_steps=c["grad_accum_steps"],
+                grad_accum_steps=c["grad_accum_steps"], lr_schedule=c["lr_schedule"], warmup_ratio=c["warmup_ratio"],
+                max_grad_norm=c["max_grad_norm"],
             )
             for i, c in space.configs(cache)
         )

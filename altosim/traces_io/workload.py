@@ -107,8 +107,11 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
         if extra:  # no CSV column holds them: write JSON rather than lose them
             raise ValueError(f"tasks[{i}].{extra[0]}: `alto run` task fields have no CSV column; write the workload as JSON")
         d = t.model_dump(mode="json")
-        if d["search_space"]["grad_accum_steps"] == 1:  # left out at its default, as in JSON
+        if d["search_space"]["grad_accum_steps"] == 1:  # left out at their defaults, as in JSON
             del d["search_space"]["grad_accum_steps"]
+        for k in ("lr_schedule", "warmup_ratio", "max_grad_norm"):
+            if d["search_space"][k] is None:
+                del d["search_space"][k]
         for col in _JSON_COLUMNS:
             d[col] = json.dumps(d[col], separators=(",", ":"))
         w.writerow(["" if d[c] is None else d[c] for c in _TASK_COLUMNS])
@@ -144,6 +147,7 @@ def _defaults_left_out(t: TaskRecord) -> dict:
     unset = {k for k in ("sampler", "n_configs", "sampler_seed") if getattr(t.search_space, k) is None}
     if t.search_space.grad_accum_steps == 1:
         unset.add("grad_accum_steps")
+    unset |= {k for k in ("lr_schedule", "warmup_ratio", "max_grad_norm") if getattr(t.search_space, k) is None}
     if unset:
         out["search_space"] = unset
     return out
