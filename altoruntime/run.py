@@ -300,7 +300,8 @@ def run_config(
             scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
-            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored)
+            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored,
+            group_by_length=rec.group_by_length)
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if torch.cuda.is_available() else torch.device("cpu")

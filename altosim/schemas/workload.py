@@ -69,13 +69,15 @@ class TaskRecord(BaseModel):
     validation_fraction: Float | None = Field(None, gt=0, lt=1, allow_inf_nan=False,
                                               description="hold out this seeded share of the dataset's rows for validation")
     split_seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the validation_fraction split")
+    group_by_length: bool = Field(False, description="batches of similar-length rows (runs of 50 batches sorted by "
+                                  "length, as transformers' group_by_length): less padding, same rows per epoch")
     epochs: Float | None = Field(None, gt=0, le=MAX_EPOCHS, allow_inf_nan=False,
                                  description="passes over the train set instead of samples_per_job: `alto run` "
                                  "resolves it to ceil(epochs x train examples) once the data is read")
 
     RUN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "target_modules", "prompt_column", "completion_column", "messages_column", "loss_on",
                                               "lr_schedule", "warmup_ratio", "max_grad_norm", "epochs", "validation",
-                                              "validation_fraction", "split_seed")
+                                              "validation_fraction", "split_seed", "group_by_length")
 
     @field_validator("target_modules")
     @classmethod
