@@ -12,9 +12,9 @@ Each hyperparameter (lr, rank, batch_size, alpha, dropout, weight_decay, seed, g
 rank, batch_size, alpha, dropout, weight_decay, seed; `random` and `quasi-random` draw `n_configs`
 configs. Both samplers map one uniform point per config through each axis's inverse CDF; `random`
 takes the points from numpy's PCG64, `quasi-random` from a scrambled Sobol sequence
-(`scipy.stats.qmc`: scipy is a core dependency, while Optuna, whose QMCSampler wraps the same
-scipy code behind an ask/tell study loop, is only in the `study`/`test` extras; alto needs all
-configs up front to train them together). Seeded: the same space and seed give the same configs.
+(`scipy.stats.qmc`). `tpe`, `optuna-random` and `optuna-qmc` draw the `n_configs` through Optuna's
+samplers (its ask-and-tell API, all asked up front: `optuna_draw.py`). Seeded: the same space and
+seed give the same configs.
 Sampled floats keep 4 significant digits (read as 0.0001234, not 0.000123456789).
 
 `batch_size` is what one forward/backward pass holds; `grad_accum_steps` (default 1; one number
@@ -46,11 +46,12 @@ from altosim.schemas.limits import MAX_BATCH, MAX_CONFIGS, MAX_RANK, MAX_SEED, F
 AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed", "grad_accum_steps", "lr_schedule",
         "warmup_ratio", "max_grad_norm")
 KNOBS = ("lr_schedule", "warmup_ratio", "max_grad_norm")  # None: the task's own value
-SAMPLERS = ("grid", "random", "quasi-random")
+SAMPLERS = ("grid", "random", "quasi-random", "tpe", "optuna-random", "optuna-qmc")
 # union tags pydantic puts in an error's location; altosim.errors drops them so a field reads `lr.low`
 LIST_TAG, DIST_TAG, NUMBER_TAG = "<list>", "<distribution>", "<number>"
 UNION_TAGS = frozenset({LIST_TAG, DIST_TAG, NUMBER_TAG})
 SIG_DIGITS = 4
+OPTUNA_SAMPLERS = ("tpe", "optuna-random", "optuna-qmc")  # drawn through optuna.samplers (optuna_draw.py)
 
 
 def _check_list(values: list, name: str, positive: bool = True) -> list:
@@ -201,9 +202,10 @@ class SearchSpace(BaseModel):
     lr_schedule: ScheduleT | None = Field(None, description="searched lr schedules; None -> the task's")
     warmup_ratio: WarmupT | None = Field(None, description="searched warm-up ratios; None -> the task's")
     max_grad_norm: ClipT | None = Field(None, description="searched gradient-norm clips; None -> the task's")
-    sampler: Literal["grid", "random", "quasi-random"] | None = Field(
-        None, description="grid | random | quasi-random; None -> grid when every axis is a list")
-    n_configs: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="configs drawn by random / quasi-random")
+    sampler: Literal["grid", "random", "quasi-random", "tpe", "optuna-random", "optuna-qmc"] | None = Field(
+        None, description="grid | random | quasi-random | Optuna's tpe / optuna-random / optuna-qmc; None -> grid "
+        "when every axis is a list")
+    n_configs: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="configs a drawing sampler draws")
     sampler_seed: Int | None = Field(None, ge=0, le=MAX_SEED, description="None -> seed (when a number), else 0")
     subset: list[Int] | None = Field(None, description="indices of the expanded grid to keep")
 
@@ -223,10 +225,11 @@ class SearchSpace(BaseModel):
         kind = self.kind
         if kind == "grid":
             if dists:
-                raise ValueError(f"{dists[0]}: a distribution needs sampler: random or quasi-random "
+                raise ValueError(f"{dists[0]}: a distribution needs sampler: random, quasi-random or an Optuna one "
                                  "(with n_configs); a grid takes lists")
             if self.n_configs is not None:
-                raise ValueError("n_configs: only with sampler: random or quasi-random (a grid has all its configs)")
+                raise ValueError("n_configs: only with a sampler that draws (random, quasi-random, tpe, ...); a grid "
+                                 "has all its configs")
             if self.grid_size > MAX_CONFIGS:
                 raise ValueError(f"the grid expands to {self.grid_size} configs; at most {MAX_CONFIGS} per task")
         else:
@@ -299,6 +302,8 @@ class SearchSpace(BaseModel):
         n = int(self.n_configs or 0)
         varying = [a for a in AXES if len(self._axis_values(a)) > 1 or _is_dist(getattr(self, a))]
         seed = self.sampler_seed if self.sampler_seed is not None else (0 if self.searched_seed else self.seed)
+        if self.kind in OPTUNA_SAMPLERS and varying:
+            return self._optuna(varying, n, seed)
         if not varying:
             u = np.zeros((n, 0))
         elif self.kind == "quasi-random":
@@ -322,6 +327,20 @@ class SearchSpace(BaseModel):
             else:
                 columns[a] = [self._axis_values(a)[0]] * n
         return [{a: columns[a][i] for a in AXES} for i in range(n)]
+
+    def _optuna(self, varying: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+        """Draws of Optuna's sampler (altosim/schemas/optuna_draw.py); fixed axes as they are."""
+        from altosim.schemas.optuna_draw import draw
+
+        def rounded(axis: str, v: Any) -> Any:  # floats to SIG_DIGITS within their bounds, as sample() does
+            d = getattr(self, axis)
+            if _is_dist(d) and d.distribution in ("uniform", "log_uniform"):
+                return min(max(float(f"{v:.{SIG_DIGITS}g}"), d.low), d.high)
+            return v
+
+        axes = {a: getattr(self, a) if _is_dist(getattr(self, a)) else self._axis_values(a) for a in varying}
+        drawn = draw(self.kind, axes, n, seed, rounded)
+        return [{a: d[a] if a in d else self._axis_values(a)[0] for a in AXES} for d in drawn]
 
     def __len__(self) -> int:
         return self.grid_size if self.subset is None else len(self.subset)
