@@ -121,3 +121,23 @@ def test_config_accumulation_reaches_the_policy():
     # memory holds micro-batches: room for 4 rows admits both (2 + 2), not 2 + 8
     mem = MemoryModel(k0=0.0, k1=1.0, capacity=4 * 10 / 0.9, margin=0.1)
     assert pick_admissions([], [one, four], mem, seq_len=10) == [four, one]
+
+
+def test_simulated_step_of_accumulating_jobs_is_their_passes():
+    """The cost model charges an accumulating job's step as its micro-batch passes (the runtime's
+    schedule), so a 2x4 config costs four passes of 2 rows, not one of 8."""
+    from dataclasses import replace
+
+    from altosim.cost.model import CostModel
+    from altosim.cost.specs import GPUS
+    from altosim.policy.types import JobSpec, TaskSpec
+
+    cost = CostModel(GPUS["H100"])
+    acc = JobSpec("t/a", "t", 1e-4, 8, batch_size=8, grad_accum_steps=4)
+    one = JobSpec("t/b", "t", 1e-4, 8, batch_size=2)
+    task = TaskSpec("t", 0.0, "Llama-3.2-1B", "d", 1, (acc, one), samples_per_job=64)
+    alone = replace(acc, batch_size=2, grad_accum_steps=1)
+    assert cost.step_time(task, [acc]) == pytest.approx(4 * cost.step_time(task, [alone]))
+    assert cost.step_time(task, [acc, one]) == pytest.approx(cost.step_time(task, [alone, one])
+                                                             + 3 * cost.step_time(task, [alone]))
+    assert cost.step_time(task, [acc]) > cost.step_time(task, [replace(acc, grad_accum_steps=1)])
