@@ -163,7 +163,9 @@ class MultiAdapterTrainer:
         Gradient accumulation: an adapter given a list of k micro-batches gets one update from
         their summed gradients, each micro-batch's mean token loss divided by k (torch's
         accumulation loop); pass i runs the i-th micro-batch of every adapter that has one. Its
-        loss is the mean of its micro-batches' losses."""
+        loss is the mean of its micro-batches' losses. (Limit: a pass that runs out of memory is
+        retried in halves after zeroing its adapters' gradients, which also drops their earlier
+        micro-batches' share of this update.)"""
         self._check_active(batches)
         self.store.zero_grad()  # in place: the backward accumulates into the same tensors
         self.model.train()
