@@ -43,16 +43,15 @@ def test_simulator_refuses_epochs_with_one_line(tmp_path, capsys):
 
 def test_run_in_epochs_with_accumulation(tmp_path, capsys):
     save_tiny_model(tmp_path / "m", "llama")
-    space = {"lr": [2e-2], "rank": [2], "batch_size": [1, 2], "grad_accum_steps": [1, 2]}
-    cfg = write_run(tmp_path, "m", rows=_rows(), space=space, epochs=2, samples_per_job=None)
+    space = {"lr": [2e-2], "rank": [2], "batch_size": [2], "grad_accum_steps": [1, 2]}
+    cfg = write_run(tmp_path, "m", rows=_rows(), space=space, epochs=2, samples_per_job=None, eval_every_samples=8)
     assert alto_run(cfg, tmp_path / "out") == 0, capsys.readouterr().err
     with open(tmp_path / "out" / "tasks" / "t1" / "configs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted((int(r["batch_size"]), int(r["grad_accum_steps"])) for r in rows) == [(1, 1), (1, 2), (2, 1),
-                                                                                       (2, 2)]
+    assert sorted((int(r["batch_size"]), int(r["grad_accum_steps"])) for r in rows) == [(2, 1), (2, 2)]
     with open(tmp_path / "out" / "tasks.csv") as f:
         task = next(csv.DictReader(f))
-    assert int(task["samples_budget"]) == 4 * 2 * 12  # 2 epochs of --n-train 12, 4 configs
+    assert int(task["samples_budget"]) == 2 * 2 * 12  # 2 epochs of --n-train 12, 2 configs
     for r in rows:  # a config that ran to the end saw the whole budget, in whole optimizer steps
         if r["stop_reason"] == "ran to the end":
             assert int(r["samples_trained"]) == 24
@@ -67,12 +66,11 @@ def test_run_in_epochs_with_accumulation(tmp_path, capsys):
 
 
 def test_rank_wider_than_the_narrowest_layer_names_the_workload_field(tmp_path, capsys):
-    save_tiny_model(tmp_path / "m", "llama")  # hidden 32: its narrowest projection is 32 wide (or less)
-    cfg = write_run(tmp_path, "m", rows=_rows(), space={"lr": [1e-3], "rank": [4, 64], "batch_size": [1]})
-    capsys.readouterr()  # (save_pretrained's own progress lines)
+    # the tiny backbone (hidden 64, 2 of 4 heads for keys and values): k_proj is 32 wide
+    cfg = write_run(tmp_path, "tiny", rows=_rows(), space={"lr": [1e-3], "rank": [4, 64], "batch_size": [1]})
     assert alto_run(cfg, tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"alto: error: {tmp_path / 'wl.json'}: tasks[0].search_space.rank: 64 exceeds "
-                          "min(d_in, d_out) = 16 of ")
+                          "min(d_in, d_out) = 32 of tiny's targeted layer ")
     assert not (tmp_path / "out").exists()
