@@ -345,7 +345,8 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None,
         backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                                  checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
                                  checkpoint_extra={KEY: key}, base_models=base_models, **options)
-    meta = {"backbone": backbone, "models": models, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
+    meta = {"backbone": backbone, "models": models, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            "paths": env_paths(),
             "engine": engine, **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)

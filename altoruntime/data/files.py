@@ -13,7 +13,8 @@ split files named as ``datasets`` names them (``train``, ``validation``/``valid`
 ``test``/``eval``), or a seeded ``validation_fraction`` of the rows (``datasets``'
 ``train_test_split``, seeded by ``split_seed``, duplicate prompts dropped first). Given splits take
 at most n_train / n_val rows (a seeded choice); the generation metric's held-out rows come from
-the test split, else from validation rows the val split did not take (else the val rows). Metric: exact match when completions are short (labels, numbers,
+the test split, else from validation rows the val split did not take (else the val rows).
+Metric: exact match when completions are short (labels, numbers,
 expressions: median at most SHORT_ANSWER_WORDS words), else ROUGE-L F1 (sentences).
 """
 

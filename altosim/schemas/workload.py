@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
-from altosim.schemas.limits import MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SEED, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
+from altosim.schemas.limits import (MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS,
+                                   Float, Int)
 from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
@@ -67,7 +68,8 @@ class TaskRecord(BaseModel):
     validation: str | None = Field(None, min_length=1, description="validation rows: a file or folder (relative to the "
                                    "workload file); `dataset` then holds the train rows")
     validation_fraction: Float | None = Field(None, gt=0, lt=1, allow_inf_nan=False,
-                                              description="hold out this seeded share of the dataset's rows for validation")
+                                              description="hold out this seeded share of the dataset's rows "
+                                              "for validation")
     split_seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the validation_fraction split")
     group_by_length: bool = Field(False, description="batches of similar-length rows (runs of 50 batches sorted by "
                                   "length, as transformers' group_by_length): less padding, same rows per epoch")
