@@ -48,7 +48,8 @@ def _policy(early_exit: str | dict[str, Any] | None) -> dict[str, Any] | None:
 
 def tune(model: str, dataset: str, search_space: dict[str, Any], early_exit: str | dict[str, Any] = "alto",
          gpus: int = 1, out: str | Path = "runs/tune", *, objective: dict[str, Any] | None = None,
-         samples_per_job: int = 256, eval_every_samples: int | None = None, seq_len: int = 512,
+         samples_per_job: int = 256, epochs: float | None = None, task: dict[str, Any] | None = None,
+         eval_every_samples: int | None = None, seq_len: int = 512,
          n_train: int = 2000, n_val: int = 200, n_eval: int = 0, save_adapters: str = "best",
          task_id: str = "task", seed: int = 0, progress: bool = False) -> TuneResult:
     """Train every config of `search_space` on `dataset` over `model`, exiting weak ones early.
@@ -66,6 +67,9 @@ def tune(model: str, dataset: str, search_space: dict[str, Any], early_exit: str
       objective: {"metric": "val_loss" | "exact_match" | "rouge_l" | "module:function",
         "direction": "minimize" | "maximize"}; default validation loss, minimized.
       samples_per_job: samples a config trains on if it runs to the end.
+      epochs: instead of samples_per_job, passes over the train set (ceil(epochs x n_train)).
+      task: further task fields, as a workload task takes them (e.g. lr_schedule, warmup_ratio,
+        max_grad_norm, validation, validation_fraction, split_seed, prompt_column).
       n_train, n_val, n_eval: examples taken from `dataset` for training, validation and the
         generation metric (0: no generation).
       save_adapters: "best" or "survivors" (every config that ran to the end).
@@ -78,13 +82,13 @@ def tune(model: str, dataset: str, search_space: dict[str, Any], early_exit: str
     from altosim.schemas import WorkloadTrace, config_from_dict
     from altoruntime.run import run_config
 
-    task = {"id": task_id, "arrival": 0.0, "model": model, "dataset": str(dataset), "gpus": gpus,
-            "search_space": search_space, "samples_per_job": samples_per_job,
-            "eval_every_samples": eval_every_samples, "seq_len": seq_len}
+    record = {"id": task_id, "arrival": 0.0, "model": model, "dataset": str(dataset), "gpus": gpus,
+              "search_space": search_space, "eval_every_samples": eval_every_samples, "seq_len": seq_len,
+              **({"epochs": epochs} if epochs is not None else {"samples_per_job": samples_per_job}), **(task or {})}
     if objective is not None:
-        task["objective"] = objective
+        record["objective"] = objective
     try:
-        workload = WorkloadTrace.model_validate({"name": "alto.tune", "synthetic": False, "tasks": [task]})
+        workload = WorkloadTrace.model_validate({"name": "alto.tune", "synthetic": False, "tasks": [record]})
     except ValidationError as e:
         raise from_validation_error(e, "alto.tune") from None
     policy: dict[str, Any] = {"inter_task": {"name": "fifo"}}

@@ -127,11 +127,25 @@ def chat_renderer(tokenizer: Any) -> Callable[[list[dict]], tuple[str, str]]:
     return render
 
 
+def _check_ranks(rec: Any, i: int, wl_file: str, layers: list[tuple[str, torch.nn.Module]], model: str) -> None:
+    """No searched LoRA rank wider than the narrowest targeted layer (min(d_in, d_out)): said
+    from the workload's field before any training."""
+    widths = [(min(m.weight.shape), n) for n, m in layers if getattr(m, "weight", None) is not None]
+    if not widths:
+        return
+    narrow, where = min(widths)
+    rank = max(c["rank"] for _, c in rec.search_space.configs())
+    if rank > narrow:
+        raise InputError(wl_file, f"tasks[{i}].search_space.rank", f"{rank} exceeds min(d_in, d_out) = {narrow} "
+                         f"of {model}'s targeted layer {where!r}; search ranks <= {narrow}")
+
+
 def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype,
                       wl_dir: Path | None = None) -> tuple[list[Backbone], list[Any]]:
     """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
-    against the model; bad input names the workload field. Relative model paths are read from
-    `wl_dir` (default: the workload file's folder)."""
+    against the model (targets exist, ranks fit the narrowest targeted layer); bad input names
+    the workload field. Relative model paths are read from `wl_dir` (default: the workload file's
+    folder)."""
     wl_dir = wl_dir if wl_dir is not None else Path(wl_file).resolve().parent
     opened: dict[tuple[str | None, torch.dtype], Backbone] = {}
     bases, targets = [], []
@@ -153,9 +167,10 @@ def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: to
                                      f"cannot load {src.name}: {type(e).__name__}: {e}") from None
         spec = rec.target_modules or ("all-linear" if src is not None else LLAMA_TARGETS)
         try:
-            find_targets(opened[key].model, spec)
+            layers = find_targets(opened[key].model, spec)
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].target_modules", str(e).removeprefix("target_modules: ")) from None
+        _check_ranks(rec, i, wl_file, layers, src.name if src is not None else backbone)
         bases.append(opened[key])
         targets.append(spec)
     return bases, targets
@@ -196,6 +211,19 @@ def _check_objectives(records: list[Any], wl_file: str, n_eval: int) -> None:
             raise InputError(wl_file, f"tasks[{i}].objective.metric", str(e)) from None
 
 
+def _resolve_epochs(workload: WorkloadTrace, raw: dict[str, Any], wl_file: str) -> WorkloadTrace:
+    """Tasks given in epochs get samples_per_job = ceil(epochs x their train examples)."""
+    records = []
+    for i, rec in enumerate(workload.tasks):
+        try:
+            records.append(rec.resolve_epochs(len(raw[rec.id].train)))
+        except ValueError as e:  # e.g. more evaluations than allowed at that many samples
+            errors = getattr(e, "errors", None)  # pydantic's ValidationError: its first message
+            msg = errors()[0]["msg"].removeprefix("Value error, ") if callable(errors) else str(e)
+            raise InputError(wl_file, f"tasks[{i}].epochs", msg) from None
+    return workload.model_copy(update={"tasks": records})
+
+
 def run_config(
     cfg: RunConfig, out: Path, backbone: str = "tiny", n_train: int = 2000, n_val: int = 200, n_eval: int = 200,
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
@@ -221,19 +249,19 @@ def run_config(
     else:
         wl_file = "<workload>"
         data_base = Path(data_base or ".").resolve()
-    cfg.check_workload(workload, wl_file)
-    tasks = workload.to_task_specs()
+    cfg.check_workload(workload, wl_file, epochs_ok=True)
     wl_dir = data_base  # relative model and dataset paths are read from here
 
-    def read(i: int, t: TaskSpec, rec: Any, render: Any) -> Any:
+    def read(i: int, rec: Any, render: Any) -> Any:
         try:
-            return get_dataset(t.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
+            return get_dataset(rec.dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=cfg.seed,
                                base=wl_dir, columns=(rec.prompt_column, rec.completion_column),
-                               messages=rec.messages_column, render=render)
-        except InputError as e:  # a missing / empty / unreadable file: named from the workload's field
-            if e.field != "dataset":  # a missing column: the data file and the column say it best
-                raise
-            raise InputError(wl_file, f"tasks[{i}].dataset", f"{e.file}: {e.problem}") from None
+                               messages=rec.messages_column, render=render, validation=rec.validation,
+                               validation_fraction=rec.validation_fraction, split_seed=rec.split_seed)
+        except InputError as e:  # a missing / empty / unreadable file or split: named from the workload's field
+            if e.field not in ("dataset", "validation", "validation_fraction"):  # a missing column: the data
+                raise  # file and the column say it best
+            raise InputError(wl_file, f"tasks[{i}].{e.field}", f"{e.file}: {e.problem}") from None
         except ValueError as e:
             raise InputError(wl_file, f"tasks[{i}].dataset", str(e)) from None
 
@@ -241,9 +269,9 @@ def run_config(
     # model's chat template, is read again once its model is open
     raw: dict[str, Any] = {}
     chat: list[int] = []
-    for i, (t, rec) in enumerate(zip(tasks, workload.tasks)):
+    for i, rec in enumerate(workload.tasks):
         try:
-            raw[t.task_id] = read(i, t, rec, None)
+            raw[rec.id] = read(i, rec, None)
         except InputError as e:
             if "chat template" not in e.problem:
                 raise
@@ -252,10 +280,13 @@ def run_config(
     cuda = torch.cuda.is_available()
     bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32,
                                       wl_dir)
+    for i in chat:
+        rec = workload.tasks[i]
+        raw[rec.id] = read(i, rec, chat_renderer(bases[i].tokenizer))
+    workload = _resolve_epochs(workload, raw, wl_file)
+    tasks = workload.to_task_specs()
     base_of = {t.task_id: b for t, b in zip(tasks, bases)}
     target_of = {t.task_id: spec for t, spec in zip(tasks, targets)}
-    for i in chat:
-        raw[tasks[i].task_id] = read(i, tasks[i], workload.tasks[i], chat_renderer(bases[i].tokenizer))
     datasets = {}
     for i, (t, rec, base) in enumerate(zip(tasks, workload.tasks, bases)):
         ds = raw[t.task_id]
@@ -269,7 +300,8 @@ def run_config(
             scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
-            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored)
+            final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored,
+            group_by_length=rec.group_by_length)
 
     def make_trainer(t: TaskSpec, gpus: tuple[int, ...]) -> MultiAdapterTrainer:
         device = torch.device(f"cuda:{gpus[0]}") if torch.cuda.is_available() else torch.device("cpu")
@@ -285,14 +317,19 @@ def run_config(
     key = run_key(cfg, workload, raw, {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
                                        "val_batch_size": val_batch_size, "paths": env_paths()})
     check_resumable(out / "run.ckpt", key)
+    own = {tid: b.name for tid, b in base_of.items() if b.name is not None}
+    # the header names each task's model; `backbone` only when a bare-name task trained on it
+    bare = any(resolve_model(rec.model, wl_dir) is None for rec in workload.tasks)
+    models = {t.task_id: own.get(t.task_id, backbone) for t in tasks}
     with locked_dir(out):  # a second command writing this folder stops here with one line
-        return _run(cfg, tasks, out, backbone, make_trainer, datasets, key, checkpoint_every, progress,
-                    {tid: b.name for tid, b in base_of.items() if b.name is not None},
+        return _run(cfg, tasks, out, backbone if bare else None, make_trainer, datasets, key, checkpoint_every,
+                    progress, own, models,
                     dict(on_samples=on_samples, save_adapters=save_adapters), engine, address, verbose)
 
 
-def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_trainer: Any, datasets: dict,
-         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], options: dict[str, Any],
+def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None, make_trainer: Any, datasets: dict,
+         key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], models: dict[str, str],
+         options: dict[str, Any],
          engine: str = "local", address: str | None = None, verbose: bool = False) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
@@ -308,7 +345,8 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
         backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                                  checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
                                  checkpoint_extra={KEY: key}, base_models=base_models, **options)
-    meta = {"backbone": backbone, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "paths": env_paths(),
+    meta = {"backbone": backbone, "models": models, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            "paths": env_paths(),
             "engine": engine, **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
@@ -377,6 +415,7 @@ def write_outputs(log: RunLog, tasks: list[TaskSpec], out: Path, wall_s: float, 
     trained, budget = sum(r["samples_trained"] for r in rows), sum(r["samples_budget"] for r in rows)
     # where the fused steps' time went (host wall seconds per phase, altoruntime/backend.py RunLog.phases)
     phases = {f"{k}_s": round(log.phases.get(k, 0.0), 3) for k in (*PHASES, *ACTION_PHASES)}
-    _write_csv([{**meta, "tasks": len(rows), "wall_s": round(wall_s, 3), "samples_trained": trained,
+    models = "; ".join(f"{k}={v}" for k, v in meta.get("models", {}).items())  # one CSV cell
+    _write_csv([{**meta, "models": models, "tasks": len(rows), "wall_s": round(wall_s, 3), "samples_trained": trained,
                  "samples_saved_frac": round(1 - trained / budget, 4) if budget else 0.0, **phases}],
                out / "summary.csv")

@@ -74,10 +74,11 @@ class StepInputs:
 
 
 def pack_step(batches: Mapping[str, Batch], pad_token_id: int, mean: bool, max_length: int | None = None,
-              bucketed: bool = True) -> StepInputs:
+              bucketed: bool = True, scale: Mapping[str, float] | None = None) -> StepInputs:
     """Pack `batches` (adapter -> (input_ids, attention_mask, labels)) in their order.
 
     mean: weights 1/count (each adapter's mean token loss) rather than 1 (sums).
+    scale: a factor on some adapters' weights (1/k for one of k accumulated micro-batches).
     max_length: the model's position limit (a length bucket never exceeds it).
     bucketed: pad length and labels to their buckets (False: the exact sizes)."""
     if not batches:
@@ -102,6 +103,9 @@ def pack_step(batches: Mapping[str, Batch], pad_token_id: int, mean: bool, max_l
     total = bucket(n, LABEL_FLOOR) if bucketed else n
     pad = total - n
     weight = (1.0 / counts.clamp(min=1).double())[seg].float() if mean else torch.ones(n)
+    if scale:
+        factor = torch.tensor([float(scale.get(j, 1.0)) for j in batches], dtype=torch.float64)
+        weight = (weight.double() * factor[seg]).float()
     lengths = mask.sum(1)
     causal_only = bool((mask == (torch.arange(length)[None, :] < lengths[:, None]).long()).all())
     return StepInputs(

@@ -34,10 +34,13 @@ class SplitData:
 
     def __init__(self, train, val, val_batch_size: int = 16,
                  final_metric: Callable[[torch.nn.Module], float] | None = None,
-                 objective: tuple[str, bool, Callable[[torch.nn.Module], float]] | None = None) -> None:
+                 objective: tuple[str, bool, Callable[[torch.nn.Module], float]] | None = None,
+                 group_by_length: bool = False) -> None:
+        """group_by_length: each job's stream sorts runs of rows by length (less padding)."""
         if val_batch_size < 1:
             raise ValueError(f"val_batch_size: must be >= 1, got {val_batch_size}")
         self.train = train
+        self.group_by_length = group_by_length
         self._streams: dict[str, tuple[Iterator, int]] = {}  # job -> (open stream, its next position)
         if final_metric is not None:
             self.final_metric = final_metric
@@ -48,7 +51,8 @@ class SplitData:
     def train_batch(self, job: JobSpec, position: int) -> tuple[Batch, int]:
         it, expected = self._streams.get(job.job_id, (None, -1))
         if it is None or expected != position:  # first call, or a jump (resume): reopen the stream
-            it = self.train.stream(job.batch_size, seed=job.seed, position=position)
+            it = self.train.stream(job.batch_size, seed=job.seed, position=position,
+                                   group_by_length=self.group_by_length)
         b = next(it)
         self._streams[job.job_id] = (it, b.next_position)
         return (b.input_ids, b.attention_mask, b.labels), b.next_position

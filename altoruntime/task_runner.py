@@ -21,6 +21,7 @@ from altosim.ids import task_dir
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, Stop, StepReport, Suspend, TaskSpec,
 )
+from altoruntime.batching import Batch
 from altoruntime.export import export_peft
 from altoruntime.protocol import Trainer
 from altoruntime.runlog import RunLog
@@ -30,10 +31,22 @@ from altoruntime.task_data import TaskData
 def train_knobs(task: TaskSpec, job: JobSpec) -> dict[str, Any]:
     """`admit`'s lr-schedule and clipping arguments for a job of `task`; none at their defaults
     (constant lr, no clipping), so a trainer without these knobs still admits such jobs."""
-    if task.lr_schedule == "constant" and not task.warmup_ratio and task.max_grad_norm is None:
+    schedule, warmup, clip = task.knobs(job)
+    if schedule == "constant" and not warmup and clip is None:
         return {}
-    return {"lr_schedule": task.lr_schedule, "warmup_steps": task.warmup_steps(job),
-            "total_steps": task.total_steps(job), "max_grad_norm": task.max_grad_norm}
+    return {"lr_schedule": schedule, "warmup_steps": task.warmup_steps(job),
+            "total_steps": task.total_steps(job), "max_grad_norm": clip}
+
+
+def split_micro(batch: Batch, k: int) -> Batch | list[Batch]:
+    """A step's batch as k micro-batches of consecutive rows (k = 1: the batch itself)."""
+    if k == 1:
+        return batch
+    rows = int(batch[0].shape[0])
+    if rows % k:
+        raise ValueError(f"grad_accum_steps: {rows} rows do not split into {k} equal micro-batches")
+    m = rows // k
+    return [tuple(t[i * m:(i + 1) * m] for t in batch) for i in range(k)]  # type: ignore[misc]
 
 
 @dataclass
@@ -209,8 +222,10 @@ class TaskRunner:
         for job_id in tr.active:
             job = self.jobs[job_id]
             batches[job_id], nxt[job_id] = self.data.train_batch(job.spec, job.position)
+        # gradient accumulation: a job's step batch goes to the trainer as its micro-batches
+        feed = {j: split_micro(b, self.jobs[j].spec.grad_accum_steps) for j, b in batches.items()}
         t = log.add_phase("data", t)
-        losses = tr.step(batches)
+        losses = tr.step(feed)
         t = log.add_phase("step", t)
         if on_step is not None:
             on_step(task_id, losses)

@@ -156,13 +156,33 @@ class MultiAdapterTrainer:
         return self.store.r_max
 
     # ----------------------------------------------------------------------------- the step
-    def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
+    def step(self, batches: Mapping[str, Batch | list[Batch]]) -> dict[str, float]:
         """One fused training step: forward, backward and AdamW update of every adapter in
-        `batches`; returns each adapter's loss (NaN -> that adapter failed)."""
+        `batches`; returns each adapter's loss (NaN -> that adapter failed).
+
+        Gradient accumulation: an adapter given a list of k micro-batches gets one update from
+        their summed gradients, each micro-batch's mean token loss divided by k (torch's
+        accumulation loop); pass i runs the i-th micro-batch of every adapter that has one. Its
+        loss is the mean of its micro-batches' losses. (Limit: a pass that runs out of memory is
+        retried in halves after zeroing its adapters' gradients, which also drops their earlier
+        micro-batches' share of this update.)"""
         self._check_active(batches)
         self.store.zero_grad()  # in place: the backward accumulates into the same tensors
         self.model.train()
-        losses = self._train(batches, bucketed=True)
+        micro = {j: b for j, b in batches.items() if isinstance(b, list)}
+        if not micro:
+            losses = self._train(batches, bucketed=True)
+        else:
+            if any(not m for m in micro.values()):
+                raise ValueError("batches: a list of micro-batches must not be empty")
+            parts = {j: (b if isinstance(b, list) else [b]) for j, b in batches.items()}
+            total = dict.fromkeys(parts, 0.0)
+            for i in range(max(len(m) for m in parts.values())):
+                now = {j: m[i] for j, m in parts.items() if i < len(m)}
+                scale = {j: 1.0 / len(parts[j]) for j in now}
+                for j, loss in zip(now, self._train(now, bucketed=True, scale=scale)):
+                    total[j] += loss
+            losses = [total[j] for j in batches]
         self.store.update(list(batches), losses)
         return dict(zip(batches, losses))
 
@@ -172,12 +192,14 @@ class MultiAdapterTrainer:
         for job_id in batches:
             self.store.record(job_id, "active")
 
-    def _train(self, batches: Mapping[str, Batch], bucketed: bool) -> list[float]:
-        """Losses of the adapters in `batches`; on out-of-memory, retry in halves at exact sizes
-        (a job that cannot fit alone fails)."""
+    def _train(self, batches: Mapping[str, Batch], bucketed: bool,
+               scale: Mapping[str, float] | None = None) -> list[float]:
+        """Losses of the adapters in `batches` (times `scale`, when given); on out-of-memory, retry
+        in halves at exact sizes (a job that cannot fit alone fails)."""
         job_ids = list(batches)
         try:
-            inp = pack_step(batches, self.pad_token_id, mean=True, max_length=self.max_length, bucketed=bucketed)
+            inp = pack_step(batches, self.pad_token_id, mean=True, max_length=self.max_length, bucketed=bucketed,
+                            scale=scale)
             return self._run(inp, training=True).tolist()  # the step's one host sync for the losses
         except torch.OutOfMemoryError:
             self.store.zero_grad(job_ids)  # a backward may have half-run
@@ -185,8 +207,8 @@ class MultiAdapterTrainer:
                 self.store.fail(job_ids[0], "out of memory even alone")
                 return [math.nan]
             h = len(job_ids) // 2
-            return (self._train({j: batches[j] for j in job_ids[:h]}, bucketed=False)
-                    + self._train({j: batches[j] for j in job_ids[h:]}, bucketed=False))
+            return (self._train({j: batches[j] for j in job_ids[:h]}, bucketed=False, scale=scale)
+                    + self._train({j: batches[j] for j in job_ids[h:]}, bucketed=False, scale=scale))
 
     def _run(self, inp: StepInputs, training: bool) -> torch.Tensor:
         """The step body on `inp`: training -> each adapter's mean loss (after its backward);

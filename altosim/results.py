@@ -16,23 +16,31 @@ import pandas as pd
 from altosim.policy.types import JobFailed, JobFinished, JobSpec, StepReport, Stop, TaskSpec
 
 NO_RESULT = ("failed", "no_fit")  # stop reasons that never make a task's result (altosim/policy/controller.py)
-COLUMNS = ("rank_by_objective", "config", "lr", "lora_rank", "alpha", "batch_size", "dropout", "weight_decay", "seed",
+COLUMNS = ("rank_by_objective", "config", "lr", "lora_rank", "alpha", "batch_size", "grad_accum_steps", "dropout",
+           "weight_decay", "seed",
            "lr_schedule", "warmup_ratio", "max_grad_norm", "samples_trained", "stop_reason", "stopped_at_samples", "best_val_loss", "best_val_at_samples",
            "val_accuracy", "metric")
 
 
 def label(job: JobSpec) -> str:
-    """A config named by its hyperparameters: 'lr=0.0002 r=16 a=32 b=4' (+ dropout, wd when set)."""
+    """A config named by its hyperparameters: 'lr=0.0002 r=16 a=32 b=4' (+ dropout and searched
+    training knobs when set; a batch of 2 accumulated 4 times reads b=2x4)."""
     alpha = job.alpha if job.alpha is not None else 2.0 * job.rank
-    text = f"lr={job.lr:.4g} r={job.rank} a={alpha:g} b={job.batch_size}"
+    text = f"lr={job.lr:.4g} r={job.rank} a={alpha:g} b={job.micro_batch}"
+    if job.grad_accum_steps > 1:
+        text += f"x{job.grad_accum_steps}"
     if job.dropout:
         text += f" do={job.dropout:g}"
+    for key, v in (("sched", job.lr_schedule), ("wu", job.warmup_ratio), ("clip", job.max_grad_norm)):
+        if v is not None:  # searched knobs only (a task-wide one names no config)
+            text += f" {key}={v:g}" if isinstance(v, float) else f" {key}={v}"
     return text
 
 
 def hyperparameters(job: JobSpec) -> dict[str, Any]:
     return {"lr": job.lr, "lora_rank": job.rank, "alpha": job.alpha if job.alpha is not None else 2.0 * job.rank,
-            "batch_size": job.batch_size, "dropout": job.dropout, "weight_decay": job.weight_decay, "seed": job.seed}
+            "batch_size": job.micro_batch, "grad_accum_steps": job.grad_accum_steps, "dropout": job.dropout,
+            "weight_decay": job.weight_decay, "seed": job.seed}
 
 
 def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float] | None = None,
@@ -62,8 +70,9 @@ def config_table(task: TaskSpec, trace: Iterable[Any], metrics: dict[str, float]
     rows = []
     for j in task.jobs:
         s = seen[j.job_id]
-        rows.append({"config": j.job_id, **hyperparameters(j), "lr_schedule": task.lr_schedule,
-                     "warmup_ratio": task.warmup_ratio, "max_grad_norm": task.max_grad_norm,
+        schedule, warmup, clip = task.knobs(j)
+        rows.append({"config": j.job_id, **hyperparameters(j), "lr_schedule": schedule,
+                     "warmup_ratio": warmup, "max_grad_norm": clip,
                      "samples_trained": s["samples"],
                      "stop_reason": s["stop"] or "not started", "stopped_at_samples": s["at"],
                      "best_val_loss": None if math.isinf(s["best"]) else s["best"],

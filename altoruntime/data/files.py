@@ -4,9 +4,17 @@ Read with the ``datasets`` library (its cache goes to a temporary folder that is
 nothing is written beside the data or under the user's home). Each row gives one example from
 its ``prompt`` and ``completion`` columns (names configurable), taken verbatim (the prompt ends
 where generation starts); or, in a file without the prompt column, from its chat ``messages``
-([{role, content}], the last the assistant's), rendered with the model's chat template. Splits are decided by a hash of the prompt, as for the built-in tasks
+([{role, content}], the last the assistant's), rendered with the model's chat template.
+
+Splits: by default decided by a hash of the prompt, as for the built-in tasks
 (``example.fill_splits``): disjoint, stable when sizes change; ``seed`` picks which members of a
-split a smaller request gets. Metric: exact match when completions are short (labels, numbers,
+split a smaller request gets. Or given: a ``validation`` file beside the train file, a folder of
+split files named as ``datasets`` names them (``train``, ``validation``/``valid``/``dev``/``val``,
+``test``/``eval``), or a seeded ``validation_fraction`` of the rows (``datasets``'
+``train_test_split``, seeded by ``split_seed``, duplicate prompts dropped first). Given splits take
+at most n_train / n_val rows (a seeded choice); the generation metric's held-out rows come from
+the test split, else from validation rows the val split did not take (else the val rows).
+Metric: exact match when completions are short (labels, numbers,
 expressions: median at most SHORT_ANSWER_WORDS words), else ROUGE-L F1 (sentences).
 """
 
@@ -52,14 +60,37 @@ def data_files(path: Path, field: str) -> tuple[str, list[str]]:
 Render = Callable[[Sequence[dict]], "tuple[str, str]"]  # chat messages -> (prompt, completion) text
 
 
+def split_files(path: Path, field: str) -> dict[str, list[str]] | None:
+    """A folder's files by split (train / validation / test) when their names follow the
+    ``datasets`` convention, or None (no split names: one pool of rows)."""
+    if not path.is_dir():
+        return None
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    data_files(path, field)  # a folder without data files says so first
+    patterns = {str(k): v for k, v in get_data_patterns(str(path)).items()}
+    if list(patterns) == ["train"] and patterns["train"] == ["**"]:
+        return None
+    found = DataFilesDict.from_patterns(patterns, base_path=str(path))
+    out = {str(k): sorted(f for f in v if Path(f).suffix.lower() in BUILDERS) for k, v in found.items()}
+    return {k: v for k, v in out.items() if v}
+
+
 def read_rows(path: Path, field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion"),
-              messages: str | None = None) -> list[tuple[str, str]] | list[list[dict]]:
+              messages: str | None = None, files: list[str] | None = None) -> list[tuple[str, str]] | list[list[dict]]:
     """(prompt, completion) pairs of every row, in file order; or, when the file has no prompt
     column but a ``messages`` one, each row's chat messages (checked: roles and contents are
-    strings, the last turn is the assistant's). Bad input -> InputError."""
+    strings, the last turn is the assistant's). `files`: these files of the folder `path` only
+    (one split). Bad input -> InputError."""
     import datasets
 
-    kind, files = data_files(path, field)
+    if files is None:
+        kind, files = data_files(path, field)
+    else:
+        kinds = {BUILDERS[Path(f).suffix.lower()] for f in files}
+        if len(kinds) > 1:
+            raise InputError(str(path), field, f"split files mix kinds ({', '.join(sorted(kinds))}); keep one kind")
+        kind = kinds.pop()
     quiet = datasets.utils.are_progress_bars_disabled()
     verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()  # a one-line error must stay one line; restored below
@@ -138,12 +169,19 @@ def _examples(path: Path, rows: list, messages: str, render: Render | None) -> t
 
 def build(path: str | Path, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
           field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion"), messages: str = "messages",
-          render: Render | None = None) -> FineTuneDataset:
-    """The file's examples split by prompt hash into the requested sizes (InputError when short).
-    Chat rows (a ``messages`` column and no prompt column) are rendered by ``render``; their
-    reference answer is the last assistant turn's content."""
+          render: Render | None = None, validation: str | Path | None = None,
+          validation_fraction: float | None = None, split_seed: int = 0) -> FineTuneDataset:
+    """The file's examples split by prompt hash into the requested sizes (InputError when short),
+    or into the splits given (a `validation` file, split files in the folder, or a seeded
+    `validation_fraction`). Chat rows (a ``messages`` column and no prompt column) are rendered
+    by ``render``; their reference answer is the last assistant turn's content."""
     check_sizes(n_train, n_val, n_eval)
     p = Path(path)
+    by_name = split_files(p, field) if validation is None else None
+    if validation is not None or validation_fraction is not None or by_name is not None:
+        return _given_splits(p, n_train, n_val, n_eval, seed, field, columns, messages, render,
+                             Path(validation) if validation is not None else None, validation_fraction, split_seed,
+                             by_name)
     rows = read_rows(p, field, columns, messages)
     name = p.stem
     examples, answers = _examples(p, rows, messages, render)
@@ -152,13 +190,83 @@ def build(path: str | Path, n_train: int = 2000, n_val: int = 200, n_eval: int =
         splits = fill_splits(name, examples, {"train": n_train, "val": n_val, "eval": n_eval}, SplitFractions())
     except ValueError as e:
         raise InputError(str(p), field, f"{e} ({len(rows)} rows)") from None
+    return _dataset(p, splits, answers, len(rows))
+
+
+def _dataset(p: Path, splits: dict[str, list[Example]], answers: list[str], n_rows: int) -> FineTuneDataset:
+    """The splits with the metric their answers call for."""
     short = statistics.median(len(a.split()) for a in answers) <= SHORT_ANSWER_WORDS
     longest = max(len(a) for a in answers)
-    chat = any(ex.target is not None for ex in examples)
+    chat = any(ex.target is not None for s in splits.values() for ex in s)
     return FineTuneDataset(
-        name=name, train=splits["train"], val=splits["val"], eval=splits["eval"],
+        name=p.stem, train=splits["train"], val=splits["val"], eval=splits["eval"],
         metric_name="exact_match" if short else "rouge_l_f1", score_fn=text_exact_match if short else rouge_l_f1,
         max_new_tokens=min(512, longest // 2 + 16),  # ~2+ characters per token, with room
-        description=f"own data from {p.name}: {len(rows)} {'chat' if chat else 'prompt/completion'} rows",
+        description=f"own data from {p.name}: {n_rows} {'chat' if chat else 'prompt/completion'} rows",
         rendered=chat,
     )
+
+
+def _given_splits(p: Path, n_train: int, n_val: int, n_eval: int, seed: int, field: str, columns: tuple[str, str],
+                  messages: str, render: Render | None, validation: Path | None, fraction: float | None,
+                  split_seed: int, by_name: dict[str, list[str]] | None) -> FineTuneDataset:
+    """Train / val / eval from given splits: files, a folder's split files, or a seeded fraction."""
+    def examples(where: Path, what: str, files: list[str] | None = None) -> tuple[list[Example], list[str]]:
+        return _examples(where, read_rows(where, what, columns, messages, files), messages, render)
+
+    test: list[Example] = []
+    if by_name is not None:
+        if "train" not in by_name:
+            raise InputError(str(p), field, f"the folder's split files ({', '.join(sorted(by_name))}) include no "
+                             "train file (train.jsonl, train.csv, ...)")
+        train, answers = examples(p, field, by_name["train"])
+        held_files = by_name.get("validation")
+        if held_files is not None and fraction is not None:
+            raise InputError(str(p), "validation_fraction", "the folder has a validation split already")
+        held = examples(p, field, held_files)[0] if held_files else []
+        if "test" in by_name:
+            test = examples(p, field, by_name["test"])[0]
+        if not held and fraction is None:
+            if not test:
+                raise InputError(str(p), field, "the folder's split files include no validation file "
+                                 "(validation.jsonl, dev.jsonl, ...); add one or set validation_fraction")
+            held, test = test, []
+        held_name = p
+    else:
+        train, answers = examples(p, field)
+        held, held_name = [], p
+        if validation is not None:
+            held_name = validation
+            held = examples(validation, "validation")[0]
+    if fraction is not None:
+        train, held = _fraction_split(p, train, fraction, split_seed)
+    if not held:
+        raise InputError(str(held_name), "validation", "empty validation split (no rows)")
+    keys = {ex.key for ex in train}
+    both = [ex.key for ex in held + test if ex.key in keys]
+    if both:
+        raise InputError(str(held_name), "validation", f"{len(both)} rows share a prompt with the train split, "
+                         f"e.g. {both[0][:60]!r}: splits must not overlap")
+    StableRandom(p.stem, seed).shuffle(train)
+    StableRandom(p.stem, "held", seed).shuffle(held)
+    val = held[:n_val]
+    rest = test or held[n_val:] or val
+    splits = {"train": train[:n_train], "val": val, "eval": rest[:n_eval]}
+    return _dataset(p, splits, answers, len(train) + len(held) + len(test))
+
+
+def _fraction_split(p: Path, rows: list[Example], fraction: float, split_seed: int) -> tuple[list[Example],
+                                                                                                list[Example]]:
+    """(train, validation) examples: a seeded `fraction` held out by ``datasets``' train_test_split
+    (duplicate prompts dropped first, so no prompt is in both)."""
+    import datasets
+
+    seen: set[str] = set()
+    unique = [ex for ex in rows if not (ex.key in seen or seen.add(ex.key))]
+    try:
+        parts = datasets.Dataset.from_dict({"i": list(range(len(unique)))}).train_test_split(
+            test_size=fraction, seed=split_seed)
+    except ValueError:  # a split of no rows
+        raise InputError(str(p), "validation_fraction", f"{fraction} of {len(unique)} distinct rows leaves a split "
+                         "empty") from None
+    return [unique[i] for i in parts["train"]["i"]], [unique[i] for i in parts["test"]["i"]]

@@ -6,7 +6,10 @@ model). Prompt and answer are tokenized separately so the prompt ids used for ge
 exactly the prefix the model was trained on.
 
 The data order is a pure function of (seed, epoch): position ``p`` of an adapter's stream is row
-``order(p // N, seed)[p % N]``. A checkpoint only needs the integer position to resume.
+``order(p // N, seed)[p % N]``. A checkpoint only needs the integer position to resume. With
+``group`` (length grouping, as transformers' ``group_by_length``), each run of ``group`` rows of
+the shuffled order is sorted by length, longest first, so a batch pads its rows to similar
+lengths: less padding, the same rows per epoch, the losses of each batch unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ if TYPE_CHECKING:  # example.py calls into this module to tokenize; it is only a
     from altoruntime.data.example import Example
 
 IGNORE_INDEX = -100
+LENGTH_GROUP_BATCHES = 50  # batches per length-sorted run (transformers' LengthGroupedSampler megabatch)
 
 
 def _ids(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
@@ -75,11 +79,17 @@ class TokenizedSplit:
     def n_answer_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
-    def order(self, epoch: int, seed: int | None) -> list[int]:
-        """Row order of one epoch: identity for ``seed=None``, else a version-stable shuffle."""
+    def order(self, epoch: int, seed: int | None, group: int = 0) -> list[int]:
+        """Row order of one epoch: identity for ``seed=None``, else a version-stable shuffle; with
+        ``group`` > 0, each run of that many rows sorted by length, longest first (stable)."""
         if seed is None:
             return list(range(len(self)))
-        return stable_permutation(len(self), "order", seed, epoch)
+        order = stable_permutation(len(self), "order", seed, epoch)
+        if group > 0:
+            lengths = self.lengths.tolist()
+            order = [i for s in range(0, len(order), group)
+                     for i in sorted(order[s:s + group], key=lambda i: -lengths[i])]
+        return order
 
     def select(self, indices: Sequence[int], position: int = 0, next_position: int | None = None, epoch: int = 0) -> Batch:
         if not indices:
@@ -106,9 +116,10 @@ class TokenizedSplit:
                 return
             yield self.select(rows, position=epoch * n + start, epoch=epoch)
 
-    def stream(self, batch_size: int, seed: int, position: int = 0) -> Iterator[Batch]:
+    def stream(self, batch_size: int, seed: int, position: int = 0, group_by_length: bool = False) -> Iterator[Batch]:
         """Endless batches across epochs (a batch may span an epoch boundary); resume from any
-        ``Batch.next_position``. Every row appears once per epoch, in ``order(epoch, seed)``."""
+        ``Batch.next_position``. Every row appears once per epoch, in ``order(epoch, seed)``
+        (grouped by length over runs of LENGTH_GROUP_BATCHES batches with ``group_by_length``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if position < 0:
@@ -116,6 +127,7 @@ class TokenizedSplit:
         n = len(self)
         if n == 0:
             raise ValueError("cannot stream an empty split")
+        group = LENGTH_GROUP_BATCHES * batch_size if group_by_length else 0
         orders: dict[int, list[int]] = {}  # the epochs the current batch touches
 
         def row(p: int) -> int:
@@ -123,7 +135,7 @@ class TokenizedSplit:
             if epoch not in orders:
                 if len(orders) >= 2:
                     orders.pop(min(orders))
-                orders[epoch] = self.order(epoch, seed)
+                orders[epoch] = self.order(epoch, seed, group)
             return orders[epoch][p % n]
 
         while True:

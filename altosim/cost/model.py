@@ -28,7 +28,7 @@ depth on one GPU. Everything else falls back to the analytic model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from altosim.cost.io import read_cost_profile
@@ -96,7 +96,14 @@ class CostModel:
                             False, "analytic")
 
     def step_time(self, task: TaskSpec, jobs: Sequence[JobSpec]) -> float:
-        """Seconds for one fused step of `jobs` (one step each) on the task's GPUs."""
+        """Seconds for one fused step of `jobs` (one step each) on the task's GPUs. Jobs that
+        accumulate gradients take that many passes of their micro-batch, as the runtime runs
+        them: pass i holds every job with more than i micro-batches."""
+        passes = max((j.grad_accum_steps for j in jobs), default=1)
+        if passes > 1:
+            micro = [replace(j, batch_size=j.micro_batch, grad_accum_steps=1) for j in jobs]
+            return sum(self.step_time(task, [m for m, j in zip(micro, jobs) if j.grad_accum_steps > i])
+                       for i in range(passes))
         if self.profile is not None and jobs and self.profile.covers(task.model, self.gpu.name):
             return self._profiled_step(task, jobs)
         m = model_shape(task.model)

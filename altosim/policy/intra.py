@@ -53,16 +53,16 @@ def pick_admissions(
             j for j in order if j.batch_size != prefer_batch
         ]
 
-    total = sum(j.batch_size for j in running)
+    total = sum(j.micro_batch for j in running)  # rows resident at once (a micro-batch when accumulating)
     count = len(running)
     admitted: list[JobSpec] = []
     for job in order:
         if max_jobs is not None and count >= max_jobs:
             break
-        if memory is not None and not memory.fits(total + job.batch_size, seq_len):
+        if memory is not None and not memory.fits(total + job.micro_batch, seq_len):
             continue
         admitted.append(job)
-        total += job.batch_size
+        total += job.micro_batch
         count += 1
     return admitted
 
@@ -77,4 +77,4 @@ def group_by_batch(jobs: Sequence[JobSpec]) -> dict[int, list[JobSpec]]:
 
 def fits_alone(job: JobSpec, memory: MemoryModel | None, seq_len: int) -> bool:
     """Whether `job` fits an otherwise empty executor (if not, it can never be admitted)."""
-    return memory is None or memory.fits(job.batch_size, seq_len)
+    return memory is None or memory.fits(job.micro_batch, seq_len)

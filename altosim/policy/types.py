@@ -29,6 +29,18 @@ class JobSpec:
     dropout: float = 0.0
     weight_decay: float = 0.01
     seed: int = 0
+    # gradient accumulation: `batch_size` samples per optimizer step, fed in this many micro-batches
+    # of `micro_batch` rows (what must fit in memory); steps and samples count optimizer steps
+    grad_accum_steps: int = 1
+    # training knobs searched per config; None -> the task's (TaskSpec.knobs)
+    lr_schedule: str | None = None
+    warmup_ratio: float | None = None
+    max_grad_norm: float | None = None
+
+    @property
+    def micro_batch(self) -> int:
+        """Rows of one forward/backward pass: batch_size / grad_accum_steps."""
+        return self.batch_size // self.grad_accum_steps
 
     @property
     def scale(self) -> float:
@@ -64,9 +76,15 @@ class TaskSpec:
     def total_steps(self, job: JobSpec) -> int:
         return math.ceil(self.samples_per_job / job.batch_size)
 
+    def knobs(self, job: JobSpec) -> tuple[str, float, float | None]:
+        """(lr schedule, warm-up ratio, max grad norm) of `job`: its own where searched, else the task's."""
+        return (job.lr_schedule if job.lr_schedule is not None else self.lr_schedule,
+                job.warmup_ratio if job.warmup_ratio is not None else self.warmup_ratio,
+                job.max_grad_norm if job.max_grad_norm is not None else self.max_grad_norm)
+
     def warmup_steps(self, job: JobSpec) -> int:
         """The job's lr warm-up steps (rounded up, as the HF Trainer does)."""
-        return math.ceil(self.warmup_ratio * self.total_steps(job))
+        return math.ceil(self.knobs(job)[1] * self.total_steps(job))
 
     def eval_every_steps(self, job: JobSpec) -> int:
         """A job evaluates every this many of its steps (and at its last step)."""
@@ -215,9 +233,19 @@ EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (TaskArrived, 
 ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, Admit, Suspend, Stop, FinishTask)}
 
 
+JOB_DEFAULTS = {"grad_accum_steps": 1, "lr_schedule": None, "warmup_ratio": None, "max_grad_norm": None}
+
+
+def _fields_set(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # a job's fields added since the first logs are left out at their defaults: logs read as before
+    if not any(k == "job_id" for k, _ in pairs) or not any(k == "rank" for k, _ in pairs):
+        return dict(pairs)  # not a JobSpec
+    return {k: v for k, v in pairs if not (k in JOB_DEFAULTS and v == JOB_DEFAULTS[k])}
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Event/action -> JSON-able dict (tuples become lists; specs nest)."""
-    return asdict(obj)
+    return asdict(obj, dict_factory=_fields_set)
 
 
 def _task_from_dict(d: dict[str, Any]) -> TaskSpec:

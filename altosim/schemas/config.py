@@ -89,9 +89,13 @@ class RunConfig(BaseModel):
         """The file this config came from ("<config>" when built in memory)."""
         return self._file
 
-    def check_workload(self, trace: WorkloadTrace, file: str) -> None:
-        """Contradictions between this config and a workload: a task larger than the cluster."""
+    def check_workload(self, trace: WorkloadTrace, file: str, epochs_ok: bool = False) -> None:
+        """Contradictions between this config and a workload: a task larger than the cluster; a
+        task in epochs where nothing reads the data (the simulator: `epochs_ok` False)."""
         for i, t in enumerate(trace.tasks):
+            if t.epochs is not None and not epochs_ok:
+                raise InputError(file, f"tasks[{i}].epochs", "the simulator does not read the data, so it cannot count "
+                                 "epochs: give samples_per_job (epochs x train examples) instead")
             if t.gpus > self.cluster.gpus:
                 raise InputError(
                     file, f"tasks[{i}].gpus",

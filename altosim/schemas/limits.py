@@ -18,6 +18,7 @@ MAX_RANK = 65_536
 MAX_BATCH = 65_536
 MAX_SEQ_LEN = 1 << 20
 MAX_SAMPLES = 10**12  # samples per job
+MAX_EPOCHS = 10**6  # passes over a task's train set
 MAX_EVALS = 1_000_000  # evaluations per job (samples_per_job / eval_every_samples)
 MAX_TASKS = 1_000_000
 

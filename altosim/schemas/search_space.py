@@ -1,6 +1,6 @@
 """A task's search space as Optuna and Ray Tune users write it: grid lists or distributions + a sampler.
 
-Each hyperparameter (lr, rank, batch_size, alpha, dropout, weight_decay, seed) is a list of values
+Each hyperparameter (lr, rank, batch_size, alpha, dropout, weight_decay, seed, grad_accum_steps) is a list of values
 (a grid axis; a categorical under a random sampler) or a distribution:
 
     lr: {distribution: log_uniform, low: 1.0e-5, high: 1.0e-3}
@@ -12,10 +12,17 @@ Each hyperparameter (lr, rank, batch_size, alpha, dropout, weight_decay, seed) i
 rank, batch_size, alpha, dropout, weight_decay, seed; `random` and `quasi-random` draw `n_configs`
 configs. Both samplers map one uniform point per config through each axis's inverse CDF; `random`
 takes the points from numpy's PCG64, `quasi-random` from a scrambled Sobol sequence
-(`scipy.stats.qmc`: scipy is a core dependency, while Optuna, whose QMCSampler wraps the same
-scipy code behind an ask/tell study loop, is only in the `study`/`test` extras; alto needs all
-configs up front to train them together). Seeded: the same space and seed give the same configs.
+(`scipy.stats.qmc`). `tpe`, `optuna-random` and `optuna-qmc` draw the `n_configs` through Optuna's
+samplers (its ask-and-tell API, all asked up front: `optuna_draw.py`). Seeded: the same space and
+seed give the same configs.
 Sampled floats keep 4 significant digits (read as 0.0001234, not 0.000123456789).
+
+`batch_size` is what one forward/backward pass holds; `grad_accum_steps` (default 1; one number
+for every job, a list or an int distribution) accumulates that many passes into one optimizer
+step, so a job's effective batch (its JobSpec `batch_size`: samples per step) is their product.
+
+`lr_schedule` (constant / linear / cosine), `warmup_ratio` and `max_grad_norm` may be searched too
+(lists or distributions); unset, every job takes the task's own value.
 
 `weight_decay` and `seed` may also be one number: then every job shares the weight decay, and
 `seed` is the base seed each job's seed is derived from (`job_seed`); a list or distribution of
@@ -36,12 +43,15 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from altosim.schemas.limits import MAX_BATCH, MAX_CONFIGS, MAX_RANK, MAX_SEED, Float, Int
 
-AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed")
-SAMPLERS = ("grid", "random", "quasi-random")
+AXES = ("lr", "rank", "batch_size", "alpha", "dropout", "weight_decay", "seed", "grad_accum_steps", "lr_schedule",
+        "warmup_ratio", "max_grad_norm")
+KNOBS = ("lr_schedule", "warmup_ratio", "max_grad_norm")  # None: the task's own value
+SAMPLERS = ("grid", "random", "quasi-random", "tpe", "optuna-random", "optuna-qmc")
 # union tags pydantic puts in an error's location; altosim.errors drops them so a field reads `lr.low`
 LIST_TAG, DIST_TAG, NUMBER_TAG = "<list>", "<distribution>", "<number>"
 UNION_TAGS = frozenset({LIST_TAG, DIST_TAG, NUMBER_TAG})
 SIG_DIGITS = 4
+OPTUNA_SAMPLERS = ("tpe", "optuna-random", "optuna-qmc")  # drawn through optuna.samplers (optuna_draw.py)
 
 
 def _check_list(values: list, name: str, positive: bool = True) -> list:
@@ -161,6 +171,10 @@ AlphaT = _axis("alpha", Annotated[Float, Field(gt=0, allow_inf_nan=False)], FLOA
 DropoutT = _axis("dropout", Annotated[Float, Field(ge=0, lt=1)], FLOATS)
 DecayT = _axis("weight_decay", Annotated[Float, Field(ge=0, allow_inf_nan=False)], FLOATS, scalar=True)
 SeedT = _axis("seed", Annotated[Int, Field(ge=0, le=MAX_SEED)], INTS, scalar=True)
+ScheduleT = _axis("lr_schedule", Literal["constant", "linear", "cosine"], ("categorical",))
+WarmupT = _axis("warmup_ratio", Annotated[Float, Field(ge=0, lt=1, allow_inf_nan=False)], FLOATS)
+ClipT = _axis("max_grad_norm", Annotated[Float, Field(gt=0, allow_inf_nan=False)], FLOATS)
+AccumT = _axis("grad_accum_steps", Annotated[Int, Field(ge=1, le=MAX_BATCH)], INTS, scalar=True)
 
 
 def _is_dist(v: Any) -> bool:
@@ -183,18 +197,24 @@ class SearchSpace(BaseModel):
     dropout: DropoutT = Field(default_factory=lambda: [0.0], description="LoRA dropouts")
     weight_decay: DecayT = Field(0.01, description="AdamW weight decay: one for every job, a list or a distribution")
     seed: SeedT = Field(0, description="base seed (a number), or searched seeds (a list or distribution)")
-    sampler: Literal["grid", "random", "quasi-random"] | None = Field(
-        None, description="grid | random | quasi-random; None -> grid when every axis is a list")
-    n_configs: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="configs drawn by random / quasi-random")
+    grad_accum_steps: AccumT = Field(1, description="micro-batches of batch_size accumulated per optimizer step: "
+                                     "one for every job, a list or an int distribution")
+    lr_schedule: ScheduleT | None = Field(None, description="searched lr schedules; None -> the task's")
+    warmup_ratio: WarmupT | None = Field(None, description="searched warm-up ratios; None -> the task's")
+    max_grad_norm: ClipT | None = Field(None, description="searched gradient-norm clips; None -> the task's")
+    sampler: Literal["grid", "random", "quasi-random", "tpe", "optuna-random", "optuna-qmc"] | None = Field(
+        None, description="grid | random | quasi-random | Optuna's tpe / optuna-random / optuna-qmc; None -> grid "
+        "when every axis is a list")
+    n_configs: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="configs a drawing sampler draws")
     sampler_seed: Int | None = Field(None, ge=0, le=MAX_SEED, description="None -> seed (when a number), else 0")
     subset: list[Int] | None = Field(None, description="indices of the expanded grid to keep")
 
-    @field_validator("lr", "rank", "batch_size", "alpha")
+    @field_validator("lr", "rank", "batch_size", "alpha", "max_grad_norm")
     @classmethod
     def _positive_lists(cls, v: Any, info: Any) -> Any:
         return v if v is None or _is_dist(v) else _check_list(v, info.field_name)
 
-    @field_validator("dropout", "weight_decay", "seed")
+    @field_validator("dropout", "weight_decay", "seed", "grad_accum_steps", "lr_schedule", "warmup_ratio")
     @classmethod
     def _lists(cls, v: Any, info: Any) -> Any:
         return _check_list(v, info.field_name, positive=False) if isinstance(v, list) else v
@@ -205,10 +225,11 @@ class SearchSpace(BaseModel):
         kind = self.kind
         if kind == "grid":
             if dists:
-                raise ValueError(f"{dists[0]}: a distribution needs sampler: random or quasi-random "
+                raise ValueError(f"{dists[0]}: a distribution needs sampler: random, quasi-random or an Optuna one "
                                  "(with n_configs); a grid takes lists")
             if self.n_configs is not None:
-                raise ValueError("n_configs: only with sampler: random or quasi-random (a grid has all its configs)")
+                raise ValueError("n_configs: only with a sampler that draws (random, quasi-random, tpe, ...); a grid "
+                                 "has all its configs")
             if self.grid_size > MAX_CONFIGS:
                 raise ValueError(f"the grid expands to {self.grid_size} configs; at most {MAX_CONFIGS} per task")
         else:
@@ -244,11 +265,11 @@ class SearchSpace(BaseModel):
     def _axis_values(self, axis: str) -> Any:
         """A grid axis's values; None (one entry) for alpha unset or a searched seed's absence."""
         v = getattr(self, axis)
-        if axis == "alpha" and v is None:
+        if axis in ("alpha", *KNOBS) and v is None:
             return [None]
         if axis == "seed" and not self.searched_seed:
             return [None]
-        if axis == "weight_decay" and not isinstance(v, (list, BaseModel)):
+        if axis in ("weight_decay", "grad_accum_steps") and not isinstance(v, (list, BaseModel)):
             return [v]
         return v.values() if _is_dist(v) else v
 
@@ -281,6 +302,8 @@ class SearchSpace(BaseModel):
         n = int(self.n_configs or 0)
         varying = [a for a in AXES if len(self._axis_values(a)) > 1 or _is_dist(getattr(self, a))]
         seed = self.sampler_seed if self.sampler_seed is not None else (0 if self.searched_seed else self.seed)
+        if self.kind in OPTUNA_SAMPLERS and varying:
+            return self._optuna(varying, n, seed)
         if not varying:
             u = np.zeros((n, 0))
         elif self.kind == "quasi-random":
@@ -304,6 +327,20 @@ class SearchSpace(BaseModel):
             else:
                 columns[a] = [self._axis_values(a)[0]] * n
         return [{a: columns[a][i] for a in AXES} for i in range(n)]
+
+    def _optuna(self, varying: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+        """Draws of Optuna's sampler (altosim/schemas/optuna_draw.py); fixed axes as they are."""
+        from altosim.schemas.optuna_draw import draw
+
+        def rounded(axis: str, v: Any) -> Any:  # floats to SIG_DIGITS within their bounds, as sample() does
+            d = getattr(self, axis)
+            if _is_dist(d) and d.distribution in ("uniform", "log_uniform"):
+                return min(max(float(f"{v:.{SIG_DIGITS}g}"), d.low), d.high)
+            return v
+
+        axes = {a: getattr(self, a) if _is_dist(getattr(self, a)) else self._axis_values(a) for a in varying}
+        drawn = draw(self.kind, axes, n, seed, rounded)
+        return [{a: d[a] if a in d else self._axis_values(a)[0] for a in AXES} for d in drawn]
 
     def __len__(self) -> int:
         return self.grid_size if self.subset is None else len(self.subset)

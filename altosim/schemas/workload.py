@@ -6,13 +6,15 @@ Extra keys are rejected everywhere so that a typo in a trace is an error, not a 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
-from altosim.schemas.limits import MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
+from altosim.schemas.limits import (MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS,
+                                   Float, Int)
 from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
@@ -32,7 +34,8 @@ class TaskRecord(BaseModel):
                          "or folder, relative to the workload file")
     gpus: Int = Field(ge=1, le=MAX_GPUS, description="GPUs the task's executor needs")
     search_space: SearchSpace
-    samples_per_job: Int = Field(gt=0, le=MAX_SAMPLES, description="samples a job sees if it runs to the end")
+    samples_per_job: Int | None = Field(None, gt=0, le=MAX_SAMPLES,
+                                        description="samples a job sees if it runs to the end (or give epochs)")
     eval_every_samples: Int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
     seq_len: Int = Field(512, gt=0, le=MAX_SEQ_LEN, description="training sequence length, tokens")
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
@@ -62,9 +65,21 @@ class TaskRecord(BaseModel):
                                 description="linear lr warm-up, as a fraction of each job's total steps")
     max_grad_norm: Float | None = Field(None, gt=0, allow_inf_nan=False,
                                         description="clip each adapter's gradient 2-norm to this; None -> no clipping")
+    validation: str | None = Field(None, min_length=1, description="validation rows: a file or folder (relative to the "
+                                   "workload file); `dataset` then holds the train rows")
+    validation_fraction: Float | None = Field(None, gt=0, lt=1, allow_inf_nan=False,
+                                              description="hold out this seeded share of the dataset's rows "
+                                              "for validation")
+    split_seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the validation_fraction split")
+    group_by_length: bool = Field(False, description="batches of similar-length rows (runs of 50 batches sorted by "
+                                  "length, as transformers' group_by_length): less padding, same rows per epoch")
+    epochs: Float | None = Field(None, gt=0, le=MAX_EPOCHS, allow_inf_nan=False,
+                                 description="passes over the train set instead of samples_per_job: `alto run` "
+                                 "resolves it to ceil(epochs x train examples) once the data is read")
 
     RUN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "target_modules", "prompt_column", "completion_column", "messages_column", "loss_on",
-                                              "lr_schedule", "warmup_ratio", "max_grad_norm")
+                                              "lr_schedule", "warmup_ratio", "max_grad_norm", "epochs", "validation",
+                                              "validation_fraction", "split_seed", "group_by_length")
 
     @field_validator("target_modules")
     @classmethod
@@ -103,19 +118,40 @@ class TaskRecord(BaseModel):
 
     @model_validator(mode="after")
     def _evals(self) -> "TaskRecord":
+        if self.validation is not None and self.validation_fraction is not None:
+            raise ValueError("validation_fraction: give a validation file or a fraction, not both")
+        if (self.samples_per_job is None) == (self.epochs is None):
+            raise ValueError("samples_per_job: give samples_per_job or epochs (one of them, not both)")
+        if self.samples_per_job is None:
+            return self  # checked again once epochs resolve (resolve_epochs)
         every = self.eval_every_samples or max(1, self.samples_per_job // 100)
         if self.samples_per_job / every > MAX_EVALS:
             raise ValueError(f"eval_every_samples: {self.samples_per_job} samples at one evaluation every {every} "
                              f"is more than {MAX_EVALS} evaluations per job")
         return self
 
+    def resolve_epochs(self, train_examples: int) -> "TaskRecord":
+        """This task with `epochs` turned into samples_per_job = ceil(epochs x train_examples)
+        (itself when it gives samples_per_job); validated again (ValueError on a bad result)."""
+        if self.epochs is None:
+            return self
+        if train_examples < 1:
+            raise ValueError(f"epochs: the train set is empty ({train_examples} examples)")
+        samples = math.ceil(self.epochs * train_examples - 1e-9)  # 1.0 x 64 is 64, not 65
+        return type(self).model_validate({**self.model_dump(), "samples_per_job": samples, "epochs": None})
+
     def to_task_spec(self, cache: dict | None = None) -> TaskSpec:
+        if self.samples_per_job is None:
+            raise ValueError(f"task {self.id!r}: epochs must be resolved against the train set first (resolve_epochs)")
         space = self.search_space
         jobs = tuple(
             JobSpec(
                 job_id=f"{self.id}/j{i:03d}", task_id=self.id, lr=c["lr"], rank=c["rank"],
-                batch_size=c["batch_size"], alpha=c["alpha"], dropout=c["dropout"], weight_decay=c["weight_decay"],
+                batch_size=c["batch_size"] * c["grad_accum_steps"], alpha=c["alpha"], dropout=c["dropout"],
+                weight_decay=c["weight_decay"],
                 seed=c["seed"] if space.searched_seed else job_seed(space.seed, self.id, i),
+                grad_accum_steps=c["grad_accum_steps"], lr_schedule=c["lr_schedule"], warmup_ratio=c["warmup_ratio"],
+                max_grad_norm=c["max_grad_norm"],
             )
             for i, c in space.configs(cache)
         )

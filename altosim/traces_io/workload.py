@@ -107,6 +107,11 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
         if extra:  # no CSV column holds them: write JSON rather than lose them
             raise ValueError(f"tasks[{i}].{extra[0]}: `alto run` task fields have no CSV column; write the workload as JSON")
         d = t.model_dump(mode="json")
+        if d["search_space"]["grad_accum_steps"] == 1:  # left out at their defaults, as in JSON
+            del d["search_space"]["grad_accum_steps"]
+        for k in ("lr_schedule", "warmup_ratio", "max_grad_norm"):
+            if d["search_space"][k] is None:
+                del d["search_space"][k]
         for col in _JSON_COLUMNS:
             d[col] = json.dumps(d[col], separators=(",", ":"))
         w.writerow(["" if d[c] is None else d[c] for c in _TASK_COLUMNS])
@@ -133,12 +138,16 @@ def workload_json_text(trace: WorkloadTrace) -> str:
 
 def _defaults_left_out(t: TaskRecord) -> dict:
     """What a task's JSON leaves out at its defaults: the `alto run`-only fields, the default
-    objective and the search space's unset sampler fields (so workloads written before these
-    existed, the committed default among them, are written byte for byte as they were)."""
+    objective, the search space's unset sampler fields and unit gradient accumulation (so
+    workloads written before these existed, the committed default among them, are written byte
+    for byte as they were)."""
     out: dict = {k: True for k in set(t.RUN_FIELDS) - t.run_fields_set()}
     if t.objective == type(t).model_fields["objective"].default_factory():
         out["objective"] = True
     unset = {k for k in ("sampler", "n_configs", "sampler_seed") if getattr(t.search_space, k) is None}
+    if t.search_space.grad_accum_steps == 1:
+        unset.add("grad_accum_steps")
+    unset |= {k for k in ("lr_schedule", "warmup_ratio", "max_grad_norm") if getattr(t.search_space, k) is None}
     if unset:
         out["search_space"] = unset
     return out
