@@ -222,6 +222,10 @@ def run_config(
         wl_file = "<workload>"
         data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file)
+    for i, rec in enumerate(workload.tasks):
+        if rec.rigid:
+            raise InputError(wl_file, f"tasks[{i}].rigid", f"task {rec.id!r} is a rigid (fixed-duration) job: it has "
+                             "nothing to train; `alto run` trains tuning tasks (`alto simulate` plans rigid ones)")
     tasks = workload.to_task_specs()
     wl_dir = data_base  # relative model and dataset paths are read from here
 

@@ -137,6 +137,8 @@ class Controller:
         self._durations[t.task_id] = float(self.duration_for(t))
         cuts = bool(self._rungs) and self._keep < 1
         self._priors[t.task_id] = prior_fraction(self._rungs, self._keep, len(t.jobs)) if cuts else self._flat_prior
+        if t.rigid:  # a fixed-duration job: early exit never shortens it
+            self._priors[t.task_id] = 1.0
         self._cache.arrived(ev.now, WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival))
         return [] if ev.more_coming else self._replan(ev.now)
 
@@ -157,7 +159,8 @@ class Controller:
                 return acts + self._replan(now)
             return acts
         tid = group.task.task_id
-        self._calib.add(now - group.started, self._durations[tid] * self._priors[tid])
+        if not group.task.rigid:  # rigid tasks say nothing about what early exit keeps
+            self._calib.add(now - group.started, self._durations[tid] * self._priors[tid])
         self._planned_end.pop(tid, None)
         self._cache.finished(now, tid)
         del self.running[group.task.task_id]
@@ -197,7 +200,8 @@ class Controller:
         running = [RunningTask(t, g.gpus, self._remaining(g, now)) for t, g in sorted(self.running.items())]
         self._planned_end.update((r.task_id, now + r.remaining) for r in running)
         spread = self._calib.spread if self.cfg.plan_with_observed and self._flat_prior < 1 else 0.0
-        waiting = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival, spread) for t in self.waiting.values()]
+        waiting = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival, 0.0 if t.rigid else spread)
+                   for t in self.waiting.values()]
         plan = self.inter.plan(now, self.cfg.num_gpus, running, waiting)
         self.plans.append(
             {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
@@ -223,7 +227,7 @@ class Controller:
         case). Planning with the worst case under early exit packs for durations that never
         happen."""
         worst = self._durations[task.task_id]
-        if not self.cfg.plan_with_observed:
+        if not self.cfg.plan_with_observed or task.rigid:
             return worst
         return min(worst, worst * self._priors[task.task_id] * self._calib.factor)
 
@@ -235,8 +239,8 @@ class Controller:
         task = group.task
         worst = self._durations[task.task_id]
         left = max(0.0, group.started + worst - now)
-        if self._flat_prior >= 1 and not (self._rungs and self._keep < 1):
-            return left  # no early exit: the worst case is what the task takes
+        if task.rigid or (self._flat_prior >= 1 and not (self._rungs and self._keep < 1)):
+            return left  # no early exit (or a rigid task): the worst case is what the task takes
         progress = group.live_progress()
         if self._rungs and self._keep < 1:
             budgets = expected_budgets(self._rungs, self._keep, group.cuts_done, progress)
@@ -251,7 +255,8 @@ class Controller:
         self._cache.started(task.task_id)
         gpus = tuple(sorted(self.free)[: task.gpus])
         self.free.difference_update(gpus)
-        group = TaskGroup(task, gpus, now, build_early_exit(self.cfg.early_exit, dict(self.cfg.early_exit_params)),
+        exit_name, exit_params = ("none", {}) if task.rigid else (self.cfg.early_exit, dict(self.cfg.early_exit_params))
+        group = TaskGroup(task, gpus, now, build_early_exit(exit_name, exit_params),
                           memory=self.memory_for(task),
                           max_jobs=self.cfg.max_jobs_per_group if self.cfg.batching else 1,
                           hold_at_gate=self.cfg.hold_at_gate)

@@ -60,6 +60,9 @@ class TaskSpec:
     lr_schedule: str = "constant"  # constant | linear | cosine, after a linear warm-up
     warmup_ratio: float = 0.0  # warm-up as a fraction of each job's total steps
     max_grad_norm: float | None = None  # clip each adapter's gradient norm (None: off)
+    # a fixed-duration job (TaskRecord.rigid): one placeholder job of one step, never cut by early
+    # exit; the backend's step takes the task's given duration
+    rigid: bool = False
 
     def total_steps(self, job: JobSpec) -> int:
         return math.ceil(self.samples_per_job / job.batch_size)
@@ -216,8 +219,12 @@ ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, A
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
-    """Event/action -> JSON-able dict (tuples become lists; specs nest)."""
-    return asdict(obj)
+    """Event/action -> JSON-able dict (tuples become lists; specs nest). A tuning task's
+    `rigid: false` is left out, so logs of workloads without rigid tasks read as they did."""
+    d = asdict(obj)
+    if isinstance(obj, TaskArrived) and not obj.task.rigid:
+        del d["task"]["rigid"]
+    return d
 
 
 def _task_from_dict(d: dict[str, Any]) -> TaskSpec:

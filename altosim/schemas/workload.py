@@ -13,13 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from altosim.ids import ID_RULE, id_problem
 from altosim.schemas.limits import MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
+from altosim.schemas.model_shape import ShapeSpec
 from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
 
 
 class TaskRecord(BaseModel):
-    """One tuning task as stored in a trace file."""
+    """One task as stored in a trace file: a tuning task (a search space whose jobs the simulator
+    trains and early exit may cut), or with `rigid: true` a fixed-duration job from a cluster trace
+    (no search space, no loss traces: it holds its GPUs for `duration_s`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,8 +34,9 @@ class TaskRecord(BaseModel):
     dataset: str = Field(min_length=1, description="dataset name (e.g. gsm8k); for `alto run` also a JSONL/CSV/Parquet file "
                          "or folder, relative to the workload file")
     gpus: Int = Field(ge=1, le=MAX_GPUS, description="GPUs the task's executor needs")
-    search_space: SearchSpace
-    samples_per_job: Int = Field(gt=0, le=MAX_SAMPLES, description="samples a job sees if it runs to the end")
+    search_space: SearchSpace | None = Field(None, description="the configs to tune; required unless rigid")
+    samples_per_job: Int | None = Field(None, gt=0, le=MAX_SAMPLES,
+                                        description="samples a job sees if it runs to the end; required unless rigid")
     eval_every_samples: Int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
     seq_len: Int = Field(512, gt=0, le=MAX_SEQ_LEN, description="training sequence length, tokens")
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
@@ -40,8 +44,16 @@ class TaskRecord(BaseModel):
     duration_s: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
         description="worst-case (no early exit) wall time; when set the simulator scales step "
-        "times so that the task's no-exit duration equals it (used by real-trace imports)",
+        "times so that the task's no-exit duration equals it (used by real-trace imports); a rigid "
+        "task's fixed run time (required then)",
     )
+    rigid: bool = Field(False, description="a fixed-duration job (e.g. from a cluster trace): holds its GPUs for "
+                        "duration_s, planned like any task, never touched by early exit; no search space, "
+                        "samples or loss traces. `alto run` refuses it (nothing to train)")
+    model_shape: ShapeSpec | str | None = Field(
+        None, description="the backbone's shape when the cost model knows no such model: a mapping (layers, "
+        "hidden, intermediate, heads, kv_heads, vocab, ...) or the path of a local Hugging Face config.json "
+        "(relative to the workload file); the simulator prices steps from it (tasks.csv cost_source)")
 
     # `alto run` only (the simulator ignores them): the task's own model, LoRA targets, data format and
     # training knobs (lr schedule, gradient clipping)
@@ -93,16 +105,26 @@ class TaskRecord(BaseModel):
             raise ValueError(problem)
         return v
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_loss_trace(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("loss_trace") is None:
-            if isinstance(data.get("model"), str) and isinstance(data.get("dataset"), str):
-                data = {**data, "loss_trace": f"{data['model']}__{data['dataset']}"}
-        return data
+    @model_validator(mode="after")
+    def _kind(self) -> "TaskRecord":
+        if self.rigid:
+            if self.duration_s is None:
+                raise ValueError("duration_s: required for a rigid task (its fixed run time, seconds)")
+            for k in ("search_space", "samples_per_job", "eval_every_samples", "loss_trace"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"{k}: a rigid task has none (it trains nothing); leave it out")
+        else:
+            for k in ("search_space", "samples_per_job"):
+                if getattr(self, k) is None:
+                    raise ValueError(f"{k}: required for a tuning task (or set rigid: true for a fixed-duration job)")
+            if self.loss_trace is None:
+                object.__setattr__(self, "loss_trace", f"{self.model}__{self.dataset}")  # the default set name
+        return self
 
     @model_validator(mode="after")
     def _evals(self) -> "TaskRecord":
+        if self.rigid:
+            return self
         every = self.eval_every_samples or max(1, self.samples_per_job // 100)
         if self.samples_per_job / every > MAX_EVALS:
             raise ValueError(f"eval_every_samples: {self.samples_per_job} samples at one evaluation every {every} "
@@ -110,7 +132,12 @@ class TaskRecord(BaseModel):
         return self
 
     def to_task_spec(self, cache: dict | None = None) -> TaskSpec:
+        if self.rigid:  # one placeholder job of one step: the backend holds the GPUs for duration_s
+            run = JobSpec(job_id=f"{self.id}/run", task_id=self.id, lr=0.0, rank=1, batch_size=1)
+            return TaskSpec(task_id=self.id, arrival=self.arrival, model=self.model, dataset=self.dataset,
+                            gpus=self.gpus, jobs=(run,), samples_per_job=1, seq_len=self.seq_len, rigid=True)
         space = self.search_space
+        assert space is not None and self.samples_per_job is not None  # _kind
         jobs = tuple(
             JobSpec(
                 job_id=f"{self.id}/j{i:03d}", task_id=self.id, lr=c["lr"], rank=c["rank"],

@@ -153,7 +153,7 @@ class Simulator:
         return SimResult(
             tasks=self.task_out, jobs=self.job_out, log=self.log, busy_gpu_s=self.busy_gpu_s,
             samples_trained=self.samples,
-            samples_full=sum(t.samples_per_job * len(t.jobs) for t in self.tasks),
+            samples_full=sum(t.samples_per_job * len(t.jobs) for t in self.tasks if not t.rigid),
             num_gpus=self.ctl.cfg.num_gpus, makespan=makespan, sim_events=self.sim_events,
             gantt=self.gantt, plans=list(self.ctl.plans),
         )
@@ -256,7 +256,8 @@ class Simulator:
             for r in runs:
                 before = min(r.step * r.job.batch_size, cap)
                 r.step += k
-                self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
+                if not task.rigid:  # a rigid task's placeholder step trains nothing
+                    self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
                 if r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
             for r in sorted(due, key=lambda r: r.job.job_id):
