@@ -86,9 +86,8 @@ def model_shape(name: str) -> ModelShape:
     cut = _CUT.match(key)
     if cut and cut["base"] in MODELS and 1 <= int(cut["layers"]) <= MODELS[cut["base"]].layers:
         return replace(MODELS[cut["base"]].truncated(int(cut["layers"])), name=key)
-    raise ValueError(f"unknown model {name[:80]!r}; known: {', '.join(sorted(MODELS))} "
-                     "(or '<model>-L<N>' for its first N layers, or give the task a model_shape: "
-                     "its shape or a config.json)")
+    raise ValueError(f"unknown model {name[:80]!r} (give the task a model_shape: its shape or a config.json); "
+                     f"known: {', '.join(sorted(MODELS))} (or '<model>-L<N>' for its first N layers)")
 
 
 def shape_from_spec(name: str, spec: Any) -> ModelShape:

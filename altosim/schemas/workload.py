@@ -7,9 +7,9 @@ Extra keys are rejected everywhere so that a typo in a trace is an error, not a 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
 from altosim.schemas.limits import MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TASKS, Float, Int
@@ -17,6 +17,11 @@ from altosim.schemas.model_shape import ShapeSpec
 from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
+
+
+# a shape, or a config.json path; tagged so that an error names only the branch the value took
+ShapeOrPath = Annotated[Union[Annotated[ShapeSpec, Tag("<shape>")], Annotated[str, Tag("<path>")]],
+                        Discriminator(lambda v: "<path>" if isinstance(v, str) else "<shape>")]
 
 
 class TaskRecord(BaseModel):
@@ -50,7 +55,7 @@ class TaskRecord(BaseModel):
     rigid: bool = Field(False, description="a fixed-duration job (e.g. from a cluster trace): holds its GPUs for "
                         "duration_s, planned like any task, never touched by early exit; no search space, "
                         "samples or loss traces. `alto run` refuses it (nothing to train)")
-    model_shape: ShapeSpec | str | None = Field(
+    model_shape: ShapeOrPath | None = Field(
         None, description="the backbone's shape when the cost model knows no such model: a mapping (layers, "
         "hidden, intermediate, heads, kv_heads, vocab, ...) or the path of a local Hugging Face config.json "
         "(relative to the workload file); the simulator prices steps from it (tasks.csv cost_source)")
