@@ -45,6 +45,8 @@ def _with_policy(cfg: Any, args: argparse.Namespace) -> Any:
         data["policy"]["inter_task"] = {"name": args.inter_task, "params": {}}
     if getattr(args, "no_batching", False):
         data["policy"]["batching"] = False
+    if getattr(args, "planner_sees_arrivals", False):
+        data["policy"]["planner_sees_arrivals"] = True
     if getattr(args, "gpus", None) is not None:  # argparse checked the range (0 is an error, not "unset")
         data["cluster"]["gpus"] = args.gpus
     new = config_from_dict(data, cfg.file)
@@ -313,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--early-exit", help="early-exit policy name (alto, asha, median, none)")
     s.add_argument("--inter-task", help="inter-task scheduler name (cpsat, fifo, sjf)")
     s.add_argument("--no-batching", action="store_true", help="train one job at a time per task")
+    s.add_argument("--planner-sees-arrivals", action="store_true",
+                   help="offline planning study: cpsat is told every arrival ahead and plans with release times")
     s.add_argument("--gpus", type=count(1, MAX_GPUS), help="override cluster.gpus")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_simulate)

@@ -119,7 +119,8 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
     step_cost = FixedDurationCost(cost, rigid) if rigid else cost
     sim = Simulator(inputs.tasks, ctl, step_cost, lambda job: inputs.curves[job.job_id],
                     time_scale=lambda t: scale[t.task_id], record_log=record_log,
-                    sparse_reports=sparse_reports, on_progress=progress)
+                    sparse_reports=sparse_reports, on_progress=progress,
+                    announce=cfg.policy.planner_sees_arrivals)
     t0 = time.perf_counter()
     res = sim.run()
     wall = time.perf_counter() - t0

@@ -151,7 +151,17 @@ class Tick:
     kind: Literal["tick"] = "tick"
 
 
-Event = Union[TaskArrived, StepReport, JobFinished, JobFailed, Tick]
+@dataclass(frozen=True)
+class TasksAnnounced:
+    """Tasks that will arrive (each at its `arrival`), told ahead for offline planning studies
+    (`policy.planner_sees_arrivals`): a scheduler that plans releases (cpsat) plans them too."""
+
+    now: float
+    tasks: tuple[TaskSpec, ...]
+    kind: Literal["tasks_announced"] = "tasks_announced"
+
+
+Event = Union[TaskArrived, StepReport, JobFinished, JobFailed, Tick, TasksAnnounced]
 
 # ---------------------------------------------------------------------------------------------
 # Actions (policy -> backend)
@@ -214,7 +224,8 @@ class FinishTask:
 
 Action = Union[StartTask, Admit, Suspend, Stop, FinishTask]
 
-EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (TaskArrived, StepReport, JobFinished, JobFailed, Tick)}
+EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c
+               for c in (TaskArrived, StepReport, JobFinished, JobFailed, Tick, TasksAnnounced)}
 ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, Admit, Suspend, Stop, FinishTask)}
 
 
@@ -240,6 +251,8 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     d = dict(d)
     if cls is TaskArrived:
         d["task"] = _task_from_dict(d["task"])
+    if cls is TasksAnnounced:
+        d["tasks"] = tuple(_task_from_dict(t) for t in d["tasks"])
     return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 

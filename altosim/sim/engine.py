@@ -28,6 +28,7 @@ from altosim.policy.types import (
     StepReport,
     Suspend,
     TaskArrived,
+    TasksAnnounced,
     TaskSpec,
     to_dict,
 )
@@ -116,6 +117,7 @@ class Simulator:
         record_log: bool = True,
         sparse_reports: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        announce: bool = False,
     ) -> None:
         self.env = simpy.Environment()
         self.tasks = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
@@ -129,6 +131,7 @@ class Simulator:
         # last step (its result is then its final val loss); for replaying huge traces fast
         self.sparse_reports = sparse_reports
         self.on_progress = on_progress
+        self.announce = announce  # tell the Controller every task ahead (TasksAnnounced at t=0)
         self.log: list[dict[str, Any]] = []
         self.executors: dict[str, Executor] = {}
         self.owner: dict[int, str] = {}
@@ -159,6 +162,8 @@ class Simulator:
         )
 
     def _arrivals(self):
+        if self.announce:
+            self._deliver(TasksAnnounced(self.env.now, tuple(self.tasks)))
         for i, task in enumerate(self.tasks):
             if task.arrival > self.env.now:
                 yield self.env.timeout(task.arrival - self.env.now)
