@@ -70,13 +70,20 @@ def test_rigid_needs_duration_and_has_nothing_to_tune():
     assert spec.rigid and len(spec.jobs) == 1 and spec.gpus == 3
 
 
+shapes = st.one_of(st.none(), st.just("cfg/config.json"), st.builds(
+    lambda layers, heads, kv, vocab, tied: ShapeSpec(layers=layers, hidden=64 * heads, intermediate=256, heads=heads,
+                                                     kv_heads=kv, vocab=vocab, tied_embeddings=tied),
+    st.integers(1, 96), st.sampled_from([8, 16, 32]), st.sampled_from([1, 2, 4, 8]), st.integers(1, 10**6),
+    st.booleans()))
+
+
 @settings(max_examples=30, deadline=None)
-@given(tasks=st.lists(st.tuples(st.booleans(), st.floats(1, 1e6), st.integers(1, 64), st.floats(0, 1e5)),
+@given(tasks=st.lists(st.tuples(st.booleans(), st.floats(1, 1e6), st.integers(1, 64), st.floats(0, 1e5), shapes),
                       min_size=1, max_size=6),
        csv=st.booleans())
 def test_mixed_workload_round_trips(tmp_path_factory, tasks, csv):
-    recs = [rigid(f"r{i}", d, g, a) if is_rigid else tuning(f"t{i}", gpus=g, arrival=a)
-            for i, (is_rigid, d, g, a) in enumerate(tasks)]
+    recs = [rigid(f"r{i}", d, g, a) if is_rigid else tuning(f"t{i}", gpus=g, arrival=a, model_shape=shape)
+            for i, (is_rigid, d, g, a, shape) in enumerate(tasks)]
     wl = WorkloadTrace(name="mix", synthetic=True, tasks=recs)
     p = tmp_path_factory.mktemp("wl") / ("w.csv" if csv else "w.json")
     tio.write_workload(wl, p)
@@ -165,6 +172,18 @@ def test_given_shape_beats_the_table_and_a_profile_beats_both():
     t = tuning("t", model="Llama-3.1-8B").to_task_spec()
     assert priced.step_time(t, t.jobs) < cm.step_time(t, t.jobs) and priced.cost_source(t) == "shape"
     assert cm.cost_source(t) == "analytic" and MODELS["llama-3.1-8b"].layers == 32
+
+
+def test_the_operator_example_resolves_its_shapes():
+    from altosim.run_inputs import load_run_inputs
+    from altosim.schemas import load_config
+
+    root = Path(__file__).resolve().parents[1] / "traces" / "examples"
+    ri = load_run_inputs(load_config(root / "operator.yaml"))
+    shapes, sources = workload_shapes(ri.workload, ri.workload_file)
+    assert sources == {"mistral-7b-v0.1": "shape", "tiny-llama": "config.json"}
+    assert shapes["tiny-llama"].hidden == 64 and shapes["mistral-7b-v0.1"].params == pytest.approx(7.24e9, rel=0.01)
+    assert sum(t.rigid for t in ri.workload.tasks) == 3
 
 
 def test_one_name_two_shapes_is_an_error():
