@@ -250,6 +250,10 @@ def run_config(
         wl_file = "<workload>"
         data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file, epochs_ok=True)
+    for i, rec in enumerate(workload.tasks):
+        if rec.rigid:
+            raise InputError(wl_file, f"tasks[{i}].rigid", f"task {rec.id!r} is a rigid (fixed-duration) job: it has "
+                             "nothing to train; `alto run` trains tuning tasks (`alto simulate` plans rigid ones)")
     wl_dir = data_base  # relative model and dataset paths are read from here
 
     def read(i: int, rec: Any, render: Any) -> Any:

@@ -43,6 +43,9 @@ def check_policy(cfg: RunConfig) -> None:
         INTER_TASK.build(p.inter_task.name, **dict(p.inter_task.params))
     except (ValueError, TypeError, ArithmeticError, MemoryError) as e:
         raise InputError(cfg.file, "policy.inter_task", str(e) or type(e).__name__) from None
+    if p.planner_sees_arrivals and not INTER_TASK.build(p.inter_task.name, **dict(p.inter_task.params)).plans_releases:
+        raise InputError(cfg.file, "policy.planner_sees_arrivals",
+                         f"the {p.inter_task.name!r} scheduler cannot plan known arrivals; use inter_task: cpsat")
     try:  # what the Controller derives from the policies (e.g. its expected-work prior) must compute too
         Controller(controller_config(cfg), duration_for=lambda t: 1.0, memory_for=lambda t: None)
     except (ValueError, TypeError, ArithmeticError, MemoryError) as e:

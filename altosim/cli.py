@@ -45,6 +45,8 @@ def _with_policy(cfg: Any, args: argparse.Namespace) -> Any:
         data["policy"]["inter_task"] = {"name": args.inter_task, "params": {}}
     if getattr(args, "no_batching", False):
         data["policy"]["batching"] = False
+    if getattr(args, "planner_sees_arrivals", False):
+        data["policy"]["planner_sees_arrivals"] = True
     if getattr(args, "gpus", None) is not None:  # argparse checked the range (0 is an error, not "unset")
         data["cluster"]["gpus"] = args.gpus
     new = config_from_dict(data, cfg.file)
@@ -196,9 +198,10 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
     check_out_file(args.out)
     loss = load_trace_dir(args.loss_traces) if args.loss_traces else None  # None: the embedded pool, read after the trace
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
-                        loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad)
+                        loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad, rigid_share=args.rigid_share)
     write_workload(res.workload, args.out)
-    print(f"imported {len(res.workload.tasks)} tasks into {args.out}")
+    n_rigid = sum(t.rigid for t in res.workload.tasks)
+    print(f"imported {len(res.workload.tasks)} tasks into {args.out}" + (f" ({n_rigid} rigid)" if n_rigid else ""))
     if res.skipped:
         print(f"skipped {len(res.skipped)} malformed rows (first: line {res.skipped[0][0]}: {res.skipped[0][1]})")
     if res.too_large:
@@ -290,6 +293,17 @@ def count(lo: int, hi: int) -> Any:
     return parse
 
 
+def share(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {one_line(text, 40)!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -301,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--early-exit", help="early-exit policy name (alto, asha, median, none)")
     s.add_argument("--inter-task", help="inter-task scheduler name (cpsat, fifo, sjf)")
     s.add_argument("--no-batching", action="store_true", help="train one job at a time per task")
+    s.add_argument("--planner-sees-arrivals", action="store_true",
+                   help="offline planning study: cpsat is told every arrival ahead and plans with release times")
     s.add_argument("--gpus", type=count(1, MAX_GPUS), help="override cluster.gpus")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_simulate)
@@ -336,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--loss-traces", help="folder of loss-trace sets (default: the embedded ones)")
     i.add_argument("--seed", type=count(0, MAX_SEED), default=0)
     i.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of stopping")
+    i.add_argument("--rigid-share", type=share, default=0.0, metavar="F",
+                   help="keep this share of the trace's jobs (seeded draw; 1 = all) as rigid fixed-duration "
+                        "jobs instead of tuning tasks (default 0)")
     i.set_defaults(fn=cmd_import_trace)
 
     f = sub.add_parser("check-fidelity", help="replay a real run in the simulator (and score step-time "

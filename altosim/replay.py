@@ -17,7 +17,7 @@ from altosim.errors import InputError
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.memory import MemoryModel
 from altosim.ids import id_problem
-from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, StepReport, TaskArrived, Tick, event_from_dict, to_dict
+from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, StepReport, TaskArrived, TasksAnnounced, Tick, event_from_dict, to_dict
 
 
 @dataclass
@@ -79,6 +79,12 @@ def _event_problem(ev: Any, jobs_of: dict[str, set[str]]) -> str | None:
         jobs_of[tid] = {j.job_id for j in ev.task.jobs}
         return None
     if isinstance(ev, Tick):
+        return None
+    if isinstance(ev, TasksAnnounced):  # tasks still to arrive: each id must be well formed
+        for t in ev.tasks:
+            problem = id_problem(t.task_id)
+            if problem:
+                return f"tasks.task_id: {problem}"
         return None
     task_id = ev.task_id
     if not isinstance(task_id, str) or task_id not in jobs_of:

@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
@@ -35,11 +35,16 @@ def true_best(task: TaskSpec, curve: Callable[[Any], Curve]) -> tuple[str, float
 
 
 def task_table(res: SimResult, tasks: Iterable[TaskSpec], curve: Callable[[Any], Curve],
-               regret: bool = True) -> pd.DataFrame:
-    """One row per task; `regret=False` skips the full-sweep comparison (huge replays)."""
+               regret: bool = True, sources: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per task; `regret=False` skips the full-sweep comparison (huge replays). `sources`:
+    where each task's step costs came from (a `cost_source` column). A rigid task has no configs,
+    samples or result: its row says `kind` rigid and only its times count."""
     rows = []
     for t in tasks:
         o = res.tasks[t.task_id]
+        if t.rigid:
+            rows.append(_rigid_row(t, o, sources))
+            continue
         tb_id, tb = true_best(t, curve) if regret else ("", math.nan)
         jobs = [res.jobs[j.job_id] for j in t.jobs if j.job_id in res.jobs]
         trained = sum(j.samples for j in jobs)
@@ -56,9 +61,27 @@ def task_table(res: SimResult, tasks: Iterable[TaskSpec], curve: Callable[[Any],
             "best_job": o.best_job, "best_val": o.best_val, "true_best_job": tb_id, "true_best_val": tb,
             "regret": (o.best_val - tb) if o.best_val is not None and math.isfinite(tb) else math.nan,
             "found_true_best": o.best_job == tb_id,
+            **_kind_cols(t, sources),
             **{f"exit_{k}": v for k, v in sorted(reasons.items())},
         })
     return pd.DataFrame(rows)
+
+
+def _kind_cols(t: TaskSpec, sources: Mapping[str, str] | None) -> dict[str, Any]:
+    return {"kind": "rigid" if t.rigid else "tuning",
+            **({"cost_source": sources.get(t.task_id, "")} if sources is not None else {})}
+
+
+def _rigid_row(t: TaskSpec, o: Any, sources: Mapping[str, str] | None) -> dict[str, Any]:
+    return {
+        "task": t.task_id, "model": t.model, "dataset": t.dataset, "gpus": t.gpus,
+        "gpu_ids": " ".join(map(str, o.gpu_ids)), "configs": 0,
+        "arrival_s": o.arrival, "start_s": o.start, "finish_s": o.finish,
+        "queue_s": (o.start or 0.0) - o.arrival, "jct_s": (o.finish or 0.0) - o.arrival,
+        "samples_trained": 0, "samples_full": 0, "samples_saved": math.nan,
+        "best_job": None, "best_val": None, "true_best_job": "", "true_best_val": math.nan,
+        "regret": math.nan, "found_true_best": False, **_kind_cols(t, sources),
+    }
 
 
 def summary_row(res: SimResult, tasks_df: pd.DataFrame, label: str, wall_s: float) -> dict[str, Any]:
@@ -80,7 +103,17 @@ def summary_row(res: SimResult, tasks_df: pd.DataFrame, label: str, wall_s: floa
         "sim_events": res.sim_events,
         "wall_s": wall_s,
         "events_per_s": res.sim_events / max(wall_s, 1e-9),
+        **_rigid_summary(tasks_df),
     }
+
+
+def _rigid_summary(tasks_df: pd.DataFrame) -> dict[str, Any]:
+    """With rigid tasks in the workload: how many, and mean completion time of each kind."""
+    if "kind" not in tasks_df or not (tasks_df["kind"] == "rigid").any():
+        return {}
+    jct = tasks_df.groupby("kind")["jct_s"].mean() / 3600
+    return {"rigid_tasks": int((tasks_df["kind"] == "rigid").sum()),
+            "mean_jct_tuning_h": float(jct.get("tuning", math.nan)), "mean_jct_rigid_h": float(jct["rigid"])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +185,8 @@ def gantt_frame(res: SimResult) -> pd.DataFrame:
     return pd.DataFrame(res.gantt, columns=["task", "gpu", "start_s", "end_s"])
 
 
-def plot_gantt(gantt: pd.DataFrame, num_gpus: int, title: str) -> Any:
+def plot_gantt(gantt: pd.DataFrame, num_gpus: int, title: str, rigid: Iterable[str] = ()) -> Any:
+    """GPU timeline, one colour per task; `rigid` tasks' bars are grey and hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,9 +196,17 @@ def plot_gantt(gantt: pd.DataFrame, num_gpus: int, title: str) -> Any:
     tasks = sorted(gantt["task"].unique())
     cmap = plt.get_cmap("tab20")
     color = {t: cmap(i % 20) for i, t in enumerate(tasks)}
+    fixed = set(rigid)
+    color.update((t, "lightgrey") for t in fixed)
     if len(gantt):  # one call for all bars: a timeline of 10^5 GPUs draws in seconds
         ax.barh(gantt["gpu"], (gantt["end_s"] - gantt["start_s"]) / 3600, left=gantt["start_s"] / 3600,
-                color=[color[t] for t in gantt["task"]], edgecolor="black", linewidth=0.3 if num_gpus <= 256 else 0)
+                color=[color[t] for t in gantt["task"]], edgecolor="black", linewidth=0.3 if num_gpus <= 256 else 0,
+                hatch=None if not fixed else [("//" if t in fixed else "") for t in gantt["task"]])
+        if fixed:
+            from matplotlib.patches import Patch
+
+            ax.legend(handles=[Patch(facecolor="lightgrey", hatch="//", edgecolor="black", label="rigid job")],
+                      loc="upper right", fontsize=7)
     for row in gantt.itertuples() if num_gpus <= 32 else ():
         if (row.end_s - row.start_s) > 0.03 * max(gantt["end_s"].max(), 1):
             ax.text((row.start_s + row.end_s) / 7200, row.gpu, row.task, ha="center", va="center", fontsize=6)

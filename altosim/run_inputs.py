@@ -34,10 +34,10 @@ def load_run_inputs(config: RunConfig) -> RunInputs:
     cost = None if config.cost_profile == ANALYTIC else read_cost_profile(config.cost_profile)  # small files first
     sets = load_default_loss_sets() if default else load_trace_dir(loss_dir)
     for i, t in enumerate(workload.tasks):
-        if t.loss_trace not in sets:
+        if not t.rigid and t.loss_trace not in sets:  # a rigid task replays no curves
             known = ", ".join(sorted(sets)[:5]) + (", ..." if len(sets) > 5 else "")
             raise InputError(str(wl_path), f"tasks[{i}].loss_trace",
                              f"task {t.id!r}: no loss-trace set {t.loss_trace!r} in {loss_dir} (has: {known})")
-    used = {t.loss_trace for t in workload.tasks}
+    used = {t.loss_trace for t in workload.tasks if not t.rigid}
     return RunInputs(config=config, workload=workload, workload_file=str(wl_path),
                      loss_sets={k: v for k, v in sets.items() if k in used}, cost_profile=cost)

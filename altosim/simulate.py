@@ -6,7 +6,7 @@ Kept apart from the CLI so experiments and tests call the same function the comm
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ from altosim.report import (
 from altosim.schemas import DEFAULT, LossCurve, LossTraceSet, RunConfig, WorkloadTrace
 from altosim.sim.engine import SimResult, Simulator
 from altosim.run_inputs import load_run_inputs
+from altosim.task_costs import FixedDurationCost, workload_shapes
 from altosim.traces_io import load_trace_dir, read_workload
 from altosim.workloads import default_workload_path, load_default_loss_sets
 
@@ -37,6 +38,21 @@ class Inputs:
     tasks: list[TaskSpec]
     curves: dict[str, LossCurve]
     durations: dict[str, float | None]  # task -> worst-case wall time given by the trace
+    shapes: dict[str, Any] = field(default_factory=dict)  # backbone (lower case) -> ModelShape the workload gives
+    shape_sources: dict[str, str] = field(default_factory=dict)  # backbone -> "shape" | "config.json"
+
+
+class RigidCurve:
+    """What a rigid task's placeholder job reports: no loss (train 0, no validation)."""
+
+    def train_mean(self, f0: float, f1: float) -> float:
+        return 0.0
+
+    def val_at(self, f: float) -> float | None:
+        return None
+
+    def metric_at(self, f: float) -> float | None:
+        return None
 
 
 def load_inputs(cfg: RunConfig, workload: WorkloadTrace | None = None,
@@ -52,15 +68,19 @@ def load_inputs(cfg: RunConfig, workload: WorkloadTrace | None = None,
         if loss_sets is None:
             loss_sets = load_default_loss_sets() if cfg.loss_traces == DEFAULT else load_trace_dir(cfg.loss_traces)
     tasks = workload.to_task_specs()
-    curves: dict[str, LossCurve] = {}
+    curves: dict[str, Any] = {}
     for i, (rec, task) in enumerate(zip(workload.tasks, tasks)):
+        if rec.rigid:
+            curves.update((job.job_id, RigidCurve()) for job in task.jobs)
+            continue
         if rec.loss_trace not in loss_sets:
             raise InputError(wl_file, f"tasks[{i}].loss_trace",
                              f"no loss-trace set {rec.loss_trace!r} (have: {', '.join(sorted(loss_sets)) or 'none'})")
         for job in task.jobs:
             curves[job.job_id] = loss_sets[rec.loss_trace].curve_for(job)
     durations = {t.task_id: rec.duration_s for rec, t in zip(workload.tasks, tasks)}
-    return Inputs(workload, tasks, curves, durations)
+    shapes, sources = workload_shapes(workload, wl_file)
+    return Inputs(workload, tasks, curves, durations, shapes, sources)
 
 
 @dataclass
@@ -77,12 +97,16 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
     """Run the simulator once; raises InputError/ValueError on bad input before any output."""
     check_policy(cfg)
     inputs = inputs or load_inputs(cfg)
-    cost = cost_model_from_config(cfg)
+    cost = cost_model_from_config(cfg).with_shapes(inputs.shapes, inputs.shape_sources)
     ccfg = controller_config(cfg)
     margin = cfg.policy.memory_margin
     worst: dict[str, float] = {}
     scale: dict[str, float] = {}
+    rigid = {t.task_id: float(inputs.durations[t.task_id] or 0.0) for t in inputs.tasks if t.rigid}
     for t in inputs.tasks:
+        if t.rigid:  # its given duration, whatever the backbone: no cost model involved
+            worst[t.task_id], scale[t.task_id] = rigid[t.task_id], 1.0
+            continue
         try:
             w = cost.worst_case_duration(t, ccfg.batching, ccfg.max_jobs_per_group, margin)
         except ValueError as e:  # unknown model name
@@ -90,17 +114,20 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
         given = inputs.durations.get(t.task_id)
         scale[t.task_id] = (given / w) if given and w > 0 else 1.0
         worst[t.task_id] = w * scale[t.task_id]
-    memory: dict[str, MemoryModel] = {t.task_id: cost.memory_model(t, margin) for t in inputs.tasks}
-    ctl = Controller(ccfg, duration_for=lambda t: worst[t.task_id], memory_for=lambda t: memory[t.task_id])
-    sim = Simulator(inputs.tasks, ctl, cost, lambda job: inputs.curves[job.job_id],
+    memory: dict[str, MemoryModel] = {t.task_id: cost.memory_model(t, margin) for t in inputs.tasks if not t.rigid}
+    ctl = Controller(ccfg, duration_for=lambda t: worst[t.task_id], memory_for=lambda t: memory.get(t.task_id))
+    step_cost = FixedDurationCost(cost, rigid) if rigid else cost
+    sim = Simulator(inputs.tasks, ctl, step_cost, lambda job: inputs.curves[job.job_id],
                     time_scale=lambda t: scale[t.task_id], record_log=record_log,
-                    sparse_reports=sparse_reports, on_progress=progress)
+                    sparse_reports=sparse_reports, on_progress=progress,
+                    announce=cfg.policy.planner_sees_arrivals)
     t0 = time.perf_counter()
     res = sim.run()
     wall = time.perf_counter() - t0
     label = label or f"{cfg.policy.early_exit.name}+{cfg.policy.inter_task.name}" + (
         "" if cfg.policy.batching else "+sequential")
-    tdf = task_table(res, inputs.tasks, lambda job: inputs.curves[job.job_id], regret=regret)
+    sources = {t.task_id: "duration_s" if t.rigid else cost.cost_source(t) for t in inputs.tasks}
+    tdf = task_table(res, inputs.tasks, lambda job: inputs.curves[job.job_id], regret=regret, sources=sources)
     meta = {
         "controller": {k: v for k, v in vars(ccfg).items()},
         "durations": worst,
@@ -128,12 +155,14 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3, failed: list[str]
     g = gantt_frame(run.result)
     write_csv(g, out / "gantt.csv")
     written.append(out / "gantt.csv")
-    plots = [(out / "gantt.png", lambda: plot_gantt(g, run.result.num_gpus, f"GPU timeline ({run.label})"))]
+    rigid = list(run.tasks_df.loc[run.tasks_df["kind"] == "rigid", "task"]) if "kind" in run.tasks_df else []
+    plots = [(out / "gantt.png", lambda: plot_gantt(g, run.result.num_gpus, f"GPU timeline ({run.label})", rigid))]
     if run.result.log and loss_plots:
         reports = report_frame(run.result.log)
         write_csv(reports, out / "reports.csv")
         written.append(out / "reports.csv")
-        for task_id in list(run.tasks_df["task"])[:loss_plots]:
+        tuning = run.tasks_df["task"] if "kind" not in run.tasks_df else run.tasks_df.loc[run.tasks_df["kind"] == "tuning", "task"]
+        for task_id in list(tuning)[:loss_plots]:
             plots.append((out / f"losses_{task_id}.png", lambda t=task_id: plot_losses(reports, t)))
     for path, make in plots:  # the tables above are written whatever happens to a figure
         problem = try_plot(make, path)

@@ -28,7 +28,7 @@ from altosim.cost.parallel import Link, ParallelStep, ap_step, fsdp_step
 from altosim.cost.profile import Prediction, ProfileTable
 from altosim.cost.protocol import StepCost, StepEstimate
 from altosim.cost.shapes import NewShapeCost, ShapeTracker, new_shape_cost
-from altosim.cost.specs import GPUS, MODELS, GpuSpec, ModelShape, model_shape
+from altosim.cost.specs import GPUS, MODELS, GpuSpec, ModelShape, model_shape, shape_from_spec
 from altosim.cost.steptime import (
     CostPredictor, PredictorFactory, StepPredictor, analytic_predictor, best_method, cost_predictor,
     hostgpu_predictor, interior, model_cost, split_profile, step_time_errors,
@@ -42,5 +42,5 @@ __all__ = [
     "analytic_predictor", "ap_step", "best_method", "cost_model_for", "cost_model_from_config", "cost_predictor",
     "describe", "eval_profile", "features", "fit_calibration", "fit_host_gpu", "fsdp_step", "host_overheads",
     "hostgpu_predictor", "interior", "model_cost", "model_shape", "new_shape_cost", "read_cost_profile",
-    "read_profile", "split_profile", "step_time_errors", "write_cost_profile",
+    "read_profile", "shape_from_spec", "split_profile", "step_time_errors", "write_cost_profile",
 ]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from altosim.cost.io import read_cost_profile
 from altosim.cost.parallel import Link, ap_step
@@ -55,6 +55,28 @@ class CostModel:
     link_gbps: float = 400.0  # GB/s of all-gather bandwidth per GPU (NVLink class)
     overlap: float = 0.7  # share of the all-gather hidden behind compute
     profile: ProfileTable | None = field(default=None, compare=False, hash=False)
+    # backbones a workload names by shape (lower-cased name -> shape, and where it came from:
+    # "shape" or "config.json"); they win over the built-in table, a covering profile over both
+    shapes: Mapping[str, ModelShape] = field(default_factory=dict, compare=False, hash=False)
+    shape_sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def with_shapes(self, shapes: Mapping[str, ModelShape], sources: Mapping[str, str]) -> "CostModel":
+        """This cost model, also pricing the named backbones from the given shapes."""
+        return replace(self, shapes={k.lower(): v for k, v in shapes.items()},
+                       shape_sources={k.lower(): v for k, v in sources.items()})
+
+    def shape(self, model: str) -> ModelShape:
+        """The backbone's shape: given by the workload, else the built-in table (ValueError if neither)."""
+        given = self.shapes.get(model.lower())
+        return given if given is not None else model_shape(model)
+
+    def cost_source(self, task: TaskSpec) -> str:
+        """Where this task's step costs come from: "profile" (measured, interpolated), "fitted" (the
+        profile's host/GPU fit), "shape" / "config.json" (analytic, on a shape the workload gave) or
+        "analytic" (analytic, on the built-in table)."""
+        if self.profile is not None and self.profile.covers(task.model, self.gpu.name):
+            return "fitted" if self.profile.method == "hostgpu" else "profile"
+        return self.shape_sources.get(task.model.lower(), "analytic")
 
     @property
     def extrapolations(self) -> int:
@@ -72,7 +94,7 @@ class CostModel:
                     layers: int | None = None) -> StepEstimate:
         """One fused step on one GPU at `layers` depth (None: the model's full depth); from the
         profile where it covers (model, this GPU), else analytic."""
-        known = model.lower() in MODELS
+        known = model.lower() in MODELS or model.lower() in self.shapes
         if self.profile is not None and self.profile.covers(model, self.gpu.name):
             p = self.profile.predict(model, self.gpu.name, adapters, mean_rank, per_adapter_batch, seq_len)
             measured_at = self.profile.layers(model)
@@ -81,7 +103,7 @@ class CostModel:
                     raise ValueError(f"layers: {model!r} was profiled at {measured_at} layers and has no "
                                      f"known shape to scale to {layers}")
                 return StepEstimate(p.step_ms / 1e3, p.extrapolated, "profile")
-            shape = model_shape(model)
+            shape = self.shape(model)
             want = layers or shape.layers
             have = measured_at or shape.layers
             scale = 1.0
@@ -90,7 +112,7 @@ class CostModel:
                 scale = self.analytic_single(shape.truncated(want), *args) / self.analytic_single(
                     shape.truncated(have), *args)
             return StepEstimate(p.step_ms / 1e3 * scale, p.extrapolated, "profile")
-        shape = model_shape(model)
+        shape = self.shape(model)
         shape = shape.truncated(layers) if layers else shape
         return StepEstimate(self.analytic_single(shape, adapters, mean_rank, per_adapter_batch, seq_len),
                             False, "analytic")
@@ -106,7 +128,7 @@ class CostModel:
                        for i in range(passes))
         if self.profile is not None and jobs and self.profile.covers(task.model, self.gpu.name):
             return self._profiled_step(task, jobs)
-        m = model_shape(task.model)
+        m = self.shape(task.model)
         p = task.gpus
         tokens = 0
         lora = 0.0
@@ -134,14 +156,14 @@ class CostModel:
             return self.single_step(task.model, a, r, b, s)
 
         link = Link(gbytes_per_s=self.link_gbps)
-        return ap_step(single, model_shape(task.model), task.gpus, len(jobs), rank, batch, task.seq_len, link,
+        return ap_step(single, self.shape(task.model), task.gpus, len(jobs), rank, batch, task.seq_len, link,
                        self.overlap).step_s
 
     def memory_model(self, task: TaskSpec, margin: float = 0.10) -> MemoryModel:
         fit = self._memory_fit(task)
         if fit is not None:
             return MemoryModel(k0=fit.k0, k1=fit.k1, capacity=self.gpu.memory_gb * GIB, margin=margin)
-        m = model_shape(task.model)
+        m = self.shape(task.model)
         k0 = 2 * m.params / task.gpus + 3 * GIB
         k1 = (2 * m.hidden * m.layers + 40 * m.hidden + 10 * m.vocab) / task.gpus
         return MemoryModel(k0=k0, k1=k1, capacity=self.gpu.memory_gb * GIB, margin=margin)
@@ -150,8 +172,9 @@ class CostModel:
         """The profile's fitted memory line, when measured at full depth on one GPU of this type."""
         if self.profile is None or task.gpus != 1 or not self.profile.covers(task.model, self.gpu.name):
             return None
-        if self.profile.layers(task.model) is not None and task.model.lower() in MODELS and \
-                self.profile.layers(task.model) != model_shape(task.model).layers:
+        known = task.model.lower() in MODELS or task.model.lower() in self.shapes
+        if self.profile.layers(task.model) is not None and known and \
+                self.profile.layers(task.model) != self.shape(task.model).layers:
             return None
         for k, v in self.profile.profile.memory_fits.items():
             if k.lower() == task.model.lower():

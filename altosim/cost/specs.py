@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -85,5 +86,10 @@ def model_shape(name: str) -> ModelShape:
     cut = _CUT.match(key)
     if cut and cut["base"] in MODELS and 1 <= int(cut["layers"]) <= MODELS[cut["base"]].layers:
         return replace(MODELS[cut["base"]].truncated(int(cut["layers"])), name=key)
-    raise ValueError(f"unknown model {name[:80]!r}; known: {', '.join(sorted(MODELS))} "
-                     "(or '<model>-L<N>' for its first N layers)")
+    raise ValueError(f"unknown model {name[:80]!r} (give the task a model_shape: its shape or a config.json); "
+                     f"known: {', '.join(sorted(MODELS))} (or '<model>-L<N>' for its first N layers)")
+
+
+def shape_from_spec(name: str, spec: Any) -> ModelShape:
+    """A ModelShape from a workload's `ShapeSpec` (anything with its fields and `params`, `kv_dim`)."""
+    return ModelShape(name.lower(), spec.params, spec.layers, spec.hidden, spec.intermediate, spec.kv_dim, spec.vocab)

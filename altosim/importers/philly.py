@@ -11,7 +11,10 @@ Mapping (each knob recorded in the workload's `meta`):
 - its search space is K = `configs_per_task` configs drawn (seeded) from one loss-trace set drawn
   (seeded, uniformly) from the pool: the task names the set (`loss_trace`) and keeps the set's grid
   with `subset` = the drawn configs. Curves are replayed by progress fraction, so they stretch
-  to the task's duration and early exit shortens it the way those curves allow.
+  to the task's duration and early exit shortens it the way those curves allow;
+- or, with `rigid_share` (0..1, default 0), that share of the jobs (a seeded draw; 1: all) is kept
+  as rigid jobs instead (`TaskRecord.rigid`: the job's GPUs for its duration, no search space, no
+  loss curves); the other jobs become exactly the tuning tasks a plain import makes of them.
 Malformed rows (missing fields, unparsable times, non-positive or non-numeric durations, GPU
 counts that are not positive integers) are reported with their line numbers (header = line 1):
 an InputError naming the first few, or, with `skip_bad`, listed in `skipped`.
@@ -103,6 +106,7 @@ def import_philly(
     samples_per_job: int | None = None,
     seq_len: int = 512,
     name: str | None = None,
+    rigid_share: float = 0.0,
 ) -> ImportResult:
     """Import a Philly CSV; `loss_sets` is the pool (None -> the embedded synthetic sets).
 
@@ -115,6 +119,8 @@ def import_philly(
         raise InputError("<arguments>", "samples_per_job", f"must be >= 1 (got {samples_per_job})")
     if max_gpus < 1:
         raise InputError("<arguments>", "max_gpus", f"must be >= 1 (got {max_gpus})")
+    if not 0.0 <= rigid_share <= 1.0:
+        raise InputError("<arguments>", "rigid_share", f"must be between 0 and 1 (got {rigid_share})")
     if loss_sets is not None and not loss_sets:
         raise InputError("<arguments>", "loss_sets", "the loss-trace pool is empty")
     path = Path(csv_path)
@@ -158,6 +164,9 @@ def import_philly(
     arrival = np.sort(arrival, kind="stable")
 
     tasks = _make_tasks(keep, arrival, dur, gpus, loss_sets, configs_per_task, seed, samples_per_job, seq_len)
+    if rigid_share > 0:  # its own draw: the tuning tasks left are those a plain import makes
+        rigid = np.random.default_rng([seed, 1]).random(len(tasks)) < rigid_share
+        tasks = [_as_rigid(t) if r else t for t, r in zip(tasks, rigid.tolist())]
     names = sorted(loss_sets)
     meta = {
         "importer": "philly", "file": path.name, "rows": int(len(df)), "imported": len(tasks),
@@ -165,7 +174,8 @@ def import_philly(
         "window_start": str(origin), "start": None if t_start is None else str(t_start),
         "end": None if t_end is None else str(t_end), "configs_per_task": configs_per_task,
         "max_gpus": max_gpus, "seed": seed, "samples_per_job": samples_per_job, "seq_len": seq_len,
-        "loss_pool": names, "mapping": "job -> task at submission time (s from window_start), "
+        "loss_pool": names, **({"rigid_share": rigid_share, "rigid": sum(t.rigid for t in tasks)} if rigid_share else {}),
+        "mapping": "job -> task at submission time (s from window_start), "
         "GPUs kept, duration_s = job duration (worst case, no early exit), K configs drawn from "
         "one pool set per task, curves replayed by progress fraction (stretched to the duration)",
     }
@@ -177,6 +187,12 @@ def import_philly(
     )
     return ImportResult(workload=workload, skipped=bad if skip_bad else [], too_large=too_large,
                         outside_window=outside)
+
+
+def _as_rigid(t: TaskRecord) -> TaskRecord:
+    """The trace job itself: its arrival, GPUs and duration, nothing to tune."""
+    return TaskRecord(id=t.id, arrival=t.arrival, model="philly-job", dataset="philly", gpus=t.gpus,
+                      seq_len=t.seq_len, duration_s=t.duration_s, rigid=True)
 
 
 def _make_tasks(rows: np.ndarray, arrival: np.ndarray, dur: np.ndarray, gpus: np.ndarray,

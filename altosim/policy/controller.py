@@ -41,6 +41,7 @@ from altosim.policy.types import (
     Stop,
     StepReport,
     TaskArrived,
+    TasksAnnounced,
     TaskSpec,
     Tick,
 )
@@ -113,6 +114,7 @@ class Controller:
         self._durations: dict[str, float] = {}
         self._waiting_gpus = 0  # GPUs the queue asks for in all
         self.plans: list[dict[str, Any]] = []  # one record per inter-task re-plan (for reports)
+        self.future: dict[str, TaskSpec] = {}  # announced, not arrived yet (TasksAnnounced; offline studies)
 
     # ------------------------------------------------------------------ events
     def on_event(self, ev: Event) -> list[Action]:
@@ -124,6 +126,8 @@ class Controller:
             return self._on_job_end(ev)
         if isinstance(ev, Tick):
             return self._replan(ev.now)
+        if isinstance(ev, TasksAnnounced):
+            return self._on_announced(ev)
         raise ValueError(f"unknown event {ev!r}")
 
     def _on_arrival(self, ev: TaskArrived) -> list[Action]:
@@ -132,13 +136,43 @@ class Controller:
             raise ValueError(f"task {t.task_id!r} arrived twice")
         if t.gpus > self.cfg.num_gpus:
             raise ValueError(f"task {t.task_id!r} needs {t.gpus} GPUs, cluster has {self.cfg.num_gpus}")
+        self.future.pop(t.task_id, None)
         self.waiting[t.task_id] = t
         self._waiting_gpus += t.gpus
         self._durations[t.task_id] = float(self.duration_for(t))
         cuts = bool(self._rungs) and self._keep < 1
         self._priors[t.task_id] = prior_fraction(self._rungs, self._keep, len(t.jobs)) if cuts else self._flat_prior
+        if t.rigid:  # a fixed-duration job: early exit never shortens it
+            self._priors[t.task_id] = 1.0
         self._cache.arrived(ev.now, WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival))
         return [] if ev.more_coming else self._replan(ev.now)
+
+    def _on_announced(self, ev: TasksAnnounced) -> list[Action]:
+        """Remember tasks still to arrive; a scheduler that plans releases plans them from now on."""
+        if not self.inter.plans_releases:
+            return []
+        cuts = bool(self._rungs) and self._keep < 1
+        for t in ev.tasks:
+            if t.task_id in self.waiting or t.task_id in self.running or t.task_id in self.done:
+                continue
+            self.future[t.task_id] = t
+            self._durations[t.task_id] = float(self.duration_for(t))
+            prior = prior_fraction(self._rungs, self._keep, len(t.jobs)) if cuts else self._flat_prior
+            self._priors[t.task_id] = 1.0 if t.rigid else prior
+        return self._replan(ev.now)
+
+    def _plan_offline(self, now: float) -> list[Action]:
+        """A plan of the waiting and the announced tasks (releases at their arrivals); start what it starts now."""
+        running = [RunningTask(t, g.gpus, self._remaining(g, now)) for t, g in sorted(self.running.items())]
+        waiting = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival) for t in self.waiting.values()]
+        future = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival) for t in self.future.values()]
+        plan = self.inter.plan_with_releases(now, self.cfg.num_gpus, running, waiting, future)
+        self.plans.append(
+            {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
+             "makespan": plan.makespan, "lower_bound": plan.lower_bound, "gap": plan.gap}
+        )
+        self._cache.invalidate()  # the online plan cache knows nothing of this plan
+        return self._start_ids([a.task_id for a in plan.starts_now(now)], now)
 
     def _on_report(self, ev: StepReport) -> list[Action]:
         group = self.running.get(ev.task_id)
@@ -157,7 +191,8 @@ class Controller:
                 return acts + self._replan(now)
             return acts
         tid = group.task.task_id
-        self._calib.add(now - group.started, self._durations[tid] * self._priors[tid])
+        if not group.task.rigid:  # rigid tasks say nothing about what early exit keeps
+            self._calib.add(now - group.started, self._durations[tid] * self._priors[tid])
         self._planned_end.pop(tid, None)
         self._cache.finished(now, tid)
         del self.running[group.task.task_id]
@@ -176,6 +211,8 @@ class Controller:
     def _replan(self, now: float) -> list[Action]:
         if not self.waiting:
             return []
+        if self.future:  # known arrivals (offline study): plan them with release times
+            return self._plan_offline(now)
         if self._waiting_gpus <= len(self.free):
             # everything waiting fits now: every planner (FIFO, SJF, a left-shifted optimum)
             # starts it all at once, so skip the planner call
@@ -197,14 +234,20 @@ class Controller:
         running = [RunningTask(t, g.gpus, self._remaining(g, now)) for t, g in sorted(self.running.items())]
         self._planned_end.update((r.task_id, now + r.remaining) for r in running)
         spread = self._calib.spread if self.cfg.plan_with_observed and self._flat_prior < 1 else 0.0
-        waiting = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival, spread) for t in self.waiting.values()]
+        waiting = [WaitingTask(t.task_id, t.gpus, self._predicted(t), t.arrival, 0.0 if t.rigid else spread)
+                   for t in self.waiting.values()]
         plan = self.inter.plan(now, self.cfg.num_gpus, running, waiting)
         self.plans.append(
             {"now": now, "waiting": len(waiting), "status": plan.status, "solve_s": plan.solve_s,
              "makespan": plan.makespan, "lower_bound": plan.lower_bound, "gap": plan.gap}
         )
         self._cache.keep(plan, now, self.cfg.num_gpus, running, waiting)
-        return self._start_ids(self._cache.due(now) or [], now)
+        due = self._cache.due(now) or []
+        acts = self._start_ids(due, now)
+        late = [t for t in due if t in self.waiting]
+        if late:  # GPUs of a task ending at this instant, whose end is not delivered yet: keep them due
+            self._cache.postpone(now, late, list(self.running))
+        return acts
 
     def _start_ids(self, task_ids: list[str], now: float) -> list[Action]:
         """Start these waiting tasks in order while their GPUs are free (a task that finished at
@@ -223,7 +266,7 @@ class Controller:
         case). Planning with the worst case under early exit packs for durations that never
         happen."""
         worst = self._durations[task.task_id]
-        if not self.cfg.plan_with_observed:
+        if not self.cfg.plan_with_observed or task.rigid:
             return worst
         return min(worst, worst * self._priors[task.task_id] * self._calib.factor)
 
@@ -235,8 +278,8 @@ class Controller:
         task = group.task
         worst = self._durations[task.task_id]
         left = max(0.0, group.started + worst - now)
-        if self._flat_prior >= 1 and not (self._rungs and self._keep < 1):
-            return left  # no early exit: the worst case is what the task takes
+        if task.rigid or (self._flat_prior >= 1 and not (self._rungs and self._keep < 1)):
+            return left  # no early exit (or a rigid task): the worst case is what the task takes
         progress = group.live_progress()
         if self._rungs and self._keep < 1:
             budgets = expected_budgets(self._rungs, self._keep, group.cuts_done, progress)
@@ -251,7 +294,8 @@ class Controller:
         self._cache.started(task.task_id)
         gpus = tuple(sorted(self.free)[: task.gpus])
         self.free.difference_update(gpus)
-        group = TaskGroup(task, gpus, now, build_early_exit(self.cfg.early_exit, dict(self.cfg.early_exit_params)),
+        exit_name, exit_params = ("none", {}) if task.rigid else (self.cfg.early_exit, dict(self.cfg.early_exit_params))
+        group = TaskGroup(task, gpus, now, build_early_exit(exit_name, exit_params),
                           memory=self.memory_for(task),
                           max_jobs=self.cfg.max_jobs_per_group if self.cfg.batching else 1,
                           hold_at_gate=self.cfg.hold_at_gate)

@@ -72,6 +72,9 @@ class TaskSpec:
     lr_schedule: str = "constant"  # constant | linear | cosine, after a linear warm-up
     warmup_ratio: float = 0.0  # warm-up as a fraction of each job's total steps
     max_grad_norm: float | None = None  # clip each adapter's gradient norm (None: off)
+    # a fixed-duration job (TaskRecord.rigid): one placeholder job of one step, never cut by early
+    # exit; the backend's step takes the task's given duration
+    rigid: bool = False
 
     def total_steps(self, job: JobSpec) -> int:
         return math.ceil(self.samples_per_job / job.batch_size)
@@ -166,7 +169,17 @@ class Tick:
     kind: Literal["tick"] = "tick"
 
 
-Event = Union[TaskArrived, StepReport, JobFinished, JobFailed, Tick]
+@dataclass(frozen=True)
+class TasksAnnounced:
+    """Tasks that will arrive (each at its `arrival`), told ahead for offline planning studies
+    (`policy.planner_sees_arrivals`): a scheduler that plans releases (cpsat) plans them too."""
+
+    now: float
+    tasks: tuple[TaskSpec, ...]
+    kind: Literal["tasks_announced"] = "tasks_announced"
+
+
+Event = Union[TaskArrived, StepReport, JobFinished, JobFailed, Tick, TasksAnnounced]
 
 # ---------------------------------------------------------------------------------------------
 # Actions (policy -> backend)
@@ -229,7 +242,8 @@ class FinishTask:
 
 Action = Union[StartTask, Admit, Suspend, Stop, FinishTask]
 
-EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (TaskArrived, StepReport, JobFinished, JobFailed, Tick)}
+EVENT_KINDS = {c.__dataclass_fields__["kind"].default: c
+               for c in (TaskArrived, StepReport, JobFinished, JobFailed, Tick, TasksAnnounced)}
 ACTION_KINDS = {c.__dataclass_fields__["kind"].default: c for c in (StartTask, Admit, Suspend, Stop, FinishTask)}
 
 
@@ -244,8 +258,13 @@ def _fields_set(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
-    """Event/action -> JSON-able dict (tuples become lists; specs nest)."""
-    return asdict(obj, dict_factory=_fields_set)
+    """Event/action -> JSON-able dict (tuples become lists; specs nest). A job's fields added since
+    the first logs, and a tuning task's `rigid: false`, are left out at their defaults, so logs of
+    workloads without them read as they did."""
+    d = asdict(obj, dict_factory=_fields_set)
+    if isinstance(obj, TaskArrived) and not obj.task.rigid:
+        del d["task"]["rigid"]
+    return d
 
 
 def _task_from_dict(d: dict[str, Any]) -> TaskSpec:
@@ -261,6 +280,8 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     d = dict(d)
     if cls is TaskArrived:
         d["task"] = _task_from_dict(d["task"])
+    if cls is TasksAnnounced:
+        d["tasks"] = tuple(_task_from_dict(t) for t in d["tasks"])
     return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 

@@ -64,6 +64,9 @@ class PolicyConfig(BaseModel):
     batching: bool = Field(True, description="co-locate a task's jobs in fused groups")
     max_jobs_per_group: Int | None = Field(None, ge=1, le=MAX_CONFIGS, description="cap on co-located jobs")
     memory_margin: Float = Field(0.1, ge=0, lt=1, description="memory safety margin (fraction)")
+    planner_sees_arrivals: bool = Field(
+        False, description="offline planning study (`alto simulate` only): the inter-task scheduler is told every "
+        "task's arrival ahead and plans them with release times (cpsat only)")
 
 
 class RunConfig(BaseModel):

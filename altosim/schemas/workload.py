@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
 from altosim.schemas.limits import (MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS,
                                    Float, Int)
+from altosim.schemas.model_shape import ShapeSpec
 from altosim.schemas.objective import Objective
 from altosim.schemas.search_space import SearchSpace, job_seed  # noqa: F401 (re-exported)
 from altosim.policy.types import JobSpec, TaskSpec
 
 
+# a shape, or a config.json path; tagged so that an error names only the branch the value took
+ShapeOrPath = Annotated[Union[Annotated[ShapeSpec, Tag("<shape>")], Annotated[str, Tag("<path>")]],
+                        Discriminator(lambda v: "<path>" if isinstance(v, str) else "<shape>")]
+
+
 class TaskRecord(BaseModel):
-    """One tuning task as stored in a trace file."""
+    """One task as stored in a trace file: a tuning task (a search space whose jobs the simulator
+    trains and early exit may cut), or with `rigid: true` a fixed-duration job from a cluster trace
+    (no search space, no loss traces: it holds its GPUs for `duration_s`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,9 +41,10 @@ class TaskRecord(BaseModel):
     dataset: str = Field(min_length=1, description="dataset name (e.g. gsm8k); for `alto run` also a JSONL/CSV/Parquet file "
                          "or folder, relative to the workload file")
     gpus: Int = Field(ge=1, le=MAX_GPUS, description="GPUs the task's executor needs")
-    search_space: SearchSpace
+    search_space: SearchSpace | None = Field(None, description="the configs to tune; required unless rigid")
     samples_per_job: Int | None = Field(None, gt=0, le=MAX_SAMPLES,
-                                        description="samples a job sees if it runs to the end (or give epochs)")
+                                        description="samples a job sees if it runs to the end (or give epochs); "
+                                        "none for a rigid task")
     eval_every_samples: Int | None = Field(None, gt=0, description="None -> 1% of samples_per_job")
     seq_len: Int = Field(512, gt=0, le=MAX_SEQ_LEN, description="training sequence length, tokens")
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
@@ -43,8 +52,16 @@ class TaskRecord(BaseModel):
     duration_s: Float | None = Field(
         None, gt=0, allow_inf_nan=False,
         description="worst-case (no early exit) wall time; when set the simulator scales step "
-        "times so that the task's no-exit duration equals it (used by real-trace imports)",
+        "times so that the task's no-exit duration equals it (used by real-trace imports); a rigid "
+        "task's fixed run time (required then)",
     )
+    rigid: bool = Field(False, description="a fixed-duration job (e.g. from a cluster trace): holds its GPUs for "
+                        "duration_s, planned like any task, never touched by early exit; no search space, "
+                        "samples or loss traces. `alto run` refuses it (nothing to train)")
+    model_shape: ShapeOrPath | None = Field(
+        None, description="the backbone's shape when the cost model knows no such model: a mapping (layers, "
+        "hidden, intermediate, heads, kv_heads, vocab, ...) or the path of a local Hugging Face config.json "
+        "(relative to the workload file); the simulator prices steps from it (tasks.csv cost_source)")
 
     # `alto run` only (the simulator ignores them): the task's own model, LoRA targets, data format and
     # training knobs (lr schedule, gradient clipping)
@@ -108,16 +125,26 @@ class TaskRecord(BaseModel):
             raise ValueError(problem)
         return v
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_loss_trace(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("loss_trace") is None:
-            if isinstance(data.get("model"), str) and isinstance(data.get("dataset"), str):
-                data = {**data, "loss_trace": f"{data['model']}__{data['dataset']}"}
-        return data
+    @model_validator(mode="after")
+    def _kind(self) -> "TaskRecord":
+        if self.rigid:
+            if self.duration_s is None:
+                raise ValueError("duration_s: required for a rigid task (its fixed run time, seconds)")
+            for k in ("search_space", "samples_per_job", "epochs", "eval_every_samples", "loss_trace"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"{k}: a rigid task has none (it trains nothing); leave it out")
+        else:
+            for k in ("search_space",):  # samples_per_job or epochs: _evals
+                if getattr(self, k) is None:
+                    raise ValueError(f"{k}: required for a tuning task (or set rigid: true for a fixed-duration job)")
+            if self.loss_trace is None:
+                object.__setattr__(self, "loss_trace", f"{self.model}__{self.dataset}")  # the default set name
+        return self
 
     @model_validator(mode="after")
     def _evals(self) -> "TaskRecord":
+        if self.rigid:
+            return self
         if self.validation is not None and self.validation_fraction is not None:
             raise ValueError("validation_fraction: give a validation file or a fraction, not both")
         if (self.samples_per_job is None) == (self.epochs is None):
@@ -141,9 +168,14 @@ class TaskRecord(BaseModel):
         return type(self).model_validate({**self.model_dump(), "samples_per_job": samples, "epochs": None})
 
     def to_task_spec(self, cache: dict | None = None) -> TaskSpec:
+        if self.rigid:  # one placeholder job of one step: the backend holds the GPUs for duration_s
+            run = JobSpec(job_id=f"{self.id}/run", task_id=self.id, lr=0.0, rank=1, batch_size=1)
+            return TaskSpec(task_id=self.id, arrival=self.arrival, model=self.model, dataset=self.dataset,
+                            gpus=self.gpus, jobs=(run,), samples_per_job=1, seq_len=self.seq_len, rigid=True)
         if self.samples_per_job is None:
             raise ValueError(f"task {self.id!r}: epochs must be resolved against the train set first (resolve_epochs)")
         space = self.search_space
+        assert space is not None and self.samples_per_job is not None  # _kind
         jobs = tuple(
             JobSpec(
                 job_id=f"{self.id}/j{i:03d}", task_id=self.id, lr=c["lr"], rank=c["rank"],

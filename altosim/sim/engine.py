@@ -28,6 +28,7 @@ from altosim.policy.types import (
     StepReport,
     Suspend,
     TaskArrived,
+    TasksAnnounced,
     TaskSpec,
     to_dict,
 )
@@ -116,6 +117,7 @@ class Simulator:
         record_log: bool = True,
         sparse_reports: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        announce: bool = False,
     ) -> None:
         self.env = simpy.Environment()
         self.tasks = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
@@ -129,6 +131,7 @@ class Simulator:
         # last step (its result is then its final val loss); for replaying huge traces fast
         self.sparse_reports = sparse_reports
         self.on_progress = on_progress
+        self.announce = announce  # tell the Controller every task ahead (TasksAnnounced at t=0)
         self.log: list[dict[str, Any]] = []
         self.executors: dict[str, Executor] = {}
         self.owner: dict[int, str] = {}
@@ -153,12 +156,14 @@ class Simulator:
         return SimResult(
             tasks=self.task_out, jobs=self.job_out, log=self.log, busy_gpu_s=self.busy_gpu_s,
             samples_trained=self.samples,
-            samples_full=sum(t.samples_per_job * len(t.jobs) for t in self.tasks),
+            samples_full=sum(t.samples_per_job * len(t.jobs) for t in self.tasks if not t.rigid),
             num_gpus=self.ctl.cfg.num_gpus, makespan=makespan, sim_events=self.sim_events,
             gantt=self.gantt, plans=list(self.ctl.plans),
         )
 
     def _arrivals(self):
+        if self.announce:
+            self._deliver(TasksAnnounced(self.env.now, tuple(self.tasks)))
         for i, task in enumerate(self.tasks):
             if task.arrival > self.env.now:
                 yield self.env.timeout(task.arrival - self.env.now)
@@ -256,7 +261,8 @@ class Simulator:
             for r in runs:
                 before = min(r.step * r.job.batch_size, cap)
                 r.step += k
-                self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
+                if not task.rigid:  # a rigid task's placeholder step trains nothing
+                    self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
                 if r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
             for r in sorted(due, key=lambda r: r.job.job_id):

@@ -20,6 +20,7 @@ from altosim.files import atomic_write, check_nesting, read_text
 _WORKLOAD_HEAD = "# alto-workload "
 _TASK_COLUMNS = ["id", "arrival", "model", "dataset", "gpus", "samples_per_job",
                  "eval_every_samples", "seq_len", "loss_trace", "duration_s", "search_space", "objective"]
+_OPTIONAL_COLUMNS = ["rigid", "model_shape"]  # written only when some task sets them
 _JSON_COLUMNS = ("search_space", "objective")
 
 
@@ -68,8 +69,7 @@ def _parse_workload_csv(path: Path) -> WorkloadTrace:
     header = next(reader, None)
     if header is None:
         raise InputError(str(path), "<header>", "empty file: no column header", skip + 1)
-    missing = [c for c in ("id", "arrival", "model", "dataset", "gpus", "samples_per_job",
-                           "search_space") if c not in header]
+    missing = [c for c in ("id", "arrival", "model", "dataset", "gpus") if c not in header]
     if missing:
         raise InputError(str(path), missing[0], "missing column", skip + 1)
     tasks = []
@@ -86,6 +86,11 @@ def _parse_workload_csv(path: Path) -> WorkloadTrace:
                     rec[col] = json.loads(rec[col])
                 except json.JSONDecodeError as e:
                     raise InputError(str(path), col, f"invalid JSON: {e.msg}", line) from None
+        if rec.get("model_shape", "").lstrip().startswith("{"):  # a shape as JSON (else a config.json path)
+            try:
+                rec["model_shape"] = json.loads(rec["model_shape"])
+            except json.JSONDecodeError as e:
+                raise InputError(str(path), "model_shape", f"invalid JSON: {e.msg}", line) from None
         try:
             tasks.append(TaskRecord.model_validate(rec))
         except ValidationError as e:
@@ -101,7 +106,9 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
     head = trace.model_dump(mode="json", exclude={"tasks"})
     buf.write(_WORKLOAD_HEAD + json.dumps(head, sort_keys=True) + "\n")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_TASK_COLUMNS)
+    columns = _TASK_COLUMNS + [c for c in _OPTIONAL_COLUMNS
+                               if any(getattr(t, c) != TaskRecord.model_fields[c].default for t in trace.tasks)]
+    w.writerow(columns)
     for i, t in enumerate(trace.tasks):
         extra = sorted(t.run_fields_set())
         if extra:  # no CSV column holds them: write JSON rather than lose them
@@ -113,8 +120,10 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
             if d["search_space"][k] is None:
                 del d["search_space"][k]
         for col in _JSON_COLUMNS:
-            d[col] = json.dumps(d[col], separators=(",", ":"))
-        w.writerow(["" if d[c] is None else d[c] for c in _TASK_COLUMNS])
+            d[col] = "" if d[col] is None else json.dumps(d[col], separators=(",", ":"))
+        if isinstance(d.get("model_shape"), dict):
+            d["model_shape"] = json.dumps(d["model_shape"], separators=(",", ":"))
+        w.writerow(["" if d[c] is None else d[c] for c in columns])
     return buf.getvalue()
 
 
@@ -144,6 +153,10 @@ def _defaults_left_out(t: TaskRecord) -> dict:
     out: dict = {k: True for k in set(t.RUN_FIELDS) - t.run_fields_set()}
     if t.objective == type(t).model_fields["objective"].default_factory():
         out["objective"] = True
+    out.update((k, True) for k in ("rigid", "model_shape") if getattr(t, k) == type(t).model_fields[k].default)
+    if t.search_space is None:  # a rigid task: nothing to tune, nothing to sample or replay
+        out.update((k, True) for k in ("search_space", "samples_per_job", "eval_every_samples", "loss_trace"))
+        return out
     unset = {k for k in ("sampler", "n_configs", "sampler_seed") if getattr(t.search_space, k) is None}
     if t.search_space.grad_accum_steps == 1:
         unset.add("grad_accum_steps")

@@ -83,6 +83,7 @@ class InterTaskScheduler:
     """Interface: plan(now, num_gpus, running, waiting) -> Plan covering all waiting tasks."""
 
     name = "base"
+    plans_releases = False  # True: `plan_with_releases` also plans tasks that have not arrived yet
 
     def plan(
         self,
@@ -92,6 +93,12 @@ class InterTaskScheduler:
         waiting: Sequence[WaitingTask],
     ) -> Plan:
         raise NotImplementedError
+
+    def plan_with_releases(self, now: float, num_gpus: int, running: Sequence[RunningTask],
+                           waiting: Sequence[WaitingTask], future: Sequence[WaitingTask]) -> Plan:
+        """A plan of the waiting tasks and of `future` ones (known arrivals, each no earlier than
+        its `arrival`), for offline planning studies; only where `plans_releases`."""
+        raise NotImplementedError(f"the {self.name} scheduler does not plan known future arrivals")
 
     def starts_now(self, free: int, waiting: Iterable[WaitingTask]) -> list[str] | None:
         """The tasks `plan` would start at `now`, when that is known without planning the rest

@@ -77,6 +77,7 @@ from altosim.policy.inter.base import (
 from altosim.policy.inter.cpsat_models import IntInstance, build_cumulative, build_paper, solve
 from altosim.policy.inter.fast import event_schedule, reserve_then_fill
 from altosim.policy.inter.improve import justify
+from altosim.policy.inter.releases import plan_with_releases
 from altosim.policy.inter.validate import assign_gpu_ids
 from altosim.policy.registry import INTER_TASK
 
@@ -102,6 +103,7 @@ class CpSatScheduler(InterTaskScheduler):
     seed: int = 0
 
     name = "cpsat"
+    plans_releases = True
 
     def __post_init__(self) -> None:
         if not (0 < self.time_limit_s < math.inf):
@@ -213,6 +215,13 @@ class CpSatScheduler(InterTaskScheduler):
         else:
             status = "feasible" if chosen is cp_starts else "greedy"
         return make_plan(now, running, waiting, chosen, status, t0, lb, note)
+
+    def plan_with_releases(self, now: float, num_gpus: int, running: Sequence[RunningTask],
+                           waiting: Sequence[WaitingTask], future: Sequence[WaitingTask]) -> Plan:
+        """Offline planning with known future arrivals (releases.py), same limits and determinism."""
+        return plan_with_releases(now, num_gpus, running, waiting, future, time_limit_s=self.time_limit_s,
+                                  num_workers=self.num_workers, seed=self.seed, deterministic=self.deterministic,
+                                  work_limit=self._work_limit(), resolution=self.resolution)
 
     def _work_limit(self) -> float | None:
         if not self.deterministic:

@@ -42,6 +42,7 @@ class IntInstance:
     hint: tuple[int, ...]  # a feasible start per waiting task (makespan <= horizon)
     hint_gpus: tuple[tuple[int, ...], ...] = ()  # concrete ids of the hint (paper model only)
     tail: tuple[int, ...] = ()  # per waiting task, units its end may run late (C_max counts them; () = none)
+    release: tuple[int, ...] = ()  # per task, the earliest start (units after now; () = all now): known future arrivals
 
 
 @dataclass
@@ -66,6 +67,8 @@ def cheap_cmax_bound(inst: IntInstance) -> int:
     lb = max(inst.run_end, default=0)
     for d, g in zip(inst.dur, inst.demand):
         lb = max(lb, next(t for t, f in t_free if f >= g) + d)
+    for d, r in zip(inst.dur, inst.release):
+        lb = max(lb, r + d)
     area = sum(e * len(g) for e, g in zip(inst.run_end, inst.run_gpus)) + sum(d * g for d, g in zip(inst.dur, inst.demand))
     return max(lb, -(-area // inst.num_gpus))
 
@@ -88,7 +91,8 @@ def build_cumulative(inst: IntInstance) -> CpModelParts:
     model = cp_model.CpModel()
 
     # -- variables
-    starts = [model.new_int_var(0, H - inst.dur[i], f"s{i}") for i in range(n)]
+    rel = inst.release or (0,) * n
+    starts = [model.new_int_var(rel[i], H - inst.dur[i], f"s{i}") for i in range(n)]
     intervals = [model.new_fixed_size_interval_var(starts[i], inst.dur[i], f"iv{i}") for i in range(n)]
     fixed = [model.new_fixed_size_interval_var(0, end, f"run{end}") for end in sorted(release)]
     cmax = model.new_int_var(cheap_cmax_bound(inst), H, "cmax")
@@ -112,7 +116,8 @@ def build_paper(inst: IntInstance) -> CpModelParts:
     model = cp_model.CpModel()
 
     # -- variables
-    starts = [model.new_int_var(0, H - inst.dur[i], f"s{i}") for i in range(n)]
+    rel = inst.release or (0,) * n
+    starts = [model.new_int_var(rel[i], H - inst.dur[i], f"s{i}") for i in range(n)]
     x = [[model.new_bool_var(f"x{i}_{g}") for g in range(G)] for i in range(n)]
     y = {(i, j): model.new_bool_var(f"y{i}_{j}") for i in range(n) for j in range(i + 1, n)}  # 1: i before j
     cmax = model.new_int_var(cheap_cmax_bound(inst), H, "cmax")
