@@ -9,6 +9,10 @@ the batch by the backend contract (`altosim.policy.event_order.order_events`, wh
 it with one time), feeds it to the Controller and routes the resulting actions to the owning
 workers. The event log is what was fed, in order, so `alto replay` reproduces every decision.
 
+With `checkpoint_path`, the driver saves its own state too (altoruntime/cluster/driver_state.py):
+a driver that is killed and run again with the same arguments replays its trace through the fresh
+Controller, starts a worker for every started task and has it catch up from the task's checkpoint.
+
 A worker that dies (or raises) is replaced: the new actor resumes from the task's last checkpoint
 and redoes the exchanges after it (altoruntime/cluster/worker.py). After `max_restarts`
 replacements the task's running jobs end with JobFailed naming the error, and so does every job
@@ -31,6 +35,7 @@ from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, StartTask, Stop, Suspend, TaskArrived, TaskSpec, Tick,
 )
 from altoruntime.backend import Policy, record_finish
+from altoruntime.cluster.driver_state import restore_driver, save_driver
 from altoruntime.cluster.gang import GangRank, RankTrainerFactory
 from altoruntime.cluster.worker import TaskWorker, WorkerReport, event_key
 from altoruntime.runlog import RunLog
@@ -55,6 +60,7 @@ class _Worker:
     gang: list[Any] = field(default_factory=list)  # a multi-GPU task's ranks (rank 0 is `actor`)
     group: Any = None  # their placement group
     where: Any = None  # object ref: the node (and GPU ids) the worker runs on
+    replayed: bool = False  # a resumed driver's worker: its next answer is one the log holds already
 
 
 class RayTaskWorker(TaskWorker):
@@ -101,6 +107,8 @@ class RayBackend:
         make_rank_trainer: RankTrainerFactory | None = None,
         gpu_share: float = 1.0,
         gang_timeout_s: float = 600.0,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
     ) -> None:
         if not 0 < gpu_share <= 1:
             raise ValueError(f"gpu_share: must be in (0, 1], got {gpu_share}")
@@ -122,6 +130,9 @@ class RayBackend:
         self.save_adapters = save_adapters
         self.clock, self.sleep = clock, sleep
         self.make_rank_trainer, self.gpu_share, self.gang_timeout_s = make_rank_trainer, gpu_share, gang_timeout_s
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.checkpoint_extra = dict(checkpoint_extra or {})  # saved with the driver's state (the run's key)
+        self.resumed_events = 0  # events a resumed driver replayed from its checkpoint
         self.log = RunLog()
         self.specs: dict[str, TaskSpec] = {}
         self.workers: dict[str, _Worker] = {}
@@ -181,6 +192,9 @@ class RayBackend:
         ray = self._ray
         self.specs = {t.task_id: t for t in pending}
         self._t0 = self.clock()
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            arrived = self._resume()
+            pending = [t for t in pending if t.task_id not in arrived]
         while pending or self.workers:
             due = []
             while pending and pending[0].arrival <= self.now():
@@ -298,17 +312,47 @@ class RayBackend:
 
     def _dispatch(self) -> None:
         """Send each worker that is not busy the actions waiting for it (one exchange): none for a
-        worker with jobs to train, which goes on stepping."""
+        worker with jobs to train, which goes on stepping. The driver's state is saved first when
+        an exchange asks its worker to checkpoint."""
         busy = set(self.inflight.values())
+        send = []
         for task_id in sorted(self.workers):
             w = self.workers[task_id]
             if task_id in busy or w.lost is not None or (w.idle and not w.outbox):
                 continue
             actions, w.outbox = w.outbox, []
             w.sent.append(actions)
-            checkpoint = len(w.sent) % self.checkpoint_every == 0
-            self.inflight[w.actor.exchange.remote(actions, checkpoint)] = task_id
+            send.append((w, actions, len(w.sent) % self.checkpoint_every == 0))
+        if self.checkpoint_path is not None and any(c for _, _, c in send):
+            save_driver(self.checkpoint_path, self.log, self.workers, self.now(),
+                        {**self.checkpoint_extra, "orphans": list(self.orphans)})
+        for w, actions, checkpoint in send:
+            self.inflight[w.actor.exchange.remote(actions, checkpoint)] = w.task.task_id
             self._serve(w)
+
+    def _resume(self) -> set[str]:
+        """A rerun after the driver died: the Controller replays the saved trace, every started task
+        gets a worker that catches up from its checkpoint. Returns the tasks that had arrived."""
+        state = restore_driver(self.checkpoint_path, self.log, self.ctl.on_event)
+        self.resumed_events = len(self.log.events)
+        self._t0 = self.clock() - state["now"]
+        self.orphans = list(state["orphans"])
+        for task_id, rec in state["workers"].items():
+            w = _Worker(self.specs[task_id], tuple(rec["gpus"]), None)
+            for k, v in rec.items():
+                setattr(w, k, v)
+            w.gpus = tuple(w.gpus)
+            self.workers[task_id] = w
+            self.restarts[task_id] = w.restarts
+            if w.lost is not None or not w.sent:
+                if w.lost is None:
+                    self._spawn(w)
+                continue
+            self._spawn(w)
+            w.replayed = len(w.answered) == len(w.sent)  # its last answer was fed before the driver died
+            self.inflight[w.actor.catch_up.remote(w.sent, w.answered[:len(w.sent) - 1])] = task_id
+            self._serve(w)
+        return {e.task.task_id for e in self.log.events if isinstance(e, TaskArrived)}
 
     # ------------------------------------------------------------------ answers
     def _collect(self, ref: Any) -> list[Event]:
@@ -319,6 +363,12 @@ class RayBackend:
             rep: WorkerReport = self._ray.get(ref)
         except self._ray.exceptions.RayError as e:
             return self._recover(w, e)
+        if w.replayed:  # the answer the dead driver had fed already: the same events, not fed again
+            w.replayed = False
+            if [event_key(e) for e in rep.events] != [tuple(k) for k in w.answered[-1]]:
+                raise RuntimeError(f"task {task_id}: the resumed worker's events differ from the logged ones")
+            w.idle = rep.idle
+            return []
         w.answered.append([event_key(e) for e in rep.events])
         w.idle = rep.idle
         if w.where is not None:  # (resolved long ago: asked before the first exchange)

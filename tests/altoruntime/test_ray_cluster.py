@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -13,14 +19,18 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a two-node Ray cluster: ~12 s to start on 2 busy cores, shared by the module
 
 from altosim.policy.controller import ControllerConfig  # noqa: E402
-from altosim.policy.types import FinishTask, JobFailed, JobSpec, StartTask, StepReport, TaskSpec, to_dict  # noqa: E402
+from altosim.policy.types import EVENT_KINDS, FinishTask, JobFailed, JobSpec, StartTask, StepReport, TaskSpec, to_dict  # noqa: E402, E501
 from altosim.replay import controller_from_meta, replay_records  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.backend import RuntimeBackend  # noqa: E402
 from altoruntime.cluster.ray_engine import RayBackend  # noqa: E402
 from altoruntime.parallel import APTrainer  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altoruntime.checkpoint import read_checkpoint  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 
 class RandomData:
@@ -151,3 +161,64 @@ def test_two_tasks_sharing_one_gpu_step_together(cluster, base):
     assert set(log.results) == {"c", "d"}
     spans = _spans(log, "cd")
     assert _overlap(spans["c"], spans["d"])
+
+
+def _cli_config(tmp_path) -> Path:
+    space = {"lr": [1e-2, 1e-3], "rank": [2], "batch_size": [2]}
+    wl = {"name": "two", "synthetic": True, "tasks": [
+        {"id": t, "arrival": 0, "model": "tiny", "dataset": "list_ops", "gpus": 1, "search_space": space,
+         "samples_per_job": 16, "eval_every_samples": 4, "seq_len": 160} for t in ("t1", "t2")]}
+    (tmp_path / "wl.json").write_text(json.dumps(wl))
+    cfg = {"workload": "wl.json", "cluster": {"gpus": 2},
+           "policy": {"early_exit": {"name": "alto"}, "inter_task": {"name": "fifo"}}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    return tmp_path / "cfg.json"
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_driver_resumes_every_task_with_the_same_command(cluster, tmp_path):
+    """`alto run --engine ray` is killed (SIGKILL) once its driver checkpoint holds reports and a
+    worker has checkpointed; the same command resumes: the saved trace is the log's start, every task
+    finishes with the decisions the local engine takes, and `alto replay` reproduces them."""
+    from altosim.cli import main
+
+    cfg = _cli_config(tmp_path)
+    common = ["--backbone", "tiny", "--n-train", "40", "--n-val", "4", "--n-eval", "0", "--quiet"]
+    assert main(["run", str(cfg), "--out", str(tmp_path / "local"), *common]) == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "altosim.cli", "run", str(cfg), "--out", str(out), *common, "--engine", "ray",
+           "--address", cluster.address, "--checkpoint-every", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    ckpt = out / "run.ckpt"
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, saved = time.monotonic() + 240, []
+    while first.poll() is None and time.monotonic() < deadline:
+        if ckpt.exists() and list(out.glob("tasks/*/worker.ckpt")):
+            saved = read_checkpoint(ckpt)["extra"]["trace"]
+            if sum(isinstance(e, StepReport) for e in saved) >= 4:
+                break
+        time.sleep(0.1)
+    alive = first.poll() is None
+    first.kill()  # SIGKILL: no handler runs, nothing is written on the way out
+    _, err = first.communicate(timeout=60)
+    assert alive and saved, f"the run ended or hung before a checkpoint with reports (rc {first.returncode}): {err[-2000:]}"
+    assert first.returncode == -signal.SIGKILL
+    saved = read_checkpoint(ckpt)["extra"]["trace"]  # what the rerun starts from
+
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert not ckpt.exists() and not list(out.glob("tasks/*/worker.ckpt"))
+    lines = _records(out)
+    assert lines[0]["meta"]["resumed_events"] == sum(1 for x in saved if x.kind in EVENT_KINDS) > 0
+    assert lines[1:1 + len(saved)] == json.loads(json.dumps([to_dict(e) for e in saved]))
+    local = _records(tmp_path / "local")
+    for task_id in ("t1", "t2"):  # every decision as the uninterrupted local engine took it
+        mine = [{k: v for k, v in r.items() if k in ("kind", "job_id", "step", "reason")} for r in lines[1:]
+                if r.get("task_id", r.get("task", {}).get("task_id")) == task_id]
+        ref = [{k: v for k, v in r.items() if k in ("kind", "job_id", "step", "reason")} for r in local[1:]
+               if r.get("task_id", r.get("task", {}).get("task_id")) == task_id]
+        assert mine == ref and mine[-1]["kind"] == "finish_task"
+    assert main(["replay", str(out / "events.jsonl")]) == 0
