@@ -23,6 +23,7 @@ the Controller admits to it later; the run goes on.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,7 @@ class RayBackend:
         if started:
             import logging
 
-            fake = self.gpus if self.fake_gpus and self.address is None else None
+            fake = math.ceil(self.gpus * self.gpu_share) if self.fake_gpus and self.address is None and self.gpus else None
             try:
                 ray.init(address=self.address, num_gpus=fake, include_dashboard=False, log_to_driver=self.verbose,
                          logging_level=logging.INFO if self.verbose else logging.ERROR)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a two-node Ray cluster: ~12 s to start on 2 busy cores, shared by the module
@@ -41,6 +42,12 @@ class RandomData:
 
     def val_batches(self):
         return [make_batch(996, 3, 12), make_batch(998, 2, 7)]
+
+    def final_metric(self, model):
+        """The task's metric at its best adapter: a cross-entropy of the model with it applied."""
+        ids, mask, labels = make_batch(990, 2, 9)
+        with torch.no_grad():
+            return float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
 
 
 def _task(task_id: str, offset: int, gpus: int = 1, samples: int = 12) -> TaskSpec:
@@ -118,7 +125,8 @@ def test_a_gang_task_and_a_one_gpu_task_use_both_nodes_match_one_process_and_rep
     step concurrently, and `alto replay` of the run's log gives identical decisions."""
     tasks = [_task("g", 0, gpus=2), _task("a", 10)]
     meta = _meta(3, tasks)
-    local = RuntimeBackend(controller_from_meta(meta), _trainer(base), lambda t: RandomData()).run(tasks).trace
+    local_log = RuntimeBackend(controller_from_meta(meta), _trainer(base), lambda t: RandomData()).run(tasks)
+    local = local_log.trace
     backend = RayBackend(controller_from_meta(meta), _trainer(base), lambda t: RandomData(), out_dir=tmp_path,
                          make_rank_trainer=_rank_trainer(base))
     log = backend.run(tasks)
@@ -139,6 +147,9 @@ def test_a_gang_task_and_a_one_gpu_task_use_both_nodes_match_one_process_and_rep
     spans = _spans(log, "ga")
     assert _overlap(spans["g"], spans["a"])
     assert (tmp_path / "tasks" / "g" / "best_adapter" / "adapter_model.safetensors").is_file()
+    # the final metric needs the whole backbone: the gang released rank 1 and scored on rank 0 alone
+    assert set(log.metrics) == {"g", "a"}
+    assert log.metrics == pytest.approx(local_log.metrics, rel=1e-4)
     from altosim.cli import main
 
     lines = [{"meta": meta}, *(to_dict(x) for x in log.trace)]
