@@ -1,24 +1,26 @@
 """The Ray engine: the Controller in the driver, each started task a Ray actor stepping on its own GPUs.
 
 `StartTask(task, gpus)` creates a `TaskWorker` actor asking for one GPU (`gpu_share` of one: several
-tasks can share a GPU); a task granted P > 1 GPUs, given `make_rank_trainer`, becomes a gang of P
+tasks can share a GPU); a task granted P > 1 GPUs becomes, given `make_rank_trainer`, a gang of P
 actors in a placement group running adapter parallelism (altoruntime/cluster/gang.py), whose rank 0
-the driver talks to. The task's other actions are routed to its worker. Workers step concurrently; the driver waits for their answers
-(`ray.wait`), takes every answer that comes within `window_s` of the first as one batch, orders
-the batch by the backend contract (`altosim.policy.event_order.order_events`, which also stamps
-it with one time), feeds it to the Controller and routes the resulting actions to the owning
-workers. The event log is what was fed, in order, so `alto replay` reproduces every decision.
+the driver talks to (without it: one actor asking for all P GPUs). The task's other actions are
+routed to its worker. Workers step concurrently; the driver waits for their answers (`ray.wait`),
+takes every answer that comes within `window_s` of the first as one batch, orders the batch by the
+backend contract (`altosim.policy.event_order.order_events`, which also stamps it with one time),
+feeds it to the Controller and routes the resulting actions to the owning workers. The event log
+is what was fed, in order, so `alto replay` reproduces every decision.
 
 With `checkpoint_path`, the driver saves its own state too (altoruntime/cluster/driver_state.py):
 a driver that is killed and run again with the same arguments replays its trace through the fresh
 Controller, starts a worker for every started task and has it catch up from the task's checkpoint.
 
 A worker that dies (or raises) is replaced: the new actor resumes from the task's last checkpoint
-and redoes the exchanges after it (altoruntime/cluster/worker.py). After `max_restarts`
-replacements the task's running jobs end with JobFailed naming the error, and so does every job
+and redoes the exchanges after it (altoruntime/cluster/worker.py); a gang is replaced whole. After
+`max_restarts` replacements the task's running jobs end with JobFailed naming the error, and so does every job
 the Controller admits to it later; the run goes on.
 
-`ray` is imported here only, so the simulator and the single-process engine never need it.
+`ray` is imported in altoruntime/cluster/ only (lazily), so the simulator and the single-process
+engine never need it.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class RayTaskWorker(TaskWorker):
     def where(self) -> tuple[str, tuple[str, ...]]:
         import ray
 
-        return ray.get_runtime_context().get_node_id(), tuple(str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_id(), tuple(str(g) for g in ctx.get_accelerator_ids().get("GPU", []))
 
 
 class RayBackend:
@@ -164,7 +167,9 @@ class RayBackend:
         if started:
             import logging
 
-            fake = math.ceil(self.gpus * self.gpu_share) if self.fake_gpus and self.address is None and self.gpus else None
+            fake = None
+            if self.fake_gpus and self.address is None and self.gpus:
+                fake = math.ceil(self.gpus * self.gpu_share)
             try:
                 ray.init(address=self.address, num_gpus=fake, include_dashboard=False, log_to_driver=self.verbose,
                          logging_level=logging.INFO if self.verbose else logging.ERROR)
@@ -176,7 +181,8 @@ class RayBackend:
             have = ray.cluster_resources().get("GPU", 0)
             if self.gpus is not None and have < self.gpus * self.gpu_share - 1e-9:
                 raise InputError("<config>", "cluster.gpus", f"{self.gpus} GPUs planned (x {self.gpu_share:g} of a "
-                                 f"Ray GPU each) but the Ray cluster has {have:g}: lower cluster.gpus or join a larger cluster")
+                                 f"Ray GPU each) but the Ray cluster has {have:g}: lower cluster.gpus or join a "
+                                 "larger cluster")
             self._remote = ray.remote(RayTaskWorker)
             self._rank_remote = ray.remote(GangRank)
             self._trainer_ref = ray.put(self.make_trainer)  # the backbone travels once

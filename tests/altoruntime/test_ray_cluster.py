@@ -20,7 +20,9 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a two-node Ray cluster: ~12 s to start on 2 busy cores, shared by the module
 
 from altosim.policy.controller import ControllerConfig  # noqa: E402
-from altosim.policy.types import EVENT_KINDS, FinishTask, JobFailed, JobSpec, StartTask, StepReport, TaskSpec, to_dict  # noqa: E402, E501
+from altosim.policy.types import (  # noqa: E402
+    EVENT_KINDS, FinishTask, JobFailed, JobSpec, StartTask, StepReport, TaskSpec, to_dict,
+)
 from altosim.replay import controller_from_meta, replay_records  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.backend import RuntimeBackend  # noqa: E402
@@ -177,10 +179,10 @@ def test_two_tasks_sharing_one_gpu_step_together(cluster, base):
 def _cli_config(tmp_path) -> Path:
     space = {"lr": [1e-2, 1e-3], "rank": [2], "batch_size": [2]}
     wl = {"name": "two", "synthetic": True, "tasks": [
-        {"id": t, "arrival": 0, "model": "tiny", "dataset": "list_ops", "gpus": 1, "search_space": space,
-         "samples_per_job": 16, "eval_every_samples": 4, "seq_len": 160} for t in ("t1", "t2")]}
+        {"id": t, "arrival": 0, "model": "tiny", "dataset": "list_ops", "gpus": g, "search_space": space,
+         "samples_per_job": 16, "eval_every_samples": 4, "seq_len": 160} for t, g in (("t1", 2), ("t2", 1))]}
     (tmp_path / "wl.json").write_text(json.dumps(wl))
-    cfg = {"workload": "wl.json", "cluster": {"gpus": 2},
+    cfg = {"workload": "wl.json", "cluster": {"gpus": 3},
            "policy": {"early_exit": {"name": "alto"}, "inter_task": {"name": "fifo"}}}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     return tmp_path / "cfg.json"
@@ -191,9 +193,10 @@ def _records(out: Path) -> list[dict]:
 
 
 def test_a_killed_driver_resumes_every_task_with_the_same_command(cluster, tmp_path):
-    """`alto run --engine ray` is killed (SIGKILL) once its driver checkpoint holds reports and a
-    worker has checkpointed; the same command resumes: the saved trace is the log's start, every task
-    finishes with the decisions the local engine takes, and `alto replay` reproduces them."""
+    """`alto run --engine ray` (t1 on 2 GPUs: a gang; t2 on 1) is killed (SIGKILL) once its driver
+    checkpoint holds reports and a worker has checkpointed; the same command resumes: the saved trace
+    is the log's start, every task (the gang restored from its ranks' checkpoint) finishes with the
+    decisions the local engine takes, and `alto replay` reproduces them."""
     from altosim.cli import main
 
     cfg = _cli_config(tmp_path)
@@ -207,7 +210,7 @@ def test_a_killed_driver_resumes_every_task_with_the_same_command(cluster, tmp_p
     first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, saved = time.monotonic() + 240, []
     while first.poll() is None and time.monotonic() < deadline:
-        if ckpt.exists() and list(out.glob("tasks/*/worker.ckpt")):
+        if ckpt.exists() and (out / "tasks" / "t1" / "worker.ckpt").exists():
             saved = read_checkpoint(ckpt)["extra"]["trace"]
             if sum(isinstance(e, StepReport) for e in saved) >= 4:
                 break
@@ -215,7 +218,7 @@ def test_a_killed_driver_resumes_every_task_with_the_same_command(cluster, tmp_p
     alive = first.poll() is None
     first.kill()  # SIGKILL: no handler runs, nothing is written on the way out
     _, err = first.communicate(timeout=60)
-    assert alive and saved, f"the run ended or hung before a checkpoint with reports (rc {first.returncode}): {err[-2000:]}"
+    assert alive and saved, f"ended or hung before a checkpoint with reports (rc {first.returncode}): {err[-2000:]}"
     assert first.returncode == -signal.SIGKILL
     saved = read_checkpoint(ckpt)["extra"]["trace"]  # what the rerun starts from
 
@@ -223,6 +226,7 @@ def test_a_killed_driver_resumes_every_task_with_the_same_command(cluster, tmp_p
     assert second.returncode == 0, second.stderr[-3000:]
     assert not ckpt.exists() and not list(out.glob("tasks/*/worker.ckpt"))
     lines = _records(out)
+    assert sorted(len(r["gpus"]) for r in lines[1:] if r.get("kind") == "start_task") == [1, 2]
     assert lines[0]["meta"]["resumed_events"] == sum(1 for x in saved if x.kind in EVENT_KINDS) > 0
     assert lines[1:1 + len(saved)] == json.loads(json.dumps([to_dict(e) for e in saved]))
     local = _records(tmp_path / "local")
