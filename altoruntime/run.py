@@ -345,6 +345,7 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str, make_t
     wall = time.perf_counter() - t0
     if engine == "ray":
         meta["resumed_events"] = backend.resumed_events  # events a resumed driver took from its checkpoint
+        meta["resumed_exchanges"] = dict(backend.resumed)  # task -> exchanges each new worker's checkpoint held
     write_outputs(log, tasks, out, wall, meta)
     (out / "run.ckpt").unlink(missing_ok=True)  # the run is complete; outputs supersede it
     return log

@@ -370,6 +370,8 @@ class RayBackend:
             rep: WorkerReport = self._ray.get(ref)
         except self._ray.exceptions.RayError as e:
             return self._recover(w, e)
+        if rep.resumed_from is not None:
+            self.resumed.setdefault(task_id, []).append(rep.resumed_from)
         if w.replayed:  # the answer the dead driver had fed already: the same events, not fed again
             w.replayed = False
             if [event_key(e) for e in rep.events] != [tuple(k) for k in w.answered[-1]]:
@@ -382,8 +384,6 @@ class RayBackend:
             got = self._ray.get(w.where)
             self.where[task_id] = got if isinstance(got, list) else [got]
             w.where = None
-        if rep.resumed_from is not None:
-            self.resumed.setdefault(task_id, []).append(rep.resumed_from)
         self.log.merge_phases(rep.phases)
         self.log.busy.append((task_id, rep.start - self._wall0(), rep.end - self._wall0()))
         if self.on_step is not None:

@@ -228,6 +228,7 @@ def test_a_killed_driver_resumes_every_task_with_the_same_command(cluster, tmp_p
     lines = _records(out)
     assert sorted(len(r["gpus"]) for r in lines[1:] if r.get("kind") == "start_task") == [1, 2]
     assert lines[0]["meta"]["resumed_events"] == sum(1 for x in saved if x.kind in EVENT_KINDS) > 0
+    assert lines[0]["meta"]["resumed_exchanges"]["t1"][0] >= 1  # the gang restored its ranks' checkpoint
     assert lines[1:1 + len(saved)] == json.loads(json.dumps([to_dict(e) for e in saved]))
     local = _records(tmp_path / "local")
     for task_id in ("t1", "t2"):  # every decision as the uninterrupted local engine took it
