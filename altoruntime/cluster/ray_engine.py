@@ -83,7 +83,7 @@ class RayBackend:
     travels to the actor). `make_rank_trainer(task, world, rank, device)` builds one rank's APTrainer
     of a multi-GPU task (without it such a task is one actor asking for all its GPUs, training on
     one). `gpu_share`: the share of a Ray GPU each GPU the Controller grants is (0.5: two one-GPU
-    tasks per GPU). With `address`, joins that Ray cluster; else uses the running Ray instance, or
+    tasks per GPU; a gang's ranks then take a share each and may share a GPU, which NCCL refuses). With `address`, joins that Ray cluster; else uses the running Ray instance, or
     starts a local one (and stops it at the end).
     """
 
