@@ -16,8 +16,8 @@ Controller, starts a worker for every started task and has it catch up from the 
 
 A worker that dies (or raises) is replaced: the new actor resumes from the task's last checkpoint
 and redoes the exchanges after it (altoruntime/cluster/worker.py); a gang is replaced whole. After
-`max_restarts` replacements the task's running jobs end with JobFailed naming the error, and so does every job
-the Controller admits to it later; the run goes on.
+`max_restarts` replacements the task's running jobs end with JobFailed naming the error, and so
+does every job the Controller admits to it later; the run goes on.
 
 `ray` is imported in altoruntime/cluster/ only (lazily), so the simulator and the single-process
 engine never need it.
@@ -83,8 +83,9 @@ class RayBackend:
     travels to the actor). `make_rank_trainer(task, world, rank, device)` builds one rank's APTrainer
     of a multi-GPU task (without it such a task is one actor asking for all its GPUs, training on
     one). `gpu_share`: the share of a Ray GPU each GPU the Controller grants is (0.5: two one-GPU
-    tasks per GPU; a gang's ranks then take a share each and may share a GPU, which NCCL refuses). With `address`, joins that Ray cluster; else uses the running Ray instance, or
-    starts a local one (and stops it at the end).
+    tasks per GPU; a gang's ranks then take a share each and may share a GPU, which NCCL refuses).
+    With `address`, joins that Ray cluster; else uses the running Ray instance, or starts a local
+    one (and stops it at the end). With `checkpoint_path`, a rerun resumes a killed driver.
     """
 
     def __init__(
@@ -351,11 +352,11 @@ class RayBackend:
             w.gpus = tuple(w.gpus)
             self.workers[task_id] = w
             self.restarts[task_id] = w.restarts
-            if w.lost is not None or not w.sent:
-                if w.lost is None:
-                    self._spawn(w)
+            if w.lost is not None:  # gone for good: its admits fail at once, as before
                 continue
             self._spawn(w)
+            if not w.sent:  # started, nothing sent yet: its outbox goes out as usual
+                continue
             w.replayed = len(w.answered) == len(w.sent)  # its last answer was fed before the driver died
             self.inflight[w.actor.catch_up.remote(w.sent, w.answered[:len(w.sent) - 1])] = task_id
             self._serve(w)
