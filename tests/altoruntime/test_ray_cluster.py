@@ -92,8 +92,32 @@ def _trainer(base):
     return lambda task, gpus: MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
 
 
-def _rank_trainer(base):
-    return lambda task, world, rank, device: APTrainer(lambda: copy.deepcopy(base), world, rank, device, capacity=2)
+def _rank_trainer(base, folder=None, n=0):
+    def make(task, world, rank, device):
+        _barrier(folder, task.task_id, n)
+        return APTrainer(lambda: copy.deepcopy(base), world, rank, device, capacity=2)
+    return make
+
+
+def _started_together(base, folder, n):
+    """Trainers whose construction waits until `n` tasks' workers are up (files in `folder`): the
+    tasks then step from the same moment, so whether their steps overlap is the engine's doing, not
+    how long each actor's process took to start."""
+    def make(task, gpus):
+        _barrier(folder, task.task_id, n)
+        return MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
+    return make
+
+
+def _barrier(folder, name, n, timeout_s=120.0):
+    if folder is None:
+        return
+    Path(folder, name).touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(Path(folder).iterdir())) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} workers never ran at once (the engine serialized them?)")
+        time.sleep(0.05)
 
 
 def _decisions(trace, task_id):
@@ -129,8 +153,10 @@ def test_a_gang_task_and_a_one_gpu_task_use_both_nodes_match_one_process_and_rep
     meta = _meta(3, tasks)
     local_log = RuntimeBackend(controller_from_meta(meta), _trainer(base), lambda t: RandomData()).run(tasks)
     local = local_log.trace
-    backend = RayBackend(controller_from_meta(meta), _trainer(base), lambda t: RandomData(), out_dir=tmp_path,
-                         make_rank_trainer=_rank_trainer(base))
+    (tmp_path / "up").mkdir()
+    up = tmp_path / "up"  # both tasks' workers start stepping together (see _started_together)
+    backend = RayBackend(controller_from_meta(meta), _started_together(base, up, 2), lambda t: RandomData(),
+                         out_dir=tmp_path, make_rank_trainer=_rank_trainer(base, up, 2))
     log = backend.run(tasks)
     assert {a.task_id: len(a.gpus) for a in log.actions if isinstance(a, StartTask)} == {"g": 2, "a": 1}
     assert not [e for e in log.events if isinstance(e, JobFailed)], backend.failures
@@ -161,12 +187,12 @@ def test_a_gang_task_and_a_one_gpu_task_use_both_nodes_match_one_process_and_rep
     assert "identical decisions" in capsys.readouterr().out
 
 
-def test_two_tasks_sharing_one_gpu_step_together(cluster, base):
+def test_two_tasks_sharing_one_gpu_step_together(cluster, base, tmp_path):
     """gpu_share 0.5: the Controller plans 2 GPUs, each half a Ray GPU; both one-GPU tasks' actors
     land on the same GPU of one node and their stretches of steps overlap."""
     tasks = [_task("c", 30), _task("d", 40)]
-    backend = RayBackend(controller_from_meta(_meta(2, tasks)), _trainer(base), lambda t: RandomData(),
-                         gpu_share=0.5)
+    backend = RayBackend(controller_from_meta(_meta(2, tasks)), _started_together(base, tmp_path, 2),
+                         lambda t: RandomData(), gpu_share=0.5)
     log = backend.run(tasks)
     assert sorted(a.gpus for a in log.actions if isinstance(a, StartTask)) == [(0,), (1,)]
     assert not [e for e in log.events if isinstance(e, JobFailed)], backend.failures
