@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
                          checkpoint_every=args.checkpoint_every, progress=on_step, on_samples=on_samples,
                          save_adapters=args.save_adapters, engine=args.engine, address=args.address,
-                         verbose=args.verbose)
+                         verbose=args.verbose, gpu_share=args.gpu_share)
     except RunInterrupted as e:
         if bar is not None:
             bar.close()
@@ -110,6 +110,8 @@ def add_commands(sub: Any) -> None:
                    "default); 'ray': each started task is a Ray actor on its own GPUs, stepping concurrently")
     r.add_argument("--address", help="with --engine ray: join this Ray cluster (e.g. 'auto' or 'host:6379'); "
                    "without it a local Ray instance starts for the run")
+    r.add_argument("--gpu-share", type=float, default=1.0, help="with --engine ray: each GPU the scheduler "
+                   "plans is this share of a Ray GPU (0.5 and cluster.gpus 2 on one GPU: two one-GPU tasks share it)")
     r.add_argument("--verbose", action="store_true", help="with --engine ray: Ray's logs and workers' output too")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_run)

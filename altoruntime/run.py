@@ -229,15 +229,20 @@ def run_config(
     val_batch_size: int = 16, checkpoint_every: int = 50, progress: Callable[[str, dict[str, float]], None] | None = None,
     on_samples: Callable[[int, int], None] | None = None, save_adapters: str = "best",
     workload: WorkloadTrace | None = None, data_base: Path | None = None,
-    engine: str = "local", address: str | None = None, verbose: bool = False,
+    engine: str = "local", address: str | None = None, verbose: bool = False, gpu_share: float = 1.0,
 ) -> RunLog:
     """Run every task of the config's workload (or of `workload`, built in memory, whose relative
     dataset paths are read from `data_base`) on the local device(s), or with `engine="ray"` on a
-    Ray cluster (a local one started for the run unless `address` names one); write outputs under `out`."""
+    Ray cluster (a local one started for the run unless `address` names one; each planned GPU
+    `gpu_share` of a Ray GPU); write outputs under `out`."""
     if engine not in ENGINES:
         raise InputError("<args>", "engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
     if address is not None and engine != "ray":
         raise InputError("<args>", "address", "joins a Ray cluster: use it with --engine ray")
+    if not (isinstance(gpu_share, (int, float)) and 0 < gpu_share <= 1):
+        raise InputError("<args>", "gpu-share", f"expected a number in (0, 1], got {gpu_share!r}")
+    if gpu_share != 1 and engine != "ray":
+        raise InputError("<args>", "gpu-share", "shares Ray GPUs between tasks: use it with --engine ray")
     from altoruntime.data import get_dataset
 
     out = check_out(out)  # a file, unwritable or too long: said before any work
@@ -318,8 +323,20 @@ def run_config(
             var, _, msg = str(e).partition(": ")
             raise InputError(var, "<env>", msg) from None
 
-    key = run_key(cfg, workload, raw, {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
-                                       "val_batch_size": val_batch_size, "paths": env_paths()})
+    def make_rank_trainer(t: TaskSpec, world: int, rank: int, device: torch.device) -> Any:
+        """One rank of a multi-GPU task under the Ray engine: adapter parallelism over the sharded backbone."""
+        from altoruntime.parallel import APTrainer
+
+        base = base_of[t.task_id]
+        pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
+        return APTrainer(lambda: copy.deepcopy(base.model).to(device), world, rank, device, capacity=8,
+                         pad_token_id=pad, target_modules=target_of[t.task_id])
+
+    settings = {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
+                "val_batch_size": val_batch_size, "paths": env_paths()}
+    if engine == "ray":  # a checkpoint of one engine is not resumed by the other
+        settings["engine"] = "ray"
+    key = run_key(cfg, workload, raw, settings)
     check_resumable(out / "run.ckpt", key)
     own = {tid: b.name for tid, b in base_of.items() if b.name is not None}
     # the header names each task's model; `backbone` only when a bare-name task trained on it
@@ -328,23 +345,26 @@ def run_config(
     with locked_dir(out):  # a second command writing this folder stops here with one line
         return _run(cfg, tasks, out, backbone if bare else None, make_trainer, datasets, key, checkpoint_every,
                     progress, own, models,
-                    dict(on_samples=on_samples, save_adapters=save_adapters), engine, address, verbose)
+                    dict(on_samples=on_samples, save_adapters=save_adapters), engine, address, verbose,
+                    dict(make_rank_trainer=make_rank_trainer, gpu_share=gpu_share))
 
 
 def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None, make_trainer: Any, datasets: dict,
          key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], models: dict[str, str],
          options: dict[str, Any],
-         engine: str = "local", address: str | None = None, verbose: bool = False) -> RunLog:
+         engine: str = "local", address: str | None = None, verbose: bool = False,
+         ray_options: dict[str, Any] | None = None) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
     backend: RuntimeBackend | Any
-    if engine == "ray":  # no driver checkpoint: each worker checkpoints its own task
+    if engine == "ray":  # the driver's run.ckpt holds no trainer: each worker checkpoints its own task
         from altoruntime.cluster.ray_engine import RayBackend
 
         backend = RayBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                              address=address, checkpoint_every=checkpoint_every, seed=cfg.seed, verbose=verbose,
                              gpus=cfg.cluster.gpus, fake_gpus=not cuda, base_models=base_models,
-                             save_adapters=options["save_adapters"])
+                             save_adapters=options["save_adapters"], checkpoint_path=out / "run.ckpt",
+                             checkpoint_extra={KEY: key}, **(ray_options or {}))
     else:
         backend = RuntimeBackend(ctl, make_trainer, lambda t: datasets[t.task_id], out_dir=out, on_step=progress,
                                  checkpoint_path=out / "run.ckpt", checkpoint_every=checkpoint_every,
@@ -352,6 +372,8 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None,
     meta = {"backbone": backbone, "models": models, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
             "paths": env_paths(),
             "engine": engine, **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
+    if engine == "ray":
+        meta["gpu_share"] = (ray_options or {}).get("gpu_share", 1.0)
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
     seed_everything(cfg.seed)
@@ -363,6 +385,9 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None,
         write_outputs(backend.log, tasks, out, wall, {**meta, "interrupted": True})
         raise RunInterrupted(backend.log, wall) from None
     wall = time.perf_counter() - t0
+    if engine == "ray":
+        meta["resumed_events"] = backend.resumed_events  # events a resumed driver took from its checkpoint
+        meta["resumed_exchanges"] = dict(backend.resumed)  # task -> exchanges each new worker's checkpoint held
     write_outputs(log, tasks, out, wall, meta)
     (out / "run.ckpt").unlink(missing_ok=True)  # the run is complete; outputs supersede it
     return log

@@ -102,3 +102,14 @@ def test_unsafe_task_id_fails_before_any_work(tmp_path):
     rc, _, err = cli("run", _config(tmp_path, task_id=".."), "--out", str(out), *RUN)
     assert_input_error(rc, err, "tasks[0].id")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("share, engine, words", [("0", "ray", ("gpu-share", "(0, 1]")),
+                                                   ("1.5", "ray", ("gpu-share", "(0, 1]")),
+                                                   ("0.5", "local", ("gpu-share", "--engine ray")),
+                                                   ("half", "ray", ("gpu-share",))])
+def test_a_bad_gpu_share_is_one_line_and_writes_nothing(tmp_path, share, engine, words):
+    out = tmp_path / "out"
+    rc, _, err = cli("run", _config(tmp_path), "--out", str(out), *RUN, "--engine", engine, "--gpu-share", share)
+    assert_input_error(rc, err, *words)
+    assert not out.exists()
