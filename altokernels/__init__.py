@@ -5,9 +5,9 @@
 
 The runtime's module form (adapter stacks per frozen projection) is altoruntime/lora_layer.py.
 The Triton path runs on CUDA, or on CPU under TRITON_INTERPRET=1 (set before triton is first
-imported; tests/altokernels/conftest.py does it). ALTO_KERNELS_AUTOTUNE=0 turns autotuning off;
-ALTO_KERNELS_FAST_LAUNCH=0 sends every launch through Triton's own path (altokernels/launch.py caches
-the compiled kernel per specialization on the step's meta and calls it directly otherwise);
+imported; tests/altokernels/conftest.py does it). ALTO_KERNELS_AUTOTUNE=1 turns autotuning on
+(off by default: each new shape of a run would be tuned again); ALTO_KERNELS_FAST_LAUNCH=0 sends
+every launch through Triton's own path (altokernels/launch.py caches the compiled kernel per specialization on the step's meta and calls it directly otherwise);
 ALTO_KERNELS_TUNE_CACHE=1 keeps autotuning results in Triton's on-disk cache (opt-in, not yet
 checked on a GPU).
 """

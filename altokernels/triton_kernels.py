@@ -33,8 +33,11 @@ from altokernels import launch as _launch
 from altokernels.meta import LoraBatchMeta
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# ALTO_KERNELS_AUTOTUNE=0: first config only (tests: no tuning per random shape)
-AUTOTUNE = os.environ.get("ALTO_KERNELS_AUTOTUNE", "1") != "0"
+# Autotuning is opt-in (ALTO_KERNELS_AUTOTUNE=1; experiments/bench_kernels.py turns it on): a run meets
+# many new shapes as its group shrinks, and tuning each costs a compile per config and a timing pass;
+# on the H200 e2e run that was ~40 s of a 146-s sweep with no faster steps after (results/device_h200/
+# session9). Off, every launch takes its space's first config (it fits every shape).
+AUTOTUNE = os.environ.get("ALTO_KERNELS_AUTOTUNE", "0") == "1"
 # ALTO_KERNELS_TUNE_CACHE=1: keep autotuning results in Triton's on-disk cache, so a later process
 # on the same machine skips the tuning (~15 s of an H200 run's first step). Opt-in until checked on
 # a GPU; Triton never disk-caches a kernel whose configs carry a pre_hook (our split-K shrink).

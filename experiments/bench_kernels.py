@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
+os.environ.setdefault("ALTO_KERNELS_AUTOTUNE", "1")  # the kernels at their tuned configs (before altokernels loads)
+
+import torch  # noqa: E402
 
 PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "q": (2048, 2048), "k": (2048, 512), "v": (2048, 512), "o": (2048, 2048),

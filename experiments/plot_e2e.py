@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 
 LABELS = {"sequential_peft": "sequential PEFT", "concurrent_peft": "concurrent PEFT workers",
           "concurrent_peft_est": "concurrent PEFT (estimated)", "batched": "alto fused, no exit",
-          "early_exit": "alto fused + early exit", "raytune_asha_default": "Ray Tune + ASHA (default rungs)",
+          "early_exit": "alto fused + early exit",
+          "early_exit_autotuned": "alto, kernels autotuned", "raytune_asha_default": "Ray Tune + ASHA (default rungs)",
           "raytune_asha_gentle": "Ray Tune + ASHA (gentle rungs)"}
 REQUIRED = ("method", "wall_s")
 
@@ -52,7 +53,7 @@ def plot_e2e(csv: Path, out: Path | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(9, 0.7 * len(df) + 1.6))
     extrap = df["extrapolated"].astype(str).str.lower().eq("true") if "extrapolated" in df else [False] * len(df)
     for i, r in df.iterrows():
-        ours = str(r["method"]) in ("batched", "early_exit")
+        ours = str(r["method"]) in ("batched", "early_exit", "early_exit_autotuned")
         ax.barh(i, r["wall_s"], color="tab:blue" if ours else "tab:gray",
                 hatch="//" if extrap[i] else None, edgecolor="white")
         ax.text(r["wall_s"] * 1.05, i, f"{r['wall_s']:,.0f} s  {_label(r)}", va="center", fontsize=8)

@@ -114,11 +114,12 @@ def workload_csv_text(trace: WorkloadTrace) -> str:
         if extra:  # no CSV column holds them: write JSON rather than lose them
             raise ValueError(f"tasks[{i}].{extra[0]}: `alto run` task fields have no CSV column; write the workload as JSON")
         d = t.model_dump(mode="json")
-        if d["search_space"]["grad_accum_steps"] == 1:  # left out at their defaults, as in JSON
-            del d["search_space"]["grad_accum_steps"]
+        space = d["search_space"] or {}  # a rigid task has none
+        if space.get("grad_accum_steps") == 1:  # left out at their defaults, as in JSON
+            del space["grad_accum_steps"]
         for k in ("lr_schedule", "warmup_ratio", "max_grad_norm"):
-            if d["search_space"][k] is None:
-                del d["search_space"][k]
+            if k in space and space[k] is None:
+                del space[k]
         for col in _JSON_COLUMNS:
             d[col] = "" if d[col] is None else json.dumps(d[col], separators=(",", ":"))
         if isinstance(d.get("model_shape"), dict):
