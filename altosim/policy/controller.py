@@ -2,7 +2,7 @@
 
 It composes the three policies of the design: early exit (per task, on every StepReport), the
 intra-task scheduler (which jobs share a task's group, backfill on exits) and the inter-task
-scheduler (which waiting task starts on which GPUs, re-planned on every arrival and completion).
+scheduler (which waiting task starts on which GPUs, planned on arrivals and completions, a kept plan backfilled in between).
 It is deterministic given its events: `alto replay` feeds an event log back through a fresh
 Controller and must get the same actions.
 
