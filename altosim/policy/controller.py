@@ -63,8 +63,8 @@ class ControllerConfig:
     # this share of the time it had left in the last plan
     replan_shift: float = 0.2
     # keep the last plan while nothing material changed (inter/incremental.py): a full re-plan
-    # once this share of the queue (at least 8) in arrivals, off-plan ends and moved predictions
-    # has come since the last one; in between, freed GPUs are backfilled in plan order
+    # once this share of the queue (at least 8) in arrivals and off-plan ends has come since
+    # the last one; in between, freed GPUs are backfilled in plan order
     resolve_share: float = 0.1
     # hold a job at its warm-up gate (Suspend) while others still warm up; None: the early-exit
     # policy decides (`policy.holds_at_gate()`, e.g. alto's `hold_at_gate` parameter)

@@ -19,7 +19,7 @@ now" from it while it still holds:
   start now if it fits and either ends, as predicted, before the head's shadow time (the
   earliest time enough GPUs free up for the head, from running tasks' predicted ends) or uses
   only GPUs the head will not need then. Arrivals go after every planned task, by arrival;
-- every such change (an arrival, an off-plan end, a moved prediction, a late start) counts:
+- every such change but a moved prediction (an arrival, an off-plan end, a late start) counts:
   once more than max(`min_new`, `resolve_share` x the queue planned in the last full plan) have
   come since it, the next event re-plans in full. So a full plan, O(n log n) or more, comes at
   most every `resolve_share` x n changes, and an event in between costs O(log n + scan +
@@ -159,11 +159,13 @@ class PlanCache:
             self._change()
 
     def moved(self, task_id: str, end: float) -> None:
-        """A running task's predicted end moved (a cut): backfill with the new end."""
+        """A running task's predicted end moved (a cut): backfill with the new end. Not counted
+        toward a full re-plan (early exit moves every running task's end several times; the
+        backfill's shadow times follow the new ends)."""
         if task_id in self.run:
             self.run[task_id] = (end, self.run[task_id][1])
             self.end[task_id] = end
-        self._change()
+        self.exact = False
 
     def due(self, now: float) -> list[str] | None:
         """Planned tasks whose start <= now, in start order; None when the plan's times no
