@@ -2,7 +2,8 @@
 
 Each Philly job becomes a tuning task (arrival, GPUs, worst-case duration = the job's duration,
 K configs with loss curves from the embedded pool). Policies FIFO, SJF and CP-SAT (time-limited,
-re-planned on arrivals and completions), each with and without early exit, on a cluster of
+minimizing the sum of completion times unless --cpsat-objective makespan; plans kept and
+backfilled between full re-plans, altosim/policy/inter/incremental.py), each with and without early exit, on a cluster of
 `--gpus` GPUs. Writes NAME.csv, NAME_jct_cdf.png and NAME_busy.png under the folder given by
 --out (required: no default that overwrites committed results). A replay that runs past
 --max-wall seconds (default 300, the issue's acceptance cap; `--budget-clock cpu` counts this
@@ -92,7 +93,9 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=20, help="evaluations per job")
     ap.add_argument("--policies", default="fifo,sjf,cpsat")
     ap.add_argument("--early-exits", default="alto,none", help="early-exit policies to pair with each")
-    ap.add_argument("--time-limit", type=float, default=0.5, help="CP-SAT seconds per re-plan")
+    ap.add_argument("--time-limit", type=float, default=0.2, help="CP-SAT wall seconds per re-plan")
+    ap.add_argument("--cpsat-objective", choices=("completion", "makespan"), default="completion",
+                    help="what CP-SAT minimizes: the sum of completion times (mean task completion) or the makespan")
     ap.add_argument("--limit", type=int, help="replay only the first N tasks (smoke runs)")
     ap.add_argument("--max-wall", type=float, default=300.0, help="seconds one replay may take")
     ap.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
@@ -110,7 +113,7 @@ def main() -> None:
     out = Path(args.out)
     for inter in args.policies.split(","):
         for ee in args.early_exits.split(","):
-            params = {"time_limit_s": args.time_limit} if inter == "cpsat" else {}
+            params = {"time_limit_s": args.time_limit, "objective": args.cpsat_objective} if inter == "cpsat" else {}
             cfg = RunConfig.model_validate({
                 "cluster": {"gpus": args.gpus},
                 "policy": {"inter_task": {"name": inter, "params": params}, "early_exit": ee}})

@@ -2,7 +2,7 @@
 
 It composes the three policies of the design: early exit (per task, on every StepReport), the
 intra-task scheduler (which jobs share a task's group, backfill on exits) and the inter-task
-scheduler (which waiting task starts on which GPUs, re-planned on every arrival and completion).
+scheduler (which waiting task starts on which GPUs, planned on arrivals and completions, a kept plan backfilled in between).
 It is deterministic given its events: `alto replay` feeds an event log back through a fresh
 Controller and must get the same actions.
 
@@ -13,8 +13,9 @@ routes each event to its task's group, owns the GPUs and the queue, and re-plans
 Plans use predicted durations (`predict.py`): what the early-exit policy's cuts are expected to
 keep, from each running task's own progress and cuts, calibrated by finished tasks, with their
 spread so that the planner keeps uncertain long tasks off the end. The last full plan is kept
-(`inter/incremental.py`) while tasks end as planned and few arrived; a cut that moves a task's
-predicted end re-plans when GPUs are free.
+(`inter/incremental.py`): exactly while tasks end as planned, and as an order to backfill freed
+GPUs from (EASY backfilling on predicted ends) once early exit or a wrong prediction moved its
+times, until a share of the queue's worth of such changes calls for a full re-plan.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class ControllerConfig:
     # re-plan after a cut when GPUs are free and the task's predicted end moved by more than
     # this share of the time it had left in the last plan
     replan_shift: float = 0.2
-    # keep the last plan while nothing material changed (inter/incremental.py); a full re-plan
-    # once this share of the queue has arrived since the last one
+    # keep the last plan while nothing material changed (inter/incremental.py): a full re-plan
+    # once this share of the queue (at least 8) in arrivals and off-plan ends has come since
+    # the last one; in between, freed GPUs are backfilled in plan order
     resolve_share: float = 0.1
     # hold a job at its warm-up gate (Suspend) while others still warm up; None: the early-exit
     # policy decides (`policy.holds_at_gate()`, e.g. alto's `hold_at_gate` parameter)
@@ -187,7 +189,8 @@ class Controller:
         if group.result is None:
             cut = any(isinstance(a, Stop) and a.reason == "underperforming" for a in acts)
             if cut and self.waiting and self.free and self._moved(group, now):
-                self._cache.invalidate()  # a cut moved the task's predicted end: GPUs may free sooner
+                # a cut moved the task's predicted end: GPUs may free sooner (backfill with it)
+                self._cache.moved(group.task.task_id, now + self._remaining(group, now))
                 return acts + self._replan(now)
             return acts
         tid = group.task.task_id
@@ -222,14 +225,18 @@ class Controller:
                              for t in self.waiting.values()))
         if quick is not None:  # the scheduler knows what starts now without a full plan
             return self._start_ids(quick, now)
-        due = self._cache.due(now)
-        if due is not None:  # the kept plan still holds: start what it says
+        exact = self._cache.exact
+        due = self._cache.next_starts(now, len(self.free))
+        if due is not None:  # the kept plan still holds (its times, or its order): start what it says
             acts = self._start_ids(due, now)
             late = [t for t in due if t in self.waiting]
-            if late:  # a planned start found its GPUs busy: wait for simultaneous ends, else plan afresh
+            if late and exact:  # a planned start found its GPUs busy: wait for simultaneous ends, else backfill
                 self._cache.postpone(now, late, list(self.running))
-                if not self._cache.valid:
+                if not self._cache.exact:
                     return acts + self._replan(now)
+            elif late:  # cannot happen (backfilling counts free GPUs); never leave a task unplanned
+                self._cache.invalidate()
+                return acts + self._replan(now)
             return acts
         running = [RunningTask(t, g.gpus, self._remaining(g, now)) for t, g in sorted(self.running.items())]
         self._planned_end.update((r.task_id, now + r.remaining) for r in running)
@@ -291,7 +298,7 @@ class Controller:
     def _start(self, task: TaskSpec, now: float) -> list[Action]:
         """Start a task just popped from the queue on the lowest free GPU ids."""
         self._waiting_gpus -= task.gpus
-        self._cache.started(task.task_id)
+        self._cache.started(task.task_id, now)
         gpus = tuple(sorted(self.free)[: task.gpus])
         self.free.difference_update(gpus)
         exit_name, exit_params = ("none", {}) if task.rigid else (self.cfg.early_exit, dict(self.cfg.early_exit_params))

@@ -179,8 +179,11 @@ class Alto(EarlyExitPolicy):
         for j, h in at_rung.items():
             n = upto(h, gate_step(task, h.job, frac))
             v = signal(h, n, task, self.rank_by)
-            rel = max(noise(h, n, task, self.noise_span), self.noise_floor)
-            sig[j] = (v, rel * abs(v) if math.isfinite(v) else 0.0)
+            if self.noise_z > 0:  # the noise band is only read with noise_z > 0 (`_keep`)
+                rel = max(noise(h, n, task, self.noise_span), self.noise_floor)
+                sig[j] = (v, rel * abs(v) if math.isfinite(v) else 0.0)
+            else:
+                sig[j] = (v, 0.0)
         groups: dict[int, list[str]] = {}
         for j, h in at_rung.items():
             groups.setdefault(h.job.batch_size if self.cut_groups != "none" else 0, []).append(j)

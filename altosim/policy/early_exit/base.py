@@ -60,13 +60,14 @@ class EarlyExitPolicy(BaseModel):
     def on_report(self, hist: JobHistory, task: TaskSpec) -> Verdict:
         """The verdict after the job's latest report (a stopped job keeps its stop)."""
         job_id = hist.job.job_id
-        verdict = self._last.get(job_id, CONTINUE)
-        for i in range(self._seen.get(job_id, 0), len(hist.steps)):
+        seen, last = self._seen, self._last  # read once: private attributes go through pydantic's __getattr__
+        verdict = last.get(job_id, CONTINUE)
+        for i in range(seen.get(job_id, 0), len(hist.steps)):
             if verdict.stop:
                 break
             verdict = self.judge(hist, i, task)
-            self._seen[job_id] = i + 1
-        self._last[job_id] = verdict
+            seen[job_id] = i + 1
+        last[job_id] = verdict
         return verdict
 
     def judge(self, hist: JobHistory, i: int, task: TaskSpec) -> Verdict:

@@ -1,5 +1,19 @@
-"""CP-SAT makespan scheduler (the paper's inter-task scheduler) within a wall-clock limit,
-never worse than the fast greedy rules, re-planning incrementally.
+"""CP-SAT inter-task scheduler (the paper's, which minimizes makespan; or, with
+`objective="completion"`, the sum of completion times, what the mean task completion users
+judge comes from) within a wall-clock limit, never worse than the fast greedy rules, re-planning
+incrementally.
+
+`objective="completion"` changes steps 1-6 below as follows: the greedy plans are the non-delay
+(backfilling, event by event) schedules of arrival order, SJF and smallest-area-first (GPUs x
+duration, the classic rule for the sum of completion times of wide tasks; also CP-SAT's hint),
+and plans are compared by (sum of
+completion times, makespan); only a plan that starts every task now is "optimal" without
+CP-SAT; the head given to CP-SAT is the first `max_tasks` by the best greedy plan's starts (the
+rest follow in that order by the fast rule); CP-SAT minimizes the sum of starts, then, with
+that sum fixed, C_max (cpsat_models.solve); no forward-backward justification (it serves the
+makespan). `lower_bound` and `gap` still concern the makespan (the area/longest-task bound):
+such a plan trades makespan for mean completion, and its status is "optimal" only when CP-SAT
+proved the sum optimal for the whole queue.
 
 Per plan() call (`time_limit_s` is wall seconds for the whole call, as users read it):
 1. Greedy plans, event by event (fast.py, O(n log n) in the queue): arrival order with
@@ -101,6 +115,7 @@ class CpSatScheduler(InterTaskScheduler):
     work_limit: float | None = None  # CP-SAT work units per plan when deterministic (None: WORK_PER_S * limit)
     resolve_share: float = 0.1  # re-solve once this share of the head entered since the last solve
     seed: int = 0
+    objective: str = "makespan"  # or "completion": the sum of completion times (mean task completion)
 
     name = "cpsat"
     plans_releases = True
@@ -122,6 +137,8 @@ class CpSatScheduler(InterTaskScheduler):
             raise ValueError(f"work_limit must be > 0, got {self.work_limit!r}")
         if not 0 <= self.resolve_share < 1:
             raise ValueError(f"resolve_share must be in [0, 1), got {self.resolve_share!r}")
+        if self.objective not in ("makespan", "completion"):
+            raise ValueError(f"objective must be 'makespan' or 'completion', got {self.objective!r}")
         self._memo: _Memo | None = None  # the last CP-SAT solve (incremental re-planning)
 
     def plan(
@@ -133,22 +150,32 @@ class CpSatScheduler(InterTaskScheduler):
         lb = lower_bound(now, num_gpus, running, waiting)
         by_arrival = fifo_order(waiting)
         serial = self.max_tasks if len(waiting) <= self.max_tasks else 0  # long queues: event by event only
-        greedy = [
-            event_schedule(now, num_gpus, running, by_arrival),  # arrival order, backfilling
-            reserve_then_fill(now, num_gpus, running, sjf_order(waiting), serial),  # SJF
-            reserve_then_fill(now, num_gpus, running, lpt_order(waiting), serial),  # longest first
-        ]
-        if len(waiting) <= self.max_tasks:  # FIFO (backfilling is rarely worse, but can be)
-            greedy.append(event_schedule(now, num_gpus, running, by_arrival, head_of_line=True))
-        best = min(greedy, key=lambda st: _score(now, running, waiting, st))
+        completion = self.objective == "completion"
+        if completion:  # non-delay schedules of the rules for the sum of completion times
+            greedy = [event_schedule(now, num_gpus, running, order)
+                      for order in (by_arrival, sjf_order(waiting), area_order(waiting))]
+        else:
+            greedy = [
+                event_schedule(now, num_gpus, running, by_arrival),  # arrival order, backfilling
+                reserve_then_fill(now, num_gpus, running, sjf_order(waiting), serial),  # SJF
+                reserve_then_fill(now, num_gpus, running, lpt_order(waiting), serial),  # longest first
+            ]
+            if len(waiting) <= self.max_tasks:  # FIFO (backfilling is rarely worse, but can be)
+                greedy.append(event_schedule(now, num_gpus, running, by_arrival, head_of_line=True))
+        score = _completion_score if completion else _score
+        best = min(greedy, key=lambda st: score(now, running, waiting, st))
         best_ms = makespan_of(now, running, waiting, best)
         free_now = int(FreeProfile(now, num_gpus, running).free[0])
         idles_now = any(w.gpus <= free_now for w in waiting) and not any(t <= now for t in best.values())
-        if not waiting or (best_ms <= lb * (1 + 1e-9) + 1e-9 and not idles_now):
+        if completion:
+            if not waiting or all(t <= now for t in best.values()):
+                return make_plan(now, running, waiting, best, "optimal", t0, lb, "every task starts now")
+        elif not waiting or (best_ms <= lb * (1 + 1e-9) + 1e-9 and not idles_now):
             return make_plan(now, running, waiting, best, "optimal", t0, lb, "greedy plan meets the lower bound")
 
         # -- the head of the queue goes to CP-SAT, unless its previous order still holds
-        sub, rest = by_arrival[: self.max_tasks], by_arrival[self.max_tasks :]
+        queue = sorted(waiting, key=lambda w: (best[w.task_id], w.arrival, w.task_id)) if completion else by_arrival
+        sub, rest = queue[: self.max_tasks], queue[self.max_tasks :]
         truncated = bool(rest)
         key = (now, num_gpus, tuple(running), tuple(sub))
         reused = self._reusable(now, num_gpus, running, sub)
@@ -166,18 +193,19 @@ class CpSatScheduler(InterTaskScheduler):
                     for order in (sub, sjf_order(sub))
                 )
             unit = self.time_unit_s or (horizon - now) / (self.resolution or max(1000, 50 * len(sub)))
-            inst, exact = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper")
+            inst, exact = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper",
+                                      objective=self.objective)
             elapsed = time.perf_counter() - t0  # extraction and justification: about twice that
             try:
                 res = solve(_MODELS[self.model](inst), _SOLVER_SHARE * (self.time_limit_s - 3 * elapsed),
                             self.num_workers, self.seed,
-                            self.deterministic, work_limit=self._work_limit())
+                            self.deterministic, work_limit=self._work_limit(), objective=self.objective)
             except Exception as e:  # ortools missing or failing must not stop the cluster
                 return make_plan(now, running, waiting, best, "fallback", t0, lb, f"cp-sat error: {type(e).__name__}: {e}")
             slack = 0 if exact else 2 * len(sub)
             lb_cp = now + unit * (res.cmax_bound - slack)
             robust = any(w.spread for w in sub)  # CP-SAT's C_max counts the tails: no bound on the real one
-            if robust:
+            if robust or completion:  # (CP-SAT's bound is on the sum of starts, not on C_max)
                 lb_cp = lb
             lb = max(lb, lb_cp)
             proved = res.status == "OPTIMAL" and exact and not robust
@@ -190,7 +218,8 @@ class CpSatScheduler(InterTaskScheduler):
             rank = {w.task_id: k for k, w in enumerate(sub)}
             order = sorted(sub, key=lambda w: (res.starts[rank[w.task_id]], rank[w.task_id]))
         if truncated:
-            note += f"; cp-sat on the first {len(sub)} of {len(waiting)} waiting by arrival, rest by the fast rule"
+            by = "the best greedy plan's starts" if completion else "arrival"
+            note += f"; cp-sat on the first {len(sub)} of {len(waiting)} waiting by {by}, rest by the fast rule"
 
         # -- extract: compact CP-SAT's order in real time, then the rest event by event around it
         prof = FreeProfile(now, num_gpus, running)
@@ -203,7 +232,10 @@ class CpSatScheduler(InterTaskScheduler):
         proved = proved and not truncated
 
         # -- choose, then squeeze out slack a time-limited solve leaves (never worse)
-        chosen = min([cp_starts, *greedy], key=lambda st: _score(now, running, waiting, st))  # ties: CP-SAT's
+        chosen = min([cp_starts, *greedy], key=lambda st: score(now, running, waiting, st))  # ties: CP-SAT's
+        if completion:
+            status = "optimal" if proved and chosen is cp_starts else ("feasible" if chosen is cp_starts else "greedy")
+            return make_plan(now, running, waiting, chosen, status, t0, lb, note)
         if not proved and not truncated:  # justify the chosen plan and the longest-first one
             tried = [justify(now, num_gpus, running, waiting, st, rounds=4) for st in (chosen, greedy[2])]
             better = min(tried, key=lambda st: _score(now, running, waiting, st))
@@ -269,6 +301,18 @@ def _score(
     return robust_makespan(now, running, waiting, starts), -busy_now, weighted
 
 
+def _completion_score(
+    now: float, running: Sequence[RunningTask], waiting: Sequence[WaitingTask], starts: dict[str, float]
+) -> tuple[float, float]:
+    """(sum of completion times, makespan): smaller is better (objective="completion")."""
+    return sum(starts[w.task_id] + w.duration for w in waiting), makespan_of(now, running, waiting, starts)
+
+
+def area_order(waiting: Sequence[WaitingTask]) -> list[WaitingTask]:
+    """Smallest GPU-time (GPUs x duration) first, ties by duration, arrival, task id."""
+    return sorted(waiting, key=lambda w: (w.gpus * w.duration, w.duration, w.arrival, w.task_id))
+
+
 def robust_makespan(
     now: float, running: Sequence[RunningTask], waiting: Sequence[WaitingTask], starts: dict[str, float]
 ) -> float:
@@ -285,20 +329,27 @@ def _units(x: float, unit: float) -> int:
 
 
 def _discretize(
-    now: float, num_gpus: int, running: Sequence[RunningTask], sub: Sequence[WaitingTask], unit: float, with_ids: bool
+    now: float, num_gpus: int, running: Sequence[RunningTask], sub: Sequence[WaitingTask], unit: float, with_ids: bool,
+    objective: str = "makespan",
 ) -> tuple[IntInstance, bool]:
     """Integer instance at time 0 = now, with the better integer greedy schedule as hint, and
     whether it is exact (every duration and release a whole number of units: no rounding)."""
     run = [r for r in running if r.remaining > 0 and r.gpus]
     iruns = [RunningTask(r.task_id, r.gpus, float(_units(r.remaining, unit))) for r in run]
     iwait = [WaitingTask(w.task_id, w.gpus, float(_units(w.duration, unit)), w.arrival, w.spread) for w in sub]
-    hints = [
-        list_schedule(0.0, num_gpus, iruns, fifo_order(iwait), head_of_line=True),
-        list_schedule(0.0, num_gpus, iruns, sjf_order(iwait)),
-        list_schedule(0.0, num_gpus, iruns, lpt_order(iwait)),
-    ]
-    hint = min(hints, key=lambda st: _score(0.0, iruns, iwait, st))
-    horizon = math.ceil(robust_makespan(0.0, iruns, iwait, hint))
+    if objective == "completion":
+        hints = [event_schedule(0.0, num_gpus, iruns, order) for order in (sjf_order(iwait), area_order(iwait))]
+        hint = min(hints, key=lambda st: _completion_score(0.0, iruns, iwait, st))
+        # a smaller sum of completions may cost makespan: leave room past the hint's
+        horizon = math.ceil(robust_makespan(0.0, iruns, iwait, hint) + max(w.duration for w in iwait))
+    else:
+        hints = [
+            list_schedule(0.0, num_gpus, iruns, fifo_order(iwait), head_of_line=True),
+            list_schedule(0.0, num_gpus, iruns, sjf_order(iwait)),
+            list_schedule(0.0, num_gpus, iruns, lpt_order(iwait)),
+        ]
+        hint = min(hints, key=lambda st: _score(0.0, iruns, iwait, st))
+        horizon = math.ceil(robust_makespan(0.0, iruns, iwait, hint))
     tail = tuple(math.ceil(w.duration * w.spread - 1e-9) for w in iwait) if any(w.spread for w in iwait) else ()
     hint_gpus: tuple[tuple[int, ...], ...] = ()
     if with_ids:
@@ -319,4 +370,4 @@ def _discretize(
     ), exact
 
 
-__all__ = ["CpSatScheduler"]
+__all__ = ["CpSatScheduler", "area_order"]
