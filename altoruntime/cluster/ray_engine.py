@@ -172,7 +172,7 @@ class RayBackend:
             if self.fake_gpus and self.address is None and self.gpus:
                 fake = math.ceil(self.gpus * self.gpu_share)
             try:
-                ray.init(address=self.address, num_gpus=fake, include_dashboard=False, log_to_driver=self.verbose,
+                ray.init(address=self.address or "local", num_gpus=fake, include_dashboard=False, log_to_driver=self.verbose,
                          logging_level=logging.INFO if self.verbose else logging.ERROR)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 what = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address!r}"

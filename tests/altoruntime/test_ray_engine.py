@@ -53,7 +53,7 @@ def cluster():
     # the actors cannot import this test module by pytest's name for it: ship its data classes by value
     for module in (sys.modules[__name__], _batches):
         cloudpickle.register_pickle_by_value(module)
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
