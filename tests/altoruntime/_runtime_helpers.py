@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
@@ -58,3 +59,14 @@ def assert_matches(trainer, job_id: str, ref: PeftReference, lr: float) -> None:
             assert float(b.norm()) == 0.0
         else:
             close_to(b, w[name][1], lr)
+
+
+def assert_runs_match(runs, jobs) -> None:
+    """Every step's fused loss equals the adapter trained alone, and so do the final weights.
+    `runs`: (trainer, refs, fused, alone) with per-step loss dicts; `jobs`: (job_id, _, _, lr, ...)."""
+    trainer, refs, fused, alone = runs
+    for s, losses in enumerate(alone):
+        for j in losses:
+            assert fused[s][j] == pytest.approx(losses[j], rel=1e-5, abs=1e-6), (s, j)
+    for j, _, _, lr, *_ in jobs:
+        assert_matches(trainer, j, refs[j], lr)

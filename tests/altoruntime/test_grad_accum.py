@@ -13,7 +13,7 @@ from transformers import get_linear_schedule_with_warmup
 from altoruntime.backbone import tiny_llama
 from altoruntime.task_runner import split_micro
 from altoruntime.trainer import MultiAdapterTrainer
-from tests.altoruntime._runtime_helpers import PeftReference, assert_matches, make_batch
+from tests.altoruntime._runtime_helpers import PeftReference, assert_runs_match, make_batch
 
 TOTAL, STEPS = 4, 2
 # (job, rank, alpha, lr, weight decay, micro batch, accumulation, seq len, seed, max grad norm)
@@ -65,12 +65,7 @@ def runs():
 
 
 def test_accumulated_steps_match_peft_accumulating(runs):
-    trainer, refs, fused, alone = runs
-    for s in range(STEPS):
-        for j in alone[s]:
-            assert fused[s][j] == pytest.approx(alone[s][j], rel=1e-5, abs=1e-6), (s, j)
-    for j, _, _, lr, *_ in JOBS:
-        assert_matches(trainer, j, refs[j], lr)
+    assert_runs_match(runs, JOBS)
 
 
 def test_accumulation_is_not_one_big_batch():

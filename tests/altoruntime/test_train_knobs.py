@@ -11,7 +11,7 @@ from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_wi
 from altoruntime.adapters.lr_schedule import lr_factor
 from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer
-from tests.altoruntime._runtime_helpers import PeftReference, assert_matches, make_batch
+from tests.altoruntime._runtime_helpers import PeftReference, assert_runs_match, make_batch
 
 TOTAL, WARMUP, STEPS = 5, 1, 3
 # (job, rank, alpha, lr, weight decay, batch size, seq len, seed, schedule, warm-up, max grad norm)
@@ -63,12 +63,7 @@ def runs():
 
 
 def test_losses_and_weights_match_each_adapter_alone(runs):
-    trainer, refs, fused, alone = runs
-    for s in range(STEPS):
-        for j in alone[s]:
-            assert fused[s][j] == pytest.approx(alone[s][j], rel=1e-5, abs=1e-6), (s, j)
-    for j, _, _, lr, *_ in JOBS:
-        assert_matches(trainer, j, refs[j], lr)
+    assert_runs_match(runs, JOBS)
 
 
 def test_clipping_was_active(runs):
