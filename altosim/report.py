@@ -228,7 +228,7 @@ def report_frame(log: list[dict[str, Any]]) -> pd.DataFrame:
             if a["kind"] == "stop":
                 stops[a["job_id"]] = a["reason"]
     df = pd.DataFrame(rows, columns=["now", "task_id", "job_id", "step", "samples", "train_loss", "val_loss"])
-    df["exit"] = df["job_id"].map(stops).fillna("")
+    df["exit"] = [stops.get(j, "") for j in df["job_id"]]
     return df
 
 
