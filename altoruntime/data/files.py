@@ -172,12 +172,14 @@ def _examples(path: Path, rows: list, messages: str, render: Render | None) -> t
 def build(path: str | Path, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
           field: str = "dataset", columns: tuple[str, str] = ("prompt", "completion"), messages: str = "messages",
           render: Render | None = None, validation: str | Path | None = None,
-          validation_fraction: float | None = None, split_seed: int = 0, keep_order: bool = False) -> FineTuneDataset:
+          validation_fraction: float | None = None, split_seed: int = 0,
+          keep_order: bool = False) -> FineTuneDataset:
     """The file's examples split by prompt hash into the requested sizes (InputError when short),
     or into the splits given (a `validation` file, split files in the folder, or a seeded
     `validation_fraction`); `keep_order`: given splits take their first rows in file order rather
-    than a `seed`ed choice (the built-in datasets at seed 0, registry.py). Chat rows (a ``messages`` column and no prompt column) are rendered
-    by ``render``; their reference answer is the last assistant turn's content."""
+    than a `seed`ed choice (the built-in datasets at seed 0, registry.py). Chat rows (a ``messages``
+    column and no prompt column) are rendered by ``render``; their reference answer is the last
+    assistant turn's content."""
     check_sizes(n_train, n_val, n_eval)
     p = Path(path)
     by_name = split_files(p, field) if validation is None else None

@@ -29,11 +29,13 @@ def _digest(ds) -> str:
     return h.hexdigest()[:16]
 
 
-# Recorded from the generators at d876fb4, before the built-ins became shipped files, with _digest above:
-#   git worktree add /tmp/d876 d876fb4 && cd /tmp/d876 && PYTHONPATH=$PWD python -c "import hashlib;
-#   from altoruntime.data import get_dataset as g, SPLITS as S; d=lambda ds: hashlib.sha256(''.join(
-#   f'{s}\x1f{e.prompt}\x1f{e.answer}\n' for s in S for e in ds.split(s)).encode()).hexdigest()[:16];
-#   print(d(g('arithmetic', 2000, 250, 250, seed=0)), d(g('python_docs', 2095, 261, 260, seed=0)), ...)"
+# Recorded from the generators at d876fb4, before the built-ins became shipped files (same digest as _digest):
+#   mkdir /tmp/old && git archive d876fb4 altoruntime altosim | tar -x -C /tmp/old && cd /tmp/old &&
+#   PYTHONPATH=$PWD python -c "import hashlib
+#   from altoruntime.data import get_dataset as g, SPLITS as S
+#   d = lambda ds: hashlib.sha256(''.join(f'{s}\x1f{e.prompt}\x1f{e.answer}\n' for s in S for e in ds.split(s)).encode()).hexdigest()[:16]
+#   for n, big in [('arithmetic', (2000, 250, 250)), ('list_ops', (2000, 250, 250)), ('python_docs', (2095, 261, 260))]:
+#       print(n, [d(g(n, *z, seed=0)) for z in (big, (2000, 200, 200), (128, 48, 48))])"
 # (sizes, seed 0): the whole shipped pool, `alto run`'s defaults, the real traces' 128/48/48 (traces/real/).
 # Every seed-0 size the repository uses (2000/200/200 down to 3/1/1) was also checked to be a prefix of
 # the pool, split by split, and equal to today's rows.
