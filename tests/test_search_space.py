@@ -97,6 +97,7 @@ def test_searched_seed_is_the_jobs_seed():
 
 
 @pytest.mark.parametrize("space,where", [
+    ({}, "search_space.lr"),  # an empty space
     ({**GRID, "lr": {"distribution": "log_uniform", "low": 0, "high": 1e-3}, "n_configs": 4}, "search_space.lr.low"),
     ({**GRID, "lr": {"distribution": "uniform", "low": 1e-3, "high": 1e-4}, "n_configs": 4}, "search_space.lr.high"),
     ({**GRID, "lr": {"distribution": "gauss", "low": 1, "high": 2}, "n_configs": 4}, "search_space.lr.distribution"),

@@ -1,5 +1,5 @@
-"""Fine-tuning tasks for the runtime: three built-in datasets and own-data files (files.py), with
-deterministic splits and task metrics.
+"""Fine-tuning tasks for the runtime: three built-in datasets (shipped dataset folders under
+``builtin/``) and own-data files, all read by files.py, with deterministic splits and task metrics.
 
     from altoruntime.data import get_dataset, DATASETS
     ds = get_dataset("arithmetic", n_train=2000, n_val=200, n_eval=200, seed=0)

@@ -3,6 +3,7 @@
 Six story families (a changing collection, packs, sharing, money, rates, comparisons), each with
 several wordings, 1-3 operations, small numbers. The answer shows one equation per operation on
 one line and ends with ``#### N`` so the metric reads the final number as in GSM8K.
+The generator of the shipped ``builtin/arithmetic/`` files (build_builtin.py); runs read the files.
 """
 
 from __future__ import annotations

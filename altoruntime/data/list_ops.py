@@ -3,6 +3,7 @@
 A different flavour from arithmetic: the answer is a copied and reordered list (or a word or a
 count), so it tests exact copying and ordering rather than calculation. Words come from a fixed
 vocabulary; numbers are small. Exact match after case and whitespace normalisation.
+The generator of the shipped ``builtin/list_ops/`` files (build_builtin.py); runs read the files.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Reads the committed snapshot ``python_docs.json`` (made by ``build_python_docs.py``), so every
 machine sees the same text whatever its Python version. The model sees a qualified name and
 signature and writes the summary; scored by ROUGE-L F1 against the real docstring.
+The source of the shipped ``builtin/python_docs/`` files (build_builtin.py); runs read the files.
 """
 
 from __future__ import annotations

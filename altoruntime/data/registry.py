@@ -1,32 +1,65 @@
-"""Dataset names -> builders, plus a task's own data given as a file or folder path (files.py)."""
+"""Dataset names -> shipped dataset folders, plus a task's own data given as a file or folder path.
+
+The built-ins are ordinary dataset folders under ``builtin/`` (``train`` / ``validation`` /
+``test`` JSONL files of prompt and completion columns, made by build_builtin.py), read by files.py
+exactly as a user's own folder is; this registry only adds each one's metric and description.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import MappingProxyType
+from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
-from altoruntime.data import arithmetic, files, list_ops, python_docs
-from altoruntime.data.example import FineTuneDataset
+from altosim.errors import InputError
+from altoruntime.data import files
+from altoruntime.data.example import SPLITS, FineTuneDataset, check_sizes
+from altoruntime.data.metrics import number_exact_match, rouge_l_f1, text_exact_match
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A built-in dataset: its folder under ``altoruntime/data/builtin/`` and how it is scored."""
+
     name: str
-    build: Callable[..., FineTuneDataset]  # (n_train, n_val, n_eval, seed) -> FineTuneDataset
+    folder: str
     metric_name: str
+    score_fn: Callable[[str, str], float]
+    max_new_tokens: int  # greedy tokens enough to produce any reference answer
     description: str
+
+    def path(self) -> Path:
+        """The shipped folder (package data: found in an editable and a wheel install alike)."""
+        return Path(str(resources.files("altoruntime.data").joinpath("builtin", self.folder)))
 
 
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
-    arithmetic.NAME: DatasetSpec(arithmetic.NAME, arithmetic.build, "exact_match",
-                                 "generated GSM8K-like word problems, answer '... #### N'"),
-    list_ops.NAME: DatasetSpec(list_ops.NAME, list_ops.build, "exact_match",
-                               "generated list sorting / reversing / dedup / counting"),
-    python_docs.NAME: DatasetSpec(python_docs.NAME, python_docs.build, "rouge_l_f1",
-                                  "Python stdlib signature -> docstring summary (shipped snapshot)"),
+    "arithmetic": DatasetSpec("arithmetic", "arithmetic", "exact_match", number_exact_match, 64,
+                              "GSM8K-like word problems (1-3 operations); exact match of the number after '####'"),
+    "list_ops": DatasetSpec("list_ops", "list_ops", "exact_match", text_exact_match, 48,
+                            "sort / reverse / deduplicate / count / pick on short word and number lists; exact match"),
+    "python_docs": DatasetSpec("python_docs", "python_docs", "rouge_l_f1", rouge_l_f1, 144,
+                               "Python stdlib signature -> first docstring paragraph (snapshot of Python 3.11); "
+                               "ROUGE-L F1"),
 })
+
+
+def builtin(spec: DatasetSpec, n_train: int, n_val: int, n_eval: int, seed: int) -> FineTuneDataset:
+    """A built-in's shipped splits through files.py: seed 0 takes each split's first rows in file
+    order (the generator's own rows); another seed a seeded choice of the same rows. A request
+    larger than a shipped split is an InputError naming the dataset, the split and the sizes."""
+    check_sizes(n_train, n_val, n_eval)
+    folder = spec.path()
+    ds = files.build(folder, n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed, keep_order=seed == 0)
+    for split, n in zip(SPLITS, (n_train, n_val, n_eval)):
+        have = len(ds.split(split))
+        if have < n:
+            raise InputError(str(folder), "dataset", f"built-in dataset {spec.name!r} ships {have} {split} rows; "
+                             f"n_{split}={n} asked for more")
+    return replace(ds, name=spec.name, metric_name=spec.metric_name, score_fn=spec.score_fn,
+                   max_new_tokens=spec.max_new_tokens, description=spec.description)
 
 
 def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 200, seed: int = 0,
@@ -50,7 +83,7 @@ def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 
         if validation is not None or validation_fraction is not None:
             raise ValueError(f"{name!r} is a built-in dataset with its own splits; validation and "
                              "validation_fraction are for a dataset file")
-        return spec.build(n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed)
+        return builtin(spec, n_train, n_val, n_eval, seed)
 
     def at(p: str) -> Path:
         return Path(p) if Path(p).is_absolute() or base is None else Path(base) / p
