@@ -2,11 +2,12 @@
 
 The single-process engine (altoruntime/backend.py) holds one `TaskRunner` per started task and
 steps them in turn; the Ray engine (altoruntime/cluster/) hosts one in each task worker actor.
-A step's events go to `send`: the single-process engine hands them to the Controller at once (its
-actions run before the next report), a worker collects them for the driver. At a job's evaluation
-steps (`TaskSpec.is_eval_step`) the runner sends a StepReport with the mean train loss since the
-previous report and the validation loss; at its last step a JobFinished; a NaN loss becomes a
-JobFailed (after the step's reports), and the task goes on.
+A step's events go to `send` in the trainer's slot order; both engines collect them and feed them
+to the Controller as one batch in the backend contract's order (altosim/policy/event_order.py).
+At a job's evaluation steps (`TaskSpec.is_eval_step`) the runner sends a StepReport with the mean
+train loss since the previous report and the validation loss; at its last step a JobFinished
+(`finish` frees the job's slot: the engine calls it as that event is fed, or a worker at once); a
+NaN loss becomes a JobFailed, and the task goes on.
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ class TaskRunner:
     # ------------------------------------------------------------------ one fused step
     def step(self, now: Callable[[], float], send: Callable[[Event], None],
              on_step: Callable[[str, dict[str, float]], None] | None = None) -> int:
-        """One fused step of every active job; its events go to `send` in order (each job's report,
-        then its JobFinished at its last step; the failures last). Returns the samples trained."""
+        """One fused step of every active job; its events go to `send` in slot order (each job's
+        report, then its JobFinished at its last step; the failures last), all stamped with the
+        time the step ended. Returns the samples trained."""
         log, tr, task_id = self.log, self.trainer, self.task.task_id
         log.begin_step()
         t = time.perf_counter()
@@ -258,18 +260,25 @@ class TaskRunner:
             train = job.loss_sum / job.loss_n
             job.loss_sum, job.loss_n = 0.0, 0
             send(StepReport(stamp, task_id, job_id, job.step, job.samples, train, val, acc))
-            if job.state == "running" and job.step >= self.task.total_steps(job.spec):
-                t_fin = time.perf_counter()  # (t still times the policy phase around it)
-                # it never trains again: free the slot, keep the weights for the result, drop the
-                # AdamW moments (copying them to the host was ~2 s of a 78-s H200 run's 24 finishes)
-                tr.suspend(job_id, keep_optimizer=False)
-                log.add_action("job_finished", t_fin)
-                job.state = "stopped"
+            if job.step >= self.task.total_steps(job.spec):
                 send(JobFinished(stamp, task_id, job_id))
         for ev in failed:
             send(ev)
-        log.add_phase("policy", t)  # reports sent: the Controller's decisions and their actions
+        log.add_phase("policy", t)  # the reports' bookkeeping (the engine times the Controller's part)
         return trained
+
+    def finish(self, job_id: str) -> None:
+        """A job that ran all its steps leaves its slot (timed as the action `job_finished`): it
+        never trains again, so the weights stay for the result and the AdamW moments are dropped
+        (copying them to the host was ~2 s of a 78-s H200 run's 24 finishes). Nothing to do for a
+        job the Controller stopped or suspended meanwhile (a Stop frees the slot itself)."""
+        job = self.jobs[job_id]
+        if job.state != "running":
+            return
+        t0 = time.perf_counter()
+        self.trainer.suspend(job_id, keep_optimizer=False)
+        self.log.add_action("job_finished", t0)
+        job.state = "stopped"
 
     def validate(self, job_ids: list[str]) -> dict[str, tuple[float, float]]:
         """Each job's token-weighted mean validation loss and teacher-forced answer-token
