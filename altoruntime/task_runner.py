@@ -22,6 +22,7 @@ from altosim.ids import task_dir
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, Stop, StepReport, Suspend, TaskSpec,
 )
+from altoruntime.actions import carry_out
 from altoruntime.batching import Batch
 from altoruntime.export import export_peft
 from altoruntime.protocol import Trainer
@@ -119,42 +120,25 @@ class TaskRunner:
             self.log.add_action(a.kind, t0)
 
     def _apply(self, a: Action) -> Finished | None:
-        t = self.trainer
-        if isinstance(a, Admit):
-            job = self.jobs.get(a.job_id)
-            if a.resume and job is not None and job.state == "suspended":
-                t.resume(a.job_id)
-            else:
-                spec = self.task.job(a.job_id)
-                t.admit(spec.job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr,
-                        weight_decay=spec.weight_decay, dropout=spec.dropout, seed=spec.seed,
-                        **train_knobs(self.task, spec))
-                job = self.jobs[a.job_id] = JobProgress(spec)
-            job.state = "running"
-        elif isinstance(a, Suspend):
-            t.suspend(a.job_id)
-            self.jobs[a.job_id].state = "suspended"
-        elif isinstance(a, Stop):
-            job = self.jobs.get(a.job_id)
-            if job is None:  # never admitted (e.g. it fits nowhere): nothing to free
-                return None
-            if t.status(a.job_id) == "failed":
-                t.drop(a.job_id)
-                del self.jobs[a.job_id]
-                return None
-            if t.status(a.job_id) == "active":
-                # frees the slot; weights stay on the host for the result, the optimizer state is
-                # dropped (a stopped job never trains again)
-                t.suspend(a.job_id, keep_optimizer=False)
-            if a.restore_best and t.has_best(a.job_id):
-                t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
-            # diverged without a snapshot: never a result (as the Controller decides), never scored
-            job.state = "discarded" if a.reason == "diverging" and not a.restore_best else "stopped"
-            self.budget_cut += max(0, self.task.samples_per_job - job.samples)
-        elif isinstance(a, FinishTask):
+        if isinstance(a, FinishTask):
             return self._finish(a.best_job)
-        else:
+        if not isinstance(a, (Admit, Suspend, Stop)):
             raise ValueError(f"task {self.task.task_id!r}: a runner cannot carry out {a.kind!r}")
+        spec = self.task.job(a.job_id)
+        t = self.trainer
+        resumes = isinstance(a, Admit) and a.resume and a.job_id in t and t.status(a.job_id) == "suspended"
+        state = carry_out(t, a, spec, train_knobs(self.task, spec) if isinstance(a, Admit) else None)
+        if state == "unknown":
+            return None
+        if state == "dropped":
+            del self.jobs[a.job_id]
+            return None
+        if isinstance(a, Admit) and not resumes:
+            self.jobs[a.job_id] = JobProgress(spec)
+        job = self.jobs[a.job_id]
+        job.state = state
+        if isinstance(a, Stop):
+            self.budget_cut += max(0, self.task.samples_per_job - job.samples)
         return None
 
     def _finish(self, best: str | None) -> Finished:
