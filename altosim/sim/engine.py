@@ -186,7 +186,8 @@ class Simulator:
     def _arrivals(self):
         if self.announce:
             self._deliver(TasksAnnounced(self.env.now, tuple(self.tasks)))
-        for arrival, same in itertools.groupby(self.tasks, key=lambda t: t.arrival):
+        for arrival, group in itertools.groupby(self.tasks, key=lambda t: t.arrival):
+            same = list(group)
             if arrival > self.env.now:
                 yield self.env.timeout(arrival - self.env.now)
             feed_batch([TaskArrived(self.env.now, t) for t in same], self._deliver, self.event_order)
