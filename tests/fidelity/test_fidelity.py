@@ -463,3 +463,21 @@ def test_validation_is_priced_at_the_shape_the_profile_timed_it_and_new_eval_sha
     first, again = cost(task, jobs), cost(task, jobs)
     assert again == pytest.approx(2 * 0.054)  # two 16-row batches of one 4-adapter forward each
     assert first - again == pytest.approx(1.0)  # the new evaluation shape, once
+
+
+def test_a_committed_run_from_before_the_contract_replays_in_its_legacy_order():
+    """session 7's H200 run (no `event_order` in its header: the trainer's slot order) replays with
+    every decision identical in the order it was logged in; fed in the contract's order, its
+    same-step reports come in another order and a decision moves (what `log_order` guards)."""
+    from altosim.fidelity import log_order, replay_run, run_config_for
+
+    run = read_run(Path(__file__).parents[2] / "results/device_h200/session7/python_docs_ee")
+    assert "event_order" not in run.meta and log_order(run) == LEGACY_ORDER
+    cfg, cost = run_config_for(run.folder), MeasuredCost(measured_step_times(run))
+    d = compare_decisions(run.trace, replay_run(run, cfg, cost))
+    assert d.first is None and d.identical == d.real == 275
+    run.meta["event_order"] = EVENT_ORDER
+    assert compare_decisions(run.trace, replay_run(run, cfg, cost)).first is not None
+    run.meta["event_order"] = 2
+    with pytest.raises(InputError, match="event_order"):
+        replay_run(run, cfg, cost)
