@@ -3,8 +3,11 @@
 The same loop shape as the simulator: events go to `controller.on_event`, the returned actions
 are executed at once (a task's start builds its `TaskRunner`; the runner carries out the rest),
 then every running task takes one fused step in turn (altoruntime/task_runner.py says what a step
-reports). The Ray engine (altoruntime/cluster/) steps the same runners concurrently, one per actor.
-Time is the wall clock relative to the run start (injectable, so tests can fix it).
+reports). Events follow the backend contract (`altosim.policy.event_order.feed_batch`): the
+arrivals due at once are one batch, and so are the events of one fused step, fed in the
+contract's order with the later events of a job the Controller takes out mid-batch dropped. The
+Ray engine (altoruntime/cluster/) steps the same runners concurrently, one per actor. Time is the
+wall clock relative to the run start (injectable, so tests can fix it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from altosim.policy.event_order import EVENT_ORDER, feed_batch
 from altosim.policy.types import (
     Action, Event, FinishTask, JobFailed, JobFinished, StartTask, StepReport, Stop, TaskArrived, TaskSpec, Tick,
 )
@@ -88,13 +92,20 @@ class RuntimeBackend:
             iteration += 1
             if self.checkpoint_path is not None and iteration % self.checkpoint_every == 0:
                 self._save(self.checkpoint_path)
+            due = []
             while pending and pending[0].arrival <= self.now():
-                self._send(TaskArrived(self.now(), pending.pop(0)))
+                due.append(TaskArrived(0.0, pending.pop(0)))
+            if due:
+                feed_batch(due, self._send, EVENT_ORDER, now=self.now())
             stepping = [tr for tr in self.tasks.values() if tr.active]
             for tr in stepping:
-                self.samples_done += tr.step(self.now, self._send, self.on_step)
+                events: list[Event] = []
+                self.samples_done += tr.step(self.now, events.append, self.on_step)
                 if self.on_samples is not None:
                     self.on_samples(self.samples_done, self.samples_total)
+                t0 = time.perf_counter()
+                feed_batch(events, self._send, EVENT_ORDER)  # (one step: one time already)
+                self.log.add_phase("policy", t0)  # the Controller's decisions, less their actions
             if stepping:
                 continue
             if pending:  # idle until the next arrival
@@ -151,13 +162,19 @@ class RuntimeBackend:
         self._t0 = self.clock() - extra["now"]
         return {e.task.task_id for e in self.log.events if isinstance(e, TaskArrived)}
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: Event) -> list[Action]:
+        """One event to the Controller (a JobFinished frees the job's slot first); its actions
+        logged after it and carried out; returns them."""
+        if isinstance(event, JobFinished) and event.task_id in self.tasks:
+            self.tasks[event.task_id].finish(event.job_id)
         self.log.events.append(event)
         self.log.trace.append(event)
-        for action in self.ctl.on_event(event):
+        actions = self.ctl.on_event(event)
+        for action in actions:
             self.log.actions.append(action)
             self.log.trace.append(action)
             self._execute(action)
+        return actions
 
     # ------------------------------------------------------------------ actions
     def _execute(self, a: Action) -> None:

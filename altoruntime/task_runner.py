@@ -2,11 +2,12 @@
 
 The single-process engine (altoruntime/backend.py) holds one `TaskRunner` per started task and
 steps them in turn; the Ray engine (altoruntime/cluster/) hosts one in each task worker actor.
-A step's events go to `send`: the single-process engine hands them to the Controller at once (its
-actions run before the next report), a worker collects them for the driver. At a job's evaluation
-steps (`TaskSpec.is_eval_step`) the runner sends a StepReport with the mean train loss since the
-previous report and the validation loss; at its last step a JobFinished; a NaN loss becomes a
-JobFailed (after the step's reports), and the task goes on.
+A step's events go to `send` in the trainer's slot order; both engines collect them and feed them
+to the Controller as one batch in the backend contract's order (altosim/policy/event_order.py).
+At a job's evaluation steps (`TaskSpec.is_eval_step`) the runner sends a StepReport with the mean
+train loss since the previous report and the validation loss; at its last step a JobFinished
+(`finish` frees the job's slot: the engine calls it as that event is fed, or a worker at once); a
+NaN loss becomes a JobFailed, and the task goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from altosim.ids import task_dir
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, Stop, StepReport, Suspend, TaskSpec,
 )
+from altoruntime.actions import carry_out
 from altoruntime.batching import Batch
 from altoruntime.export import export_peft
 from altoruntime.protocol import Trainer
@@ -118,42 +120,25 @@ class TaskRunner:
             self.log.add_action(a.kind, t0)
 
     def _apply(self, a: Action) -> Finished | None:
-        t = self.trainer
-        if isinstance(a, Admit):
-            job = self.jobs.get(a.job_id)
-            if a.resume and job is not None and job.state == "suspended":
-                t.resume(a.job_id)
-            else:
-                spec = self.task.job(a.job_id)
-                t.admit(spec.job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr,
-                        weight_decay=spec.weight_decay, dropout=spec.dropout, seed=spec.seed,
-                        **train_knobs(self.task, spec))
-                job = self.jobs[a.job_id] = JobProgress(spec)
-            job.state = "running"
-        elif isinstance(a, Suspend):
-            t.suspend(a.job_id)
-            self.jobs[a.job_id].state = "suspended"
-        elif isinstance(a, Stop):
-            job = self.jobs.get(a.job_id)
-            if job is None:  # never admitted (e.g. it fits nowhere): nothing to free
-                return None
-            if t.status(a.job_id) == "failed":
-                t.drop(a.job_id)
-                del self.jobs[a.job_id]
-                return None
-            if t.status(a.job_id) == "active":
-                # frees the slot; weights stay on the host for the result, the optimizer state is
-                # dropped (a stopped job never trains again)
-                t.suspend(a.job_id, keep_optimizer=False)
-            if a.restore_best and t.has_best(a.job_id):
-                t.restore_best(a.job_id)  # into the host copy: no write back into the freed slot
-            # diverged without a snapshot: never a result (as the Controller decides), never scored
-            job.state = "discarded" if a.reason == "diverging" and not a.restore_best else "stopped"
-            self.budget_cut += max(0, self.task.samples_per_job - job.samples)
-        elif isinstance(a, FinishTask):
+        if isinstance(a, FinishTask):
             return self._finish(a.best_job)
-        else:
+        if not isinstance(a, (Admit, Suspend, Stop)):
             raise ValueError(f"task {self.task.task_id!r}: a runner cannot carry out {a.kind!r}")
+        spec = self.task.job(a.job_id)
+        t = self.trainer
+        resumes = isinstance(a, Admit) and a.resume and a.job_id in t and t.status(a.job_id) == "suspended"
+        state = carry_out(t, a, spec, train_knobs(self.task, spec) if isinstance(a, Admit) else None)
+        if state == "unknown":
+            return None
+        if state == "dropped":
+            del self.jobs[a.job_id]
+            return None
+        if isinstance(a, Admit) and not resumes:
+            self.jobs[a.job_id] = JobProgress(spec)
+        job = self.jobs[a.job_id]
+        job.state = state
+        if isinstance(a, Stop):
+            self.budget_cut += max(0, self.task.samples_per_job - job.samples)
         return None
 
     def _finish(self, best: str | None) -> Finished:
@@ -213,8 +198,9 @@ class TaskRunner:
     # ------------------------------------------------------------------ one fused step
     def step(self, now: Callable[[], float], send: Callable[[Event], None],
              on_step: Callable[[str, dict[str, float]], None] | None = None) -> int:
-        """One fused step of every active job; its events go to `send` in order (each job's report,
-        then its JobFinished at its last step; the failures last). Returns the samples trained."""
+        """One fused step of every active job; its events go to `send` in slot order (each job's
+        report, then its JobFinished at its last step; the failures last), all stamped with the
+        time the step ended. Returns the samples trained."""
         log, tr, task_id = self.log, self.trainer, self.task.task_id
         log.begin_step()
         t = time.perf_counter()
@@ -258,18 +244,25 @@ class TaskRunner:
             train = job.loss_sum / job.loss_n
             job.loss_sum, job.loss_n = 0.0, 0
             send(StepReport(stamp, task_id, job_id, job.step, job.samples, train, val, acc))
-            if job.state == "running" and job.step >= self.task.total_steps(job.spec):
-                t_fin = time.perf_counter()  # (t still times the policy phase around it)
-                # it never trains again: free the slot, keep the weights for the result, drop the
-                # AdamW moments (copying them to the host was ~2 s of a 78-s H200 run's 24 finishes)
-                tr.suspend(job_id, keep_optimizer=False)
-                log.add_action("job_finished", t_fin)
-                job.state = "stopped"
+            if job.step >= self.task.total_steps(job.spec):
                 send(JobFinished(stamp, task_id, job_id))
         for ev in failed:
             send(ev)
-        log.add_phase("policy", t)  # reports sent: the Controller's decisions and their actions
+        log.add_phase("policy", t)  # the reports' bookkeeping (the engine times the Controller's part)
         return trained
+
+    def finish(self, job_id: str) -> None:
+        """A job that ran all its steps leaves its slot (timed as the action `job_finished`): it
+        never trains again, so the weights stay for the result and the AdamW moments are dropped
+        (copying them to the host was ~2 s of a 78-s H200 run's 24 finishes). Nothing to do for a
+        job the Controller stopped or suspended meanwhile (a Stop frees the slot itself)."""
+        job = self.jobs[job_id]
+        if job.state != "running":
+            return
+        t0 = time.perf_counter()
+        self.trainer.suspend(job_id, keep_optimizer=False)
+        self.log.add_action("job_finished", t0)
+        job.state = "stopped"
 
     def validate(self, job_ids: list[str]) -> dict[str, tuple[float, float]]:
         """Each job's token-weighted mean validation loss and teacher-forced answer-token

@@ -15,6 +15,7 @@ from altosim.errors import InputError
 from altosim.policy import inter as _inter  # noqa: F401  (registers the inter-task schedulers)
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.early_exit import build_early_exit
+from altosim.policy.event_order import EVENT_ORDER
 from altosim.policy.memory import MemoryModel
 from altosim.policy.registry import INTER_TASK
 from altosim.policy.types import TaskSpec
@@ -86,4 +87,5 @@ def runtime_meta(cfg: RunConfig, tasks: list[TaskSpec]) -> dict[str, Any]:
     ccfg, duration, memory = _runtime_policy(cfg)
     models = {t.task_id: memory(t) for t in tasks}
     return {"controller": dict(vars(ccfg)), "durations": {t.task_id: duration(t) for t in tasks},
-            "memory": {k: vars(m) for k, m in models.items() if m is not None}}
+            "memory": {k: vars(m) for k, m in models.items() if m is not None},
+            "event_order": EVENT_ORDER}  # the backend contract's order the events were fed in

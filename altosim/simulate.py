@@ -16,6 +16,7 @@ from altosim.build import check_policy, controller_config
 from altosim.cost import cost_model_from_config
 from altosim.errors import InputError
 from altosim.policy.controller import Controller
+from altosim.policy.event_order import EVENT_ORDER
 from altosim.policy.memory import MemoryModel
 from altosim.policy.types import TaskSpec
 from altosim.report import (
@@ -132,6 +133,7 @@ def simulate(cfg: RunConfig, inputs: Inputs | None = None, *, label: str | None 
         "controller": {k: v for k, v in vars(ccfg).items()},
         "durations": worst,
         "memory": {k: vars(m) for k, m in memory.items()},
+        "event_order": EVENT_ORDER,  # the backend contract's order (altosim/policy/event_order.py)
         "cost": {"source": "profile" if cost.profile is not None else "analytic",
                  "extrapolations": cost.extrapolations},
     }

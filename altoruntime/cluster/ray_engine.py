@@ -5,10 +5,11 @@ tasks can share a GPU); a task granted P > 1 GPUs becomes, given `make_rank_trai
 actors in a placement group running adapter parallelism (altoruntime/cluster/gang.py), whose rank 0
 the driver talks to (without it: one actor asking for all P GPUs). The task's other actions are
 routed to its worker. Workers step concurrently; the driver waits for their answers (`ray.wait`),
-takes every answer that comes within `window_s` of the first as one batch, orders the batch by the
-backend contract (`altosim.policy.event_order.order_events`, which also stamps it with one time),
-feeds it to the Controller and routes the resulting actions to the owning workers. The event log
-is what was fed, in order, so `alto replay` reproduces every decision.
+takes every answer that comes within `window_s` of the first as one batch, feeds the batch by the
+backend contract (`altosim.policy.event_order.feed_batch`: stamped with one time, in the contract's
+order, a job's later events dropped once the Controller takes it out) and routes the resulting
+actions to the owning workers. The event log is what was fed, in order, so `alto replay`
+reproduces every decision.
 
 With `checkpoint_path`, the driver saves its own state too (altoruntime/cluster/driver_state.py):
 a driver that is killed and run again with the same arguments replays its trace through the fresh
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterable
 
 from altosim.errors import InputError
 from altosim.ids import task_dir
-from altosim.policy.event_order import order_events
+from altosim.policy.event_order import EVENT_ORDER, feed_batch
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, StartTask, Stop, Suspend, TaskArrived, TaskSpec, Tick,
 )
@@ -208,11 +209,11 @@ class RayBackend:
             while pending and pending[0].arrival <= self.now():
                 due.append(pending.pop(0))
             if due:
-                self._feed(order_events([TaskArrived(0.0, t) for t in due], now=self.now()))
+                self._feed([TaskArrived(0.0, t) for t in due], now=self.now())
             self._dispatch()
             if self.orphans:
                 events, self.orphans = self.orphans, []
-                self._feed(order_events(events, now=self.now()))
+                self._feed(events, now=self.now())
             elif self.inflight:
                 timeout = max(0.0, pending[0].arrival - self.now()) if pending else None
                 ready, rest = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
@@ -223,7 +224,7 @@ class RayBackend:
                 for ref in sorted(ready, key=lambda r: self.inflight[r]):
                     events += self._collect(ref)
                 if events:
-                    self._feed(order_events(events, now=self.now()))
+                    self._feed(events, now=self.now())
             elif pending:  # idle until the next arrival
                 self.sleep(max(0.0, pending[0].arrival - self.now()))
             elif self.workers:  # started tasks with nothing to run: let the policy re-plan
@@ -233,19 +234,24 @@ class RayBackend:
                     raise RuntimeError(f"controller left tasks {sorted(self.workers)} with no job to run")
         return self.log
 
-    def _feed(self, events: list[Event]) -> None:
-        """Each event to the Controller, in order; its actions logged after it and routed."""
+    def _feed(self, events: list[Event], now: float | None = None) -> None:
+        """One batch to the Controller by the backend contract (stamped `now`)."""
         t0 = time.perf_counter()
-        for ev in events:
-            self.log.events.append(ev)
-            self.log.trace.append(ev)
-            if isinstance(ev, (JobFinished, JobFailed)) and ev.task_id in self.workers:
-                self.workers[ev.task_id].running.discard(ev.job_id)
-            for a in self.ctl.on_event(ev):
-                self.log.actions.append(a)
-                self.log.trace.append(a)
-                self._route(a)
+        feed_batch(events, self._send, EVENT_ORDER, now)
         self.log.add_phase("policy", t0)
+
+    def _send(self, ev: Event) -> list[Action]:
+        """One event to the Controller; its actions logged after it and routed; returns them."""
+        self.log.events.append(ev)
+        self.log.trace.append(ev)
+        if isinstance(ev, (JobFinished, JobFailed)) and ev.task_id in self.workers:
+            self.workers[ev.task_id].running.discard(ev.job_id)
+        actions = self.ctl.on_event(ev)
+        for a in actions:
+            self.log.actions.append(a)
+            self.log.trace.append(a)
+            self._route(a)
+        return actions
 
     # ------------------------------------------------------------------ actions -> workers
     def _route(self, a: Action) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from altosim.policy.types import Action, Event, FinishTask, StepReport, TaskSpec
+from altosim.policy.types import Action, Event, FinishTask, JobFinished, StepReport, TaskSpec
 from altoruntime.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from altoruntime.repro import seed_everything
 from altoruntime.runlog import RunLog
@@ -110,6 +110,9 @@ class TaskWorker:
         losses: list[dict[str, float]] = []
         while self.runner.active and not events:
             self.runner.step(lambda: 0.0, events.append, lambda task_id, step_losses: losses.append(step_losses))
+        for e in events:  # a finished job leaves its slot now: the driver's actions come next exchange
+            if isinstance(e, JobFinished):
+                self.runner.finish(e.job_id)
         return events, losses
 
     def _report(self, start: float, finished: Finished | None) -> WorkerReport:

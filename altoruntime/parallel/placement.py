@@ -3,7 +3,8 @@
 Every rank holds an identical `Placement` and applies the Controller's actions in the same order
 (`apply_action`), so all ranks agree on owners without extra messages; only the owner touches an
 adapter. New jobs go to the live rank with the fewest active rows (ties: fewest jobs, lowest
-rank), which deals same-batch-size jobs round-robin. Pure Python except `apply_action`.
+rank), which deals same-batch-size jobs round-robin. Pure Python except `apply_action`, which
+carries an action out on the owner with the runtime's one executor (altoruntime/actions.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
+from altoruntime.actions import carry_out
 from altoruntime.parallel.assign import rebalance
 
 if TYPE_CHECKING:
@@ -102,41 +104,24 @@ class Placement:
 def apply_action(ap: "APTrainer", placement: Placement, action: object, specs: Mapping[str, "JobSpec"],
                  knobs: Mapping[str, Mapping] | None = None) -> int | None:
     """Carry out one Controller action (Admit, Suspend, Stop; StartTask/FinishTask are the
-    executor's) on the owning rank, as the single-GPU backend does; every rank calls it with the
-    same action so placements stay equal. `knobs`: per job, admit's lr-schedule and clipping
-    arguments (`task_runner.train_knobs`), where the task sets them. Returns the owner rank (None if no adapter is
-    touched). Not collective: after a batch of actions, call `ap.migrate(*m)` for each m of
-    `placement.rebalance()` (all ranks), and `ap.shrink` once a rank owns nothing."""
+    executor's) on the owning rank, with the runtime's one executor (altoruntime/actions.py); every
+    rank calls it with the same action so placements stay equal. `knobs`: per job, admit's
+    lr-schedule and clipping arguments (`task_runner.train_knobs`), where the task sets them.
+    Returns the owner rank (None if no adapter is touched). Not collective: after a batch of
+    actions, call `ap.migrate(*m)` for each m of `placement.rebalance()` (all ranks), and
+    `ap.shrink` once a rank owns nothing."""
     kind = getattr(action, "kind", None)
     if kind not in ("admit", "suspend", "stop"):
         return None
     job_id = action.job_id
     if kind == "admit" and not action.resume:
-        spec = specs[job_id]
-        r = placement.place(job_id, spec.batch_size)
-        if ap.rank == r:
-            ap.admit(job_id, rank=spec.rank, alpha=spec.alpha, lr=spec.lr, weight_decay=spec.weight_decay,
-                     dropout=spec.dropout, seed=spec.seed, **dict((knobs or {}).get(job_id, {})))
-        return r
-    if kind == "admit":
-        r = placement.set_active(job_id, True)
-        if ap.rank == r:
-            ap.resume(job_id)
-        return r
-    if kind == "suspend":
-        r = placement.set_active(job_id, False)
-        if ap.rank == r:
-            ap.suspend(job_id)
-        return r
-    if job_id not in placement.owner:  # never admitted (fits nowhere): nothing to free
+        r = placement.place(job_id, specs[job_id].batch_size)
+    elif kind in ("admit", "suspend"):
+        r = placement.set_active(job_id, kind == "admit")
+    elif job_id not in placement.owner:  # never admitted (fits nowhere): nothing to free
         return None
-    r = placement.set_active(job_id, False)
-    if ap.rank == r:  # as on one GPU: a failed adapter is dropped, a stopped one kept on the host
-        if ap.status(job_id) == "failed":
-            ap.drop(job_id)
-        else:
-            if action.restore_best and ap.has_best(job_id):
-                ap.restore_best(job_id)
-            if ap.status(job_id) == "active":
-                ap.suspend(job_id)
+    else:
+        r = placement.set_active(job_id, False)
+    if ap.rank == r:
+        carry_out(ap, action, specs.get(job_id), (knobs or {}).get(job_id))  # type: ignore[arg-type]
     return r

@@ -146,7 +146,7 @@ class CalibratedOverheads:
     """The replay's time outside training steps, from a calibration: a task's startup before its
     first step, autotuning at a new step shape bucket and the jobs that left the group since the
     last run of steps (`before_steps`), and the validation of
-    reported jobs with autotuning at new evaluation shapes (`__call__`, RuntimeOrderSimulator's
+    reported jobs with autotuning at new evaluation shapes (`__call__`, RuntimeCosts'
     `eval_time`). Holds the shape buckets seen so far: one instance per replay."""
 
     cal: RuntimeCalibration

@@ -29,11 +29,14 @@ from altosim.cost import (
     model_cost,
 )
 from altosim.fidelity.calibrate import profile_from_run, run_intervals
-from altosim.fidelity.replay import RuntimeOrderSimulator, replay_run
+from altosim.fidelity.replay import replay_run
 from altosim.fidelity.report import gpu_label, plot_timelines, replay_rows, row
 from altosim.fidelity.runlog import RunFolder, flat_curve, job_intervals, timed
+from altosim.policy.event_order import EVENT_ORDER
 from altosim.report import save_fig, write_csv
 from altosim.schemas import CostProfile, RunConfig
+from altosim.sim.engine import Simulator
+from altosim.sim.runtime_costs import RuntimeCosts
 
 PREDICTORS = ("profile", "linear")
 
@@ -156,17 +159,18 @@ def term_sensitivity(fit_run: RunFolder, test_run: RunFolder, cfg: RunConfig, fi
 
 
 def predict_makespan(tasks: Sequence[Any], cfg: RunConfig, fit_run: RunFolder, fit_shape: EvalShape,
-                     shape: EvalShape, predictor: str = "profile") -> float:
+                     shape: EvalShape, predictor: str = "profile", event_order: int = EVENT_ORDER) -> float:
     """Seconds a run of `tasks` would take under `cfg` with costs calibrated on `fit_run`, for a
     run whose event log was not kept (exact only where the policy's decisions do not depend on
-    the losses, e.g. policy `none`: every job runs flat curves to its end)."""
+    the losses, e.g. policy `none`: every job runs flat curves to its end); `event_order`: the
+    order that run fed its events in (altosim/policy/event_order.py)."""
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor: unknown {predictor!r}; known: {', '.join(PREDICTORS)}")
     cal = fit_calibration(run_intervals(fit_run, fit_shape), str(fit_run.folder))
     cost: StepCost = model_cost(cfg, profile_from_run(fit_run, cfg.cluster.gpu_type, cal, fit_shape)) \
         if predictor == "profile" else LinearStepCost(cal)
     over = CalibratedOverheads(cal, shape)
-    res = RuntimeOrderSimulator(list(tasks), runtime_controller(cfg), cost, flat_curve, eval_time=over,
-                                before_steps=over.before_steps).run()
+    res = Simulator(list(tasks), runtime_controller(cfg), cost, flat_curve, event_order=event_order,
+                    costs=RuntimeCosts(eval_time=over, before_steps=over.before_steps)).run()
     return max(t for t, d in timed([x for r in res.log for x in (r["event"], *r["actions"])])
                if d["kind"] == "finish_task")

@@ -1,10 +1,11 @@
 """The run replayed in the SimPy backend, and its decisions compared with the run's.
 
-The replay mirrors the runtime's event protocol where it differs from the simulator's (tasks
-arrive one event each, a fused step's reports go out in admission order, and every report of
-the step is sent even when an earlier one stopped that job), so that a difference in decisions
-is a difference in what the policy saw, not in bookkeeping. A log written by `alto simulate` is
-replayed with the simulator's own protocol and the Controller its header describes.
+Both backends feed the Controller in the contract's order (altosim/policy/event_order.py), so
+the replay is the plain Simulator fed in the order the log was written in (`log_order`: a log
+from before the contract is replayed in its legacy slot order), with the runtime's host costs
+and logged failures for an `alto run` log; a difference in decisions is then a difference in
+what the policy saw, not in bookkeeping. A log written by `alto simulate` is replayed with the
+Controller its header describes.
 """
 
 from __future__ import annotations
@@ -18,119 +19,24 @@ from altosim.build import runtime_controller
 from altosim.cost import HostOverheads, StepCost
 from altosim.errors import InputError
 from altosim.fidelity.runlog import ReportedCurve, RunFolder, decisions, failure_steps, flat_curve, job_curves
-from altosim.policy.types import Admit, JobFailed, JobFinished, JobSpec, Stop, TaskArrived, TaskSpec
+from altosim.policy.event_order import EVENT_ORDER, LEGACY_ORDER, ORDERS
+from altosim.policy.types import JobSpec, TaskSpec
 from altosim.replay import controller_from_meta
 from altosim.schemas import RunConfig
 from altosim.sim.engine import Simulator
+from altosim.sim.runtime_costs import RuntimeCosts
 
 
-class RuntimeOrderSimulator(Simulator):
-    """The SimPy backend speaking the runtime's protocol (altoruntime/backend.py): tasks arrive one
-    event each, a fused step's reports go out in first-admission order (the trainer's slot order),
-    every report of the step is sent even when an earlier one stopped that job, and a job fails
-    (JobFailed after the step's reports) at the step the run logged (`failures`). With
-    `eval_time`, the validation behind a step's reports takes simulated time too (after the
-    reports, which the runtime stamps with the time the step ended). With `before_steps`, each run
-    of steps first takes the time it returns (a task's startup, autotuning at a new shape)."""
-
-    def __init__(self, *args: Any, eval_time: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
-                 failures: dict[str, tuple[int, str]] | None = None,
-                 before_steps: Callable[[TaskSpec, list[JobSpec]], float] | None = None,
-                 overheads: HostOverheads | None = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.before_steps = before_steps
-        self._order: dict[str, int] = {}
-        self.eval_time = eval_time
-        self.failures = failures or {}  # job -> (its step that fails, reason), as the run logged
-        self.overheads = overheads
-        # simulated seconds charged, by what they stand for (the run's summary.csv phases)
-        self.charged: dict[str, float] = {}
-        self._host_debt = 0.0  # action seconds not yet charged: the runtime is one host thread
-
-    def _costs_host_time(self, a: Any) -> bool:
-        """A Stop frees a slot only for a job in the group (the runtime does nothing for one never
-        admitted, finished or suspended, and drops a failed one)."""
-        if isinstance(a, Stop):
-            ex = self.executors.get(a.task_id)
-            return ex is not None and a.job_id in ex.group
-        return True
-
-    def _charge(self, what: str, seconds: float) -> float:
-        self.charged[what] = self.charged.get(what, 0.0) + seconds
-        return seconds
-
-    def _arrivals(self):
-        for task in self.tasks:
-            if task.arrival > self.env.now:
-                yield self.env.timeout(task.arrival - self.env.now)
-            self._deliver(TaskArrived(self.env.now, task))
-
-    def _apply(self, a: Any) -> None:
-        if isinstance(a, Admit) and not a.resume:
-            self._order.setdefault(a.job_id, len(self._order))
-        if self.overheads is not None and self._costs_host_time(a):  # run inline: they hold up the next step
-            self._host_debt += self._charge(a.kind, self.overheads.action_s(self.by_id[a.task_id].model, a))
-        super()._apply(a)
-
-    def _execute(self, ex):  # the engine's loop with the runtime's report order
-        task = ex.task
-        scale = self.time_scale(task)
-        while not ex.done:
-            if not ex.group:
-                ex.wake = self.env.event()
-                yield ex.wake
-                continue
-            runs = list(ex.group.values())
-            fail_at = {r.job.job_id: max(self.failures[r.job.job_id][0], r.step + 1)
-                       for r in runs if r.job.job_id in self.failures}
-            k = min(min(r.every - r.step % r.every, r.total - r.step,
-                        fail_at.get(r.job.job_id, r.total) - r.step) for r in runs)
-            dt = self._charge("step", k * self.cost.step_time(task, [r.job for r in runs]) * scale)
-            if self.before_steps is not None:
-                dt += self._charge("new_shape", self.before_steps(task, [r.job for r in runs]) * scale)
-            dt, self._host_debt = dt + self._host_debt * scale, 0.0
-            yield self.env.timeout(dt)
-            self.busy_gpu_s += dt * len(ex.gpus)
-            cap = task.samples_per_job
-            due, failing = [], []
-            for r in runs:
-                fails = r.step + k == fail_at.get(r.job.job_id)
-                before = min(r.step * r.job.batch_size, cap)
-                r.step += k - fails  # a failed step does not count (altoruntime/backend.py)
-                self.samples += min(r.step * r.job.batch_size, cap) - before
-                if fails:
-                    failing.append(r)
-                elif r.step % r.every == 0 or r.step >= r.total:
-                    due.append(r)
-            improved = 0
-            for r in sorted(due, key=lambda r: self._order[r.job.job_id]):
-                best = self._best_val.get(r.job.job_id)
-                self._report(task, r)
-                improved += self._best_val.get(r.job.job_id) != best  # the runtime snapshots it
-                if r.step >= r.total and ex.group.get(r.job.job_id) is r:
-                    ex.group.pop(r.job.job_id)
-                    if self.overheads is not None:  # the runtime frees its slot as a stop does
-                        self._host_debt += self._charge("job_finished", self.overheads.stop_s(task.model))
-                    self._job_end(ex, r.job.job_id, r, "finished", False)
-                    self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
-            for r in sorted(failing, key=lambda r: self._order[r.job.job_id]):
-                if ex.group.get(r.job.job_id) is r:  # the trainer drops it from the group at once
-                    ex.parked[r.job.job_id] = ex.group.pop(r.job.job_id)
-                self._deliver(JobFailed(self.env.now, task.task_id, r.job.job_id, self.failures[r.job.job_id][1]))
-            if due and (not ex.done or self.overheads is not None):
-                # the runtime stamps a step's reports before validating them (and snapshotting the
-                # improved ones): the validation delays the next step, not these reports
-                ev = 0.0
-                if self.eval_time is not None:
-                    ev += self._charge("validate", self.eval_time(task, [r.job for r in due]) * scale)
-                if self.overheads is not None and improved:
-                    ev += self._charge("snapshot", improved * self.overheads.snapshot_s(task.model) * scale)
-                if ex.done:  # the task ended with these reports: its host thread still spent the time
-                    self._host_debt += ev
-                    continue
-                if ev > 0:
-                    yield self.env.timeout(ev)
-                self.busy_gpu_s += ev * len(ex.gpus)
+def log_order(run: RunFolder) -> int:
+    """The event order a run's log was written in: its header's `event_order`; without one, an
+    `alto run` log predates the contract (the legacy slot order) and an `alto simulate` log
+    followed the engine's order, which is the contract's."""
+    default = LEGACY_ORDER if run.protocol == "runtime" else EVENT_ORDER
+    order = run.meta.get("event_order", default)
+    if order not in ORDERS or isinstance(order, bool):
+        raise InputError(str(run.folder / "events.jsonl"), "meta.event_order",
+                         f"unknown event order {order!r}; known: {', '.join(map(str, ORDERS))}", 1)
+    return order
 
 
 def replay_run(run: RunFolder, cfg: RunConfig | None, cost: StepCost,
@@ -142,16 +48,17 @@ def replay_run(run: RunFolder, cfg: RunConfig | None, cost: StepCost,
     `eval_time`, other time before a run of steps `before_steps`, the actions' host time
     `overheads`; runtime logs only); returns the flat trace. `charged`, when given, receives the
     simulated seconds by what they stand for (step, validate, new_shape, snapshot, action kinds)."""
+    order = log_order(run)
     if run.protocol == "sim":
         if "controller" not in run.meta:
             raise InputError(str(run.folder / "events.jsonl"), "meta.controller",
                              "missing (needed to rebuild the policy)", 1)
-        ctl, sim_cls = controller_from_meta(run.meta), Simulator
+        ctl, costs, failures = controller_from_meta(run.meta), None, None
     else:
         if cfg is None:
             raise InputError(str(run.folder), "--config",
                              "needed to replay an `alto run` log (or put config.json in the run folder)")
-        ctl, sim_cls = runtime_controller(cfg), RuntimeOrderSimulator
+        ctl, costs, failures = runtime_controller(cfg), RuntimeCosts(eval_time, before_steps, overheads), failure_steps(run)
     tasks = run.tasks
     curves = job_curves(run)
     total = {j.job_id: t.total_steps(j) for t in tasks for j in t.jobs}
@@ -163,12 +70,9 @@ def replay_run(run: RunFolder, cfg: RunConfig | None, cost: StepCost,
             cache[job.job_id] = ReportedCurve(c, total[job.job_id]) if c is not None else flat_curve(job)
         return cache[job.job_id]
 
-    kw = {"eval_time": eval_time, "failures": failure_steps(run), "before_steps": before_steps,
-          "overheads": overheads} if sim_cls is RuntimeOrderSimulator else {}
-    sim = sim_cls(tasks, ctl, cost, curve, **kw)
-    res = sim.run()
-    if charged is not None:
-        charged.update(getattr(sim, "charged", {}))
+    res = Simulator(tasks, ctl, cost, curve, event_order=order, costs=costs, failures=failures).run()
+    if charged is not None and costs is not None:
+        charged.update(costs.charged)
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
 
 

@@ -33,7 +33,7 @@ def replay_rows(mode: str, real: list[dict[str, Any]], sim: list[dict[str, Any]]
     return rows
 
 
-# what a replay charges (RuntimeOrderSimulator.charged) -> the run's summary.csv phases it stands for
+# what a replay charges (RuntimeCosts.charged) -> the run's summary.csv phases it stands for
 PHASE_OF = {"step": "step", "new_shape": "step", "validate": "validate", "snapshot": "snapshot",
             "start_task": "start_task", "admit": "admit", "suspend": "suspend", "stop": "stop",
             "finish_task": "finish_task", "job_finished": "job_finished"}

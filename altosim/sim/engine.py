@@ -4,23 +4,30 @@ One SimPy process per running task (its executor). An executor advances its whol
 next point where something can happen (some job's evaluation or last step) in a single timeout,
 so the simulator costs one event per group step *span*, not one per step; step times come from
 the cost model and losses are replayed from LossTraces at the job's progress fraction.
+
+Events reach the Controller through the backend contract (`altosim.policy.event_order.feed_batch`):
+simultaneous arrivals as one batch, a step's reports, JobFinished and JobFailed as one batch, in
+`event_order` (the contract, or the legacy slot order an older `alto run` log was written in). A
+replay of a real run adds the runtime's host costs (`RuntimeCosts`) and the failures it logged.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import simpy
 
 from altosim.cost import StepCost
 from altosim.policy.controller import Controller
+from altosim.policy.event_order import EVENT_ORDER, LEGACY_ORDER, ORDERS, feed_batch
 from altosim.policy.types import (
     Action,
     Admit,
     Event,
     FinishTask,
+    JobFailed,
     JobFinished,
     JobSpec,
     StartTask,
@@ -32,79 +39,20 @@ from altosim.policy.types import (
     TaskSpec,
     to_dict,
 )
+from altosim.sim.records import Curve, Executor, JobOutcome, JobRun, SimResult, TaskOutcome
+from altosim.sim.runtime_costs import RuntimeCosts
 
-
-class Curve(Protocol):
-    """What the simulator reads from a LossTrace curve (progress fraction f in [0, 1])."""
-
-    def train_mean(self, f0: float, f1: float) -> float: ...
-    def val_at(self, f: float) -> float: ...
-    def metric_at(self, f: float) -> float | None: ...
-
-
-@dataclass
-class JobRun:
-    """A job's place in its executor: steps done and where its last report left off."""
-
-    job: JobSpec
-    total: int
-    every: int
-    step: int = 0
-    reported_frac: float = 0.0
-
-
-@dataclass
-class JobOutcome:
-    task_id: str
-    job_id: str
-    status: str  # finished | stopped reason
-    steps: int
-    samples: int
-    end: float
-    best_val: float | None
-    restore_best: bool = False
-
-
-@dataclass
-class TaskOutcome:
-    task_id: str
-    arrival: float
-    gpus: int
-    start: float | None = None
-    finish: float | None = None
-    gpu_ids: tuple[int, ...] = ()
-    best_job: str | None = None
-    best_val: float | None = None
-    best_found_at: float | None = None
-
-
-@dataclass
-class Executor:
-    task: TaskSpec
-    gpus: tuple[int, ...]
-    group: dict[str, JobRun] = field(default_factory=dict)
-    parked: dict[str, JobRun] = field(default_factory=dict)
-    done: bool = False
-    wake: simpy.Event | None = None
-
-
-@dataclass
-class SimResult:
-    tasks: dict[str, TaskOutcome]
-    jobs: dict[str, JobOutcome]
-    log: list[dict[str, Any]]
-    busy_gpu_s: float
-    samples_trained: int
-    samples_full: int
-    num_gpus: int
-    makespan: float
-    sim_events: int
-    gantt: list[tuple[str, int, float, float]]  # (task, gpu, start, end)
-    plans: list[dict[str, Any]]
+__all__ = ["Curve", "Executor", "JobOutcome", "JobRun", "SimResult", "Simulator", "TaskOutcome"]
 
 
 class Simulator:
-    """Replays a workload: arrivals, fused group steps, evaluations, the Controller's actions."""
+    """Replays a workload: arrivals, fused group steps, evaluations, the Controller's actions.
+
+    `event_order`: the order a step's events are fed in (altosim.policy.event_order: the contract,
+    or LEGACY_ORDER for an `alto run` log written before it). `costs`: the runtime's host costs
+    to charge (a replay of a real run; None: steps only). `failures`: job -> (its step that fails,
+    reason), as a real run logged them (JobFailed after that step's reports; the step not counted).
+    """
 
     def __init__(
         self,
@@ -118,7 +66,12 @@ class Simulator:
         sparse_reports: bool = False,
         on_progress: Callable[[int], None] | None = None,
         announce: bool = False,
+        event_order: int = EVENT_ORDER,
+        costs: RuntimeCosts | None = None,
+        failures: dict[str, tuple[int, str]] | None = None,
     ) -> None:
+        if event_order not in ORDERS:
+            raise ValueError(f"event_order: unknown {event_order!r}; known: {ORDERS}")
         self.env = simpy.Environment()
         self.tasks = sorted(tasks, key=lambda t: (t.arrival, t.task_id))
         self.by_id = {t.task_id: t for t in self.tasks}
@@ -132,6 +85,7 @@ class Simulator:
         self.sparse_reports = sparse_reports
         self.on_progress = on_progress
         self.announce = announce  # tell the Controller every task ahead (TasksAnnounced at t=0)
+        self.event_order, self.costs, self.failures = event_order, costs, dict(failures or {})
         self.log: list[dict[str, Any]] = []
         self.executors: dict[str, Executor] = {}
         self.owner: dict[int, str] = {}
@@ -143,6 +97,7 @@ class Simulator:
         self.sim_events = 0
         self._curve_cache: dict[str, Curve] = {}
         self._best_val: dict[str, float] = {}
+        self._slot: dict[str, int] = {}  # job -> its first admission's rank (the legacy order)
         self._finished = 0
 
     # ------------------------------------------------------------------ driver
@@ -164,23 +119,28 @@ class Simulator:
     def _arrivals(self):
         if self.announce:
             self._deliver(TasksAnnounced(self.env.now, tuple(self.tasks)))
-        for i, task in enumerate(self.tasks):
-            if task.arrival > self.env.now:
-                yield self.env.timeout(task.arrival - self.env.now)
-            nxt = self.tasks[i + 1].arrival if i + 1 < len(self.tasks) else None
-            self._deliver(TaskArrived(self.env.now, task, more_coming=nxt == task.arrival))
+        for arrival, group in itertools.groupby(self.tasks, key=lambda t: t.arrival):
+            same = list(group)
+            if arrival > self.env.now:
+                yield self.env.timeout(arrival - self.env.now)
+            feed_batch([TaskArrived(self.env.now, t) for t in same], self._deliver, self.event_order)
 
-    def _deliver(self, ev: Event) -> None:
+    def _deliver(self, ev: Event) -> list[Action]:
         self.sim_events += 1
         actions = self.ctl.on_event(ev)
         if self.record_log:
             self.log.append({"event": to_dict(ev), "actions": [to_dict(a) for a in actions]})
         for a in actions:
             self._apply(a)
+        return actions
 
     # ------------------------------------------------------------------ actions
     def _apply(self, a: Action) -> None:
         now = self.env.now
+        if isinstance(a, Admit) and not a.resume:
+            self._slot.setdefault(a.job_id, len(self._slot))
+        if self.costs is not None and self._costs_host_time(a):  # run inline: they hold up the next step
+            self.costs.action(self.by_id[a.task_id].model, a)
         if isinstance(a, StartTask):
             for g in a.gpus:
                 if g in self.owner:
@@ -224,6 +184,14 @@ class Simulator:
             if self.on_progress:
                 self.on_progress(self._finished)
 
+    def _costs_host_time(self, a: Action) -> bool:
+        """A Stop frees a slot only for a job in the group (the runtime does nothing for one never
+        admitted, finished or suspended, and drops a failed one)."""
+        if isinstance(a, Stop):
+            ex = self.executors.get(a.task_id)
+            return ex is not None and a.job_id in ex.group
+        return True
+
     def _job_end(self, ex: Executor, job_id: str, run: JobRun | None, status: str, restore: bool) -> None:
         steps = run.step if run else 0
         job = ex.task.job(job_id)
@@ -244,7 +212,7 @@ class Simulator:
         return c
 
     def _execute(self, ex: Executor):
-        task = ex.task
+        task, costs = ex.task, self.costs
         scale = self.time_scale(task)
         while not ex.done:
             if not ex.group:
@@ -252,42 +220,99 @@ class Simulator:
                 yield ex.wake
                 continue
             runs = list(ex.group.values())
-            k = min(min(r.every - r.step % r.every, r.total - r.step) for r in runs)
+            fail_at = {r.job.job_id: max(self.failures[r.job.job_id][0], r.step + 1)
+                       for r in runs if r.job.job_id in self.failures}
+            k = min(min(r.every - r.step % r.every, r.total - r.step, fail_at.get(r.job.job_id, r.total) - r.step)
+                    for r in runs)
             dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
+            if costs is not None:
+                costs.charge("step", dt)
+                if costs.before_steps is not None:
+                    dt += costs.charge("new_shape", costs.before_steps(task, [r.job for r in runs]) * scale)
+                dt += costs.pay_debt(scale)
             yield self.env.timeout(dt)
             self.busy_gpu_s += dt * len(ex.gpus)
             due: list[JobRun] = []
+            failing: list[JobRun] = []
             cap = task.samples_per_job
             for r in runs:
+                fails = r.step + k == fail_at.get(r.job.job_id)
                 before = min(r.step * r.job.batch_size, cap)
-                r.step += k
+                r.step += k - fails  # a failed step does not count (altoruntime/task_runner.py)
                 if not task.rigid:  # a rigid task's placeholder step trains nothing
                     self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
-                if r.step % r.every == 0 or r.step >= r.total:
+                if fails:
+                    failing.append(r)
+                elif r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
-            for r in sorted(due, key=lambda r: r.job.job_id):
-                if ex.group.get(r.job.job_id) is not r:
-                    continue  # stopped or suspended by an earlier report at this instant
-                self._report(task, r)
-                if r.step >= r.total and ex.group.get(r.job.job_id) is r:
-                    ex.group.pop(r.job.job_id)
-                    self._job_end(ex, r.job.job_id, r, "finished", False)
-                    self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
+            improved = self._emit(ex, due, failing)
+            if costs is not None and due and (not ex.done or costs.overheads is not None):
+                # the runtime stamps a step's reports before validating them (and snapshotting the
+                # improved ones): the validation delays the next step, not these reports
+                ev = 0.0
+                if costs.eval_time is not None:
+                    ev += costs.charge("validate", costs.eval_time(task, [r.job for r in due]) * scale)
+                if costs.overheads is not None and improved:
+                    ev += costs.charge("snapshot", improved * costs.overheads.snapshot_s(task.model) * scale)
+                if ex.done:  # the task ended with these reports: its host thread still spent the time
+                    costs.debt += ev
+                    continue
+                if ev > 0:
+                    yield self.env.timeout(ev)
+                self.busy_gpu_s += ev * len(ex.gpus)
 
-    def _report(self, task: TaskSpec, r: JobRun) -> None:
+    def _emit(self, ex: Executor, due: list[JobRun], failing: list[JobRun]) -> int:
+        """The one point where a step's events go out: each due job's StepReport (and JobFinished
+        at its last step), each failing job's JobFailed, fed as one batch in `event_order`.
+        Returns how many reports improved their job's best validation loss (the runtime
+        snapshots each)."""
+        task, now = ex.task, self.env.now
+        if self.event_order == LEGACY_ORDER:  # the trainer's slots: first admission first
+            due = sorted(due, key=lambda r: self._slot[r.job.job_id])
+            failing = sorted(failing, key=lambda r: self._slot[r.job.job_id])
+        events: list[Event] = []
+        improved = 0
+        for r in due:
+            rep = self._report(task, r)
+            v = rep.val_loss
+            improved += v is not None and math.isfinite(v) and v < self._best_val.get(r.job.job_id, math.inf)
+            events.append(rep)
+            if r.step >= r.total:
+                events.append(JobFinished(now, task.task_id, r.job.job_id))
+        events += [JobFailed(now, task.task_id, r.job.job_id, self.failures[r.job.job_id][1]) for r in failing]
+        if events:
+            feed_batch(events, lambda e: self._step_event(ex, e), self.event_order)
+        return improved
+
+    def _step_event(self, ex: Executor, ev: Event) -> list[Action]:
+        """One event of a step to the Controller, after its bookkeeping (a report's best value; a
+        finished job leaves the group; a failed one is parked, as the trainer drops it)."""
+        job_id = getattr(ev, "job_id")
+        if isinstance(ev, StepReport):
+            v = ev.val_loss
+            if v is not None and math.isfinite(v) and v < self._best_val.get(job_id, math.inf):
+                self._best_val[job_id] = float(v)
+        elif isinstance(ev, JobFinished):
+            r = ex.group.pop(job_id, None)
+            if r is None:  # (feed_batch drops the JobFinished of a job taken out earlier)
+                return []
+            if self.costs is not None:  # the runtime frees its slot as a stop does
+                self.costs.job_finished(ex.task.model)
+            self._job_end(ex, job_id, r, "finished", False)
+        elif job_id in ex.group:  # JobFailed: the trainer drops it from the group at once
+            ex.parked[job_id] = ex.group.pop(job_id)
+        return self._deliver(ev)
+
+    def _report(self, task: TaskSpec, r: JobRun) -> StepReport:
         curve = self._curve(r.job)
         f = min(1.0, r.step / r.total)
         train = curve.train_mean(r.reported_frac, f)
         val = curve.val_at(f)
         metric = curve.metric_at(f)
         r.reported_frac = f
-        if val is not None and math.isfinite(val) and val < self._best_val.get(r.job.job_id, math.inf):
-            self._best_val[r.job.job_id] = float(val)
         if metric is not None and not math.isfinite(metric):
             metric = None
-        self._deliver(
-            StepReport(
-                self.env.now, task.task_id, r.job.job_id, r.step, min(r.step * r.job.batch_size, task.samples_per_job),
-                float(train), None if val is None else float(val), None if metric is None else float(metric),
-            )
+        return StepReport(
+            self.env.now, task.task_id, r.job.job_id, r.step, min(r.step * r.job.batch_size, task.samples_per_job),
+            float(train), None if val is None else float(val), None if metric is None else float(metric),
         )

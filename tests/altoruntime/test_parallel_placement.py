@@ -24,7 +24,10 @@ class FakeRank:
         self.calls.append(("resume", job_id))
         self.state[job_id] = "active"
 
-    def suspend(self, job_id):
+    def __contains__(self, job_id):
+        return job_id in self.state
+
+    def suspend(self, job_id, keep_optimizer=True):
         self.calls.append(("suspend", job_id))
         self.state[job_id] = "suspended"
 
@@ -60,7 +63,7 @@ def test_actions_run_on_the_owner_only_and_placements_agree():
     assert owners[:4] == [0, 1, 0, 1] and owners[-1] is None  # round-robin; FinishTask: executor's
     assert places[0] == places[1]
     assert ranks[0].calls == [("admit", "a"), ("admit", "c"), ("suspend", "a"), ("resume", "a"),
-                              ("restore_best", "c"), ("suspend", "c")]
+                              ("suspend", "c"), ("restore_best", "c")]  # as TaskRunner does
     assert ranks[1].calls == [("admit", "b"), ("admit", "d")]
     assert places[0].rows() == {0: 2, 1: 4}  # c stopped: it no longer counts
 

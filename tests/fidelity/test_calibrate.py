@@ -16,9 +16,12 @@ from altosim.cli import main
 from altosim.cost import (
     FEATURES, CalibratedOverheads, EvalShape, LinearStepCost, RuntimeCalibration, fit_calibration, read_cost_profile,
 )
-from altosim.fidelity import RuntimeOrderSimulator, completion_times, profile_from_run, read_run, run_intervals
+from altosim.fidelity import completion_times, profile_from_run, read_run, run_intervals
 from altosim.fidelity.heldout import heldout_fidelity
+from altosim.policy.event_order import EVENT_ORDER
 from altosim.schemas import load_config
+from altosim.sim.engine import Simulator
+from altosim.sim.runtime_costs import RuntimeCosts
 from tests.sim.toy import toy_curve
 
 TRUE = RuntimeCalibration({"startup": 7.0, "steps": 0.45, "steps_x_adapters": 0.012, "steps_x_samples": 0.003,
@@ -45,10 +48,10 @@ def sim_run(tmp: Path, name: str, samples: int, every: int, early_exit: str = "n
 
     tasks = read_workload(str(folder / "workload.json")).to_task_specs()
     over = CalibratedOverheads(TRUE, SHAPE)
-    res = RuntimeOrderSimulator(tasks, runtime_controller(load_config(folder / "config.json")), LinearStepCost(TRUE),
-                                toy_curve, eval_time=over, before_steps=over.before_steps).run()
+    res = Simulator(tasks, runtime_controller(load_config(folder / "config.json")), LinearStepCost(TRUE), toy_curve,
+                    costs=RuntimeCosts(eval_time=over, before_steps=over.before_steps)).run()
     flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
-    lines = [{"meta": {"backbone": "synthetic", "device": "SIM H100"}}, *flat]
+    lines = [{"meta": {"backbone": "synthetic", "device": "SIM H100", "event_order": EVENT_ORDER}}, *flat]
     (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return folder
 

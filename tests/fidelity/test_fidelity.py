@@ -18,10 +18,13 @@ from altosim.cost import (
 )
 from altosim.errors import InputError
 from altosim.fidelity import (
-    ReportedCurve, RuntimeOrderSimulator, check_fidelity, compare_decisions, completion_times, job_curves,
+    ReportedCurve, check_fidelity, compare_decisions, completion_times, job_curves,
     measured_step_times, read_run,
 )
+from altosim.policy.event_order import EVENT_ORDER, LEGACY_ORDER
 from altosim.schemas import CostProfile, CostRecord, load_config
+from altosim.sim.engine import Simulator
+from altosim.sim.runtime_costs import RuntimeCosts
 from tests.sim.toy import toy_curve
 
 COST = cost_model_for("H100")
@@ -43,9 +46,17 @@ def _inputs(tmp: Path, early_exit: str = "alto", loss_trace: str | None = None,
     return tmp / "config.json"
 
 
-def synthetic_run(tmp: Path, early_exit: str = "alto", val_rows: int = 0, params: dict | None = None) -> Path:
-    """A run folder as `alto run` writes it, produced by the simulator speaking the runtime protocol
-    (with `val_rows`, each evaluation also takes the time the runtime's validation would)."""
+def runtime_sim(tasks, controller, curve, order: int = EVENT_ORDER, eval_time=None, failures=None, cost=COST):
+    """The simulator as a stand-in for `alto run`: the runtime's costs, its log's event order."""
+    return Simulator(tasks, controller, cost, curve, event_order=order, costs=RuntimeCosts(eval_time),
+                     failures=failures).run()
+
+
+def synthetic_run(tmp: Path, early_exit: str = "alto", val_rows: int = 0, params: dict | None = None,
+                  order: int = EVENT_ORDER) -> Path:
+    """A run folder as `alto run` writes it (header `event_order: order`, none for the legacy
+    order), produced by the simulator (with `val_rows`, each evaluation also takes the time the
+    runtime's validation would)."""
     folder = tmp / "run"
     folder.mkdir()
     cfg = load_config(_inputs(folder, early_exit, params=params))
@@ -53,9 +64,10 @@ def synthetic_run(tmp: Path, early_exit: str = "alto", val_rows: int = 0, params
 
     tasks = read_workload(str(folder / "workload.json")).to_task_specs()
     ev = ValidationCost(COST, val_rows) if val_rows else None
-    res = RuntimeOrderSimulator(tasks, runtime_controller(cfg), COST, toy_curve, eval_time=ev).run()
+    res = runtime_sim(tasks, runtime_controller(cfg), toy_curve, order, eval_time=ev)
     flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
-    lines = [{"meta": {"backbone": "synthetic", "device": "SIM H100"}}, *flat]
+    meta = {"backbone": "synthetic", "device": "SIM H100", **({"event_order": order} if order != LEGACY_ORDER else {})}
+    lines = [{"meta": meta}, *flat]
     (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return folder
 
@@ -70,8 +82,9 @@ def _edit_events(folder: Path, edit) -> None:
     (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
-def test_self_replay_identical_decisions_and_zero_makespan_error(tmp_path):
-    run = synthetic_run(tmp_path)
+@pytest.mark.parametrize("order", [EVENT_ORDER, LEGACY_ORDER])
+def test_self_replay_identical_decisions_and_zero_makespan_error(tmp_path, order):
+    run = synthetic_run(tmp_path, order=order)
     rep = check_fidelity(tmp_path / "out", run_dir=run)
     rows = _rows(tmp_path / "out" / "fidelity_SIM_H100.csv")
     for mode in ("measured", "model"):
@@ -226,10 +239,11 @@ def test_validation_time_is_charged_when_the_run_says_how_much_it_validated(tmp_
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(2, 8), st.sampled_from([1, 2]), st.floats(0, 30)), min_size=1, max_size=4),
-       st.sampled_from(["alto", "none", "asha", "median"]), st.sampled_from(["fifo", "sjf"]), st.sampled_from([1, 3]))
-def test_any_runtime_log_replays_itself_exactly(tmp_path_factory, specs, ee, inter, gpus):
+       st.sampled_from(["alto", "none", "asha", "median"]), st.sampled_from(["fifo", "sjf"]), st.sampled_from([1, 3]),
+       st.sampled_from([EVENT_ORDER, LEGACY_ORDER]))
+def test_any_runtime_log_replays_itself_exactly(tmp_path_factory, specs, ee, inter, gpus, order):
     """Measured costs rebuilt from a log (groups that shrink, tasks side by side on several GPUs)
-    give back the same decisions and the same completion times."""
+    give back the same decisions and the same completion times, in either event order."""
     from altosim.policy.controller import Controller, ControllerConfig
     from tests.sim.toy import toy_task
 
@@ -237,10 +251,11 @@ def test_any_runtime_log_replays_itself_exactly(tmp_path_factory, specs, ee, int
     ccfg = ControllerConfig(num_gpus=gpus, early_exit=ee, inter_task=inter)
     make = lambda: Controller(ccfg, duration_for=lambda t: COST.worst_case_duration(t),  # noqa: E731
                               memory_for=lambda t: COST.memory_model(t))
-    res = RuntimeOrderSimulator(tasks, make(), COST, toy_curve).run()
+    res = runtime_sim(tasks, make(), toy_curve, order)
     folder = tmp_path_factory.mktemp("run")
     flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
-    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [{"meta": {}}, *flat]))
+    meta = {"event_order": order} if order != LEGACY_ORDER else {}
+    (folder / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [{"meta": meta}, *flat]))
     run = read_run(folder)
     got = replay_run_with(run, make(), MeasuredCost(measured_step_times(run)))
     d = compare_decisions(run.trace, got)
@@ -252,12 +267,12 @@ def test_any_runtime_log_replays_itself_exactly(tmp_path_factory, specs, ee, int
 
 def replay_run_with(run, controller, cost):
     """replay_run's loop with a given Controller (the property test builds no config file)."""
-    from altosim.fidelity import ReportedCurve, job_curves
+    from altosim.fidelity import ReportedCurve, job_curves, log_order
 
     curves = job_curves(run)
     total = {j.job_id: t.total_steps(j) for t in run.tasks for j in t.jobs}
-    res = RuntimeOrderSimulator(run.tasks, controller, cost,
-                                lambda job: ReportedCurve(curves[job.job_id], total[job.job_id])).run()
+    res = runtime_sim(run.tasks, controller, lambda job: ReportedCurve(curves[job.job_id], total[job.job_id]),
+                      log_order(run), cost=cost)
     return [x for rec in res.log for x in (rec["event"], *rec["actions"])]
 
 
@@ -281,7 +296,7 @@ def test_failed_job_is_replayed_at_its_step(tmp_path, batches, step):
     make = lambda: Controller(ControllerConfig(num_gpus=1, early_exit="none", inter_task="fifo"),  # noqa: E731
                               duration_for=lambda t: COST.worst_case_duration(t), memory_for=COST.memory_model)
     fail = {"t0/j000": (step, "non-finite loss")}
-    res = RuntimeOrderSimulator(tasks, make(), COST, toy_curve, failures=fail).run()
+    res = runtime_sim(tasks, make(), toy_curve, LEGACY_ORDER, failures=fail)
     flat = [x for rec in res.log for x in (rec["event"], *rec["actions"])]
     assert [x["kind"] for x in flat].count("job_failed") == 1
     assert any(x["kind"] == "stop" and x["reason"] == "failed" for x in flat)
@@ -290,9 +305,8 @@ def test_failed_job_is_replayed_at_its_step(tmp_path, batches, step):
     assert failure_steps(run) == fail
     curves = job_curves(run)
     total = {j.job_id: tasks[0].total_steps(j) for j in tasks[0].jobs}
-    got = RuntimeOrderSimulator(run.tasks, make(), MeasuredCost(measured_step_times(run)),
-                                lambda job: ReportedCurve(curves[job.job_id], total[job.job_id]),
-                                failures=failure_steps(run)).run()
+    got = runtime_sim(run.tasks, make(), lambda job: ReportedCurve(curves[job.job_id], total[job.job_id]),
+                      LEGACY_ORDER, failures=failure_steps(run), cost=MeasuredCost(measured_step_times(run)))
     again = [x for rec in got.log for x in (rec["event"], *rec["actions"])]
     d = compare_decisions(run.trace, again)
     assert d.first is None and d.identical == d.real
@@ -449,3 +463,21 @@ def test_validation_is_priced_at_the_shape_the_profile_timed_it_and_new_eval_sha
     first, again = cost(task, jobs), cost(task, jobs)
     assert again == pytest.approx(2 * 0.054)  # two 16-row batches of one 4-adapter forward each
     assert first - again == pytest.approx(1.0)  # the new evaluation shape, once
+
+
+def test_a_committed_run_from_before_the_contract_replays_in_its_legacy_order():
+    """session 7's H200 run (no `event_order` in its header: the trainer's slot order) replays with
+    every decision identical in the order it was logged in; fed in the contract's order, its
+    same-step reports come in another order and a decision moves (what `log_order` guards)."""
+    from altosim.fidelity import log_order, replay_run, run_config_for
+
+    run = read_run(Path(__file__).parents[2] / "results/device_h200/session7/python_docs_ee")
+    assert "event_order" not in run.meta and log_order(run) == LEGACY_ORDER
+    cfg, cost = run_config_for(run.folder), MeasuredCost(measured_step_times(run))
+    d = compare_decisions(run.trace, replay_run(run, cfg, cost))
+    assert d.first is None and d.identical == d.real == 275
+    run.meta["event_order"] = EVENT_ORDER
+    assert compare_decisions(run.trace, replay_run(run, cfg, cost)).first is not None
+    run.meta["event_order"] = 2
+    with pytest.raises(InputError, match="event_order"):
+        replay_run(run, cfg, cost)

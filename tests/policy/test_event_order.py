@@ -3,11 +3,14 @@ order the workers answered in."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altosim.policy.event_order import order_events
-from altosim.policy.types import JobFailed, JobFinished, JobSpec, StepReport, TaskArrived, TaskSpec, Tick
+from altosim.policy.event_order import EVENT_ORDER, LEGACY_ORDER, feed_batch, order_events
+from altosim.policy.types import (
+    Admit, JobFailed, JobFinished, JobSpec, StepReport, Stop, Suspend, TaskArrived, TaskSpec, Tick,
+)
 
 
 def _task(task_id: str, arrival: float) -> TaskSpec:
@@ -51,3 +54,32 @@ def test_the_documented_order():
 def test_any_arrival_order_of_a_batch_gives_the_same_order(perm):
     assert order_events(perm, now=1.0) == order_events(BATCH, now=1.0)
     assert order_events(perm) == order_events(BATCH)  # without `now`, each keeps its own time
+
+
+STEP = [  # one fused step of task t, in a trainer's slot order (j2 was admitted first)
+    StepReport(5.0, "t", "t/j2", 4, 4, 1.0, 1.0), JobFinished(5.0, "t", "t/j2"),
+    StepReport(5.0, "t", "t/j0", 4, 4, 1.0, 1.0), JobFinished(5.0, "t", "t/j0"),
+    StepReport(5.0, "t", "t/j1", 4, 4, 1.0, 1.0), JobFailed(5.0, "t", "t/j3", "nan"),
+]
+
+
+def _feed(order, acts_on):
+    """Feed STEP; the Controller answers an event named in `acts_on` with the actions given there."""
+    return [_name(e) for e in feed_batch(STEP, lambda e: acts_on.get(_name(e), []), order)]
+
+
+def test_feed_batch_drops_what_follows_a_stop_in_the_contract_and_only_a_finish_in_legacy():
+    cut = {"step_report t/j0 @4": [Stop("t", "t/j1", "pruned"), Stop("t", "t/j2", "pruned"),
+                                   Suspend("t", "t/j3")]}
+    got = _feed(EVENT_ORDER, cut)
+    assert got == ["step_report t/j0 @4", "job_finished t/j0"]  # j1, j2, j3 follow j0 and were taken out
+    assert _feed(LEGACY_ORDER, cut) == [  # slot order kept; j2's finish came before the cut: kept
+        "step_report t/j2 @4", "job_finished t/j2", "step_report t/j0 @4", "job_finished t/j0",
+        "step_report t/j1 @4", "job_failed t/j3"]
+    resumed = {**cut, "job_finished t/j0": [Admit("t", "t/j1", resume=True)]}
+    assert _feed(EVENT_ORDER, resumed) == ["step_report t/j0 @4", "job_finished t/j0", "step_report t/j1 @4"]
+    own = {"step_report t/j0 @4": [Stop("t", "t/j0", "pruned")]}  # a job stopped by its own report
+    assert _feed(LEGACY_ORDER, own)[2:4] == ["step_report t/j0 @4", "step_report t/j1 @4"]  # finish dropped
+    assert "job_finished t/j0" not in _feed(EVENT_ORDER, own)
+    with pytest.raises(ValueError, match="order"):
+        feed_batch(STEP, lambda e: [], order=7)
