@@ -4,7 +4,8 @@ Adapters live in two stacked parameters per layer, A [S, d_in, r_max] and B [S, 
 (PEFT stores lora_A.weight as [r, d_in] and lora_B.weight as [d_out, r]; ours are their
 transposes, padded to r_max with zeros). A slot is an index into dim 0. The per-step segment
 metadata is built once and set on a `LoraContext` shared by all layers, so a layer call does no
-host work beyond reading it (vLLM-style). Capacity S and r_max only grow (S by doubling).
+host work beyond reading it (vLLM-style). Capacity S grows by doubling; the store shrinks it to a
+power of two when at most half its slots hold training adapters (altoruntime/adapters/store.py).
 """
 
 from __future__ import annotations
