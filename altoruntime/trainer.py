@@ -96,6 +96,10 @@ class MultiAdapterTrainer:
         """(rank, seed) of adapters about to be admitted: their initial weights are drawn ahead."""
         self.store.prefetch_inits(pairs)
 
+    def reserve(self, ranks: Sequence[int]) -> None:
+        """Room for adapters of these ranks about to be admitted or resumed (one resize)."""
+        self.store.reserve(ranks)
+
     def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
         self.store.suspend(job_id, keep_optimizer)
 

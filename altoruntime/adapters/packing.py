@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from altoruntime.adapters.records import Weights
-from altoruntime.lora_layer import MultiLoraLinear
+from altoruntime.lora_layer import MultiLoraLinear, peft_init
 
 
 class SlotPacker:
@@ -80,6 +80,20 @@ class SlotPacker:
         """`pack_slot`'s layout (on the host) -> PEFT-layout pairs per layer, each its own
         contiguous tensor (`flat` may be the reused staging buffer)."""
         return [(a.clone(), b.clone()) for a, b in self._views(flat, rank)]
+
+    def packed_size(self, rank: int) -> int:
+        """Elements of one adapter of `rank` in `pack_slot`'s layout."""
+        return rank * sum(l.in_features + l.out_features for l in self.layers)
+
+    @torch.no_grad()
+    def init_packed(self, rank: int, seed: int) -> torch.Tensor:
+        """`peft_init`'s weights drawn straight into `pack_slot`'s layout on the host, in pinned
+        memory on CUDA (so `write_packed(slot, flat.to(device, non_blocking=True), rank)` needs no
+        host-side gather and no host sync). Runs in background threads (`prefetch_inits`)."""
+        pin = self.device.type == "cuda"
+        flat = torch.empty(self.packed_size(rank), dtype=torch.float32, pin_memory=pin)  # drawn as PEFT draws
+        peft_init(self.layers, rank, seed, into=self._views(flat, rank))
+        return flat
 
     @torch.no_grad()
     def write_packed(self, slot: int, flat: torch.Tensor, rank: int) -> None:

@@ -49,7 +49,12 @@ class AdapterStore:
         self.optim.pack = self.packer.pack
         self.grad_check = GradCheck(self.optim.params)
         self.adapters: dict[str, AdapterRecord] = {}
-        self._init_cache: dict[tuple[int, int], Weights] = {}
+        self._incoming: list[int] = []  # ranks of the adapters about to take slots (`reserve`)
+        self._init_cache: dict[tuple[int, int], Weights | torch.Tensor] = {}
+        # draw initial weights straight into the packed layout (None: when slots move packed), so
+        # an admit is one asynchronous copy from pinned memory; False: PEFT-layout pairs gathered
+        # and copied at the admit (the path before; experiments/bench_admit.py compares them)
+        self.packed_inits: bool | None = None
         self._inits_ahead: list[tuple[int, int]] = []  # (rank, seed) to draw in the background, in order
         self._inits_pending: dict[tuple[int, int], Future] = {}
         self._init_pool: ThreadPoolExecutor | None = None
@@ -126,13 +131,25 @@ class AdapterStore:
                 slot = rec.slot
                 self._park_out(rec, compact=False)  # its slot is taken at once
                 return slot
-        cap = self.capacity if free else self.capacity * 2
-        if cap != self.capacity or rank > self.r_max:
+        coming, self._incoming = self._incoming[1:], []  # this one, then the rest of a burst
+        if not free or rank > self.r_max:  # a reallocation: make it room for the whole burst
+            cap = self.capacity
+            while cap < len(used) + 1 + len(coming):
+                cap *= 2
+            widest = max([rank, self.r_max, *(r for r in coming if r <= self.layers[0].max_rank)])
             self._stacks_move()  # the views would keep the old gradients alive
             for l in self.layers:
-                l.resize(cap, max(rank, self.r_max))
+                l.resize(cap, widest)
             self.optim.resize()
+        self._incoming = coming
         return free[0] if free else len(used)
+
+    def reserve(self, ranks: Sequence[int]) -> None:
+        """Adapters of these ranks are about to take slots (admits and resumes, in order): when
+        the stacks must grow for one of them, they grow at once to hold the rest too, so a burst
+        grows them once, not by repeated doubling (each a reallocation and copy of every stack
+        and moment, and new CUDA graphs)."""
+        self._incoming = [int(r) for r in ranks if int(r) >= 1]
 
     def _release_slot(self, rec: AdapterRecord, compact: bool = True) -> None:
         torch._foreach_zero_([t[rec.slot] for l in self.layers for t in (l.A.data, l.B.data)])  # free slots are zero
@@ -164,9 +181,10 @@ class AdapterStore:
         self.grad_check.invalidate()
         self.generation += 1
 
-    def _peft_init(self, rank: int, seed: int) -> Weights:
-        """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs
-        that share both, and the CPU draws dominate an admit. The tensors are only read."""
+    def _peft_init(self, rank: int, seed: int) -> Weights | torch.Tensor:
+        """`peft_init` (packed by `SlotPacker.init_packed` when slots move packed), remembered
+        for the last few (rank, seed): a sweep admits many configs that share both, and the CPU
+        draws dominate an admit. The tensors are only read."""
         key = (rank, seed)
         pending = self._inits_pending.pop(key, None)
         if pending is not None:
@@ -175,8 +193,12 @@ class AdapterStore:
         if key not in self._init_cache:
             while len(self._init_cache) >= 4:
                 del self._init_cache[next(iter(self._init_cache))]
-            self._init_cache[key] = peft_init(self.layers, rank, seed)
+            self._init_cache[key] = self._draw_init(rank, seed)
         return self._init_cache[key]
+
+    def _draw_init(self, rank: int, seed: int) -> Weights | torch.Tensor:
+        packed = self.pack if self.packed_inits is None else self.packed_inits
+        return self.packer.init_packed(rank, seed) if packed else peft_init(self.layers, rank, seed)
 
     # shrink the stacks when at most 1/SHRINK_AT of their slots is used: every per-step pass over
     # the stacks costs at most SHRINK_AT x what the training adapters need
@@ -187,8 +209,12 @@ class AdapterStore:
     def prefetch_inits(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Draw the initial weights of adapters about to be admitted, (rank, seed) in admit order,
         in background threads (the draws are CPU work that releases the GIL, so they overlap the
-        GPU steps and each other). Admits take them as they come; the draws are the same."""
-        self._inits_ahead = [(int(r), int(s)) for r, s in pairs if r >= 1]
+        GPU steps and each other). Admits take them as they come; the draws are the same. A later
+        call re-orders: draws not among its first INITS_AHEAD are dropped (drawn again if needed)."""
+        self._inits_ahead = list(dict.fromkeys((int(r), int(s)) for r, s in pairs if r >= 1))
+        head = set(self._inits_ahead[:self.INITS_AHEAD])
+        for key in [k for k in self._inits_pending if k not in head]:  # drawn for another order: make room
+            self._inits_pending.pop(key).cancel()
         self._top_up_inits()
 
     def _top_up_inits(self) -> None:
@@ -199,7 +225,7 @@ class AdapterStore:
             if self._init_pool is None:
                 self._init_pool = ThreadPoolExecutor(max_workers=min(self.INITS_AHEAD, os.cpu_count() or 1),
                                                      thread_name_prefix="peft-init")
-            self._inits_pending[(rank, seed)] = self._init_pool.submit(peft_init, self.layers, rank, seed)
+            self._inits_pending[(rank, seed)] = self._init_pool.submit(self._draw_init, rank, seed)
 
     # ----------------------------------------------------------------------------- lifecycle
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
@@ -218,7 +244,11 @@ class AdapterStore:
                                     warmup_steps, total_steps, max_grad_norm)
         slot = self._alloc_slot(rank)
         self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)
-        self.packer.write(slot, self._peft_init(rank, seed))
+        init = self._peft_init(rank, seed)
+        if isinstance(init, torch.Tensor):  # packed (pinned on CUDA): one asynchronous copy, no host sync
+            self.packer.write_packed(slot, init.to(self.device, non_blocking=True), rank)
+        else:
+            self.packer.write(slot, init)
         self.adapters[job_id] = AdapterRecord(cfg, slot)
 
     def drop(self, job_id: str) -> None:
