@@ -83,3 +83,33 @@ def test_parking_moves_only_the_rank_block_and_keeps_moments(base):
     slot = tr.store.adapters["a"].slot
     for before, t in zip(moments, tr.store.optim.exp_avg + tr.store.optim.exp_avg_sq):
         assert torch.equal(before, t[slot])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shrinking_group_with_captured_steps_equals_eager_on_cuda(base):
+    """On CUDA (parking and packed moves by default): captured steps across the shrinks and a
+    resume equal eager ones."""
+    runs = []
+    for graphs in (False, True):
+        tr = MultiAdapterTrainer(copy.deepcopy(base).cuda(), capacity=1, cuda_graphs=graphs)
+        for i, j in enumerate(JOBS):
+            tr.admit(j, rank=4, lr=LR, seed=i)
+        losses = [tr.step(_batches(s, JOBS)) for s in range(3)]
+        for j in JOBS[:3]:
+            tr.suspend(j)
+        tr.drop(JOBS[4])
+        assert tr.capacity == 1 and tr.store.parked == JOBS[:3]
+        losses += [tr.step(_batches(s, [JOBS[3]])) for s in range(3, 6)]
+        tr.resume(JOBS[1])
+        losses += [tr.step(_batches(s, [JOBS[1], JOBS[3]])) for s in range(6, 9)]
+        if graphs:
+            assert tr.graphs.disabled is None and tr.graphs.stats["replayed"] > 0, dict(tr.graphs.stats)
+        runs.append((losses, {j: tr.adapter_weights(j) for j in (JOBS[1], JOBS[3])}))
+    (want, w_want), (got, w_got) = runs
+    for a, b in zip(want, got):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+    for j in w_want:
+        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
+            torch.testing.assert_close(a2, a1, rtol=1e-3, atol=1e-5)
+            torch.testing.assert_close(b2, b1, rtol=1e-3, atol=1e-5)
