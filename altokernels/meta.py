@@ -65,6 +65,36 @@ class LoraBatchMeta:
     def has_dropout(self) -> bool:
         return self.row_dropout is not None
 
+    def retarget(self, slots: Sequence[int], ranks: Sequence[int], scales: Sequence[float],
+                 dropout: Sequence[float] | None = None) -> None:
+        """Point this meta at other adapters with the same token counts, in place: new slots,
+        ranks, scales and dropout rates written into its device tables (so a CUDA graph captured
+        with it serves another group of the same shape; the Triton path reads only these device
+        tables and the counts), and into its host fields. Whether any segment drops out must stay
+        as it was (the dropout draw is part of the graph)."""
+        n = self.num_segments
+        dropout = tuple(float(p) for p in dropout) if dropout is not None else (0.0,) * n
+        _check_lengths(n, slots=slots, ranks=ranks, scales=scales, dropout=dropout)
+        slots_t, ranks_t, scales_t = tuple(int(s) for s in slots), tuple(int(r) for r in ranks), tuple(
+            float(s) for s in scales)
+        if any(s < 0 for s in slots_t) or len(set(slots_t)) != n:
+            raise ValueError(f"slots: need distinct slots >= 0, got {slots_t}")
+        if any(r < 1 for r in ranks_t):
+            raise ValueError(f"ranks: must be >= 1, got {ranks_t}")
+        if not all(math.isfinite(s) for s in scales_t):
+            raise ValueError(f"scales: must be finite, got {scales_t}")
+        if not all(0.0 <= p < 1.0 for p in dropout) or any(p > 0 for p in dropout) != self.has_dropout:
+            raise ValueError(f"dropout: must be in [0, 1) and drop out where this meta does, got {dropout}")
+        self.seg_slot.copy_(torch.tensor(slots_t, dtype=torch.int32), non_blocking=True)
+        self.seg_rank.copy_(torch.tensor(ranks_t, dtype=torch.int32), non_blocking=True)
+        self.seg_scale.copy_(torch.tensor(scales_t, dtype=torch.float32), non_blocking=True)
+        if self.row_dropout is not None:
+            per_seg = torch.tensor(dropout, dtype=torch.float32)
+            self.row_dropout.copy_(torch.repeat_interleave(per_seg, torch.tensor(self.token_counts)))
+        for name, value in (("slots", slots_t), ("ranks", ranks_t), ("scales", scales_t), ("dropout", dropout)):
+            object.__setattr__(self, name, value)  # (frozen: its one sanctioned change)
+        self.step_cache.clear()  # derived from the old tables
+
     def chunks(self, n: int) -> list[tuple[int, int, int, int]]:
         """Split the schedule into <= n contiguous pieces: (entry0, entry1, row0, row1) each.
 

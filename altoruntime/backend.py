@@ -170,7 +170,12 @@ class RuntimeBackend:
         self.log.events.append(event)
         self.log.trace.append(event)
         actions = self.ctl.on_event(event)
-        for action in actions:
+        told: set[str] = set()
+        for i, action in enumerate(actions):
+            tid = getattr(action, "task_id", None)
+            if tid in self.tasks and tid not in told:  # what comes next, ahead
+                told.add(tid)
+                self.tasks[tid].expect(actions[i:])
             self.log.actions.append(action)
             self.log.trace.append(action)
             self._execute(action)

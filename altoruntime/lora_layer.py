@@ -4,7 +4,8 @@ Adapters live in two stacked parameters per layer, A [S, d_in, r_max] and B [S, 
 (PEFT stores lora_A.weight as [r, d_in] and lora_B.weight as [d_out, r]; ours are their
 transposes, padded to r_max with zeros). A slot is an index into dim 0. The per-step segment
 metadata is built once and set on a `LoraContext` shared by all layers, so a layer call does no
-host work beyond reading it (vLLM-style). Capacity S and r_max only grow (S by doubling).
+host work beyond reading it (vLLM-style). Capacity S grows by doubling; the store shrinks it to a
+power of two when at most half its slots hold training adapters (altoruntime/adapters/store.py).
 """
 
 from __future__ import annotations
@@ -150,20 +151,23 @@ def install_lora_layers(
 
 
 def peft_init(
-    layers: Sequence[MultiLoraLinear], rank: int, seed: int
+    layers: Sequence[MultiLoraLinear], rank: int, seed: int,
+    into: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Initial (lora_A, lora_B) per layer, exactly as PEFT makes them after `torch.manual_seed(seed)`.
 
     PEFT builds, per target in module order, nn.Linear(d_in, r) and nn.Linear(r, d_out) (each
     draws its default kaiming init), then re-draws lora_A with kaiming_uniform(a=sqrt(5)) and
     zeroes lora_B. We replay those draws on a private generator (no global RNG touched).
+    into: (lora_A, lora_B) tensors per layer to draw into (e.g. views of one packed buffer).
     """
     g = torch.Generator().manual_seed(seed)
     out = []
-    for layer in layers:
-        a = torch.empty(rank, layer.in_features)
+    for k, layer in enumerate(layers):
+        a = torch.empty(rank, layer.in_features) if into is None else into[k][0]
         nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=g)  # nn.Linear(d_in, r) ctor
         nn.init.kaiming_uniform_(torch.empty(layer.out_features, rank), a=math.sqrt(5), generator=g)
         nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=g)  # reset_lora_parameters
-        out.append((a, torch.zeros(layer.out_features, rank)))
+        b = torch.zeros(layer.out_features, rank) if into is None else into[k][1].zero_()
+        out.append((a, b))
     return out

@@ -128,21 +128,28 @@ class SlotAdamW:
         return t if rank is None or d is None else t.narrow(d, 0, min(rank, t.shape[d]))
 
     @torch.no_grad()
-    def slot_state(self, slot: int, rank: int | None = None, moments: bool = True) -> dict[str, object]:
+    def slot_state(self, slot: int, rank: int | None = None, moments: bool = True,
+                   host: bool = True) -> dict[str, object]:
         """CPU copy of one slot's state (for suspend, snapshots, checkpoints), gathered on the
         device and moved in one copy. With `rank` (and `rank_dims`), only the rank block is
         kept: the rest is zero padding, and `load_slot_state` pads it back. `moments=False`
         keeps the hyper-parameters and step count only (for a job that never trains again);
-        `load_slot_state` then leaves the moments zero."""
+        `load_slot_state` then leaves the moments zero. `host=False`: the moments stay on the
+        params' device, as views of one gathered tensor (no copy to the host, no host sync)."""
         n = len(self.params)
         if not moments:
             return {"exp_avg": [], "exp_avg_sq": [], "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
         parts = [self._rank_view(t[slot], i % n, rank) for i, t in enumerate(self.exp_avg + self.exp_avg_sq)]
-        if not self.pack:
+        if not self.pack and host:
             outs = [p.detach().cpu().clone() for p in parts]
             return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
                     "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
-        flat = torch.cat([p.reshape(-1) for p in parts]).cpu()
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        if not host:  # views of one new device tensor: nothing else holds it
+            outs = [c.view(p.shape) for c, p in zip(flat.split([p.numel() for p in parts]), parts)]
+            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
+                    "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
+        flat = flat.cpu()
         outs = [c.view(p.shape).clone() for c, p in zip(flat.split([p.numel() for p in parts]), parts)]
         return {
             "exp_avg": outs[:n],
@@ -153,7 +160,7 @@ class SlotAdamW:
     @torch.no_grad()
     def load_slot_state(self, slot: int, state: dict[str, object]) -> None:
         """Write a `slot_state` back, into a possibly larger slot (rank padding is kept zero),
-        in one host-to-device copy."""
+        in one host-to-device copy (or on-device copies for a state kept there)."""
         self.free_slot(slot)
         dsts, srcs = [], []
         for dst, src in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
@@ -163,6 +170,9 @@ class SlotAdamW:
                 idx = tuple(slice(0, min(n, m)) for n, m in zip(s.shape, t[slot].shape))
                 dsts.append(t[slot][idx])
                 srcs.append(s[idx])
+        if dsts and srcs[0].device == dsts[0].device and self.pack:  # kept on the device: no transfer
+            torch._foreach_copy_(dsts, srcs)
+            dsts = []
         if not self.pack:
             for d, s in zip(dsts, srcs):
                 d.copy_(s)

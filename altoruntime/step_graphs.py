@@ -100,17 +100,22 @@ class StepGraphs:
         self._graphs.clear()
         self._seen.clear()
 
-    def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]]) -> Any:
+    def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]],
+            on_replay: Callable[[Any], None] | None = None) -> Any:
         """body(*device copies of `host`), replayed from a graph when one is captured for `key`.
 
         prepare: called only when the body must run or be captured (not on a replay); returns the
-        body and what its kernels point into besides the inputs (kept with the graph)."""
+        body and what its kernels point into besides the inputs (kept with the graph).
+        on_replay: called with that kept object before each replay (to write this use's values
+        into it, when the key leaves them out)."""
         if self.disabled is not None:
             return self._eager(host, prepare()[0])
         hit = self._graphs.get(key)
         if hit is not None:
             self._graphs.move_to_end(key)
             self.stats["replayed"] += 1
+            if on_replay is not None:
+                on_replay(hit.keep)
             return hit.replay(host)
         self._seen[key] += 1
         body, keep = prepare()

@@ -93,9 +93,28 @@ class TaskRunner:
         self.base_model, self.save_adapters = base_model, save_adapters
         self.jobs: dict[str, JobProgress] = {}
         self.budget_cut = 0  # samples the stops took off the task's budget (progress in samples)
-        prefetch = getattr(trainer, "prefetch_inits", None)  # an optional speed-up
-        if prefetch is not None:
-            prefetch([(j.rank, j.seed) for j in task.jobs])
+        self._prefetch = getattr(trainer, "prefetch_inits", None)  # an optional speed-up
+        if self._prefetch is not None:
+            self._prefetch([(j.rank, j.seed) for j in task.jobs])
+
+    def expect(self, actions: list[Action]) -> None:
+        """The actions about to be carried out: the stacks grow at most once for the admits among
+        them, and the fresh admits get their initial weights drawn
+        first, in their order (then the task's other jobs not admitted yet), so an admit waits
+        for no draw of a job that comes later (a burst of admits is in the policy's order, not
+        the task's)."""
+        mine = [a for a in actions if getattr(a, "task_id", None) == self.task.task_id]
+        incoming = [a.job_id for a in mine if isinstance(a, Admit)
+                    and (a.job_id not in self.jobs or self.jobs[a.job_id].state == "suspended")]
+        reserve = getattr(self.trainer, "reserve", None)  # optional: grow the stacks once for the burst
+        if reserve is not None and incoming:
+            reserve([self.task.job(j).rank for j in incoming])
+        first = [j for j in incoming if j not in self.jobs]
+        if self._prefetch is None or not first:
+            return
+        rest = [j.job_id for j in self.task.jobs if j.job_id not in self.jobs]
+        order = list(dict.fromkeys(first + rest))
+        self._prefetch([(self.task.job(j).rank, self.task.job(j).seed) for j in order])
 
     @property
     def active(self) -> bool:

@@ -77,6 +77,11 @@ class MultiAdapterTrainer:
         self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
         self.graphs = StepGraphs(self.device, enabled=cuda_graphs)
         self._graphs_at: tuple = ()  # the tensors' addresses the captured graphs point into
+        # a graph serves every group of its shape (segments, rows, length, labels, dropout or not):
+        # the Triton path reads the adapters' slots, ranks, scales and dropout rates only from the
+        # step metadata's device tables, which a replay rewrites (`LoraBatchMeta.retarget`); the
+        # torch paths bake them into their kernels, so their graphs stay per group
+        self.retarget_graphs = self.device.type == "cuda" and impl in ("auto", "triton")
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:
@@ -95,6 +100,10 @@ class MultiAdapterTrainer:
     def prefetch_inits(self, pairs: Sequence[tuple[int, int]]) -> None:
         """(rank, seed) of adapters about to be admitted: their initial weights are drawn ahead."""
         self.store.prefetch_inits(pairs)
+
+    def reserve(self, ranks: Sequence[int]) -> None:
+        """Room for adapters of these ranks about to be admitted or resumed (one resize)."""
+        self.store.reserve(ranks)
 
     def suspend(self, job_id: str, keep_optimizer: bool = True) -> None:
         self.store.suspend(job_id, keep_optimizer)
@@ -220,7 +229,14 @@ class MultiAdapterTrainer:
             self._graphs_at = where
         recs = [self.store.record(j, "active") for j in inp.job_ids]
         adapters = tuple((r.slot, r.cfg.rank, r.cfg.scale, r.cfg.dropout if training else 0.0) for r in recs)
-        key = (training, adapters, inp.shape_key())
+        on_replay = None
+        if self.retarget_graphs:  # one graph per shape, whichever adapters: their tables are rewritten
+            key = (training, len(adapters), any(a[3] > 0 for a in adapters), inp.shape_key())
+
+            def on_replay(meta) -> None:  # noqa: ANN001
+                meta.retarget(*zip(*adapters))
+        else:
+            key = (training, adapters, inp.shape_key())
 
         def prepare():  # noqa: ANN202
             meta = self._meta(inp.job_ids, inp.rows, inp.length, training)
@@ -228,7 +244,7 @@ class MultiAdapterTrainer:
 
         if not inp.causal_only:  # a mask that is not right padding: the eager path with the mask
             return prepare()[0](*(t.to(self.device) for t in inp.tensors()))
-        return self.graphs.run(key, inp.tensors(), prepare)
+        return self.graphs.run(key, inp.tensors(), prepare, on_replay)
 
     def _causal_mask(self, length: int) -> torch.Tensor | None:
         """No mask where the attention kernel takes `is_causal` (SDPA, flash); elsewhere (eager

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from altoruntime.adapters.records import Weights
-from altoruntime.lora_layer import MultiLoraLinear
+from altoruntime.lora_layer import MultiLoraLinear, peft_init
 
 
 class SlotPacker:
@@ -64,18 +64,47 @@ class SlotPacker:
         b_part = torch.cat([l.B.detach()[slot, :rank, :].t() for l in layers])  # [sum d_out, r]
         return torch.cat([t.reshape(-1) for t in (*a_parts, b_part)])
 
-    def unpack(self, flat: torch.Tensor, rank: int) -> Weights:
-        """`pack_slot`'s layout (on the host) -> PEFT-layout pairs per layer, each its own
-        contiguous tensor (`flat` may be the reused staging buffer)."""
+    def _views(self, flat: torch.Tensor, rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Views of `pack_slot`'s layout as PEFT-layout (lora_A [r, d_in], lora_B [d_out, r]) per layer."""
         sizes = [len(ks) * rank * self.layers[ks[0]].in_features for ks in self._groups.values()]
         sizes.append(rank * sum(l.out_features for l in self.layers))
         *a_flat, b_flat = flat.split(sizes)
         a_out: list[torch.Tensor | None] = [None] * len(self.layers)
         for ks, fa in zip(self._groups.values(), a_flat):
             for k, a in zip(ks, fa.view(len(ks), rank, -1).unbind(0)):
-                a_out[k] = a.clone()
-        b_out = [b.clone() for b in b_flat.view(-1, rank).split([l.out_features for l in self.layers])]
+                a_out[k] = a
+        b_out = b_flat.view(-1, rank).split([l.out_features for l in self.layers])
         return list(zip(a_out, b_out))
+
+    def unpack(self, flat: torch.Tensor, rank: int) -> Weights:
+        """`pack_slot`'s layout (on the host) -> PEFT-layout pairs per layer, each its own
+        contiguous tensor (`flat` may be the reused staging buffer)."""
+        return [(a.clone(), b.clone()) for a, b in self._views(flat, rank)]
+
+    def packed_size(self, rank: int) -> int:
+        """Elements of one adapter of `rank` in `pack_slot`'s layout."""
+        return rank * sum(l.in_features + l.out_features for l in self.layers)
+
+    @torch.no_grad()
+    def init_packed(self, rank: int, seed: int) -> torch.Tensor:
+        """`peft_init`'s weights drawn straight into `pack_slot`'s layout on the host, in pinned
+        memory on CUDA (so `write_packed(slot, flat.to(device, non_blocking=True), rank)` needs no
+        host-side gather and no host sync). Runs in background threads (`prefetch_inits`)."""
+        pin = self.device.type == "cuda"
+        flat = torch.empty(self.packed_size(rank), dtype=torch.float32, pin_memory=pin)  # drawn as PEFT draws
+        peft_init(self.layers, rank, seed, into=self._views(flat, rank))
+        return flat
+
+    @torch.no_grad()
+    def write_packed(self, slot: int, flat: torch.Tensor, rank: int) -> None:
+        """Write `pack_slot`'s layout (a flat tensor on the stacks' device) into `slot`: on-device
+        copies only (two multi-tensor launches, no host sync); the slot's rank padding is zeroed."""
+        torch._foreach_zero_([t[slot] for l in self.layers for t in (l.A, l.B)])
+        dsts, srcs = [], []
+        for l, (a, b) in zip(self.layers, self._views(flat, rank)):
+            dsts += [l.A.data[slot, :, :rank], l.B.data[slot, :rank, :]]
+            srcs += [a.t(), b.t()]
+        torch._foreach_copy_(dsts, [s.to(d.dtype) for s, d in zip(srcs, dsts)])
 
     def to_host(self, flat: torch.Tensor) -> torch.Tensor:
         """One device-to-host copy; on CUDA into a pinned staging buffer kept for reuse (the

@@ -74,8 +74,8 @@ class AdapterConfig:
 
 @dataclass
 class AdapterRecord:
-    """One adapter in the store: its slot while it is on the device (None when suspended), its
-    host copy while suspended, its best-validation snapshot and why it failed, if it did."""
+    """One adapter in the store: its slot while it trains (None when suspended), its host copy
+    or its parked device copy while suspended, its best-validation snapshot and why it failed, if it did."""
 
     cfg: AdapterConfig
     slot: int | None
@@ -85,6 +85,9 @@ class AdapterRecord:
     # host sync), or PEFT-layout CPU pairs (from a checkpoint); read them with `best_weights`
     best: torch.Tensor | Weights | None = None
     failure: str | None = None
+    # parked (suspended, kept on the device outside the stacks): {"weights": `SlotPacker.pack_slot`'s
+    # flat tensor, "optim": `SlotAdamW.slot_state(host=False)`}; never part of `to_state`
+    parked: dict | None = None
 
     def to_state(self, best: Weights | None) -> dict:
         """Plain data (checkpoints, moves between ranks), with `best` as CPU PEFT-layout pairs."""

@@ -30,10 +30,13 @@ class AdapterStore:
         """shrink_rank: whether `compact` narrows the stacks to the largest live rank (default: off
         on CUDA, where a new rank width makes every Triton kernel re-tune and recompile, 3-11 s on
         an H200 for a few MB of adapter memory; on elsewhere).
-        park: whether `suspend` keeps the adapter in its slot (parked) and copies it to the host
-        only when the slot is needed (default: on CUDA, where a copy each way of weights and
-        AdamW moments costs ~0.2 s per adapter and a job held at an early-exit rung comes back
-        soon; off elsewhere)."""
+        park: whether `suspend` keeps the adapter on the device (parked: its rank block of
+        weights and AdamW moments gathered into one tensor outside the stacks, its slot freed) and
+        copies it to the host only on demand (default: on CUDA, where a copy each way through the
+        host costs ~0.2 s per adapter and a job held at an early-exit rung comes back soon; off
+        elsewhere). A parked adapter holds no slot, so the stacks, their gradients and every
+        per-step pass over them (zeroing, finite check, clipping) shrink with the adapters that
+        train, not with those waiting."""
         self.named_layers = list(named_layers)
         self.layers = [l for _, l in self.named_layers]
         self.device = self.layers[0].weight.device
@@ -46,7 +49,12 @@ class AdapterStore:
         self.optim.pack = self.packer.pack
         self.grad_check = GradCheck(self.optim.params)
         self.adapters: dict[str, AdapterRecord] = {}
-        self._init_cache: dict[tuple[int, int], Weights] = {}
+        self._incoming: list[int] = []  # ranks of the adapters about to take slots (`reserve`)
+        self._init_cache: dict[tuple[int, int], Weights | torch.Tensor] = {}
+        # draw initial weights straight into the packed layout (None: when slots move packed), so
+        # an admit is one asynchronous copy from pinned memory; False: PEFT-layout pairs gathered
+        # and copied at the admit (the path before; experiments/bench_admit.py compares them)
+        self.packed_inits: bool | None = None
         self._inits_ahead: list[tuple[int, int]] = []  # (rank, seed) to draw in the background, in order
         self._inits_pending: dict[tuple[int, int], Future] = {}
         self._init_pool: ThreadPoolExecutor | None = None
@@ -99,7 +107,10 @@ class AdapterStore:
 
     def step_count(self, job_id: str) -> int:
         rec = self.record(job_id)
-        return self.optim.step_count(rec.slot) if rec.slot is not None else int(rec.offloaded["optim"]["hyper"]["step"])
+        if rec.slot is not None:
+            return self.optim.step_count(rec.slot)
+        held = rec.parked if rec.parked is not None else rec.offloaded
+        return int(held["optim"]["hyper"]["step"])
 
     # ----------------------------------------------------------------------------- slots
     @property
@@ -113,26 +124,39 @@ class AdapterStore:
     def _alloc_slot(self, rank: int) -> int:
         used = {r.slot for r in self.adapters.values() if r.slot is not None}
         free = [s for s in range(self.capacity) if s not in used]
-        if not free and self._parked and rank <= self.r_max:  # the oldest parked adapter goes to the host
-            rec = self.adapters[next(iter(self._parked))]
-            slot = rec.slot
-            self._offload(rec, keep_optimizer=True, compact=False)  # its slot is taken at once
-            return slot
-        cap = self.capacity if free else self.capacity * 2
-        if cap != self.capacity or rank > self.r_max:
+        if not free and rank <= self.r_max:  # a legacy parked adapter (one holding its slot) gives it up
+            held = [j for j in self._parked if self.adapters[j].slot is not None]
+            if held:
+                rec = self.adapters[held[0]]
+                slot = rec.slot
+                self._park_out(rec, compact=False)  # its slot is taken at once
+                return slot
+        coming, self._incoming = self._incoming[1:], []  # this one, then the rest of a burst
+        if not free or rank > self.r_max:  # a reallocation: make it room for the whole burst
+            cap = self.capacity
+            while cap < len(used) + 1 + len(coming):
+                cap *= 2
+            widest = max([rank, self.r_max, *(r for r in coming if r <= self.layers[0].max_rank)])
             self._stacks_move()  # the views would keep the old gradients alive
             for l in self.layers:
-                l.resize(cap, max(rank, self.r_max))
+                l.resize(cap, widest)
             self.optim.resize()
+        self._incoming = coming
         return free[0] if free else len(used)
 
+    def reserve(self, ranks: Sequence[int]) -> None:
+        """Adapters of these ranks are about to take slots (admits and resumes, in order): when
+        the stacks must grow for one of them, they grow at once to hold the rest too, so a burst
+        grows them once, not by repeated doubling (each a reallocation and copy of every stack
+        and moment, and new CUDA graphs)."""
+        self._incoming = [int(r) for r in ranks if int(r) >= 1]
+
     def _release_slot(self, rec: AdapterRecord, compact: bool = True) -> None:
-        for l in self.layers:
-            l.zero_slot(rec.slot)
+        torch._foreach_zero_([t[rec.slot] for l in self.layers for t in (l.A.data, l.B.data)])  # free slots are zero
         self.optim.free_slot(rec.slot)
         rec.slot = None
         live = sum(1 for r in self.adapters.values() if r.slot is not None)
-        if compact and live <= self.capacity // 4:  # hysteresis: shrink only when at most a quarter is used
+        if compact and live <= self.capacity // self.SHRINK_AT:  # hysteresis (growth doubles when full)
             self.compact()
 
     def compact(self) -> None:
@@ -157,9 +181,10 @@ class AdapterStore:
         self.grad_check.invalidate()
         self.generation += 1
 
-    def _peft_init(self, rank: int, seed: int) -> Weights:
-        """`peft_init`, remembered for the last few (rank, seed): a sweep admits many configs
-        that share both, and the CPU draws dominate an admit. The tensors are only read."""
+    def _peft_init(self, rank: int, seed: int) -> Weights | torch.Tensor:
+        """`peft_init` (packed by `SlotPacker.init_packed` when slots move packed), remembered
+        for the last few (rank, seed): a sweep admits many configs that share both, and the CPU
+        draws dominate an admit. The tensors are only read."""
         key = (rank, seed)
         pending = self._inits_pending.pop(key, None)
         if pending is not None:
@@ -168,16 +193,28 @@ class AdapterStore:
         if key not in self._init_cache:
             while len(self._init_cache) >= 4:
                 del self._init_cache[next(iter(self._init_cache))]
-            self._init_cache[key] = peft_init(self.layers, rank, seed)
+            self._init_cache[key] = self._draw_init(rank, seed)
         return self._init_cache[key]
+
+    def _draw_init(self, rank: int, seed: int) -> Weights | torch.Tensor:
+        packed = self.pack if self.packed_inits is None else self.packed_inits
+        return self.packer.init_packed(rank, seed) if packed else peft_init(self.layers, rank, seed)
+
+    # shrink the stacks when at most 1/SHRINK_AT of their slots is used: every per-step pass over
+    # the stacks costs at most SHRINK_AT x what the training adapters need
+    SHRINK_AT = 2
 
     INITS_AHEAD = 8  # initial weights drawn ahead at most (each is an adapter's size in host memory)
 
     def prefetch_inits(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Draw the initial weights of adapters about to be admitted, (rank, seed) in admit order,
         in background threads (the draws are CPU work that releases the GIL, so they overlap the
-        GPU steps and each other). Admits take them as they come; the draws are the same."""
-        self._inits_ahead = [(int(r), int(s)) for r, s in pairs if r >= 1]
+        GPU steps and each other). Admits take them as they come; the draws are the same. A later
+        call re-orders: draws not among its first INITS_AHEAD are dropped (drawn again if needed)."""
+        self._inits_ahead = list(dict.fromkeys((int(r), int(s)) for r, s in pairs if r >= 1))
+        head = set(self._inits_ahead[:self.INITS_AHEAD])
+        for key in [k for k in self._inits_pending if k not in head]:  # drawn for another order: make room
+            self._inits_pending.pop(key).cancel()
         self._top_up_inits()
 
     def _top_up_inits(self) -> None:
@@ -188,7 +225,7 @@ class AdapterStore:
             if self._init_pool is None:
                 self._init_pool = ThreadPoolExecutor(max_workers=min(self.INITS_AHEAD, os.cpu_count() or 1),
                                                      thread_name_prefix="peft-init")
-            self._inits_pending[(rank, seed)] = self._init_pool.submit(peft_init, self.layers, rank, seed)
+            self._inits_pending[(rank, seed)] = self._init_pool.submit(self._draw_init, rank, seed)
 
     # ----------------------------------------------------------------------------- lifecycle
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,
@@ -207,7 +244,11 @@ class AdapterStore:
                                     warmup_steps, total_steps, max_grad_norm)
         slot = self._alloc_slot(rank)
         self.optim.init_slot(slot, lr, weight_decay, cfg.betas, cfg.eps)
-        self.packer.write(slot, self._peft_init(rank, seed))
+        init = self._peft_init(rank, seed)
+        if isinstance(init, torch.Tensor):  # packed (pinned on CUDA): one asynchronous copy, no host sync
+            self.packer.write_packed(slot, init.to(self.device, non_blocking=True), rank)
+        else:
+            self.packer.write(slot, init)
         self.adapters[job_id] = AdapterRecord(cfg, slot)
 
     def drop(self, job_id: str) -> None:
@@ -229,9 +270,18 @@ class AdapterStore:
         rec = self.record(job_id, "active")
         rec.status = "suspended"
         if self.park and keep_optimizer:
-            self._parked[job_id] = None
+            self._park_out(rec)
             return
         self._offload(rec, keep_optimizer)
+
+    def _park_out(self, rec: AdapterRecord, compact: bool = True) -> None:
+        """Gather a suspended adapter's rank block (weights, AdamW moments) into device tensors
+        of its own and free its slot: on-device copies only, no host sync."""
+        rank = rec.cfg.rank
+        rec.parked = {"weights": self.packer.pack_slot(rec.slot, rank),
+                      "optim": self.optim.slot_state(rec.slot, rank, host=False)}
+        self._parked[rec.cfg.job_id] = None
+        self._release_slot(rec, compact)
 
     def _offload(self, rec: AdapterRecord, keep_optimizer: bool, compact: bool = True) -> None:
         """Copy a suspended adapter's state to the host and free its slot."""
@@ -240,28 +290,43 @@ class AdapterStore:
                          "optim": self.optim.slot_state(rec.slot, rec.cfg.rank, moments=keep_optimizer)}
         self._release_slot(rec, compact)
 
+    def _host_state(self, rec: AdapterRecord) -> dict:
+        """A parked adapter's state as `offloaded` holds it (CPU tensors, PEFT layout)."""
+        optim = rec.parked["optim"]
+        return {"weights": self.packer.unpack(self.packer.to_host(rec.parked["weights"]), rec.cfg.rank),
+                "optim": {"exp_avg": [t.cpu().clone() for t in optim["exp_avg"]],
+                          "exp_avg_sq": [t.cpu().clone() for t in optim["exp_avg_sq"]],
+                          "hyper": dict(optim["hyper"])}}
+
     def offload(self, job_id: str) -> None:
         """Move a parked adapter to the host now (no-op if it is there already)."""
         rec = self.record(job_id, "suspended")
-        if rec.slot is not None:
+        if rec.parked is not None:
+            rec.offloaded, rec.parked = self._host_state(rec), None
+            self._parked.pop(job_id, None)
+        elif rec.slot is not None:  # parked in its slot (a checkpoint of an older version)
             self._offload(rec, keep_optimizer=True)
 
     @property
     def parked(self) -> list[str]:
-        """Suspended adapters still in their slots, oldest first."""
+        """Suspended adapters kept on the device, oldest first."""
         return list(self._parked)
 
     def resume(self, job_id: str) -> None:
         """Bring a suspended adapter back (possibly into another slot) exactly as it was."""
         rec = self.record(job_id, "suspended")
-        if rec.slot is not None:  # parked: it never left
-            self._parked.pop(job_id, None)
+        self._parked.pop(job_id, None)
+        if rec.slot is not None:  # parked in its slot (a checkpoint of an older version): it never left
             rec.status = "active"
             return
         slot = self._alloc_slot(rec.cfg.rank)
-        self.packer.write(slot, rec.offloaded["weights"])
-        self.optim.load_slot_state(slot, rec.offloaded["optim"])
-        rec.slot, rec.offloaded, rec.status = slot, None, "active"
+        if rec.parked is not None:  # on-device copies only
+            self.packer.write_packed(slot, rec.parked["weights"], rec.cfg.rank)
+            self.optim.load_slot_state(slot, rec.parked["optim"])
+        else:
+            self.packer.write(slot, rec.offloaded["weights"])
+            self.optim.load_slot_state(slot, rec.offloaded["optim"])
+        rec.slot, rec.offloaded, rec.parked, rec.status = slot, None, None, "active"
 
     def fail(self, job_id: str, reason: str) -> None:
         """Mark an adapter failed (it keeps its slot until dropped); the first reason sticks."""
@@ -273,6 +338,8 @@ class AdapterStore:
     def weights(self, job_id: str) -> Weights:
         """The adapter's PEFT-layout weights per layer on the CPU, each its own tensor."""
         rec = self.record(job_id)
+        if rec.parked is not None:
+            return self.packer.unpack(self.packer.to_host(rec.parked["weights"]), rec.cfg.rank)
         if rec.slot is None:
             return [(a.clone(), b.clone()) for a, b in rec.offloaded["weights"]]
         return self.packer.read(rec.slot, rec.cfg.rank)
@@ -286,8 +353,12 @@ class AdapterStore:
         rec = self.record(job_id)
         # kept packed on the device (one adapter's weights, rank x sum of layer widths): a sweep
         # snapshots most adapters at most evaluations, and a host copy cost 12-25 ms each on an H200
-        live = self.pack and rec.slot is not None
-        rec.best = self.packer.pack_slot(rec.slot, rec.cfg.rank) if live else self.weights(job_id)
+        if self.pack and rec.parked is not None:
+            rec.best = rec.parked["weights"].clone()
+        elif self.pack and rec.slot is not None:
+            rec.best = self.packer.pack_slot(rec.slot, rec.cfg.rank)
+        else:
+            rec.best = self.weights(job_id)
 
     def has_best(self, job_id: str) -> bool:
         return self.record(job_id).best is not None
@@ -301,14 +372,22 @@ class AdapterStore:
 
     def restore_best(self, job_id: str) -> None:
         """Make the best snapshot the adapter's weights (an overfitting exit keeps its best)."""
-        best = self.best_weights(job_id)
-        if best is None:
-            raise ValueError(f"job_id: adapter {job_id!r} has no best snapshot")
         rec = self.record(job_id)
-        if rec.slot is None:
-            rec.offloaded["weights"] = [(a.clone(), b.clone()) for a, b in best]
+        if rec.best is None:
+            raise ValueError(f"job_id: adapter {job_id!r} has no best snapshot")
+        packed = isinstance(rec.best, torch.Tensor)  # on the device, in `pack_slot`'s layout
+        if rec.parked is not None and packed:
+            rec.parked["weights"] = rec.best.clone()
+        elif rec.slot is not None and packed:
+            self.packer.write_packed(rec.slot, rec.best, rec.cfg.rank)
         else:
-            self.packer.write(rec.slot, best)
+            best = self.best_weights(job_id)
+            if rec.parked is not None:
+                self.offload(job_id)
+            if rec.slot is None:
+                rec.offloaded["weights"] = [(a.clone(), b.clone()) for a, b in best]
+            else:
+                self.packer.write(rec.slot, best)
 
     # ----------------------------------------------------------------------------- a step's update
     def zero_grad(self, job_ids: Sequence[str] | None = None) -> None:
@@ -348,7 +427,11 @@ class AdapterStore:
 
     # ----------------------------------------------------------------------------- state as data
     def _state_of(self, job_id: str) -> dict:
-        return self.adapters[job_id].to_state(self.best_weights(job_id))
+        rec = self.adapters[job_id]
+        state = rec.to_state(self.best_weights(job_id))
+        if rec.parked is not None:  # as if offloaded (the store keeps it parked)
+            state["offloaded"] = self._host_state(rec)
+        return state
 
     def export_adapter(self, job_id: str) -> dict:
         """A suspended adapter's whole state (config, host weights and AdamW state, snapshot) as

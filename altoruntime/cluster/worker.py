@@ -97,6 +97,7 @@ class TaskWorker:
     def _apply(self, actions: list[Action]) -> Finished | None:
         self.exchanges += 1
         finished = None
+        self.runner.expect(actions)
         for a in actions:
             result = self.runner.apply(a)
             if isinstance(a, FinishTask):

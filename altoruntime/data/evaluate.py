@@ -12,6 +12,7 @@ import torch
 
 from altoruntime.data.example import FineTuneDataset
 from altoruntime.data.tokenize import IGNORE_INDEX
+from altoruntime.greedy import greedy_generate, supports
 
 
 def answer_token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -33,7 +34,8 @@ def decode_new_tokens(tokenizer: Any, generated: torch.Tensor, prompt_width: int
 @torch.no_grad()
 def greedy_predictions(model: Any, tokenizer: Any, ds: FineTuneDataset, split: str = "eval", batch_size: int = 32,
                        seq_len: int = 512, max_new_tokens: int | None = None, limit: int | None = None) -> list[str]:
-    """Greedy continuations of ``ds.prompts(split)`` (first ``limit``) from a HF causal LM."""
+    """Greedy continuations of ``ds.prompts(split)`` (first ``limit``) from a HF causal LM
+    (``altoruntime.greedy``: the tokens ``model.generate`` would give, decoded over a static cache)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompts = ds.tokenize_prompts(tokenizer, split, seq_len=seq_len)
@@ -44,10 +46,12 @@ def greedy_predictions(model: Any, tokenizer: Any, ds: FineTuneDataset, split: s
     out: list[str] = []
     for start in range(0, n, batch_size):
         part = prompts.slice(start, min(start + batch_size, n))
-        generated = model.generate(
-            input_ids=part.input_ids.to(device), attention_mask=part.attention_mask.to(device),
-            max_new_tokens=max_new_tokens or ds.max_new_tokens, do_sample=False,
-            eos_token_id=eos, pad_token_id=pad if pad is not None else eos,
-        )
+        args = dict(input_ids=part.input_ids.to(device), attention_mask=part.attention_mask.to(device),
+                    max_new_tokens=max_new_tokens or ds.max_new_tokens, eos_token_id=eos,
+                    pad_token_id=pad if pad is not None else eos)
+        if supports(model):  # the same tokens, with a static cache and captured decode steps on CUDA
+            generated = greedy_generate(model, **args)
+        else:
+            generated = model.generate(**args, do_sample=False)
         out.extend(decode_new_tokens(tokenizer, generated.cpu(), part.input_ids.shape[1]))
     return out

@@ -251,3 +251,31 @@ def test_phases_keep_the_controllers_time_and_time_actions_apart(base):
     assert ph["policy"] >= 0.05 * reports * 0.9  # the sleeps are the policy's
     assert ph["job_finished"] > 0 and ph["start_task"] > 0 and ph["admit"] > 0
     assert min(ph.values()) >= 0 and sum(ph.values()) <= wall
+
+
+def test_cuda_defaults_parking_and_packed_moves_give_the_same_run(base):
+    """ALTO early exit (rungs suspend and resume jobs) on a trainer with CUDA's defaults (parked
+    suspends off the stacks, packed slot moves and initial weights, admits told ahead) decides
+    and reports exactly what the CPU defaults do."""
+    from altosim.policy.controller import Controller, ControllerConfig
+
+    jobs = [JobSpec(f"j{i}", "t", lr, r, b, seed=i)
+            for i, (lr, r, b) in enumerate([(3e-2, 4, 2), (1e-4, 2, 1), (5e-3, 8, 2), (2e-2, 2, 1)])]
+    task = _task(jobs, samples=8, every=2)
+
+    def trainer(cuda_defaults):
+        tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=2, park=cuda_defaults)
+        tr.store.pack = cuda_defaults
+        return tr
+
+    traces, parked = [], []
+    for cuda_defaults in (False, True):
+        ctl = Controller(ControllerConfig(num_gpus=1, early_exit="alto", inter_task="fifo"), duration_for=lambda t: 1.0)
+        made = []
+        backend = RuntimeBackend(ctl, lambda t, g: made.append(trainer(cuda_defaults)) or made[-1],
+                                 lambda t: RandomData(), clock=lambda: 0.0)
+        traces.append(backend.run([task]).trace)
+        parked.append(made[0].store.parked)
+    assert traces[0] == traces[1]
+    assert {"Suspend", "Admit", "Stop"} <= {type(x).__name__ for x in traces[0]}
+    assert parked[0] == [] and parked[1]  # (the suspended jobs that never came back stay parked)

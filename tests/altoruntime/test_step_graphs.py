@@ -123,7 +123,7 @@ def _script(tr):
     steps("abc", 3)
     tr.suspend("b")
     steps("ac", 3)
-    tr.drop("c")  # a quarter used: the stacks compact
+    tr.drop("c")  # one slot used: the stacks compact (b's suspend halved them already)
     tr.admit("d", rank=2, alpha=2, lr=1e-2, seed=4)
     tr.resume("b")
     steps("bda", 6)
@@ -141,4 +141,40 @@ def test_trainer_through_captured_steps_equals_eager(base):
         for (n1, a1, b1), (n2, a2, b2) in zip(w_want[j], w_got[j]):
             assert n1 == n2 and torch.equal(a1, a2) and torch.equal(b1, b2)
     stats = graphed.graphs.stats
-    assert stats["replayed"] > stats["captured"] > 0 and stats["invalidated"] >= 2
+    assert stats["replayed"] > stats["captured"] > 0 and stats["invalidated"] >= 1
+
+
+def _retargeting(base):
+    tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
+    tr.graphs = StepGraphs(tr.device, min_uses=2, capture=fake_capture)
+    tr.retarget_graphs = True  # as on CUDA with the Triton path (the fake replays read the host fields)
+    return tr
+
+
+def test_one_graph_serves_every_group_of_its_shape(base):
+    """With retargeting, a graph captured for one group replays for another of the same shape
+    (slots, ranks, scales rewritten into its metadata), with exactly the eager numbers."""
+    runs = []
+    for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False), _retargeting(base)):
+        for i, (j, r) in enumerate({"a": 4, "b": 2, "c": 8, "d": 2}.items()):
+            tr.admit(j, rank=r, alpha=2 * r + i, lr=1e-2 * (i + 1), seed=i)
+        val = make_batch(99, 3, 10)
+        out = []
+        for group in ("ab", "ab", "cd", "ca", "db"):
+            x, y = group
+            out.append(tr.step({x: make_batch(ord(x), 2, 12), y: make_batch(ord(y), 1, 11)}))
+            out.append(tr.evaluate_tokens({x: val, y: val}))
+        runs.append((out, tr))
+    (want, _), (got, graphed) = runs
+    assert got == want
+    # per group, only ab would be captured (twice used) and replayed (2); here cd, ca, db replay it too
+    assert graphed.graphs.stats["captured"] == 2 and graphed.graphs.stats["replayed"] >= 2 * 3
+
+
+def test_trainer_through_retargeted_graphs_equals_eager(base):
+    want, w_want = _script(MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False))
+    got, w_got = _script(_retargeting(base))
+    assert got == want
+    for j in w_want:
+        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
+            assert torch.equal(a1, a2) and torch.equal(b1, b2)
