@@ -17,6 +17,7 @@ greedy search (repetition penalty, forced or suppressed tokens...), go to `model
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -55,6 +56,8 @@ class _Decoder:
         b, p = input_ids.shape
         self.prompt, self.total = p, p + max_new_tokens
         self.cache = StaticCache(config=model.config, max_cache_len=self.total)
+        # transformers >= 5.2x names the cache argument `cache`, earlier releases `past_key_values`
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         attn = getattr(model.config, "_attn_implementation", "sdpa")
         self.dtype = next(model.parameters()).dtype
         self.bool_mask = attn != "eager"  # sdpa takes a boolean mask (True: attend), eager an additive one
@@ -93,7 +96,7 @@ class _Decoder:
         position.masked_fill_(attention_mask == 0, 1)  # as HF's prepare_inputs_for_generation
         cache_position = torch.arange(self.prompt, device=input_ids.device)
         out = self.model(input_ids=input_ids, attention_mask=self._mask(cache_position), position_ids=position,
-                         cache=self.cache, cache_position=cache_position, use_cache=True,
+                         cache_position=cache_position, use_cache=True, **{self.cache_arg: self.cache},
                          logits_to_keep=1)
         self.position.copy_(position[:, -1:] + 1)
         self.cache_position.fill_(self.prompt)
@@ -102,8 +105,8 @@ class _Decoder:
     def step(self) -> None:
         """One decode step on the static buffers (no host sync: capturable)."""
         out = self.model(input_ids=self.token, attention_mask=self._mask(self.cache_position),
-                         position_ids=self.position, cache=self.cache,
-                         cache_position=self.cache_position, use_cache=True)
+                         position_ids=self.position, cache_position=self.cache_position, use_cache=True,
+                         **{self.cache_arg: self.cache})
         self._emit(out.logits[:, -1])
         self.position += 1
         self.cache_position += 1
