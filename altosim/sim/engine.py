@@ -86,6 +86,10 @@ class Executor:
     parked: dict[str, JobRun] = field(default_factory=dict)
     done: bool = False
     wake: simpy.Event | None = None
+    jobs: dict[str, JobSpec] = field(init=False)  # the task's jobs by id (TaskSpec.job scans them)
+
+    def __post_init__(self) -> None:
+        self.jobs = {j.job_id: j for j in self.task.jobs}
 
 
 @dataclass
@@ -198,7 +202,7 @@ class Simulator:
             if a.resume:
                 run = ex.parked.pop(a.job_id)
             else:
-                job = ex.task.job(a.job_id)
+                job = ex.jobs[a.job_id]
                 total = ex.task.total_steps(job)
                 sparse = self.sparse_reports and not self.ctl.needs_reports
                 run = JobRun(job, total, total if sparse else ex.task.eval_every_steps(job))
@@ -226,7 +230,7 @@ class Simulator:
 
     def _job_end(self, ex: Executor, job_id: str, run: JobRun | None, status: str, restore: bool) -> None:
         steps = run.step if run else 0
-        job = ex.task.job(job_id)
+        job = ex.jobs[job_id]
         self.job_out[job_id] = JobOutcome(
             ex.task.task_id, job_id, status, steps, min(steps * job.batch_size, ex.task.samples_per_job), self.env.now,
             self._best_val.get(job_id), restore,
@@ -252,20 +256,31 @@ class Simulator:
                 yield ex.wake
                 continue
             runs = list(ex.group.values())
-            k = min(min(r.every - r.step % r.every, r.total - r.step) for r in runs)
+            k = task.samples_per_job + 1  # more steps than any job has
+            for r in runs:  # steps to the next point where some job reports
+                k = min(k, r.every - r.step % r.every, r.total - r.step)
             dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
             yield self.env.timeout(dt)
             self.busy_gpu_s += dt * len(ex.gpus)
             due: list[JobRun] = []
             cap = task.samples_per_job
+            trained = 0
             for r in runs:
-                before = min(r.step * r.job.batch_size, cap)
+                bs = r.job.batch_size
+                before = r.step * bs
                 r.step += k
-                if not task.rigid:  # a rigid task's placeholder step trains nothing
-                    self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
+                after = r.step * bs
+                if after > cap:  # the last batch may be partial
+                    after = cap
+                    before = min(before, cap)
+                trained += after - before
                 if r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
-            for r in sorted(due, key=lambda r: r.job.job_id):
+            if not task.rigid:  # a rigid task's placeholder step trains nothing
+                self.samples += trained
+            if len(due) > 1:
+                due.sort(key=lambda r: r.job.job_id)
+            for r in due:
                 if ex.group.get(r.job.job_id) is not r:
                     continue  # stopped or suspended by an earlier report at this instant
                 self._report(task, r)
@@ -275,7 +290,9 @@ class Simulator:
                     self._deliver(JobFinished(self.env.now, task.task_id, r.job.job_id))
 
     def _report(self, task: TaskSpec, r: JobRun) -> None:
-        curve = self._curve(r.job)
+        curve = self._curve_cache.get(r.job.job_id)
+        if curve is None:
+            curve = self._curve(r.job)
         f = min(1.0, r.step / r.total)
         train = curve.train_mean(r.reported_frac, f)
         val = curve.val_at(f)
