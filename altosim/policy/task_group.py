@@ -57,6 +57,7 @@ class TaskGroup:
         self._gate = {j.job_id: self._gate_for(j, 0) for j in task.jobs}
         self._gated = any(g is not None for g in self._gate.values())  # some job has a gate to reach
         self._warmed: set[str] = set()  # reached the gate of the next cut (or finished)
+        self._unwarmed = len(self._state)  # live jobs not in _warmed (kept by `_set` and `_warm`)
         self._reasons: dict[str, str] = {}
         self._discarded: set[str] = set()  # diverged without keeping a best snapshot
         self.cuts_done = 0
@@ -101,7 +102,7 @@ class TaskGroup:
         gate = self._gate[ev.job_id]
         if gate is None or self.cut_done or ev.job_id in self._warmed or ev.step < gate:
             return []
-        self._warmed.add(ev.job_id)
+        self._warm(ev.job_id)
         acts: list[Action] = []
         if ev.step < h.total_steps and (self._count["pending"] or (self._hold and self._warming())):
             # rotate: give the slot to a config not yet tried; or hold: train no sample past
@@ -117,7 +118,7 @@ class TaskGroup:
         if isinstance(ev, JobFailed):
             return self._stop(job, "failed", False)
         self._set(ev.job_id, "finished")
-        self._warmed.add(ev.job_id)
+        self._warm(ev.job_id)
         return self._settle(prefer_batch=job.batch_size)
 
     # ------------------------------------------------------------------ machinery
@@ -126,10 +127,18 @@ class TaskGroup:
         return gate_step(self.task, job, self._rungs[cut]) if cut < len(self._rungs) else None
 
     def _set(self, job_id: str, state: JobState) -> None:
-        count = self._count
-        count[self._state[job_id]] -= 1
+        count, old = self._count, self._state[job_id]
+        count[old] -= 1
         count[state] += 1
         self._state[job_id] = state
+        if job_id not in self._warmed and (old in _LIVE) != (state in _LIVE):
+            self._unwarmed += 1 if state in _LIVE else -1
+
+    def _warm(self, job_id: str) -> None:
+        if job_id not in self._warmed:
+            self._warmed.add(job_id)
+            if self._state[job_id] in _LIVE:
+                self._unwarmed -= 1
 
     def _live(self) -> int:
         count = self._count
@@ -140,10 +149,7 @@ class TaskGroup:
 
     def _warming(self) -> bool:
         """Some live job has not reached its gate yet (the cut is still to come)."""
-        if len(self._warmed) >= len(self._state) or not self._live():
-            return False
-        warmed = self._warmed
-        return any(s in _LIVE and j not in warmed for j, s in self._state.items())
+        return self._unwarmed > 0
 
     def _stop(self, job: JobSpec, reason: str, restore: bool) -> list[Action]:
         self._set(job.job_id, "stopped")
@@ -181,6 +187,7 @@ class TaskGroup:
                     acts.append(Stop(self.task.task_id, job_id, "underperforming", False))
             # the next rung: finished jobs stay warmed; a job already past its next gate is there
             self._warmed = {j for j, s in self._state.items() if s == "finished"}
+            self._unwarmed = self._live()
             if self.cut_done:
                 break
             for j in self.task.jobs:
@@ -189,18 +196,19 @@ class TaskGroup:
                 if self._state[j.job_id] in ("running", "suspended") and g is not None and h.steps and h.steps[-1] >= g:
                     self._warmed.add(j.job_id)
             self._gated = any(g is not None for g in self._gate.values())
+            self._unwarmed = sum(s in _LIVE and j not in self._warmed for j, s in self._state.items())
         return acts
 
     def _backfill(self, prefer_batch: int | None) -> list[Action]:
         """Admit suspended survivors (after the cut) or never-started jobs while they fit."""
         if not self._count["pending"] and not self._count["suspended"]:
             return []  # no candidate
-        running = self._jobs_in("running")
         # suspended jobs wait for a cut only while they sit at its gate (warmed); after the cut
         # the survivors resume, before the first cut no job is suspended but at its gate
         candidates = self._jobs_in("pending") + [j for j in self._jobs_in("suspended") if j.job_id not in self._warmed]
         if not candidates:
             return []
+        running = self._jobs_in("running")
         picked = pick_admissions(running, candidates, self._memory, self.task.seq_len, self._max_jobs, prefer_batch)
         acts: list[Action] = []
         for job in picked:
