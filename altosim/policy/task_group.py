@@ -100,7 +100,7 @@ class TaskGroup:
         if verdict.stop:  # the early-exit decision, in one line
             return self._stop(h.job, verdict.reason or "pruned", verdict.restore_best)
         gate = self._gate[ev.job_id]
-        if gate is None or self.cut_done or ev.job_id in self._warmed or ev.step < gate:
+        if gate is None or ev.step < gate or self.cut_done or ev.job_id in self._warmed:
             return []
         self._warm(ev.job_id)
         acts: list[Action] = []
@@ -205,7 +205,9 @@ class TaskGroup:
             return []  # no candidate
         # suspended jobs wait for a cut only while they sit at its gate (warmed); after the cut
         # the survivors resume, before the first cut no job is suspended but at its gate
-        candidates = self._jobs_in("pending") + [j for j in self._jobs_in("suspended") if j.job_id not in self._warmed]
+        candidates = self._jobs_in("pending") if self._count["pending"] else []
+        if self._count["suspended"]:
+            candidates += [j for j in self._jobs_in("suspended") if j.job_id not in self._warmed]
         if not candidates:
             return []
         running = self._jobs_in("running")
