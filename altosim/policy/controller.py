@@ -120,10 +120,10 @@ class Controller:
 
     # ------------------------------------------------------------------ events
     def on_event(self, ev: Event) -> list[Action]:
+        if isinstance(ev, StepReport):  # most events
+            return self._on_report(ev)
         if isinstance(ev, TaskArrived):
             return self._on_arrival(ev)
-        if isinstance(ev, StepReport):
-            return self._on_report(ev)
         if isinstance(ev, (JobFinished, JobFailed)):
             return self._on_job_end(ev)
         if isinstance(ev, Tick):

@@ -49,10 +49,15 @@ class TaskGroup:
         self._memory, self._max_jobs = memory, max_jobs
         self._hold = policy.holds_at_gate() if hold_at_gate is None else hold_at_gate
         self._state: dict[str, JobState] = {j.job_id: "pending" for j in task.jobs}
+        # jobs per state, kept with `_state` by `_set` (the hot path asks counts, not lists)
+        self._count: dict[JobState, int] = {"pending": len(self._state), "running": 0, "suspended": 0,
+                                            "stopped": 0, "finished": 0}
         self._hist = {j.job_id: JobHistory(j, task.total_steps(j)) for j in task.jobs}
         self._rungs = policy.rungs()
         self._gate = {j.job_id: self._gate_for(j, 0) for j in task.jobs}
+        self._gated = any(g is not None for g in self._gate.values())  # some job has a gate to reach
         self._warmed: set[str] = set()  # reached the gate of the next cut (or finished)
+        self._unwarmed = len(self._state)  # live jobs not in _warmed (kept by `_set` and `_warm`)
         self._reasons: dict[str, str] = {}
         self._discarded: set[str] = set()  # diverged without keeping a best snapshot
         self.cuts_done = 0
@@ -95,14 +100,14 @@ class TaskGroup:
         if verdict.stop:  # the early-exit decision, in one line
             return self._stop(h.job, verdict.reason or "pruned", verdict.restore_best)
         gate = self._gate[ev.job_id]
-        if gate is None or self.cut_done or ev.job_id in self._warmed or ev.step < gate:
+        if gate is None or ev.step < gate or self.cut_done or ev.job_id in self._warmed:
             return []
-        self._warmed.add(ev.job_id)
+        self._warm(ev.job_id)
         acts: list[Action] = []
-        if ev.step < h.total_steps and (self._jobs_in("pending") or (self._hold and self._warming())):
+        if ev.step < h.total_steps and (self._count["pending"] or (self._hold and self._warming())):
             # rotate: give the slot to a config not yet tried; or hold: train no sample past
             # the gate while other jobs are still warming up
-            self._state[ev.job_id] = "suspended"
+            self._set(ev.job_id, "suspended")
             acts.append(Suspend(self.task.task_id, ev.job_id))
         return acts + self._settle(prefer_batch=h.job.batch_size)
 
@@ -112,8 +117,8 @@ class TaskGroup:
         job = self.task.job(ev.job_id)
         if isinstance(ev, JobFailed):
             return self._stop(job, "failed", False)
-        self._state[ev.job_id] = "finished"
-        self._warmed.add(ev.job_id)
+        self._set(ev.job_id, "finished")
+        self._warm(ev.job_id)
         return self._settle(prefer_batch=job.batch_size)
 
     # ------------------------------------------------------------------ machinery
@@ -121,15 +126,33 @@ class TaskGroup:
         """The step where `job` waits for cut number `cut`; None past the policy's last cut."""
         return gate_step(self.task, job, self._rungs[cut]) if cut < len(self._rungs) else None
 
+    def _set(self, job_id: str, state: JobState) -> None:
+        count, old = self._count, self._state[job_id]
+        count[old] -= 1
+        count[state] += 1
+        self._state[job_id] = state
+        if job_id not in self._warmed and (old in _LIVE) != (state in _LIVE):
+            self._unwarmed += 1 if state in _LIVE else -1
+
+    def _warm(self, job_id: str) -> None:
+        if job_id not in self._warmed:
+            self._warmed.add(job_id)
+            if self._state[job_id] in _LIVE:
+                self._unwarmed -= 1
+
+    def _live(self) -> int:
+        count = self._count
+        return count["pending"] + count["running"] + count["suspended"]
+
     def _jobs_in(self, *states: JobState) -> list[JobSpec]:
         return [j for j in self.task.jobs if self._state[j.job_id] in states]
 
     def _warming(self) -> bool:
         """Some live job has not reached its gate yet (the cut is still to come)."""
-        return any(s in _LIVE and j not in self._warmed for j, s in self._state.items())
+        return self._unwarmed > 0
 
     def _stop(self, job: JobSpec, reason: str, restore: bool) -> list[Action]:
-        self._state[job.job_id] = "stopped"
+        self._set(job.job_id, "stopped")
         self._reasons[job.job_id] = reason
         if reason == "diverging" and not restore:
             self._discarded.add(job.job_id)
@@ -141,7 +164,7 @@ class TaskGroup:
         acts = self._maybe_cut()
         admitted = self._backfill(prefer_batch=None if acts else prefer_batch)
         acts += admitted
-        live = any(s in _LIVE for s in self._state.values())
+        live = self._live() > 0
         if live and any(isinstance(a, Stop) for a in admitted):
             # the jobs left wait at a gate for a cut that no running job will bring: cut now
             return acts + self._settle(prefer_batch=None)
@@ -153,17 +176,18 @@ class TaskGroup:
         """The underperforming rule: once every live job reached the gate of the next cut (or
         finished), keep the policy's top; then set the gates of the cut after it, if any."""
         acts: list[Action] = []
-        while not self.cut_done and not all(g is None for g in self._gate.values()) and not self._warming():
+        while not self.cut_done and self._gated and not self._warming():
             alive = {j: self._hist[j] for j, s in self._state.items() if s in ("running", "suspended")}
             keep = set(self.policy.select(alive, self.task, self.cuts_done)) if alive else set()
             self.cuts_done += 1
             for job_id in sorted(alive):
                 if job_id not in keep:
-                    self._state[job_id] = "stopped"
+                    self._set(job_id, "stopped")
                     self._reasons[job_id] = "underperforming"
                     acts.append(Stop(self.task.task_id, job_id, "underperforming", False))
             # the next rung: finished jobs stay warmed; a job already past its next gate is there
             self._warmed = {j for j, s in self._state.items() if s == "finished"}
+            self._unwarmed = self._live()
             if self.cut_done:
                 break
             for j in self.task.jobs:
@@ -171,25 +195,31 @@ class TaskGroup:
                 h = self._hist[j.job_id]
                 if self._state[j.job_id] in ("running", "suspended") and g is not None and h.steps and h.steps[-1] >= g:
                     self._warmed.add(j.job_id)
+            self._gated = any(g is not None for g in self._gate.values())
+            self._unwarmed = sum(s in _LIVE and j not in self._warmed for j, s in self._state.items())
         return acts
 
     def _backfill(self, prefer_batch: int | None) -> list[Action]:
         """Admit suspended survivors (after the cut) or never-started jobs while they fit."""
-        running = self._jobs_in("running")
+        if not self._count["pending"] and not self._count["suspended"]:
+            return []  # no candidate
         # suspended jobs wait for a cut only while they sit at its gate (warmed); after the cut
         # the survivors resume, before the first cut no job is suspended but at its gate
-        candidates = self._jobs_in("pending") + [j for j in self._jobs_in("suspended") if j.job_id not in self._warmed]
+        candidates = self._jobs_in("pending") if self._count["pending"] else []
+        if self._count["suspended"]:
+            candidates += [j for j in self._jobs_in("suspended") if j.job_id not in self._warmed]
         if not candidates:
             return []
+        running = self._jobs_in("running")
         picked = pick_admissions(running, candidates, self._memory, self.task.seq_len, self._max_jobs, prefer_batch)
         acts: list[Action] = []
         for job in picked:
             resume = self._state[job.job_id] == "suspended"
-            self._state[job.job_id] = "running"
+            self._set(job.job_id, "running")
             acts.append(Admit(self.task.task_id, job.job_id, resume))
         if not running and not picked:  # nothing runs and nothing fits, even alone
             for job in candidates:
-                self._state[job.job_id] = "stopped"
+                self._set(job.job_id, "stopped")
                 self._reasons[job.job_id] = "no_fit"
                 acts.append(Stop(self.task.task_id, job.job_id, "no_fit", False))
         return acts

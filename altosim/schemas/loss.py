@@ -98,14 +98,16 @@ class LossCurve:
         y0, y1 = self._yl[i - 1], self._yl[i]
         return y0 + (y1 - y0) * (f - x0) / (x1 - x0)
 
-    def _integral(self, f: float) -> float:
-        """Integral of the interpolated train loss from x[0] to f (constant outside)."""
+    def _integral(self, f: float, i: int | None = None) -> float:
+        """Integral of the interpolated train loss from x[0] to f (constant outside); `i`:
+        bisect_right(x, f) when the caller has it."""
         xl = self._xl
         if f <= xl[0]:
             return (f - xl[0]) * self._yl[0]
         if f >= xl[-1]:
             return self._cl[-1] + (f - xl[-1]) * self._yl[-1]
-        i = bisect.bisect_right(xl, f)
+        if i is None:
+            i = bisect.bisect_right(xl, f)
         yf = self._train_at(f, i)
         return self._cl[i - 1] + 0.5 * (self._yl[i - 1] + yf) * (f - xl[i - 1])
 
@@ -124,11 +126,12 @@ class LossCurve:
         if f1 - f0 < 1e-12:
             return self.train_at(f0)
         xl = self._xl
-        if bisect.bisect_right(xl, f0) == bisect.bisect_right(xl, f1):
+        i0, i1 = bisect.bisect_right(xl, f0), bisect.bisect_right(xl, f1)
+        if i0 == i1:
             # one linear piece (or one constant end): the mean is exact, and a difference of
             # two cumulative integrals would lose digits to cancellation on short spans
             return 0.5 * (self.train_at(f0) + self.train_at(f1))
-        return (self._integral(f1) - self._integral(f0)) / (f1 - f0)
+        return (self._integral(f1, i1) - self._integral(f0, i0)) / (f1 - f0)
 
     def val_at(self, f: float) -> float:
         """Val loss at progress f, interpolated between evaluated points (NaN if never evaluated)."""

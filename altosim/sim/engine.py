@@ -158,7 +158,7 @@ class Simulator:
             if a.resume:
                 run = ex.parked.pop(a.job_id)
             else:
-                job = ex.task.job(a.job_id)
+                job = ex.jobs[a.job_id]
                 total = ex.task.total_steps(job)
                 sparse = self.sparse_reports and not self.ctl.needs_reports
                 run = JobRun(job, total, total if sparse else ex.task.eval_every_steps(job))
@@ -194,7 +194,7 @@ class Simulator:
 
     def _job_end(self, ex: Executor, job_id: str, run: JobRun | None, status: str, restore: bool) -> None:
         steps = run.step if run else 0
-        job = ex.task.job(job_id)
+        job = ex.jobs[job_id]
         self.job_out[job_id] = JobOutcome(
             ex.task.task_id, job_id, status, steps, min(steps * job.batch_size, ex.task.samples_per_job), self.env.now,
             self._best_val.get(job_id), restore,
@@ -235,16 +235,22 @@ class Simulator:
             due: list[JobRun] = []
             failing: list[JobRun] = []
             cap = task.samples_per_job
+            trained = 0
             for r in runs:
-                fails = r.step + k == fail_at.get(r.job.job_id)
-                before = min(r.step * r.job.batch_size, cap)
+                fails = bool(fail_at) and r.step + k == fail_at.get(r.job.job_id)
+                bs = r.job.batch_size
+                before = r.step * bs
                 r.step += k - fails  # a failed step does not count (altoruntime/task_runner.py)
-                if not task.rigid:  # a rigid task's placeholder step trains nothing
-                    self.samples += min(r.step * r.job.batch_size, cap) - before  # last batch may be partial
+                after = r.step * bs
+                if after > cap:  # the last batch may be partial
+                    after, before = cap, min(before, cap)
+                trained += after - before
                 if fails:
                     failing.append(r)
                 elif r.step % r.every == 0 or r.step >= r.total:
                     due.append(r)
+            if not task.rigid:  # a rigid task's placeholder step trains nothing
+                self.samples += trained
             improved = self._emit(ex, due, failing)
             if costs is not None and due and (not ex.done or costs.overheads is not None):
                 # the runtime stamps a step's reports before validating them (and snapshotting the

@@ -62,6 +62,10 @@ class Executor:
     parked: dict[str, JobRun] = field(default_factory=dict)
     done: bool = False
     wake: simpy.Event | None = None
+    jobs: dict[str, JobSpec] = field(init=False)  # the task's jobs by id (TaskSpec.job scans them)
+
+    def __post_init__(self) -> None:
+        self.jobs = {j.job_id: j for j in self.task.jobs}
 
 
 @dataclass

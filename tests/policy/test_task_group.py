@@ -109,10 +109,10 @@ def scenarios(draw):
                 hold=draw(st.one_of(st.none(), st.booleans())))
 
 
-def drive_group(sc) -> tuple[TaskGroup, Backend]:
+def drive_group(sc, group_class: type[TaskGroup] = TaskGroup) -> tuple[TaskGroup, Backend]:
     task = make_task(sc["bs"])
-    group = TaskGroup(task, (0,), 0.0, build_early_exit(sc["name"], sc["params"]), memory=memory(sc["fit"]),
-                      max_jobs=sc["cap"], hold_at_gate=sc["hold"])
+    group = group_class(task, (0,), 0.0, build_early_exit(sc["name"], sc["params"]), memory=memory(sc["fit"]),
+                        max_jobs=sc["cap"], hold_at_gate=sc["hold"])
     backend = Backend(task, sc["losses"], sc["fail_at"])
 
     def handle(ev):
@@ -190,3 +190,28 @@ def test_a_job_held_at_a_gate_is_not_left_waiting_when_the_rest_fit_nowhere():
     assert group.on_report(StepReport(4.0, "t", "j0", 4, 4, 1.0, 1.0)) == [
         Suspend("t", "j0"), Stop("t", "j1", "no_fit"), Admit("t", "j0", resume=True)]
     assert group.cuts_done == 1 and group.state("j0") == "running"
+
+
+class ScanningGroup(TaskGroup):
+    """The TaskGroup as it was before it kept counts: who is live, and whether some live job
+    has yet to reach its gate, found by scanning every job's state at each question."""
+
+    def _live(self) -> int:
+        return sum(s in ("pending", "running", "suspended") for s in self._state.values())
+
+    def _warming(self) -> bool:
+        return any(s in ("pending", "running", "suspended") and j not in self._warmed for j, s in self._state.items())
+
+    def _set(self, job_id: str, state: str) -> None:
+        super()._set(job_id, state)
+        assert self._count == {k: sum(s == k for s in self._state.values()) for k in self._count}
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_counts_kept_per_event_give_the_decisions_of_a_full_scan(sc):
+    """The counts that spare the replay's hot path a scan of the task's jobs per report decide
+    exactly what scanning decides (same actions in the same order)."""
+    _, counted = drive_group(sc)
+    _, scanned = drive_group(sc, ScanningGroup)
+    assert counted.log == scanned.log

@@ -125,18 +125,23 @@ class Alto(EarlyExitPolicy):
     def judge(self, hist: JobHistory, i: int, task: TaskSpec) -> Verdict:
         if bad_loss(hist, i):  # as the runtime's JobFailed: a NaN job is never a result
             return DIVERGING
-        diverging = DIVERGING_KEEP_BEST if self.diverging_keeps_best else DIVERGING
-        s = self._tracks.setdefault(hist.job.job_id, _Track(self.w))
+        tracks = self.__pydantic_private__["_tracks"]  # not through pydantic's __getattr__ (hot path)
+        s = tracks.get(hist.job.job_id)
+        if s is None:
+            s = tracks[hist.job.job_id] = _Track(self.w)
         train, val = hist.train[i], hist.val[i]
         # e + (1 - ema) * (x - e): same EMA, but never overshoots x in floating point
         s.ema = train if s.ema is None else s.ema + (1.0 - self.ema) * (train - s.ema)
         if val is None:
             return CONTINUE
         f = fraction(task, hist.samples[i])
-        s.pts.append((f, s.ema, val))
-        fs = [p[0] for p in s.pts]
-        rising = (len(s.pts) == self.w and lsq_slope(fs, [p[1] for p in s.pts]) >= self.tau_slope
-                  and lsq_slope(fs, [p[2] for p in s.pts]) >= self.tau_slope)
+        pts = s.pts
+        pts.append((f, s.ema, val))
+        rising = False
+        if len(pts) == self.w:
+            fs = [p[0] for p in pts]
+            rising = (lsq_slope(fs, [p[1] for p in pts]) >= self.tau_slope
+                      and lsq_slope(fs, [p[2] for p in pts]) >= self.tau_slope)
         gap = (val - s.ema) / s.ema if s.ema > 0 else -math.inf
         s.div_from = _streak(s.div_from, s.prev_f, rising)
         s.ovf_from = _streak(s.ovf_from, s.prev_f, gap > self.tau_gap)
@@ -145,7 +150,9 @@ class Alto(EarlyExitPolicy):
             s.best, s.best_f = val, f
         if s.div_from is not None and f - s.div_from >= self.div_patience - 1e-9:
             # rising, but still near its best: stalled, not blown up -> keep the best snapshot
-            return OVERFITTING if val < s.best + self.div_margin * abs(s.best) else diverging
+            if val < s.best + self.div_margin * abs(s.best):
+                return OVERFITTING
+            return DIVERGING_KEEP_BEST if self.diverging_keeps_best else DIVERGING
         plateau = not self.gap_requires_plateau or f - s.best_f >= self.plateau_ratio - 1e-9
         if s.ovf_from is not None and f - s.ovf_from >= self.ovf_patience - 1e-9 and plateau:
             return OVERFITTING

@@ -60,13 +60,17 @@ class EarlyExitPolicy(BaseModel):
     def on_report(self, hist: JobHistory, task: TaskSpec) -> Verdict:
         """The verdict after the job's latest report (a stopped job keeps its stop)."""
         job_id = hist.job.job_id
-        seen, last = self._seen, self._last  # read once: private attributes go through pydantic's __getattr__
+        # the private attributes' dict read directly: `self._seen` goes through pydantic's
+        # __getattr__, which costs more than the rest of this method on the replay's hot path
+        private = self.__pydantic_private__
+        seen, last = private["_seen"], private["_last"]
         verdict = last.get(job_id, CONTINUE)
-        for i in range(seen.get(job_id, 0), len(hist.steps)):
-            if verdict.stop:
-                break
+        n = len(hist.steps)
+        i = seen.get(job_id, 0)
+        while i < n and not verdict.stop:
             verdict = self.judge(hist, i, task)
-            seen[job_id] = i + 1
+            i += 1
+            seen[job_id] = i
         last[job_id] = verdict
         return verdict
 
