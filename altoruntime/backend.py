@@ -170,15 +170,14 @@ class RuntimeBackend:
         self.log.events.append(event)
         self.log.trace.append(event)
         actions = self.ctl.on_event(event)
-        told: set[str] = set()
+        for runner in self.tasks.values():  # what comes next, ahead (each runner keeps its own)
+            runner.expect(actions)
         for i, action in enumerate(actions):
-            tid = getattr(action, "task_id", None)
-            if tid in self.tasks and tid not in told:  # what comes next, ahead
-                told.add(tid)
-                self.tasks[tid].expect(actions[i:])
             self.log.actions.append(action)
             self.log.trace.append(action)
             self._execute(action)
+            if isinstance(action, StartTask):  # a runner made by this batch hears the rest of it
+                self.tasks[action.task_id].expect(actions[i + 1:])
         return actions
 
     # ------------------------------------------------------------------ actions
