@@ -13,7 +13,7 @@ checked on a GPU).
 """
 
 from altokernels.api import multi_lora_linear
-from altokernels.meta import LoraBatchMeta, build_meta
+from altokernels.meta import LoraBatchMeta, build_meta, max_sched_entries
 from altokernels.reference import grouped_lora_linear, loop_lora_linear
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "build_meta",
     "grouped_lora_linear",
     "loop_lora_linear",
+    "max_sched_entries",
     "multi_lora_linear",
 ]

@@ -48,6 +48,7 @@ class LoraBatchMeta:
     launch_cache: dict = field(default_factory=dict, repr=False)
     # this meta's derived host data (chunk tables, scale tensors): computed once a step, not shared
     step_cache: dict = field(default_factory=dict, repr=False)
+    shared_slots: bool = False  # segments may read one slot (forward only: no weight gradient)
 
     @property
     def num_segments(self) -> int:
@@ -66,18 +67,20 @@ class LoraBatchMeta:
         return self.row_dropout is not None
 
     def retarget(self, slots: Sequence[int], ranks: Sequence[int], scales: Sequence[float],
-                 dropout: Sequence[float] | None = None) -> None:
-        """Point this meta at other adapters with the same token counts, in place: new slots,
-        ranks, scales and dropout rates written into its device tables (so a CUDA graph captured
-        with it serves another group of the same shape; the Triton path reads only these device
-        tables and the counts), and into its host fields. Whether any segment drops out must stay
-        as it was (the dropout draw is part of the graph)."""
+                 dropout: Sequence[float] | None = None, token_counts: Sequence[int] | None = None) -> None:
+        """Point this meta at other adapters of as many segments, in place: new slots, ranks,
+        scales and dropout rates (and, given `token_counts` with the same total, new segment
+        bounds and schedule) written into its device tables, so a CUDA graph captured with it
+        serves another group of the same shape (the Triton path reads only these device tables
+        and `num_blocks`), and into its host fields. Whether any segment drops out must stay as
+        it was (the dropout draw is part of the graph); new counts must fit the schedule table
+        (`build_meta(sched_entries=...)` pads it for that)."""
         n = self.num_segments
         dropout = tuple(float(p) for p in dropout) if dropout is not None else (0.0,) * n
         _check_lengths(n, slots=slots, ranks=ranks, scales=scales, dropout=dropout)
         slots_t, ranks_t, scales_t = tuple(int(s) for s in slots), tuple(int(r) for r in ranks), tuple(
             float(s) for s in scales)
-        if any(s < 0 for s in slots_t) or len(set(slots_t)) != n:
+        if any(s < 0 for s in slots_t) or (len(set(slots_t)) != n and not self.shared_slots):
             raise ValueError(f"slots: need distinct slots >= 0, got {slots_t}")
         if any(r < 1 for r in ranks_t):
             raise ValueError(f"ranks: must be >= 1, got {ranks_t}")
@@ -85,6 +88,8 @@ class LoraBatchMeta:
             raise ValueError(f"scales: must be finite, got {scales_t}")
         if not all(0.0 <= p < 1.0 for p in dropout) or any(p > 0 for p in dropout) != self.has_dropout:
             raise ValueError(f"dropout: must be in [0, 1) and drop out where this meta does, got {dropout}")
+        if token_counts is not None:
+            self._recount(token_counts)
         self.seg_slot.copy_(torch.tensor(slots_t, dtype=torch.int32), non_blocking=True)
         self.seg_rank.copy_(torch.tensor(ranks_t, dtype=torch.int32), non_blocking=True)
         self.seg_scale.copy_(torch.tensor(scales_t, dtype=torch.float32), non_blocking=True)
@@ -94,6 +99,24 @@ class LoraBatchMeta:
         for name, value in (("slots", slots_t), ("ranks", ranks_t), ("scales", scales_t), ("dropout", dropout)):
             object.__setattr__(self, name, value)  # (frozen: its one sanctioned change)
         self.step_cache.clear()  # derived from the old tables
+
+    def _recount(self, token_counts: Sequence[int]) -> None:
+        counts = tuple(int(c) for c in token_counts)
+        _check_lengths(self.num_segments, token_counts=counts)
+        if any(c < 0 for c in counts) or sum(counts) != self.total_tokens:
+            raise ValueError(f"token_counts: need {self.total_tokens} rows in all, each >= 0, got {counts}")
+        offsets, seg, row = _schedule(counts, self.block_m)
+        if len(seg) > self.num_blocks:
+            raise ValueError(f"token_counts: {len(seg)} schedule entries do not fit this meta's {self.num_blocks}")
+        seg, row = _pad_schedule(seg, row, self.num_blocks, self.total_tokens)
+        ints = torch.tensor(offsets[:-1] + offsets[1:] + seg + row, dtype=torch.int32)
+        n, e = self.num_segments, self.num_blocks
+        for dst, src in zip((self.seg_start, self.seg_end, self.sched_seg, self.sched_row),
+                            torch.split(ints, (n, n, e, e))):
+            dst.copy_(src, non_blocking=True)
+        for name, value in (("token_counts", counts), ("offsets", tuple(offsets)), ("sched_row_host", tuple(row)),
+                            ("equal_counts", len(set(counts)) == 1 and counts[0] > 0)):
+            object.__setattr__(self, name, value)  # (frozen: part of the sanctioned retarget)
 
     def chunks(self, n: int) -> list[tuple[int, int, int, int]]:
         """Split the schedule into <= n contiguous pieces: (entry0, entry1, row0, row1) each.
@@ -111,6 +134,27 @@ class LoraBatchMeta:
         return [(a, b, rows[a], rows[b]) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
+def _schedule(counts: Sequence[int], block_m: int) -> tuple[list[int], list[int], list[int]]:
+    """Segment offsets and the (segment, first row) schedule entries of `block_m` rows each."""
+    offsets = [0]
+    for c in counts:
+        offsets.append(offsets[-1] + c)
+    sched_seg: list[int] = []
+    sched_row: list[int] = []
+    for i, c in enumerate(counts):
+        for r0 in range(offsets[i], offsets[i + 1], block_m):
+            sched_seg.append(i)
+            sched_row.append(r0)
+    return offsets, sched_seg, sched_row
+
+
+def _pad_schedule(seg: list[int], row: list[int], entries: int, total: int) -> tuple[list[int], list[int]]:
+    """The schedule padded to `entries` with no-op entries: segment 0 from row `total`, past
+    every segment's end, so a row kernel's program on it masks all its rows off."""
+    pad = entries - len(seg)
+    return seg + [0] * pad, row + [total] * pad
+
+
 def _check_lengths(n: int, **seqs: Sequence) -> None:
     for name, seq in seqs.items():
         if len(seq) != n:
@@ -126,11 +170,18 @@ def build_meta(
     dropout: Sequence[float] | None = None,
     block_m: int = SCHED_BLOCK_M,
     launch_cache: dict | None = None,
+    sched_entries: int | None = None,
+    shared_slots: bool = False,
 ) -> LoraBatchMeta:
     """Validate per-segment settings and build the device-side tables once per step.
 
     launch_cache: a dict kept by the caller across steps for the kernels' direct-launch plans
-    (default: a fresh one per meta, so each step's first layer of each shape takes Triton's path)."""
+    (default: a fresh one per meta, so each step's first layer of each shape takes Triton's path).
+    sched_entries: the schedule table's length, padded with no-op entries (default: exactly the
+    entries these counts need); `max_sched_entries(total, segments)` fits every split of the
+    same rows, so `retarget` can give the meta any such counts.
+    shared_slots: segments may name one slot twice (a forward-only evaluation that pads its
+    group with repeats; a backward would write that slot's gradient twice)."""
     n = len(token_counts)
     if n == 0:
         raise ValueError("token_counts: need at least one segment")
@@ -142,7 +193,7 @@ def build_meta(
     slots_t = tuple(int(s) for s in slots)
     if any(s < 0 for s in slots_t):
         raise ValueError(f"slots: must be >= 0, got {slots_t}")
-    if len(set(slots_t)) != n:
+    if len(set(slots_t)) != n and not shared_slots:
         raise ValueError(f"slots: each segment needs its own slot, got duplicates in {slots_t}")
     ranks_t = tuple(int(r) for r in ranks)
     if any(r < 1 for r in ranks_t):
@@ -158,18 +209,14 @@ def build_meta(
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
 
-    offsets = [0]
-    for c in counts:
-        offsets.append(offsets[-1] + c)
+    offsets, sched_seg, sched_row = _schedule(counts, block_m)
     total = offsets[-1]
     if total >= 2**31:
         raise ValueError(f"token_counts: total {total} rows exceeds int32 indexing")
-    sched_seg: list[int] = []
-    sched_row: list[int] = []
-    for i, c in enumerate(counts):
-        for r0 in range(offsets[i], offsets[i + 1], block_m):
-            sched_seg.append(i)
-            sched_row.append(r0)
+    if sched_entries is not None:
+        if sched_entries < len(sched_seg):
+            raise ValueError(f"sched_entries: these counts need {len(sched_seg)} entries, got {sched_entries}")
+        sched_seg, sched_row = _pad_schedule(sched_seg, sched_row, sched_entries, total)
     # one buffer, one copy; each table starts on a 16-byte boundary (padded to 4 int32s): Triton
     # specializes a pointer on its 16-byte alignment, and tables packed back to back moved with the
     # segment count and the entry count (every step's token count), so a new group size or a new
@@ -210,4 +257,10 @@ def build_meta(
         side_stream=torch.cuda.Stream(device) if device.type == "cuda" else None,
         sched_row_host=tuple(sched_row),
         launch_cache=launch_cache if launch_cache is not None else {},
+        shared_slots=shared_slots,
     )
+
+
+def max_sched_entries(total: int, segments: int, block_m: int = SCHED_BLOCK_M) -> int:
+    """The most schedule entries any split of `total` rows into `segments` can need."""
+    return min(-(-total // block_m) + segments, max(1, total))

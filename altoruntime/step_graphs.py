@@ -8,7 +8,13 @@ replayed: its inputs are copied into static buffers, one `replay` launches the w
 
 Policy: a key runs eagerly the first `min_uses - 1` times (that eager run also compiles and
 autotunes the Triton kernels, which must not happen inside a capture) and is captured at its
-`min_uses`-th use; at most `max_graphs` graphs are kept (least recently used dropped). All graphs
+`min_uses`-th use. A key of a *warm* class (callers name it: e.g. training or evaluation bodies,
+which launch the same kernels at every shape) is captured at its first use once any key of that
+class ran eagerly: a run meets dozens of shapes, and an eager run before each capture cost as much
+as the capture (H200, python_docs e2e, session 11: 154 eager runs and 99 captures took 47 of the
+52 s of fused calls; replays ~20 ms each). A first-use capture that fails runs eagerly instead
+(the class goes cold after two such failures); at most `max_graphs` graphs are kept (least
+recently used dropped). All graphs
 share one memory pool: replays never overlap and each graph's outputs are read before the next
 replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs off
 for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
@@ -83,8 +89,11 @@ class StepGraphs:
         self._pool = torch.cuda.graph_pool_handle() if on_cuda and self.disabled is None and capture is None else None
         self._graphs: OrderedDict[Hashable, Captured] = OrderedDict()
         self._seen: Counter = Counter()
-        self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom
+        self._warm: set = set()  # classes whose bodies ran eagerly (their kernels are compiled)
+        self._cold_failures = 0  # first-use captures that failed (2: no more first-use captures)
+        self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom / cold_capture_failed
         self.failure_trace = ""  # the failed capture's traceback (for a bug report)
+        self.last = ""  # how the last `run` went: "eager", "captured" or "replayed"
 
     @property
     def enabled(self) -> bool:
@@ -101,25 +110,30 @@ class StepGraphs:
         self._seen.clear()
 
     def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]],
-            on_replay: Callable[[Any], None] | None = None) -> Any:
+            on_replay: Callable[[Any], None] | None = None, warm: Hashable | None = None) -> Any:
         """body(*device copies of `host`), replayed from a graph when one is captured for `key`.
 
         prepare: called only when the body must run or be captured (not on a replay); returns the
         body and what its kernels point into besides the inputs (kept with the graph).
         on_replay: called with that kept object before each replay (to write this use's values
-        into it, when the key leaves them out)."""
+        into it, when the key leaves them out).
+        warm: the key's class (see the module docstring); None: the key is its own class."""
         if self.disabled is not None:
             return self._eager(host, prepare()[0])
         hit = self._graphs.get(key)
         if hit is not None:
             self._graphs.move_to_end(key)
             self.stats["replayed"] += 1
+            self.last = "replayed"
             if on_replay is not None:
                 on_replay(hit.keep)
             return hit.replay(host)
         self._seen[key] += 1
         body, keep = prepare()
-        if self._seen[key] < self.min_uses:
+        first_use = self._seen[key] < self.min_uses
+        if first_use and not (warm is not None and warm in self._warm and self._cold_failures < 2):
+            if warm is not None:
+                self._warm.add(warm)
             return self._eager(host, body)
         try:
             cap = self._capture(body, host)
@@ -128,6 +142,13 @@ class StepGraphs:
             self.stats["capture_oom"] += 1
             return self._eager(host, body)
         except Exception as e:  # noqa: BLE001 - any other capture failure: run this process eagerly
+            if first_use:  # a first-use capture (e.g. a kernel compiling inside it): eager this time
+                self._cold_failures += 1
+                self.stats["cold_capture_failed"] += 1
+                self.failure_trace = traceback.format_exc()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                return self._eager(host, body)
             self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             self.failure_trace = traceback.format_exc()
             self._graphs.clear()
@@ -137,6 +158,7 @@ class StepGraphs:
         cap.keep = keep
         self._graphs[key] = cap
         self.stats["captured"] += 1
+        self.last = "captured"
         while len(self._graphs) > self.max_graphs:
             self._graphs.popitem(last=False)
             self.stats["evicted"] += 1
@@ -161,4 +183,5 @@ class StepGraphs:
 
     def _eager(self, host: Sequence[torch.Tensor], body: Body) -> Any:
         self.stats["eager"] += 1
+        self.last = "eager"
         return body(*(t.to(self.device, non_blocking=True) for t in host))

@@ -14,7 +14,7 @@ runs without an attention mask when each row's mask is a prefix of ones (`causal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -25,13 +25,13 @@ LABEL_FLOOR = 64  # the finest labelled-count bucket (positions)
 BUCKET_STEPS = 8  # buckets per octave: padding adds at most 1/8 of the length or the label count
 
 
-def bucket(n: int, floor: int, cap: int | None = None) -> int:
-    """`n` rounded up to a multiple of max(floor, 2^k / BUCKET_STEPS) where 2^k >= n > 2^(k-1),
-    so at most ~12.5% is padding and a run sees a handful of distinct sizes; never below `n`,
-    and at most `cap` (when given and >= n)."""
+def bucket(n: int, floor: int, cap: int | None = None, steps: int = BUCKET_STEPS) -> int:
+    """`n` rounded up to a multiple of max(floor, 2^k / steps) where 2^k >= n > 2^(k-1), so at
+    most 1/steps is padding (~12.5% by default) and a run sees a handful of distinct sizes; never
+    below `n`, and at most `cap` (when given and >= n)."""
     if n < 1:
         raise ValueError(f"n: must be >= 1, got {n}")
-    grain = max(floor, (1 << (n - 1).bit_length()) // BUCKET_STEPS)
+    grain = max(floor, (1 << (n - 1).bit_length()) // steps)
     out = -(-n // grain) * grain
     return max(n, min(out, cap)) if cap is not None else out
 
@@ -73,19 +73,36 @@ class StepInputs:
         return (self.ids, self.gather, self.target, self.segment, self.weight)
 
 
-def pack_step(batches: Mapping[str, Batch], pad_token_id: int, mean: bool, max_length: int | None = None,
-              bucketed: bool = True, scale: Mapping[str, float] | None = None) -> StepInputs:
-    """Pack `batches` (adapter -> (input_ids, attention_mask, labels)) in their order.
+def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_token_id: int, mean: bool, max_length: int | None = None,
+              bucketed: bool = True, scale: Mapping[str, float] | None = None, steps: int | None = None,
+              at_least: tuple[int, int] = (0, 0)) -> StepInputs:
+    """Pack `batches` (adapter -> (input_ids, attention_mask, labels), or such pairs: an adapter
+    may then come twice, for a forward-only evaluation) in their order.
 
     mean: weights 1/count (each adapter's mean token loss) rather than 1 (sums).
     scale: a factor on some adapters' weights (1/k for one of k accumulated micro-batches).
     max_length: the model's position limit (a length bucket never exceeds it).
-    bucketed: pad length and labels to their buckets (False: the exact sizes)."""
+    bucketed: pad length and labels to their buckets (False: the exact sizes).
+    steps: coarser buckets (`steps` per octave) for length and labels, and the row count too:
+    padding rows (no labels, so no loss and no gradient) go to the last adapter. For captured
+    steps, where one more shape costs a capture and a replay is launch-bound, not size-bound.
+    at_least: (length, labels) to pad to at least (an earlier step's shape, to replay its graph)."""
     if not batches:
         raise ValueError("batches: need at least one adapter's batch")
-    parts = [tuple(t.cpu() for t in check_batch(j, b)) for j, b in batches.items()]
+    pairs = list(batches.items()) if isinstance(batches, Mapping) else list(batches)
+    parts = [tuple(t.cpu() for t in check_batch(j, b)) for j, b in pairs]
     longest = max(int(p[0].shape[1]) for p in parts)
-    length = bucket(longest, LENGTH_FLOOR, max_length) if bucketed else longest
+    grain = {} if steps is None else {"steps": steps}
+    length = bucket(longest, LENGTH_FLOOR, max_length, **grain) if bucketed else longest
+    length = max(length, at_least[0])
+    if bucketed and steps is not None:
+        n_rows = sum(int(p[0].shape[0]) for p in parts)
+        extra = bucket(n_rows, 1, steps=steps) - n_rows
+        if extra:
+            ids_, mask_, labels_ = parts[-1]
+            parts[-1] = (torch.cat([ids_, ids_.new_full((extra, ids_.shape[1]), pad_token_id)]),
+                         torch.cat([mask_, mask_.new_zeros((extra, mask_.shape[1]))]),
+                         torch.cat([labels_, labels_.new_full((extra, labels_.shape[1]), IGNORE)]))
     ids = torch.cat([torch.nn.functional.pad(p[0].long(), (0, length - p[0].shape[1]), value=pad_token_id)
                      for p in parts])
     mask = torch.cat([torch.nn.functional.pad(p[1].long(), (0, length - p[1].shape[1]), value=0) for p in parts])
@@ -100,16 +117,16 @@ def pack_step(batches: Mapping[str, Batch], pad_token_id: int, mean: bool, max_l
     at = flat // (length - 1) * length + flat % (length - 1)  # the same position in [rows, length]
     counts = torch.bincount(seg, minlength=len(rows))
     n = int(flat.shape[0])
-    total = bucket(n, LABEL_FLOOR) if bucketed else n
+    total = max(bucket(n, LABEL_FLOOR, **grain) if bucketed else n, at_least[1])
     pad = total - n
     weight = (1.0 / counts.clamp(min=1).double())[seg].float() if mean else torch.ones(n)
     if scale:
-        factor = torch.tensor([float(scale.get(j, 1.0)) for j in batches], dtype=torch.float64)
+        factor = torch.tensor([float(scale.get(j, 1.0)) for j, _ in pairs], dtype=torch.float64)
         weight = (weight.double() * factor[seg]).float()
     lengths = mask.sum(1)
     causal_only = bool((mask == (torch.arange(length)[None, :] < lengths[:, None]).long()).all())
     return StepInputs(
-        job_ids=tuple(batches), rows=rows, counts=tuple(int(c) for c in counts),
+        job_ids=tuple(j for j, _ in pairs), rows=rows, counts=tuple(int(c) for c in counts),
         ids=ids, mask=mask,
         gather=torch.cat([at, at.new_zeros(pad)]),
         target=torch.cat([target_all.reshape(-1)[flat], flat.new_zeros(pad)]),

@@ -12,6 +12,7 @@ NaN loss becomes a JobFailed, and the task goes on.
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -162,6 +163,14 @@ class TaskRunner:
 
     def _finish(self, best: str | None) -> Finished:
         t = self.trainer
+        calls = getattr(t, "calls", None)
+        if calls and self.out_dir is not None:  # ALTO_CALL_LOG=1: every fused call of the task's run
+            folder = task_dir(self.out_dir, self.task.task_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "fused_calls.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(calls[0]))
+                w.writeheader()
+                w.writerows(calls)
         scores, name, minimize = None, None, True
         objective = getattr(self.data, "objective", None)
         if objective is not None:  # the task's objective picks the result, not validation loss

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from altokernels import build_meta
+from altokernels import build_meta, max_sched_entries
 from altokernels.validate import IMPLS
 from altoruntime.adapters import AdapterConfig, AdapterStore, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, freeze, peft_target_names
@@ -36,9 +37,16 @@ from altoruntime.batching import IGNORE, Batch, labelled_counts
 from altoruntime.lora_layer import LoraContext, install_lora_layers
 from altoruntime.protocol import EvalResult
 from altoruntime.step_graphs import StepGraphs
-from altoruntime.step_inputs import StepInputs, pack_step
+from altoruntime.step_inputs import StepInputs, bucket, pack_step
 
 __all__ = ["AdapterConfig", "EvalResult", "MultiAdapterTrainer", "Status", "env_paths", "trainer_from_env"]
+
+
+GRAPH_BUCKET_STEPS = 2  # shape buckets per octave (rows, length, labels) under retargeted graphs
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 class MultiAdapterTrainer:
@@ -77,6 +85,10 @@ class MultiAdapterTrainer:
         self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
         self.graphs = StepGraphs(self.device, enabled=cuda_graphs)
         self._graphs_at: tuple = ()  # the tensors' addresses the captured graphs point into
+        # a list: every fused call is recorded in it (kind, adapters, rows, length, graph outcome, wall
+        # seconds to its host sync), to see where a run's step and validation time goes
+        self.calls: list[dict] | None = None
+        self._widest: dict[tuple, tuple[int, int]] = {}  # step family -> widest (length, labels) so far
         # a graph serves every group of its shape (segments, rows, length, labels, dropout or not):
         # the Triton path reads the adapters' slots, ranks, scales and dropout rates only from the
         # step metadata's device tables, which a replay rewrites (`LoraBatchMeta.retarget`); the
@@ -207,9 +219,14 @@ class MultiAdapterTrainer:
         in halves at exact sizes (a job that cannot fit alone fails)."""
         job_ids = list(batches)
         try:
+            t0 = time.perf_counter()
+            family = self._family(True, list(batches.items()))
             inp = pack_step(batches, self.pad_token_id, mean=True, max_length=self.max_length, bucketed=bucketed,
-                            scale=scale)
-            return self._run(inp, training=True).tolist()  # the step's one host sync for the losses
+                            scale=scale, steps=self._bucket_steps(), at_least=self._widest.get(family, (0, 0)))
+            self._widen(family, inp)
+            losses = self._run(inp, training=True).tolist()  # the step's one host sync for the losses
+            self._record("train", inp, t0)
+            return losses
         except torch.OutOfMemoryError:
             self.store.zero_grad(job_ids)  # a backward may have half-run
             if len(job_ids) == 1:
@@ -229,22 +246,60 @@ class MultiAdapterTrainer:
             self._graphs_at = where
         recs = [self.store.record(j, "active") for j in inp.job_ids]
         adapters = tuple((r.slot, r.cfg.rank, r.cfg.scale, r.cfg.dropout if training else 0.0) for r in recs)
+        counts = [r * inp.length for r in inp.rows]
+        dropout = any(a[3] > 0 for a in adapters)
         on_replay = None
-        if self.retarget_graphs:  # one graph per shape, whichever adapters: their tables are rewritten
-            key = (training, len(adapters), any(a[3] > 0 for a in adapters), inp.shape_key())
+        if self.retarget_graphs:  # one graph per shape, whichever adapters and however their rows split
+            if training and self._bucket_steps() is not None:  # phantom segments: few group sizes
+                unused = sorted(set(range(self.store.capacity)) - {a[0] for a in adapters})
+                phantoms = unused[:min(_pow2(len(adapters)), self.store.capacity) - len(adapters)]
+                adapters += tuple((slot, 1, 0.0, 0.0) for slot in phantoms)
+                counts += [0] * len(phantoms)
+            key = (training, len(adapters), dropout, sum(inp.rows), inp.length, inp.labels, inp.causal_only)
 
             def on_replay(meta) -> None:  # noqa: ANN001
-                meta.retarget(*zip(*adapters))
+                meta.retarget(*zip(*adapters), token_counts=counts)
         else:
             key = (training, adapters, inp.shape_key())
 
         def prepare():  # noqa: ANN202
-            meta = self._meta(inp.job_ids, inp.rows, inp.length, training)
+            meta = self._build_meta(adapters, counts, training, padded=self.retarget_graphs)
             return (lambda *t: self._body(meta, training, inp.mask if not inp.causal_only else None, *t)), meta
 
         if not inp.causal_only:  # a mask that is not right padding: the eager path with the mask
             return prepare()[0](*(t.to(self.device) for t in inp.tensors()))
-        return self.graphs.run(key, inp.tensors(), prepare, on_replay)
+        warm = (training, dropout)  # bodies that launch the same kernels
+        out = self.graphs.run(key, inp.tensors(), prepare, on_replay, warm=warm)
+        return out[:len(inp.job_ids)] if training else out
+
+    def _bucket_steps(self) -> int | None:
+        """Coarse shape buckets (2 per octave) where retargeted graphs serve every group of a
+        shape: each new shape costs a capture (~0.3 s for a SmolLM2 step on an H200) while a
+        replay's time hardly depends on the padding (launch-bound); None: the fine default."""
+        return GRAPH_BUCKET_STEPS if self.retarget_graphs and self.graphs.enabled else None
+
+    def _family(self, training: bool, pairs: Sequence[tuple[str, Batch]]) -> tuple | None:
+        """Steps that may share a graph up to their length and label count: same kind, segments and
+        row bucket (None: no coarse buckets, so no sharing)."""
+        steps = self._bucket_steps()
+        if steps is None:
+            return None
+        rows = sum(int(b[0].shape[0]) for _, b in pairs)
+        return training, _pow2(len(pairs)), bucket(rows, 1, steps=steps)
+
+    def _widen(self, family: tuple | None, inp: StepInputs) -> None:
+        """Remember the family's widest length and label count: later steps pad up to them, so a
+        run meets a handful of shapes (each a capture), not one per new length."""
+        if family is not None:
+            old = self._widest.get(family, (0, 0))
+            self._widest[family] = (max(old[0], inp.length), max(old[1], inp.labels))
+
+    def _record(self, kind: str, inp: StepInputs, t0: float) -> None:
+        if self.calls is not None:
+            self.calls.append({"kind": kind, "adapters": len(inp.job_ids), "rows": sum(inp.rows), "length": inp.length,
+                               "labels": inp.labels, "graph": self.graphs.last,
+                               "invalidated": self.graphs.stats["invalidated"],
+                               "ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
     def _causal_mask(self, length: int) -> torch.Tensor | None:
         """No mask where the attention kernel takes `is_causal` (SDPA, flash); elsewhere (eager
@@ -294,11 +349,19 @@ class MultiAdapterTrainer:
 
     def _meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool):  # noqa: ANN202
         cfgs = [self.store.record(j, "active") for j in job_ids]
-        return build_meta(
-            [r * length for r in rows], [c.slot for c in cfgs], [c.cfg.rank for c in cfgs],
-            [c.cfg.scale for c in cfgs], self.device,
-            dropout=[c.cfg.dropout for c in cfgs] if training else None, launch_cache=self._launch_cache,
-        )
+        adapters = [(c.slot, c.cfg.rank, c.cfg.scale, c.cfg.dropout if training else 0.0) for c in cfgs]
+        return self._build_meta(adapters, [r * length for r in rows], training)
+
+    def _build_meta(self, adapters: Sequence[tuple[int, int, float, float]], counts: Sequence[int], training: bool,  # noqa: ANN202
+                    padded: bool = False):
+        """LoRA metadata of (slot, rank, scale, dropout) segments of `counts` token rows; padded: a
+        schedule table that fits any split of these rows among as many segments (a captured graph
+        retargets it, `LoraBatchMeta.retarget`). Evaluations may repeat a slot; training segments
+        of zero rows (phantoms on unused slots) write zero gradients there."""
+        slots, ranks, scales, drops = zip(*adapters)
+        entries = max_sched_entries(sum(counts), len(counts)) if padded else None
+        return build_meta(counts, slots, ranks, scales, self.device, dropout=drops if training else None,
+                          launch_cache=self._launch_cache, sched_entries=entries, shared_slots=not training)
 
     def _set_meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool) -> None:
         self.ctx.meta = self._meta(job_ids, rows, length, training)
@@ -337,9 +400,18 @@ class MultiAdapterTrainer:
         average over many batches by tokens (and report teacher-forced answer accuracy)."""
         self._check_active(batches)
         self.model.eval()
-        inp = pack_step(batches, self.pad_token_id, mean=False, max_length=self.max_length)
+        t0 = time.perf_counter()
+        pairs = list(batches.items())
+        if self._bucket_steps() is not None:  # groups padded to a power of two with repeats: few graphs
+            pairs += pairs[-1:] * ((1 << (len(pairs) - 1).bit_length()) - len(pairs))
+        family = self._family(False, pairs)
+        inp = pack_step(pairs, self.pad_token_id, mean=False, max_length=self.max_length, steps=self._bucket_steps(),
+                        at_least=self._widest.get(family, (0, 0)))
+        self._widen(family, inp)
         sums, hits = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
-        return {j: EvalResult(s, n, int(h)) for j, s, n, h in zip(inp.job_ids, sums, inp.counts, hits)}
+        self._record("eval", inp, t0)
+        n = len(batches)  # a repeat's numbers are its original's
+        return {j: EvalResult(s, c, int(h)) for j, s, c, h in zip(inp.job_ids[:n], sums, inp.counts, hits)}
 
     @torch.no_grad()
     def logits(self, job_id: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -398,7 +470,8 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
                      env: Mapping[str, str] | None = None,
                      target_modules: str | Sequence[str] = LLAMA_TARGETS) -> MultiAdapterTrainer:
     """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop")
-    and ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) choose. `alto run` and `alto profile` both build theirs here, so a profile measures the
+    and ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) choose; ALTO_CALL_LOG=1
+    records every fused call (`MultiAdapterTrainer.calls`). `alto run` and `alto profile` both build theirs here, so a profile measures the
     paths of the run it models."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
@@ -414,6 +487,11 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
                              impl=impl, cuda_graphs=graphs == "1")
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
         tr.store.optim.impl = "loop"
+    calls = env.get("ALTO_CALL_LOG", "0")
+    if calls not in ("0", "1"):
+        raise ValueError(f"ALTO_CALL_LOG: expected '0' or '1', got {calls!r}")
+    if calls == "1":  # each task writes <out>/<task>/fused_calls.csv (altoruntime/task_runner.py)
+        tr.calls = []
     return tr
 
 

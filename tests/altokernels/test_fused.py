@@ -187,3 +187,25 @@ def test_fp32_master_weights_gpu():
         for name, g, w, t, a in zip(("y", "dx", "dA", "dB"), got, want, truth, abs_truth):
             assert_close_to_truth(g, w.float() if g.dtype != w.dtype else w, t, a, TOL[torch.bfloat16],
                                   f"{variant} {name}")
+
+
+@settings(max_examples=6, deadline=None)
+@given(split=st.lists(st.integers(1, 3), min_size=2, max_size=4).flatmap(
+    lambda a: st.permutations(a).map(lambda b: (a, b))), seed=st.integers(0, 99))
+def test_a_meta_retargeted_to_other_counts_equals_a_fresh_one_cpu(split, seed):
+    """A padded schedule rewritten for another split of the same rows (what a replayed CUDA graph
+    reads) gives the fresh meta's forward and gradients: no-op entries mask every row off."""
+    from dataclasses import replace
+
+    from altokernels import max_sched_entries
+
+    a, b = ([17 * r for r in s] for s in split)  # rows of 17 tokens: segments end inside blocks
+    case = make_case(b, [2 + i for i in range(len(b))], 24, 20, torch.float32, seed=seed)
+    m = case.meta
+    padded = build_meta(a, list(reversed(m.slots)), [1] * len(a), [1.0] * len(a), "cpu",
+                        sched_entries=max_sched_entries(sum(a), len(a), block_m=16), block_m=16)
+    padded.retarget(m.slots, m.ranks, m.scales, token_counts=b)
+    assert padded.offsets == m.offsets and padded.num_blocks >= len(m.sched_row_host)
+    _compare(replace(case, meta=padded), torch.float32)
+    with pytest.raises(ValueError, match="token_counts"):
+        padded.retarget(m.slots, m.ranks, m.scales, token_counts=[c + 1 for c in b])

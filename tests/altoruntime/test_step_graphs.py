@@ -178,3 +178,126 @@ def test_trainer_through_retargeted_graphs_equals_eager(base):
     for j in w_want:
         for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
             assert torch.equal(a1, a2) and torch.equal(b1, b2)
+
+
+def test_a_warm_class_captures_new_keys_at_their_first_use():
+    """Once a body of a class ran eagerly, a new key of that class is captured at once (min_uses
+    applies to the class's first key only); keys of another class still run eagerly first."""
+    g = StepGraphs(CPU, min_uses=2, capture=fake_capture)
+    x = torch.arange(2.0)
+    g.run("a", [x], _prepare(1), warm="train")
+    assert len(g) == 0 and g.last == "eager"
+    assert torch.equal(g.run("b", [x], _prepare(2), warm="train"), x + 2) and g.last == "captured"
+    g.run("c", [x], _prepare(3), warm="eval")
+    assert g.last == "eager"
+    g.run("d", [x], _prepare(4))  # no class: its own min_uses
+    assert g.last == "eager"
+    g.invalidate()  # the class stays warm: its kernels are compiled
+    g.run("a", [x], _prepare(1), warm="train")
+    assert g.last == "captured" and g.stats["eager"] == 3
+
+
+def test_a_failed_first_use_capture_runs_eagerly_and_twice_makes_the_class_cold():
+    fails = {"n": 0}
+
+    def flaky(body, host, device, pool):
+        fails["n"] += 1
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    g = StepGraphs(CPU, min_uses=2, capture=flaky)
+    x = torch.zeros(1)
+    g.run("a", [x], _prepare(0), warm="w")
+    for k in ("b", "c"):
+        assert torch.equal(g.run(k, [x], _prepare(5), warm="w"), x + 5) and g.last == "eager"
+    assert g.enabled and g.stats["cold_capture_failed"] == 2 and fails["n"] == 2
+    g.run("d", [x], _prepare(0), warm="w")  # cold again: eager first, no capture tried
+    assert fails["n"] == 2 and g.enabled
+
+
+def test_groups_that_split_their_rows_differently_share_one_graph(base):
+    """Retargeted graphs key on the total rows (padded to a coarse bucket), not on each adapter's
+    share: groups of 2+1 and 1+2 rows (and 3+1, padded to 4 rows) replay one captured step with
+    exactly the eager numbers."""
+    runs = []
+    for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False), _retargeting(base)):
+        for i, j in enumerate("abcd"):
+            tr.admit(j, rank=2 + 2 * i, alpha=4, lr=1e-2 * (i + 1), seed=i)
+        out = []
+        for (x, nx), (y, ny) in ((("a", 2), ("b", 1)), (("c", 1), ("d", 2)), (("b", 2), ("a", 1)),
+                                 (("d", 3), ("c", 1))):
+            out.append(tr.step({x: make_batch(ord(x), nx, 12), y: make_batch(ord(y), ny, 11)}))
+        runs.append((out, tr))
+    (want, _), (got, graphed) = runs
+    for a, b in zip(want, got):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-7)  # padded rows change the sums' order only
+    assert graphed.graphs.stats["captured"] == 1 and graphed.graphs.stats["replayed"] == 3, dict(graphed.graphs.stats)
+
+
+def test_coarse_buckets_only_under_retargeted_graphs(base):
+    from altoruntime.step_inputs import pack_step
+
+    b = {"a": make_batch(0, 3, 90), "b": make_batch(1, 2, 90)}
+    fine, coarse = pack_step(b, 0, mean=True), pack_step(b, 0, mean=True, steps=2)
+    assert (fine.rows, fine.length) == ((3, 2), 96) and (coarse.rows, coarse.length) == ((3, 5), 128)
+    assert coarse.counts == fine.counts and coarse.labels >= fine.labels  # the padding rows have no labels
+    assert MultiAdapterTrainer(copy.deepcopy(base), capacity=1)._bucket_steps() is None  # CPU: no graphs
+    assert _retargeting(base)._bucket_steps() == 2
+
+
+def test_evaluations_pad_their_group_to_a_power_of_two_and_share_graphs(base):
+    """Under retargeted graphs a 3-adapter evaluation runs as 4 (the last repeated, its numbers
+    dropped): groups of 3 and 4 share one graph, with the eager numbers for every adapter."""
+    runs = []
+    for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=4, cuda_graphs=False), _retargeting(base)):
+        for i, j in enumerate("abcd"):
+            tr.admit(j, rank=2 + 2 * i, alpha=4, lr=1e-2, seed=i)
+        val = make_batch(99, 3, 10)
+        runs.append(([tr.evaluate_tokens({j: val for j in g}) for g in ("abc", "abcd", "dcb", "bd")], tr))
+    (want, _), (got, graphed) = runs
+    for a, b in zip(want, got):
+        assert list(b) == list(a)
+        for j in a:
+            assert (b[j].tokens, b[j].correct) == (a[j].tokens, a[j].correct)
+            assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-6)
+    # shapes: 4 adapters (eager, then captured at its second use, replayed for dcb), then 2 (the
+    # class is warm: captured at its first use); a capture's own run counts as a replay
+    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 2, "replayed": 3}
+
+
+def test_training_groups_pad_to_a_power_of_two_with_phantom_segments(base):
+    """A 3-adapter step runs as 4 segments (the 4th: no rows, on an unused slot, so its weight
+    gradient is zero): 3- and 4-adapter groups of the same rows share one graph, and every adapter
+    trains as eagerly."""
+    runs = []
+    for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=4, cuda_graphs=False), _retargeting(base)):
+        for i, j in enumerate("abcd"):
+            tr.admit(j, rank=2 + 2 * i, alpha=4, lr=1e-2 * (i + 1), seed=i)
+        out = []
+        for group in ({"a": 2, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1, "d": 1}, {"d": 2, "c": 1, "b": 1},
+                      {"b": 2, "d": 2}):
+            out.append(tr.step({j: make_batch(ord(j) + len(out), r, 12) for j, r in group.items()}))
+        runs.append((out, {j: tr.adapter_weights(j) for j in "abcd"}, tr))
+    (want, w_want, _), (got, w_got, graphed) = runs
+    for a, b in zip(want, got):
+        assert list(b) == list(a) and b == pytest.approx(a, rel=1e-6, abs=1e-7)
+    for j in w_want:
+        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
+            torch.testing.assert_close(a2, a1, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(b2, b1, rtol=1e-5, atol=1e-7)
+    # 4 rows in 4 segments: eager (first), captured, replayed; then 2 adapters: a new shape
+    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 2, "replayed": 3}, dict(graphed.graphs.stats)
+
+
+def test_shorter_steps_pad_to_their_family_s_widest_shape(base):
+    """After a step of 60 tokens, a 20-token step of the same group size and rows pads up to it
+    and replays the first one's graph (numbers as eager)."""
+    runs = []
+    for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False), _retargeting(base)):
+        tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+        tr.admit("b", rank=2, alpha=4, lr=1e-2, seed=2)
+        out = [tr.step({"a": make_batch(i, 2, n), "b": make_batch(i + 9, 1, n)}) for i, n in enumerate((60, 60, 20, 33))]
+        runs.append((out, tr))
+    (want, _), (got, graphed) = runs
+    for a, b in zip(want, got):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-7)
+    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 1, "replayed": 3}, dict(graphed.graphs.stats)

@@ -61,3 +61,30 @@ def test_a_graph_retargeted_to_other_groups_equals_eager_on_cuda():
     assert graphed.graphs.stats["replayed"] >= 6, dict(graphed.graphs.stats)
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphs_retargeted_to_other_row_splits_and_padded_evaluations_equal_eager_on_cuda():
+    """Steps whose adapters split the rows differently replay one graph (the segment bounds and
+    the padded schedule rewritten); evaluations of 3 adapters run padded to 4 with repeats."""
+    from tests.altoruntime._batches import make_batch
+
+    base = tiny_llama(seed=0).cuda()
+    runs = []
+    for graphs in (False, True):
+        tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=4, cuda_graphs=graphs)
+        for i, j in enumerate("abcd"):
+            tr.admit(j, rank=2 + 2 * i, alpha=4, lr=1e-2 * (i + 1), seed=i)
+        val = make_batch(99, 3, 10)
+        out = []
+        for (x, nx), (y, ny) in ((("a", 2), ("b", 1)), (("c", 1), ("d", 2)), (("b", 2), ("a", 1)),
+                                 (("d", 3), ("c", 1)), (("a", 1), ("c", 3))):
+            out.append(tr.step({x: make_batch(ord(x), nx, 12), y: make_batch(ord(y), ny, 11)}))
+            out.append({j: r.loss_sum for j, r in tr.evaluate_tokens({j: val for j in "abc"}).items()})
+        runs.append((out, tr))
+    (want, _), (got, graphed) = runs
+    assert graphed.graphs.disabled is None, graphed.graphs.failure_trace
+    assert graphed.graphs.stats["replayed"] >= 6 and graphed.graphs.stats["cold_capture_failed"] == 0, \
+        dict(graphed.graphs.stats)
+    for a, b in zip(want, got):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6)

@@ -38,3 +38,21 @@ def test_profile_builds_its_trainers_from_the_env(monkeypatch, tmp_path):
     grid = profile.Grid(adapters=(1,), ranks=(4,), batches=(1,), seqs=(8,))
     prof, _ = profile.run_profile(["tiny"], grid, tmp_path / "p.csv", steps=1, warmup=0, device="cpu", quiet=True)
     assert seen == ["loop"] and "optim=loop" in prof.source
+
+
+def test_call_log_records_each_fused_call():
+    """ALTO_CALL_LOG=1: every training step and validation forward is one row (kind, size, graph outcome)."""
+    from tests.altoruntime._batches import make_batch
+
+    tr = trainer_from_env(tiny_llama(), capacity=2, env={"ALTO_CALL_LOG": "1"})
+    assert trainer_from_env(tiny_llama(), capacity=1, env={}).calls is None
+    tr.admit("a", rank=4)
+    tr.admit("b", rank=8)
+    b = make_batch(0, 2, 12)
+    tr.step({"a": b, "b": make_batch(1, 1, 12)})
+    tr.evaluate_tokens({"a": b})
+    assert [(c["kind"], c["adapters"], c["rows"], c["graph"]) for c in tr.calls] == [("train", 2, 3, "eager"),
+                                                                                    ("eval", 1, 2, "eager")]
+    assert all(c["length"] >= 12 and c["ms"] > 0 for c in tr.calls)
+    with pytest.raises(ValueError, match="^ALTO_CALL_LOG: expected"):
+        trainer_from_env(tiny_llama(), capacity=1, env={"ALTO_CALL_LOG": "yes"})
