@@ -20,6 +20,7 @@ runs the model on them. Lifecycle calls are the store's, forwarded so that the t
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from contextlib import contextmanager
@@ -33,12 +34,15 @@ from altokernels.validate import IMPLS
 from altoruntime.adapters import AdapterConfig, AdapterStore, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, freeze, peft_target_names
 from altoruntime.batching import IGNORE, Batch, labelled_counts
+from altoruntime.fused_backbone import fuse_backbone
 from altoruntime.lora_layer import LoraContext, install_lora_layers
 from altoruntime.protocol import EvalResult
 from altoruntime.step_graphs import StepGraphs
 from altoruntime.step_inputs import StepInputs, pack_step
 
 __all__ = ["AdapterConfig", "EvalResult", "MultiAdapterTrainer", "Status", "env_paths", "trainer_from_env"]
+
+log = logging.getLogger(__name__)
 
 
 class MultiAdapterTrainer:
@@ -397,9 +401,11 @@ class MultiAdapterTrainer:
 def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
                      env: Mapping[str, str] | None = None,
                      target_modules: str | Sequence[str] = LLAMA_TARGETS) -> MultiAdapterTrainer:
-    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop")
-    and ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) choose. `alto run` and `alto profile` both build theirs here, so a profile measures the
-    paths of the run it models."""
+    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop"),
+    ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) and ALTO_FUSED_BACKBONE
+    ("1", the default: a Llama-family backbone on CUDA runs Liger-Kernel's fused RMSNorm, rope and
+    SwiGLU, altoruntime/fused_backbone.py; "0": transformers' own modules) choose. `alto run` and
+    `alto profile` both build theirs here, so a profile measures the paths of the run it models."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
     if impl not in IMPLS:
@@ -410,6 +416,15 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     graphs = env.get("ALTO_CUDA_GRAPHS", "1")
     if graphs not in ("0", "1"):
         raise ValueError(f"ALTO_CUDA_GRAPHS: expected '0' or '1', got {graphs!r}")
+    fused = env.get("ALTO_FUSED_BACKBONE", "1")
+    if fused not in ("0", "1"):
+        raise ValueError(f"ALTO_FUSED_BACKBONE: expected '0' or '1', got {fused!r}")
+    if fused == "1":
+        try:
+            log.info("%s", fuse_backbone(model))
+        except ImportError as e:  # liger-kernel is in the gpu extra; a CUDA machine without it says so
+            raise ValueError(f"ALTO_FUSED_BACKBONE: '1' (the default) needs liger-kernel on CUDA ({e}); "
+                             "install it, or set ALTO_FUSED_BACKBONE=0") from None
     tr = MultiAdapterTrainer(model, target_modules=target_modules, capacity=capacity, pad_token_id=pad_token_id,
                              impl=impl, cuda_graphs=graphs == "1")
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
@@ -423,4 +438,5 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
     flags = " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("ALTO_KERNELS_"))
     return (f"lora={env.get('ALTO_LORA_IMPL', 'auto')} optim={env.get('ALTO_OPTIM_IMPL', 'fused')}"
             + (" graphs=0" if env.get("ALTO_CUDA_GRAPHS") == "0" else "")
+            + (" fused_backbone=0" if env.get("ALTO_FUSED_BACKBONE") == "0" else "")
             + (f" {flags}" if flags else ""))
