@@ -1,6 +1,6 @@
 """altoruntime/fused_backbone.py: which modules a Llama-family model gets fused ops for, and (Liger's
 Triton kernels run through Triton's interpreter, in a subprocess) that the swapped model's logits,
-backbone gradients and LoRA training equal the plain model's."""
+backbone gradients, LoRA training and greedy decoding equal the plain model's."""
 
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ SCRIPT = """
 import copy, json, sys, torch
 import tests.altoruntime._liger_interpret  # noqa: F401 (Liger's kernels under the interpreter)
 from altoruntime.fused_backbone import fuse_backbone
+from altoruntime.greedy import greedy_generate, supports
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
 from tests.altoruntime.test_fused_backbone import tiny
@@ -133,6 +134,12 @@ for name in ("plain", "fused"):
     ops = sorted({type(f).__name__ for f in nodes(res.loss.grad_fn, set()) if "Liger" in type(f).__name__})
     for p in grads:
         p.requires_grad_(False)
+    prompt, prompt_mask, _ = make_batch(7, 2, 6, pad_tail=False)
+    with torch.no_grad():  # decoding with a KV cache: the attention hands over to transformers' forward
+        tokens = [model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=5, do_sample=False,
+                                 pad_token_id=0).tolist()]
+        if supports(model):  # alto's static-cache decoding (no sliding windows)
+            tokens.append(greedy_generate(model, prompt, prompt_mask, 5, None, 0).tolist())
     tr = MultiAdapterTrainer(model, capacity=2)
     tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
     tr.admit("b", rank=2, alpha=4, lr=2e-2, seed=2)
@@ -140,7 +147,7 @@ for name in ("plain", "fused"):
     lora = [t.grad.flatten().tolist() for l in tr.store.layers for t in (l.A, l.B)]
     ev = tr.evaluate_tokens({"a": make_batch(99, 3, 10)})["a"].loss_sum
     out[name] = {"logits": res.logits.flatten().tolist(), "grads": [p.grad.flatten().tolist() for p in grads],
-                 "ops": ops, "losses": losses, "lora": lora, "eval": ev}
+                 "ops": ops, "losses": losses, "lora": lora, "eval": ev, "tokens": tokens}
 print(json.dumps(out))
 """
 
@@ -168,3 +175,4 @@ def test_swapped_model_equals_plain_under_the_interpreter(family):
     for s0, s1 in zip(plain["losses"], fused["losses"], strict=True):
         assert s1 == pytest.approx(s0, rel=1e-5)
     assert fused["eval"] == pytest.approx(plain["eval"], rel=1e-5)
+    assert fused["tokens"] == plain["tokens"]
