@@ -121,6 +121,7 @@ def _rope_attention_forward(attn: nn.Module, allow_cpu: bool, fn: Any, family: s
     key_states = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
     value_states = attn.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
     cos, sin = position_embeddings
+    # one kernel rotates q and k in place, in the projections' outputs (which no backward reads)
     query_states, key_states = fn.apply(query_states, key_states, cos, sin)
     mod = importlib.import_module(FAMILIES[family][0])  # (a lookup in sys.modules)
     attention_interface = mod.ALL_ATTENTION_FUNCTIONS.get_interface(

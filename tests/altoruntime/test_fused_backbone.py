@@ -135,6 +135,9 @@ for name in ("plain", "fused"):
     for p in grads:
         p.requires_grad_(False)
     prompt, prompt_mask, _ = make_batch(7, 2, 6, pad_tail=False)
+    with torch.no_grad():  # per-row positions: rope's cos/sin of batch size 3, not 1
+        pos = (mask.cumsum(-1) - 1).clamp_min(0) + torch.arange(3)[:, None]
+        by_row = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
     with torch.no_grad():  # decoding with a KV cache: the attention hands over to transformers' forward
         tokens = [model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=5, do_sample=False,
                                  pad_token_id=0).tolist()]
@@ -147,7 +150,7 @@ for name in ("plain", "fused"):
     lora = [t.grad.flatten().tolist() for l in tr.store.layers for t in (l.A, l.B)]
     ev = tr.evaluate_tokens({"a": make_batch(99, 3, 10)})["a"].loss_sum
     out[name] = {"logits": res.logits.flatten().tolist(), "grads": [p.grad.flatten().tolist() for p in grads],
-                 "ops": ops, "losses": losses, "lora": lora, "eval": ev, "tokens": tokens}
+                 "by_row": by_row.flatten().tolist(), "ops": ops, "losses": losses, "lora": lora, "eval": ev, "tokens": tokens}
 print(json.dumps(out))
 """
 
@@ -167,6 +170,7 @@ def test_swapped_model_equals_plain_under_the_interpreter(family):
         torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=tol, atol=tol * 1e-2)
 
     close(plain["logits"], fused["logits"])
+    close(plain["by_row"], fused["by_row"])
     for a, b in zip(plain["grads"], fused["grads"], strict=True):
         close(a, b, 1e-4)
     assert any(any(v != 0 for v in g) for g in plain["lora"])  # LoRA gradients flowed (B's after step 1)
