@@ -20,6 +20,7 @@ runs the model on them. Lifecycle calls are the store's, forwarded so that the t
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -34,12 +35,15 @@ from altokernels.validate import IMPLS
 from altoruntime.adapters import AdapterConfig, AdapterStore, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, freeze, peft_target_names
 from altoruntime.batching import IGNORE, Batch, labelled_counts
+from altoruntime.fused_backbone import fuse_backbone
 from altoruntime.lora_layer import LoraContext, install_lora_layers
 from altoruntime.protocol import EvalResult
 from altoruntime.step_graphs import StepGraphs
 from altoruntime.step_inputs import StepInputs, bucket, pack_step
 
 __all__ = ["AdapterConfig", "EvalResult", "MultiAdapterTrainer", "Status", "env_paths", "trainer_from_env"]
+
+log = logging.getLogger(__name__)
 
 
 GRAPH_BUCKET_STEPS = 2  # shape buckets per octave (rows, length, labels) under retargeted graphs
@@ -469,10 +473,12 @@ class MultiAdapterTrainer:
 def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
                      env: Mapping[str, str] | None = None,
                      target_modules: str | Sequence[str] = LLAMA_TARGETS) -> MultiAdapterTrainer:
-    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop")
-    and ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) choose; ALTO_CALL_LOG=1
-    records every fused call (`MultiAdapterTrainer.calls`). `alto run` and `alto profile` both build theirs here, so a profile measures the
-    paths of the run it models."""
+    """A trainer on the paths ALTO_LORA_IMPL (LoRA kernels), ALTO_OPTIM_IMPL ("fused" or "loop"),
+    ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) and ALTO_FUSED_BACKBONE
+    ("1", the default: a Llama-family backbone on CUDA runs Liger-Kernel's fused RMSNorm, rope and
+    SwiGLU, altoruntime/fused_backbone.py; "0": transformers' own modules) choose; ALTO_CALL_LOG=1
+    records every fused call (`MultiAdapterTrainer.calls`). `alto run` and `alto profile` both build
+    theirs here, so a profile measures the paths of the run it models."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
     if impl not in IMPLS:
@@ -483,6 +489,15 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     graphs = env.get("ALTO_CUDA_GRAPHS", "1")
     if graphs not in ("0", "1"):
         raise ValueError(f"ALTO_CUDA_GRAPHS: expected '0' or '1', got {graphs!r}")
+    fused = env.get("ALTO_FUSED_BACKBONE", "1")
+    if fused not in ("0", "1"):
+        raise ValueError(f"ALTO_FUSED_BACKBONE: expected '0' or '1', got {fused!r}")
+    if fused == "1":
+        try:
+            log.info("%s", fuse_backbone(model))
+        except ImportError as e:  # liger-kernel is in the gpu extra; a CUDA machine without it says so
+            raise ValueError(f"ALTO_FUSED_BACKBONE: '1' (the default) needs liger-kernel on CUDA ({e}); "
+                             "install it, or set ALTO_FUSED_BACKBONE=0") from None
     tr = MultiAdapterTrainer(model, target_modules=target_modules, capacity=capacity, pad_token_id=pad_token_id,
                              impl=impl, cuda_graphs=graphs == "1")
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
@@ -501,4 +516,5 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
     flags = " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("ALTO_KERNELS_"))
     return (f"lora={env.get('ALTO_LORA_IMPL', 'auto')} optim={env.get('ALTO_OPTIM_IMPL', 'fused')}"
             + (" graphs=0" if env.get("ALTO_CUDA_GRAPHS") == "0" else "")
+            + (" fused_backbone=0" if env.get("ALTO_FUSED_BACKBONE") == "0" else "")
             + (f" {flags}" if flags else ""))

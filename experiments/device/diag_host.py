@@ -9,9 +9,11 @@ alone (2 warm-up + `--steps` timed steps, median), then records one step of the 
 profile-like batches under torch.profiler: host (CPU) time per op, the GPU's busy time, and the
 number of ops and kernel launches. One CSV row per (adapters, graphs, style); the profiler tables
 go to <out>_ops.txt. `--graphs 0,1` times each setting with the steps eager and with captured CUDA
-graphs (altoruntime/step_graphs.py; `--warmup` steps first, so each shape bucket is captured).
+graphs (altoruntime/step_graphs.py; `--warmup` steps first, so each shape bucket is captured);
+`--fused 0,1` each with the backbone's own RMSNorm, rope and SwiGLU and with Liger's fused ones.
 
     python experiments/device/diag_host.py --out $OUT/diag_host.csv
+    python experiments/device/diag_host.py --graphs 1 --fused 0,1 --sizes 4 --out $OUT/diag_fused.csv
     python experiments/device/diag_host.py --model tiny --sizes 2 --steps 1 --out /tmp/h.csv   # CPU smoke
 """
 
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from experiments.device.diag_shrink import SHAPES, admit_grid, grid_batches, sync  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
+from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
 
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per style (after 2 warm-up)")
     ap.add_argument("--styles", default=",".join(STYLES))
     ap.add_argument("--graphs", default="0", help="comma list of 0 (eager steps) / 1 (captured CUDA graphs)")
+    ap.add_argument("--fused", default="0", help="comma list of 0 (transformers' RMSNorm, rope, SwiGLU) / 1 (Liger's "
+                    "fused ops on CUDA: altoruntime/fused_backbone.py)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per style first (captures happen here)")
     ap.add_argument("--out", required=True, help="CSV to write (the profiler tables go beside it, _ops.txt)")
     args = ap.parse_args(argv)
@@ -109,18 +114,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
     rows, tables = [], []
     for n in [int(x) for x in args.sizes.split(",")]:
-        for graphs in [bool(int(g)) for g in args.graphs.split(",")]:
+        for graphs, fused in [(bool(int(g)), int(f)) for g in args.graphs.split(",") for f in args.fused.split(",")]:
             model = tiny_llama(**SHAPES[args.model]).to(dev, dtype)
             vocab = int(model.config.vocab_size)
+            if fused:
+                print(fuse_backbone(model), flush=True)
             tr = MultiAdapterTrainer(model, capacity=n, cuda_graphs=graphs)
             admit_grid(tr, n)
             for style in styles:
-                rows.append(time_style(tr, style, n, args.steps, dev, vocab, args.warmup))
+                rows.append({**time_style(tr, style, n, args.steps, dev, vocab, args.warmup), "fused": fused})
                 print(rows[-1], flush=True)
             for style in [s for s in ("run", "profile") if s in styles]:
                 row, table = profile_step(tr, style, n, dev, vocab)
-                rows.append(row)
-                tables.append(table)
+                rows.append({**row, "fused": fused})
+                tables.append(table.replace(" batches:", f" batches, fused backbone {fused}:", 1))
                 print(row, flush=True)
             print(f"graphs {graphs}: {dict(tr.graphs.stats)} {tr.graphs.disabled or ''}", flush=True)
             if tr.graphs.failure_trace:
