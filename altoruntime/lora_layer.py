@@ -84,10 +84,7 @@ class MultiLoraLinear(nn.Module):
             b = self.B.new_zeros(capacity, r_max, self.out_features)
             a[:s, :, :r] = self.A
             b[:s, :r, :] = self.B
-        self.A.grad = None
-        self.B.grad = None
-        self.A.data = a
-        self.B.data = b
+        self._replace(a, b)
 
     @torch.no_grad()
     def compact(self, order: Sequence[int], capacity: int, r_max: int) -> None:
@@ -97,10 +94,20 @@ class MultiLoraLinear(nn.Module):
         b = self.B.new_zeros(capacity, r_max, self.out_features)
         a[: len(order)] = self.A.index_select(0, idx)[:, :, :r_max]
         b[: len(order)] = self.B.index_select(0, idx)[:, :r_max, :]
+        self._replace(a, b)
+
+    def _replace(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """New stacks, with zero gradients of their shape made here: a gradient left to the next
+        backward would be allocated inside a captured step (from the graphs' pool) and move
+        again after it, so every captured graph would be dropped twice per reallocation."""
+        had_grad = self.A.grad is not None
         self.A.grad = None
         self.B.grad = None
         self.A.data = a
         self.B.data = b
+        if had_grad:
+            self.A.grad = torch.zeros_like(a)
+            self.B.grad = torch.zeros_like(b)
 
     @torch.no_grad()
     def zero_slot(self, slot: int) -> None:

@@ -77,10 +77,12 @@ def test_fused_backbone_trains_the_same_adapters_eager_and_captured():
                 for j in a:
                     assert b[j].tokens == a[j].tokens and b[j].correct == a[j].correct
                     assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-4), key
+        # AdamW's normalized update turns a rounding difference in a near-zero gradient into a
+        # step of up to lr: a few elements differ by ~1e-5 (H200: 1 of 128, 1.2e-5)
         for j in w_want:
             for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j], strict=True):
-                torch.testing.assert_close(a2, a1, rtol=1e-3, atol=1e-5)
-                torch.testing.assert_close(b2, b1, rtol=1e-3, atol=1e-5)
+                torch.testing.assert_close(a2, a1, rtol=1e-3, atol=5e-5)
+                torch.testing.assert_close(b2, b1, rtol=1e-3, atol=5e-5)
 
 
 def test_bf16_captured_fused_steps_equal_eager_fused_steps():

@@ -301,3 +301,14 @@ def test_shorter_steps_pad_to_their_family_s_widest_shape(base):
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-7)
     assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 1, "replayed": 3}, dict(graphed.graphs.stats)
+
+
+def test_one_invalidation_per_stack_reallocation(base):
+    """New stacks come with zero gradients: the next backward accumulates into them instead of
+    allocating them (inside a capture, then moving again), so captured graphs are dropped once
+    per reallocation, not twice (6 drops for this script's 3 reallocations before)."""
+    tr = _retargeting(base)
+    _script(tr)
+    assert dict(tr.graphs.stats)["invalidated"] == 3, dict(tr.graphs.stats)
+    for layer in tr.store.layers:
+        assert layer.A.grad is not None and layer.A.grad.shape == layer.A.shape
