@@ -83,7 +83,8 @@ def _profile_reference(now, num_gpus, running, order, head_of_line):
 
 
 @settings(max_examples=80, deadline=None)
-@given(inst=instances(max_gpus=8, max_waiting=12, max_running=4), hol=hst.booleans(), by=hst.sampled_from(["sjf", "given"]))
+@given(inst=instances(max_gpus=8, max_waiting=12, max_running=4), hol=hst.booleans(),
+       by=hst.sampled_from(["sjf", "given"]))
 def test_list_schedule_matches_the_profile_methods(inst, hol, by) -> None:
     """The list-based serial scheme gives the very starts, and leaves the very profile, of
     earliest_start + place per task."""

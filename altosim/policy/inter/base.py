@@ -54,8 +54,8 @@ class Plan:
     `status`: "optimal" (the plan meets `lower_bound`, or CP-SAT proved it optimal in its
     integer time model), "feasible" (CP-SAT's solution, not proved optimal: time limit or a
     truncated instance), "greedy" (a list schedule: the fifo/sjf schedulers, or cpsat when its
-    solution was no better), "fallback" (CP-SAT failed or found nothing; the best greedy plan
-    is returned). `lower_bound` is an absolute time no plan can finish before; `solve_s` the
+    solution was no better), "fallback" (CP-SAT failed, found nothing or had no time left; the
+    best greedy plan is returned). `lower_bound` is an absolute time no plan can finish before; `solve_s` the
     wall time plan() took (for reports only). `note` says anything else worth logging (solver
     status, time unit, that only part of the queue went to CP-SAT).
     """

@@ -41,7 +41,8 @@ Per plan() call (`time_limit_s` is wall seconds for the whole call, as users rea
    `time_limit_s` once the time steps 1-3 took is spent three times (extraction and
    justification cost about twice that). Under 10 ms left (a long queue's greedy plans took
    the limit): no solve (it found nothing in that time, and building the model costs CPU),
-   the best greedy plan, status "greedy", and the note says so (the wall decided it).
+   the best greedy plan, status "fallback" (as when a solve finds nothing), and the note
+   says so (the wall decided it).
 5. Compaction: CP-SAT's order is replayed as a serial list schedule in real time (each task
    starts no later than its CP-SAT start mapped to real time, so rounding slack goes and the
    makespan can only drop), then the rest of the queue by the fast rule.
@@ -195,7 +196,7 @@ class CpSatScheduler(InterTaskScheduler):
             if self._memo is not None and self._memo.key == key:  # the very same head: its bound holds
                 lb, proved = max(lb, self._memo.lb), self._memo.proved
         elif self.time_limit_s - 3 * (time.perf_counter() - t0) < _MIN_SOLVE_S / _SOLVER_SHARE:
-            return make_plan(now, running, waiting, best, "greedy", t0, lb, _NO_TIME)
+            return make_plan(now, running, waiting, best, "fallback", t0, lb, _NO_TIME)
         else:
             horizon = best_ms
             if truncated:  # the unit follows the horizon of what CP-SAT sees
@@ -209,7 +210,7 @@ class CpSatScheduler(InterTaskScheduler):
             elapsed = time.perf_counter() - t0  # extraction and justification: about twice that
             budget = _SOLVER_SHARE * (self.time_limit_s - 3 * elapsed)
             if budget < _MIN_SOLVE_S:
-                return make_plan(now, running, waiting, best, "greedy", t0, lb, _NO_TIME)
+                return make_plan(now, running, waiting, best, "fallback", t0, lb, _NO_TIME)
             try:
                 res = solve(_MODELS[self.model](inst), budget,
                             self.num_workers, self.seed,
