@@ -70,6 +70,33 @@ def test_reserve_then_fill_is_serial_sjf_up_to_reserve(inst, reserve) -> None:
     assert {a.task_id: a.start for a in sjf.assignments} == starts
 
 
+def _profile_reference(now, num_gpus, running, order, head_of_line):
+    """Serial scheduling through FreeProfile's numpy methods, task by task (what list_schedule was)."""
+    prof = FreeProfile(now, num_gpus, running)
+    starts, floor = {}, now
+    for w in order:
+        s = prof.earliest_start(w.gpus, w.duration, floor if head_of_line else now)
+        prof.place(s, w.duration, w.gpus)
+        starts[w.task_id] = s
+        floor = s if head_of_line else floor
+    return starts, prof
+
+
+@settings(max_examples=80, deadline=None)
+@given(inst=instances(max_gpus=8, max_waiting=12, max_running=4), hol=hst.booleans(),
+       by=hst.sampled_from(["sjf", "given"]))
+def test_list_schedule_matches_the_profile_methods(inst, hol, by) -> None:
+    """The list-based serial scheme gives the very starts, and leaves the very profile, of
+    earliest_start + place per task."""
+    now, num_gpus, running, waiting = inst
+    order = sjf_order(waiting) if by == "sjf" else waiting
+    prof = FreeProfile(now, num_gpus, running)
+    starts = list_schedule(now, num_gpus, running, order, head_of_line=hol, profile=prof)
+    want, want_prof = _profile_reference(now, num_gpus, running, order, hol)
+    assert starts == want
+    assert prof.times.tolist() == want_prof.times.tolist() and prof.free.tolist() == want_prof.free.tolist()
+
+
 def test_long_queue_plans_are_valid_and_say_what_went_to_cpsat() -> None:
     waiting = [WaitingTask(f"w{i:03d}", 1 + i % 4, 5.0 + (37 * i) % 23, float(i)) for i in range(300)]
     running = [RunningTask("r", tuple(range(12)), 30.0)]

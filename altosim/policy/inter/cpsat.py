@@ -5,8 +5,11 @@ incrementally.
 
 `objective="completion"` changes steps 1-6 below as follows: the greedy plans are the non-delay
 (backfilling, event by event) schedules of arrival order, SJF and smallest-area-first (GPUs x
-duration, the classic rule for the sum of completion times of wide tasks; also CP-SAT's hint),
-and plans are compared by (sum of
+duration, the classic rule for the sum of completion times of wide tasks), and the `sjf`
+policy's own plan (serial SJF for its first `sjf.RESERVE` tasks: holding GPUs for a wide task
+beats starting a long narrow one in them on some queues, so the plan is never worse than that
+policy's by the sum it predicts); CP-SAT's hint is the best of the integer SJF (non-delay and
+serial) and area schedules; plans are compared by (sum of
 completion times, makespan); only a plan that starts every task now is "optimal" without
 CP-SAT; the head given to CP-SAT is the first `max_tasks` by the best greedy plan's starts (the
 rest follow in that order by the fast rule); CP-SAT minimizes the sum of starts, then, with
@@ -36,7 +39,10 @@ Per plan() call (`time_limit_s` is wall seconds for the whole call, as users rea
    maximizes the GPUs started now and minimizes the sum of starts weighted by GPU-time
    (lexicographic; see cpsat_models), hinted with the best integer greedy schedule (FIFO, SJF, LPT), within 90% of what is left of
    `time_limit_s` once the time steps 1-3 took is spent three times (extraction and
-   justification cost about twice that).
+   justification cost about twice that). Under 10 ms left (a long queue's greedy plans took
+   the limit): no solve (it found nothing in that time, and building the model costs CPU),
+   the best greedy plan, status "fallback" (as when a solve finds nothing), and the note
+   says so (the wall decided it).
 5. Compaction: CP-SAT's order is replayed as a serial list schedule in real time (each task
    starts no later than its CP-SAT start mapped to real time, so rounding slack goes and the
    makespan can only drop), then the rest of the queue by the fast rule.
@@ -92,12 +98,15 @@ from altosim.policy.inter.cpsat_models import IntInstance, build_cumulative, bui
 from altosim.policy.inter.fast import event_schedule, reserve_then_fill
 from altosim.policy.inter.improve import justify
 from altosim.policy.inter.releases import plan_with_releases
+from altosim.policy.inter.sjf import RESERVE as SJF_RESERVE
 from altosim.policy.inter.validate import assign_gpu_ids
 from altosim.policy.registry import INTER_TASK
 
 _MODELS = {"cumulative": build_cumulative, "paper": build_paper}
 WORK_PER_S = 0.1  # deterministic CP-SAT work units per second of time_limit_s (see the module docstring)
 _SOLVER_SHARE = 0.9  # of the wall time left for CP-SAT (see step 4 of the module docstring)
+_MIN_SOLVE_S = 0.01  # a solve given less wall than this is skipped (it found nothing in that time)
+_NO_TIME = "no wall time left for cp-sat; the best greedy plan (may not replay identically)"
 
 
 @INTER_TASK.register("cpsat")
@@ -151,9 +160,10 @@ class CpSatScheduler(InterTaskScheduler):
         by_arrival = fifo_order(waiting)
         serial = self.max_tasks if len(waiting) <= self.max_tasks else 0  # long queues: event by event only
         completion = self.objective == "completion"
-        if completion:  # non-delay schedules of the rules for the sum of completion times
+        if completion:  # non-delay schedules of the rules for the sum of completion times, and the sjf policy's plan
             greedy = [event_schedule(now, num_gpus, running, order)
                       for order in (by_arrival, sjf_order(waiting), area_order(waiting))]
+            greedy.append(reserve_then_fill(now, num_gpus, running, sjf_order(waiting), SJF_RESERVE))
         else:
             greedy = [
                 event_schedule(now, num_gpus, running, by_arrival),  # arrival order, backfilling
@@ -185,6 +195,8 @@ class CpSatScheduler(InterTaskScheduler):
             note = "kept the last cp-sat order (nothing material changed)"
             if self._memo is not None and self._memo.key == key:  # the very same head: its bound holds
                 lb, proved = max(lb, self._memo.lb), self._memo.proved
+        elif self.time_limit_s - 3 * (time.perf_counter() - t0) < _MIN_SOLVE_S / _SOLVER_SHARE:
+            return make_plan(now, running, waiting, best, "fallback", t0, lb, _NO_TIME)
         else:
             horizon = best_ms
             if truncated:  # the unit follows the horizon of what CP-SAT sees
@@ -196,8 +208,11 @@ class CpSatScheduler(InterTaskScheduler):
             inst, exact = _discretize(now, num_gpus, running, sub, unit, with_ids=self.model == "paper",
                                       objective=self.objective)
             elapsed = time.perf_counter() - t0  # extraction and justification: about twice that
+            budget = _SOLVER_SHARE * (self.time_limit_s - 3 * elapsed)
+            if budget < _MIN_SOLVE_S:
+                return make_plan(now, running, waiting, best, "fallback", t0, lb, _NO_TIME)
             try:
-                res = solve(_MODELS[self.model](inst), _SOLVER_SHARE * (self.time_limit_s - 3 * elapsed),
+                res = solve(_MODELS[self.model](inst), budget,
                             self.num_workers, self.seed,
                             self.deterministic, work_limit=self._work_limit(), objective=self.objective)
             except Exception as e:  # ortools missing or failing must not stop the cluster
@@ -339,6 +354,7 @@ def _discretize(
     iwait = [WaitingTask(w.task_id, w.gpus, float(_units(w.duration, unit)), w.arrival, w.spread) for w in sub]
     if objective == "completion":
         hints = [event_schedule(0.0, num_gpus, iruns, order) for order in (sjf_order(iwait), area_order(iwait))]
+        hints.append(list_schedule(0.0, num_gpus, iruns, sjf_order(iwait)))  # serial SJF (the sjf policy's)
         hint = min(hints, key=lambda st: _completion_score(0.0, iruns, iwait, st))
         # a smaller sum of completions may cost makespan: leave room past the hint's
         horizon = math.ceil(robust_makespan(0.0, iruns, iwait, hint) + max(w.duration for w in iwait))

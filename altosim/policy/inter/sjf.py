@@ -17,13 +17,15 @@ from altosim.policy.inter.base import ListScheduler, RunningTask, WaitingTask, s
 from altosim.policy.inter.fast import reserve_then_fill
 from altosim.policy.registry import INTER_TASK
 
+RESERVE = 500  # tasks placed serially by default (cpsat's objective="completion" takes this plan as a candidate)
+
 
 @INTER_TASK.register("sjf")
 @dataclass
 class SjfScheduler(ListScheduler):
     """Shortest duration first, earliest feasible start for each of the first `reserve`."""
 
-    reserve: int = 500
+    reserve: int = RESERVE
 
     name = "sjf"
 
