@@ -19,8 +19,10 @@ def test_e2e_sweep_tiny(tmp_path):
            "--seq-len", "256", "--methods", "batched,sequential,concurrent", "--concurrent-workers", "2",
            "--concurrent-seconds", "3", "--out", str(out), "--traces-out", str(out / "tr")]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "ALTO_CALL_LOG": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
+    calls = [pd.read_csv(p) for p in out.glob("run_*/tasks/*/fused_calls.csv")]  # ALTO_CALL_LOG=1
+    assert len(calls) == 1 and set(calls[0]["kind"]) == {"train", "eval"} and (calls[0]["ms"] > 0).all()
     df = pd.read_csv(out / "e2e_cpu_arithmetic.csv")
     assert (out / "e2e_cpu_arithmetic.png").stat().st_size > 0 and "warning: no plot" not in res.stderr
     assert list(df["method"]) == ["batched", "sequential_peft", "concurrent_peft_est", "concurrent_peft"]

@@ -1,0 +1,53 @@
+"""Where a run's fused calls went: eager runs, CUDA-graph captures and replays, per kind.
+
+`ALTO_CALL_LOG=1 alto run ...` (or `experiments/e2e_sweep.py`) writes each task's fused calls to
+`<out>/tasks/<task>/fused_calls.csv` (kind train/eval, adapters, rows, length, labels, graph outcome,
+graph drops so far, wall ms to the call's host sync). This tables one or more such logs: per log,
+kind and outcome, the calls, their seconds and median ms, and the graph drops (stack reallocations).
+
+    python experiments/fused_calls_summary.py results/device_h200/session11/e2e_alto/fused_calls.csv --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = {"kind", "adapters", "rows", "length", "graph", "ms"}
+
+
+def summarize(path: Path) -> pd.DataFrame:
+    calls = pd.read_csv(path)
+    missing = COLUMNS - set(calls.columns)
+    if missing:
+        raise ValueError(f"{path}: columns {sorted(missing)} missing (not an ALTO_CALL_LOG file)")
+    table = (calls.groupby(["kind", "graph"]).ms.agg(calls="count", seconds="sum", median_ms="median")
+             .reset_index())
+    table["seconds"] = (table["seconds"] / 1e3).round(2)
+    table["median_ms"] = table["median_ms"].round(1)
+    table.insert(0, "log", str(path))
+    table["graph_drops"] = int(calls["invalidated"].max()) if "invalidated" in calls else None
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("calls", nargs="+", type=Path, help="fused_calls.csv files")
+    ap.add_argument("--out", required=True, type=Path, help="folder for fused_calls_summary.csv")
+    args = ap.parse_args(argv)
+    try:
+        table = pd.concat([summarize(p) for p in args.calls], ignore_index=True)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "fused_calls_summary.csv", index=False)
+    print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

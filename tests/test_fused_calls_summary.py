@@ -1,0 +1,27 @@
+"""experiments/fused_calls_summary.py: the table of a run's fused calls, and one line for a bad file."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import fused_calls_summary  # noqa: E402
+
+
+def test_calls_are_tabled_by_kind_and_graph_outcome(tmp_path):
+    rows = [("train", "eager", 200.0, 0), ("train", "captured", 300.0, 1), ("train", "replayed", 20.0, 1),
+            ("train", "replayed", 30.0, 1), ("eval", "replayed", 10.0, 2)]
+    pd.DataFrame([{"kind": k, "adapters": 2, "rows": 4, "length": 64, "labels": 64, "graph": g, "invalidated": i,
+                   "ms": ms} for k, g, ms, i in rows]).to_csv(tmp_path / "calls.csv", index=False)
+    assert fused_calls_summary.main([str(tmp_path / "calls.csv"), "--out", str(tmp_path / "o")]) == 0
+    t = pd.read_csv(tmp_path / "o" / "fused_calls_summary.csv").set_index(["kind", "graph"])
+    assert t.loc[("train", "replayed"), "calls"] == 2 and t.loc[("train", "replayed"), "seconds"] == 0.05
+    assert t.loc[("train", "replayed"), "median_ms"] == 25.0 and set(t["graph_drops"]) == {2}
+
+
+def test_a_file_that_is_not_a_call_log_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    assert fused_calls_summary.main([str(tmp_path / "x.csv"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "x.csv" in err and "missing" in err and not (tmp_path / "o").exists()
