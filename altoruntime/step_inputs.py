@@ -3,9 +3,10 @@
 Rows of every adapter are concatenated and right-padded to a *bucketed* length; the labelled
 positions (where the LM head and the loss run) are named by a gather index padded to a bucketed
 count, with the target, the adapter (segment) and the loss weight of each. So the device work of
-a step depends only on (rows per adapter, length bucket, label bucket): steps of the same shape
-reuse one captured CUDA graph (altoruntime/step_graphs.py), and nothing in the step reads a
-device value back to size a tensor (no boolean indexing, no host sync).
+a step depends only on (rows per adapter, length bucket, label bucket), and on the Triton path,
+whose kernels read each adapter's rows from device tables, only on the total rows: steps of the
+same shape reuse one captured CUDA graph (altoruntime/step_graphs.py), and nothing in the step
+reads a device value back to size a tensor (no boolean indexing, no host sync).
 
 Right padding with a causal model leaves every real token's logits unchanged, so the backbone
 runs without an attention mask when each row's mask is a prefix of ones (`causal_only`).

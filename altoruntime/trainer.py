@@ -407,7 +407,7 @@ class MultiAdapterTrainer:
         t0 = time.perf_counter()
         pairs = list(batches.items())
         if self._bucket_steps() is not None:  # groups padded to a power of two with repeats: few graphs
-            pairs += pairs[-1:] * ((1 << (len(pairs) - 1).bit_length()) - len(pairs))
+            pairs += pairs[-1:] * (_pow2(len(pairs)) - len(pairs))
         family = self._family(False, pairs)
         inp = pack_step(pairs, self.pad_token_id, mean=False, max_length=self.max_length, steps=self._bucket_steps(),
                         at_least=self._widest.get(family, (0, 0)))
