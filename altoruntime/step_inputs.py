@@ -87,7 +87,8 @@ def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_to
     steps: coarser buckets (`steps` per octave) for length and labels, and the row count too:
     padding rows (no labels, so no loss and no gradient) go to the last adapter. For captured
     steps, where one more shape costs a capture and a replay is launch-bound, not size-bound.
-    at_least: (length, labels) to pad to at least (an earlier step's shape, to replay its graph)."""
+    at_least: (length, labels) to pad to at least when bucketed (an earlier step's shape, to replay
+    its graph)."""
     if not batches:
         raise ValueError("batches: need at least one adapter's batch")
     pairs = list(batches.items()) if isinstance(batches, Mapping) else list(batches)
@@ -95,7 +96,7 @@ def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_to
     longest = max(int(p[0].shape[1]) for p in parts)
     grain = {} if steps is None else {"steps": steps}
     length = bucket(longest, LENGTH_FLOOR, max_length, **grain) if bucketed else longest
-    length = max(length, at_least[0])
+    length = max(length, at_least[0]) if bucketed else length
     if bucketed and steps is not None:
         n_rows = sum(int(p[0].shape[0]) for p in parts)
         extra = bucket(n_rows, 1, steps=steps) - n_rows
@@ -118,7 +119,7 @@ def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_to
     at = flat // (length - 1) * length + flat % (length - 1)  # the same position in [rows, length]
     counts = torch.bincount(seg, minlength=len(rows))
     n = int(flat.shape[0])
-    total = max(bucket(n, LABEL_FLOOR, **grain) if bucketed else n, at_least[1])
+    total = max(bucket(n, LABEL_FLOOR, **grain), at_least[1]) if bucketed else n
     pad = total - n
     weight = (1.0 / counts.clamp(min=1).double())[seg].float() if mean else torch.ones(n)
     if scale:
