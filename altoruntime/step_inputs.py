@@ -23,13 +23,13 @@ from altoruntime.batching import IGNORE, Batch, check_batch
 
 LENGTH_FLOOR = 16  # the finest length bucket (tokens)
 LABEL_FLOOR = 64  # the finest labelled-count bucket (positions)
-BUCKET_STEPS = 8  # buckets per octave: padding adds at most 1/8 of the length or the label count
+BUCKET_STEPS = 8  # grain: 1/8 of the enclosing power of two (padding adds < 1/4 of the length or label count)
 
 
 def bucket(n: int, floor: int, cap: int | None = None, steps: int = BUCKET_STEPS) -> int:
-    """`n` rounded up to a multiple of max(floor, 2^k / steps) where 2^k >= n > 2^(k-1), so at
-    most 1/steps is padding (~12.5% by default) and a run sees a handful of distinct sizes; never
-    below `n`, and at most `cap` (when given and >= n)."""
+    """`n` rounded up to a multiple of max(floor, 2^k / steps) where 2^k >= n > 2^(k-1), so less
+    than 2/steps of it is padding (25% by default; steps=2 rounds up to a power of two) and a run
+    sees a handful of distinct sizes; never below `n`, and at most `cap` (when given and >= n)."""
     if n < 1:
         raise ValueError(f"n: must be >= 1, got {n}")
     grain = max(floor, (1 << (n - 1).bit_length()) // steps)
@@ -84,7 +84,7 @@ def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_to
     scale: a factor on some adapters' weights (1/k for one of k accumulated micro-batches).
     max_length: the model's position limit (a length bucket never exceeds it).
     bucketed: pad length and labels to their buckets (False: the exact sizes).
-    steps: coarser buckets (`steps` per octave) for length and labels, and the row count too:
+    steps: a coarser grain (1/steps of the enclosing power of two) for length and labels, and the row count too:
     padding rows (no labels, so no loss and no gradient) go to the last adapter. For captured
     steps, where one more shape costs a capture and a replay is launch-bound, not size-bound.
     at_least: (length, labels) to pad to at least when bucketed (an earlier step's shape, to replay

@@ -46,7 +46,7 @@ __all__ = ["AdapterConfig", "EvalResult", "MultiAdapterTrainer", "Status", "env_
 log = logging.getLogger(__name__)
 
 
-GRAPH_BUCKET_STEPS = 2  # shape buckets per octave (rows, length, labels) under retargeted graphs
+GRAPH_BUCKET_STEPS = 2  # under retargeted graphs rows, length and labels round up to powers of two
 
 
 def _pow2(n: int) -> int:
@@ -93,6 +93,7 @@ class MultiAdapterTrainer:
         # seconds to its host sync), to see where a run's step and validation time goes
         self.calls: list[dict] | None = None
         self._widest: dict[tuple, tuple[int, int]] = {}  # step family -> widest (length, labels) so far
+        self._largest: dict[bool, tuple[int, int]] = {}  # training? -> most (tokens, labels) of a step that ran
         # a graph serves every group of its shape (segments, rows, length, labels, dropout or not):
         # the Triton path reads the adapters' slots, ranks, scales and dropout rates only from the
         # step metadata's device tables, which a replay rewrites (`LoraBatchMeta.retarget`); the
@@ -224,12 +225,10 @@ class MultiAdapterTrainer:
         job_ids = list(batches)
         try:
             t0 = time.perf_counter()
-            family = self._family(True, list(batches.items()))
-            inp = pack_step(batches, self.pad_token_id, mean=True, max_length=self.max_length, bucketed=bucketed,
-                            scale=scale, steps=self._bucket_steps(), at_least=self._widest.get(family, (0, 0)))
-            self._widen(family, inp)
+            pairs = list(batches.items())
+            inp = self._pack(True, pairs, pairs, mean=True, bucketed=bucketed, scale=scale)
             losses = self._run(inp, training=True).tolist()  # the step's one host sync for the losses
-            self._record("train", inp, t0)
+            self._ran(True, inp, t0)
             return losses
         except torch.OutOfMemoryError:
             self.store.zero_grad(job_ids)  # a backward may have half-run
@@ -277,7 +276,7 @@ class MultiAdapterTrainer:
         return out[:len(inp.job_ids)] if training else out
 
     def _bucket_steps(self) -> int | None:
-        """Coarse shape buckets (2 per octave) where retargeted graphs serve every group of a
+        """Coarse shape buckets (powers of two) where retargeted graphs serve every group of a
         shape: each new shape costs a capture (~0.3 s for a SmolLM2 step on an H200) while a
         replay's time hardly depends on the padding (launch-bound); None: the fine default."""
         return GRAPH_BUCKET_STEPS if self.retarget_graphs and self.graphs.enabled else None
@@ -291,17 +290,31 @@ class MultiAdapterTrainer:
         rows = sum(int(b[0].shape[0]) for _, b in pairs)
         return training, _pow2(len(pairs)), bucket(rows, 1, steps=steps)
 
-    def _widen(self, family: tuple | None, inp: StepInputs) -> None:
-        """Remember the family's widest length and label count: later steps pad up to them, so a
-        run meets a handful of shapes (each a capture), not one per new length."""
-        if family is not None:
-            old = self._widest.get(family, (0, 0))
-            self._widest[family] = (max(old[0], inp.length), max(old[1], inp.labels))
+    def _pack(self, training: bool, padded: Sequence[tuple[str, Batch]], plain: Sequence[tuple[str, Batch]],
+              **kw) -> StepInputs:  # noqa: ANN003
+        """The step's inputs: under retargeted graphs `padded` (an evaluation's group with repeats) in
+        coarse buckets, up to its family's widest shape, unless that makes it larger (tokens or
+        labels) than the largest step of its kind that ran, which bounds the padding's memory:
+        then `plain` in the fine buckets (a task's first and largest steps go that way)."""
+        common = dict(pad_token_id=self.pad_token_id, max_length=self.max_length, **kw)
+        steps = self._bucket_steps()
+        if steps is not None and kw.get("bucketed", True):  # (an out-of-memory retry: exact sizes)
+            family = self._family(training, padded)
+            inp = pack_step(padded, steps=steps, at_least=self._widest.get(family, (0, 0)), **common)
+            most = self._largest.get(training, (0, 0))
+            if sum(inp.rows) * inp.length <= most[0] and inp.labels <= most[1]:
+                old = self._widest.get(family, (0, 0))  # later steps of the family pad up to this one
+                self._widest[family] = (max(old[0], inp.length), max(old[1], inp.labels))
+                return inp
+        return pack_step(plain, **common)
 
-    def _record(self, kind: str, inp: StepInputs, t0: float) -> None:
+    def _ran(self, training: bool, inp: StepInputs, t0: float) -> None:
+        """A step of these sizes ran (it fit in memory); record the call when asked to."""
+        most = self._largest.get(training, (0, 0))
+        self._largest[training] = (max(most[0], sum(inp.rows) * inp.length), max(most[1], inp.labels))
         if self.calls is not None:
-            self.calls.append({"kind": kind, "adapters": len(inp.job_ids), "rows": sum(inp.rows), "length": inp.length,
-                               "labels": inp.labels, "graph": self.graphs.last,
+            self.calls.append({"kind": "train" if training else "eval", "adapters": len(inp.job_ids),
+                               "rows": sum(inp.rows), "length": inp.length, "labels": inp.labels, "graph": self.graphs.last,
                                "invalidated": self.graphs.stats["invalidated"],
                                "ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
@@ -406,14 +419,10 @@ class MultiAdapterTrainer:
         self.model.eval()
         t0 = time.perf_counter()
         pairs = list(batches.items())
-        if self._bucket_steps() is not None:  # groups padded to a power of two with repeats: few graphs
-            pairs += pairs[-1:] * (_pow2(len(pairs)) - len(pairs))
-        family = self._family(False, pairs)
-        inp = pack_step(pairs, self.pad_token_id, mean=False, max_length=self.max_length, steps=self._bucket_steps(),
-                        at_least=self._widest.get(family, (0, 0)))
-        self._widen(family, inp)
+        padded = pairs + pairs[-1:] * (_pow2(len(pairs)) - len(pairs))  # repeats: few group sizes, few graphs
+        inp = self._pack(False, padded, pairs, mean=False)
         sums, hits = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
-        self._record("eval", inp, t0)
+        self._ran(False, inp, t0)
         n = len(batches)  # a repeat's numbers are its original's
         return {j: EvalResult(s, c, int(h)) for j, s, c, h in zip(inp.job_ids[:n], sums, inp.counts, hits)}
 

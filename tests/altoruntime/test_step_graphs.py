@@ -216,21 +216,21 @@ def test_a_failed_first_use_capture_runs_eagerly_and_twice_makes_the_class_cold(
 
 def test_groups_that_split_their_rows_differently_share_one_graph(base):
     """Retargeted graphs key on the total rows (padded to a coarse bucket), not on each adapter's
-    share: groups of 2+1 and 1+2 rows (and 3+1, padded to 4 rows) replay one captured step with
-    exactly the eager numbers."""
+    share: after a larger first step (fine buckets, eager), groups of 2+1, 1+2 and 3+1 rows (padded
+    to 4) replay one captured step with exactly the eager numbers."""
     runs = []
     for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False), _retargeting(base)):
         for i, j in enumerate("abcd"):
             tr.admit(j, rank=2 + 2 * i, alpha=4, lr=1e-2 * (i + 1), seed=i)
         out = []
-        for (x, nx), (y, ny) in ((("a", 2), ("b", 1)), (("c", 1), ("d", 2)), (("b", 2), ("a", 1)),
+        for (x, nx), (y, ny) in ((("a", 4), ("b", 4)), (("a", 2), ("b", 1)), (("c", 1), ("d", 2)), (("b", 2), ("a", 1)),
                                  (("d", 3), ("c", 1))):
             out.append(tr.step({x: make_batch(ord(x), nx, 12), y: make_batch(ord(y), ny, 11)}))
         runs.append((out, tr))
     (want, _), (got, graphed) = runs
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-7)  # padded rows change the sums' order only
-    assert graphed.graphs.stats["captured"] == 1 and graphed.graphs.stats["replayed"] == 3, dict(graphed.graphs.stats)
+    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 1, "replayed": 4}, dict(graphed.graphs.stats)
 
 
 def test_coarse_buckets_only_under_retargeted_graphs(base):
@@ -246,22 +246,24 @@ def test_coarse_buckets_only_under_retargeted_graphs(base):
 
 def test_evaluations_pad_their_group_to_a_power_of_two_and_share_graphs(base):
     """Under retargeted graphs a 3-adapter evaluation runs as 4 (the last repeated, its numbers
-    dropped): groups of 3 and 4 share one graph, with the eager numbers for every adapter."""
+    dropped): groups of 3 and 4 share one graph, with the eager numbers for every adapter (after a
+    larger first evaluation, which bounds the padding)."""
     runs = []
     for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=4, cuda_graphs=False), _retargeting(base)):
         for i, j in enumerate("abcd"):
             tr.admit(j, rank=2 + 2 * i, alpha=4, lr=1e-2, seed=i)
+        first = tr.evaluate_tokens({j: make_batch(98, 8, 20) for j in "abcd"})
         val = make_batch(99, 3, 10)
-        runs.append(([tr.evaluate_tokens({j: val for j in g}) for g in ("abc", "abcd", "dcb", "bd")], tr))
+        runs.append(([first] + [tr.evaluate_tokens({j: val for j in g}) for g in ("abc", "abcd", "dcb", "bd")], tr))
     (want, _), (got, graphed) = runs
     for a, b in zip(want, got):
         assert list(b) == list(a)
         for j in a:
             assert (b[j].tokens, b[j].correct) == (a[j].tokens, a[j].correct)
             assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-6)
-    # shapes: 4 adapters (eager, then captured at its second use, replayed for dcb), then 2 (the
-    # class is warm: captured at its first use); a capture's own run counts as a replay
-    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 2, "replayed": 3}
+    # the first (eager), then 4 adapters (abc padded: captured at its first use, the class being warm;
+    # replayed for abcd and dcb), then 2; a capture's own run counts as a replay
+    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 2, "replayed": 4}, dict(graphed.graphs.stats)
 
 
 def test_training_groups_pad_to_a_power_of_two_with_phantom_segments(base):
@@ -289,18 +291,19 @@ def test_training_groups_pad_to_a_power_of_two_with_phantom_segments(base):
 
 
 def test_shorter_steps_pad_to_their_family_s_widest_shape(base):
-    """After a step of 60 tokens, a 20-token step of the same group size and rows pads up to it
-    and replays the first one's graph (numbers as eager)."""
+    """After a step of 60 tokens, 20- and 33-token steps of the same group size and row bucket pad
+    up to it and replay its graph (numbers as eager)."""
     runs = []
     for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=2, cuda_graphs=False), _retargeting(base)):
         tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
         tr.admit("b", rank=2, alpha=4, lr=1e-2, seed=2)
-        out = [tr.step({"a": make_batch(i, 2, n), "b": make_batch(i + 9, 1, n)}) for i, n in enumerate((60, 60, 20, 33))]
+        out = [tr.step({"a": make_batch(i, 2 + (i == 0), n), "b": make_batch(i + 9, 1, n)})
+               for i, n in enumerate((60, 60, 60, 20, 33))]
         runs.append((out, tr))
     (want, _), (got, graphed) = runs
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-7)
-    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 1, "replayed": 3}, dict(graphed.graphs.stats)
+    assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 1, "replayed": 4}, dict(graphed.graphs.stats)
 
 
 def test_one_invalidation_per_stack_reallocation(base):
@@ -331,3 +334,18 @@ def test_accumulated_micro_batches_through_retargeted_graphs_equal_eager(base):
         for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
             torch.testing.assert_close(a2, a1, rtol=1e-5, atol=1e-7)
             torch.testing.assert_close(b2, b1, rtol=1e-5, atol=1e-7)
+
+
+def test_padding_never_makes_a_step_larger_than_the_largest_that_ran(base):
+    """Coarse buckets bound their memory: a step padded beyond the largest step of its kind that ran
+    (tokens or labels) takes the fine buckets instead, so the first, largest steps are not inflated."""
+    tr = _retargeting(base)
+    tr.calls = []
+    tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+    tr.admit("b", rank=2, alpha=4, lr=1e-2, seed=2)
+    # a + b rows: 3 (fine: nothing ran yet), 3 (4 padded > 3 that ran), 2 (2 padded), 5 (8 padded > 3)
+    for rows in (3, 3, 2, 5):
+        tr.step({"a": make_batch(rows, rows - 1, 12), "b": make_batch(rows + 9, 1, 12)})
+    assert [c["rows"] for c in tr.calls] == [3, 3, 2, 5], tr.calls
+    most = max(c["rows"] * c["length"] for c in tr.calls[:3])
+    assert all(c["rows"] * c["length"] <= most for c in tr.calls[1:3])
