@@ -95,8 +95,9 @@ def test_bf16_captured_fused_steps_equal_eager_fused_steps():
         losses[graphs] = [tr.step({"a": make_batch(s, 2, 32), "b": make_batch(50 + s, 3, 24)}) for s in range(5)]
         if graphs == "1":
             assert tr.graphs.disabled is None and tr.graphs.stats["replayed"] > 0, tr.graphs.failure_trace
+    # captured steps pad rows and length to powers of two: other bf16 GEMM shapes, other roundings
     for a, b in zip(losses["0"], losses["1"], strict=True):
-        assert b == pytest.approx(a, rel=1e-3)
+        assert b == pytest.approx(a, rel=5e-3)
 
 
 def _kernels_per_step(tr: MultiAdapterTrainer) -> int:
