@@ -84,7 +84,7 @@ class MultiLoraLinear(nn.Module):
             b = self.B.new_zeros(capacity, r_max, self.out_features)
             a[:s, :, :r] = self.A
             b[:s, :r, :] = self.B
-        self._replace(a, b)
+        self.replace_stacks(a, b)
 
     @torch.no_grad()
     def compact(self, order: Sequence[int], capacity: int, r_max: int) -> None:
@@ -94,9 +94,9 @@ class MultiLoraLinear(nn.Module):
         b = self.B.new_zeros(capacity, r_max, self.out_features)
         a[: len(order)] = self.A.index_select(0, idx)[:, :, :r_max]
         b[: len(order)] = self.B.index_select(0, idx)[:, :r_max, :]
-        self._replace(a, b)
+        self.replace_stacks(a, b)
 
-    def _replace(self, a: torch.Tensor, b: torch.Tensor) -> None:
+    def replace_stacks(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """New stacks, with zero gradients of their shape made here: a gradient left to the next
         backward would be allocated inside a captured step (from the graphs' pool) and move
         again after it, so every captured graph would be dropped twice per reallocation."""

@@ -90,6 +90,7 @@ class StepGraphs:
         self._graphs: OrderedDict[Hashable, Captured] = OrderedDict()
         self._seen: Counter = Counter()
         self._warm: set = set()  # classes whose bodies ran eagerly (their kernels are compiled)
+        self._never: set = set()  # keys whose capture ran out of memory (until the next invalidate)
         self._cold_failures = 0  # first-use captures that failed (2: no more first-use captures)
         self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom / cold_capture_failed
         self.failure_trace = ""  # the failed capture's traceback (for a bug report)
@@ -108,6 +109,7 @@ class StepGraphs:
             self.stats["invalidated"] += 1
         self._graphs.clear()
         self._seen.clear()
+        self._never.clear()
 
     def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]],
             on_replay: Callable[[Any], None] | None = None, warm: Hashable | None = None) -> Any:
@@ -128,6 +130,8 @@ class StepGraphs:
             if on_replay is not None:
                 on_replay(hit.keep)
             return hit.replay(host)
+        if key in self._never:
+            return self._eager(host, prepare()[0])
         self._seen[key] += 1
         body, keep = prepare()
         first_use = self._seen[key] < self.min_uses
@@ -138,7 +142,7 @@ class StepGraphs:
         try:
             cap = self._capture(body, host)
         except torch.OutOfMemoryError:  # this shape does not fit twice (eager + pool): never capture it
-            self._seen[key] = -(1 << 30)
+            self._never.add(key)
             self.stats["capture_oom"] += 1
             return self._eager(host, body)
         except Exception as e:  # noqa: BLE001 - any other capture failure: run this process eagerly

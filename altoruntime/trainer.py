@@ -226,13 +226,15 @@ class MultiAdapterTrainer:
         try:
             t0 = time.perf_counter()
             pairs = list(batches.items())
-            inp = self._pack(True, pairs, pairs, mean=True, bucketed=bucketed, scale=scale)
+            inp, family = self._pack(True, pairs, pairs, mean=True, bucketed=bucketed, scale=scale)
             losses = self._run(inp, training=True).tolist()  # the step's one host sync for the losses
-            self._ran(True, inp, t0)
+            self._ran(True, inp, family, t0)
             return losses
         except torch.OutOfMemoryError:
             self.store.zero_grad(job_ids)  # a backward may have half-run
             if len(job_ids) == 1:
+                if bucketed:  # padded shapes may be what did not fit: once more at the exact size
+                    return self._train(batches, bucketed=False, scale=scale)
                 self.store.fail(job_ids[0], "out of memory even alone")
                 return [math.nan]
             h = len(job_ids) // 2
@@ -270,10 +272,10 @@ class MultiAdapterTrainer:
             return (lambda *t: self._body(meta, training, inp.mask if not inp.causal_only else None, *t)), meta
 
         if not inp.causal_only:  # a mask that is not right padding: the eager path with the mask
-            return prepare()[0](*(t.to(self.device) for t in inp.tensors()))
-        warm = (training, dropout)  # bodies that launch the same kernels
-        out = self.graphs.run(key, inp.tensors(), prepare, on_replay, warm=warm)
-        return out[:len(inp.job_ids)] if training else out
+            out = prepare()[0](*(t.to(self.device) for t in inp.tensors()))
+        else:
+            out = self.graphs.run(key, inp.tensors(), prepare, on_replay, warm=(training, dropout))
+        return out[:len(inp.job_ids)] if training else out  # (no phantom segment's loss)
 
     def _bucket_steps(self) -> int | None:
         """Coarse shape buckets (powers of two) where retargeted graphs serve every group of a
@@ -291,11 +293,12 @@ class MultiAdapterTrainer:
         return training, _pow2(len(pairs)), bucket(rows, 1, steps=steps)
 
     def _pack(self, training: bool, padded: Sequence[tuple[str, Batch]], plain: Sequence[tuple[str, Batch]],
-              **kw) -> StepInputs:  # noqa: ANN003
-        """The step's inputs: under retargeted graphs `padded` (an evaluation's group with repeats) in
-        coarse buckets, up to its family's widest shape, unless that makes it larger (tokens or
-        labels) than the largest step of its kind that ran, which bounds the padding's memory:
-        then `plain` in the fine buckets (a task's first and largest steps go that way)."""
+              **kw) -> tuple[StepInputs, tuple | None]:  # noqa: ANN003
+        """The step's inputs and their family: under retargeted graphs `padded` (an evaluation's
+        group with repeats) in coarse buckets, up to its family's widest shape, unless that makes it
+        larger (tokens or labels) than the largest step of its kind that ran, which bounds the
+        padding's memory: then `plain` in the fine buckets (a task's first, largest steps go that
+        way) and no family."""
         common = dict(pad_token_id=self.pad_token_id, max_length=self.max_length, **kw)
         steps = self._bucket_steps()
         if steps is not None and kw.get("bucketed", True):  # (an out-of-memory retry: exact sizes)
@@ -303,13 +306,15 @@ class MultiAdapterTrainer:
             inp = pack_step(padded, steps=steps, at_least=self._widest.get(family, (0, 0)), **common)
             most = self._largest.get(training, (0, 0))
             if sum(inp.rows) * inp.length <= most[0] and inp.labels <= most[1]:
-                old = self._widest.get(family, (0, 0))  # later steps of the family pad up to this one
-                self._widest[family] = (max(old[0], inp.length), max(old[1], inp.labels))
-                return inp
-        return pack_step(plain, **common)
+                return inp, family
+        return pack_step(plain, **common), None
 
-    def _ran(self, training: bool, inp: StepInputs, t0: float) -> None:
-        """A step of these sizes ran (it fit in memory); record the call when asked to."""
+    def _ran(self, training: bool, inp: StepInputs, family: tuple | None, t0: float) -> None:
+        """A step of these sizes ran (it fit in memory): later steps of its family pad up to it, no
+        step of its kind pads beyond the largest; the call is recorded when asked to."""
+        if family is not None:
+            old = self._widest.get(family, (0, 0))
+            self._widest[family] = (max(old[0], inp.length), max(old[1], inp.labels))
         most = self._largest.get(training, (0, 0))
         self._largest[training] = (max(most[0], sum(inp.rows) * inp.length), max(most[1], inp.labels))
         if self.calls is not None:
@@ -420,9 +425,9 @@ class MultiAdapterTrainer:
         t0 = time.perf_counter()
         pairs = list(batches.items())
         padded = pairs + pairs[-1:] * (_pow2(len(pairs)) - len(pairs))  # repeats: few group sizes, few graphs
-        inp = self._pack(False, padded, pairs, mean=False)
+        inp, family = self._pack(False, padded, pairs, mean=False)
         sums, hits = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
-        self._ran(False, inp, t0)
+        self._ran(False, inp, family, t0)
         n = len(batches)  # a repeat's numbers are its original's
         return {j: EvalResult(s, c, int(h)) for j, s, c, h in zip(inp.job_ids[:n], sums, inp.counts, hits)}
 

@@ -460,8 +460,7 @@ class AdapterStore:
     def load_state_dict(self, state: dict) -> None:
         self._stacks_move()
         for l, (a, b) in zip(self.layers, state["stacks"]):
-            l.A.grad, l.B.grad = None, None
-            l.A.data, l.B.data = a.to(self.device).clone(), b.to(self.device).clone()
+            l.replace_stacks(a.to(self.device).clone(), b.to(self.device).clone())
         self.optim.load_state_dict(state["optim"])
         self.adapters = {k: AdapterRecord.from_state(j) for k, j in state["jobs"].items()}
         self._parked = {k: None for k, r in self.adapters.items() if r.status == "suspended" and r.slot is not None}

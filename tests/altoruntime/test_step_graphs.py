@@ -5,6 +5,7 @@ stale input would change the numbers)."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -349,3 +350,57 @@ def test_padding_never_makes_a_step_larger_than_the_largest_that_ran(base):
     assert [c["rows"] for c in tr.calls] == [3, 3, 2, 5], tr.calls
     most = max(c["rows"] * c["length"] for c in tr.calls[:3])
     assert all(c["rows"] * c["length"] <= most for c in tr.calls[1:3])
+
+
+def test_a_capture_out_of_memory_is_not_retried_for_that_shape():
+    """A shape whose capture ran out of memory runs eagerly from then on (until the graphs are
+    dropped), also in a warm class, where new shapes are captured at their first use."""
+    g = StepGraphs(CPU, min_uses=2, capture=failing_capture(torch.OutOfMemoryError("no room")))
+    x = torch.zeros(1)
+    g.run("warm-up", [x], _prepare(0), warm="w")
+    for _ in range(3):
+        assert torch.equal(g.run("k", [x], _prepare(2), warm="w"), x + 2) and g.last == "eager"
+    assert g.stats["capture_oom"] == 1 and g.enabled, dict(g.stats)
+
+
+def _oom_once(tr):
+    """Make the trainer's next step body raise out-of-memory once (as a CUDA step might)."""
+    real, state = tr._body, {"left": 1}
+
+    def body(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        if state["left"]:
+            state["left"] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return real(*a, **k)
+    tr._body = body
+
+
+def _left_padded(seed, rows, length):
+    from altoruntime.batching import IGNORE
+
+    ids, mask, labels = make_batch(seed, rows, length)
+    mask, labels = mask.clone(), labels.clone()
+    mask[0, :3], labels[0, :3] = 0, IGNORE  # a hole at the start: not right padding, the masked eager path
+    return ids, mask, labels
+
+
+def test_out_of_memory_halves_give_each_adapter_its_own_loss_with_phantoms(base):
+    """An out-of-memory step is retried in halves; under phantom segments each half's losses are its
+    real adapters' only (a half of 3 runs as 4 segments), also on the masked eager path."""
+    runs = []
+    for tr in (MultiAdapterTrainer(copy.deepcopy(base), capacity=8, cuda_graphs=False), _retargeting(base)):
+        for i in range(6):
+            tr.admit(f"j{i}", rank=2 + i, alpha=4, lr=1e-2, seed=i)
+        _oom_once(tr)
+        runs.append(tr.step({f"j{i}": _left_padded(i, 2, 10) for i in range(6)}))
+    want, got = runs
+    assert list(got) == list(want) and got == pytest.approx(want, rel=1e-6), (want, got)
+
+
+def test_one_adapter_out_of_memory_at_a_padded_shape_retries_at_its_exact_size(base):
+    tr = _retargeting(base)
+    tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+    tr.step({"a": make_batch(0, 4, 30)})  # a larger first step: later steps may pad up to it
+    _oom_once(tr)
+    loss = tr.step({"a": make_batch(1, 1, 9)})["a"]
+    assert math.isfinite(loss) and tr.status("a") == "active"
