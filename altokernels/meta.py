@@ -74,7 +74,9 @@ class LoraBatchMeta:
         serves another group of the same shape (the Triton path reads only these device tables
         and `num_blocks`), and into its host fields. Whether any segment drops out must stay as
         it was (the dropout draw is part of the graph); new counts must fit the schedule table
-        (`build_meta(sched_entries=...)` pads it for that)."""
+        (`build_meta(sched_entries=...)` pads it for that), and a graph replayed with new counts
+        must not have taken the paths that read the counts on the host at capture (the pipelined
+        variant's chunks, bmm weight gradients at equal counts; the runtime takes neither)."""
         n = self.num_segments
         dropout = tuple(float(p) for p in dropout) if dropout is not None else (0.0,) * n
         _check_lengths(n, slots=slots, ranks=ranks, scales=scales, dropout=dropout)
