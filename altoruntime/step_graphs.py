@@ -14,8 +14,7 @@ class ran eagerly: a run meets dozens of shapes, and an eager run before each ca
 as the capture (H200, python_docs e2e, session 11: 154 eager runs and 99 captures took 47 of the
 52 s of fused calls; replays ~20 ms each). A first-use capture that fails runs eagerly instead
 (the class goes cold after two such failures); at most `max_graphs` graphs are kept (least
-recently used dropped). All graphs
-share one memory pool: replays never overlap and each graph's outputs are read before the next
+recently used dropped). All graphs share one memory pool: replays never overlap and each graph's outputs are read before the next
 replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs off
 for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
 optimization, never a new way to fail. `invalidate()` drops every graph: callers do it whenever a
@@ -145,17 +144,14 @@ class StepGraphs:
             self._never.add(key)
             self.stats["capture_oom"] += 1
             return self._eager(host, body)
-        except Exception as e:  # noqa: BLE001 - any other capture failure: run this process eagerly
-            if first_use:  # a first-use capture (e.g. a kernel compiling inside it): eager this time
+        except Exception as e:  # noqa: BLE001 - any other capture failure: eager this time
+            self.failure_trace = traceback.format_exc()
+            if first_use:  # a first-use capture (e.g. a kernel compiling inside it): only this step
                 self._cold_failures += 1
                 self.stats["cold_capture_failed"] += 1
-                self.failure_trace = traceback.format_exc()
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                return self._eager(host, body)
-            self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            self.failure_trace = traceback.format_exc()
-            self._graphs.clear()
+            else:  # the rest of this process too
+                self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                self._graphs.clear()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             return self._eager(host, body)

@@ -94,9 +94,8 @@ def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_to
     pairs = list(batches.items()) if isinstance(batches, Mapping) else list(batches)
     parts = [tuple(t.cpu() for t in check_batch(j, b)) for j, b in pairs]
     longest = max(int(p[0].shape[1]) for p in parts)
-    grain = {} if steps is None else {"steps": steps}
-    length = bucket(longest, LENGTH_FLOOR, max_length, **grain) if bucketed else longest
-    length = max(length, at_least[0]) if bucketed else length
+    grain = BUCKET_STEPS if steps is None else steps
+    length = max(bucket(longest, LENGTH_FLOOR, max_length, grain), at_least[0]) if bucketed else longest
     if bucketed and steps is not None:
         n_rows = sum(int(p[0].shape[0]) for p in parts)
         extra = bucket(n_rows, 1, steps=steps) - n_rows
@@ -119,7 +118,7 @@ def pack_step(batches: Mapping[str, Batch] | Sequence[tuple[str, Batch]], pad_to
     at = flat // (length - 1) * length + flat % (length - 1)  # the same position in [rows, length]
     counts = torch.bincount(seg, minlength=len(rows))
     n = int(flat.shape[0])
-    total = max(bucket(n, LABEL_FLOOR, **grain), at_least[1]) if bucketed else n
+    total = max(bucket(n, LABEL_FLOOR, steps=grain), at_least[1]) if bucketed else n
     pad = total - n
     weight = (1.0 / counts.clamp(min=1).double())[seg].float() if mean else torch.ones(n)
     if scale:

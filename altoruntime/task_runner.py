@@ -12,17 +12,19 @@ NaN loss becomes a JobFailed, and the task goes on.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
+
 from altosim.ids import task_dir
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, JobSpec, Stop, StepReport, Suspend, TaskSpec,
 )
+from altosim.report import write_csv
 from altoruntime.actions import carry_out
 from altoruntime.batching import Batch
 from altoruntime.export import export_peft
@@ -167,10 +169,7 @@ class TaskRunner:
         if calls and self.out_dir is not None:  # ALTO_CALL_LOG=1: every fused call of the task's run
             folder = task_dir(self.out_dir, self.task.task_id)
             folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / "fused_calls.csv", "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(calls[0]))
-                w.writeheader()
-                w.writerows(calls)
+            write_csv(pd.DataFrame(calls), folder / "fused_calls.csv")
         scores, name, minimize = None, None, True
         objective = getattr(self.data, "objective", None)
         if objective is not None:  # the task's objective picks the result, not validation loss

@@ -283,12 +283,10 @@ class MultiAdapterTrainer:
         replay's time hardly depends on the padding (launch-bound); None: the fine default."""
         return GRAPH_BUCKET_STEPS if self.retarget_graphs and self.graphs.enabled else None
 
-    def _family(self, training: bool, pairs: Sequence[tuple[str, Batch]]) -> tuple | None:
+    @staticmethod
+    def _family(training: bool, pairs: Sequence[tuple[str, Batch]], steps: int) -> tuple:
         """Steps that may share a graph up to their length and label count: same kind, segments and
-        row bucket (None: no coarse buckets, so no sharing)."""
-        steps = self._bucket_steps()
-        if steps is None:
-            return None
+        row bucket (of `steps`)."""
         rows = sum(int(b[0].shape[0]) for _, b in pairs)
         return training, _pow2(len(pairs)), bucket(rows, 1, steps=steps)
 
@@ -302,7 +300,7 @@ class MultiAdapterTrainer:
         common = dict(pad_token_id=self.pad_token_id, max_length=self.max_length, **kw)
         steps = self._bucket_steps()
         if steps is not None and kw.get("bucketed", True):  # (an out-of-memory retry: exact sizes)
-            family = self._family(training, padded)
+            family = self._family(training, padded, steps)
             inp = pack_step(padded, steps=steps, at_least=self._widest.get(family, (0, 0)), **common)
             most = self._largest.get(training, (0, 0))
             if sum(inp.rows) * inp.length <= most[0] and inp.labels <= most[1]:
