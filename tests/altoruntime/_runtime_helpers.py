@@ -70,3 +70,11 @@ def assert_runs_match(runs, jobs) -> None:
             assert fused[s][j] == pytest.approx(losses[j], rel=1e-5, abs=1e-6), (s, j)
     for j, _, _, lr, *_ in jobs:
         assert_matches(trainer, j, refs[j], lr)
+
+
+def assert_adapters_close(want, got, rtol: float, atol: float) -> None:
+    """Every job's adapter weights (`adapter_weights` per job) in `got` close to `want`'s, layer by layer."""
+    for j in want:
+        for (_, a1, b1), (_, a2, b2) in zip(want[j], got[j], strict=True):
+            torch.testing.assert_close(a2, a1, rtol=rtol, atol=atol)
+            torch.testing.assert_close(b2, b1, rtol=rtol, atol=atol)

@@ -13,6 +13,7 @@ from altoruntime.backbone import tiny_llama
 from altoruntime.fused_backbone import fuse_backbone
 from altoruntime.trainer import MultiAdapterTrainer, trainer_from_env
 from tests.altoruntime._batches import make_batch
+from tests.altoruntime._runtime_helpers import assert_adapters_close
 from tests.altoruntime.test_step_graphs import _script
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -79,10 +80,7 @@ def test_fused_backbone_trains_the_same_adapters_eager_and_captured():
                     assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-4), key
         # AdamW's normalized update turns a rounding difference in a near-zero gradient into a
         # step of up to lr: a few elements differ by ~1e-5 (H200: 1 of 128, 1.2e-5)
-        for j in w_want:
-            for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j], strict=True):
-                torch.testing.assert_close(a2, a1, rtol=1e-3, atol=5e-5)
-                torch.testing.assert_close(b2, b1, rtol=1e-3, atol=5e-5)
+        assert_adapters_close(w_want, w_got, rtol=1e-3, atol=5e-5)
 
 
 def test_bf16_captured_fused_steps_equal_eager_fused_steps():

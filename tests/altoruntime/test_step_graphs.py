@@ -14,6 +14,7 @@ from altoruntime.backbone import tiny_llama
 from altoruntime.step_graphs import Captured, StepGraphs
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
+from tests.altoruntime._runtime_helpers import assert_adapters_close
 
 CPU = torch.device("cpu")
 
@@ -283,10 +284,7 @@ def test_training_groups_pad_to_a_power_of_two_with_phantom_segments(base):
     (want, w_want, _), (got, w_got, graphed) = runs
     for a, b in zip(want, got):
         assert list(b) == list(a) and b == pytest.approx(a, rel=1e-6, abs=1e-7)
-    for j in w_want:
-        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
-            torch.testing.assert_close(a2, a1, rtol=1e-5, atol=1e-7)
-            torch.testing.assert_close(b2, b1, rtol=1e-5, atol=1e-7)
+    assert_adapters_close(w_want, w_got, rtol=1e-5, atol=1e-7)
     # 4 rows in 4 segments: eager (first), captured, replayed; then 2 adapters: a new shape
     assert dict(graphed.graphs.stats) == {"eager": 1, "captured": 2, "replayed": 3}, dict(graphed.graphs.stats)
 
@@ -331,10 +329,7 @@ def test_accumulated_micro_batches_through_retargeted_graphs_equal_eager(base):
     (want, w_want), (got, w_got) = runs
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-7)
-    for j in w_want:
-        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
-            torch.testing.assert_close(a2, a1, rtol=1e-5, atol=1e-7)
-            torch.testing.assert_close(b2, b1, rtol=1e-5, atol=1e-7)
+    assert_adapters_close(w_want, w_got, rtol=1e-5, atol=1e-7)
 
 
 def test_padding_never_makes_a_step_larger_than_the_largest_that_ran(base):

@@ -9,6 +9,7 @@ import torch
 
 from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer
+from tests.altoruntime._runtime_helpers import assert_adapters_close
 from tests.altoruntime.test_step_graphs import _script
 
 pytestmark = pytest.mark.gpu
@@ -31,10 +32,7 @@ def test_captured_steps_equal_eager_steps_on_cuda():
             for j in a:
                 assert b[j].tokens == a[j].tokens and b[j].correct == a[j].correct
                 assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-4)
-    for j in w_want:
-        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
-            torch.testing.assert_close(a2, a1, rtol=1e-3, atol=1e-5)
-            torch.testing.assert_close(b2, b1, rtol=1e-3, atol=1e-5)
+    assert_adapters_close(w_want, w_got, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

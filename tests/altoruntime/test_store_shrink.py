@@ -11,6 +11,7 @@ import torch
 from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
+from tests.altoruntime._runtime_helpers import assert_adapters_close
 
 LR = 1e-2
 JOBS = [f"j{i}" for i in range(5)]
@@ -109,7 +110,4 @@ def test_shrinking_group_with_captured_steps_equals_eager_on_cuda(base):
     (want, w_want), (got, w_got) = runs
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
-    for j in w_want:
-        for (_, a1, b1), (_, a2, b2) in zip(w_want[j], w_got[j]):
-            torch.testing.assert_close(a2, a1, rtol=1e-3, atol=1e-5)
-            torch.testing.assert_close(b2, b1, rtol=1e-3, atol=1e-5)
+    assert_adapters_close(w_want, w_got, rtol=1e-3, atol=1e-5)
