@@ -18,6 +18,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
+from altoruntime.slot_blocks import SlotBlocks
+
 _HYPER = ("lr", "weight_decay", "beta1", "beta2", "eps", "step")
 
 
@@ -47,6 +49,9 @@ class SlotAdamW:
         self.impl = impl if one_device else "loop"  # the fused kernel wants one device and dtype
         # slot_state / load_slot_state in one packed transfer (worth it off the CPU only)
         self.pack = one_device and self.params[0].device.type != "cpu"
+        # one slot's rank blocks of every moment, moved in a few ops (suspend, resume, park)
+        self._blocks = SlotBlocks(lambda: self.exp_avg + self.exp_avg_sq, self.rank_dims * 2)
+        self._ranked = one_device and all(d is not None for d in self.rank_dims)
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -119,7 +124,7 @@ class SlotAdamW:
 
     @torch.no_grad()
     def free_slot(self, slot: int) -> None:
-        torch._foreach_zero_([st[slot] for st in self.exp_avg + self.exp_avg_sq])
+        torch._foreach_zero_(self._blocks.full(slot))
         for v in self.hyper.values():
             v[slot] = 0.0
 
@@ -139,6 +144,15 @@ class SlotAdamW:
         n = len(self.params)
         if not moments:
             return {"exp_avg": [], "exp_avg_sq": [], "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
+        if rank is not None and self._ranked and (self.pack or not host):
+            r = min(rank, *(p.shape[d + 1] for p, d in zip(self.params, self.rank_dims)))
+            flat = self._blocks.gather(slot, r)  # a stack per block shape and one cat, whatever the layer count
+            if host:
+                outs = [v.clone() for v in self._blocks.unflatten(flat.cpu(), r)]
+            else:  # views of one new device tensor: nothing else holds it
+                outs = self._blocks.unflatten(flat, r)
+            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
+                    "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
         parts = [self._rank_view(t[slot], i % n, rank) for i, t in enumerate(self.exp_avg + self.exp_avg_sq)]
         if not self.pack and host:
             outs = [p.detach().cpu().clone() for p in parts]
@@ -162,6 +176,10 @@ class SlotAdamW:
         """Write a `slot_state` back, into a possibly larger slot (rank padding is kept zero),
         in one host-to-device copy (or on-device copies for a state kept there)."""
         self.free_slot(slot)
+        if self._fast_load(slot, [*state["exp_avg"], *state["exp_avg_sq"]]):
+            for k, v in state["hyper"].items():
+                self.hyper[k][slot] = v
+            return
         dsts, srcs = [], []
         for dst, src in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
             for t, s in zip(dst, src):
@@ -183,6 +201,20 @@ class SlotAdamW:
             torch._foreach_copy_(dsts, pieces)
         for k, v in state["hyper"].items():
             self.hyper[k][slot] = v
+
+    def _fast_load(self, slot: int, srcs: list[torch.Tensor]) -> bool:
+        """Copy a state of the slot's own block shapes (a `slot_state` at a rank the stacks
+        hold) in a few ops; False when the shapes differ (the general path pads them)."""
+        if not (self._ranked and self.pack and len(srcs) == 2 * len(self.params)):
+            return False
+        r = srcs[0].shape[self.rank_dims[0]]
+        dsts = self._blocks.blocks(slot, r)
+        if any(d.shape != s.shape for d, s in zip(dsts, srcs)):
+            return False
+        if srcs[0].device != dsts[0].device:  # from the host: one transfer
+            srcs = self._blocks.unflatten(self._blocks.flatten(srcs, r).to(dsts[0].device, dsts[0].dtype), r)
+        torch._foreach_copy_(dsts, srcs)
+        return True
 
     def step_count(self, slot: int) -> int:
         return int(self.hyper["step"][slot])

@@ -1,7 +1,7 @@
 """Moving one adapter's weights between its slot in the stacks and the host.
 
 Off the CPU every layer of a slot travels in ONE transfer: `pack` lays the slot out as one flat
-device tensor (A^T stacked per distinct d_in, then all B^T), `to_host` copies it through a reused
+device tensor (the PEFT-layout blocks grouped by shape: `SlotBlocks`), `to_host` copies it through a reused
 pinned buffer, `unpack` cuts it back into PEFT-layout pairs; `write` is the reverse in one
 host-to-device copy. On the CPU (`pack` False) there is no copy to save and layers go one by one.
 """
@@ -13,11 +13,16 @@ from typing import Sequence
 import torch
 
 from altoruntime.adapters.records import Weights
+from altoruntime.slot_blocks import SlotBlocks
 from altoruntime.lora_layer import MultiLoraLinear, peft_init
 
 
 class SlotPacker:
-    """Reads and writes slots of `layers` (the stacks may be resized in place between calls)."""
+    """Reads and writes slots of `layers` (the stacks may be resized in place between calls).
+
+    The packed layout is `SlotBlocks`': the PEFT-layout blocks (lora_A [r, d_in] of each A stack,
+    lora_B [d_out, r] of each B stack) grouped by shape, each group stacked, all flattened into
+    one tensor; a slot moves in a handful of tensor ops whatever the number of layers."""
 
     def __init__(self, layers: Sequence[MultiLoraLinear], device: torch.device) -> None:
         self.layers = list(layers)
@@ -25,27 +30,26 @@ class SlotPacker:
         # tests turn it on on the CPU to check the packed path
         self.pack = device.type != "cpu"
         self._stage: torch.Tensor | None = None  # pinned device-to-host staging buffer (CUDA only)
-        self._groups: dict[int, list[int]] = {}  # layer indices by d_in
-        for k, l in enumerate(self.layers):
-            self._groups.setdefault(l.in_features, []).append(k)
+        self.blocks = SlotBlocks(lambda: [t for l in self.layers for t in (l.A, l.B)],
+                                 rank_dims=[1, 0] * len(self.layers), transpose=[True] * (2 * len(self.layers)))
+
+    @torch.no_grad()
+    def zero(self, slot: int) -> None:
+        """Zero every layer's slot (free slots are zero)."""
+        self.blocks.zero(slot)
 
     @torch.no_grad()
     def write(self, slot: int, weights: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Write PEFT-layout weights of every layer into `slot`: one host-to-device copy of all
-        layers (as [d_in | d_out, r] blocks stacked along dim 0), then on-device copies."""
+        layers, then on-device copies."""
         ranks = {a.shape[0] for a, _ in weights} | {b.shape[1] for _, b in weights}
         if not self.pack or len(ranks) != 1 or len(weights) != len(self.layers):
             for l, (a, b) in zip(self.layers, weights):
                 l.set_slot(slot, a, b)
             return
         r = ranks.pop()
-        dtype = self.layers[0].A.dtype
-        srcs = [t for a, b in weights for t in (a, b)]  # [r, d_in], [d_out, r]: flat host memcpys
-        flat = torch.cat([t.reshape(-1).to(dtype) for t in srcs]).to(self.device)
-        pieces = [p.view(t.shape).t() for p, t in zip(flat.split([t.numel() for t in srcs]), srcs)]
-        torch._foreach_zero_([t[slot] for l in self.layers for t in (l.A, l.B)])
-        dsts = [t for l in self.layers for t in (l.A.data[slot, :, :r], l.B.data[slot, :r, :])]
-        torch._foreach_copy_(dsts, pieces)  # the transposes happen on the device
+        flat = self.blocks.flatten([t for a, b in weights for t in (a, b)], r)
+        self.write_packed(slot, flat.to(self.device, self.layers[0].A.dtype), r)
 
     @torch.no_grad()
     def read(self, slot: int, rank: int) -> Weights:
@@ -59,22 +63,12 @@ class SlotPacker:
     def pack_slot(self, slot: int, rank: int) -> torch.Tensor:
         """The slot's first `rank` columns of every layer as one new flat device tensor (a few
         kernels, no host sync)."""
-        layers = self.layers
-        a_parts = [torch.stack([layers[k].A.detach()[slot, :, :rank].t() for k in ks]) for ks in self._groups.values()]
-        b_part = torch.cat([l.B.detach()[slot, :rank, :].t() for l in layers])  # [sum d_out, r]
-        return torch.cat([t.reshape(-1) for t in (*a_parts, b_part)])
+        return self.blocks.gather(slot, rank)
 
     def _views(self, flat: torch.Tensor, rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views of `pack_slot`'s layout as PEFT-layout (lora_A [r, d_in], lora_B [d_out, r]) per layer."""
-        sizes = [len(ks) * rank * self.layers[ks[0]].in_features for ks in self._groups.values()]
-        sizes.append(rank * sum(l.out_features for l in self.layers))
-        *a_flat, b_flat = flat.split(sizes)
-        a_out: list[torch.Tensor | None] = [None] * len(self.layers)
-        for ks, fa in zip(self._groups.values(), a_flat):
-            for k, a in zip(ks, fa.view(len(ks), rank, -1).unbind(0)):
-                a_out[k] = a
-        b_out = b_flat.view(-1, rank).split([l.out_features for l in self.layers])
-        return list(zip(a_out, b_out))
+        views = self.blocks.unflatten(flat, rank)
+        return list(zip(views[0::2], views[1::2]))
 
     def unpack(self, flat: torch.Tensor, rank: int) -> Weights:
         """`pack_slot`'s layout (on the host) -> PEFT-layout pairs per layer, each its own
@@ -83,13 +77,14 @@ class SlotPacker:
 
     def packed_size(self, rank: int) -> int:
         """Elements of one adapter of `rank` in `pack_slot`'s layout."""
-        return rank * sum(l.in_features + l.out_features for l in self.layers)
+        return self.blocks.numel(rank)
 
     @torch.no_grad()
     def init_packed(self, rank: int, seed: int) -> torch.Tensor:
         """`peft_init`'s weights drawn straight into `pack_slot`'s layout on the host, in pinned
         memory on CUDA (so `write_packed(slot, flat.to(device, non_blocking=True), rank)` needs no
-        host-side gather and no host sync). Runs in background threads (`prefetch_inits`)."""
+        host-side gather and no host sync). Runs in background threads (`prefetch_inits`): the
+        layout does not depend on the stacks' current width."""
         pin = self.device.type == "cuda"
         flat = torch.empty(self.packed_size(rank), dtype=torch.float32, pin_memory=pin)  # drawn as PEFT draws
         peft_init(self.layers, rank, seed, into=self._views(flat, rank))
@@ -99,12 +94,7 @@ class SlotPacker:
     def write_packed(self, slot: int, flat: torch.Tensor, rank: int) -> None:
         """Write `pack_slot`'s layout (a flat tensor on the stacks' device) into `slot`: on-device
         copies only (two multi-tensor launches, no host sync); the slot's rank padding is zeroed."""
-        torch._foreach_zero_([t[slot] for l in self.layers for t in (l.A, l.B)])
-        dsts, srcs = [], []
-        for l, (a, b) in zip(self.layers, self._views(flat, rank)):
-            dsts += [l.A.data[slot, :, :rank], l.B.data[slot, :rank, :]]
-            srcs += [a.t(), b.t()]
-        torch._foreach_copy_(dsts, [s.to(d.dtype) for s, d in zip(srcs, dsts)])
+        self.blocks.scatter(slot, rank, flat)
 
     def to_host(self, flat: torch.Tensor) -> torch.Tensor:
         """One device-to-host copy; on CUDA into a pinned staging buffer kept for reuse (the

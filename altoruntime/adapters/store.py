@@ -152,7 +152,7 @@ class AdapterStore:
         self._incoming = [int(r) for r in ranks if int(r) >= 1]
 
     def _release_slot(self, rec: AdapterRecord, compact: bool = True) -> None:
-        torch._foreach_zero_([t[rec.slot] for l in self.layers for t in (l.A.data, l.B.data)])  # free slots are zero
+        self.packer.zero(rec.slot)  # free slots are zero
         self.optim.free_slot(rec.slot)
         rec.slot = None
         live = sum(1 for r in self.adapters.values() if r.slot is not None)
