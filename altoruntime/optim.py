@@ -50,9 +50,14 @@ class SlotAdamW:
         # slot_state / load_slot_state in one packed transfer (worth it off the CPU only)
         self.pack = one_device and self.params[0].device.type != "cpu"
         # one slot's rank blocks of every moment, moved in a few ops (suspend, resume, park)
-        self._blocks = SlotBlocks(lambda: self.exp_avg + self.exp_avg_sq, self.rank_dims * 2)
+        self._blocks = SlotBlocks(self._moments, self.rank_dims * 2)
         self._ranked = one_device and all(d is not None for d in self.rank_dims)
         self._invalidate()
+
+    def _moments(self) -> list[torch.Tensor]:
+        """exp_avg then exp_avg_sq of every param (a bound method: copies of the optimizer
+        read their own)."""
+        return self.exp_avg + self.exp_avg_sq
 
     def _invalidate(self) -> None:
         """Drop every cached view (they keep old storage alive, e.g. after a compact)."""

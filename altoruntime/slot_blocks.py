@@ -28,7 +28,8 @@ import torch
 
 class SlotBlocks:
     """Slot blocks of the tensors `stacks()` returns (called at each use: stacks may be
-    reallocated between calls; the cached views follow their storage)."""
+    reallocated between calls; the cached views follow their storage). Pass a bound method, not
+    a closure: a deep copy of its owner then reads the copy's stacks."""
 
     def __init__(self, stacks: Callable[[], Sequence[torch.Tensor]], rank_dims: Sequence[int | None],
                  transpose: Sequence[bool] | None = None) -> None:

@@ -30,8 +30,13 @@ class SlotPacker:
         # tests turn it on on the CPU to check the packed path
         self.pack = device.type != "cpu"
         self._stage: torch.Tensor | None = None  # pinned device-to-host staging buffer (CUDA only)
-        self.blocks = SlotBlocks(lambda: [t for l in self.layers for t in (l.A, l.B)],
-                                 rank_dims=[1, 0] * len(self.layers), transpose=[True] * (2 * len(self.layers)))
+        self.blocks = SlotBlocks(self.stacks, rank_dims=[1, 0] * len(self.layers),
+                                 transpose=[True] * (2 * len(self.layers)))
+
+    def stacks(self) -> list[torch.Tensor]:
+        """Every layer's A and B stacks, in layer order (a bound method, not a closure: a
+        deep-copied packer reads its own layers)."""
+        return [t for l in self.layers for t in (l.A, l.B)]
 
     @torch.no_grad()
     def zero(self, slot: int) -> None:

@@ -136,3 +136,19 @@ def test_suspended_weights_and_moments_come_back_exactly(park):
     for k in ("exp_avg", "exp_avg_sq"):
         assert all(torch.equal(x, y) for x, y in zip(want_m[k], got_m[k]))
     assert copy.deepcopy(got_m["hyper"]) == want_m["hyper"]
+
+
+def test_a_deep_copied_trainer_moves_its_own_slots():
+    """The views and the stacks they come from belong to the copy (a closure over the original
+    would read and write the original's stacks)."""
+    tr = MultiAdapterTrainer(tiny_llama(seed=0), capacity=2, park=True, cuda_graphs=False)
+    tr.store.pack = True
+    tr.admit("a", rank=4, lr=1e-2, seed=1)
+    tr.store.snapshot_best("a")  # views of the original's stacks cached
+    twin = copy.deepcopy(tr)
+    want = tr.store.weights("a")
+    twin.suspend("a")
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(want, tr.store.weights("a")))  # original untouched
+    twin.resume("a")
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(want, twin.store.weights("a")))
+    assert twin.store.packer.blocks.full(0)[0].data_ptr() != tr.store.packer.blocks.full(0)[0].data_ptr()
