@@ -26,12 +26,15 @@ def multi_lora_linear(
     meta: LoraBatchMeta,
     impl: str = "auto",
     training: bool = True,
+    grad_flags: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """y = x W^T + b plus, on segment i's rows, scales[i] * drop(x_i) A[slot_i] B[slot_i] (rank-masked).
 
     impl: "auto" (Triton on CUDA, the plain-torch grouped form elsewhere), "triton",
     "torch_grouped", "loop". `training` switches the per-segment dropout on. A and B may be fp32
     (master weights) under lower-precision x: Triton reads them as they are, the torch paths cast.
+    grad_flags: the Triton path's in-place weight gradients (`fused_lora_linear`); the torch paths
+    ignore it (autograd accumulates their gradients).
     """
     check_inputs(x, weight, bias, A, B, meta, impl)
     if impl == "auto":
@@ -46,4 +49,4 @@ def multi_lora_linear(
         raise ValueError("impl: 'triton' needs CUDA tensors or TRITON_INTERPRET=1 set before importing triton")
     from altokernels.function import fused_lora_linear
 
-    return fused_lora_linear(x, weight, bias, A, B, meta, training)
+    return fused_lora_linear(x, weight, bias, A, B, meta, training, grad_flags=grad_flags)

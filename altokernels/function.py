@@ -118,7 +118,7 @@ def _pipelined_forward(x, xl, weight, bias, A, B, s, meta: LoraBatchMeta, side, 
 
 
 def _pipelined_backward(dy, xl, mult, s, weight, A, B, meta: LoraBatchMeta, side, chunks, need_x, use_bmm, da, dbb,
-                        fast):  # noqa: ANN001, ANN202, E501
+                        fast, into: dict):  # noqa: ANN001, ANN202, E501
     t_rows, r_max, d_in = dy.shape[0], A.shape[2], A.shape[1]
     ds = torch.empty((t_rows, r_max), device=dy.device, dtype=torch.float32)
     dx = torch.empty((t_rows, d_in), device=dy.device, dtype=dy.dtype) if need_x else None
@@ -142,9 +142,9 @@ def _pipelined_backward(dy, xl, mult, s, weight, A, B, meta: LoraBatchMeta, side
             _bmm_wgrads(xl, ds, s, dy, meta, da, dbb)
         else:
             if da is not None:
-                tk.seg_reduce(xl, ds, da, meta, rank_on_m=False, apply_scale=False, fast=fast)
+                tk.seg_reduce(xl, ds, da, meta, rank_on_m=False, apply_scale=False, fast=fast, **into)
             if dbb is not None:
-                tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, fast=fast)
+                tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, fast=fast, **into)
     _join(side, main)
     return dx
 
@@ -152,7 +152,7 @@ def _pipelined_backward(dy, xl, mult, s, weight, A, B, meta: LoraBatchMeta, side
 class _FusedLoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, A, B, meta: LoraBatchMeta, training: bool, variant: str, streams: bool,  # noqa: ANN001
-                wgrad: str, chunks: int, fast: bool):
+                wgrad: str, chunks: int, fast: bool, grad_flags: torch.Tensor | None):
         x = x.contiguous()
         xl, mult = lora_input(x, meta, training)
         t_rows = x.shape[0]
@@ -180,7 +180,14 @@ class _FusedLoraLinear(torch.autograd.Function):
             y.addmm_(x, weight.t())
         ctx.meta, ctx.variant, ctx.streams, ctx.chunks, ctx.fast = meta, bwd_variant, streams, chunks, fast
         # bmm writes the activations' dtype: not into fp32 master-weight gradients
-        ctx.use_bmm = A.dtype == x.dtype and (wgrad == "bmm" or (wgrad == "auto" and meta.equal_counts))
+        ctx.use_bmm = grad_flags is None and A.dtype == x.dtype and (
+            wgrad == "bmm" or (wgrad == "auto" and meta.equal_counts))
+        ctx.into = None  # in place: (A.grad, B.grad, flags), read now (a captured step keeps these addresses)
+        if grad_flags is not None and A.requires_grad and B.requires_grad:
+            ga, gb = A.grad, B.grad
+            if ga is None or gb is None or ga.shape != A.shape or gb.shape != B.shape:
+                raise ValueError("grad_flags: in-place weight gradients need the stacks' gradients allocated")
+            ctx.into = (ga, gb, grad_flags)
         ctx.save_for_backward(x if weight.requires_grad else None, xl if A.requires_grad else None,
                               mult, s, weight, A, B)
         ctx.has_bias = bias is not None
@@ -197,20 +204,28 @@ class _FusedLoraLinear(torch.autograd.Function):
         side = meta.side_stream if ctx.streams and dy.is_cuda else None
         dx = dw = db = da = dbb = None
         at_str = (A.stride(0), A.stride(2), A.stride(1))  # A^T as [slots, r, N=d_in]
-        alloc = torch.empty if len(meta.slots) == A.shape[0] else torch.zeros  # unused slots: zero grad
-        if need_a:
-            da = alloc(A.shape, device=A.device, dtype=A.dtype)
-        if need_bb:
-            dbb = alloc(B.shape, device=B.device, dtype=B.dtype)
+        into: dict = {}
+        if ctx.into is not None:  # accumulate into the gradients themselves, flagging non-finite slots
+            da, dbb, flags = ctx.into
+            da, dbb = (da if need_a else None), (dbb if need_bb else None)
+            into = {"accumulate": True, "flags": flags}
+        else:
+            alloc = torch.empty if len(meta.slots) == A.shape[0] else torch.zeros  # unused slots: zero grad
+            if need_a:
+                da = alloc(A.shape, device=A.device, dtype=A.dtype)
+            if need_bb:
+                dbb = alloc(B.shape, device=B.device, dtype=B.dtype)
         if ctx.variant == "pipelined":
             if need_x or need_a or need_bb:
                 dx = _pipelined_backward(dy, xl, mult, s, weight, A, B, meta, side, ctx.chunks, need_x, ctx.use_bmm,
-                                         da if need_a else None, dbb if need_bb else None, fast)
+                                         da if need_a else None, dbb if need_bb else None, fast, into)
             if need_w:
                 dw = dy.t() @ x
             if need_b and ctx.has_bias:
                 db = dy.sum(0)
-            return dx, dw, db, da, dbb, None, None, None, None, None, None, None
+            if into:
+                da = dbb = None  # written in place: nothing for autograd to accumulate
+            return dx, dw, db, da, dbb, None, None, None, None, None, None, None, None
         ds = None
         if need_x or need_a:  # allocated on the main stream: it outlives the side stream's work
             ds = torch.empty((dy.shape[0], r_max), device=dy.device, dtype=torch.float32)
@@ -228,9 +243,9 @@ class _FusedLoraLinear(torch.autograd.Function):
                 _bmm_wgrads(xl, ds, s, dy, meta, da, dbb)
             else:
                 if need_a:
-                    tk.seg_reduce(xl, ds, da, meta, rank_on_m=False, apply_scale=False, fast=fast)
+                    tk.seg_reduce(xl, ds, da, meta, rank_on_m=False, apply_scale=False, fast=fast, **into)
                 if need_bb:
-                    tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, fast=fast)
+                    tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, fast=fast, **into)
         if need_x:
             if ctx.variant == "epilogue" and mult is None:
                 dx = dy @ weight
@@ -250,7 +265,9 @@ class _FusedLoraLinear(torch.autograd.Function):
         if need_b and ctx.has_bias:
             db = dy.sum(0)
         _join(side, main)
-        return dx, dw, db, da, dbb, None, None, None, None, None, None, None
+        if into:
+            da = dbb = None  # written in place: nothing for autograd to accumulate
+        return dx, dw, db, da, dbb, None, None, None, None, None, None, None, None
 
 
 def fused_lora_linear(
@@ -266,11 +283,18 @@ def fused_lora_linear(
     wgrad: str = "triton",
     chunks: int = PIPELINE_CHUNKS,
     fast_launch: bool = True,
+    grad_flags: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triton path of `multi_lora_linear` (inputs already validated). Defaults: the fastest
     measured at per-adapter batch 1 (epilogue, no side stream, segment-reduce weight grads; H100
     run3: 11.1 ms/layer vs 12.0 for addmm; H200: 8.93 ms vs 9.58 with bmm weight grads). fast_launch: direct launches of the compiled kernels, cached on `meta`
-    (False: Triton's own launch path every call, for A/B timing)."""
+    (False: Triton's own launch path every call, for A/B timing).
+
+    grad_flags: an int32 [slots] tensor; given, the weight gradients are accumulated in place into
+    A.grad and B.grad (allocated by the caller; only the segments' slots are touched, so no
+    capacity-sized temporary or accumulation runs, and a captured step writes to fixed addresses)
+    and flags[slot] becomes 1 where a stored gradient value is not finite. The caller zeroes the
+    slots' gradients and flags before a step (not between the micro-batches of one update)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     if wgrad not in WGRADS:
@@ -281,4 +305,8 @@ def fused_lora_linear(
         raise ValueError(f"wgrad: 'bmm' needs A/B in x's dtype {x.dtype}, got {A.dtype} (use 'triton')")
     if chunks < 1:
         raise ValueError(f"chunks: must be >= 1, got {chunks}")
-    return _FusedLoraLinear.apply(x, weight, bias, A, B, meta, training, variant, streams, wgrad, chunks, fast_launch)
+    if grad_flags is not None and (grad_flags.dtype != torch.int32 or grad_flags.shape != (A.shape[0],)
+                                   or grad_flags.device != A.device):
+        raise ValueError(f"grad_flags: expected an int32 tensor of shape ({A.shape[0]},) on {A.device}")
+    return _FusedLoraLinear.apply(x, weight, bias, A, B, meta, training, variant, streams, wgrad, chunks, fast_launch,
+                                  grad_flags)

@@ -260,21 +260,25 @@ _REDUCE_SPACE = [(64, 64, 64, 4, 3), (64, 128, 128, 8, 3), (32, 128, 128, 8, 3),
         {"BLOCK_T": 32, "BLOCK_M": 64, "BLOCK_N": 64},
     ),
     key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
+    restore_value=["out_ptr", "flags_ptr"],  # timing runs must not accumulate into gradients
     prune_configs_by={"early_config_prune": _prune_reduce},
     do_bench=_tune_bench,
     **_TUNE_CACHE,
 )
 @triton.jit
 def _seg_reduce_kernel(
-    p_ptr, q_ptr, out_ptr,
+    p_ptr, q_ptr, out_ptr, flags_ptr,
     seg_start_ptr, seg_end_ptr, seg_slot_ptr, seg_rank_ptr, seg_scale_ptr,
     M, N,
     stride_pt, stride_pm, stride_qt, stride_qn, stride_os, stride_om, stride_on,
     RANK_ON_M: tl.constexpr, APPLY_SCALE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     FULL_M: tl.constexpr, FULL_N: tl.constexpr, CAST_TO_Q: tl.constexpr,
+    ACCUMULATE: tl.constexpr, FLAGS: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # FULL_M / FULL_N: that dim is the (padded) rank, covered by one block of size FULL_*.
+    # ACCUMULATE: add to out (a slot's gradient in place); FLAGS: flags[slot] = 1 when a value
+    # stored is not finite (the per-slot finite check, with no pass over the gradients).
     seg = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_n = tl.program_id(2)
@@ -308,7 +312,15 @@ def _seg_reduce_kernel(
     else:
         acc = tl.where((ns < rank)[None, :], acc, 0.0)
     out_ptrs = out_ptr + slot * stride_os + ms[:, None] * stride_om + ns[None, :] * stride_on
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
+    omask = mmask[:, None] & nmask[None, :]
+    val = acc.to(out_ptr.dtype.element_ty)
+    if ACCUMULATE:
+        val = val + tl.load(out_ptrs, mask=omask, other=0.0)
+    tl.store(out_ptrs, val, mask=omask)
+    if FLAGS:
+        v32 = val.to(tl.float32)
+        bad = tl.max(tl.max(((v32 != v32) | (tl.abs(v32) == float("inf"))).to(tl.int32), axis=1), axis=0)
+        tl.atomic_max(flags_ptr + slot, bad)
 
 
 def _pow2(n: int) -> int:
@@ -419,11 +431,14 @@ def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_
 
 
 def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBatchMeta, rank_on_m: bool,
-               apply_scale: bool, fast: bool = True, config: triton.Config | None = None) -> torch.Tensor:
+               apply_scale: bool, fast: bool = True, config: triton.Config | None = None,
+               accumulate: bool = False, flags: torch.Tensor | None = None) -> torch.Tensor:
     """out[slot_i] = (scale_i *) P_i^T Q_i for every segment; out is [slots, M, N], rank-masked on M or N.
 
     The product runs in the activations' dtype (the operand that is not the fp32 S or dS) with an
-    fp32 accumulator, and is stored in out's dtype (fp32 master-weight gradients need no cast)."""
+    fp32 accumulator, and is stored in out's dtype (fp32 master-weight gradients need no cast).
+    accumulate: out[slot_i] += ... instead (no segment may share a slot); flags: an int32 [slots]
+    tensor whose entry for slot_i becomes 1 if a stored value is not finite (never reset here)."""
     m, n = p.shape[1], q.shape[1]
     full_m = _rank_block(m) if rank_on_m else 0
     full_n = 0 if rank_on_m else _rank_block(n)
@@ -438,10 +453,12 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
     ieee, upcast = _flags(q.dtype if cast_to_q else p.dtype)
     _launch.launch(
         _seg_reduce_kernel, grid,
-        (p, q, out, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
-         m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1), out.stride(2)),
+        (p, q, out, out if flags is None else flags, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank,
+         meta.seg_scale, m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+         out.stride(2)),
         {"RANK_ON_M": rank_on_m, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,
-         "FULL_M": full_m, "FULL_N": full_n, "CAST_TO_Q": cast_to_q},
+         "FULL_M": full_m, "FULL_N": full_n, "CAST_TO_Q": cast_to_q, "ACCUMULATE": accumulate,
+         "FLAGS": flags is not None},
         meta.launch_cache if fast else None, config,
     )
     return out

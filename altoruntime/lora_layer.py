@@ -32,6 +32,8 @@ class LoraContext:
     training: bool = False
     impl: str = "auto"
     single: tuple[int, int, float] | None = None
+    # training on the Triton path: weight gradients written in place, non-finite slots flagged here
+    grad_flags: torch.Tensor | None = None
     _single_metas: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def meta_for(self, rows: int, device: torch.device) -> Any | None:
@@ -138,6 +140,7 @@ class MultiLoraLinear(nn.Module):
         y = multi_lora_linear(  # fp32 stacks under bf16 x: Triton reads them as they are, torch paths cast
             x.reshape(-1, shape[-1]), weight, self.bias, self.A, self.B, meta,
             impl=self.ctx.impl, training=self.ctx.training,
+            grad_flags=self.ctx.grad_flags if self.ctx.training and torch.is_grad_enabled() else None,
         )
         return y.view(*shape[:-1], self.out_features)
 

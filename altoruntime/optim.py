@@ -267,12 +267,25 @@ class SlotAdamW:
         return views
 
     @torch.no_grad()
-    def zero_grad(self) -> None:
+    def zero_grad(self, slots: Sequence[int] | None = None) -> None:
         """Zero the params' gradients in place (a few multi-tensor launches), keeping the tensors
-        so the backward accumulates into them and the cached per-slot views stay valid."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            torch._foreach_zero_(grads)
+        so the backward accumulates into them and the cached per-slot views stay valid; with
+        `slots`, only those slots (per-slot views; all of them when that is most slots anyway)."""
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        if slots is None or 2 * len(slots) >= self.capacity:
+            torch._foreach_zero_([self.params[i].grad for i in live])
+            return
+        views = []
+        for i in live:
+            g = self.params[i].grad
+            if g.is_contiguous():  # (cached per-slot views of a contiguous gradient write through)
+                views.append(self._grad_views(i))
+            else:
+                g.index_fill_(0, torch.as_tensor(list(slots), device=g.device), 0)
+        if views:
+            torch._foreach_zero_([v[s] for s in slots for v in views])
 
     def _slot_lists(self, live: list[int], grads: list[tuple[torch.Tensor, ...]]) -> tuple[dict, dict]:
         """Per-slot lists of the views a fused call takes, filled lazily and kept while the

@@ -99,6 +99,14 @@ class MultiAdapterTrainer:
         # step metadata's device tables, which a replay rewrites (`LoraBatchMeta.retarget`); the
         # torch paths bake them into their kernels, so their graphs stay per group
         self.retarget_graphs = self.device.type == "cuda" and impl in ("auto", "triton")
+        # the Triton path writes weight gradients in place at the step's slots and flags non-finite
+        # ones (altokernels `grad_flags`): no per-step pass over the stacks' capacity is left (no
+        # zeroing, accumulation or finite check of every slot), so under CUDA graphs the stacks keep
+        # their capacity instead of shrinking: a reallocation invalidates every captured graph
+        # (9 reallocations cost ~17 of 43 captures, ~0.4 s each, in session 11's H200 e2e run)
+        self.in_place_grads = impl == "triton" or (impl == "auto" and self.device.type == "cuda")
+        if self.in_place_grads and self.graphs.enabled and self.device.type == "cuda":
+            self.store.shrink_at = None
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:
@@ -193,7 +201,10 @@ class MultiAdapterTrainer:
         retried in halves after zeroing its adapters' gradients, which also drops their earlier
         micro-batches' share of this update.)"""
         self._check_active(batches)
-        self.store.zero_grad()  # in place: the backward accumulates into the same tensors
+        if self.in_place_grads:  # the kernels accumulate into these slots' gradients
+            self.store.zero_step(list(batches))
+        else:
+            self.store.zero_grad()  # in place: the backward accumulates into the same tensors
         self.model.train()
         micro = {j: b for j, b in batches.items() if isinstance(b, list)}
         if not micro:
@@ -209,7 +220,7 @@ class MultiAdapterTrainer:
                 for j, loss in zip(now, self._train(now, bucketed=True, scale=scale)):
                     total[j] += loss
             losses = [total[j] for j in batches]
-        self.store.update(list(batches), losses)
+        self.store.update(list(batches), losses, flagged=self.in_place_grads)
         return dict(zip(batches, losses))
 
     def _check_active(self, batches: Mapping[str, Batch]) -> None:
@@ -335,13 +346,15 @@ class MultiAdapterTrainer:
     def _addresses(self) -> tuple:
         """Where the adapter stacks and their gradients live (what a captured graph writes)."""
         ps = self.store.optim.params
-        return (self.store.generation, *(p.data_ptr() for p in ps),
+        flags = self.store.grad_flags.data_ptr() if self.in_place_grads else 0
+        return (self.store.generation, flags, *(p.data_ptr() for p in ps),
                 *(p.grad.data_ptr() if p.grad is not None else 0 for p in ps))
 
     def _body(self, meta, training: bool, mask: torch.Tensor | None, ids: torch.Tensor, gather: torch.Tensor,  # noqa: ANN001
               target: torch.Tensor, segment: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Forward (and, training, backward) of one packed step; no host sync, fixed shapes."""
         self.ctx.meta, self.ctx.training = meta, training
+        self.ctx.grad_flags = self.store.grad_flags if training and self.in_place_grads else None
         try:
             am = self._causal_mask(ids.shape[1]) if mask is None else mask.to(self.device)
             if self.head is None:
@@ -365,7 +378,7 @@ class MultiAdapterTrainer:
             both[1].index_add_(0, segment, hit.double())
             return both
         finally:
-            self.ctx.meta = None
+            self.ctx.meta = self.ctx.grad_flags = None
 
     def _meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool):  # noqa: ANN202
         cfgs = [self.store.record(j, "active") for j in job_ids]

@@ -61,6 +61,10 @@ class AdapterStore:
         # bumped whenever the stacks or their gradients are reallocated: whatever holds their
         # addresses (cached views, captured CUDA graphs) must be rebuilt
         self.generation = 0
+        # shrink the stacks when at most 1/shrink_at of their slots train (None: never; the trainer
+        # keeps them when its weight gradients are written in place under CUDA graphs)
+        self.shrink_at: int | None = self.SHRINK_AT
+        self._flags: torch.Tensor | None = None  # per-slot non-finite gradient flags (`grad_flags`)
 
     @property
     def pack(self) -> bool:
@@ -156,7 +160,7 @@ class AdapterStore:
         self.optim.free_slot(rec.slot)
         rec.slot = None
         live = sum(1 for r in self.adapters.values() if r.slot is not None)
-        if compact and live <= self.capacity // self.SHRINK_AT:  # hysteresis (growth doubles when full)
+        if compact and self.shrink_at and live <= self.capacity // self.shrink_at:  # hysteresis (growth doubles)
             self.compact()
 
     def compact(self) -> None:
@@ -201,7 +205,7 @@ class AdapterStore:
         return self.packer.init_packed(rank, seed) if packed else peft_init(self.layers, rank, seed)
 
     # shrink the stacks when at most 1/SHRINK_AT of their slots is used: every per-step pass over
-    # the stacks costs at most SHRINK_AT x what the training adapters need
+    # the stacks costs at most SHRINK_AT x what the training adapters need (the default `shrink_at`)
     SHRINK_AT = 2
 
     INITS_AHEAD = 8  # initial weights drawn ahead at most (each is an adapter's size in host memory)
@@ -392,17 +396,55 @@ class AdapterStore:
     # ----------------------------------------------------------------------------- a step's update
     def zero_grad(self, job_ids: Sequence[str] | None = None) -> None:
         """Zero the gradients in place (the optimizer keeps views of the same tensors): every
-        slot's, or only these adapters' (after a backward that ran out of memory half-way)."""
+        slot's, or only these adapters' (after a backward that ran out of memory half-way), and
+        their `grad_flags`."""
         if job_ids is None:
             self.optim.zero_grad()
+            if self._flags is not None:
+                self._flags.zero_()
         else:
-            self.grad_check.zero([self.record(j).slot for j in job_ids])
+            slots = [self.record(j).slot for j in job_ids]
+            self.grad_check.zero(slots)
+            if self._flags is not None:
+                self._flags[slots] = 0
 
-    def update(self, job_ids: Sequence[str], losses: Sequence[float]) -> None:
+    @property
+    def grad_flags(self) -> torch.Tensor:
+        """An int32 flag per slot, set by the fused kernels that write weight gradients in place
+        when a slot's gradient is not finite (kept while the capacity is; zeroed by
+        `zero_step`)."""
+        if self._flags is None or self._flags.shape[0] != self.capacity:
+            self._flags = torch.zeros(self.capacity, dtype=torch.int32, device=self.device)
+        return self._flags
+
+    def ensure_grads(self) -> None:
+        """Zero gradients for every stack that has none (in-place weight gradients write into
+        them; autograd would otherwise make them at the first backward)."""
+        for p in self.optim.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+
+    def zero_step(self, job_ids: Sequence[str]) -> None:
+        """Before a step whose weight gradients are written in place: zero these adapters'
+        gradient slots (one multi-tensor launch; no pass over the other slots, whose stale
+        gradients nothing reads) and every slot's flag."""
+        self.ensure_grads()
+        self.optim.zero_grad([self.record(j).slot for j in job_ids])
+        self.grad_flags.zero_()
+
+    def update(self, job_ids: Sequence[str], losses: Sequence[float], flagged: bool = False) -> None:
         """After a backward: fail adapters with a non-finite loss or gradient; AdamW-step the rest
-        (grads stay allocated and are zeroed in place by the next step)."""
+        (grads stay allocated and are zeroed in place by the next step). flagged: the backward
+        wrote the gradients in place and flagged non-finite slots (`grad_flags`): read those
+        instead of checking the gradients."""
         recs = [self.record(j) for j in job_ids]
-        grad_ok = self.grad_check.finite([r.slot for r in recs]) if recs else []
+        slots = [r.slot for r in recs]
+        if not recs:
+            grad_ok = []
+        elif flagged:
+            grad_ok = (self.grad_flags[torch.as_tensor(slots, device=self.device)] == 0).tolist()
+        else:
+            grad_ok = self.grad_check.finite(slots)
         good = []
         for j, rec, loss, gok in zip(job_ids, recs, losses, grad_ok):
             if math.isfinite(loss) and gok:

@@ -48,7 +48,9 @@ class ShardedTrainer:
         self.group: dist.ProcessGroup | None = None  # None: the default group (all ranks)
         self.released = False
         self._factory = model_factory
-        self._build = dict(target_modules=target_modules, impl=impl, pad_token_id=pad_token_id)
+        # the ranks run their own steps (`forward_tokens`, autograd's gradients), never the trainer's
+        # captured ones: no graphs, so its stacks shrink with the adapters as they leave
+        self._build = dict(target_modules=target_modules, impl=impl, pad_token_id=pad_token_id, cuda_graphs=False)
         self._reshard = reshard_after_forward
         self.mesh = mesh_for(world, device)
         model = model_factory()
