@@ -78,3 +78,29 @@ def assert_adapters_close(want, got, rtol: float, atol: float) -> None:
         for (_, a1, b1), (_, a2, b2) in zip(want[j], got[j], strict=True):
             torch.testing.assert_close(a2, a1, rtol=rtol, atol=atol)
             torch.testing.assert_close(b2, b1, rtol=rtol, atol=atol)
+
+
+def run_interpreted(script: str) -> dict:
+    """Run `script` (which prints one JSON line last) in a subprocess with Triton's CPU interpreter
+    on (it must be set before triton is imported); its parsed output."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "ALTO_KERNELS_AUTOTUNE": "0", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_step_results_close(ref: list[dict], got: list[dict], rel: float = 1e-5) -> None:
+    """Per step, the same adapters in the same order with losses (or sums) within `rel`."""
+    assert len(ref) == len(got)
+    for r0, r1 in zip(ref, got):
+        assert list(r0) == list(r1)
+        for j in r0:
+            assert abs(r0[j] - r1[j]) <= rel * abs(r0[j])

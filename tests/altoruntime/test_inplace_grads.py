@@ -4,18 +4,11 @@ accumulation over micro-batches, suspends and resumes."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import torch
 
 from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.altoruntime._runtime_helpers import assert_step_results_close, run_interpreted
 
 
 def _store():
@@ -86,15 +79,9 @@ print(json.dumps(out))
 
 
 def test_in_place_training_equals_autograd_over_micro_batches_and_suspends():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "ALTO_KERNELS_AUTOTUNE": "0", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_interpreted(SCRIPT)
     ref, tri = out["torch_grouped"], out["triton"]
     assert tri["in_place"] and not ref["in_place"]
-    for r0, r1 in zip(ref["res"], tri["res"]):
-        assert list(r0) == list(r1)
-        for j in r0:
-            assert abs(r0[j] - r1[j]) <= 1e-5 * abs(r0[j])
+    assert_step_results_close(ref["res"], tri["res"])
     for j in "abc":
         assert all(abs(x - y) <= 1e-4 * max(x, 1e-6) for x, y in zip(ref["w"][j], tri["w"][j]))

@@ -5,13 +5,8 @@ Runs in a subprocess under TRITON_INTERPRET=1, which must be set before triton i
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.altoruntime._runtime_helpers import assert_step_results_close, run_interpreted
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import copy, json, torch
 from altoruntime.backbone import tiny_llama
@@ -32,14 +27,9 @@ print(json.dumps(out))
 
 
 def test_triton_path_matches_torch_path():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "ALTO_KERNELS_AUTOTUNE": "0", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_interpreted(SCRIPT)
     ref, tri = out["torch_grouped"], out["triton"]
-    for s0, s1 in zip(ref["losses"], tri["losses"]):
-        for j in s0:
-            assert abs(s0[j] - s1[j]) <= 1e-5 * abs(s0[j])
+    assert_step_results_close(ref["losses"], tri["losses"])
     assert all(abs(x - y) <= 1e-4 * max(x, 1e-6) for x, y in zip(ref["a"], tri["a"])) and sum(ref["a"]) > 0
 
 
@@ -73,17 +63,10 @@ print(json.dumps(out))
 def test_triton_path_through_retargeted_graphs_with_phantom_segments_matches_torch_path():
     """3-adapter steps run as 4 segments (a phantom on an unused slot: the Triton weight-gradient
     kernel writes zeros there), evaluations padded with repeats, graphs replayed across groups."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "ALTO_KERNELS_AUTOTUNE": "0", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", GRAPHED], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_interpreted(GRAPHED)
     ref, tri = out["torch_grouped"], out["triton"]
     assert tri["stats"].get("replayed", 0) >= 2, tri["stats"]
     assert tri["unused_grad"] == 0.0  # the phantom segments' slots (4 of the 8 unused) got zero gradients
-    for r0, r1 in zip(ref["res"], tri["res"]):
-        assert list(r0) == list(r1)
-        for j in r0:
-            assert abs(r0[j] - r1[j]) <= 1e-5 * abs(r0[j])
+    assert_step_results_close(ref["res"], tri["res"])
     for j in "abcd":
         assert all(abs(x - y) <= 1e-4 * max(x, 1e-6) for x, y in zip(ref["w"][j], tri["w"][j]))
