@@ -299,6 +299,8 @@ def fused_lora_linear(
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     if wgrad not in WGRADS:
         raise ValueError(f"wgrad: expected one of {WGRADS}, got {wgrad!r}")
+    if wgrad == "bmm" and grad_flags is not None:
+        raise ValueError("wgrad: 'bmm' writes new gradients; in-place ones (grad_flags) take the segment-reduce kernel")
     if wgrad == "bmm" and not meta.equal_counts:
         raise ValueError("wgrad: 'bmm' needs equal, non-zero token counts in every segment")
     if wgrad == "bmm" and A.dtype != x.dtype:

@@ -319,8 +319,10 @@ def _seg_reduce_kernel(
     tl.store(out_ptrs, val, mask=omask)
     if FLAGS:
         v32 = val.to(tl.float32)
-        bad = tl.max(tl.max(((v32 != v32) | (tl.abs(v32) == float("inf"))).to(tl.int32), axis=1), axis=0)
-        tl.atomic_max(flags_ptr + slot, bad)
+        nonfinite = omask & ((v32 != v32) | (tl.abs(v32) == float("inf")))  # only the values stored
+        bad = tl.max(tl.max(nonfinite.to(tl.int32), axis=1), axis=0)
+        if bad > 0:
+            tl.atomic_max(flags_ptr + slot, bad)
 
 
 def _pow2(n: int) -> int:
@@ -453,7 +455,7 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
     ieee, upcast = _flags(q.dtype if cast_to_q else p.dtype)
     _launch.launch(
         _seg_reduce_kernel, grid,
-        (p, q, out, out if flags is None else flags, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank,
+        (p, q, out, meta.seg_slot if flags is None else flags, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank,
          meta.seg_scale, m, n, p.stride(0), p.stride(1), q.stride(0), q.stride(1), out.stride(0), out.stride(1),
          out.stride(2)),
         {"RANK_ON_M": rank_on_m, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,

@@ -5,7 +5,8 @@ Adapters live in two stacked parameters per layer, A [S, d_in, r_max] and B [S, 
 transposes, padded to r_max with zeros). A slot is an index into dim 0. The per-step segment
 metadata is built once and set on a `LoraContext` shared by all layers, so a layer call does no
 host work beyond reading it (vLLM-style). Capacity S grows by doubling; the store shrinks it to a
-power of two when at most half its slots hold training adapters (altoruntime/adapters/store.py).
+power of two when at most half its slots hold training adapters, except under CUDA graphs, where it
+keeps it (altoruntime/adapters/store.py, `shrink_at`).
 """
 
 from __future__ import annotations

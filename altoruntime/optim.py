@@ -61,6 +61,7 @@ class SlotAdamW:
 
     def _invalidate(self) -> None:
         """Drop every cached view (they keep old storage alive, e.g. after a compact)."""
+        self._blocks.invalidate()
         self._views: tuple | None = None  # per-slot views for the fused step (see _slot_views)
         self._views_key: tuple = ()
         self._grad_cache: dict[int, tuple[int, tuple[int, ...], tuple[torch.Tensor, ...]]] = {}
@@ -147,8 +148,9 @@ class SlotAdamW:
         `load_slot_state` then leaves the moments zero. `host=False`: the moments stay on the
         params' device, as views of one gathered tensor (no copy to the host, no host sync)."""
         n = len(self.params)
+        hyper = {k: float(v[slot]) for k, v in self.hyper.items()}
         if not moments:
-            return {"exp_avg": [], "exp_avg_sq": [], "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
+            return {"exp_avg": [], "exp_avg_sq": [], "hyper": hyper}
         if rank is not None and self._ranked and (self.pack or not host):
             r = min(rank, *(p.shape[d + 1] for p, d in zip(self.params, self.rank_dims)))
             flat = self._blocks.gather(slot, r)  # a stack per block shape and one cat, whatever the layer count
@@ -156,25 +158,18 @@ class SlotAdamW:
                 outs = [v.clone() for v in self._blocks.unflatten(flat.cpu(), r)]
             else:  # views of one new device tensor: nothing else holds it
                 outs = self._blocks.unflatten(flat, r)
-            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
-                    "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
+            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:], "hyper": hyper}
         parts = [self._rank_view(t[slot], i % n, rank) for i, t in enumerate(self.exp_avg + self.exp_avg_sq)]
         if not self.pack and host:
             outs = [p.detach().cpu().clone() for p in parts]
-            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
-                    "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
-        flat = torch.cat([p.reshape(-1) for p in parts])
-        if not host:  # views of one new device tensor: nothing else holds it
-            outs = [c.view(p.shape) for c, p in zip(flat.split([p.numel() for p in parts]), parts)]
-            return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:],
-                    "hyper": {k: float(v[slot]) for k, v in self.hyper.items()}}
-        flat = flat.cpu()
-        outs = [c.view(p.shape).clone() for c, p in zip(flat.split([p.numel() for p in parts]), parts)]
-        return {
-            "exp_avg": outs[:n],
-            "exp_avg_sq": outs[n:],
-            "hyper": {k: float(v[slot]) for k, v in self.hyper.items()},
-        }
+        else:
+            flat = torch.cat([p.reshape(-1) for p in parts])
+            if host:
+                flat = flat.cpu()
+            chunks = flat.split([p.numel() for p in parts])
+            # on the device: views of one new tensor (nothing else holds it); on the host: each its own copy
+            outs = [c.view(p.shape).clone() if host else c.view(p.shape) for c, p in zip(chunks, parts)]
+        return {"exp_avg": outs[:n], "exp_avg_sq": outs[n:], "hyper": hyper}
 
     @torch.no_grad()
     def load_slot_state(self, slot: int, state: dict[str, object]) -> None:

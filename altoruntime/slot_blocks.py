@@ -21,9 +21,13 @@ packer's PEFT layout: lora_A [r, d_in] of a stack's [d_in, r_max] block).
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
+
+MAX_CACHED = 64  # (slot, rank) view lists kept (least recently used dropped): ~1 KB of host memory a view
 
 
 class SlotBlocks:
@@ -43,43 +47,67 @@ class SlotBlocks:
             raise ValueError("transpose: need one entry per stack")
         self._key: tuple = ()
         self._full: dict[int, list[torch.Tensor]] = {}
-        self._blocks: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._blocks: OrderedDict[tuple[int, int], list[torch.Tensor]] = OrderedDict()
         self._layouts: dict[int, tuple[list[list[int]], list[tuple[int, ...]]]] = {}
 
-    def _tensors(self) -> Sequence[torch.Tensor]:
-        """The stacks, dropping every cached view when any stack moved or changed shape (views
-        are of `.data`: writes through them are not autograd's business)."""
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry no cached view (they would pin, or copy, the old stacks)."""
+        state = dict(self.__dict__)
+        state.update(_key=(), _full={}, _blocks=OrderedDict())
+        return state
+
+    def _check(self) -> None:
+        """Drop every cached view when any stack moved or changed shape (owners also call
+        `invalidate` when they reallocate, so that the old storage is freed at once)."""
         stacks = self.stacks()
         if len(stacks) != len(self.rank_dims):
             raise ValueError(f"stacks: expected {len(self.rank_dims)} tensors, got {len(stacks)}")
-        key = tuple((t.data_ptr(), t.shape) for t in stacks)  # no tensor op: reads the tensors' metadata
+        key = (tuple(map(torch.Tensor.data_ptr, stacks)), tuple(t.shape for t in stacks))  # metadata only
         if key != self._key:
-            self._key, self._full, self._blocks = key, {}, {}
-        return stacks
+            self._key, self._full, self._blocks = key, {}, OrderedDict()
 
     def invalidate(self) -> None:
-        """Drop the cached views now (they keep the stacks' old storage alive)."""
-        self._key, self._full, self._blocks = (), {}, {}
+        """Drop the cached views now (they keep the stacks' storage alive)."""
+        self._key, self._full, self._blocks = (), {}, OrderedDict()
+
+    @property
+    def cached(self) -> int:
+        """Slots and (slot, rank) pairs with views kept (0 after `invalidate`)."""
+        return len(self._full) + len(self._blocks)
 
     def full(self, slot: int) -> list[torch.Tensor]:
         """`stack[slot]` of every stack (whole blocks, rank padding included)."""
-        ts = self._tensors()
-        views = self._full.get(slot)
-        if views is None:
-            views = self._full[slot] = [t.data[slot] for t in ts]
-        return views
+        self._check()
+        return self._full_views(slot)
 
     def blocks(self, slot: int, rank: int) -> list[torch.Tensor]:
-        """Each stack's slot block narrowed to `rank` (and transposed where asked)."""
-        self._tensors()  # the cache is checked against the stacks first
-        views = self._blocks.get((slot, rank))
+        """Each stack's slot block narrowed to `rank` (and transposed where asked); a rank wider
+        than a block is an error (the flat layout would not match)."""
+        self._check()
+        return self._block_views(slot, rank)
+
+    def _full_views(self, slot: int) -> list[torch.Tensor]:
+        views = self._full.get(slot)
         if views is None:
-            views = []
-            for v, d, tr in zip(self.full(slot), self.rank_dims, self.transpose):
-                if d is not None:
-                    v = v.narrow(d, 0, min(rank, v.shape[d]))
-                views.append(v.t() if tr else v)
-            self._blocks[(slot, rank)] = views
+            views = self._full[slot] = [t.data[slot] for t in self.stacks()]  # .data: not autograd's business
+        return views
+
+    def _block_views(self, slot: int, rank: int) -> list[torch.Tensor]:
+        key = (slot, rank)
+        views = self._blocks.get(key)
+        if views is not None:
+            self._blocks.move_to_end(key)
+            return views
+        views = []
+        for v, d, tr in zip(self._full_views(slot), self.rank_dims, self.transpose):
+            if d is not None:
+                if rank > v.shape[d]:
+                    raise ValueError(f"rank: {rank} is wider than a stack's blocks ({v.shape[d]})")
+                v = v.narrow(d, 0, rank)
+            views.append(v.t() if tr else v)
+        self._blocks[key] = views
+        if len(self._blocks) > MAX_CACHED:
+            self._blocks.popitem(last=False)
         return views
 
     def layout(self, rank: int) -> tuple[list[list[int]], list[tuple[int, ...]]]:
@@ -101,7 +129,7 @@ class SlotBlocks:
     def numel(self, rank: int) -> int:
         """Elements of one slot's blocks at `rank`."""
         groups, shapes = self.layout(rank)
-        return sum(len(g) * _prod(s) for g, s in zip(groups, shapes))
+        return sum(len(g) * math.prod(s) for g, s in zip(groups, shapes))
 
     def flatten(self, blocks: Sequence[torch.Tensor], rank: int) -> torch.Tensor:
         """Blocks shaped as `blocks(slot, rank)` (e.g. on the host) as one new flat tensor in
@@ -117,7 +145,7 @@ class SlotBlocks:
     def unflatten(self, flat: torch.Tensor, rank: int) -> list[torch.Tensor]:
         """Views of `flat` (in `gather`'s layout) as blocks, in the stacks' order."""
         groups, shapes = self.layout(rank)
-        sizes = [len(g) * _prod(s) for g, s in zip(groups, shapes)]
+        sizes = [len(g) * math.prod(s) for g, s in zip(groups, shapes)]
         if flat.numel() != sum(sizes):
             raise ValueError(f"flat: {flat.numel()} elements, a slot's blocks at rank {rank} have {sum(sizes)}")
         out: list[torch.Tensor | None] = [None] * len(self.rank_dims)
@@ -134,18 +162,12 @@ class SlotBlocks:
     def scatter(self, slot: int, rank: int, flat: torch.Tensor) -> None:
         """Zero the slot, then write `flat` (a `gather` layout, on the stacks' device) into its
         rank blocks: on-device copies only, no host sync."""
-        self.zero(slot)
-        dsts = self.blocks(slot, rank)
+        self._check()
+        torch._foreach_zero_(self._full_views(slot))
+        dsts = self._block_views(slot, rank)
         if flat.dtype != dsts[0].dtype:
             flat = flat.to(dsts[0].dtype)
         torch._foreach_copy_(dsts, self.unflatten(flat, rank))
-
-
-def _prod(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 __all__ = ["SlotBlocks"]

@@ -78,7 +78,9 @@ class MultiAdapterTrainer:
         self.ctx = LoraContext(impl=impl)
         layers = install_lora_layers(model, target_modules, self.ctx, capacity, 1)
         self.fan_in_fan_out = any(layer.fan_in_fan_out for _, layer in layers)  # Conv1D targets (GPT-2)
-        self.store = AdapterStore(layers, shrink_rank, park)
+        # under CUDA graphs on the Triton path the stacks keep their capacity (see in_place_grads)
+        keep = cuda_graphs and layers[0][1].weight.device.type == "cuda" and impl in ("auto", "triton")
+        self.store = AdapterStore(layers, shrink_rank, park, shrink_at=0 if keep else None)
         self.device = self.store.device
         self.pad_token_id = pad_token_id
         cfg = getattr(model, "config", None)
@@ -105,8 +107,6 @@ class MultiAdapterTrainer:
         # their capacity instead of shrinking: a reallocation invalidates every captured graph
         # (9 reallocations cost ~17 of 43 captures, ~0.4 s each, in session 11's H200 e2e run)
         self.in_place_grads = impl == "triton" or (impl == "auto" and self.device.type == "cuda")
-        if self.in_place_grads and self.graphs.enabled and self.device.type == "cuda":
-            self.store.shrink_at = None
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:
@@ -286,6 +286,8 @@ class MultiAdapterTrainer:
             out = prepare()[0](*(t.to(self.device) for t in inp.tensors()))
         else:
             out = self.graphs.run(key, inp.tensors(), prepare, on_replay, warm=(training, dropout))
+            if not self.graphs.enabled and self.store.shrink_at == 0:  # a capture failed: eager from now on,
+                self.store.shrink_at = AdapterStore.SHRINK_AT  # where the stacks may shrink again
         return out[:len(inp.job_ids)] if training else out  # (no phantom segment's loss)
 
     def _bucket_steps(self) -> int | None:

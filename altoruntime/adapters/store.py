@@ -26,7 +26,7 @@ class AdapterStore:
     """Adapters by job id over the multi-adapter layers `named_layers` (name, layer)."""
 
     def __init__(self, named_layers: Iterable[tuple[str, MultiLoraLinear]], shrink_rank: bool | None = None,
-                 park: bool | None = None) -> None:
+                 park: bool | None = None, shrink_at: int | None = None) -> None:
         """shrink_rank: whether `compact` narrows the stacks to the largest live rank (default: off
         on CUDA, where a new rank width makes every Triton kernel re-tune and recompile, 3-11 s on
         an H200 for a few MB of adapter memory; on elsewhere).
@@ -34,9 +34,11 @@ class AdapterStore:
         weights and AdamW moments gathered into one tensor outside the stacks, its slot freed) and
         copies it to the host only on demand (default: on CUDA, where a copy each way through the
         host costs ~0.2 s per adapter and a job held at an early-exit rung comes back soon; off
-        elsewhere). A parked adapter holds no slot, so the stacks, their gradients and every
-        per-step pass over them (zeroing, finite check, clipping) shrink with the adapters that
-        train, not with those waiting."""
+        elsewhere). A parked adapter holds no slot, so the stacks can shrink with the adapters that
+        train, not with those waiting.
+        shrink_at: the stacks shrink when at most 1/shrink_at of their slots hold adapters (default
+        SHRINK_AT; 0: never, what the trainer asks for under CUDA graphs, where its per-step passes
+        cover the step's slots only and a reallocation would drop every captured graph)."""
         self.named_layers = list(named_layers)
         self.layers = [l for _, l in self.named_layers]
         self.device = self.layers[0].weight.device
@@ -61,9 +63,9 @@ class AdapterStore:
         # bumped whenever the stacks or their gradients are reallocated: whatever holds their
         # addresses (cached views, captured CUDA graphs) must be rebuilt
         self.generation = 0
-        # shrink the stacks when at most 1/shrink_at of their slots train (None: never; the trainer
-        # keeps them when its weight gradients are written in place under CUDA graphs)
-        self.shrink_at: int | None = self.SHRINK_AT
+        self.shrink_at = self.SHRINK_AT if shrink_at is None else shrink_at
+        if self.shrink_at < 0:
+            raise ValueError(f"shrink_at: must be >= 0, got {shrink_at}")
         self._flags: torch.Tensor | None = None  # per-slot non-finite gradient flags (`grad_flags`)
 
     @property
@@ -183,6 +185,7 @@ class AdapterStore:
 
     def _stacks_move(self) -> None:
         self.grad_check.invalidate()
+        self.packer.blocks.invalidate()  # its views would keep the old stacks alive
         self.generation += 1
 
     def _peft_init(self, rank: int, seed: int) -> Weights | torch.Tensor:
@@ -404,15 +407,15 @@ class AdapterStore:
                 self._flags.zero_()
         else:
             slots = [self.record(j).slot for j in job_ids]
-            self.grad_check.zero(slots)
+            self.optim.zero_grad(slots)
             if self._flags is not None:
                 self._flags[slots] = 0
 
     @property
     def grad_flags(self) -> torch.Tensor:
         """An int32 flag per slot, set by the fused kernels that write weight gradients in place
-        when a slot's gradient is not finite (kept while the capacity is; zeroed by
-        `zero_step`)."""
+        when a slot's gradient is not finite (allocated at first use and again when the capacity
+        changes; zeroed by `zero_step`)."""
         if self._flags is None or self._flags.shape[0] != self.capacity:
             self._flags = torch.zeros(self.capacity, dtype=torch.int32, device=self.device)
         return self._flags
@@ -442,7 +445,8 @@ class AdapterStore:
         if not recs:
             grad_ok = []
         elif flagged:
-            grad_ok = (self.grad_flags[torch.as_tensor(slots, device=self.device)] == 0).tolist()
+            flags = self.grad_flags.tolist()  # one copy back, read on the host
+            grad_ok = [flags[s] == 0 for s in slots]
         else:
             grad_ok = self.grad_check.finite(slots)
         good = []
@@ -455,14 +459,11 @@ class AdapterStore:
         self.optim.step(good)
 
     def _apply_knobs(self, recs: Sequence[AdapterRecord]) -> None:
-        """Before an update: clip the gradients of adapters with a max norm (one batched pass, no
-        host sync) and set each scheduled adapter's lr for this step."""
-        if any(r.cfg.max_grad_norm is not None for r in recs):
-            limits = [math.inf] * self.capacity
-            for r in recs:
-                if r.cfg.max_grad_norm is not None:
-                    limits[r.slot] = r.cfg.max_grad_norm
-            clip_slot_grad_norms(self.optim.params, limits)
+        """Before an update: clip the gradients of adapters with a max norm (a batched pass over
+        their slots only, no host sync) and set each scheduled adapter's lr for this step."""
+        clipped = [r for r in recs if r.cfg.max_grad_norm is not None]
+        if clipped:
+            clip_slot_grad_norms(self.optim.params, [r.cfg.max_grad_norm for r in clipped], [r.slot for r in clipped])
         for r in recs:
             if r.cfg.lr_schedule != "constant" or r.cfg.warmup_steps:
                 self.optim.set_lr(r.slot, r.cfg.lr_at(self.optim.step_count(r.slot)))

@@ -50,12 +50,13 @@ def test_in_place_gradients_equal_autograd_accumulation(variant):
     assert not flags.any()
 
 
-def test_a_non_finite_gradient_flags_its_slot_only():
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_a_non_finite_gradient_flags_its_slot_only(bad_value):
     case = make_case(COUNTS, RANKS, 19, 13, torch.float32, extra_slots=2, r_max=8)
     case.A.grad, case.B.grad = torch.zeros_like(case.A), torch.zeros_like(case.B)
     dy = torch.randn(sum(COUNTS), 13, generator=torch.Generator().manual_seed(4))
     bad = 2  # segment 2's rows (9 + 0 .. 9 + 0 + 17)
-    dy[9 + 3] = float("nan")
+    dy[9 + 3, 5] = bad_value
     flags = torch.zeros(case.A.shape[0], dtype=torch.int32)
     _backward(case, dy, flags)
     assert flags.tolist() == [int(s == case.meta.slots[bad]) for s in range(case.A.shape[0])]
@@ -69,6 +70,9 @@ def test_in_place_needs_the_gradients_and_int32_flags():
         _backward(case, dy, torch.zeros(case.A.shape[0], dtype=torch.int32))
     with pytest.raises(ValueError, match="int32"):
         _backward(case, dy, torch.zeros(case.A.shape[0], dtype=torch.int64))
+    with pytest.raises(ValueError, match="segment-reduce"):
+        fused_lora_linear(case.x, case.weight, case.bias, case.A, case.B, case.meta, wgrad="bmm",
+                          grad_flags=torch.zeros(case.A.shape[0], dtype=torch.int32))
 
 
 @pytest.mark.gpu

@@ -152,3 +152,25 @@ def test_a_deep_copied_trainer_moves_its_own_slots():
     twin.resume("a")
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(want, twin.store.weights("a")))
     assert twin.store.packer.blocks.full(0)[0].data_ptr() != tr.store.packer.blocks.full(0)[0].data_ptr()
+
+
+def test_a_reallocation_releases_the_cached_views():
+    """Views kept after the stacks compact would hold the old stacks and moments in memory."""
+    tr = MultiAdapterTrainer(tiny_llama(seed=0), capacity=4, park=True, cuda_graphs=False)
+    tr.store.pack = True
+    for i, j in enumerate("abcd"):
+        tr.admit(j, rank=4, lr=1e-2, seed=i)
+    tr.suspend("a")  # views of the 4-slot stacks made and kept
+    packer = tr.store.packer.blocks
+    assert packer.cached > 0
+    tr.drop("b")  # 2 of 4 slots left: the stacks compact to 2
+    assert tr.capacity == 2 and packer.cached == 0
+    copied = copy.deepcopy(tr)
+    assert copied.store.packer.blocks.cached == 0  # a copy carries no view
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(tr.store.weights("c"), copied.store.weights("c")))
+
+
+def test_a_rank_wider_than_the_blocks_is_an_error():
+    holder = [torch.zeros(1, 3, 2), torch.zeros(1, 2, 5)]
+    with pytest.raises(ValueError, match="wider"):
+        SlotBlocks(lambda: holder, [1, 0]).gather(0, 3)
