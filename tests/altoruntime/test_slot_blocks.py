@@ -174,3 +174,19 @@ def test_a_rank_wider_than_the_blocks_is_an_error():
     holder = [torch.zeros(1, 3, 2), torch.zeros(1, 2, 5)]
     with pytest.raises(ValueError, match="wider"):
         SlotBlocks(lambda: holder, [1, 0]).gather(0, 3)
+
+
+def test_bench_actions_counts_every_action_twice(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "bench_actions.py"
+    spec = importlib.util.spec_from_file_location("bench_actions", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--out", str(tmp_path), "--adapters", "2"]) == 2 and not any(tmp_path.iterdir())
+    assert mod.main(["--out", str(tmp_path), "--layers", "2", "--adapters", "4"]) == 0
+    rows = [r.split(",") for r in (tmp_path / "bench_actions.csv").read_text().splitlines()]
+    assert rows[0][:5] == ["action", "round", "layers", "lora_layers", "ops"] and len(rows) == 11
+    warm = {r[0]: int(r[4]) for r in rows[1:] if r[1] == "warm"}
+    assert warm["resume_parked"] < 100 and warm["suspend_parked"] < 100  # a few per block shape, not per layer
