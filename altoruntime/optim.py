@@ -265,11 +265,11 @@ class SlotAdamW:
     def zero_grad(self, slots: Sequence[int] | None = None) -> None:
         """Zero the params' gradients in place (a few multi-tensor launches), keeping the tensors
         so the backward accumulates into them and the cached per-slot views stay valid; with
-        `slots`, only those slots (per-slot views; all of them when that is most slots anyway)."""
+        `slots`, exactly those slots (per-slot views)."""
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
-        if slots is None or 2 * len(slots) >= self.capacity:
+        if slots is None:
             torch._foreach_zero_([self.params[i].grad for i in live])
             return
         views = []

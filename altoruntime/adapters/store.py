@@ -432,7 +432,8 @@ class AdapterStore:
         gradient slots (one multi-tensor launch; no pass over the other slots, whose stale
         gradients nothing reads) and every slot's flag."""
         self.ensure_grads()
-        self.optim.zero_grad([self.record(j).slot for j in job_ids])
+        slots = [self.record(j).slot for j in job_ids]
+        self.optim.zero_grad(None if 2 * len(slots) >= self.capacity else slots)  # most slots: all, one launch each
         self.grad_flags.zero_()
 
     def update(self, job_ids: Sequence[str], losses: Sequence[float], flagged: bool = False) -> None:
