@@ -16,12 +16,13 @@ rest follow in that order by the fast rule); CP-SAT minimizes the sum of starts,
 that sum fixed, C_max (cpsat_models.solve); no forward-backward justification (it serves the
 makespan). `lower_bound` and `gap` still concern the makespan (the area/longest-task bound):
 such a plan trades makespan for mean completion, and its status is "optimal" only when CP-SAT
-proved the sum optimal for the whole queue. Under early exit (waiting tasks' `spread` > 0) the
-plan is the sjf policy's unless the predicted gain over it exceeds what the predictions' error
-could undo (`robust_choice`): the predicted sum ties often (tasks that fill GPUs as running tasks
-release them give the same sum in any pairing), its makespan tie-break then pulled long tasks
-ahead of short ones, and plans that gain by such trades lost on the Philly replay to the short
-tasks still to arrive, which no plan of today's queue sees (README, "two weeks of Philly").
+proved the sum optimal for the whole queue. Under early exit (a waiting task's `spread` > 0)
+the plan is the sjf policy's unless its predicted gain over that plan beats the error of both
+plans' predicted starts (`robust_choice`): the predicted sum ties often (tasks that fill GPUs
+as running tasks release them give the same sum in any pairing), the makespan tie-break then
+put long tasks in the early releases, and plans that won the predicted sum by such trades
+lost on the Philly replay to the short tasks still to arrive, which no plan of today's queue
+sees (README, "CP-SAT vs SJF where queues are deeper").
 
 Per plan() call (`time_limit_s` is wall seconds for the whole call, as users read it):
 1. Greedy plans, event by event (fast.py, O(n log n) in the queue): arrival order with
