@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.report import write_csv  # noqa: E402
 
 RANKS = (8, 16, 32)
 
@@ -86,12 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(a.layers, a.adapters)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".bench_actions.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "bench_actions.csv")
+    write_csv(pd.DataFrame(rows), out / "bench_actions.csv")
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import statistics
 import sys
@@ -32,10 +31,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.report import write_csv  # noqa: E402
 
 RANKS = (16, 32, 64)
 BATCHES = (1, 2, 4, 8)
@@ -106,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".bench_admit.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "bench_admit.csv")
+    write_csv(pd.DataFrame(rows), out / "bench_admit.csv")
     for k in ("thread_cpu_s", "wall_s"):
         best = {m: min(r[k] for r in rows if r["mode"] == m) for m in ("before", "after")}
         print(f"burst of {a.admits} admits, {k}: before {best['before']:.3f}, after {best['after']:.3f} "

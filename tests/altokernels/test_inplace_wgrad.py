@@ -96,3 +96,40 @@ def test_in_place_gradients_on_the_gpu(variant):
     torch.testing.assert_close(case.A.grad, want_a, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(case.B.grad, want_b, rtol=1e-4, atol=1e-5)
     assert not flags.any()
+
+
+AUTOTUNED = """
+import torch
+from altokernels.function import fused_lora_linear
+from tests.altokernels.helpers import make_case
+counts = [64 * (i % 5) + 7 for i in range(8)]
+case = make_case(counts, [16, 32, 64, 16, 32, 64, 16, 32], 576, 1536, torch.bfloat16, device="cuda", r_max=64)
+case.A, case.B = (t.detach().float().requires_grad_(True) for t in (case.A, case.B))
+dy = torch.randn(sum(counts), 1536, device="cuda", dtype=torch.bfloat16)
+grads = []
+for flags in (None, torch.zeros(case.A.shape[0], dtype=torch.int32, device="cuda")):
+    case.A.grad, case.B.grad = torch.zeros_like(case.A), torch.zeros_like(case.B)
+    y = fused_lora_linear(case.x, case.weight, case.bias, case.A, case.B, case.meta, wgrad="triton", grad_flags=flags)
+    y.backward(dy)
+    grads.append((case.A.grad.clone(), case.B.grad.clone()))
+for want, got in zip(*grads):
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # the tuner's timing runs accumulated nothing
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_autotuning_does_not_accumulate_into_the_gradients():
+    """ALTO_KERNELS_AUTOTUNE=1 times every config on the real arguments: `restore_value` must
+    undo each timing run's accumulation into the gradients (and flags)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ALTO_KERNELS_AUTOTUNE": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", AUTOTUNED], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
