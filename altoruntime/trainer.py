@@ -78,24 +78,8 @@ class MultiAdapterTrainer:
         self.ctx = LoraContext(impl=impl)
         layers = install_lora_layers(model, target_modules, self.ctx, capacity, 1)
         self.fan_in_fan_out = any(layer.fan_in_fan_out for _, layer in layers)  # Conv1D targets (GPT-2)
-        # under CUDA graphs on the Triton path the stacks keep their capacity (see in_place_grads)
-        keep = cuda_graphs and layers[0][1].weight.device.type == "cuda" and impl in ("auto", "triton")
-        self.store = AdapterStore(layers, shrink_rank, park, shrink_at=0 if keep else None)
-        self.device = self.store.device
-        self.pad_token_id = pad_token_id
-        cfg = getattr(model, "config", None)
-        plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale"))
-        has_parts = hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")
-        # the LM head run on labelled positions only; None: take the model's full logits
-        self.head: nn.Module | None = model.get_output_embeddings() if plain_head and has_parts else None
-        self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
+        self.device = layers[0][1].weight.device
         self.graphs = StepGraphs(self.device, enabled=cuda_graphs)
-        self._graphs_at: tuple = ()  # the tensors' addresses the captured graphs point into
-        # a list: every fused call is recorded in it (kind, adapters, rows, length, graph outcome, wall
-        # seconds to its host sync), to see where a run's step and validation time goes
-        self.calls: list[dict] | None = None
-        self._widest: dict[tuple, tuple[int, int]] = {}  # step family -> widest (length, labels) so far
-        self._largest: dict[bool, tuple[int, int]] = {}  # training? -> most (tokens, labels) of a step that ran
         # a graph serves every group of its shape (segments, rows, length, labels, dropout or not):
         # the Triton path reads the adapters' slots, ranks, scales and dropout rates only from the
         # step metadata's device tables, which a replay rewrites (`LoraBatchMeta.retarget`); the
@@ -107,6 +91,21 @@ class MultiAdapterTrainer:
         # their capacity instead of shrinking: a reallocation invalidates every captured graph
         # (9 reallocations cost ~17 of 43 captures, ~0.4 s each, in session 11's H200 e2e run)
         self.in_place_grads = impl == "triton" or (impl == "auto" and self.device.type == "cuda")
+        keep = self.retarget_graphs and self.graphs.enabled
+        self.store = AdapterStore(layers, shrink_rank, park, shrink_at=0 if keep else None)
+        self.pad_token_id = pad_token_id
+        cfg = getattr(model, "config", None)
+        plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+        has_parts = hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")
+        # the LM head run on labelled positions only; None: take the model's full logits
+        self.head: nn.Module | None = model.get_output_embeddings() if plain_head and has_parts else None
+        self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
+        self._graphs_at: tuple = ()  # the tensors' addresses the captured graphs point into
+        # a list: every fused call is recorded in it (kind, adapters, rows, length, graph outcome, wall
+        # seconds to its host sync), to see where a run's step and validation time goes
+        self.calls: list[dict] | None = None
+        self._widest: dict[tuple, tuple[int, int]] = {}  # step family -> widest (length, labels) so far
+        self._largest: dict[bool, tuple[int, int]] = {}  # training? -> most (tokens, labels) of a step that ran
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:
@@ -260,8 +259,7 @@ class MultiAdapterTrainer:
         if where != self._graphs_at:  # the stacks or their gradients moved: graphs point at freed memory
             self.graphs.invalidate()
             self._graphs_at = where
-        recs = [self.store.record(j, "active") for j in inp.job_ids]
-        adapters = tuple((r.slot, r.cfg.rank, r.cfg.scale, r.cfg.dropout if training else 0.0) for r in recs)
+        adapters = self._segments(inp.job_ids, training)
         counts = [r * inp.length for r in inp.rows]
         dropout = any(a[3] > 0 for a in adapters)
         on_replay = None
@@ -382,10 +380,14 @@ class MultiAdapterTrainer:
         finally:
             self.ctx.meta = self.ctx.grad_flags = None
 
+    def _segments(self, job_ids: Sequence[str], training: bool) -> tuple[tuple[int, int, float, float], ...]:
+        """(slot, rank, scale, dropout) of each active adapter, as the step metadata takes them
+        (no dropout outside training)."""
+        recs = [self.store.record(j, "active") for j in job_ids]
+        return tuple((r.slot, r.cfg.rank, r.cfg.scale, r.cfg.dropout if training else 0.0) for r in recs)
+
     def _meta(self, job_ids: Sequence[str], rows: Sequence[int], length: int, training: bool):  # noqa: ANN202
-        cfgs = [self.store.record(j, "active") for j in job_ids]
-        adapters = [(c.slot, c.cfg.rank, c.cfg.scale, c.cfg.dropout if training else 0.0) for c in cfgs]
-        return self._build_meta(adapters, [r * length for r in rows], training)
+        return self._build_meta(self._segments(job_ids, training), [r * length for r in rows], training)
 
     def _build_meta(self, adapters: Sequence[tuple[int, int, float, float]], counts: Sequence[int], training: bool,  # noqa: ANN202
                     padded: bool = False):
