@@ -55,10 +55,3 @@ class GradCheck:
                             for c in self._views[1]])
         ok = torch.isfinite(amax).all(0)
         return ok[torch.as_tensor(slots, device=ok.device)].tolist()
-
-    @torch.no_grad()
-    def zero(self, slots: Sequence[int]) -> None:
-        """Zero these slots' gradients."""
-        for p in self.params:
-            if p.grad is not None:
-                p.grad[list(slots)] = 0
