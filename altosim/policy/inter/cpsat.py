@@ -163,17 +163,17 @@ class CpSatScheduler(InterTaskScheduler):
         t0 = time.perf_counter()
         check_inputs(now, num_gpus, running, waiting)
         lb = lower_bound(now, num_gpus, running, waiting)
-        by_arrival = fifo_order(waiting)
+        by_arrival, by_sjf = fifo_order(waiting), sjf_order(waiting)
         serial = self.max_tasks if len(waiting) <= self.max_tasks else 0  # long queues: event by event only
         completion = self.objective == "completion"
         if completion:  # non-delay schedules of the rules for the sum of completion times, and the sjf policy's plan
             greedy = [event_schedule(now, num_gpus, running, order)
-                      for order in (by_arrival, sjf_order(waiting), area_order(waiting))]
-            greedy.append(reserve_then_fill(now, num_gpus, running, sjf_order(waiting), SJF_RESERVE))
+                      for order in (by_arrival, by_sjf, area_order(waiting))]
+            greedy.append(reserve_then_fill(now, num_gpus, running, by_sjf, SJF_RESERVE))
         else:
             greedy = [
                 event_schedule(now, num_gpus, running, by_arrival),  # arrival order, backfilling
-                reserve_then_fill(now, num_gpus, running, sjf_order(waiting), serial),  # SJF
+                reserve_then_fill(now, num_gpus, running, by_sjf, serial),  # SJF
                 reserve_then_fill(now, num_gpus, running, lpt_order(waiting), serial),  # longest first
             ]
             if len(waiting) <= self.max_tasks:  # FIFO (backfilling is rarely worse, but can be)
