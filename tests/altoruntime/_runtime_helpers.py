@@ -104,3 +104,9 @@ def assert_step_results_close(ref: list[dict], got: list[dict], rel: float = 1e-
         assert list(r0) == list(r1)
         for j in r0:
             assert abs(r0[j] - r1[j]) <= rel * abs(r0[j])
+
+
+def assert_sums_close(ref: list[float], got: list[float], rel: float = 1e-4) -> None:
+    """Per-layer weight sums (or any non-negative figures) within `rel` of the reference's."""
+    assert len(ref) == len(got)
+    assert all(abs(x - y) <= rel * max(x, 1e-6) for x, y in zip(ref, got))
