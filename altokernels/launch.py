@@ -99,7 +99,7 @@ def launch(fn: Any, grid: Grid, args: tuple, consts: dict, cache: dict | None, c
     plan = cache.get(key)
     if plan is None or plan.kernel is None:
         kernel = fn[grid](*args, **consts)
-        if plan is None:
+        if plan is None and kernel is not None:  # None: deferred, not compiled (compile_ahead.py)
             cache[key] = _make_plan(fn, kernel, len(args), consts)
         return
     config, k = plan.config, plan.kernel

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from altokernels import build_meta, max_sched_entries
+from altokernels.compile_ahead import CompileAhead, unavailable
 from altokernels.validate import IMPLS
 from altoruntime.adapters import AdapterConfig, AdapterStore, Status, Weights
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, freeze, peft_target_names
@@ -100,6 +101,10 @@ class MultiAdapterTrainer:
         # the LM head run on labelled positions only; None: take the model's full logits
         self.head: nn.Module | None = model.get_output_embeddings() if plain_head and has_parts else None
         self._launch_cache: dict = {}  # the kernels' direct-launch plans, reused across steps
+        # set: the first training and the first evaluation body run once with their uncompiled
+        # Triton kernels deferred, then those compile in parallel (altokernels/compile_ahead.py)
+        self.compile_ahead: CompileAhead | None = None
+        self._ahead_done: set[bool] = set()
         self._graphs_at: tuple = ()  # the tensors' addresses the captured graphs point into
         # a list: every fused call is recorded in it (kind, adapters, rows, length, graph outcome, wall
         # seconds to its host sync), to see where a run's step and validation time goes
@@ -280,6 +285,9 @@ class MultiAdapterTrainer:
             meta = self._build_meta(adapters, counts, training, padded=self.retarget_graphs)
             return (lambda *t: self._body(meta, training, inp.mask if not inp.causal_only else None, *t)), meta
 
+        if self.compile_ahead is not None and training not in self._ahead_done:
+            self._ahead_done.add(training)
+            self._compile_ahead(inp, training, prepare)
         if not inp.causal_only:  # a mask that is not right padding: the eager path with the mask
             out = prepare()[0](*(t.to(self.device) for t in inp.tensors()))
         else:
@@ -287,6 +295,37 @@ class MultiAdapterTrainer:
             if not self.graphs.enabled and self.store.shrink_at == 0:  # a capture failed: eager from now on,
                 self.store.shrink_at = AdapterStore.SHRINK_AT  # where the stacks may shrink again
         return out[:len(inp.job_ids)] if training else out  # (no phantom segment's loss)
+
+    def _compile_ahead(self, inp: StepInputs, training: bool, prepare) -> None:  # noqa: ANN001
+        """Run the body once with its uncompiled Triton kernels deferred, then compile those in
+        parallel. The run leaves nothing behind: its outputs are dropped, the RNG it drew dropout
+        masks from is put back and the gradients it wrote are zeroed (it is the first run of its
+        kind: nothing was accumulated before it)."""
+        t0 = time.perf_counter()
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        try:
+            with self.compile_ahead.deferred() as found:
+                try:
+                    prepare()[0](*(t.to(self.device) for t in inp.tensors()))
+                except torch.OutOfMemoryError:  # what it met before is compiled; the real run handles memory
+                    pass
+        finally:
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+            if training and self.in_place_grads:
+                self.store.zero_step(list(inp.job_ids))
+            elif training:
+                self.store.zero_grad(list(inp.job_ids))
+        figures = self.compile_ahead.compile_all(found)
+        log.info("compiled ahead for the first %s body: %s", "training" if training else "evaluation", figures)
+        if self.calls is not None:  # the deferred run and the compiles, as one row of the call log
+            self.calls.append({"kind": "train_ahead" if training else "eval_ahead", "adapters": len(inp.job_ids),
+                               "rows": sum(inp.rows), "length": inp.length, "labels": inp.labels, "graph": "deferred",
+                               "invalidated": self.graphs.stats["invalidated"],
+                               "ms": round((time.perf_counter() - t0) * 1e3, 3), "kernels": figures["kernels"],
+                               "compile_s": figures["seconds"], "workers": figures["workers"]})
 
     def _bucket_steps(self) -> int | None:
         """Coarse shape buckets (powers of two) where retargeted graphs serve every group of a
@@ -506,7 +545,9 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) and ALTO_FUSED_BACKBONE
     ("1", the default: a Llama-family backbone on CUDA runs Liger-Kernel's fused RMSNorm, rope and
     SwiGLU, altoruntime/fused_backbone.py; "0": transformers' own modules) choose; ALTO_CALL_LOG=1
-    records every fused call (`MultiAdapterTrainer.calls`). `alto run` and `alto profile` both build
+    records every fused call (`MultiAdapterTrainer.calls`); ALTO_COMPILE_AHEAD=1 (CUDA; off until
+    measured on a GPU) compiles the first training and evaluation bodies' Triton kernels in
+    parallel (`MultiAdapterTrainer.compile_ahead`). `alto run` and `alto profile` both build
     theirs here, so a profile measures the paths of the run it models."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
@@ -536,6 +577,15 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
         raise ValueError(f"ALTO_CALL_LOG: expected '0' or '1', got {calls!r}")
     if calls == "1":  # each task writes <out>/<task>/fused_calls.csv (altoruntime/task_runner.py)
         tr.calls = []
+    ahead = env.get("ALTO_COMPILE_AHEAD", "0")
+    if ahead not in ("0", "1"):
+        raise ValueError(f"ALTO_COMPILE_AHEAD: expected '0' or '1', got {ahead!r}")
+    if ahead == "1" and tr.device.type == "cuda":
+        why = unavailable()
+        if why is None:
+            tr.compile_ahead = CompileAhead()
+        else:
+            log.warning("ALTO_COMPILE_AHEAD=1 ignored: %s", why)
     return tr
 
 
@@ -546,4 +596,5 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
     return (f"lora={env.get('ALTO_LORA_IMPL', 'auto')} optim={env.get('ALTO_OPTIM_IMPL', 'fused')}"
             + (" graphs=0" if env.get("ALTO_CUDA_GRAPHS") == "0" else "")
             + (" fused_backbone=0" if env.get("ALTO_FUSED_BACKBONE") == "0" else "")
+            + (" compile_ahead=1" if env.get("ALTO_COMPILE_AHEAD") == "1" else "")
             + (f" {flags}" if flags else ""))
