@@ -88,12 +88,20 @@ def check_out(out: str | Path, flag: str = "--out") -> Path:
     return p
 
 
-def check_out_file(out: str | Path, flag: str = "--out") -> Path:
-    """An output file path: not an existing folder, its folder creatable and writable."""
+def check_out_file(out: str | Path, flag: str = "--out", inputs: tuple[str | Path, ...] = (),
+                   sidecar: str | None = None) -> Path:
+    """An output file path: not an existing folder, its folder creatable and writable, and neither
+    it nor its `sidecar` (a suffix written next to it, e.g. ".meta.json") one of the `inputs`
+    (writing there would replace what the command is reading)."""
     p = check_path(out, flag)
     if p.is_dir():
         raise InputError(flag, str(p), "is a folder, expected a file name (e.g. workload.json)")
     _check_writable(p.parent, flag)
+    written = [p] + ([p.with_name(p.stem + sidecar)] if sidecar else [])
+    for w in written:
+        for src in inputs:
+            if w.exists() and Path(src).exists() and os.path.samefile(w, src):
+                raise InputError(flag, str(w), f"is an input of this command ({src}); choose another output file")
     return p
 
 

@@ -22,6 +22,7 @@ an InputError naming the first few, or, with `skip_bad`, listed in `skipped`.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -133,6 +134,8 @@ def import_philly(
         raise InputError(str(path), "<csv>", str(e)) from None
     except OSError as e:  # a folder, unreadable, a corrupt .gz
         raise InputError(str(path), "<file>", f"cannot read: {e.strerror or e}") from None
+    except (EOFError, zlib.error) as e:  # a truncated or corrupt .gz body
+        raise InputError(str(path), "<file>", f"cannot read: {e}") from None
     for col in REQUIRED:
         if col not in df.columns:
             raise InputError(str(path), col, "missing column", 1)

@@ -110,7 +110,7 @@ class RunConfig(BaseModel):
 def read_mapping(path: Path) -> dict[str, Any]:
     """A YAML or JSON file's top-level mapping (empty file -> {}), bad syntax -> InputError."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")  # a leading BOM (some editors write one) is dropped
     except FileNotFoundError:
         raise InputError(str(path), "<file>", "no such file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -124,6 +124,8 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise InputError(str(path), "<json>", e.msg, e.lineno) from None
     except RecursionError:
         raise InputError(str(path), "<root>", "nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(str(path), "<root>", str(e)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

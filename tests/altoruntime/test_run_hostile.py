@@ -113,3 +113,16 @@ def test_a_bad_gpu_share_is_one_line_and_writes_nothing(tmp_path, share, engine,
     rc, _, err = cli("run", _config(tmp_path), "--out", str(out), *RUN, "--engine", engine, "--gpu-share", share)
     assert_input_error(rc, err, *words)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--n-train", "0"), ("--n-train", "-1"), ("--n-val", "-1"), ("--n-eval", "-1"),
+                                         ("--checkpoint-every", "0"), ("--checkpoint-every", "-5"),
+                                         ("--n-train", "1" + "0" * 30), ("--n-eval", "nan")])
+def test_run_counts_out_of_range_are_one_line_before_any_work(tmp_path, flag, value):
+    """--n-eval -1, --checkpoint-every 0 and --n-train 0 used to reach the backbone loader."""
+    cfg = _config(tmp_path)
+    argv = [a if prev != flag else value for prev, a in zip(("",) + RUN, RUN)]
+    argv += [] if flag in RUN else [flag, value]
+    rc, _, err = cli("run", cfg, "--out", str(tmp_path / "out"), *argv)
+    assert_input_error(rc, err, flag)
+    assert not (tmp_path / "out").exists()
