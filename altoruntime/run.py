@@ -140,6 +140,20 @@ def _check_ranks(rec: Any, i: int, wl_file: str, layers: list[tuple[str, torch.n
                          f"of {model}'s targeted layer {where!r}; search ranks <= {narrow}")
 
 
+def _open_flag_backbone(backbone: str, dtype: torch.dtype) -> Backbone:
+    """`open_backbone` for `--backbone`: an empty name, a missing path or a folder transformers
+    cannot load is one line naming the flag (not transformers' message alone)."""
+    if not backbone.strip():
+        raise InputError("<args>", "--backbone", "empty: give tiny, smollm2, a model folder or a .gguf file")
+    try:
+        return open_backbone(backbone, dtype)
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:  # transformers' many load errors
+        problem = str(e).removeprefix("path: ").removeprefix("backbone: ")
+        raise InputError(backbone, "--backbone", f"cannot load a model: {problem}") from None
+
+
 def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype,
                       wl_dir: Path | None = None) -> tuple[list[Backbone], list[Any]]:
     """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
@@ -158,7 +172,7 @@ def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: to
         key = (src.name if src else None, dt)
         if key not in opened:
             if src is None:
-                opened[key] = open_backbone(backbone, dt)
+                opened[key] = _open_flag_backbone(backbone, dt)
             else:
                 try:
                     opened[key] = open_model(src, dt)

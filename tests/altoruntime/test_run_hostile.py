@@ -126,3 +126,18 @@ def test_run_counts_out_of_range_are_one_line_before_any_work(tmp_path, flag, va
     rc, _, err = cli("run", cfg, "--out", str(tmp_path / "out"), *argv)
     assert_input_error(rc, err, flag)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backbone, words", [("", ("--backbone", "empty")), ("nope/path", ("nope/path", "--backbone")),
+                                             ("cfg.json", ("cfg.json", "--backbone")), ("emptydir", ("emptydir", "--backbone")),
+                                             ("bad", ("bad", "--backbone", "config.json"))])
+def test_a_backbone_that_cannot_load_names_the_flag(tmp_path, monkeypatch, backbone, words):
+    """transformers' load errors came out bare ("Unrecognized model in ..."), and '' meant the current folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path)
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_bytes(b"\xff{")
+    rc, _, err = cli("run", cfg, "--out", "out", "--backbone", backbone, *RUN[2:])
+    assert_input_error(rc, err, *words)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
