@@ -201,6 +201,10 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
     loss = load_trace_dir(args.loss_traces) if args.loss_traces else None  # None: the embedded pool, read after the trace
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
                         loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad, rigid_share=args.rigid_share)
+    if not res.workload.tasks:  # an empty workload is no use to simulate or run: say why instead
+        why = (f"{len(res.skipped)} malformed rows skipped, " if res.skipped else "") + (
+            f"{len(res.too_large)} tasks larger than --max-gpus {args.max_gpus}" if res.too_large else "no job rows")
+        raise InputError(args.file, "<rows>", f"no task to import ({why.rstrip(', ')})")
     write_workload(res.workload, args.out)
     n_rigid = sum(t.rigid for t in res.workload.tasks)
     print(f"imported {len(res.workload.tasks)} tasks into {args.out}" + (f" ({n_rigid} rigid)" if n_rigid else ""))

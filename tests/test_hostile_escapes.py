@@ -185,3 +185,22 @@ def test_holdout_every_outside_its_range_is_one_line(sim_run, value):
         rc, _, err = cli("check-fidelity", "--run", str(sim_run), "--out", "out", f"--holdout-every={value}")
         assert_input_error(rc, err, "--holdout-every")
         assert not Path("out").exists()
+
+
+# ------------------------------------------------ an empty workload: empty tables and exit 0 before
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+def test_a_workload_without_tasks_is_refused(command):
+    wl = {**WORKLOAD, "tasks": []}
+    run_hostile({"wl.json": json.dumps(wl), "cfg.json": json.dumps(CONFIG)}, command, "cfg.json", "--out", "out", "-q",
+                naming=("wl.json", "tasks", "empty"))
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("", ("no job rows",)),
+    ("2017-10-01 00:00:45,30.0,64,30.0,6214e9\n", ("1 tasks larger than --max-gpus 8",)),
+])
+def test_import_trace_that_would_write_an_empty_workload_says_why(rows, words):
+    head = PHILLY.splitlines()[0] + "\n"
+    run_hostile({"p.csv": head + rows}, "import-trace", "philly", "p.csv", "--out", "out/w.json", "--max-gpus", "8",
+                naming=("p.csv", "no task to import", *words))

@@ -94,7 +94,10 @@ class RunConfig(BaseModel):
 
     def check_workload(self, trace: WorkloadTrace, file: str, epochs_ok: bool = False) -> None:
         """Contradictions between this config and a workload: a task larger than the cluster; a
-        task in epochs where nothing reads the data (the simulator: `epochs_ok` False)."""
+        task in epochs where nothing reads the data (the simulator: `epochs_ok` False); no task at all
+        (a run of nothing would write empty tables and exit 0)."""
+        if not trace.tasks:
+            raise InputError(file, "tasks", "empty: the workload has no task to run")
         for i, t in enumerate(trace.tasks):
             if t.epochs is not None and not epochs_ok:
                 raise InputError(file, f"tasks[{i}].epochs", "the simulator does not read the data, so it cannot count "
