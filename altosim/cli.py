@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from altosim.errors import InputError, one_line
-from altosim.outdir import check_out, check_out_file, output_dir
+from altosim.outdir import check_out, check_out_file, input_files, output_dir
 from altosim.schemas.limits import MAX_GPUS, MAX_SEED
 
 
@@ -113,7 +113,7 @@ def cmd_replay_curves(args: argparse.Namespace) -> int:
     out = check_out(args.out) if args.out else None
     res = replay(read_curves(args.curves), ref)
     if out is not None:
-        with output_dir(out) as stage:
+        with output_dir(out, keep=input_files(args.curves)) as stage:
             write_csv(res["table"], stage / "replay.csv")
     for line in summary_lines(res):
         print(line)
@@ -126,7 +126,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from altosim.presets import PRESETS, preset_policy
     from altosim.report import try_plot, write_csv
     from altosim.schemas import config_from_dict, load_config
-    from altosim.simulate import load_inputs, simulate
+    from altosim.simulate import config_inputs, load_inputs, simulate
     from altosim.sweep import plot_sweep
 
     out = check_out(args.out)
@@ -153,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     df = pd.DataFrame(rows)
-    with output_dir(out) as stage:
+    with output_dir(out, keep=[f for _, base, _ in loaded for f in config_inputs(base)]) as stage:
         write_csv(df, stage / "sweep.csv")
         problem = try_plot(lambda: plot_sweep(df), stage / "sweep.png")
     if problem:

@@ -167,6 +167,30 @@ def locked_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
             raise
 
 
+def _check_keeps(src: Path, dst: Path, keep: list[Path], flag: str) -> None:
+    """Refuse (before anything moves) a staged file that would replace one of the `keep` files:
+    an input of the command that sits in `--out` under an output's name (a workload `tasks.csv`)."""
+    for entry in sorted(src.rglob("*")):
+        target = dst / entry.relative_to(src)
+        if entry.is_file() and target.is_file() and any(os.path.samefile(target, k) for k in keep):
+            raise InputError(flag, str(target), "would be replaced by an output of the same name, but it is an input "
+                             "of this command; choose another --out")
+
+
+def input_files(*paths: str | Path | None) -> list[Path]:
+    """The existing files among `paths`, and the files inside the folders among them (one level)."""
+    found: list[Path] = []
+    for p in paths:
+        if p is None or not str(p):
+            continue
+        p = Path(p)
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(q for q in p.iterdir() if q.is_file())
+    return found
+
+
 def _move_into(src: Path, dst: Path) -> None:
     for entry in sorted(src.iterdir()):
         target = dst / entry.name
@@ -179,14 +203,16 @@ def _move_into(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def output_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
+def output_dir(out: str | Path, flag: str = "--out", keep: list[Path] | None = None) -> Iterator[Path]:
     """Yield a staging folder inside the locked `out`; its files replace those of `out` when the
-    block succeeds, and nothing of it is left when the block fails."""
+    block succeeds, and nothing of it is left when the block fails. A staged file that would
+    replace one of the `keep` files (the command's inputs) fails the block instead."""
     p = check_out(out, flag)
     with _locked(p, flag) as created:
         stage = Path(tempfile.mkdtemp(prefix=".alto-stage-", dir=p))
         try:
             yield stage
+            _check_keeps(stage, p, keep or [], flag)
             _move_into(stage, p)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)

@@ -204,3 +204,42 @@ def test_import_trace_that_would_write_an_empty_workload_says_why(rows, words):
     head = PHILLY.splitlines()[0] + "\n"
     run_hostile({"p.csv": head + rows}, "import-trace", "philly", "p.csv", "--out", "out/w.json", "--max-gpus", "8",
                 naming=("p.csv", "no task to import", *words))
+
+
+# ------------------------------------------------ an output named like an input in --out replaced it (exit 0)
+
+def _workload_csv() -> str:
+    from altosim.schemas import WorkloadTrace
+    from altosim.traces_io.workload import workload_csv_text
+
+    return workload_csv_text(WorkloadTrace.model_validate(WORKLOAD))
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+@pytest.mark.parametrize("name", ["tasks.csv", "summary.csv", "sweep.csv"])
+def test_outputs_never_replace_an_input_in_out(command, name):
+    """A workload called tasks.csv (an output name of simulate) read from --out: it was overwritten.
+    The input is kept, nothing is written, one line names it."""
+    cfg = {**CONFIG, "workload": name}
+    files = {name: _workload_csv(), "cfg.json": json.dumps(cfg)}
+    clash = (command, name) in {("simulate", "tasks.csv"), ("simulate", "summary.csv"), ("sweep", "sweep.csv")}
+    with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
+        for n, text in files.items():
+            Path(n).write_text(text)
+        before = _files(Path(d))
+        rc, _, err = cli(command, "cfg.json", "--out", ".", "-q")
+        if not clash:
+            assert rc == 0, err
+            assert Path(name).read_text() == files[name]
+            return
+        assert_input_error(rc, err, "--out", name, "input")
+        assert _files(Path(d)) == before
+
+
+def test_replay_curves_cannot_replace_its_curves():
+    with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
+        Path("replay.csv").write_text(CURVES)
+        rc, _, err = cli("replay-curves", "replay.csv", "--out", ".")
+        assert_input_error(rc, err, "replay.csv", "input")
+        assert Path("replay.csv").read_text() == CURVES
+        assert sorted(p.name for p in Path(d).iterdir()) == ["replay.csv"]
