@@ -177,6 +177,17 @@ def _check_keeps(src: Path, dst: Path, keep: list[Path], flag: str) -> None:
                              "of this command; choose another --out")
 
 
+def check_no_clash(out: Path, names: tuple[str, ...], keep: list[Path], flag: str = "--out") -> None:
+    """For commands that write straight into `out` (alto run): none of the `keep` files (inputs) may
+    be one of the `names` written there, or inside a folder of those names."""
+    base = out.resolve()
+    for k in keep:
+        rel = k.resolve().relative_to(base) if k.resolve().is_relative_to(base) else None
+        if rel is not None and rel.parts and rel.parts[0] in names:
+            raise InputError(flag, str(k), "is an input of this command but also where an output of the same name "
+                             "goes; choose another --out")
+
+
 def input_files(*paths: str | Path | None) -> list[Path]:
     """The existing files among `paths`, and the files inside the folders among them (one level)."""
     found: list[Path] = []

@@ -141,3 +141,25 @@ def test_a_backbone_that_cannot_load_names_the_flag(tmp_path, monkeypatch, backb
     rc, _, err = cli("run", cfg, "--out", "out", "--backbone", backbone, *RUN[2:])
     assert_input_error(rc, err, *words)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name, clash", [("tasks.csv", True), ("summary.csv", True), ("wl.csv", False)])
+def test_run_never_writes_over_its_own_workload_in_out(tmp_path, monkeypatch, name, clash):
+    """alto run --out . with a workload called tasks.csv replaced the workload by its task table (exit 0)."""
+    from altosim.schemas import WorkloadTrace
+    from altosim.traces_io.workload import workload_csv_text
+
+    monkeypatch.chdir(tmp_path)
+    cfg = json.loads(open(_config(tmp_path)).read())
+    wl = json.loads((tmp_path / "wl_cfg.json").read_text())
+    (tmp_path / "wl_cfg.json").unlink()
+    text = workload_csv_text(WorkloadTrace.model_validate(wl))
+    (tmp_path / name).write_text(text)
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "workload": name}))
+    rc, _, err = cli("run", "cfg.json", "--out", ".", *RUN)
+    assert (tmp_path / name).read_text() == text
+    if not clash:
+        assert rc == 0, err
+        return
+    assert_input_error(rc, err, "--out", name, "input")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cfg.json", name])
