@@ -243,3 +243,22 @@ def test_replay_curves_cannot_replace_its_curves():
         assert_input_error(rc, err, "replay.csv", "input")
         assert Path("replay.csv").read_text() == CURVES
         assert sorted(p.name for p in Path(d).iterdir()) == ["replay.csv"]
+
+
+# ------------------------------------------------ finite but absurd times: 1e308 s made every reported time garbage
+
+@pytest.mark.parametrize("field, value", [("arrival", 1e308), ("arrival", 1e10), ("duration_s", 1e308)])
+def test_task_times_are_bounded(field, value):
+    wl = {**WORKLOAD, "tasks": [{**WORKLOAD["tasks"][0], field: value}]}
+    run_hostile({"wl.json": json.dumps(wl), "cfg.json": json.dumps(CONFIG)}, "simulate", "cfg.json", "--out", "out",
+                "-q", naming=("wl.json", f"tasks[0].{field}", "1000000000"))
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("2017-10-01 00:00:45,1e308,1,30.0,c\n", ("line 2", "duration", "more than")),
+    ("1900-10-01 00:00:45,30,1,30.0,c\n2100-10-01 00:00:45,30,1,30.0,c\n", ("line 3", "timestamp", "span")),
+])
+def test_philly_times_are_bounded(rows, words):
+    head = PHILLY.splitlines()[0] + "\n"
+    run_hostile({"p.csv": head + rows}, "import-trace", "philly", "p.csv", "--out", "out/w.json",
+                naming=("p.csv", *words))

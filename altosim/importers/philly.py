@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from altosim.errors import InputError
+from altosim.schemas.limits import MAX_SECONDS
 from altosim.schemas import LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.workloads import load_default_loss_sets
 
@@ -71,6 +72,7 @@ def _bad_rows(df: pd.DataFrame) -> tuple[list[BadRow], pd.Series, np.ndarray, np
         (np.isnan(dur) & ~empty["duration"], "duration: not a number"),
         (~np.isnan(dur) & ~np.isfinite(dur), "duration: must be finite"),
         (np.isfinite(dur) & (dur < 0), "duration: negative duration"),
+        (np.isfinite(dur) & (dur > MAX_SECONDS), f"duration: more than {MAX_SECONDS} seconds"),
         (dur == 0, "duration: must be > 0 seconds"),
         (empty["num_gpus"], "num_gpus: missing value"),
         (np.isnan(gpus) & ~empty["num_gpus"], "num_gpus: not a number"),
@@ -165,6 +167,9 @@ def import_philly(
     arrival = (ts.iloc[keep] - origin).dt.total_seconds().to_numpy()
     keep = keep[np.argsort(arrival, kind="stable")]
     arrival = np.sort(arrival, kind="stable")
+    if len(arrival) and arrival[-1] > MAX_SECONDS:  # a task's arrival is held to the same bound
+        raise InputError(str(path), "timestamp", f"the jobs span {arrival[-1]:.4g} seconds from the first; at most "
+                         f"{MAX_SECONDS} (cut the trace to a shorter window)", int(keep[-1]) + 2)
 
     tasks = _make_tasks(keep, arrival, dur, gpus, loss_sets, configs_per_task, seed, samples_per_job, seq_len)
     if rigid_share > 0:  # its own draw: the tuning tasks left are those a plain import makes
