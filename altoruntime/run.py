@@ -22,11 +22,12 @@ import torch
 from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
 from altosim.ids import task_dir
-from altosim.outdir import check_out, locked_dir
+from altosim.outdir import check_no_clash, check_out, input_files, locked_dir
 from altosim.report import plot_losses, try_plot, write_csv
 from altosim.results import best_line, config_table, label, reports_frame
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
 from altosim.schemas import DEFAULT, RunConfig, WorkloadTrace
+from altosim.simulate import config_inputs
 from altosim.traces_io import read_workload
 from altosim.workloads import default_workload_path
 from altoruntime.backbone import LLAMA_TARGETS, find_targets, load_backbone, tiny_llama
@@ -37,6 +38,8 @@ from altoruntime.repro import KEY, check_resumable, run_key, seed_everything
 from altoruntime.trainer import MultiAdapterTrainer, env_paths, trainer_from_env
 
 
+# what a run writes straight into --out (no staging: a checkpoint must survive a stop); no input may be one
+RUN_OUTPUTS = ("tasks.csv", "summary.csv", "events.jsonl", ".events.jsonl.tmp", "run.ckpt", "tasks")
 ENGINES = ("local", "ray")  # `alto run --engine`: one process stepping every task, or a Ray actor per task
 
 
@@ -140,6 +143,20 @@ def _check_ranks(rec: Any, i: int, wl_file: str, layers: list[tuple[str, torch.n
                          f"of {model}'s targeted layer {where!r}; search ranks <= {narrow}")
 
 
+def _open_flag_backbone(backbone: str, dtype: torch.dtype) -> Backbone:
+    """`open_backbone` for `--backbone`: an empty name, a missing path or a folder transformers
+    cannot load is one line naming the flag (not transformers' message alone)."""
+    if not backbone.strip():
+        raise InputError("<args>", "--backbone", "empty: give tiny, smollm2, a model folder or a .gguf file")
+    try:
+        return open_backbone(backbone, dtype)
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:  # transformers' many load errors
+        problem = str(e).removeprefix("path: ").removeprefix("backbone: ")
+        raise InputError(backbone, "--backbone", f"cannot load a model: {problem}") from None
+
+
 def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: torch.dtype,
                       wl_dir: Path | None = None) -> tuple[list[Backbone], list[Any]]:
     """Each task's backbone (one load per distinct model and dtype) and LoRA targets, checked
@@ -158,7 +175,7 @@ def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: to
         key = (src.name if src else None, dt)
         if key not in opened:
             if src is None:
-                opened[key] = open_backbone(backbone, dt)
+                opened[key] = _open_flag_backbone(backbone, dt)
             else:
                 try:
                     opened[key] = open_model(src, dt)
@@ -255,6 +272,7 @@ def run_config(
         wl_file = "<workload>"
         data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file, epochs_ok=True)
+    check_no_clash(out, RUN_OUTPUTS, config_inputs(cfg) + input_files(None if wl_file == "<workload>" else wl_file))
     for i, rec in enumerate(workload.tasks):
         if rec.rigid:
             raise InputError(wl_file, f"tasks[{i}].rigid", f"task {rec.id!r} is a rigid (fixed-duration) job: it has "

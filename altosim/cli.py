@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from altosim.errors import InputError, one_line
-from altosim.outdir import check_out, check_out_file, output_dir
+from altosim.outdir import check_out, check_out_file, input_files, output_dir
 from altosim.schemas.limits import MAX_GPUS, MAX_SEED
 
 
@@ -34,14 +34,14 @@ def _with_policy(cfg: Any, args: argparse.Namespace) -> Any:
     from altosim.schemas import config_from_dict
 
     data = cfg.model_dump()
-    if getattr(args, "preset", None):
+    if getattr(args, "preset", None) is not None:  # --preset "" is an unknown preset, not "no preset"
         try:
             data["policy"].update(preset_policy(args.preset))
         except ValueError as e:
             raise InputError("<args>", "--preset", str(e)) from None
-    if getattr(args, "early_exit", None):
+    if getattr(args, "early_exit", None) is not None:
         data["policy"]["early_exit"] = {"name": args.early_exit, "params": {}}
-    if getattr(args, "inter_task", None):
+    if getattr(args, "inter_task", None) is not None:
         data["policy"]["inter_task"] = {"name": args.inter_task, "params": {}}
     if getattr(args, "no_batching", False):
         data["policy"]["batching"] = False
@@ -98,6 +98,8 @@ def cmd_replay_curves(args: argparse.Namespace) -> int:
         params = json.loads(args.params)
     except json.JSONDecodeError as e:
         raise InputError("<args>", "--params", f"invalid JSON: {e.msg}") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError("<args>", "--params", f"invalid JSON: {e}") from None
     if not isinstance(params, dict):
         raise InputError("<args>", "--params", "expected a JSON object of the policy's parameters")
     try:
@@ -111,7 +113,7 @@ def cmd_replay_curves(args: argparse.Namespace) -> int:
     out = check_out(args.out) if args.out else None
     res = replay(read_curves(args.curves), ref)
     if out is not None:
-        with output_dir(out) as stage:
+        with output_dir(out, keep=input_files(args.curves)) as stage:
             write_csv(res["table"], stage / "replay.csv")
     for line in summary_lines(res):
         print(line)
@@ -124,7 +126,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from altosim.presets import PRESETS, preset_policy
     from altosim.report import try_plot, write_csv
     from altosim.schemas import config_from_dict, load_config
-    from altosim.simulate import load_inputs, simulate
+    from altosim.simulate import config_inputs, load_inputs, simulate
     from altosim.sweep import plot_sweep
 
     out = check_out(args.out)
@@ -151,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     df = pd.DataFrame(rows)
-    with output_dir(out) as stage:
+    with output_dir(out, keep=[f for _, base, _ in loaded for f in config_inputs(base)]) as stage:
         write_csv(df, stage / "sweep.csv")
         problem = try_plot(lambda: plot_sweep(df), stage / "sweep.png")
     if problem:
@@ -195,10 +197,14 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
     from altosim.traces_io import load_trace_dir, write_workload
     if args.kind != "philly":
         raise InputError("<args>", "kind", f"unknown trace kind {args.kind!r}; known: philly")
-    check_out_file(args.out)
+    check_out_file(args.out, inputs=(args.file,))
     loss = load_trace_dir(args.loss_traces) if args.loss_traces else None  # None: the embedded pool, read after the trace
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
                         loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad, rigid_share=args.rigid_share)
+    if not res.workload.tasks:  # an empty workload is no use to simulate or run: say why instead
+        why = (f"{len(res.skipped)} malformed rows skipped, " if res.skipped else "") + (
+            f"{len(res.too_large)} tasks larger than --max-gpus {args.max_gpus}" if res.too_large else "no job rows")
+        raise InputError(args.file, "<rows>", f"no task to import ({why.rstrip(', ')})")
     write_workload(res.workload, args.out)
     n_rigid = sum(t.rigid for t in res.workload.tasks)
     print(f"imported {len(res.workload.tasks)} tasks into {args.out}" + (f" ({n_rigid} rigid)" if n_rigid else ""))
@@ -253,19 +259,23 @@ def _check_heldout(args: argparse.Namespace, cfg: Any) -> int:
 def cmd_profile_from_run(args: argparse.Namespace) -> int:
     from altosim.cost import EvalShape, write_cost_profile
     from altosim.fidelity import profile_from_run, read_run, run_val_rows
+    from altosim.files import atomic_write
 
-    check_out_file(args.out)
+    run_inputs = tuple(Path(args.run) / n for n in RUN_INPUTS)
+    check_out_file(args.out, inputs=run_inputs, sidecar=None if args.out.endswith(".json") else ".meta.json")
     run = read_run(args.run)
     rows = args.val_rows if args.val_rows is not None else run_val_rows(run.folder)
     prof = profile_from_run(run, args.gpu_type, shape=EvalShape(rows), overheads=args.overheads)
     out = Path(args.out)
     if out.suffix == ".json":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(prof.model_dump_json(indent=1))
+        atomic_write([(out, prof.model_dump_json(indent=1))])
     else:
         write_cost_profile(prof, out)
     print(f"{len(prof.rows)} cost records from {run.folder} -> {out}")
     return 0
+
+
+RUN_INPUTS = ("events.jsonl", "run_args.json", "summary.csv", "config.json", "config.yaml")  # what a run folder gives
 
 
 class _Parser(argparse.ArgumentParser):
@@ -302,6 +312,19 @@ def share(text: str) -> float:
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
     return v
+
+
+def safe_name(text: str) -> str:
+    """An argparse type: a name in the task-id alphabet (a GPU type is a cost-model key and a file-name part)."""
+    from altosim.ids import id_problem
+
+    problem = id_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem.replace('task id', 'name')}, got {one_line(text, 40)!r}")
+    return text
+
+
+MAX_ROWS = 10**9  # examples per evaluation / steps between checks: a bound, not a plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--costs", default="measured,model",
                    help="step costs of the replay: measured (from the run), model (cost model), or both")
-    f.add_argument("--holdout-every", type=int, default=5, help="hold out every k-th profile row")
-    f.add_argument("--val-rows", type=int, help="validation examples per evaluation in the run (`alto run "
+    f.add_argument("--holdout-every", type=count(1, MAX_ROWS), default=5, help="hold out every k-th profile row")
+    f.add_argument("--val-rows", type=count(0, MAX_ROWS), help="validation examples per evaluation in the run (`alto run "
                    "--n-val`), charged in the model replay (default: <run>/run_args.json, else 0)")
     f.add_argument("--profile-method", default="auto", choices=("auto", "interp", "hostgpu"),
                    help="how the model replay reads the profile: multilinear interpolation, the host-floor / "
@@ -374,15 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     f.add_argument("--calibrate-from", "--profile-from-run", dest="calibrate_from", help="held-out check: calibrate step, validation, autotune and startup "
                    "costs on this other run folder, then replay --run with them (profile and linear predictors)")
-    f.add_argument("--calibrate-val-rows", type=int, help="validation examples per evaluation in the "
+    f.add_argument("--calibrate-val-rows", type=count(0, MAX_ROWS), help="validation examples per evaluation in the "
                    "--calibrate-from run (default: its run_args.json, else --val-rows)")
     f.set_defaults(fn=cmd_check_fidelity)
 
     pr = sub.add_parser("profile-from-run", help="a CostProfile of the fused steps an `alto run` log measured")
     pr.add_argument("run", help="run folder written by `alto run`")
     pr.add_argument("--out", required=True, help="profile file to write (.csv with .meta.json, or .json)")
-    pr.add_argument("--gpu-type", default="H100", help="GPU type the records are filed under (cost model key)")
-    pr.add_argument("--val-rows", type=int, help="validation examples per evaluation (`alto run --n-val`; "
+    pr.add_argument("--gpu-type", type=safe_name, default="H100", help="GPU type the records are filed under (cost model key)")
+    pr.add_argument("--val-rows", type=count(0, MAX_ROWS), help="validation examples per evaluation (`alto run --n-val`; "
                     "default: <run>/run_args.json, else 0)")
     pr.add_argument("--overheads", choices=("subtract", "include"), default="subtract",
                     help="subtract the fitted startup/validation/autotune time from each step (default) or keep it")

@@ -37,7 +37,7 @@ def atomic_write(files: list[tuple[Path, str | bytes]]) -> None:
 def read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
-        return (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode()
+        return (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode("utf-8-sig")  # a leading BOM is dropped
     except FileNotFoundError:
         raise InputError(str(path), "<file>", "no such file") from None
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz body
@@ -70,3 +70,5 @@ def json_file(path: Path) -> Any:
         raise InputError(str(path), "<json>", e.msg, e.lineno) from None
     except RecursionError:
         raise InputError(str(path), "<json>", "nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(str(path), "<json>", str(e)) from None

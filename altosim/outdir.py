@@ -88,12 +88,20 @@ def check_out(out: str | Path, flag: str = "--out") -> Path:
     return p
 
 
-def check_out_file(out: str | Path, flag: str = "--out") -> Path:
-    """An output file path: not an existing folder, its folder creatable and writable."""
+def check_out_file(out: str | Path, flag: str = "--out", inputs: tuple[str | Path, ...] = (),
+                   sidecar: str | None = None) -> Path:
+    """An output file path: not an existing folder, its folder creatable and writable, and neither
+    it nor its `sidecar` (a suffix written next to it, e.g. ".meta.json") one of the `inputs`
+    (writing there would replace what the command is reading)."""
     p = check_path(out, flag)
     if p.is_dir():
         raise InputError(flag, str(p), "is a folder, expected a file name (e.g. workload.json)")
     _check_writable(p.parent, flag)
+    written = [p] + ([p.with_name(p.stem + sidecar)] if sidecar else [])
+    for w in written:
+        for src in inputs:
+            if w.exists() and Path(src).exists() and os.path.samefile(w, src):
+                raise InputError(flag, str(w), f"is an input of this command ({src}); choose another output file")
     return p
 
 
@@ -159,6 +167,41 @@ def locked_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
             raise
 
 
+def _check_keeps(src: Path, dst: Path, keep: list[Path], flag: str) -> None:
+    """Refuse (before anything moves) a staged file that would replace one of the `keep` files:
+    an input of the command that sits in `--out` under an output's name (a workload `tasks.csv`)."""
+    for entry in sorted(src.rglob("*")):
+        target = dst / entry.relative_to(src)
+        if entry.is_file() and target.is_file() and any(os.path.samefile(target, k) for k in keep):
+            raise InputError(flag, str(target), "would be replaced by an output of the same name, but it is an input "
+                             "of this command; choose another --out")
+
+
+def check_no_clash(out: Path, names: tuple[str, ...], keep: list[Path], flag: str = "--out") -> None:
+    """For commands that write straight into `out` (alto run): none of the `keep` files (inputs) may
+    be one of the `names` written there, or inside a folder of those names."""
+    base = out.resolve()
+    for k in keep:
+        rel = k.resolve().relative_to(base) if k.resolve().is_relative_to(base) else None
+        if rel is not None and rel.parts and rel.parts[0] in names:
+            raise InputError(flag, str(k), "is an input of this command but also where an output of the same name "
+                             "goes; choose another --out")
+
+
+def input_files(*paths: str | Path | None) -> list[Path]:
+    """The existing files among `paths`, and the files inside the folders among them (one level)."""
+    found: list[Path] = []
+    for p in paths:
+        if p is None or not str(p):
+            continue
+        p = Path(p)
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(q for q in p.iterdir() if q.is_file())
+    return found
+
+
 def _move_into(src: Path, dst: Path) -> None:
     for entry in sorted(src.iterdir()):
         target = dst / entry.name
@@ -171,14 +214,16 @@ def _move_into(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def output_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
+def output_dir(out: str | Path, flag: str = "--out", keep: list[Path] | None = None) -> Iterator[Path]:
     """Yield a staging folder inside the locked `out`; its files replace those of `out` when the
-    block succeeds, and nothing of it is left when the block fails."""
+    block succeeds, and nothing of it is left when the block fails. A staged file that would
+    replace one of the `keep` files (the command's inputs) fails the block instead."""
     p = check_out(out, flag)
     with _locked(p, flag) as created:
         stage = Path(tempfile.mkdtemp(prefix=".alto-stage-", dir=p))
         try:
             yield stage
+            _check_keeps(stage, p, keep or [], flag)
             _move_into(stage, p)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)

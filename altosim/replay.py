@@ -150,4 +150,6 @@ def replay_file(path: str | Path) -> ReplayResult:
             records.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise InputError(str(path), f"line {i}", f"invalid JSON: {e.msg}") from None
+        except ValueError as e:  # an integer of more than 4300 digits
+            raise InputError(str(path), f"line {i}", f"invalid JSON: {e}") from None
     return replay_records(records, str(path))

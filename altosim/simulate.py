@@ -175,6 +175,20 @@ def write_outputs(run: SimRun, out: Path, loss_plots: int = 3, failed: list[str]
     return written
 
 
+def config_inputs(cfg: RunConfig) -> list[Path]:
+    """The files a config reads (itself, its workload, loss traces, cost profile and sidecar): no
+    output may replace them."""
+    from altosim.outdir import input_files
+    from altosim.schemas.config import ANALYTIC
+
+    paths = [cfg.file, None if cfg.workload == DEFAULT else cfg.workload,
+             None if cfg.loss_traces == DEFAULT else cfg.loss_traces]
+    if cfg.cost_profile != ANALYTIC:
+        prof = Path(cfg.cost_profile)
+        paths += [prof, prof.with_name(prof.stem + ".meta.json")]
+    return input_files(*paths)
+
+
 def simulate_to_folder(cfg: RunConfig, out: str | Path,
                        make_progress: Callable[[int], tuple[Any, Callable[[int], None] | None]] | None = None,
                        ) -> tuple[SimRun, list[Path], list[str]]:
@@ -188,7 +202,7 @@ def simulate_to_folder(cfg: RunConfig, out: str | Path,
     inputs = load_inputs(cfg)
     bar, tick = make_progress(len(inputs.tasks)) if make_progress is not None else (None, None)
     failed: list[str] = []
-    with output_dir(out) as stage:
+    with output_dir(out, keep=config_inputs(cfg)) as stage:
         try:
             run = simulate(cfg, inputs, progress=tick)
         finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from altosim.errors import InputError
+from altosim.files import read_text
 from altosim.policy.types import JobSpec, TaskSpec, action_from_dict, event_from_dict
 from altosim.schemas import LossCurve, LossTraceSet, RunConfig, load_config
 
@@ -50,7 +51,7 @@ def run_phases(folder: str | Path) -> dict[str, float]:
     p = Path(folder) / "summary.csv"
     if not p.is_file():
         return {}
-    rows = list(csv.DictReader(p.open()))
+    rows = list(csv.DictReader(read_text(p).splitlines()))
     if not rows:
         return {}
     out = {}
@@ -71,19 +72,23 @@ def read_run(folder: str | Path) -> RunFolder:
     path = folder / "events.jsonl"
     if not path.is_file():
         raise InputError(str(folder), "events.jsonl", "missing: not a folder written by `alto run`")
-    lines = [(i, s) for i, s in enumerate(path.read_text().splitlines(), start=1) if s.strip()]
+    lines = [(i, s) for i, s in enumerate(read_text(path).splitlines(), start=1) if s.strip()]
     recs = []
     for i, s in lines:
         try:
             recs.append((i, json.loads(s)))
         except json.JSONDecodeError as e:
             raise InputError(str(path), "<json>", str(e), i) from None
-    if not recs or not isinstance(recs[0][1], dict) or "meta" not in recs[0][1]:
-        raise InputError(str(path), "meta", "line 1 must be a {\"meta\": ...} header", 1)
+        except ValueError as e:  # an integer of more than 4300 digits
+            raise InputError(str(path), "<json>", str(e), i) from None
+    if not recs or not isinstance(recs[0][1], dict) or not isinstance(recs[0][1].get("meta"), dict):
+        raise InputError(str(path), "meta", "line 1 must be a {\"meta\": {...}} header", 1)
     meta, trace, protocol = recs[0][1]["meta"], [], "runtime"
     for i, rec in recs[1:]:
         if isinstance(rec, dict) and "event" in rec:  # alto simulate: {"event": ..., "actions": [...]}
             protocol = "sim"
+            if not isinstance(rec.get("actions", []), list):
+                raise InputError(str(path), "actions", "expected a list of actions", i)
             items = [rec["event"], *rec.get("actions", [])]
         else:
             items = [rec]
@@ -111,7 +116,9 @@ def run_val_rows(folder: Path) -> int:
     if not p.is_file():
         return 0
     try:
-        return int(json.loads(p.read_text()).get("n_val", 0))
+        return int(json.loads(read_text(p)).get("n_val", 0))
+    except InputError:  # unreadable: already names the file
+        raise
     except (ValueError, TypeError, AttributeError) as e:
         raise InputError(str(p), "n_val", f"expected an integer: {e}") from None
 

@@ -22,6 +22,7 @@ an InputError naming the first few, or, with `skip_bad`, listed in `skipped`.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from altosim.errors import InputError
+from altosim.schemas.limits import MAX_SECONDS
 from altosim.schemas import LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.workloads import load_default_loss_sets
 
@@ -70,6 +72,7 @@ def _bad_rows(df: pd.DataFrame) -> tuple[list[BadRow], pd.Series, np.ndarray, np
         (np.isnan(dur) & ~empty["duration"], "duration: not a number"),
         (~np.isnan(dur) & ~np.isfinite(dur), "duration: must be finite"),
         (np.isfinite(dur) & (dur < 0), "duration: negative duration"),
+        (np.isfinite(dur) & (dur > MAX_SECONDS), f"duration: more than {MAX_SECONDS} seconds"),
         (dur == 0, "duration: must be > 0 seconds"),
         (empty["num_gpus"], "num_gpus: missing value"),
         (np.isnan(gpus) & ~empty["num_gpus"], "num_gpus: not a number"),
@@ -133,6 +136,8 @@ def import_philly(
         raise InputError(str(path), "<csv>", str(e)) from None
     except OSError as e:  # a folder, unreadable, a corrupt .gz
         raise InputError(str(path), "<file>", f"cannot read: {e.strerror or e}") from None
+    except (EOFError, zlib.error) as e:  # a truncated or corrupt .gz body
+        raise InputError(str(path), "<file>", f"cannot read: {e}") from None
     for col in REQUIRED:
         if col not in df.columns:
             raise InputError(str(path), col, "missing column", 1)
@@ -162,6 +167,9 @@ def import_philly(
     arrival = (ts.iloc[keep] - origin).dt.total_seconds().to_numpy()
     keep = keep[np.argsort(arrival, kind="stable")]
     arrival = np.sort(arrival, kind="stable")
+    if len(arrival) and arrival[-1] > MAX_SECONDS:  # a task's arrival is held to the same bound
+        raise InputError(str(path), "timestamp", f"the jobs span {arrival[-1]:.4g} seconds from the first; at most "
+                         f"{MAX_SECONDS} (cut the trace to a shorter window)", int(keep[-1]) + 2)
 
     tasks = _make_tasks(keep, arrival, dur, gpus, loss_sets, configs_per_task, seed, samples_per_job, seq_len)
     if rigid_share > 0:  # its own draw: the tuning tasks left are those a plain import makes

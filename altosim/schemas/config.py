@@ -94,7 +94,10 @@ class RunConfig(BaseModel):
 
     def check_workload(self, trace: WorkloadTrace, file: str, epochs_ok: bool = False) -> None:
         """Contradictions between this config and a workload: a task larger than the cluster; a
-        task in epochs where nothing reads the data (the simulator: `epochs_ok` False)."""
+        task in epochs where nothing reads the data (the simulator: `epochs_ok` False); no task at all
+        (a run of nothing would write empty tables and exit 0)."""
+        if not trace.tasks:
+            raise InputError(file, "tasks", "empty: the workload has no task to run")
         for i, t in enumerate(trace.tasks):
             if t.epochs is not None and not epochs_ok:
                 raise InputError(file, f"tasks[{i}].epochs", "the simulator does not read the data, so it cannot count "
@@ -110,7 +113,7 @@ class RunConfig(BaseModel):
 def read_mapping(path: Path) -> dict[str, Any]:
     """A YAML or JSON file's top-level mapping (empty file -> {}), bad syntax -> InputError."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")  # a leading BOM (some editors write one) is dropped
     except FileNotFoundError:
         raise InputError(str(path), "<file>", "no such file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -124,6 +127,8 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise InputError(str(path), "<json>", e.msg, e.lineno) from None
     except RecursionError:
         raise InputError(str(path), "<root>", "nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(str(path), "<root>", str(e)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

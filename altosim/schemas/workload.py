@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from altosim.ids import ID_RULE, id_problem
-from altosim.schemas.limits import (MAX_EPOCHS, MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS,
+from altosim.schemas.limits import (MAX_EPOCHS, MAX_SECONDS, MAX_EVALS, MAX_GPUS, MAX_SAMPLES, MAX_SEED, MAX_SEQ_LEN, MAX_TASKS,
                                    Float, Int)
 from altosim.schemas.model_shape import ShapeSpec
 from altosim.schemas.objective import Objective
@@ -34,7 +34,7 @@ class TaskRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(description=f"unique task id: {ID_RULE} (altosim/ids.py)")
-    arrival: Float = Field(ge=0, allow_inf_nan=False, description="arrival time, seconds")
+    arrival: Float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="arrival time, seconds")
     model: str = Field(min_length=1, description="backbone name, e.g. Llama-3.2-1B (`alto run`: the --backbone "
                        "trains it); for `alto run` also a local model folder or .gguf file (relative to the workload "
                        "file) or a Hugging Face hub id (org/name) already in the local cache")
@@ -50,7 +50,7 @@ class TaskRecord(BaseModel):
     loss_trace: str | None = Field(None, description="loss-trace set name; None -> model__dataset")
     objective: Objective = Field(default_factory=Objective, description="what picks and ranks the best config")
     duration_s: Float | None = Field(
-        None, gt=0, allow_inf_nan=False,
+        None, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
         description="worst-case (no early exit) wall time; when set the simulator scales step "
         "times so that the task's no-exit duration equals it (used by real-trace imports); a rigid "
         "task's fixed run time (required then)",

@@ -41,6 +41,8 @@ def read_workload(path: str | Path) -> WorkloadTrace:
                 raise InputError(str(path), "<json>", je.msg, je.lineno) from None
             except RecursionError:
                 raise InputError(str(path), "<json>", "nested too deeply") from None
+            except ValueError as ve:  # an integer of more than 4300 digits
+                raise InputError(str(path), "<json>", str(ve)) from None
         raise from_validation_error(e, str(path)) from None
 
 

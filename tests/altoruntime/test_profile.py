@@ -208,3 +208,32 @@ def test_rows_keep_a_validation_call_and_the_meta_the_actions_costs(tmp_path):
 def test_per_adapter_actions_weigh_points_by_their_adapters():
     assert rp._action_ms([(100.0, 1), (40.0, 1), (70.0, 1)]) == 70.0  # once per point: the median
     assert rp._action_ms([(160.0, 1), (320.0, 4), (1600.0, 32)]) == pytest.approx(2080.0 / 37)
+
+
+TINY_GRID = ("--backbone", "tiny", "--adapters", "1", "--ranks", "2", "--batches", "1", "--seqs", "8",
+             "--steps", "1", "--warmup", "0", "--evals", "0", "--quiet")
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--device", "zzz", ("--device",)),  # was a RuntimeError traceback from torch.device
+    ("--device", "cuda:7" if torch.cuda.device_count() < 8 else "cuda:99", ("--device", "not on this machine")),
+    ("--device", "meta", ("--device",)),
+    ("--batches", "1000000000", ("batches", "at most")),  # was a 64 GB allocation, then a traceback
+    ("--seqs", "99999999", ("seqs", "at most")),
+    ("--adapters", "100000", ("adapters", "at most")),
+    ("--layers", "0", ("--layers",)),  # was "target_modules: no linear layer named 'q_proj'"
+    ("--out", "existing_folder", ("--out", "is a folder")),  # was found only after measuring, naming a temp file
+])
+def test_profile_flags_are_checked_before_measuring(tmp_path, monkeypatch, flag, value, words):
+    from tests._hostile import assert_input_error, cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing_folder").mkdir()
+    argv = [*TINY_GRID, "--out", "p.csv"]
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
+    rc, _, err = cli("profile", *argv)
+    assert_input_error(rc, err, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_folder"]

@@ -113,3 +113,53 @@ def test_a_bad_gpu_share_is_one_line_and_writes_nothing(tmp_path, share, engine,
     rc, _, err = cli("run", _config(tmp_path), "--out", str(out), *RUN, "--engine", engine, "--gpu-share", share)
     assert_input_error(rc, err, *words)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--n-train", "0"), ("--n-train", "-1"), ("--n-val", "-1"), ("--n-eval", "-1"),
+                                         ("--checkpoint-every", "0"), ("--checkpoint-every", "-5"),
+                                         ("--n-train", "1" + "0" * 30), ("--n-eval", "nan")])
+def test_run_counts_out_of_range_are_one_line_before_any_work(tmp_path, flag, value):
+    """--n-eval -1, --checkpoint-every 0 and --n-train 0 used to reach the backbone loader."""
+    cfg = _config(tmp_path)
+    argv = [a if prev != flag else value for prev, a in zip(("",) + RUN, RUN)]
+    argv += [] if flag in RUN else [flag, value]
+    rc, _, err = cli("run", cfg, "--out", str(tmp_path / "out"), *argv)
+    assert_input_error(rc, err, flag)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backbone, words", [("", ("--backbone", "empty")), ("nope/path", ("nope/path", "--backbone")),
+                                             ("cfg.json", ("cfg.json", "--backbone")), ("emptydir", ("emptydir", "--backbone")),
+                                             ("bad", ("bad", "--backbone", "config.json"))])
+def test_a_backbone_that_cannot_load_names_the_flag(tmp_path, monkeypatch, backbone, words):
+    """transformers' load errors came out bare ("Unrecognized model in ..."), and '' meant the current folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path)
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_bytes(b"\xff{")
+    rc, _, err = cli("run", cfg, "--out", "out", "--backbone", backbone, *RUN[2:])
+    assert_input_error(rc, err, *words)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name, clash", [("tasks.csv", True), ("summary.csv", True), ("wl.csv", False)])
+def test_run_never_writes_over_its_own_workload_in_out(tmp_path, monkeypatch, name, clash):
+    """alto run --out . with a workload called tasks.csv replaced the workload by its task table (exit 0)."""
+    from altosim.schemas import WorkloadTrace
+    from altosim.traces_io.workload import workload_csv_text
+
+    monkeypatch.chdir(tmp_path)
+    cfg = json.loads(open(_config(tmp_path)).read())
+    wl = json.loads((tmp_path / "wl_cfg.json").read_text())
+    (tmp_path / "wl_cfg.json").unlink()
+    text = workload_csv_text(WorkloadTrace.model_validate(wl))
+    (tmp_path / name).write_text(text)
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "workload": name}))
+    rc, _, err = cli("run", "cfg.json", "--out", ".", *RUN)
+    assert (tmp_path / name).read_text() == text
+    if not clash:
+        assert rc == 0, err
+        return
+    assert_input_error(rc, err, "--out", name, "input")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cfg.json", name])
