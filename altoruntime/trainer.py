@@ -321,11 +321,8 @@ class MultiAdapterTrainer:
         figures = self.compile_ahead.compile_all(found)
         log.info("compiled ahead for the first %s body: %s", "training" if training else "evaluation", figures)
         if self.calls is not None:  # the deferred run and the compiles, as one row of the call log
-            self.calls.append({"kind": "train_ahead" if training else "eval_ahead", "adapters": len(inp.job_ids),
-                               "rows": sum(inp.rows), "length": inp.length, "labels": inp.labels, "graph": "deferred",
-                               "invalidated": self.graphs.stats["invalidated"],
-                               "ms": round((time.perf_counter() - t0) * 1e3, 3), "kernels": figures["kernels"],
-                               "compile_s": figures["seconds"], "workers": figures["workers"]})
+            self._log_call("train_ahead" if training else "eval_ahead", inp, "deferred", t0, kernels=figures["kernels"],
+                           compile_s=figures["seconds"], workers=figures["workers"])
 
     def _bucket_steps(self) -> int | None:
         """Coarse shape buckets (powers of two) where retargeted graphs serve every group of a
@@ -366,10 +363,13 @@ class MultiAdapterTrainer:
         most = self._largest.get(training, (0, 0))
         self._largest[training] = (max(most[0], sum(inp.rows) * inp.length), max(most[1], inp.labels))
         if self.calls is not None:
-            self.calls.append({"kind": "train" if training else "eval", "adapters": len(inp.job_ids),
-                               "rows": sum(inp.rows), "length": inp.length, "labels": inp.labels, "graph": self.graphs.last,
-                               "invalidated": self.graphs.stats["invalidated"],
-                               "ms": round((time.perf_counter() - t0) * 1e3, 3)})
+            self._log_call("train" if training else "eval", inp, self.graphs.last, t0)
+
+    def _log_call(self, kind: str, inp: StepInputs, graph: str, t0: float, **extra: object) -> None:
+        """One row of the call log (`calls`): the call's sizes, graph outcome and wall ms since t0."""
+        self.calls.append({"kind": kind, "adapters": len(inp.job_ids), "rows": sum(inp.rows), "length": inp.length,
+                           "labels": inp.labels, "graph": graph, "invalidated": self.graphs.stats["invalidated"],
+                           "ms": round((time.perf_counter() - t0) * 1e3, 3), **extra})
 
     def _causal_mask(self, length: int) -> torch.Tensor | None:
         """No mask where the attention kernel takes `is_causal` (SDPA, flash); elsewhere (eager
