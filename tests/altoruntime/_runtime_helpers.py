@@ -110,3 +110,8 @@ def assert_sums_close(ref: list[float], got: list[float], rel: float = 1e-4) -> 
     """Per-layer weight sums (or any non-negative figures) within `rel` of the reference's."""
     assert len(ref) == len(got)
     assert all(abs(x - y) <= rel * max(x, 1e-6) for x, y in zip(ref, got))
+
+
+def weight_sums(trainer, job_ids) -> dict[str, list[float]]:  # noqa: ANN001
+    """Each adapter's per-layer |A| + |B| sums (JSON-able: what interpreted scripts print)."""
+    return {j: [float(b.abs().sum()) + float(a.abs().sum()) for _, a, b in trainer.adapter_weights(j)] for j in job_ids}

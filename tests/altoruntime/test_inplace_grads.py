@@ -59,6 +59,7 @@ import copy, json, torch
 from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
+from tests.altoruntime._runtime_helpers import weight_sums
 base = tiny_llama(hidden=32, intermediate=64, layers=1)
 out = {}
 for impl in ("torch_grouped", "triton"):
@@ -74,7 +75,7 @@ for impl in ("torch_grouped", "triton"):
     tr.resume("b")
     res.append(tr.step({"b": make_batch(8, 2, 8), "a": make_batch(9, 1, 8)}))
     out[impl] = {"res": res, "in_place": tr.in_place_grads,
-                 "w": {j: [float(b.abs().sum()) + float(a.abs().sum()) for _, a, b in tr.adapter_weights(j)] for j in "abc"}}
+                 "w": weight_sums(tr, "abc")}
 print(json.dumps(out))
 """
 
@@ -94,6 +95,7 @@ from altoruntime.backbone import tiny_llama
 from altoruntime.step_graphs import StepGraphs
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
+from tests.altoruntime._runtime_helpers import weight_sums
 from tests.altoruntime.test_step_graphs import fake_capture
 base = tiny_llama(hidden=32, intermediate=64, layers=1)
 out = {}
@@ -114,7 +116,7 @@ for impl in ("torch_grouped", "triton"):
                 p.grad[tr.store.adapters["d"].slot] = float("inf")
         res.append(tr.step({"a": make_batch(10 + k, 2, 8), "b": make_batch(20 + k, 1, 5), "c": make_batch(30 + k, 2, 8)}))
     out[impl] = {"res": res, "status": [tr.status(j) for j in "abcd"], "replayed": tr.graphs.stats.get("replayed", 0),
-                 "w": {j: [float(b.abs().sum()) + float(a.abs().sum()) for _, a, b in tr.adapter_weights(j)] for j in "abc"}}
+                 "w": weight_sums(tr, "abc")}
 print(json.dumps(out))
 """
 
