@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 28's measurements on one H200, after staging (experiments/device/README.md: `.stage_a` copied,
+# the wheels installed into /root/site, then a run carrying `.stage_b`). Steps by name, in order:
+#   setup   assemble the GGUF, check its hash, convert it once to the plain bf16 folder /root/smollm2_hf
+#   tests   the GPU tests of the host-cost changes (in-place weight gradients, step graphs, fused
+#           backbone, compile ahead); the log goes to $OUT/tests.log
+#   e2e0    the python_docs early-exit e2e run (the README's command) with ALTO_COMPILE_AHEAD=0
+#   e2e1    the same with ALTO_COMPILE_AHEAD=1
+#   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
+# Every e2e run starts from an empty Triton cache (a cold start, as a fresh machine sees) and logs
+# its fused calls (ALTO_CALL_LOG=1); its CSVs are copied to $OUT's top (deep paths do not come back).
+#   OUT=$OUT bash experiments/device/issue28_window.sh setup tests e2e0
+set -u -o pipefail
+OUT=${OUT:?set OUT}
+export PYTHONPATH=/root/site:$PWD:$PWD/experiments HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+G=/root/model/SmolLM2-135M-Instruct.Q4_1.gguf
+HF=/root/smollm2_hf
+E2E_LIMIT=${E2E_LIMIT:-220}
+mkdir -p "$OUT"
+
+e2e() {  # $1: ALTO_COMPILE_AHEAD value
+  local tag=e2e$1 dir=/root/$tag t0
+  rm -rf "$dir"
+  t0=$(date +%s)
+  ALTO_CALL_LOG=1 ALTO_COMPILE_AHEAD=$1 TRITON_CACHE_DIR=$(mktemp -d) timeout -k 20 "$E2E_LIMIT" \
+    python3 experiments/e2e_sweep.py --backbone "$HF" --dataset python_docs --n-train 128 --n-val 48 \
+    --n-eval 48 --evals 40 --methods early_exit --concurrent-factor 0 \
+    --reference-trace traces/real/SmolLM2-135M__python_docs.csv.gz --out "$dir" > "$OUT/$tag.log" 2>&1
+  echo "== $tag rc=$? $(( $(date +%s) - t0 )) s"
+  tail -6 "$OUT/$tag.log"
+  for name in fused_calls.csv summary.csv "e2e_*.csv"; do
+    f=$(find "$dir" -name "$name" | head -1)
+    [ -n "$f" ] && cp "$f" "$OUT/${tag}_$(basename "$f")"
+  done
+  f=$(find "$dir" -name events.jsonl | head -1)
+  [ -n "$f" ] && gzip -c "$f" > "$OUT/${tag}_events.jsonl.gz"
+  [ -e "$OUT/${tag}_fused_calls.csv" ] && python3 experiments/fused_calls_summary.py "$OUT/${tag}_fused_calls.csv" \
+    --out "/tmp/${tag}_calls" 2>&1 | cut -c1-160
+  [ -e "$OUT/${tag}_summary.csv" ] && cat "$OUT/${tag}_summary.csv"
+}
+
+for step in "$@"; do
+  case $step in
+    setup)
+      mkdir -p /root/model
+      cat /root/stage/part_aa .stage_b/part_ab > "$G" || exit 3
+      echo "$(cat .stage_b/SHA256)  $G" | sha256sum -c || exit 3
+      nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv,noheader
+      python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
+        transformers.__version__, 'triton', triton.__version__)"
+      [ -e "$HF/config.json" ] || python3 -c "import torch; from pathlib import Path; import raytune_asha as r
+r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
+      ;;
+    tests)
+      timeout -k 10 "${TEST_LIMIT:-240}" python3 -m pytest -q -m gpu -rs -s -p no:cacheprovider \
+        tests/altokernels/test_inplace_wgrad.py tests/altoruntime/test_step_graphs_gpu.py \
+        tests/altoruntime/test_compile_ahead_gpu.py tests/altoruntime/test_fused_backbone_gpu.py \
+        > "$OUT/tests.log" 2>&1
+      echo "== tests rc=$?"
+      grep -E "passed|failed|error|FAILED|ERROR|first step" "$OUT/tests.log" | tail -25
+      ;;
+    e2e0) e2e 0 ;;
+    e2e1) e2e 1 ;;
+    diag)
+      timeout -k 10 "${DIAG_LIMIT:-200}" python3 experiments/device/diag_host.py --sizes 4,15,60 --graphs 0,1 \
+        --styles profile,run --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
+      echo "== diag rc=$?"
+      tail -12 "$OUT/diag_host.log"
+      ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done
+ls "$OUT"
