@@ -262,6 +262,7 @@ def run_config(
         raise InputError("<args>", "gpu-share", "shares Ray GPUs between tasks: use it with --engine ray")
     from altoruntime.data import get_dataset
 
+    t_start = time.perf_counter()
     out = check_out(out)  # a file, unwritable or too long: said before any work
     check_policy(cfg)
     if workload is None:
@@ -304,12 +305,14 @@ def run_config(
                 raise
             chat.append(i)
     _check_objectives(workload.tasks, wl_file, n_eval)
+    t_data = time.perf_counter()
     cuda = torch.cuda.is_available()
     bases, targets = _open_task_models(workload.tasks, wl_file, backbone, torch.bfloat16 if cuda else torch.float32,
                                       wl_dir)
     for i in chat:
         rec = workload.tasks[i]
         raw[rec.id] = read(i, rec, chat_renderer(bases[i].tokenizer))
+    t_models = time.perf_counter()
     workload = _resolve_epochs(workload, raw, wl_file)
     tasks = workload.to_task_specs()
     base_of = {t.task_id: b for t, b in zip(tasks, bases)}
@@ -350,6 +353,10 @@ def run_config(
         return APTrainer(lambda: copy.deepcopy(base.model).to(device), world, rank, device, capacity=8,
                          pad_token_id=pad, target_modules=target_of[t.task_id])
 
+    # where the time before the run clock went (summary.csv `setup_s`): reading the data, opening the
+    # models, tokenizing (with the generation metric's prompts)
+    setup_s = {"data": round(t_data - t_start, 3), "models": round(t_models - t_data, 3),
+               "tokenize": round(time.perf_counter() - t_models, 3)}
     settings = {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
                 "val_batch_size": val_batch_size, "paths": env_paths()}
     if engine == "ray":  # a checkpoint of one engine is not resumed by the other
@@ -364,14 +371,14 @@ def run_config(
         return _run(cfg, tasks, out, backbone if bare else None, make_trainer, datasets, key, checkpoint_every,
                     progress, own, models,
                     dict(on_samples=on_samples, save_adapters=save_adapters), engine, address, verbose,
-                    dict(make_rank_trainer=make_rank_trainer, gpu_share=gpu_share))
+                    dict(make_rank_trainer=make_rank_trainer, gpu_share=gpu_share), setup_s)
 
 
 def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None, make_trainer: Any, datasets: dict,
          key: str, checkpoint_every: int, progress: Any, base_models: dict[str, str], models: dict[str, str],
          options: dict[str, Any],
          engine: str = "local", address: str | None = None, verbose: bool = False,
-         ray_options: dict[str, Any] | None = None) -> RunLog:
+         ray_options: dict[str, Any] | None = None, setup_s: dict[str, float] | None = None) -> RunLog:
     cuda = torch.cuda.is_available()
     ctl = runtime_controller(cfg)
     backend: RuntimeBackend | Any
@@ -392,6 +399,8 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None,
             "engine": engine, **runtime_meta(cfg, tasks)}  # what `alto replay` rebuilds the Controller from
     if engine == "ray":
         meta["gpu_share"] = (ray_options or {}).get("gpu_share", 1.0)
+    if setup_s is not None:
+        meta["setup_s"] = setup_s
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
     seed_everything(cfg.seed)

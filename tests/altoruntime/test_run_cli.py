@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 
@@ -45,6 +46,9 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     assert phases["job_finished"] > 0  # the 4 jobs' own finishes free their slots
     # each phase and the wall time are rounded to the millisecond in summary.csv
     assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"]) + 0.0005 * (len(phases) + 1)
+    # and before the run clock: reading the data, opening the models, tokenizing
+    setup = ast.literal_eval(summary["setup_s"])
+    assert set(setup) == {"data", "models", "tokenize"} and min(setup.values()) >= 0 and setup["models"] > 0
 
 
 def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
