@@ -9,7 +9,8 @@ from altokernels.reference import grouped_lora_linear, loop_lora_linear
 from altokernels.validate import check_inputs
 
 
-def _triton_usable(x: torch.Tensor) -> bool:
+def triton_usable(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels can run on x: CUDA, or Triton's CPU interpreter (TRITON_INTERPRET=1)."""
     if x.is_cuda:
         return True
     import os
@@ -45,7 +46,7 @@ def multi_lora_linear(
         return loop_lora_linear(x, weight, bias, A, B, meta, training)
     if impl == "torch_grouped":
         return grouped_lora_linear(x, weight, bias, A, B, meta, training)
-    if not _triton_usable(x):
+    if not triton_usable(x):
         raise ValueError("impl: 'triton' needs CUDA tensors or TRITON_INTERPRET=1 set before importing triton")
     from altokernels.function import fused_lora_linear
 

@@ -15,6 +15,8 @@ cache it hands over to the class's forward). Nothing in transformers is patched;
 export see the same model. Only Llama, Mistral and Qwen2 decoders (exact module classes) on CUDA are
 swapped (Liger's kernels are Triton); any other model, or a CPU one, is left untouched. Where a call
 does not fit (a CPU tensor, a weight of another dtype than its input) the module's own forward runs.
+The projections that share an input (q/k/v; gate/up) are called through `lora_layer.lora_group`: one
+fused LoRA call for the group where their context asks for it (`LoraContext.group`), else each as before.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from altoruntime.lora_layer import lora_group
 
 __all__ = ["FAMILIES", "Fused", "fuse_backbone"]
 
@@ -102,7 +106,8 @@ def _rms_norm_forward(norm: nn.Module, allow_cpu: bool, fn: Any, hidden_states: 
 def _swiglu_forward(mlp: nn.Module, allow_cpu: bool, fn: Any, x: torch.Tensor) -> torch.Tensor:
     if not (x.is_cuda or allow_cpu):
         return type(mlp).forward(mlp, x)
-    return mlp.down_proj(fn.apply(mlp.gate_proj(x), mlp.up_proj(x)))
+    gate, up = lora_group((mlp.gate_proj, mlp.up_proj), x)
+    return mlp.down_proj(fn.apply(gate, up))
 
 
 def _rope_attention_forward(attn: nn.Module, allow_cpu: bool, fn: Any, family: str,
@@ -117,9 +122,8 @@ def _rope_attention_forward(attn: nn.Module, allow_cpu: bool, fn: Any, family: s
     kwargs.pop("past_key_values", None)
     input_shape = hidden_states.shape[:-1]
     hidden_shape = (*input_shape, -1, attn.head_dim)
-    query_states = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-    key_states = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-    value_states = attn.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    query_states, key_states, value_states = (
+        y.view(hidden_shape).transpose(1, 2) for y in lora_group((attn.q_proj, attn.k_proj, attn.v_proj), hidden_states))
     cos, sin = position_embeddings
     # one kernel rotates q and k in place, in the projections' outputs (which no backward reads)
     query_states, key_states = fn.apply(query_states, key_states, cos, sin)

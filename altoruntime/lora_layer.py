@@ -27,7 +27,9 @@ class LoraContext:
     """What every layer reads during one step: the segment metadata (None = base model only),
     whether dropout is on, and which kernel implementation to use. `single` = (slot, rank,
     scale) applies one adapter to every row whatever the row count (generation with a KV cache,
-    where each call sees a different number of tokens); its metadata is built once per count."""
+    where each call sees a different number of tokens); its metadata is built once per count.
+    `group`: projections that share an input (q/k/v; gate/up) run as one fused call where
+    `lora_group` covers them (off until measured on a GPU; ALTO_GROUP_PROJECTIONS=1)."""
 
     meta: Any | None = None
     training: bool = False
@@ -35,6 +37,7 @@ class LoraContext:
     single: tuple[int, int, float] | None = None
     # training on the Triton path: weight gradients written in place, non-finite slots flagged here
     grad_flags: torch.Tensor | None = None
+    group: bool = False
     _single_metas: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def meta_for(self, rows: int, device: torch.device) -> Any | None:
@@ -49,6 +52,14 @@ class LoraContext:
     def set_single(self, single: tuple[int, int, float] | None) -> None:
         self.single = single
         self._single_metas.clear()
+
+    def flags_now(self) -> torch.Tensor | None:
+        """The in-place gradients' flags for a call now: only while training with autograd on."""
+        return self.grad_flags if self.training and torch.is_grad_enabled() else None
+
+    def uses_triton(self, x: torch.Tensor) -> bool:
+        """Whether a layer call on x takes the Triton path (`impl` "triton", or "auto" on CUDA)."""
+        return self.impl == "triton" or (self.impl == "auto" and x.is_cuda)
 
 
 class MultiLoraLinear(nn.Module):
@@ -140,10 +151,33 @@ class MultiLoraLinear(nn.Module):
             return nn.functional.linear(x, weight, self.bias)
         y = multi_lora_linear(  # fp32 stacks under bf16 x: Triton reads them as they are, torch paths cast
             x.reshape(-1, shape[-1]), weight, self.bias, self.A, self.B, meta,
-            impl=self.ctx.impl, training=self.ctx.training,
-            grad_flags=self.ctx.grad_flags if self.ctx.training and torch.is_grad_enabled() else None,
+            impl=self.ctx.impl, training=self.ctx.training, grad_flags=self.ctx.flags_now(),
         )
         return y.view(*shape[:-1], self.out_features)
+
+
+def lora_group(layers: Sequence[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each of `layers` applied to x, the input they share (q/k/v; gate/up): one fused call for all
+    of them (6 LoRA launches instead of 6 per layer, altokernels/group_function.py) where it covers
+    them: alto's LoRA layers on one context with `group` on, on the Triton path, with adapters
+    applied, no dropout drawn, no bias, one dtype (`group_covers`). Otherwise one call each, as
+    the model's own forward makes them (any module: a projection that LoRA does not target too)."""
+    ctx = getattr(layers[0], "ctx", None)
+    if (ctx is None or not ctx.group or not all(isinstance(m, MultiLoraLinear) and m.ctx is ctx and not m.fan_in_fan_out
+                                                  for m in layers) or not ctx.uses_triton(x)):
+        return tuple(m(x) for m in layers)
+    shape = x.shape
+    meta = ctx.meta_for(x.numel() // shape[-1], x.device)
+    if meta is None:
+        return tuple(m(x) for m in layers)
+    from altokernels.group_function import group_covers, group_lora_linear  # imports triton: not before it is used
+
+    x2 = x.reshape(-1, shape[-1])
+    weights, As, Bs = [m.weight for m in layers], [m.A for m in layers], [m.B for m in layers]
+    if not group_covers(x2, weights, [m.bias for m in layers], As, Bs, meta, ctx.training):
+        return tuple(m(x) for m in layers)
+    ys = group_lora_linear(x2, weights, As, Bs, meta, training=ctx.training, grad_flags=ctx.flags_now())
+    return tuple(y.view(*shape[:-1], m.out_features) for y, m in zip(ys, layers))
 
 
 def install_lora_layers(

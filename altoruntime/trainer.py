@@ -68,15 +68,18 @@ class MultiAdapterTrainer:
         shrink_rank: bool | None = None,
         cuda_graphs: bool = True,
         park: bool | None = None,
+        group_projections: bool = False,
     ) -> None:
         """target_modules: PEFT's forms (`backbone.find_targets`); `self.target_modules` is what an
         exported adapter_config.json names (`backbone.peft_target_names`). shrink_rank, park: see
-        `AdapterStore`. cuda_graphs: capture and replay steps on CUDA."""
+        `AdapterStore`. cuda_graphs: capture and replay steps on CUDA. group_projections: the
+        projections that share an input (q/k/v; gate/up) make one fused LoRA call where the model's
+        forward groups them (`lora_layer.lora_group`, called by a fused backbone's attention and MLP)."""
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
         self.model = freeze(model)
         self.target_modules = tuple(peft_target_names(model, [n for n, _ in find_targets(model, target_modules)]))
-        self.ctx = LoraContext(impl=impl)
+        self.ctx = LoraContext(impl=impl, group=group_projections)
         layers = install_lora_layers(model, target_modules, self.ctx, capacity, 1)
         self.fan_in_fan_out = any(layer.fan_in_fan_out for _, layer in layers)  # Conv1D targets (GPT-2)
         self.device = layers[0][1].weight.device
@@ -547,7 +550,8 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     SwiGLU, altoruntime/fused_backbone.py; "0": transformers' own modules) choose; ALTO_CALL_LOG=1
     records every fused call (`MultiAdapterTrainer.calls`); ALTO_COMPILE_AHEAD=1 (CUDA; off until
     measured on a GPU) compiles the first training and evaluation bodies' Triton kernels in
-    parallel (`MultiAdapterTrainer.compile_ahead`). `alto run` and `alto profile` both build
+    parallel (`MultiAdapterTrainer.compile_ahead`); ALTO_GROUP_PROJECTIONS=1 (off until measured
+    on a GPU) runs q/k/v and gate/up as one fused LoRA call each (`group_projections`). `alto run` and `alto profile` both build
     theirs here, so a profile measures the paths of the run it models."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
@@ -568,8 +572,11 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
         except ImportError as e:  # liger-kernel is in the gpu extra; a CUDA machine without it says so
             raise ValueError(f"ALTO_FUSED_BACKBONE: '1' (the default) needs liger-kernel on CUDA ({e}); "
                              "install it, or set ALTO_FUSED_BACKBONE=0") from None
+    group = env.get("ALTO_GROUP_PROJECTIONS", "0")
+    if group not in ("0", "1"):
+        raise ValueError(f"ALTO_GROUP_PROJECTIONS: expected '0' or '1', got {group!r}")
     tr = MultiAdapterTrainer(model, target_modules=target_modules, capacity=capacity, pad_token_id=pad_token_id,
-                             impl=impl, cuda_graphs=graphs == "1")
+                             impl=impl, cuda_graphs=graphs == "1", group_projections=group == "1")
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
         tr.store.optim.impl = "loop"
     calls = env.get("ALTO_CALL_LOG", "0")
@@ -597,4 +604,5 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
             + (" graphs=0" if env.get("ALTO_CUDA_GRAPHS") == "0" else "")
             + (" fused_backbone=0" if env.get("ALTO_FUSED_BACKBONE") == "0" else "")
             + (" compile_ahead=1" if env.get("ALTO_COMPILE_AHEAD") == "1" else "")
+            + (" group=1" if env.get("ALTO_GROUP_PROJECTIONS") == "1" else "")
             + (f" {flags}" if flags else ""))
