@@ -6,6 +6,8 @@
 #           backbone, compile ahead); the log goes to $OUT/tests.log
 #   e2e0    the python_docs early-exit e2e run (the README's command) with ALTO_COMPILE_AHEAD=0
 #   e2e1    the same with ALTO_COMPILE_AHEAD=1
+#   e2eg    the same with ALTO_GROUP_PROJECTIONS=1 (q/k/v and gate/up as one LoRA call each), compile ahead
+#           as COMPILE_AHEAD says (0 by default, to compare with e2e0)
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
 # Every e2e run starts from an empty Triton cache (a cold start, as a fresh machine sees) and logs
 # its fused calls (ALTO_CALL_LOG=1); its CSVs are copied to $OUT's top (deep paths do not come back).
@@ -18,11 +20,11 @@ HF=/root/smollm2_hf
 E2E_LIMIT=${E2E_LIMIT:-220}
 mkdir -p "$OUT"
 
-e2e() {  # $1: ALTO_COMPILE_AHEAD value
-  local tag=e2e$1 dir=/root/$tag t0
+e2e() {  # $1: tag; $2: ALTO_COMPILE_AHEAD; $3: ALTO_GROUP_PROJECTIONS
+  local tag=$1 dir=/root/$1 t0
   rm -rf "$dir"
   t0=$(date +%s)
-  ALTO_CALL_LOG=1 ALTO_COMPILE_AHEAD=$1 TRITON_CACHE_DIR=$(mktemp -d) timeout -k 20 "$E2E_LIMIT" \
+  ALTO_CALL_LOG=1 ALTO_COMPILE_AHEAD=$2 ALTO_GROUP_PROJECTIONS=$3 TRITON_CACHE_DIR=$(mktemp -d) timeout -k 20 "$E2E_LIMIT" \
     python3 experiments/e2e_sweep.py --backbone "$HF" --dataset python_docs --n-train 128 --n-val 48 \
     --n-eval 48 --evals 40 --methods early_exit --concurrent-factor 0 \
     --reference-trace traces/real/SmolLM2-135M__python_docs.csv.gz --out "$dir" > "$OUT/$tag.log" 2>&1
@@ -54,13 +56,15 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
     tests)
       timeout -k 10 "${TEST_LIMIT:-240}" python3 -m pytest -q -m gpu -rs -s -p no:cacheprovider \
         tests/altokernels/test_inplace_wgrad.py tests/altoruntime/test_step_graphs_gpu.py \
+        tests/altokernels/test_group.py tests/altoruntime/test_group_projections.py \
         tests/altoruntime/test_compile_ahead_gpu.py tests/altoruntime/test_fused_backbone_gpu.py \
         > "$OUT/tests.log" 2>&1
       echo "== tests rc=$?"
       grep -E "passed|failed|error|FAILED|ERROR|first step" "$OUT/tests.log" | tail -25
       ;;
-    e2e0) e2e 0 ;;
-    e2e1) e2e 1 ;;
+    e2e0) e2e e2e0 0 0 ;;
+    e2e1) e2e e2e1 1 0 ;;
+    e2eg) e2e e2eg "${COMPILE_AHEAD:-0}" 1 ;;
     diag)
       timeout -k 10 "${DIAG_LIMIT:-200}" python3 experiments/device/diag_host.py --sizes 4,15,60 --graphs 0,1 \
         --styles profile,run --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
