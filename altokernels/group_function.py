@@ -48,7 +48,8 @@ def _columns(s: torch.Tensor, widths: Sequence[int]) -> list[torch.Tensor]:
 
 class _GroupLoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, meta: LoraBatchMeta, fast: bool, grad_flags: torch.Tensor | None, n: int, *params):  # noqa: ANN001
+    def forward(ctx, x, meta: LoraBatchMeta, fast: bool, grad_flags: torch.Tensor | None, n: int,  # noqa: ANN001
+                *params):
         weights, As, Bs = params[:n], params[n:2 * n], params[2 * n:]
         x = x.contiguous()
         r_maxes = [A.shape[2] for A in As]

@@ -445,7 +445,8 @@ def _member_shrink_kernel(
                  out_ptr + _pick(m, 0, C1, C2, MEMBERS) * stride_or, seg_scale_ptr, seg, slot, rank, rows, rmask,
                  _pick(m, K0, K1, K2, MEMBERS), _pick(m, R0, R1, R2, MEMBERS), 0,
                  _pick(m, stride_im0, stride_im1, stride_im2, MEMBERS), stride_ik,
-                 _pick(m, stride_ws0, stride_ws1, stride_ws2, MEMBERS), _pick(m, stride_wk0, stride_wk1, stride_wk2, MEMBERS),
+                 _pick(m, stride_ws0, stride_ws1, stride_ws2, MEMBERS),
+                 _pick(m, stride_wk0, stride_wk1, stride_wk2, MEMBERS),
                  _pick(m, stride_wr0, stride_wr1, stride_wr2, MEMBERS), stride_om, stride_or,
                  APPLY_SCALE, IEEE, UPCAST, BLOCK_M, BLOCK_K, BLOCK_R, SPLIT_K)
 

@@ -122,8 +122,8 @@ def _rope_attention_forward(attn: nn.Module, allow_cpu: bool, fn: Any, family: s
     kwargs.pop("past_key_values", None)
     input_shape = hidden_states.shape[:-1]
     hidden_shape = (*input_shape, -1, attn.head_dim)
-    query_states, key_states, value_states = (
-        y.view(hidden_shape).transpose(1, 2) for y in lora_group((attn.q_proj, attn.k_proj, attn.v_proj), hidden_states))
+    qkv = lora_group((attn.q_proj, attn.k_proj, attn.v_proj), hidden_states)
+    query_states, key_states, value_states = (y.view(hidden_shape).transpose(1, 2) for y in qkv)
     cos, sin = position_embeddings
     # one kernel rotates q and k in place, in the projections' outputs (which no backward reads)
     query_states, key_states = fn.apply(query_states, key_states, cos, sin)

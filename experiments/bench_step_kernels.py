@@ -9,8 +9,11 @@ one backward, as Liger's kernels do, since those do not run in the interpreter),
 fused AdamW; then counts, for one warm step, each Triton launch and each tensor op that launches a
 kernel (views and allocations excluded), by source. Two interpreter-only ops are left out: the
 split-K zeroing (the GPU's default configs do not split K) and the interpreter's own copies.
+`--group 0,1` counts the step with the per-projection LoRA calls and with q/k/v and gate/up grouped
+(ALTO_GROUP_PROJECTIONS, `lora_layer.lora_group`), side by side (default: as ALTO_GROUP_PROJECTIONS says).
 
     python experiments/bench_step_kernels.py --out results/step_kernels_cpu
+    python experiments/bench_step_kernels.py --adapters 2 --group 0,1 --out results/step_kernels_group_cpu
 """
 
 from __future__ import annotations
@@ -159,11 +162,12 @@ def batch(seed: int, rows: int, length: int) -> Batch:
     return ids, torch.ones_like(ids), labels
 
 
-def measure(counter: Counter, adapters: int, layers: int, rows: int, length: int) -> collections.Counter:
+def measure(counter: Counter, adapters: int, layers: int, rows: int, length: int, group: bool) -> collections.Counter:
     model = tiny_llama(hidden=64, layers=layers, heads=2, kv_heads=2, intermediate=160, seed=0)  # ranks up to 64 fit
     model.config._attn_implementation = "sdpa"  # as on the GPU
     print(fuse_backbone(model, allow_cpu=True), flush=True)
-    tr = MultiAdapterTrainer(model, capacity=max(2, adapters), impl="triton", cuda_graphs=False)
+    tr = MultiAdapterTrainer(model, capacity=max(2, adapters), impl="triton", cuda_graphs=False,
+                             group_projections=group)
     tr.store.shrink_at = 0  # as under CUDA graphs
     for i in range(adapters):
         tr.admit(f"j{i}", rank=RANKS[i % len(RANKS)], lr=1e-4, seed=i)
@@ -183,19 +187,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adapters", default="4", help="adapter counts, comma-separated")
     ap.add_argument("--rows", type=int, default=2, help="sequences per adapter")
     ap.add_argument("--length", type=int, default=64, help="tokens per sequence")
+    ap.add_argument("--group", default=os.environ.get("ALTO_GROUP_PROJECTIONS", "0"),
+                    help="q/k/v and gate/up grouped: 0, 1 or both (0,1); default: ALTO_GROUP_PROJECTIONS or 0")
     args = ap.parse_args(argv)
+    groups = [g.strip() for g in args.group.split(",")]
+    if not groups or any(g not in ("0", "1") for g in groups):
+        ap.error(f"--group: expected 0, 1 or 0,1, got {args.group!r}")
     counter = Counter()
     install(counter)
     rows = []
-    for n in (int(a) for a in args.adapters.split(",")):
-        by = measure(counter, n, args.layers, args.rows, args.length)
+    for n, g in ((int(a), g) for a in args.adapters.split(",") for g in groups):
+        by = measure(counter, n, args.layers, args.rows, args.length, g == "1")
         gpu = {k: v for k, v in by.items() if not k.startswith("interpreter-only")}
         total = sum(gpu.values())
-        print(f"{n} adapters: {total} kernels per step ({total / args.layers:.1f} per decoder layer)", flush=True)
+        lora = sum(v for k, v in gpu.items() if k.startswith("LoRA Triton"))
+        print(f"{n} adapters, group={g}: {total} kernels per step ({total / args.layers:.1f} per decoder layer), "
+              f"{lora} LoRA Triton launches ({lora / args.layers:.1f} per layer)", flush=True)
         for source, k in sorted(by.items(), key=lambda kv: -kv[1]):
-            rows.append({"adapters": n, "layers": args.layers, "source": source, "kernels": k,
+            rows.append({"adapters": n, "group": int(g), "layers": args.layers, "source": source, "kernels": k,
                          "per_layer": round(k / args.layers, 2), "share": round(k / total, 4) if source in gpu else None})
-        rows.append({"adapters": n, "layers": args.layers, "source": "TOTAL (GPU path)", "kernels": total,
+        rows.append({"adapters": n, "group": int(g), "layers": args.layers, "source": "LoRA Triton (all)",
+                     "kernels": lora, "per_layer": round(lora / args.layers, 2), "share": round(lora / total, 4)})
+        rows.append({"adapters": n, "group": int(g), "layers": args.layers, "source": "TOTAL (GPU path)", "kernels": total,
                      "per_layer": round(total / args.layers, 2), "share": 1.0})
     out = Path(args.out)
     write_csv(pd.DataFrame(rows), out / "step_kernels.csv")

@@ -128,3 +128,66 @@ def test_lora_group_calls_each_layer_where_the_group_does_not_apply():
             assert calls == list(layers)  # each module called, in order
             for y, m in zip(got, layers):
                 assert torch.equal(y, m(x))
+
+
+# --------------------------------------------------------------------------- on CUDA (the lead's H200)
+
+
+def _gpu_trainer(base, group: str, graphs: str):  # noqa: ANN001, ANN202
+    import copy
+
+    return trainer_from_env(copy.deepcopy(base), capacity=2,
+                            env={"ALTO_GROUP_PROJECTIONS": group, "ALTO_CUDA_GRAPHS": graphs})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_grouped_steps_equal_per_projection_steps_eager_and_captured():
+    """fp32, the fused backbone (the default on CUDA): per projection eager, grouped eager and grouped
+    through captured CUDA graphs take the same losses and end with the same adapters across admits,
+    suspends, drops and regrowth (`test_step_graphs._script`)."""
+    from tests.altoruntime._runtime_helpers import assert_adapters_close
+    from tests.altoruntime.test_step_graphs import _script
+
+    base = tiny_llama(seed=0).cuda()
+    runs = {k: _gpu_trainer(base, *k) for k in (("0", "0"), ("1", "0"), ("1", "1"))}
+    results = {k: _script(tr) for k, tr in runs.items()}
+    graphed = runs[("1", "1")].graphs
+    assert graphed.disabled is None, graphed.failure_trace
+    assert graphed.stats["replayed"] > graphed.stats["captured"] > 0, dict(graphed.stats)
+    want, w_want = results[("0", "0")]
+    for key in (("1", "0"), ("1", "1")):
+        got, w_got = results[key]
+        for a, b in zip(want, got, strict=True):
+            if isinstance(a, dict) and a and isinstance(next(iter(a.values())), float):
+                assert b == pytest.approx(a, rel=1e-4, abs=1e-6), key
+            else:
+                for j in a:
+                    assert b[j].tokens == a[j].tokens and b[j].correct == a[j].correct
+                    assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-4), key
+        assert_adapters_close(w_want, w_got, rtol=1e-3, atol=5e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_grouped_steps_launch_fewer_kernels():
+    """Eager bf16 steps of two SmolLM2-shaped layers: the CUDA kernels per step, per projection and grouped."""
+    from tests.altoruntime._batches import make_batch
+
+    base = tiny_llama(hidden=576, heads=9, kv_heads=3, intermediate=1536, layers=2, vocab=256,
+                      dtype=torch.bfloat16).cuda()
+    counts = {}
+    for group in ("0", "1"):
+        tr = _gpu_trainer(base, group, "0")
+        tr.admit("a", rank=8, alpha=16, lr=1e-3, seed=1)
+        tr.admit("b", rank=4, alpha=8, lr=1e-3, seed=2)
+        batches = {"a": make_batch(1, 2, 32), "b": make_batch(2, 2, 32)}
+        tr.step(batches)  # compile outside the count
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            tr.step(batches)
+            torch.cuda.synchronize()
+        counts[group] = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    print(f"kernels per eager step, 2 SmolLM2-shaped layers: per projection {counts['0']}, grouped {counts['1']}")
+    assert counts["0"] > 0, "the profiler saw no CUDA kernels"
+    assert counts["0"] - counts["1"] >= 2 * 18 - 2, counts  # 18 LoRA launches fewer per layer (16 in layer 0)
