@@ -353,8 +353,8 @@ def run_config(
         return APTrainer(lambda: copy.deepcopy(base.model).to(device), world, rank, device, capacity=8,
                          pad_token_id=pad, target_modules=target_of[t.task_id])
 
-    # where the time before the run clock went (summary.csv `setup_s`): reading the data, opening the
-    # models, tokenizing (with the generation metric's prompts)
+    # where the time before the run clock went (summary.csv `setup_seconds`; not a `*_s` column: those
+    # are phases inside the run clock): reading the data, opening the models, tokenizing
     setup_s = {"data": round(t_data - t_start, 3), "models": round(t_models - t_data, 3),
                "tokenize": round(time.perf_counter() - t_models, 3)}
     settings = {"backbone": backbone, "n_train": n_train, "n_val": n_val, "n_eval": n_eval,
@@ -400,7 +400,7 @@ def _run(cfg: RunConfig, tasks: list[TaskSpec], out: Path, backbone: str | None,
     if engine == "ray":
         meta["gpu_share"] = (ray_options or {}).get("gpu_share", 1.0)
     if setup_s is not None:
-        meta["setup_s"] = setup_s
+        meta["setup_seconds"] = setup_s
     # every RNG from the config, after whatever loading the backbone and data drew: two runs of one config
     # draw the same dropout masks and take the same decisions (a resume restores the checkpoint's RNGs)
     seed_everything(cfg.seed)

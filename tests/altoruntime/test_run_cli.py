@@ -47,7 +47,7 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     # each phase and the wall time are rounded to the millisecond in summary.csv
     assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"]) + 0.0005 * (len(phases) + 1)
     # and before the run clock: reading the data, opening the models, tokenizing
-    setup = ast.literal_eval(summary["setup_s"])
+    setup = ast.literal_eval(summary["setup_seconds"])
     assert set(setup) == {"data", "models", "tokenize"} and min(setup.values()) >= 0 and setup["models"] > 0
 
 
