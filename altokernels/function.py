@@ -270,6 +270,13 @@ class _FusedLoraLinear(torch.autograd.Function):
         return dx, dw, db, da, dbb, None, None, None, None, None, None, None, None
 
 
+def check_grad_flags(grad_flags: torch.Tensor | None, A: torch.Tensor) -> None:
+    """In-place gradients' flags fit the stack A: an int32 [slots] tensor on A's device (or None)."""
+    if grad_flags is not None and (grad_flags.dtype != torch.int32 or grad_flags.shape != (A.shape[0],)
+                                   or grad_flags.device != A.device):
+        raise ValueError(f"grad_flags: expected an int32 tensor of shape ({A.shape[0]},) on {A.device}")
+
+
 def fused_lora_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -307,8 +314,6 @@ def fused_lora_linear(
         raise ValueError(f"wgrad: 'bmm' needs A/B in x's dtype {x.dtype}, got {A.dtype} (use 'triton')")
     if chunks < 1:
         raise ValueError(f"chunks: must be >= 1, got {chunks}")
-    if grad_flags is not None and (grad_flags.dtype != torch.int32 or grad_flags.shape != (A.shape[0],)
-                                   or grad_flags.device != A.device):
-        raise ValueError(f"grad_flags: expected an int32 tensor of shape ({A.shape[0]},) on {A.device}")
+    check_grad_flags(grad_flags, A)
     return _FusedLoraLinear.apply(x, weight, bias, A, B, meta, training, variant, streams, wgrad, chunks, fast_launch,
                                   grad_flags)

@@ -26,6 +26,7 @@ import torch
 
 from altokernels import triton_kernels as tk
 from altokernels.api import triton_usable
+from altokernels.function import check_grad_flags
 from altokernels.meta import LoraBatchMeta
 from altokernels.validate import check_inputs
 
@@ -158,7 +159,6 @@ def group_lora_linear(
         raise ValueError("x: the group path needs CUDA tensors or TRITON_INTERPRET=1 set before importing triton")
     if training and meta.row_dropout is not None:
         raise ValueError("meta: dropout draws a mask per projection; run the members one by one")
-    if grad_flags is not None and (grad_flags.dtype != torch.int32 or grad_flags.device != As[0].device
-                                   or any(grad_flags.shape != (A.shape[0],) for A in As)):
-        raise ValueError(f"grad_flags: expected an int32 tensor of shape ({As[0].shape[0]},) on {As[0].device}")
+    for A in As:
+        check_grad_flags(grad_flags, A)
     return _GroupLoraLinear.apply(x, meta, fast_launch, grad_flags, n, *weights, *As, *Bs)
