@@ -48,7 +48,8 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"]) + 0.0005 * (len(phases) + 1)
     # and before the run clock: reading the data, opening the models, tokenizing
     setup = ast.literal_eval(summary["setup_seconds"])
-    assert set(setup) == {"data", "models", "tokenize"} and min(setup.values()) >= 0 and setup["models"] > 0
+    # each rounded to the millisecond: a tiny model opens in under one, so only their sum must be > 0
+    assert set(setup) == {"data", "models", "tokenize"} and min(setup.values()) >= 0 and sum(setup.values()) > 0
 
 
 def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
