@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 
@@ -63,8 +64,19 @@ def base():
     return tiny_llama(seed=0)
 
 
-def _trainer(base):
-    return lambda task, gpus: MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
+def _trainer(base, barrier=None):
+    """Each actor's trainer; with `barrier` (a folder), an actor's constructor waits until both tasks'
+    actors are up, so their steps run at the same time however slowly a loaded host starts actors."""
+
+    def make(task, gpus):
+        if barrier is not None:
+            (barrier / task.task_id).touch()
+            deadline = time.monotonic() + 120
+            while len(list(barrier.iterdir())) < len(TASKS) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
+
+    return make
 
 
 def _per_task(trace, task_id):
@@ -84,8 +96,10 @@ def local_trace(base):
     return RuntimeBackend(controller_from_meta(META), _trainer(base), lambda t: RandomData()).run(TASKS).trace
 
 
-def test_two_tasks_step_concurrently_take_the_local_decisions_and_replay(cluster, base, local_trace, tmp_path):
-    backend = RayBackend(controller_from_meta(META), _trainer(base), lambda t: RandomData(), out_dir=tmp_path)
+def test_two_tasks_step_concurrently_take_the_local_decisions_and_replay(cluster, base, local_trace, tmp_path,
+                                                                        tmp_path_factory):
+    backend = RayBackend(controller_from_meta(META), _trainer(base, tmp_path_factory.mktemp("up")),
+                         lambda t: RandomData(), out_dir=tmp_path)
     log = backend.run(TASKS)
     starts = {a.task_id: a.gpus for a in log.actions if isinstance(a, StartTask)}
     assert starts == {"a": (0,), "b": (1,)}  # one actor each, on its own GPU
