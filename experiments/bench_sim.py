@@ -2,17 +2,24 @@
 
 Tasks draw 10-config grids (5 learning rates x 2 batch sizes) over the embedded loss-trace sets,
 arrive as a Poisson stream, and need 1/1/2/4 GPUs. Prints wall time, simulator events and
-events/s for each inter-task scheduler asked for.
+events/s for each inter-task scheduler asked for; with `--out DIR` also writes them to
+DIR/bench_sim.csv, with the process's CPU seconds and the 1-minute load average beside the wall
+(on a shared machine the wall follows the load).
 
-    python experiments/bench_sim.py [--tasks 1000] [--gpus 1000] [--inter fifo,sjf,cpsat]
+    python experiments/bench_sim.py [--tasks 1000] [--gpus 1000] [--inter fifo,sjf,cpsat] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
+from pathlib import Path
 
+import pandas as pd
+
+from altosim.report import write_csv
 from altosim.schemas import RunConfig, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.simulate import load_inputs, simulate
 from altosim.traces_io import load_trace_dir
@@ -41,20 +48,31 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=2.0, help="mean seconds between arrivals")
     ap.add_argument("--inter", default="fifo,sjf,cpsat")
     ap.add_argument("--early-exit", default="alto")
+    ap.add_argument("--out", type=Path, default=None, help="also write DIR/bench_sim.csv")
     args = ap.parse_args()
     wl = workload(args.tasks, 0, args.gap)
     print(f"{len(wl.tasks)} tasks, {sum(len(t.search_space.configs()) for t in wl.tasks)} jobs, {args.gpus} GPUs")
+    rows = []
     for inter in args.inter.split(","):
         cfg = RunConfig.model_validate({"cluster": {"gpus": args.gpus},
                                         "policy": {"inter_task": inter, "early_exit": args.early_exit}})
         inputs = load_inputs(cfg, workload=wl)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run = simulate(cfg, inputs, record_log=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         s = run.summary
+        rows.append({"inter": inter, "early_exit": args.early_exit, "tasks": len(wl.tasks),
+                     "jobs": sum(len(t.search_space.configs()) for t in wl.tasks), "gpus": args.gpus,
+                     "wall_s": wall, "cpu_s": cpu, "load1": os.getloadavg()[0],
+                     "sim_events": s["sim_events"], "events_per_s": s["sim_events"] / wall,
+                     "makespan_h": s["makespan_h"], "samples_saved": s["samples_saved"]})
         print(f"{inter:6s} wall {wall:6.1f} s  sim events {s['sim_events']:>8d}  "
               f"{s['sim_events'] / wall:>9.0f} events/s  makespan {s['makespan_h']:.2f} h  "
               f"samples saved {s['samples_saved']:.1%}  goal <60 s: {'met' if wall < 60 else 'MISSED'}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_csv(pd.DataFrame(rows), args.out / "bench_sim.csv")
+        print(f"wrote {args.out / 'bench_sim.csv'}")
 
 
 if __name__ == "__main__":
