@@ -57,6 +57,10 @@ QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_bmm_wgrad", "ours_add
 # `--gemm`: the Triton-GEMM A/B only. `triton_base_only` is base_only (forward + dX, no LoRA) on our
 # Triton GEMM (altokernels/gemm_epilogue.base_gemm): the floor `ours_gemm` can reach, beside cuBLAS's
 GEMM_IMPLS = ["base_only", "triton_base_only", "torch_grouped", "ours", "ours_addmm", "ours_gemm", "ours_gemm_streams"]
+# and its breakdown: each direction's base GEMM on cuBLAS and on ours, ours with the LoRA term, and
+# the expand passes that term replaces
+GEMM_BREAKDOWN = ("base_fwd_mm", "gemm_base_fwd", "gemm_lora_fwd", "expand_fwd_inplace", "base_bwd_mm", "gemm_base_bwd",
+                  "gemm_lora_bwd_dx", "expand_bwd_dx")
 
 
 def _timer(device: torch.device, slow: bool = False, quick: bool = False) -> Callable[[Callable[[], object]], float]:
@@ -177,8 +181,10 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
     raise ValueError(f"impl: unknown {impl!r}")
 
 
-def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype, bench) -> list[dict]:  # noqa: ANN001
-    """Each fused-path kernel alone, with bytes moved, vs the base GEMMs and torch.bmm weight grads."""
+def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype, bench,  # noqa: ANN001
+               only: tuple[str, ...] | None = None) -> list[dict]:
+    """Each fused-path kernel alone, with bytes moved, vs the base GEMMs and torch.bmm weight grads
+    (`only`: these kernels, in this order)."""
     from altokernels import build_meta
     from altokernels import triton_kernels as tk
 
@@ -224,6 +230,8 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
 
         cases["bmm_dA"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, da, None), t * d_in * e)
         cases["bmm_dB"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, None, dbb), t * d_out * e)
+    if only is not None:
+        cases = {k: cases[k] for k in only}
     rows = []
     for name, (fn, nbytes) in cases.items():
         ms = bench(fn)
@@ -307,6 +315,21 @@ def _finish(rows: list[dict], projs: dict, z: int):  # noqa: ANN202
     return df
 
 
+def _print_gemm_floor(df) -> None:  # noqa: ANN001
+    """Per projection and batch: our Triton base GEMM (forward + dX, no LoRA) against cuBLAS's, and,
+    where timed, the gemm variant against the default fused path (`ours`): ms and ratios."""
+    ms = df.pivot_table(index=["batch", "proj"], columns="impl", values="ms", sort=False)
+    out = ms[["base_only", "triton_base_only"]].copy()
+    out["triton/cublas"] = (ms["triton_base_only"] / ms["base_only"]).round(3)
+    for impl in ("ours", "ours_gemm"):
+        if impl in ms:
+            out[f"{impl}/base"] = (ms[impl] / ms["base_only"]).round(3)
+    if "ours" in ms and "ours_gemm" in ms:
+        out["gemm/ours"] = (ms["ours_gemm"] / ms["ours"]).round(3)
+    print("Triton GEMM vs cuBLAS (forward + dX of the frozen base; ms):")
+    print(out.round(4).to_string())
+
+
 def _write_csv(df, path: Path) -> None:  # noqa: ANN001
     tmp = path.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
@@ -366,8 +389,9 @@ def main() -> None:
                     help=f"impls {','.join(QUICK_IMPLS)} only, shorter do_bench, no breakdown")
     ap.add_argument("--gemm", action="store_true",
                     help=f"the Triton-GEMM A/B only: impls {','.join(GEMM_IMPLS)} (triton_base_only: our GEMM "
-                    "without the LoRA term, the floor of ours_gemm, beside cuBLAS's base_only), its check, "
-                    "shorter do_bench, no breakdown")
+                    "without the LoRA term, the floor of ours_gemm, beside cuBLAS's base_only), their check, "
+                    "shorter do_bench, and a breakdown of the GEMM kernels alone (per direction: cuBLAS, ours, "
+                    "ours with the LoRA term, the expand pass it replaces)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
@@ -388,7 +412,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--impls: unknown {unknown}; known: {all_impls}")
     batches = [int(b) for b in args.batches.split(",")]
-    breakdown = not args.no_breakdown and not quick
+    breakdown = not args.no_breakdown and (args.gemm or not args.quick)
     bench = _timer(device, quick=quick)
     bench_slow = _timer(device, slow=True)
     out = Path(args.out)
@@ -407,7 +431,8 @@ def main() -> None:
     if breakdown:  # each kernel alone, first batch only (diagnostics arrive early)
         brk = []
         for d_in, d_out in sorted(set(projs.values())):
-            brk += _breakdown(d_in, d_out, [batches[0] * seq] * z, ranks, device, dtype, bench)
+            brk += _breakdown(d_in, d_out, [batches[0] * seq] * z, ranks, device, dtype, bench,
+                              GEMM_BREAKDOWN if args.gemm else None)
         _write_csv(pd.DataFrame(brk), out / f"kernels_breakdown_{tag}.csv")
         print(pd.DataFrame(brk).to_string(index=False), flush=True)
     rows: list[dict] = []
@@ -439,6 +464,8 @@ def main() -> None:
     _write_autotune_choices(out / f"kernels_autotune_{tag}.txt")
     _plot(df, out / f"kernels_{tag}.png")
     print(df[df["proj"] == "layer"].to_string(index=False))
+    if "triton_base_only" in impls and "base_only" in impls:
+        _print_gemm_floor(df)
     print(f"wrote {csv} after {time.time() - t_start:.0f} s")
 
 
