@@ -179,6 +179,17 @@ def test_gemm_variant_matches_reference_and_epilogue_cpu(dtype, bias):
     _variant_vs_reference_and_epilogue(case, dtype)
 
 
+@settings(max_examples=8, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6), d_in=st.integers(1, 48), d_out=st.integers(1, 48),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), bias=st.booleans(), seed=st.integers(0, 999))
+def test_gemm_variant_over_random_segment_layouts_cpu(counts, d_in, d_out, dtype, bias, seed):
+    if sum(counts) == 0:
+        counts = [*counts[:-1], 1]
+    ranks = torch.randint(1, 9, (len(counts),), generator=torch.Generator().manual_seed(seed)).tolist()
+    case = make_case(counts, ranks, d_in, d_out, dtype, r_max=max(ranks) + seed % 3, bias=bias, seed=seed)
+    _variant_vs_reference_and_epilogue(case, dtype)
+
+
 def test_gemm_variant_with_dropout_cpu():
     """Dropout: dX's LoRA term takes the mask (the addmm form); forward and weight grads as usual."""
     case = make_case(COUNTS, RANKS, 24, 18, torch.float32, dropout=[0.5, 0.0, 0.1, 0.25, 0.0])
