@@ -286,23 +286,36 @@ def test_gemm_variant_at_the_bench_shapes_gpu(d_in, d_out):
             assert_near(g, e, 4 * TOL[torch.bfloat16], f"{name} vs epilogue")
 
 
+def _every_config_matches_torch(device, dtype, counts, d_in, d_out, configs):  # noqa: ANN001
+    """Each of `configs` on both layouts, segments off the tile grid, widths off it, fp32 master L."""
+    ranks = [16, 64, 32, 8, 1]
+    meta = build_meta(counts, [4, 0, 2, 1, 3], ranks, [0.5, 1, 2, 3, 4], device)
+    g = torch.Generator(device=device).manual_seed(0)
+    t, r = sum(counts), 64
+    x = torch.randn(t, d_in, device=device, generator=g).to(dtype)
+    w = (torch.randn(d_out, d_in, device=device, generator=g) * d_in**-0.5).to(dtype)
+    bias = torch.randn(d_out, device=device, generator=g).to(dtype)
+    s = torch.randn(t, r, device=device, generator=g)
+    B = torch.randn(5, r, d_out, device=device, generator=g)  # fp32 masters
+    A = torch.randn(5, d_in, r, device=device, generator=g)
+    for config in configs:
+        y = ge.gemm_expand(x, w, (w.stride(1), w.stride(0)), d_out, s, B, B.stride(), meta, True, bias, config=config)
+        _assert_within_rounding(y, x, w.t(), bias, s, B, meta, True, f"forward {config}")
+        at = (A.stride(0), A.stride(2), A.stride(1))
+        dx = ge.gemm_expand(y, w, (w.stride(0), w.stride(1)), d_in, s, A, at, meta, False, config=config)
+        _assert_within_rounding(dx, y, w, None, s, A.transpose(1, 2), meta, False, f"backward {config}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_configs_the_interpreter_can_run_match_torch_cpu(dtype):
+    """The GPU configs whose broadcast product fits the interpreter (BLOCK_M x BLOCK_K x BLOCK_N <=
+    2**20: the 128x128 tiles), GROUP_M 8 included: 300 rows in 3 row blocks, 140 columns in 2."""
+    fits = [c for c in ge.config_space() if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_K"] * c.kwargs["BLOCK_N"] <= 2**20]
+    assert len(fits) >= 3
+    _every_config_matches_torch("cpu", dtype, [100, 0, 37, 150, 13], 70, 140, fits)
+
+
 @pytest.mark.gpu
 @GPU
-@pytest.mark.parametrize("config", ge.config_space(), ids=str)
-def test_every_gemm_config_matches_torch_gpu(config):
-    """Each config of the tuning space on both layouts, segments off the tile grid, widths off it."""
-    counts, ranks = [300, 0, 77, 512, 5], [16, 64, 32, 8, 1]
-    meta = build_meta(counts, [4, 0, 2, 1, 3], ranks, [0.5, 1, 2, 3, 4], "cuda")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    t, d_in, d_out, r = sum(counts), 1000, 515, 64
-    x = torch.randn(t, d_in, device="cuda", generator=g).bfloat16()
-    w = (torch.randn(d_out, d_in, device="cuda", generator=g) * d_in**-0.5).bfloat16()
-    bias = torch.randn(d_out, device="cuda", generator=g).bfloat16()
-    s = torch.randn(t, r, device="cuda", generator=g)
-    B = torch.randn(5, r, d_out, device="cuda", generator=g)  # fp32 masters
-    A = torch.randn(5, d_in, r, device="cuda", generator=g)
-    y = ge.gemm_expand(x, w, (w.stride(1), w.stride(0)), d_out, s, B, B.stride(), meta, True, bias, config=config)
-    _assert_within_rounding(y, x, w.t(), bias, s, B, meta, True, "forward")
-    dx = ge.gemm_expand(y, w, (w.stride(0), w.stride(1)), d_in, s, A, (A.stride(0), A.stride(2), A.stride(1)), meta,
-                        False, config=config)
-    _assert_within_rounding(dx, y, w, None, s, A.transpose(1, 2), meta, False, "backward")
+def test_every_gemm_config_matches_torch_gpu():
+    _every_config_matches_torch("cuda", torch.bfloat16, [300, 0, 77, 512, 5], 1000, 515, ge.config_space())
