@@ -1,10 +1,10 @@
-"""Autograd Function for the fused path: cuBLAS base GEMM + grouped Triton LoRA kernels.
+"""Autograd Function for the fused path: a base GEMM (cuBLAS, or ours: "gemm") + grouped Triton LoRA kernels.
 
 Forward:  S = drop(X) A (shrink, cached for backward) and Y = X W^T + b + s S B.
 Backward: dS = s dY B^T (shrink), dX = dY W + dS A^T, dA = drop(X)^T dS and dB = s S^T dY
           (one grouped launch each). Launches per layer are constant in the number of adapters.
 
-Three ways to join the LoRA term with the base GEMM (`variant`):
+Ways to join the LoRA term with the base GEMM (`variant`):
 - "epilogue": cuBLAS writes Y_base, then the expand kernel adds s S B to it in registers and
   stores in place (one extra read+write of Y).
 - "addmm": the expand kernel writes the LoRA term (plus bias) and cuBLAS accumulates X W^T onto it
@@ -15,6 +15,10 @@ Three ways to join the LoRA term with the base GEMM (`variant`):
 - "pipelined": "addmm" cut into row chunks (schedule-entry ranges): the LoRA kernels of chunk c+1
   run on the side stream while cuBLAS accumulates chunk c, so only the first chunk's LoRA work is
   exposed (needs `streams` on CUDA to overlap; runs chunk by chunk otherwise).
+- "gemm": no cuBLAS: our Triton base GEMM adds s S B in its epilogue and stores Y once
+  (altokernels/gemm_epilogue.py); backward dX = dY W + dS A^T the same way (with dropout, dX takes
+  the "addmm" form: the mask multiplies the LoRA term alone). An A/B candidate against cuBLAS
+  (issue 28), not a default: `experiments/bench_kernels.py --gemm` times both on a GPU.
 With `streams`, LoRA kernels that do not feed the base GEMM (shrink in the epilogue form; dS, dA
 and dB in backward) run on a side stream, overlapped with cuBLAS.
 Weight grads (`wgrad`): "triton" (the grouped segment-reduce kernel, any counts; the default), "bmm"
@@ -37,11 +41,12 @@ import contextlib
 
 import torch
 
+from altokernels import gemm_epilogue as ge
 from altokernels import triton_kernels as tk
 from altokernels.meta import LoraBatchMeta
 from altokernels.reference import lora_input
 
-VARIANTS = ("epilogue", "addmm", "pipelined", "auto")
+VARIANTS = ("epilogue", "addmm", "pipelined", "auto", "gemm")
 AUTO_ADDMM_MIN_N = 4096  # "auto": addmm where the output is this wide, else epilogue (per direction)
 PIPELINE_CHUNKS = 2  # default row chunks of the pipelined variant
 WGRADS = ("auto", "bmm", "triton")
@@ -170,6 +175,10 @@ class _FusedLoraLinear(torch.autograd.Function):
             y = torch.nn.functional.linear(x, weight, bias)
             _join(side, main)
             tk.expand(s, B, meta, d_out, apply_scale=True, w_strides=B.stride(), base=y, out=y, fast=fast)
+        elif variant == "gemm":  # S first: the GEMM's epilogue reads it
+            tk.shrink(xl, A, meta, r_max, apply_scale=False, w_strides=A.stride(), out=s, fast=fast)
+            y = ge.gemm_expand(x, weight, (weight.stride(1), weight.stride(0)), d_out, s, B, B.stride(), meta,
+                               apply_scale=True, bias=bias, fast=fast)
         elif variant == "pipelined":
             y = _pipelined_forward(x, xl, weight, bias, A, B, s, meta, side, chunks, fast)
         else:
@@ -247,7 +256,12 @@ class _FusedLoraLinear(torch.autograd.Function):
                 if need_bb:
                     tk.seg_reduce(s, dy, dbb, meta, rank_on_m=True, apply_scale=True, fast=fast, **into)
         if need_x:
-            if ctx.variant == "epilogue" and mult is None:
+            if ctx.variant == "gemm" and mult is None:
+                if ds_ready is not None:
+                    main.wait_event(ds_ready)
+                dx = ge.gemm_expand(dy, weight, (weight.stride(0), weight.stride(1)), d_in, ds, A, at_str, meta,
+                                    apply_scale=False, fast=fast)
+            elif ctx.variant == "epilogue" and mult is None:
                 dx = dy @ weight
                 if ds_ready is not None:
                     main.wait_event(ds_ready)

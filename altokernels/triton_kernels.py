@@ -803,3 +803,15 @@ def member_seg_reduce(ps: Sequence[torch.Tensor], qs: Sequence[torch.Tensor], ou
          "FLAGS": flags is not None, "MEMBERS": n},
         meta.launch_cache if fast else None, config,
     )
+
+
+# The conventions other kernel modules share (gemm_epilogue.py): configs under the interpreter and
+# the autotune switch, the autotuner's timing and disk cache, the fp32-accumulating product and its
+# flags, the rank block.
+configs = _configs
+tune_bench = _tune_bench
+TUNE_CACHE = _TUNE_CACHE
+dot_acc = _dot_acc
+dot_flags = _flags
+pow2 = _pow2
+rank_block = _rank_block

@@ -14,6 +14,7 @@ The estimated time is printed up front (~2-3 min on an H100 for batches 1,2,4; `
 
     PYTHONPATH=$PWD python experiments/bench_kernels.py --out $OUT        # on the GPU machine
     PYTHONPATH=$PWD python experiments/bench_kernels.py --quick --out $OUT  # base/grouped/ours variants only
+    PYTHONPATH=$PWD python experiments/bench_kernels.py --gemm --out $OUT   # Triton GEMM vs cuBLAS A/B only
     PYTHONPATH=$PWD TRITON_INTERPRET=1 python experiments/bench_kernels.py --smoke --out /tmp/b  # CPU
 """
 
@@ -45,12 +46,21 @@ VARIANT_IMPLS = {
     "ours_triton_launch": dict(fast_launch=False),  # Triton's own launch path every call (A/B)
     "ours_streams": dict(streams=True),
     "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),
+    "ours_gemm": dict(variant="gemm"),  # our Triton base GEMM with the expand in its epilogue (issue 28's A/B)
+    "ours_gemm_streams": dict(variant="gemm", streams=True),  # its dS/dA/dB on the side stream
 }
 # fp32 master weights (the runtime's stacks) under bf16 activations: read by the kernels as they are
 # (`ours_fp32_master`), or cast to bf16 before each call and the gradients cast back (`ours_fp32_cast`,
 # what the runtime did before 2026-12-03)
 MASTER_IMPLS = ("ours_fp32_master", "ours_fp32_cast")
 QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_bmm_wgrad", "ours_addmm", "ours_triton_launch"]
+# `--gemm`: the Triton-GEMM A/B only. `triton_base_only` is base_only (forward + dX, no LoRA) on our
+# Triton GEMM (altokernels/gemm_epilogue.base_gemm): the floor `ours_gemm` can reach, beside cuBLAS's
+GEMM_IMPLS = ["base_only", "triton_base_only", "torch_grouped", "ours", "ours_addmm", "ours_gemm", "ours_gemm_streams"]
+# and its breakdown: each direction's base GEMM on cuBLAS and on ours, ours with the LoRA term, and
+# the expand passes that term replaces
+GEMM_BREAKDOWN = ("base_fwd_mm", "gemm_base_fwd", "gemm_lora_fwd", "expand_fwd_inplace", "base_bwd_mm", "gemm_base_bwd",
+                  "gemm_lora_bwd_dx", "expand_bwd_dx")
 
 
 def _timer(device: torch.device, slow: bool = False, quick: bool = False) -> Callable[[Callable[[], object]], float]:
@@ -101,6 +111,17 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
     lin = torch.nn.functional.linear
     if impl == "base_only":
         return lambda: torch.autograd.grad(lin(x, w), [x], dy)
+    if impl == "triton_base_only":  # the same two products (Y = X W^T, dX = dY W) on our Triton GEMM
+        from altokernels import gemm_epilogue as ge
+
+        meta0 = build_meta(counts, list(range(z)), ranks, scales, device)
+        xd = x.detach()
+
+        def triton_base() -> None:
+            ge.base_gemm(xd, w, (w.stride(1), w.stride(0)), d_out, meta0)
+            ge.base_gemm(dy, w, (w.stride(0), w.stride(1)), d_in, meta0)
+
+        return triton_base
     A = rnd(z, d_in, r_max, s=d_in**-0.5).requires_grad_(True)
     B = rnd(z, r_max, d_out, s=0.01).requires_grad_(True)
     meta = build_meta(counts, list(range(z)), ranks, scales, device)  # once per step, shared by layers
@@ -160,8 +181,10 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
     raise ValueError(f"impl: unknown {impl!r}")
 
 
-def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype, bench) -> list[dict]:  # noqa: ANN001
-    """Each fused-path kernel alone, with bytes moved, vs the base GEMMs and torch.bmm weight grads."""
+def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype, bench,  # noqa: ANN001
+               only: tuple[str, ...] | None = None) -> list[dict]:
+    """Each fused-path kernel alone, with bytes moved, vs the base GEMMs and torch.bmm weight grads
+    (`only`: these kernels, in this order)."""
     from altokernels import build_meta
     from altokernels import triton_kernels as tk
 
@@ -191,11 +214,24 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
         "reduce_dA": (lambda: tk.seg_reduce(x, s, da, meta, False, False), t * d_in * e),
         "reduce_dB": (lambda: tk.seg_reduce(s, dy, dbb, meta, True, True), t * d_out * e),
     }
+    from altokernels import gemm_epilogue as ge
+
+    wt, at = (w.stride(1), w.stride(0)), (A.stride(0), A.stride(2), A.stride(1))
+    cases.update({  # our Triton GEMM: alone (vs base_*_mm, cuBLAS) and with the LoRA term in its epilogue
+        "gemm_base_fwd": (lambda: ge.base_gemm(x, w, wt, d_out, meta), (t * d_in + t * d_out) * e),
+        "gemm_lora_fwd": (lambda: ge.gemm_expand(x, w, wt, d_out, s, B, B.stride(), meta, True),
+                          (t * d_in + t * d_out) * e),
+        "gemm_base_bwd": (lambda: ge.base_gemm(dy, w, w.stride(), d_in, meta), (t * d_in + t * d_out) * e),
+        "gemm_lora_bwd_dx": (lambda: ge.gemm_expand(dy, w, w.stride(), d_in, s, A, at, meta, False),
+                             (t * d_in + t * d_out) * e),
+    })
     if meta.equal_counts:
         from altokernels.function import _bmm_wgrads
 
         cases["bmm_dA"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, da, None), t * d_in * e)
         cases["bmm_dB"] = (lambda: _bmm_wgrads(x, s, s, dy, meta, None, dbb), t * d_out * e)
+    if only is not None:
+        cases = {k: cases[k] for k in only}
     rows = []
     for name, (fn, nbytes) in cases.items():
         ms = bench(fn)
@@ -204,8 +240,9 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
     return rows
 
 
-def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> list[dict]:  # noqa: ANN001
-    """Autotuned fused path vs the loop reference at benchmark shapes: max error / max |ref|."""
+def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype, variants: list[str]) -> list[dict]:  # noqa: ANN001
+    """Autotuned fused path (`ours` and the `variants` of VARIANT_IMPLS) vs the loop reference at
+    benchmark shapes: max error / max |ref|."""
     from altokernels import build_meta, loop_lora_linear
     from altokernels.function import fused_lora_linear
 
@@ -221,7 +258,7 @@ def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype) -> l
         dy = torch.randn(t, d_out, device=device, dtype=dtype)
         y = loop_lora_linear(x, w, None, A, B, meta)
         want = [y, *torch.autograd.grad(y, [x, A, B], dy)]
-        for impl, kw in [("ours", {}), *VARIANT_IMPLS.items()]:
+        for impl, kw in [("ours", {}), *((v, VARIANT_IMPLS[v]) for v in variants)]:
             for _ in range(2):  # the second call takes the direct-launch path (plans cached on meta)
                 y = fused_lora_linear(x, w, None, A, B, meta, True, **kw)
                 got = [y, *torch.autograd.grad(y, [x, A, B], dy)]
@@ -278,6 +315,21 @@ def _finish(rows: list[dict], projs: dict, z: int):  # noqa: ANN202
     return df
 
 
+def _print_gemm_floor(df) -> None:  # noqa: ANN001
+    """Per projection and batch: our Triton base GEMM (forward + dX, no LoRA) against cuBLAS's, and,
+    where timed, the gemm variant against the default fused path (`ours`): ms and ratios."""
+    ms = df.pivot_table(index=["batch", "proj"], columns="impl", values="ms", sort=False)
+    out = ms[["base_only", "triton_base_only"]].copy()
+    out["triton/cublas"] = (ms["triton_base_only"] / ms["base_only"]).round(3)
+    for impl in ("ours", "ours_gemm"):
+        if impl in ms:
+            out[f"{impl}/base"] = (ms[impl] / ms["base_only"]).round(3)
+    if "ours" in ms and "ours_gemm" in ms:
+        out["gemm/ours"] = (ms["ours_gemm"] / ms["ours"]).round(3)
+    print("Triton GEMM vs cuBLAS (forward + dX of the frozen base; ms):")
+    print(out.round(4).to_string())
+
+
 def _write_csv(df, path: Path) -> None:  # noqa: ANN001
     tmp = path.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
@@ -301,11 +353,13 @@ def _host_ms(fn: Callable[[], object], device: torch.device, calls: int = 10) ->
 
 def _write_autotune_choices(path: Path) -> None:
     """Every (kernel, autotune key) -> chosen config of this process, for reading the breakdown."""
+    from altokernels import gemm_epilogue as ge
     from altokernels import triton_kernels as tk
 
     lines = []
-    for name in ("_shrink_kernel", "_expand_kernel", "_seg_reduce_kernel"):
-        fn = getattr(tk, name)
+    for mod, name in [(tk, "_shrink_kernel"), (tk, "_expand_kernel"), (tk, "_seg_reduce_kernel"),
+                      (ge, "_gemm_lora_kernel")]:
+        fn = getattr(mod, name)
         for key, cfg in sorted(getattr(fn, "cache", {}).items(), key=str):
             lines.append(f"{name} {dict(zip(fn.keys, key))} extra={key[len(fn.keys):]} -> {cfg}")
     path.write_text("\n".join(lines) + "\n")
@@ -326,11 +380,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="folder for the CSVs and PNG")
     ap.add_argument("--batches", default="1,2,4", help="per-adapter batch sizes (sequences of 512)")
-    ap.add_argument("--impls", default=None, help="comma-separated impls (default: all; --quick: a few)")
+    ap.add_argument("--impls", default=None,
+                    help="comma-separated impls (default: all; --quick, --gemm: a few); the check then covers "
+                    "only the listed ours_* variants")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-kernel breakdown")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check at bench shapes")
     ap.add_argument("--quick", action="store_true",
                     help=f"impls {','.join(QUICK_IMPLS)} only, shorter do_bench, no breakdown")
+    ap.add_argument("--gemm", action="store_true",
+                    help=f"the Triton-GEMM A/B only: impls {','.join(GEMM_IMPLS)} (triton_base_only: our GEMM "
+                    "without the LoRA term, the floor of ours_gemm, beside cuBLAS's base_only), their check, "
+                    "shorter do_bench, and a breakdown of the GEMM kernels alone (per direction: cuBLAS, ours, "
+                    "ours with the LoRA term, the expand pass it replaces)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
@@ -343,22 +404,28 @@ def main() -> None:
     if args.smoke:
         projs, z, seq = {"q": (40, 40), "down": (72, 24)}, 4, 8
     ranks = ([16, 32, 64] * z)[:z]
-    all_impls = IMPLS + list(VARIANT_IMPLS) + list(MASTER_IMPLS)
-    impls = args.impls.split(",") if args.impls else (QUICK_IMPLS if args.quick else all_impls)
+    all_impls = IMPLS + ["triton_base_only"] + list(VARIANT_IMPLS) + list(MASTER_IMPLS)
+    preset = GEMM_IMPLS if args.gemm else QUICK_IMPLS if args.quick else all_impls
+    impls = args.impls.split(",") if args.impls else preset
+    quick = args.quick or args.gemm
     unknown = [i for i in impls if i not in all_impls]
     if unknown:
         raise SystemExit(f"--impls: unknown {unknown}; known: {all_impls}")
     batches = [int(b) for b in args.batches.split(",")]
-    breakdown = not args.no_breakdown and not args.quick
-    bench = _timer(device, quick=args.quick)
+    breakdown = not args.no_breakdown and (args.gemm or not args.quick)
+    bench = _timer(device, quick=quick)
     bench_slow = _timer(device, slow=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{gpu}: batches {batches}, impls {impls}; estimated ~{_estimate_s(impls, batches, args.quick, not args.no_check, breakdown):.0f} s"
+    print(f"{gpu}: batches {batches}, impls {impls}; estimated ~{_estimate_s(impls, batches, quick, not args.no_check, breakdown):.0f} s"
           " (H100)", flush=True)
     t_start = time.time()
     if not args.no_check:  # also compiles and autotunes every kernel the timings use
-        chk = _check(projs, [seq] * z, ranks, device, dtype)
+        # the timed variants; with no --impls or --gemm also every other one but the gemm variants (their
+        # kernel's autotuning is paid only where they are timed)
+        listed = args.gemm or args.impls
+        checked = [v for v in VARIANT_IMPLS if v in impls or not (listed or v.startswith("ours_gemm"))]
+        chk = _check(projs, [seq] * z, ranks, device, dtype, checked)
         pd.DataFrame(chk).to_csv(out / f"kernels_check_{tag}.csv", index=False)
         bad = [c for c in chk if max(c["y"], c["dx"], c["dA"], c["dB"]) > 0.05]
         if bad:
@@ -367,7 +434,8 @@ def main() -> None:
     if breakdown:  # each kernel alone, first batch only (diagnostics arrive early)
         brk = []
         for d_in, d_out in sorted(set(projs.values())):
-            brk += _breakdown(d_in, d_out, [batches[0] * seq] * z, ranks, device, dtype, bench)
+            brk += _breakdown(d_in, d_out, [batches[0] * seq] * z, ranks, device, dtype, bench,
+                              GEMM_BREAKDOWN if args.gemm else None)
         _write_csv(pd.DataFrame(brk), out / f"kernels_breakdown_{tag}.csv")
         print(pd.DataFrame(brk).to_string(index=False), flush=True)
     rows: list[dict] = []
@@ -399,6 +467,8 @@ def main() -> None:
     _write_autotune_choices(out / f"kernels_autotune_{tag}.txt")
     _plot(df, out / f"kernels_{tag}.png")
     print(df[df["proj"] == "layer"].to_string(index=False))
+    if "triton_base_only" in impls and "base_only" in impls:
+        _print_gemm_floor(df)
     print(f"wrote {csv} after {time.time() - t_start:.0f} s")
 
 
