@@ -9,6 +9,8 @@
 #   e2eg    the same with ALTO_GROUP_PROJECTIONS=1 (q/k/v and gate/up as one LoRA call each), compile ahead
 #           as COMPILE_AHEAD says (0 by default, to compare with e2e0)
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
+#   kgemm   the kernel bench's --gemm rows (cuBLAS vs our Triton GEMM with the LoRA expand in its
+#           epilogue, variant "gemm"; session 15) and that variant's GPU tests; log $OUT/kgemm.log
 # Every e2e run starts from an empty Triton cache (a cold start, as a fresh machine sees) and logs
 # its fused calls (ALTO_CALL_LOG=1); its CSVs are copied to $OUT's top (deep paths do not come back).
 #   OUT=$OUT bash experiments/device/issue28_window.sh setup tests e2e0
@@ -70,6 +72,16 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
         --styles profile,run --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
       echo "== diag rc=$?"
       tail -12 "$OUT/diag_host.log"
+      ;;
+    kgemm)
+      timeout -k 10 "${GEMM_LIMIT:-420}" python3 experiments/bench_kernels.py --gemm --out /root/kgemm \
+        > "$OUT/kgemm.log" 2>&1
+      echo "== kgemm rc=$?"
+      tail -30 "$OUT/kgemm.log"
+      for f in /root/kgemm/*.csv; do [ -e "$f" ] && cp "$f" "$OUT/kgemm_$(basename "$f")"; done
+      timeout -k 10 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/altokernels/test_gemm_epilogue.py \
+        > "$OUT/kgemm_tests.log" 2>&1
+      echo "== kgemm tests rc=$?"; tail -3 "$OUT/kgemm_tests.log"
       ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
