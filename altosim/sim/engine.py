@@ -275,7 +275,7 @@ class Simulator:
         """The one point where a step's events go out: each due job's StepReport (and JobFinished
         at its last step), each failing job's JobFailed, fed as one batch in `event_order`.
         Returns how many reports improved their job's best validation loss (the runtime
-        snapshots each)."""
+        snapshots each; counted only when host costs are charged, else 0)."""
         task, now = ex.task, self.env.now
         if self.event_order == LEGACY_ORDER:  # the trainer's slots: first admission first
             due = sorted(due, key=lambda r: self._slot[r.job.job_id])
@@ -284,9 +284,10 @@ class Simulator:
         improved = 0
         for r in due:
             rep = self._report(task, r)
-            v = rep.val_loss
-            improved += v is not None and math.isfinite(v) and v < self._best_val.get(r.job.job_id, math.inf)
             events.append(rep)
+            if self.costs is not None:
+                v = rep.val_loss
+                improved += v is not None and math.isfinite(v) and v < self._best_val.get(r.job.job_id, math.inf)
             if r.step >= r.total:
                 events.append(JobFinished(now, task.task_id, r.job.job_id))
         events += [JobFailed(now, task.task_id, r.job.job_id, self.failures[r.job.job_id][1]) for r in failing]
