@@ -42,6 +42,8 @@ from altosim.policy.types import (
 from altosim.sim.records import Curve, Executor, JobOutcome, JobRun, SimResult, TaskOutcome
 from altosim.sim.runtime_costs import RuntimeCosts
 
+LOSS_MEMO_SIZE = 1 << 16  # memoized report queries a Simulator keeps at most (about 20 MB)
+
 __all__ = ["Curve", "Executor", "JobOutcome", "JobRun", "SimResult", "Simulator", "TaskOutcome"]
 
 
@@ -324,11 +326,15 @@ class Simulator:
     def _losses(self, curve: Curve, f0: float, f1: float) -> tuple[float, float | None, float | None]:
         """A report's (mean train loss over f0..f1, val at f1, finite metric at f1), memoized:
         curve queries are pure, and the jobs of a workload share few curves and eval grids, so
-        most reports repeat an earlier query. Keyed by the curve's id; `_curve_cache` keeps
-        every curve alive, so no id is reused within a run."""
+        most reports repeat an earlier query (the bench's 10,000 jobs: 2,831 distinct queries for
+        256,756 reports). Keyed by the curve's id; `_curve_cache` keeps every curve alive, so no
+        id is reused within a run. Emptied when full: a replay whose jobs share no curve and
+        budget (each query new) keeps memory bounded."""
         key = (id(curve), f0, f1)
         hit = self._loss_memo.get(key)
         if hit is None:
+            if len(self._loss_memo) >= LOSS_MEMO_SIZE:
+                self._loss_memo.clear()
             train, val, metric = curve.train_mean(f0, f1), curve.val_at(f1), curve.metric_at(f1)
             if metric is not None and not math.isfinite(metric):
                 metric = None
