@@ -20,15 +20,22 @@ from altosim.sim.engine import Curve, SimResult
 from altosim.policy.types import TaskSpec
 
 
-def true_best(task: TaskSpec, curve: Callable[[Any], Curve]) -> tuple[str, float]:
-    """The config a full sweep would pick: lowest val loss at any of its evaluation points."""
+def true_best(task: TaskSpec, curve: Callable[[Any], Curve],
+              memo: dict[tuple[int, int, int], tuple[Curve, float]] | None = None) -> tuple[str, float]:
+    """The config a full sweep would pick: lowest val loss at any of its evaluation points.
+    `memo` (shared across tasks) keeps each (curve, total steps, eval interval)'s best: tasks of
+    a workload share few curves and budgets; it holds the curve, so no id is reused."""
+    memo = {} if memo is None else memo
     best_id, best = "", math.inf
     for job in task.jobs:
         c = curve(job)
         total, every = task.total_steps(job), task.eval_every_steps(job)
-        steps = [*range(every, total, every), total]
-        v = min((c.val_at(s / total) for s in steps), default=math.inf)
-        v = v if math.isfinite(v) else math.inf
+        hit = memo.get((id(c), total, every))
+        if hit is None:
+            steps = [*range(every, total, every), total]
+            v = min((c.val_at(s / total) for s in steps), default=math.inf)
+            hit = memo[id(c), total, every] = (c, v if math.isfinite(v) else math.inf)
+        v = hit[1]
         if v < best:
             best_id, best = job.job_id, v
     return best_id, best
@@ -40,12 +47,13 @@ def task_table(res: SimResult, tasks: Iterable[TaskSpec], curve: Callable[[Any],
     where each task's step costs came from (a `cost_source` column). A rigid task has no configs,
     samples or result: its row says `kind` rigid and only its times count."""
     rows = []
+    memo: dict[tuple[int, int, int], tuple[Curve, float]] = {}
     for t in tasks:
         o = res.tasks[t.task_id]
         if t.rigid:
             rows.append(_rigid_row(t, o, sources))
             continue
-        tb_id, tb = true_best(t, curve) if regret else ("", math.nan)
+        tb_id, tb = true_best(t, curve, memo) if regret else ("", math.nan)
         jobs = [res.jobs[j.job_id] for j in t.jobs if j.job_id in res.jobs]
         trained = sum(j.samples for j in jobs)
         reasons: dict[str, int] = {}

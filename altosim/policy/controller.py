@@ -187,6 +187,8 @@ class Controller:
     def _after(self, group: TaskGroup, acts: list[Action], now: float) -> list[Action]:
         """A group's actions; once its last job ended (it said FinishTask): its GPUs freed, re-plan."""
         if group.result is None:
+            if not acts:  # most reports
+                return acts
             cut = any(isinstance(a, Stop) and a.reason == "underperforming" for a in acts)
             if cut and self.waiting and self.free and self._moved(group, now):
                 # a cut moved the task's predicted end: GPUs may free sooner (backfill with it)

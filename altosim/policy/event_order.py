@@ -54,10 +54,14 @@ def order_events(events: Iterable[Event], now: float | None = None) -> list[Even
     a trainer holds a job, so a run's decisions are a function of its event log and `alto replay`
     reproduces them. `feed_batch` adds the rule for jobs the policy takes out mid-batch.
     """
-    evs = sorted(events, key=_key)
+    evs = list(events)
+    if len(evs) > 1:  # (a step's batch is often one report: no sort)
+        evs.sort(key=_key)
     if now is not None:
         evs = [dataclasses.replace(e, now=now) for e in evs]
     last = max((i for i, e in enumerate(evs) if isinstance(e, TaskArrived)), default=-1)
+    if last < 0:
+        return evs
     return [dataclasses.replace(e, more_coming=i < last) if isinstance(e, TaskArrived) else e
             for i, e in enumerate(evs)]
 

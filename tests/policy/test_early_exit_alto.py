@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from altosim.policy.early_exit import CONTINUE, Alto, Verdict, build_early_exit
 from altosim.policy.early_exit.alto import PAPER_PARAMS
-from altosim.policy.early_exit.base import gate_step
+from altosim.policy.early_exit.base import gate_step, lsq_slope, lsq_slopes
 from altosim.policy.types import JobHistory, JobSpec, StepReport, TaskSpec
 
 DIV = Verdict(True, "diverging")
@@ -116,6 +116,17 @@ def test_slope_uses_the_last_w_points_by_least_squares():
     assert run_paper(train, val, w=3, ema=0.0) == [CONTINUE] * 5
     rise = [1.0, 1.3, 1.4, 1.5, 1.6]
     assert run_paper(rise, rise, w=3, ema=0.0, div_patience=0.01) == [CONTINUE, CONTINUE, DIV]
+
+
+_finite = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_finite, _finite, _finite), min_size=0, max_size=6))
+def test_lsq_slopes_are_lsq_slope_bit_for_bit(pts):
+    """The diverging rule's one-pass slopes are the same floats as lsq_slope's, column by column."""
+    xs = [p[0] for p in pts]
+    assert lsq_slopes(pts) == (lsq_slope(xs, [p[1] for p in pts]), lsq_slope(xs, [p[2] for p in pts]))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

@@ -138,3 +138,25 @@ def test_warmup_rotation_tries_every_config():
     kinds = [a["kind"] for r in res.log for a in r["actions"]]
     assert "suspend" in kinds and any(
         a["kind"] == "admit" and a["resume"] for r in res.log for a in r["actions"])
+
+
+def test_report_memo_changes_no_event(monkeypatch):
+    """Tasks sharing curves and budgets repeat report queries, which the engine memoizes: the
+    event log is the same with the memo emptied at every query (LOSS_MEMO_SIZE 1)."""
+    import altosim.sim.engine as engine
+
+    shared: dict[str, object] = {}
+
+    def curve(job):  # one curve object per config index, shared by every task
+        key = job.job_id.rsplit("/", 1)[1]
+        return shared.setdefault(key, toy_curve(job))
+
+    def log(memo_size):
+        monkeypatch.setattr(engine, "LOSS_MEMO_SIZE", memo_size)
+        tasks = [toy_task(f"t{i}", 8, 1, 40.0 * i, 800) for i in range(4)]
+        ctl = Controller(ControllerConfig(num_gpus=2, early_exit="alto", inter_task="fifo"),
+                         duration_for=lambda t: COST.worst_case_duration(t, True, None),
+                         memory_for=lambda t: COST.memory_model(t))
+        return json.dumps(Simulator(tasks, ctl, COST, curve).run().log)
+
+    assert log(1 << 16) == log(1)

@@ -39,7 +39,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, PrivateAttr
 
 from altosim.policy.early_exit.base import (
-    CONTINUE, DIVERGING, EarlyExitPolicy, Verdict, bad_loss, fraction, gate_step, lsq_slope, upto,
+    CONTINUE, DIVERGING, EarlyExitPolicy, Verdict, bad_loss, fraction, gate_step, lsq_slopes, upto,
 )
 from altosim.policy.early_exit.signals import noise, signal
 from altosim.policy.registry import EARLY_EXIT
@@ -139,9 +139,8 @@ class Alto(EarlyExitPolicy):
         pts.append((f, s.ema, val))
         rising = False
         if len(pts) == self.w:
-            fs = [p[0] for p in pts]
-            rising = (lsq_slope(fs, [p[1] for p in pts]) >= self.tau_slope
-                      and lsq_slope(fs, [p[2] for p in pts]) >= self.tau_slope)
+            ema_slope, val_slope = lsq_slopes(pts)
+            rising = ema_slope >= self.tau_slope and val_slope >= self.tau_slope
         gap = (val - s.ema) / s.ema if s.ema > 0 else -math.inf
         s.div_from = _streak(s.div_from, s.prev_f, rising)
         s.ovf_from = _streak(s.ovf_from, s.prev_f, gap > self.tau_gap)

@@ -21,7 +21,7 @@ state lives in private attributes. `build_early_exit(p.name, p.params())` rebuil
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -167,6 +167,22 @@ def lsq_slope(xs: list[float], ys: list[float]) -> float:
             num += dx * (ys[j] - ys[i])
             den += dx * dx
     return num / den if den > 0 else 0.0
+
+
+def lsq_slopes(pts: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
+    """`lsq_slope` of y1 and of y2 against x over (x, y1, y2) points, in one pass with the same
+    operations in the same order (so the same floats), without building lists: the diverging
+    rule asks for both on every evaluation."""
+    num1 = num2 = den = 0.0
+    for j in range(len(pts)):
+        xj, aj, bj = pts[j]
+        for i in range(j):
+            xi, ai, bi = pts[i]
+            dx = xj - xi
+            num1 += dx * (aj - ai)
+            num2 += dx * (bj - bi)
+            den += dx * dx
+    return (num1 / den, num2 / den) if den > 0 else (0.0, 0.0)
 
 
 def one_line(owner: str, err: Exception) -> str:
