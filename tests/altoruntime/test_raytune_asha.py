@@ -30,9 +30,10 @@ def _reference(path: Path, vals: dict[tuple[float, int, int], float]) -> Path:
 
 
 def _tops() -> set[Path]:
-    """The repository's top-level entries, but pytest's own cache (another test process under
-    xdist may create it at any time)."""
-    return {p for p in ROOT.iterdir() if p.name != ".pytest_cache"}
+    """The repository's top-level entries, but pytest's and Hypothesis' caches (another test
+    process under xdist may create either at any time: Hypothesis writes .hypothesis/ in the
+    working directory at a worker's first property test)."""
+    return {p for p in ROOT.iterdir() if p.name not in (".pytest_cache", ".hypothesis")}
 
 
 @pytest.mark.slow
