@@ -59,7 +59,7 @@ def test_many_tasks_are_really_solved_by_cpsat() -> None:
     """The large random instances above reach the solver (not the greedy shortcut): 24 tasks on
     5 GPUs with mixed widths, where the greedy plans do not meet the lower bound. SHORT's work
     budget without its 0.05 s wall cap: the greedy plans before the solve take ~0.5 ms, but a
-    stall past 13 ms left no time for CP-SAT (1 to 3 runs in 200 on the loaded 2-core machine)."""
+    stall past 13 ms left no time for CP-SAT (in 1 to 3 of 200 plans on the loaded 2-core machine)."""
     waiting = _w(*[(1 + (7 * k) % 5, 3.0 + (11 * k) % 17 + 0.25 * (k % 3), float(k % 4)) for k in range(24)])
     p = CpSatScheduler(**budget_of(**SHORT)).plan(0.0, 5, [RunningTask("r", (0, 1), 6.5)], waiting)
     validate_plan(p, 0.0, 5, [RunningTask("r", (0, 1), 6.5)], waiting)
