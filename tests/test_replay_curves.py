@@ -34,7 +34,7 @@ def _csv(curves: list[list[float]], every: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(curves=st.integers(2, 6).flatmap(lambda n: st.integers(3, 8).flatmap(lambda k: st.lists(
     st.lists(st.floats(0.5, 3.0), min_size=k, max_size=k), min_size=n, max_size=n))),
     policy=st.sampled_from(["none", "alto", "asha", "median"]))

@@ -134,7 +134,7 @@ def _workload(tmp_path, space: dict) -> str:
     return str(tmp_path / "cfg.json")
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(bad=st.sampled_from([
     {"distribution": "log_uniform", "low": -1.0, "high": 1e-3},
     {"distribution": "uniform", "low": 1e-3, "high": 1e-3},

@@ -5,7 +5,6 @@ for tests. A script started by torchrun (or `python -m altoruntime.parallel.laun
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -28,17 +27,13 @@ def init_from_env(backend: str | None = None, timeout_s: float = 600.0) -> tuple
     return dist.get_world_size(), dist.get_rank(), device
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(rank: int, world: int, port: int, timeout_s: float, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _entry(rank: int, world: int, store: str, timeout_s: float, fn: Callable[..., Any], args: tuple) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    init_from_env("gloo", timeout_s)
+    # A file rendezvous, not a TCP port: a free port picked by the parent is bound by rank 0 only
+    # once it has imported torch (seconds later), and another process may take it meanwhile.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
     try:
         fn(rank, world, *args)
         # Leave together: a rank that tears gloo down while a peer still runs (a released rank
@@ -52,16 +47,18 @@ def _entry(rank: int, world: int, port: int, timeout_s: float, fn: Callable[...,
 def spawn(fn: Callable[..., Any], world: int, args: tuple = (), timeout_s: float = 120.0) -> None:
     """Run `fn(rank, world, *args)` in `world` local gloo processes. A rank that raises fails
     the call; so does a run past `timeout_s` (collectives time out too), so a hang fails."""
+    import tempfile
     import time
 
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(_entry, args=(world, free_port(), timeout_s, fn, args), nprocs=world,
-                             join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout_s
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            raise TimeoutError(f"timeout_s: ranks still running after {timeout_s:.0f} s (a hang?)")
+    with tempfile.TemporaryDirectory(prefix="alto-spawn-") as folder:
+        ctx = mp.start_processes(_entry, args=(world, os.path.join(folder, "store"), timeout_s, fn, args),
+                                 nprocs=world, join=False, start_method="spawn")
+        deadline = time.monotonic() + timeout_s
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    if p.is_alive():
+                        p.kill()
+                raise TimeoutError(f"timeout_s: ranks still running after {timeout_s:.0f} s (a hang?)")

@@ -32,8 +32,13 @@ def _reference(steps: int, jobs=None) -> tuple[MultiAdapterTrainer, list[dict[st
     return t, losses
 
 
+# a hang never ends, so any bound catches it; the bound must not catch a slow start: one spawn
+# (2 ranks importing torch, then the run) took 42 s on the shared 2-core machine at load 7
+SPAWN_TIMEOUT_S = 300
+
+
 def _run(tmp_path, fn, *args) -> list[dict]:
-    spawn(fn, WORLD, (str(tmp_path), *args), timeout_s=90)
+    spawn(fn, WORLD, (str(tmp_path), *args), timeout_s=SPAWN_TIMEOUT_S)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

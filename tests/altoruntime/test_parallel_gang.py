@@ -17,7 +17,7 @@ from tests.altoruntime._runtime_helpers import close_to
 
 
 def test_a_gang_steps_like_one_trainer_restores_its_state_and_releases_to_rank_0(tmp_path):
-    spawn(w.gang_run, 2, (str(tmp_path),), timeout_s=120)
+    spawn(w.gang_run, 2, (str(tmp_path),), timeout_s=300)  # a hang still fails; 40 s for the whole test at load 8
     got = torch.load(tmp_path / "gang.pt", weights_only=False)
     assert got["owners"] == {"a": 0, "b": 1, "c": 1}  # whole adapters, dealt to the rank with fewest rows
     assert got["again"] == got["third"]  # restored: adapters, optimizers and both ranks' dropout RNG

@@ -6,6 +6,7 @@ import ast
 import csv
 import json
 
+import altoruntime.run as run
 from altosim.cli import main
 
 
@@ -21,8 +22,15 @@ def _config(tmp_path, dataset="list_ops"):
     return str(tmp_path / "cfg.json")
 
 
-def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
+def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
+    logs, write_outputs = [], run.write_outputs  # the run's log and wall time, before summary.csv rounds them
+
+    def spy(log, tasks, out_dir, wall_s, meta):
+        logs.append((log, wall_s))
+        write_outputs(log, tasks, out_dir, wall_s, meta)
+
+    monkeypatch.setattr(run, "write_outputs", spy)
     rc = main(["run", _config(tmp_path), "--backbone", "tiny", "--out", str(out), "--n-train", "12",
                "--n-val", "4", "--n-eval", "3", "--quiet"])
     assert rc == 0
@@ -40,11 +48,17 @@ def test_alto_run_writes_outputs_and_best_adapter(tmp_path, capsys):
     names = ("data", "step", "validate", "snapshot", "policy", "start_task", "admit", "suspend", "stop", "finish_task",
              "job_finished")
     phases = {k: float(summary[f"{k}_s"]) for k in names}
-    assert phases["step"] > 0 and phases["validate"] > 0 and phases["snapshot"] > 0
+    # each phase and the wall time are rounded to the millisecond in summary.csv: a phase of under
+    # half a millisecond (4 admits of a tiny model on a fast machine) is written as 0.0, so strict
+    # positivity is asserted on the run's own seconds, and summary.csv must be exactly their rounding
+    [(log, wall)] = logs
+    assert phases == {k: round(log.phases.get(k, 0.0), 3) for k in names} and float(summary["wall_s"]) == round(wall, 3)
+    assert log.phases["step"] > 0 and log.phases["validate"] > 0 and log.phases["snapshot"] > 0
     # the actions are timed apart (the task's start, 4 admits, its finish with the export)
-    assert phases["start_task"] > 0 and phases["admit"] > 0 and phases["finish_task"] > 0
-    assert phases["job_finished"] > 0  # the 4 jobs' own finishes free their slots
-    # each phase and the wall time are rounded to the millisecond in summary.csv
+    assert log.phases["start_task"] > 0 and log.phases["admit"] > 0 and log.phases["finish_task"] > 0
+    assert log.phases["job_finished"] > 0  # the 4 jobs' own finishes free their slots
+    assert log.phases.get("suspend", 0.0) == log.phases.get("stop", 0.0) == 0.0  # no early exit: neither happens
+    assert min(log.phases.values()) >= 0 and sum(log.phases.values()) <= wall
     assert min(phases.values()) >= 0 and sum(phases.values()) <= float(summary["wall_s"]) + 0.0005 * (len(phases) + 1)
     # and before the run clock: reading the data, opening the models, tokenizing
     setup = ast.literal_eval(summary["setup_seconds"])

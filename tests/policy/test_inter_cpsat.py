@@ -14,9 +14,11 @@ from altosim.policy.inter import cpsat as cpsat_mod
 from altosim.policy.inter.base import fifo_order
 from altosim.policy.inter.cpsat_models import build_cumulative, build_paper, solve
 from altosim.policy.registry import INTER_TASK
+from tests.policy._cpsat import STALL_PROOF_S, budget_of
 from tests.policy.test_inter_strategies import brute_force_makespan, instances
 
-FAST = dict(time_limit_s=0.5, num_workers=2)
+# the work budget of a 0.5 s limit; no wall cap a loaded machine reaches (tests/policy/_cpsat.py)
+FAST = budget_of(0.5, num_workers=2)
 STATUSES = {"optimal", "feasible", "greedy", "fallback"}
 
 
@@ -71,8 +73,8 @@ def test_paper_and_cumulative_models_agree(inst) -> None:
     greedy = FifoScheduler().plan(now, num_gpus, running, waiting).makespan
     unit = (greedy - now) / 20  # coarse time keeps the paper model's big-M small
     inst_int, _ = cpsat_mod._discretize(now, num_gpus, running, fifo_order(waiting), unit, with_ids=True)
-    a = solve(build_cumulative(inst_int), 5.0, 2, 0, False)
-    b = solve(build_paper(inst_int), 5.0, 2, 0, False)
+    a = solve(build_cumulative(inst_int), STALL_PROOF_S, 2, 0, False)  # to optimality: a few ms
+    b = solve(build_paper(inst_int), STALL_PROOF_S, 2, 0, False)
     assert a.status == b.status == "OPTIMAL"
     assert a.cmax == b.cmax
     # and the paper model's plan is a valid plan too
@@ -88,7 +90,7 @@ def test_exact_optimum_and_left_shift_on_whole_seconds(inst) -> None:
     now, num_gpus, running, waiting = inst
     if not waiting:
         return
-    p = CpSatScheduler(time_unit_s=1.0, time_limit_s=2.0).plan(now, num_gpus, running, waiting)
+    p = CpSatScheduler(time_unit_s=1.0, **budget_of(2.0)).plan(now, num_gpus, running, waiting)
     validate_plan(p, now, num_gpus, running, waiting)
     assert p.status == "optimal"
     opt = brute_force_makespan(now, num_gpus, running, waiting)

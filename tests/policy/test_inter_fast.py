@@ -10,9 +10,11 @@ from altosim.policy.inter import CpSatScheduler, FreeProfile, RunningTask, SjfSc
 from altosim.policy.inter import cpsat as cpsat_mod
 from altosim.policy.inter.base import fifo_order, list_schedule, make_plan, makespan_of, sjf_order
 from altosim.policy.inter.fast import event_schedule, reserve_then_fill
+from tests.policy._cpsat import budget_of
 from tests.policy.test_inter_strategies import instances
 
-FAST = dict(time_limit_s=0.5, num_workers=2)
+# the work budget of a 0.5 s limit; no wall cap a loaded machine reaches (tests/policy/_cpsat.py)
+FAST = budget_of(0.5, num_workers=2)
 
 
 def as_plan(now, running, waiting, starts):

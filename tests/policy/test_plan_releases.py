@@ -16,6 +16,7 @@ from altosim.policy.inter.releases import release_schedule
 from altosim.policy.inter.validate import validate_plan
 from altosim.schemas import TaskRecord, WorkloadTrace, config_from_dict
 from altosim.simulate import load_inputs, simulate
+from tests.policy._cpsat import budget_of
 
 task = st.tuples(st.integers(1, 4), st.sampled_from([50.0, 100.0, 300.0, 1000.0]), st.sampled_from([0.0, 10.0, 75.0, 400.0]))
 
@@ -53,14 +54,14 @@ def test_known_arrivals_shorten_the_makespan_and_replay(tmp_path, capsys):
     ms = {}
     for offline in (False, True):
         cfg = config_from_dict({"cluster": {"gpus": 4}, "policy": {"planner_sees_arrivals": offline,
-                                "inter_task": {"name": "cpsat", "params": {"time_limit_s": 0.5}}}})
+                                "inter_task": {"name": "cpsat", "params": budget_of(0.5)}}})
         run = simulate(cfg, load_inputs(cfg, workload=_workload(), loss_sets={}), regret=False)
         ms[offline] = run.result.makespan
         assert all(o.start >= o.arrival for o in run.result.tasks.values())
     assert ms[True] < ms[False]
     (tmp_path / "wl.json").write_text(_workload().model_dump_json())
     (tmp_path / "run.yaml").write_text("workload: wl.json\ncluster: {gpus: 4}\n"
-                                       "policy: {inter_task: {name: cpsat, params: {time_limit_s: 0.5}}}\n")
+                                       f"policy: {{inter_task: {{name: cpsat, params: {json.dumps(budget_of(0.5))}}}}}\n")
     out = tmp_path / "out"
     assert main(["simulate", str(tmp_path / "run.yaml"), "--out", str(out), "-q", "--planner-sees-arrivals"]) == 0
     first = json.loads((out / "events.jsonl").read_text().splitlines()[1])
