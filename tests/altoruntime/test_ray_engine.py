@@ -71,7 +71,7 @@ def _trainer(base, barrier=None):
     def make(task, gpus):
         if barrier is not None:
             (barrier / task.task_id).touch()
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600  # a Ray worker once took ~200 s to start at load 7
             while len(list(barrier.iterdir())) < len(TASKS) and time.monotonic() < deadline:
                 time.sleep(0.02)
         return MultiAdapterTrainer(copy.deepcopy(base), capacity=2)
