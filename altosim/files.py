@@ -263,6 +263,8 @@ def loads_yaml(text: str, file: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise InputError(file, "<yaml>", getattr(e, "problem", None) or str(e), line) from None
+    except (ValueError, OverflowError, TypeError) as e:  # a scalar its constructor refuses: 2020-13-45, 5000 digits
+        raise InputError(file, "<yaml>", f"unreadable value: {e}") from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -369,6 +369,13 @@ def test_yaml_alias_bombs_and_cycles_are_refused(params, words):
         assert not Path("out").exists()
 
 
+@pytest.mark.parametrize("value", ["9" * 5000, "2020-13-45"])
+def test_a_yaml_value_its_constructor_refuses_names_the_file(value):
+    """PyYAML's int and date constructors raise a bare ValueError: it came out naming no file."""
+    run_hostile({**BASE, "cfg.yaml": f"workload: wl.json\nseed: {value}\n"}, "simulate", "cfg.yaml", "--out", "out",
+                "-q", naming=("cfg.yaml", "<yaml>"))
+
+
 def test_an_empty_yaml_config_is_not_the_default_study():
     """An empty (or comments-only) YAML file ran the embedded 11-task study and wrote it to --out."""
     for text in ("", "# nothing yet\n"):
