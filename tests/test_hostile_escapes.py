@@ -1,6 +1,7 @@
 """Session 13's hostile-input audit: each class of input that escaped the one-line rule (a traceback,
 an error naming no file, a flag out of range taken as given, an output written over an input)
-ends in exit code 2, one line naming the file and the field, and nothing written."""
+ends in exit code 2, one line naming the file and the field, and nothing written. Session 15's
+audit (FIFO inputs, keys and columns given twice, YAML alias bombs, outputs over devices) follows."""
 
 from __future__ import annotations
 
