@@ -44,8 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("<args>", "config", "alto run trains for real and needs a run config naming its tasks "
                          "(the embedded default is an 11-task GPU cluster workload); for a one-minute CPU run: "
                          "alto run traces/examples/quickstart.yaml --backbone tiny")
+    from altosim.outdir import check_path
+
     cfg = load_config(args.config)
-    out = Path(args.out or cfg.out or "runs/run")
+    out = check_path(args.out if args.out is not None else cfg.out or "runs/run", "--out")  # "" is no folder
     bar, on_step, on_samples = progress_bar(args.quiet)
     signals = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term_as_interrupt)}  # a time limit stops as Ctrl-C does
     try:
@@ -75,14 +77,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from altosim.errors import InputError
     from altosim.outdir import check_out_file
     from altoruntime.profile import Grid, parse_ints, run_profile
 
     if args.out is not None:  # before minutes of measuring, not after
-        check_out_file(args.out)
+        check_out_file(args.out, sidecar=".meta.json")
+    if args.gguf is not None:  # a missing path would be taken for a hub id (and fetched); a FIFO blocks
+        from altosim.files import check_regular
 
-    grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
-                parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
+        check_regular(Path(args.gguf), "--gguf")
+
+    try:
+        grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
+                    parse_ints(args.batches, "--batches"), parse_ints(args.seqs, "--seqs"))
+    except ValueError as e:  # "--adapters: <problem>"
+        flag, _, problem = str(e).partition(": ")
+        raise InputError("<args>", flag, problem) from None
     prof, path = run_profile(args.backbone or ["smollm2"], grid, args.out, layers=args.layers, gguf=args.gguf,
                              steps=args.steps, warmup=args.warmup, evals=args.evals, device=args.device,
                              quiet=args.quiet)
@@ -92,6 +103,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{len(prof.rows)} rows, {len(prof.failed)} points not measured (oom), device {prof.device}: "
           f"wrote {path} and {path.with_name(path.stem + '.meta.json')}")
     return 0
+
+
+MAX_PROFILE_STEPS = 10_000  # steps (warm-up, evaluations) per profiled point: a bound, not a plan
 
 
 def add_commands(sub: Any) -> None:
@@ -132,10 +146,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--ranks", default="16,64", help="LoRA ranks")
     p.add_argument("--batches", default="1,4", help="per-adapter batch sizes")
     p.add_argument("--seqs", default="128,512", help="sequence lengths")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per point (median kept)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (the first one "
-                   "autotunes the Triton kernels for the new shape)")
-    p.add_argument("--evals", type=int, default=3, help="timed forward-only evaluations per point, after one "
+    p.add_argument("--steps", type=count(1, MAX_PROFILE_STEPS), default=5, help="timed steps per point (median kept)")
+    p.add_argument("--warmup", type=count(0, MAX_PROFILE_STEPS), default=2, help="untimed steps per point first (the "
+                   "first one autotunes the Triton kernels for the new shape)")
+    p.add_argument("--evals", type=count(0, MAX_PROFILE_STEPS), default=3, help="timed forward-only evaluations per "
+                   "point, after one "
                    "untimed (the validation cost a replay charges; 0: not measured)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "

@@ -69,14 +69,17 @@ class Grid:
         from altosim.schemas.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
 
         bounds = {"adapters": MAX_ADAPTERS, "ranks": MAX_RANK, "batches": MAX_BATCH, "seqs": MAX_SEQ_LEN}
+        flags = {"adapters": "--adapters", "ranks": "--ranks", "batches": "--batches", "seqs": "--seqs"}
         for name, hi in bounds.items():
             vals = getattr(self, name)
             if not vals or any(not isinstance(v, int) or v < 1 for v in vals):
-                raise ValueError(f"{name}: need positive integers, got {vals!r}")
+                raise ValueError(f"{flags[name]}: need positive integers, got {vals!r}")
             if max(vals) > hi:  # a typo (1e9) would allocate until the machine gives out
-                raise ValueError(f"{name}: at most {hi}, got {max(vals)}")
+                raise ValueError(f"{flags[name]}: at most {hi}, got {max(vals)}")
+            if len(set(vals)) != len(vals):  # the same point measured twice: two rows of one cost-model key
+                raise ValueError(f"{flags[name]}: a value listed twice, got {vals!r}")
         if min(self.seqs) < 2:
-            raise ValueError(f"seqs: sequences need >= 2 tokens, got {self.seqs!r}")
+            raise ValueError(f"--seqs: sequences need >= 2 tokens, got {self.seqs!r}")
 
     def points(self) -> list[tuple[int, int, int, int]]:
         """(rank, adapters, batch, seq), by rank then by tokens, so an OOM ends a rank's run."""
@@ -398,8 +401,7 @@ def run_profile(backbones: Sequence[str], grid: Grid, out: str | Path | None = N
             bar.update(1)
 
     rows, failed, depth, fits, overheads = [], [], {}, {}, {}
-    t0 = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()  # the folder of `path` is made by the first save: a failure before it leaves nothing
 
     def save(done: list[str]) -> CostProfile:
         source = (f"alto profile {' '.join(done)} on {name}; grid adapters={list(grid.adapters)} "

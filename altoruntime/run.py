@@ -21,6 +21,7 @@ import torch
 
 from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
+from altosim.files import check_regular
 from altosim.ids import task_dir
 from altosim.outdir import check_no_clash, check_out, input_files, locked_dir
 from altosim.report import plot_losses, try_plot, write_csv
@@ -148,6 +149,12 @@ def _open_flag_backbone(backbone: str, dtype: torch.dtype) -> Backbone:
     cannot load is one line naming the flag (not transformers' message alone)."""
     if not backbone.strip():
         raise InputError("<args>", "--backbone", "empty: give tiny, smollm2, a model folder or a .gguf file")
+    path = Path(backbone).expanduser()
+    if backbone not in ("tiny", "smollm2") and path.exists() and not path.is_dir():
+        if path.suffix.lower() != ".gguf":  # transformers would take a file's name for a hub id and go online
+            raise InputError(backbone, "--backbone", "is a file but not a .gguf; give tiny, smollm2, a model folder "
+                             "(config.json and weights, as save_pretrained writes) or a .gguf file")
+        check_regular(path, "--backbone")  # a FIFO would block the read
     try:
         return open_backbone(backbone, dtype)
     except InputError:

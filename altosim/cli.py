@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from altosim.errors import InputError, one_line
 from altosim.outdir import check_out, check_out_file, input_files, output_dir
-from altosim.schemas.limits import MAX_GPUS, MAX_SEED
+from altosim.schemas.limits import MAX_GPUS, MAX_ROWS, MAX_SEED
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -70,7 +70,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from altosim.simulate import simulate_to_folder
 
     cfg = _with_policy(load_config(args.config), args)
-    out = args.out or cfg.out or "runs/simulate"
+    out = args.out if args.out is not None else cfg.out or "runs/simulate"  # --out "" is an error, not the default
     run, files, failed = simulate_to_folder(cfg, out, lambda n: _progress(n, "simulate", args.quiet))
     for problem in failed:
         print(f"alto: warning: {problem} (the tables it is drawn from were written)", file=sys.stderr)
@@ -83,23 +83,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay_curves(args: argparse.Namespace) -> int:
-    import json
-
     from pydantic import ValidationError
 
     from altosim.build import check_policy
     from altosim.errors import from_validation_error
+    from altosim.files import loads_json
+    from altosim.policy.registry import EARLY_EXIT
     from altosim.replay_curves import read_curves, replay, summary_lines
     from altosim.report import write_csv
     from altosim.schemas import PolicyRef
     from altosim.tuning import study_config
 
-    try:
-        params = json.loads(args.params)
-    except json.JSONDecodeError as e:
-        raise InputError("<args>", "--params", f"invalid JSON: {e.msg}") from None
-    except ValueError as e:  # an integer of more than 4300 digits
-        raise InputError("<args>", "--params", f"invalid JSON: {e}") from None
+    params = loads_json(args.params, "<args>", "--params")  # syntax, nesting, a key given twice
     if not isinstance(params, dict):
         raise InputError("<args>", "--params", "expected a JSON object of the policy's parameters")
     try:
@@ -108,9 +103,10 @@ def cmd_replay_curves(args: argparse.Namespace) -> int:
         raise from_validation_error(e, "<args>", prefix="--early-exit") from None
     try:  # an unknown policy or parameter: one line, before reading the curves
         check_policy(study_config(ref))
-    except InputError as e:
-        raise InputError("<args>", "--early-exit", e.problem) from None
-    out = check_out(args.out) if args.out else None
+    except InputError as e:  # a known policy's error is about its parameters
+        raise InputError("<args>", "--params" if args.early_exit in EARLY_EXIT.names() else "--early-exit",
+                         e.problem) from None
+    out = check_out(args.out) if args.out is not None else None  # --out "" is an error, not "no table"
     res = replay(read_curves(args.curves), ref)
     if out is not None:
         with output_dir(out, keep=input_files(args.curves)) as stage:
@@ -131,6 +127,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     out = check_out(args.out)
     presets = args.policies.split(",")
+    if len(set(presets)) != len(presets):
+        raise InputError("<args>", "--policies", f"a preset listed twice: {args.policies!r}")
     for p in presets:
         if p not in PRESETS:
             raise InputError("<args>", "--policies", f"unknown preset {p!r}; known: {', '.join(PRESETS)}")
@@ -324,7 +322,6 @@ def safe_name(text: str) -> str:
     return text
 
 
-MAX_ROWS = 10**9  # examples per evaluation / steps between checks: a bound, not a plan
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,13 +100,20 @@ def check_out_file(out: str | Path, flag: str = "--out", inputs: tuple[str | Pat
     _check_writable(p.parent, flag)
     written = [p] + ([p.with_name(p.stem + sidecar)] if sidecar else [])
     for w in written:
+        try:
+            mode = os.stat(w).st_mode
+        except OSError:  # not there yet (or a dangling link the write replaces): fine
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):  # a FIFO, socket or device (--out /dev/null): the rename would replace it
+            raise InputError(flag, str(w), "exists and is not a regular file (a FIFO, socket or device); "
+                             "choose a file name")
         for src in inputs:
             if w.exists() and Path(src).exists() and os.path.samefile(w, src):
                 raise InputError(flag, str(w), f"is an input of this command ({src}); choose another output file")
     return p
 
 
-def _mkdirs(p: Path) -> list[Path]:
+def _mkdirs(p: Path, flag: str) -> list[Path]:
     """Create `p` and missing parents; return the folders created, outermost first."""
     missing = []
     q = p.absolute()
@@ -113,11 +121,16 @@ def _mkdirs(p: Path) -> list[Path]:
         missing.append(q)
         q = q.parent
     missing.reverse()
+    made = []
     for d in missing:
         try:
             d.mkdir()
+            made.append(d)
         except FileExistsError:
             pass
+        except OSError as e:  # a link loop, a read-only or vanished parent
+            _remove_created(made)
+            raise InputError(flag, str(p), f"cannot make the folder {d}: {e.strerror or e}") from None
     return missing
 
 
@@ -131,7 +144,7 @@ def _remove_created(created: list[Path]) -> None:
 
 @contextmanager
 def _locked(out: Path, flag: str) -> Iterator[list[Path]]:
-    created = _mkdirs(out)
+    created = _mkdirs(out, flag)
     lock_path = out / LOCK
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, file_mode())

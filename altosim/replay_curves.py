@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from altosim.errors import InputError, one_line
-from altosim.files import read_text
+from altosim.errors import InputError, from_validation_error, one_line
+from altosim.files import check_columns, read_text
 from altosim.policy.types import JobSpec, TaskSpec
 from altosim.schemas import LossCurve, PolicyRef, SearchSpace, TaskRecord, WorkloadTrace
-from altosim.schemas.limits import MAX_CONFIGS
+from altosim.schemas.limits import MAX_CONFIGS, MAX_SAMPLES
 
 REQUIRED = ("config", "samples", "train_loss", "val_loss")
 HYPER = {"lr": float, "rank": int, "alpha": float, "batch_size": int, "dropout": float, "weight_decay": float,
@@ -64,6 +65,7 @@ def read_curves(path: str | Path) -> Curves:
     if not rows or not any(c.strip() for c in rows[0]):
         raise InputError(file, "<header>", f"empty file: expected columns {', '.join(REQUIRED)}", 1)
     header = [c.strip() for c in rows[0]]
+    check_columns(header, file)
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(file, missing[0], f"missing column (have: {', '.join(header)})", 1)
@@ -84,8 +86,8 @@ def read_curves(path: str | Path) -> Curves:
         samples = _number(rec["samples"], int, file, "samples", n)
         train = _number(rec["train_loss"], float, file, "train_loss", n) if rec["train_loss"] else math.nan
         val = _number(rec["val_loss"], float, file, "val_loss", n) if rec["val_loss"] else math.nan
-        if samples <= 0:
-            raise InputError(file, "samples", f"must be > 0, got {samples}", n)
+        if not 0 < samples <= MAX_SAMPLES:
+            raise InputError(file, "samples", f"must be in [1, {MAX_SAMPLES}], got {one_line(rec['samples'], 40)}", n)
         prev = points.setdefault(name, [])
         if prev and samples <= prev[-1][0]:
             raise InputError(file, "samples", f"config {one_line(name, 60)!r}: samples must increase "
@@ -120,8 +122,10 @@ def _as_task(points: dict[str, list[tuple[int, float, float]]], hyper: dict[str,
             SearchSpace.model_validate({"lr": [hp["lr"]], "rank": [hp["rank"]], "batch_size": [hp["batch_size"]],
                                         "alpha": None if hp["alpha"] is None else [hp["alpha"]],
                                         "dropout": [hp["dropout"]], "weight_decay": hp["weight_decay"]})
-        except Exception as e:
-            raise InputError(file, "<hyperparameters>", f"config {one_line(name, 60)!r}: {one_line(e, 160)}") from None
+        except ValidationError as e:
+            err = from_validation_error(e, file)
+            field = err.field.split(".")[0]  # the search-space axis: the CSV column
+            raise InputError(file, field, f"config {one_line(name, 60)!r}: {err.problem}") from None
         job_id = f"{TASK}/j{i:03d}"
         jobs.append(JobSpec(job_id, TASK, lr=hp["lr"], rank=hp["rank"], batch_size=hp["batch_size"], alpha=hp["alpha"],
                             dropout=hp["dropout"], weight_decay=hp["weight_decay"], seed=hp["seed"]))

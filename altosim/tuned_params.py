@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from altosim.errors import InputError
+from altosim.files import loads_json, read_text
 from altosim.policy.early_exit import Alto, build_early_exit
 
 TUNED = "tuned"
@@ -25,14 +27,11 @@ ALTO_PARAMS = frozenset(Alto.model_fields)
 def read_tuned_params(file: str | Path) -> dict[str, Any]:
     """The Alto parameters stored in a tuner file; any problem -> one-line ValueError naming it."""
     path = Path(file)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"tuned: params file {str(path)!r}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"tuned: params file {str(path)!r}: cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"tuned: params file {str(path)!r}: bad JSON at line {e.lineno}: {e.msg}") from None
+    try:  # a FIFO, bad UTF-8 or JSON, deep nesting, a key given twice: one line
+        data = loads_json(read_text(path), str(path))
+    except InputError as e:
+        where = f"bad JSON at line {e.line}" if e.field == "<json>" else e.field
+        raise ValueError(f"tuned: params file {str(path)!r}: {where}: {e.problem}") from None
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
         raise ValueError(f"tuned: params file {str(path)!r}: expected an object with a 'params' object")
     policy = data.get("policy", "alto")

@@ -6,8 +6,9 @@ import contextlib
 import copy
 import io
 import json
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from altosim.cli import main
 
@@ -54,3 +55,19 @@ def assert_input_error(rc: int, err: str, *words: str, max_len: int = 1200) -> N
     assert len(lines[0]) <= max_len, f"{len(lines[0])} characters echoed"
     for w in words:
         assert w in lines[0], (w, lines[0])
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail (TimeoutError) instead of hanging: a read of a FIFO with no writer blocks forever."""
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from altosim.errors import InputError
+from altosim.files import check_csv_head, check_regular
 from altoruntime.data.example import Example, FineTuneDataset, SplitFractions, check_sizes, fill_splits
 from altoruntime.data.metrics import rouge_l_f1, text_exact_match
 from altoruntime.data.rng import StableRandom
@@ -39,6 +40,16 @@ def is_data_path(name: str) -> bool:
     return Path(name).suffix.lower() in BUILDERS or "/" in name or "\\" in name or Path(name).exists()
 
 
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost explicit cause of an error (`raise ... from`): the parser's own words about
+    the data; the errors of fallbacks tried meanwhile (the implicit context) are not followed."""
+    seen = {id(e)}
+    while (nxt := e.__cause__) is not None and id(nxt) not in seen and str(nxt):
+        seen.add(id(nxt))
+        e = nxt
+    return e
+
+
 def data_files(path: Path, field: str) -> tuple[str, list[str]]:
     """(datasets builder name, files) of a file or a folder of files of one kind."""
     if path.is_file():
@@ -47,6 +58,8 @@ def data_files(path: Path, field: str) -> tuple[str, list[str]]:
             raise InputError(str(path), field, f"unsupported file type {path.suffix!r}; use {', '.join(BUILDERS)}")
         return kind, [str(path)]
     if not path.is_dir():
+        if path.exists():  # a FIFO, socket or device
+            check_regular(path, field)
         raise InputError(str(path), field, "no such file or folder")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in BUILDERS)
     kinds = {BUILDERS[p.suffix.lower()] for p in files}
@@ -108,6 +121,9 @@ def _load(path: Path, field: str, columns: tuple[str, str], messages: str | None
     """The rows through ``datasets``, its cache in a temporary folder (removed on return)."""
     import datasets
 
+    if kind == "csv":  # pandas (under datasets) renames a repeated column and shifts a too-wide row's cells
+        for f in files:
+            check_csv_head(f, f)
     with tempfile.TemporaryDirectory(prefix="alto-datasets-") as cache:
         try:
             # CSV cells as written (" 42" stays a string, "NA" is not a missing value)
@@ -117,7 +133,8 @@ def _load(path: Path, field: str, columns: tuple[str, str], messages: str | None
         except Exception as e:  # noqa: BLE001  # the library's many parse errors -> one line
             if "corresponds to no data" in str(e) or all(Path(f).stat().st_size == 0 for f in files):
                 raise InputError(str(path), field, "empty dataset (no rows)") from None
-            raise InputError(str(path), field, f"cannot read as {kind}: {type(e).__name__}: {e}") from None
+            root = _root_cause(e)  # datasets wraps the parser's error in "An error occurred while generating"
+            raise InputError(str(path), field, f"cannot read as {kind}: {type(root).__name__}: {root}") from None
         chat = messages is not None and columns[0] not in ds.column_names and messages in ds.column_names
         missing = [] if chat else [c for c in columns if c not in ds.column_names]
         if missing:

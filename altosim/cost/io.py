@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from altosim.errors import InputError, from_validation_error
-from altosim.files import atomic_write, json_file, read_text
+from altosim.files import atomic_write, check_columns, check_regular, json_file, read_text
 from altosim.schemas.cost import CostProfile, CostRecord
 
 
@@ -26,6 +26,7 @@ def read_cost_profile(path: str | Path) -> CostProfile:
     if not isinstance(head, dict):
         raise InputError(str(meta_path), "<root>", "expected a JSON object")
     reader = csv.DictReader(io.StringIO(read_text(path)))
+    check_columns(list(reader.fieldnames or []), str(path))
     missing = [c for c in COST_COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_COLUMNS]
     if missing:
         raise InputError(str(path), missing[0], "missing column", 1)
@@ -58,6 +59,8 @@ def write_cost_profile(profile: CostProfile, path: str | Path) -> None:
 def read_profile(path: str | Path) -> CostProfile:
     """A CostProfile from .csv (+ .meta.json sidecar) or .json; bad input is one InputError."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # a folder or a FIFO: say which
+        check_regular(p, "--profile")
     if not p.is_file():
         raise InputError(str(p), "--profile", "no such file")
     if p.suffix == ".json":

@@ -96,6 +96,8 @@ def check_fidelity(out: str | Path, run_dir: str | Path | None = None, cfg: RunC
     `model_costs`)."""
     if run_dir is None and profile is None:
         raise InputError("<args>", "--run", "give a run folder (--run) and/or a cost profile (--profile)")
+    if len(set(modes)) != len(modes):
+        raise InputError("<args>", "--costs", f"a cost source listed twice: {','.join(modes)!r}")
     for m in modes:
         if m not in ("measured", "model"):
             raise InputError("<args>", "--costs", f"unknown cost source {m!r}; known: measured, model")

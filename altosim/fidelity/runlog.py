@@ -14,12 +14,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from altosim.errors import InputError
-from altosim.files import read_text
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from altosim.errors import InputError, from_validation_error
+from altosim.files import check_nesting, check_regular, loads_json, read_text
 from altosim.policy.types import JobSpec, TaskSpec, action_from_dict, event_from_dict
 from altosim.schemas import LossCurve, LossTraceSet, RunConfig, load_config
+from altosim.schemas.limits import MAX_ROWS, Int
 
 EVENT_KINDS = ("task_arrived", "step_report", "job_finished", "job_failed", "tick")
 ACTION_KINDS = ("start_task", "admit", "suspend", "stop", "finish_task")
@@ -70,11 +73,14 @@ def read_run(folder: str | Path) -> RunFolder:
     if not folder.is_dir():
         raise InputError(str(folder), "--run", "no such run folder")
     path = folder / "events.jsonl"
+    if path.exists() and not path.is_file():  # a folder or a FIFO: say which
+        check_regular(path)
     if not path.is_file():
         raise InputError(str(folder), "events.jsonl", "missing: not a folder written by `alto run`")
     lines = [(i, s) for i, s in enumerate(read_text(path).splitlines(), start=1) if s.strip()]
     recs = []
     for i, s in lines:
+        check_nesting(s, f"{path}: line {i}")
         try:
             recs.append((i, json.loads(s)))
         except json.JSONDecodeError as e:
@@ -115,12 +121,20 @@ def run_val_rows(folder: Path) -> int:
     p = folder / "run_args.json"
     if not p.is_file():
         return 0
+    data = loads_json(read_text(p), str(p))
+    if not isinstance(data, dict):
+        raise InputError(str(p), "<root>", f"expected a JSON object of the run's arguments, got {type(data).__name__}")
     try:
-        return int(json.loads(read_text(p)).get("n_val", 0))
-    except InputError:  # unreadable: already names the file
-        raise
-    except (ValueError, TypeError, AttributeError) as e:
-        raise InputError(str(p), "n_val", f"expected an integer: {e}") from None
+        return _RunArgs.model_validate(data).n_val
+    except ValidationError as e:
+        raise from_validation_error(e, str(p)) from None
+
+
+class _RunArgs(BaseModel):
+    """The part of run_args.json a replay reads: `alto run --n-val`, bounded as the flag is."""
+
+    model_config = ConfigDict(extra="ignore")
+    n_val: Annotated[Int, Field(ge=0, le=MAX_ROWS)] = 0
 
 
 def run_config_for(folder: Path) -> RunConfig | None:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from altosim.errors import InputError
+from altosim.files import check_csv_head, check_regular
 from altosim.schemas.limits import MAX_SECONDS
 from altosim.schemas import LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.workloads import load_default_loss_sets
@@ -128,6 +129,8 @@ def import_philly(
         raise InputError("<arguments>", "loss_sets", "the loss-trace pool is empty")
     path = Path(csv_path)
     t_start, t_end = _parse_time(start, "start"), _parse_time(end, "end")
+    check_regular(path)  # a FIFO would block the read forever
+    check_csv_head(path, str(path))  # a column given twice, a row wider than the header
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except FileNotFoundError:

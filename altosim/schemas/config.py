@@ -7,11 +7,9 @@ checked here: the policy registry does that when it builds them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from altosim.errors import CONFIG, InputError, from_validation_error
@@ -111,30 +109,14 @@ class RunConfig(BaseModel):
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
-    """A YAML or JSON file's top-level mapping (empty file -> {}), bad syntax -> InputError."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")  # a leading BOM (some editors write one) is dropped
-    except FileNotFoundError:
-        raise InputError(str(path), "<file>", "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(str(path), "<file>", f"cannot read: {e}") from None
-    from altosim.files import check_nesting  # no cycle: files imports only errors and outdir
+    """A YAML or JSON file's top-level mapping; an empty file, bad syntax, a key given twice or
+    anything but a mapping -> InputError."""
+    from altosim.files import loads_json, loads_yaml, read_text  # no cycle: files imports only errors and outdir
 
-    check_nesting(text, str(path))
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise InputError(str(path), "<json>", e.msg, e.lineno) from None
-    except RecursionError:
-        raise InputError(str(path), "<root>", "nested too deeply") from None
-    except ValueError as e:  # an integer of more than 4300 digits
-        raise InputError(str(path), "<root>", str(e)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise InputError(str(path), "<yaml>", getattr(e, "problem", None) or str(e), line) from None
-    if data is None:
-        return {}
+    text = read_text(path)  # a leading BOM (some editors write one) is dropped
+    data = loads_json(text, str(path)) if path.suffix == ".json" else loads_yaml(text, str(path))
+    if data is None:  # an empty YAML file (or one of comments only): a truncated write, not a choice
+        raise InputError(str(path), "<root>", "empty: no settings (write `{}` to run the defaults)")
     if not isinstance(data, dict):
         raise InputError(str(path), "<root>", f"expected a mapping of settings, got {type(data).__name__}")
     return data
@@ -176,6 +158,8 @@ def config_from_dict(data: dict[str, Any], file: str = CONFIG, base: Path | None
                     raise InputError(file, key, f"no such {'folder' if key == 'loss_traces' else 'file'}: {p}")
                 if key != "loss_traces" and p.is_dir():
                     raise InputError(file, key, f"is a folder, expected a file: {p}")
+                if key == "loss_traces" and not p.is_dir():
+                    raise InputError(file, key, f"is a file, expected a folder of loss-trace sets: {p}")
                 updates[key] = str(p)
         if cfg.out is not None and not Path(cfg.out).expanduser().is_absolute():
             updates["out"] = str(base / cfg.out)

@@ -21,6 +21,7 @@ MAX_SAMPLES = 10**12  # samples per job
 MAX_EPOCHS = 10**6  # passes over a task's train set
 MAX_EVALS = 1_000_000  # evaluations per job (samples_per_job / eval_every_samples)
 MAX_TASKS = 1_000_000
+MAX_ROWS = 10**9  # examples per evaluation / steps between checks: a bound, not a plan
 MAX_SECONDS = 10**9  # an arrival or a duration (~32 years): 1e308 s is finite but makes every time in the report garbage
 
 

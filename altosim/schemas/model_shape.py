@@ -9,7 +9,6 @@ weights never change step time.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -70,18 +69,17 @@ def read_hf_config(path: str | Path) -> ShapeSpec:
     """The shape in a Hugging Face `config.json`; InputError naming the file and field otherwise."""
     path = Path(path)
     name = str(path)
+    from altosim.files import loads_json, read_text  # no cycle: files imports only errors and outdir
+
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(name, "<file>", f"over {MAX_CONFIG_BYTES} bytes: not a model config.json")
-        data = json.loads(path.read_text())
+        too_big = path.stat().st_size > MAX_CONFIG_BYTES
     except FileNotFoundError:
         raise InputError(name, "<file>", "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(name, "<file>", f"cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(name, "<json>", e.msg, e.lineno) from None
-    except RecursionError:
-        raise InputError(name, "<json>", "nested too deeply") from None
+    except OSError as e:
+        raise InputError(name, "<file>", f"cannot read: {e.strerror or e}") from None
+    if too_big:
+        raise InputError(name, "<file>", f"over {MAX_CONFIG_BYTES} bytes: not a model config.json")
+    data = loads_json(read_text(path), name)  # a FIFO, bad UTF-8 or JSON, a key given twice: one line
     if not isinstance(data, dict):
         raise InputError(name, "<root>", "expected a JSON object (a Hugging Face model config)")
     if "hidden_size" not in data and isinstance(data.get("text_config"), dict):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from altosim.errors import InputError, from_validation_error
 from altosim.schemas import LossCurve, LossTraceSet
-from altosim.files import atomic_write, json_file, read_text
+from altosim.files import atomic_write, check_csv_head, json_file, read_text
 
 
 LOSS_COLUMNS = ["lr", "rank", "batch_size", "alpha", "step", "samples", "train_loss", "val_loss", "metric"]
@@ -96,6 +96,7 @@ def read_loss_traces(path: str | Path) -> LossTraceSet:
     except ValidationError as e:
         raise from_validation_error(e, str(meta_path)) from None
     text = read_text(path)
+    check_csv_head(io.StringIO(text), str(path))  # a column given twice, a row wider than the header
     try:
         df = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
@@ -181,7 +182,8 @@ def load_trace_dir(directory: str | Path) -> dict[str, LossTraceSet]:
     """Every loss-trace set (`*.csv`, `*.csv.gz` with a sidecar) in a folder, by set name."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(str(directory), "<folder>", "no such folder")
+        raise InputError(str(directory), "<folder>", "is a file, expected a folder of loss-trace sets"
+                         if directory.exists() else "no such folder")
     sets: dict[str, LossTraceSet] = {}
     for p in sorted(directory.iterdir()):
         if p.name.endswith((".csv", ".csv.gz")):

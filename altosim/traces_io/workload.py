@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from altosim.errors import InputError, from_validation_error
 from altosim.schemas import TaskRecord, WorkloadTrace
-from altosim.files import atomic_write, check_nesting, read_text
+from altosim.files import atomic_write, check_columns, loads_json, read_text
 
 
 _WORKLOAD_HEAD = "# alto-workload "
@@ -29,20 +29,10 @@ def read_workload(path: str | Path) -> WorkloadTrace:
     path = Path(path)
     if path.suffix == ".csv":
         return _read_workload_csv(path)
-    text = read_text(path)
-    check_nesting(text, str(path))
+    data = loads_json(read_text(path), str(path))  # syntax, nesting, a key given twice: one line
     try:
-        return WorkloadTrace.model_validate_json(text)
+        return WorkloadTrace.model_validate(data)
     except ValidationError as e:
-        if e.errors()[0]["type"] == "json_invalid":
-            try:
-                json.loads(text)
-            except json.JSONDecodeError as je:
-                raise InputError(str(path), "<json>", je.msg, je.lineno) from None
-            except RecursionError:
-                raise InputError(str(path), "<json>", "nested too deeply") from None
-            except ValueError as ve:  # an integer of more than 4300 digits
-                raise InputError(str(path), "<json>", str(ve)) from None
         raise from_validation_error(e, str(path)) from None
 
 
@@ -60,10 +50,7 @@ def _parse_workload_csv(path: Path) -> WorkloadTrace:
     head: dict[str, Any] = {"name": path.stem, "synthetic": False, "source": str(path)}
     skip = 0
     if lines and lines[0].startswith(_WORKLOAD_HEAD):
-        try:
-            head = json.loads(lines[0][len(_WORKLOAD_HEAD):])
-        except json.JSONDecodeError as e:
-            raise InputError(str(path), "<header>", f"invalid JSON: {e.msg}", 1) from None
+        head = loads_json(lines[0][len(_WORKLOAD_HEAD):], str(path), "<header>", 1)
         if not isinstance(head, dict) or "tasks" in head:
             raise InputError(str(path), "<header>", "expected a JSON object without tasks", 1)
         skip = 1
@@ -71,6 +58,7 @@ def _parse_workload_csv(path: Path) -> WorkloadTrace:
     header = next(reader, None)
     if header is None:
         raise InputError(str(path), "<header>", "empty file: no column header", skip + 1)
+    check_columns(header, str(path), skip + 1)
     missing = [c for c in ("id", "arrival", "model", "dataset", "gpus") if c not in header]
     if missing:
         raise InputError(str(path), missing[0], "missing column", skip + 1)
@@ -84,15 +72,9 @@ def _parse_workload_csv(path: Path) -> WorkloadTrace:
         rec: dict[str, Any] = {k: v for k, v in zip(header, row) if v != ""}
         for col in _JSON_COLUMNS:
             if col in rec:
-                try:
-                    rec[col] = json.loads(rec[col])
-                except json.JSONDecodeError as e:
-                    raise InputError(str(path), col, f"invalid JSON: {e.msg}", line) from None
+                rec[col] = loads_json(rec[col], str(path), col, line)
         if rec.get("model_shape", "").lstrip().startswith("{"):  # a shape as JSON (else a config.json path)
-            try:
-                rec["model_shape"] = json.loads(rec["model_shape"])
-            except json.JSONDecodeError as e:
-                raise InputError(str(path), "model_shape", f"invalid JSON: {e.msg}", line) from None
+            rec["model_shape"] = loads_json(rec["model_shape"], str(path), "model_shape", line)
         try:
             tasks.append(TaskRecord.model_validate(rec))
         except ValidationError as e:

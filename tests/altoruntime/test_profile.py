@@ -3,6 +3,8 @@ rows that say so, the memory line is fitted from measured peaks."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -223,9 +225,15 @@ TINY_GRID = ("--backbone", "tiny", "--adapters", "1", "--ranks", "2", "--batches
     ("--adapters", "100000", ("adapters", "at most")),
     ("--layers", "0", ("--layers",)),  # was "target_modules: no linear layer named 'q_proj'"
     ("--out", "existing_folder", ("--out", "is a folder")),  # was found only after measuring, naming a temp file
+    # session 15: unbounded counts (a trillion steps ran on; 0 and -1 failed after --out's folder was made,
+    # naming no flag), a grid value listed twice (two rows of one cost-model key), a missing --gguf (measured anyway)
+    ("--steps", "0", ("--steps",)), ("--steps", "1000000000000", ("--steps",)), ("--warmup", "-1", ("--warmup",)),
+    ("--evals", "-1", ("--evals",)), ("--adapters", "1,1", ("--adapters", "twice")),
+    ("--gguf", "nope.gguf", ("nope.gguf", "--gguf", "no such file")),
 ])
 def test_profile_flags_are_checked_before_measuring(tmp_path, monkeypatch, flag, value, words):
-    from tests._hostile import assert_input_error, cli
+    """Bad flags fail before any measuring, naming the flag, and write nothing."""
+    from tests._hostile import assert_input_error, cli, deadline
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "existing_folder").mkdir()
@@ -234,6 +242,22 @@ def test_profile_flags_are_checked_before_measuring(tmp_path, monkeypatch, flag,
         argv[argv.index(flag) + 1] = value
     else:
         argv += [flag, value]
-    rc, _, err = cli("profile", *argv)
+    with deadline(60):  # --steps 1000000000000 measured on and on
+        rc, _, err = cli("profile", *argv)
     assert_input_error(rc, err, *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_folder"]
+
+
+@pytest.mark.parametrize("flag", ["--out", "--gguf"])
+def test_profile_never_reads_or_replaces_a_fifo(tmp_path, monkeypatch, flag):
+    """--gguf naming a FIFO went to the Hugging Face hub (23 lines of retries); --out naming one
+    (or a device: --out /dev/null) was replaced by the profile when it was written."""
+    from tests._hostile import assert_input_error, cli, deadline
+
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "f.gguf")
+    argv = [*TINY_GRID, "--out", "p.csv", flag, "f.gguf"]
+    with deadline(60):
+        rc, _, err = cli("profile", *argv)
+    assert_input_error(rc, err, "f.gguf", "FIFO" if flag == "--gguf" else "not a regular file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gguf"] and (tmp_path / "f.gguf").is_fifo()

@@ -4,6 +4,7 @@ are reproducible, a task id cannot leave --out or collide with an output file.""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -129,7 +130,9 @@ def test_run_counts_out_of_range_are_one_line_before_any_work(tmp_path, flag, va
 
 
 @pytest.mark.parametrize("backbone, words", [("", ("--backbone", "empty")), ("nope/path", ("nope/path", "--backbone")),
-                                             ("cfg.json", ("cfg.json", "--backbone")), ("emptydir", ("emptydir", "--backbone")),
+                                             # a file that is no .gguf went to the Hugging Face hub (5 retries, their lines on stderr)
+                                             ("cfg.json", ("cfg.json", "--backbone", "not a .gguf")),
+                                             ("emptydir", ("emptydir", "--backbone")),
                                              ("bad", ("bad", "--backbone", "config.json"))])
 def test_a_backbone_that_cannot_load_names_the_flag(tmp_path, monkeypatch, backbone, words):
     """transformers' load errors came out bare ("Unrecognized model in ..."), and '' meant the current folder."""
@@ -163,3 +166,47 @@ def test_run_never_writes_over_its_own_workload_in_out(tmp_path, monkeypatch, na
         return
     assert_input_error(rc, err, "--out", name, "input")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cfg.json", name])
+
+
+def _csv_data_config(tmp_path, data: str | None):
+    """A one-task tiny config training on d.csv holding `data` (None: a FIFO with no writer)."""
+    cfg = json.loads(open(_config(tmp_path)).read())
+    wl = json.loads((tmp_path / "wl_cfg.json").read_text())
+    wl["tasks"][0]["dataset"] = "d.csv"
+    (tmp_path / "wl_cfg.json").write_text(json.dumps(wl))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    if data is None:
+        os.mkfifo(tmp_path / "d.csv")
+    else:
+        (tmp_path / "d.csv").write_text(data)
+    return str(tmp_path / "cfg.json")
+
+
+ROWS = "".join(f"Reverse w{i}:,w{i}x\n" for i in range(30))
+
+
+@pytest.mark.parametrize("data, words", [
+    ("prompt,completion,prompt\n" + ROWS.replace("\n", ",p\n"), ("d.csv", "line 1", "prompt", "twice")),
+    # every row one cell wider than the header: pandas made the first cell the index and trained on
+    # (completion, extra) as (prompt, completion), silently
+    ("prompt,completion\n" + ROWS.replace("\n", ",extra\n"), ("d.csv", "more cells than the header")),
+    (None, ("d.csv", "FIFO")),  # said "no such file or folder"
+])
+def test_a_csv_dataset_that_would_be_misread_is_refused(tmp_path, data, words):
+    from tests._hostile import deadline
+
+    cfg = _csv_data_config(tmp_path, data)
+    with deadline(60):
+        rc, _, err = cli("run", cfg, "--out", str(tmp_path / "out"), *RUN)
+    assert_input_error(rc, err, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_out_is_an_error_not_runs_run(tmp_path, monkeypatch):
+    """`--out ""` trained the whole workload into ./runs/run."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc, _, err = cli("run", cfg, "--out", "", *RUN)
+    assert_input_error(rc, err, "--out", "empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
