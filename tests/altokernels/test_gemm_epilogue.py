@@ -10,11 +10,6 @@ run the compiled kernel at the benchmark's shapes and every config of its tuning
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -23,10 +18,10 @@ from hypothesis import strategies as st
 from altokernels import build_meta, loop_lora_linear
 from altokernels import gemm_epilogue as ge
 from altokernels.function import fused_lora_linear
-from tests.altokernels.helpers import TOL, Case, as_double, assert_close_to_truth, assert_near, make_case, run
+from tests.altokernels.helpers import (TOL, Case, as_double, assert_close_to_truth, assert_near, cross_compile_for_sm90,
+                                      make_case, run)
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-ROOT = Path(__file__).resolve().parents[2]
 # 32-row tiles under the interpreter: 40 rows span two tiles, 5 and 1 sit inside one with others,
 # the empty segment sits between two, 70 span three
 COUNTS = [40, 0, 5, 70, 1]
@@ -254,14 +249,7 @@ def test_gemm_kernel_compiles_for_an_h200():
     """The interpreter runs what the GPU compiler may refuse (a loop over a segment range read from
     memory, tile-wide reductions of the tables): cross-compile both layouts for sm_90 here, and
     check the K-loop uses Hopper's wgmma and is software-pipelined."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-c", CROSS_COMPILE], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
-        pytest.skip("no ptxas for a cross-compile")
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+    cross_compile_for_sm90(CROSS_COMPILE, 600)
 
 
 # --------------------------------------------------------------------------- the compiled kernel

@@ -8,11 +8,6 @@ compiled kernels at SmolLM2's widths, eagerly and captured in a CUDA graph.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -21,10 +16,9 @@ from hypothesis import strategies as st
 from altokernels import build_meta, loop_lora_linear
 from altokernels.function import fused_lora_linear
 from altokernels.group_function import group_covers, group_lora_linear
-from tests.altokernels.helpers import TOL, assert_close_to_truth
+from tests.altokernels.helpers import TOL, assert_close_to_truth, cross_compile_for_sm90
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-ROOT = Path(__file__).resolve().parents[2]
 COUNTS = [9, 0, 70, 5]  # an empty segment; 70 rows span two schedule entries
 RANKS = [3, 2, 8, 5]
 
@@ -299,14 +293,7 @@ print("ok")
 def test_member_kernels_compile_for_an_h200():
     """The interpreter runs what a GPU compiler may refuse (a select of pointers, an int that Triton
     specialized to a constant for one member only): cross-compile each member kernel for sm_90 here."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-c", CROSS_COMPILE], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
-        pytest.skip("no ptxas for a cross-compile")
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+    cross_compile_for_sm90(CROSS_COMPILE, 300)
 
 
 # --------------------------------------------------------------------------- the compiled kernels
