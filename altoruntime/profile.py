@@ -69,15 +69,14 @@ class Grid:
         from altosim.schemas.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
 
         bounds = {"adapters": MAX_ADAPTERS, "ranks": MAX_RANK, "batches": MAX_BATCH, "seqs": MAX_SEQ_LEN}
-        flags = {"adapters": "--adapters", "ranks": "--ranks", "batches": "--batches", "seqs": "--seqs"}
         for name, hi in bounds.items():
             vals = getattr(self, name)
             if not vals or any(not isinstance(v, int) or v < 1 for v in vals):
-                raise ValueError(f"{flags[name]}: need positive integers, got {vals!r}")
+                raise ValueError(f"--{name}: need positive integers, got {vals!r}")
             if max(vals) > hi:  # a typo (1e9) would allocate until the machine gives out
-                raise ValueError(f"{flags[name]}: at most {hi}, got {max(vals)}")
+                raise ValueError(f"--{name}: at most {hi}, got {max(vals)}")
             if len(set(vals)) != len(vals):  # the same point measured twice: two rows of one cost-model key
-                raise ValueError(f"{flags[name]}: a value listed twice, got {vals!r}")
+                raise ValueError(f"--{name}: a value listed twice, got {vals!r}")
         if min(self.seqs) < 2:
             raise ValueError(f"--seqs: sequences need >= 2 tokens, got {self.seqs!r}")
 

@@ -322,8 +322,6 @@ def safe_name(text: str) -> str:
     return text
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)

@@ -225,11 +225,8 @@ class Simulator:
             runs = list(ex.group.values())
             fail_at = {r.job.job_id: max(self.failures[r.job.job_id][0], r.step + 1)
                        for r in runs if r.job.job_id in self.failures} if self.failures else {}
-            if fail_at:
-                k = min(min(r.every - r.step % r.every, r.total - r.step, fail_at.get(r.job.job_id, r.total) - r.step)
-                        for r in runs)
-            else:
-                k = min(min(r.every - r.step % r.every, r.total - r.step) for r in runs)
+            k = min(min(r.every - r.step % r.every, r.total - r.step, fail_at.get(r.job.job_id, r.total) - r.step)
+                    for r in runs)
             dt = k * self.cost.step_time(task, [r.job for r in runs]) * scale
             if costs is not None:
                 costs.charge("step", dt)

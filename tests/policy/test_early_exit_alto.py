@@ -124,9 +124,22 @@ _finite = st.floats(-1e6, 1e6, allow_nan=False)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_finite, _finite, _finite), min_size=0, max_size=6))
 def test_lsq_slopes_are_lsq_slope_bit_for_bit(pts):
-    """The diverging rule's one-pass slopes are the same floats as lsq_slope's, column by column."""
+    """The diverging rule's one-pass slopes are the same floats as the two-list slope it replaced
+    (sum_{i<j} dx dy / sum_{i<j} dx^2), column by column; lsq_slope is that of one column."""
+
+    def two_list_slope(xs, ys):
+        num = den = 0.0
+        for j in range(len(xs)):
+            for i in range(j):
+                dx = xs[j] - xs[i]
+                num += dx * (ys[j] - ys[i])
+                den += dx * dx
+        return num / den if den > 0 else 0.0
+
     xs = [p[0] for p in pts]
-    assert lsq_slopes(pts) == (lsq_slope(xs, [p[1] for p in pts]), lsq_slope(xs, [p[2] for p in pts]))
+    ys1, ys2 = [p[1] for p in pts], [p[2] for p in pts]
+    assert lsq_slopes(pts) == (two_list_slope(xs, ys1), two_list_slope(xs, ys2))
+    assert lsq_slope(xs, ys1) == two_list_slope(xs, ys1)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

@@ -157,22 +157,15 @@ def rank_key(hist: JobHistory) -> tuple[bool, float, str]:
 
 
 def lsq_slope(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope of ys against xs, as sum_{i<j} dx dy / sum_{i<j} dx^2 (the usual
-    slope), which keeps its sign exact in floating point: a non-increasing series over
-    increasing xs never gets a positive slope from rounding."""
-    num = den = 0.0
-    for j in range(len(xs)):
-        for i in range(j):
-            dx = xs[j] - xs[i]
-            num += dx * (ys[j] - ys[i])
-            den += dx * dx
-    return num / den if den > 0 else 0.0
+    """Least-squares slope of ys against xs (`lsq_slopes` of one series)."""
+    return lsq_slopes([(x, y, y) for x, y in zip(xs, ys)])[0]
 
 
 def lsq_slopes(pts: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
-    """`lsq_slope` of y1 and of y2 against x over (x, y1, y2) points, in one pass with the same
-    operations in the same order (so the same floats), without building lists: the diverging
-    rule asks for both on every evaluation."""
+    """Least-squares slopes of y1 and of y2 against x over (x, y1, y2) points, in one pass (the
+    diverging rule asks for both on every evaluation), each as sum_{i<j} dx dy / sum_{i<j} dx^2
+    (the usual slope), which keeps its sign exact in floating point: a non-increasing series over
+    increasing xs never gets a positive slope from rounding."""
     num1 = num2 = den = 0.0
     for j in range(len(pts)):
         xj, aj, bj = pts[j]
