@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write DIR/bench_sim.csv")
     args = ap.parse_args()
     wl = workload(args.tasks, 0, args.gap)
-    print(f"{len(wl.tasks)} tasks, {sum(len(t.search_space.configs()) for t in wl.tasks)} jobs, {args.gpus} GPUs")
+    jobs = sum(len(t.search_space.configs()) for t in wl.tasks)
+    print(f"{len(wl.tasks)} tasks, {jobs} jobs, {args.gpus} GPUs")
     rows = []
     for inter in args.inter.split(","):
         cfg = RunConfig.model_validate({"cluster": {"gpus": args.gpus},
@@ -62,7 +63,7 @@ def main() -> None:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         s = run.summary
         rows.append({"inter": inter, "early_exit": args.early_exit, "tasks": len(wl.tasks),
-                     "jobs": sum(len(t.search_space.configs()) for t in wl.tasks), "gpus": args.gpus,
+                     "jobs": jobs, "gpus": args.gpus,
                      "wall_s": wall, "cpu_s": cpu, "load1": os.getloadavg()[0],
                      "sim_events": s["sim_events"], "events_per_s": s["sim_events"] / wall,
                      "makespan_h": s["makespan_h"], "samples_saved": s["samples_saved"]})
