@@ -3,7 +3,8 @@
 The caller's `extra` (data-order positions, early-exit state, step counters, ...) rides along
 as plain picklable data so one file restores everything a resumed run needs to take the same
 decisions. The file is written beside its final name and renamed into place (os.replace is
-atomic on POSIX), so a run killed mid-write keeps its previous checkpoint.
+atomic on POSIX), so a run killed mid-write keeps its previous checkpoint; Ctrl-C and SIGTERM wait
+until the file is in place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from altoruntime.protocol import Trainer
+from altosim.interrupts import deferred_interrupts
 
 FORMAT = 1
 
@@ -50,15 +52,16 @@ def save_checkpoint(path: str | Path, trainers: Trainers, extra: dict[str, Any] 
         states = {k: t.state_dict() for k, t in trainers.items()}
     payload = {"format": FORMAT, "trainer": states, "rng": _rng_state(), "extra": extra or {}}
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with deferred_interrupts():  # torch.save interrupted mid-record raises a RuntimeError on cleanup
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path
 
 

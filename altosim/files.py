@@ -12,27 +12,30 @@ from pathlib import Path
 from typing import Any
 
 from altosim.errors import InputError
+from altosim.interrupts import deferred_interrupts
 from altosim.outdir import file_mode
 
 
 def atomic_write(files: list[tuple[Path, str | bytes]]) -> None:
-    """Write all files, or none of them: contents go to temp files first, then os.replace each."""
+    """Write all files, or none of them: contents go to temp files first, then os.replace each
+    (Ctrl-C and SIGTERM wait until every file is in place)."""
     temps: list[tuple[str, Path]] = []
-    try:
-        for path, data in files:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data.encode() if isinstance(data, str) else data)
-            os.chmod(tmp, file_mode())  # mkstemp makes 0600; outputs are ordinary files
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    with deferred_interrupts():
+        try:
+            for path, data in files:
+                path = Path(path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                temps.append((tmp, path))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data.encode() if isinstance(data, str) else data)
+                os.chmod(tmp, file_mode())  # mkstemp makes 0600; outputs are ordinary files
+            for tmp, path in temps:
+                os.replace(tmp, path)
+        finally:
+            for tmp, _ in temps:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
 
 def _not_regular(mode: int) -> str | None:

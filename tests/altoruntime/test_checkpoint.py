@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,37 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     fresh = script.new_trainer()
     assert load_checkpoint(path, fresh) == {"step": 1}
     assert fresh.step_count("a") == 0
+
+
+class _SignalsWhilePickled:
+    """Sends SIGTERM when torch.save pickles it: an interrupt in the middle of the zip record."""
+
+    def __reduce__(self):
+        signal.raise_signal(signal.SIGTERM)
+        return (dict, ())
+
+
+def _as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def test_sigterm_while_saving_lands_the_checkpoint_then_interrupts(tmp_path):
+    """`alto run` turns SIGTERM into Ctrl-C; one arriving inside torch.save could surface as torch's
+    RuntimeError ("unexpected pos", a traceback in CI) or leave the older checkpoint. The interrupt now
+    waits until the new file is in place."""
+    tr = script.new_trainer()
+    path = save_checkpoint(tmp_path / "c.pt", tr, {"step": 1})
+    tr.step({j: script.batch(j, 0) for j in script.JOBS})
+    before = signal.signal(signal.SIGTERM, _as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, tr, {"step": 2, "probe": _SignalsWhilePickled()})
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    fresh = script.new_trainer()
+    assert load_checkpoint(path, fresh) == {"step": 2, "probe": {}}
+    assert fresh.step_count("a") == 1
 
 
 def test_load_rejects_missing_or_foreign_file(tmp_path):
