@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,10 +29,6 @@ def progress_bar(quiet: bool):
     return bar, on_step, on_samples
 
 
-def _term_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from altosim.schemas import load_config
     from altoruntime.run import RunInterrupted, run_config
@@ -49,8 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = check_path(args.out if args.out is not None else cfg.out or "runs/run", "--out")  # "" is no folder
     bar, on_step, on_samples = progress_bar(args.quiet)
-    signals = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term_as_interrupt)}  # a time limit stops as Ctrl-C does
-    try:
+    try:  # SIGTERM (a time limit) arrives as Ctrl-C does: `alto`'s main turns it into KeyboardInterrupt
         log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
                          checkpoint_every=args.checkpoint_every, progress=on_step, on_samples=on_samples,
                          save_adapters=args.save_adapters, engine=args.engine, address=args.address,
@@ -65,8 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-        for sig, handler in signals.items():
-            signal.signal(sig, handler)
     for task_id, line in sorted(log.summary.items()):
         metric = log.metrics.get(task_id)
         print(line + (f"; best adapter's metric {metric:.4g}" if metric is not None else ""))

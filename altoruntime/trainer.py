@@ -116,8 +116,11 @@ class MultiAdapterTrainer:
         self._largest: dict[bool, tuple[int, int]] = {}  # training? -> most (tokens, labels) of a step that ran
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if gradient_checkpointing:  # transformers 5.x renamed it; the old name goes in v6
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # ----------------------------------------------------------------------------- the store's
     def admit(self, job_id: str, rank: int, alpha: float | None = None, lr: float = 1e-4,

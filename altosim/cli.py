@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from altosim.errors import InputError, one_line
+from altosim.interrupts import signals_as_interrupt
 from altosim.outdir import check_out, check_out_file, input_files, output_dir
 from altosim.schemas.limits import MAX_GPUS, MAX_ROWS, MAX_SEED
 
@@ -427,7 +428,8 @@ def add_plugin_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args) or 0)
+        with signals_as_interrupt():  # a time limit stops any command as Ctrl-C does, at a safe point
+            return int(args.fn(args) or 0)
     except InputError as e:
         print(f"alto: error: {e}", file=sys.stderr)
         return 2

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
 
 import pytest
 
 from altosim.files import atomic_write
-from altosim.interrupts import deferred_interrupts
+from altosim.interrupts import SafeInterrupt, deferred_interrupts, signals_as_interrupt
 
 
 def _as_interrupt(signum, frame):
@@ -82,3 +84,64 @@ def test_atomic_write_lands_every_file_when_interrupted_between_them(term_interr
     with pytest.raises(KeyboardInterrupt):
         atomic_write([(tmp_path / "a.csv", "a\n"), (tmp_path / "b.csv", "b\n")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
+
+
+def test_sigterm_stops_any_alto_command_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a time limit) while a command runs: one line, exit 130, the old handlers back after. The
+    signal lands in this test's frame (not alto's code), so the stop waits and is raised as the command
+    ends."""
+    from altosim import cli
+
+    def killed_mid_run(args):
+        signal.raise_signal(signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_simulate", killed_mid_run)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert cli.main(["simulate", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["alto: interrupted"]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+
+
+HERE = (os.path.join(os.path.dirname(os.path.abspath(__file__)), ""),)
+
+
+def _safe_here():
+    """Whether a signal arriving in this function's frame would be raised there."""
+    return SafeInterrupt(HERE).safe(sys._getframe())
+
+
+class _Finalized:
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __del__(self):
+        self.seen.append(_safe_here())
+
+
+def test_safe_points_are_frames_of_the_named_code_outside_finalizers_and_imports(tmp_path, monkeypatch):
+    assert _safe_here() and SafeInterrupt(HERE).safe(None)
+    assert not SafeInterrupt((str(tmp_path) + os.sep,)).safe(sys._getframe())  # not the named code
+    seen = []
+    _Finalized(seen)  # collected at once: its __del__ runs here
+    assert seen == [False]
+    (tmp_path / "probe_import_frame.py").write_text("from tests.test_interrupts import _safe_here\nSAFE = _safe_here()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import probe_import_frame  # _safe_here runs while this import is in progress
+
+    assert probe_import_frame.SAFE is False
+
+
+def test_a_signal_in_a_finalizer_is_raised_at_the_next_safe_point():
+    """Raised inside __del__ a KeyboardInterrupt would be printed and dropped; here it comes later."""
+    class Stops:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        with signals_as_interrupt(HERE):
+            Stops()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the resent signal lands in this loop (this file's code)
+                pass
+            raise AssertionError("the stop never came")
