@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -127,9 +128,8 @@ def test_safe_points_are_frames_of_the_named_code_outside_finalizers_and_imports
     assert seen == [False]
     (tmp_path / "probe_import_frame.py").write_text("from tests.test_interrupts import _safe_here\nSAFE = _safe_here()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    import probe_import_frame  # _safe_here runs while this import is in progress
-
-    assert probe_import_frame.SAFE is False
+    probe = importlib.import_module("probe_import_frame")  # _safe_here runs while this import is in progress
+    assert probe.SAFE is False
 
 
 def test_a_signal_in_a_finalizer_is_raised_at_the_next_safe_point():
