@@ -33,6 +33,12 @@ PACKAGES = ("altosim", "altoruntime", "altokernels")  # where a KeyboardInterrup
 RETRY_S = 0.02
 
 
+def _heeded() -> list[int]:
+    """SIGINT and SIGTERM, less one ignored when this process started (`cmd &` in a script ignores
+    SIGINT, `nohup` SIGHUP): as Python itself does, a signal the parent ignores stays ignored."""
+    return [s for s in SIGNALS if signal.getsignal(s) != signal.SIG_IGN]
+
+
 def package_dirs(names: Iterable[str] = PACKAGES) -> tuple[str, ...]:
     """The folders of the named packages (found, not imported), each ending in a path separator."""
     dirs = []
@@ -85,12 +91,12 @@ class SafeInterrupt:
 def signals_as_interrupt(dirs: tuple[str, ...] | None = None) -> Iterator[None]:
     """Inside the block, SIGINT and SIGTERM raise KeyboardInterrupt at the next safe point in code under
     `dirs` (default: alto's packages); a stop still waiting for one when the block ends is raised there.
-    The old handlers after. Outside the main thread: nothing changes."""
+    The old handlers after. Outside the main thread, and for an ignored signal: nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handler = SafeInterrupt(package_dirs() if dirs is None else dirs)
-    before = {s: signal.signal(s, handler) for s in SIGNALS}
+    before = {s: signal.signal(s, handler) for s in _heeded()}
     try:
         yield
     finally:
@@ -110,7 +116,7 @@ def deferred_interrupts() -> Iterator[None]:
         yield
         return
     came: list[int] = []
-    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in SIGNALS}
+    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in _heeded()}
     try:
         yield
     finally:

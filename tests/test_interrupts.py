@@ -14,6 +14,8 @@ import pytest
 from altosim.files import atomic_write
 from altosim.interrupts import SafeInterrupt, deferred_interrupts, signals_as_interrupt
 
+HERE = (os.path.join(os.path.dirname(os.path.abspath(__file__)), ""),)  # this file's code is "ours" here
+
 
 def _as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
@@ -21,9 +23,12 @@ def _as_interrupt(signum, frame):
 
 @pytest.fixture
 def term_interrupts():
-    before = signal.signal(signal.SIGTERM, _as_interrupt)
+    """SIGTERM raises KeyboardInterrupt, SIGINT is Python's default (a test run started in the
+    background by a script inherits an ignored SIGINT)."""
+    before = signal.signal(signal.SIGTERM, _as_interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGTERM, before)
+    signal.signal(signal.SIGTERM, before[0])
+    signal.signal(signal.SIGINT, before[1])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -51,6 +56,10 @@ def test_an_ignored_signal_stays_ignored():
     before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         with deferred_interrupts():
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+            signal.raise_signal(signal.SIGTERM)
+        with signals_as_interrupt(HERE):
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
             signal.raise_signal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -87,7 +96,7 @@ def test_atomic_write_lands_every_file_when_interrupted_between_them(term_interr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
 
 
-def test_sigterm_stops_any_alto_command_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+def test_sigterm_stops_any_alto_command_as_ctrl_c_does(term_interrupts, tmp_path, monkeypatch, capsys):
     """SIGTERM (a time limit) while a command runs: one line, exit 130, the old handlers back after. The
     signal lands in this test's frame (not alto's code), so the stop waits and is raised as the command
     ends."""
@@ -102,9 +111,6 @@ def test_sigterm_stops_any_alto_command_as_ctrl_c_does(tmp_path, monkeypatch, ca
     assert cli.main(["simulate", "--out", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["alto: interrupted"]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
-
-
-HERE = (os.path.join(os.path.dirname(os.path.abspath(__file__)), ""),)
 
 
 def _safe_here():
@@ -132,7 +138,7 @@ def test_safe_points_are_frames_of_the_named_code_outside_finalizers_and_imports
     assert probe.SAFE is False
 
 
-def test_a_signal_in_a_finalizer_is_raised_at_the_next_safe_point():
+def test_a_signal_in_a_finalizer_is_raised_at_the_next_safe_point(term_interrupts):
     """Raised inside __del__ a KeyboardInterrupt would be printed and dropped; here it comes later."""
     class Stops:
         def __del__(self):
@@ -143,5 +149,5 @@ def test_a_signal_in_a_finalizer_is_raised_at_the_next_safe_point():
             Stops()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:  # the resent signal lands in this loop (this file's code)
-                pass
+                time.sleep(0.001)  # (a bare loop: CPython 3.13.0 lets a handler's exception there escape `with`)
             raise AssertionError("the stop never came")
