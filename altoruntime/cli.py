@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from altosim.outdir import check_path
 
     cfg = load_config(args.config)
+    if args.engine == "ray":  # before ray is imported: its C++ crash handler takes SIGTERM from Python's
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # (abort, or kill with no outputs)
     out = check_path(args.out if args.out is not None else cfg.out or "runs/run", "--out")  # "" is no folder
     bar, on_step, on_samples = progress_bar(args.quiet)
     try:  # SIGTERM (a time limit) arrives as Ctrl-C does: `alto`'s main turns it into KeyboardInterrupt

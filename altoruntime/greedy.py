@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import torch
 
+from altosim.interrupts import deferred_interrupts
+
 _PLAIN_ATTENTION = ("sdpa", "eager")
 # generation-config fields that make HF's greedy search differ from a plain argmax
 _PROCESSORS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id",
@@ -117,7 +119,7 @@ def _capture(step: Any, device: torch.device) -> Any:
     graph = torch.cuda.CUDAGraph()
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
+    with torch.cuda.stream(side), deferred_interrupts():  # a capture cut short would leave the stream capturing
         with torch.cuda.graph(graph, stream=side):
             step()
     torch.cuda.current_stream(device).wait_stream(side)

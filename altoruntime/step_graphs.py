@@ -30,6 +30,8 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
+from altosim.interrupts import deferred_interrupts
+
 Body = Callable[..., Any]
 
 
@@ -60,7 +62,7 @@ def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.devic
     graph = torch.cuda.CUDAGraph()
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
+    with torch.cuda.stream(side), deferred_interrupts():  # a capture cut short would leave the stream capturing
         graph.capture_begin(*(() if pool is None else (pool,)))
         try:
             out = body(*static)

@@ -13,6 +13,8 @@ Exit status 1 if any run is `bad`. Writes <out>/stress_interrupts.csv (one row p
 
     python experiments/stress_interrupts.py --out results/stress_interrupts --runs 60
     python experiments/stress_interrupts.py --out /tmp/si --runs 2          # smoke
+    python experiments/stress_interrupts.py --out results/stress_interrupts_ray --engine ray --runs 10 \
+        --min-delay 8 --max-delay 30
 """
 
 from __future__ import annotations
@@ -54,17 +56,19 @@ def verdict(rc: int, stderr: str, out: Path) -> str:
     return "bad"
 
 
-def one_run(work: Path, i: int, delay: float) -> dict:
+def one_run(work: Path, i: int, delay: float, engine: str = "local") -> dict:
     out = work / f"out{i}"
     cmd = [sys.executable, "-m", "altosim.cli", "run", "cfg.json", "--backbone", "tiny", "--out", str(out),
-           "--n-train", "40", "--n-val", "4", "--n-eval", "0", "--checkpoint-every", "1", "--quiet"]
+           "--n-train", "40", "--n-val", "4", "--n-eval", "0", "--checkpoint-every", "1", "--quiet",
+           "--engine", engine]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=600)
-    return {"run": i, "delay_s": round(delay, 3), "wall_s": round(time.monotonic() - t0, 3), "rc": p.returncode,
+    return {"run": i, "engine": engine, "delay_s": round(delay, 3), "wall_s": round(time.monotonic() - t0, 3),
+            "rc": p.returncode, "outputs": " ".join(sorted(f.name for f in out.iterdir())) if out.is_dir() else "",
             "stderr_lines": len(err.strip().splitlines()), "verdict": verdict(p.returncode, err, out),
             "stderr_tail": err.strip()[-300:].replace("\n", " | ")}
 
@@ -73,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for stress_interrupts.csv")
     ap.add_argument("--runs", type=int, default=60)
-    ap.add_argument("--max-delay", type=float, default=7.0, help="delays are uniform in [0.5, this] seconds "
+    ap.add_argument("--max-delay", type=float, default=7.0, help="delays are uniform in [--min-delay, this] s "
                     "(a run takes 6-8 s on a 2-core machine: some signals land after it)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help="`alto run --engine` (ray: a "
+                    "local Ray instance starts in each run, so give --min-delay/--max-delay room for it)")
+    ap.add_argument("--min-delay", type=float, default=0.5)
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     rows = []
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "wl.json").write_text(json.dumps(WORKLOAD))
         (work / "cfg.json").write_text(json.dumps(CONFIG))
         for i in range(args.runs):
-            row = one_run(work, i, rng.uniform(0.5, max(0.5, args.max_delay)))
+            row = one_run(work, i, rng.uniform(args.min_delay, max(args.min_delay, args.max_delay)), args.engine)
             rows.append(row)
             print(f"run {i}: SIGTERM at {row['delay_s']:.2f} s -> rc {row['rc']}, {row['verdict']}", flush=True)
     table = pd.DataFrame(rows)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from altosim.files import atomic_write
-from altosim.interrupts import SafeInterrupt, deferred_interrupts, signals_as_interrupt
+from altosim.interrupts import SafeInterrupt, deferred_interrupts, handlers_kept, signals_as_interrupt
 
 HERE = (os.path.join(os.path.dirname(os.path.abspath(__file__)), ""),)  # this file's code is "ours" here
 
@@ -151,3 +151,34 @@ def test_a_signal_in_a_finalizer_is_raised_at_the_next_safe_point(term_interrupt
             while time.monotonic() < deadline:  # the resent signal lands in this loop (this file's code)
                 time.sleep(0.001)  # (a bare loop: CPython 3.13.0 lets a handler's exception there escape `with`)
             raise AssertionError("the stop never came")
+
+
+def test_handlers_kept_undoes_what_a_library_call_installs(term_interrupts):
+    """ray.init makes SIGTERM `sys.exit(15)`; alto's engine calls it with the handlers kept."""
+    with handlers_kept():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    assert signal.getsignal(signal.SIGTERM) is _as_interrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_stop_that_waited_takes_any_frame_but_never_a_finalizer(tmp_path):
+    """A Ray driver's main thread sits in ray.wait: the handler runs in Ray's wrapper, never in alto's
+    frames, so after `patience_s` any frame will do; a finalizer or an import still will not."""
+    now = [0.0]
+    handler = SafeInterrupt((str(tmp_path) + os.sep,), patience_s=1.0, clock=lambda: now[0])  # this file is foreign
+    here = sys._getframe()
+    assert not handler.safe(here)
+    handler.asked = 0.0
+    now[0] = 0.5
+    assert not handler.safe(here)
+    now[0] = 1.0
+    assert handler.safe(here)
+    seen = []
+
+    class Finalized:
+        def __del__(self):
+            seen.append(handler.safe(sys._getframe()))
+
+    Finalized()
+    assert seen == [False]

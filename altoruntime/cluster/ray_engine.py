@@ -27,6 +27,7 @@ engine never need it.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any, Callable, Iterable
 
 from altosim.errors import InputError
 from altosim.ids import task_dir
+from altosim.interrupts import handlers_kept
 from altosim.policy.event_order import EVENT_ORDER, feed_batch
 from altosim.policy.types import (
     Action, Admit, Event, FinishTask, JobFailed, JobFinished, StartTask, Stop, Suspend, TaskArrived, TaskSpec, Tick,
@@ -173,8 +175,13 @@ class RayBackend:
             if self.fake_gpus and self.address is None and self.gpus:
                 fake = math.ceil(self.gpus * self.gpu_share)
             try:
-                ray.init(address=self.address or "local", num_gpus=fake, include_dashboard=False, log_to_driver=self.verbose,
-                         logging_level=logging.INFO if self.verbose else logging.ERROR)
+                with handlers_kept():  # ray.init's SIGTERM handler exits at once; a stop here is Ctrl-C's
+                    ray.init(address=self.address or "local", num_gpus=fake, include_dashboard=False,
+                             log_to_driver=self.verbose, logging_level=logging.INFO if self.verbose else logging.ERROR)
+            except SystemExit as e:
+                if e.code == signal.SIGTERM:  # what ray.init's own handler makes of a SIGTERM while it runs
+                    raise KeyboardInterrupt(f"signal {e.code}") from None
+                raise
             except (ConnectionError, RuntimeError, ValueError) as e:
                 what = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address!r}"
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -195,7 +202,8 @@ class RayBackend:
                 self._kill(w)
             self.workers.clear()
             if started:
-                ray.shutdown()
+                with handlers_kept():  # dropping Ray's core worker resets SIGTERM to the default (kill) in C
+                    ray.shutdown()
 
     def _loop(self, pending: list[TaskSpec]) -> RunLog:
         ray = self._ray
