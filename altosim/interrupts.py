@@ -123,7 +123,8 @@ def signals_as_interrupt(dirs: tuple[str, ...] | None = None) -> Iterator[None]:
 def handlers_kept() -> Iterator[None]:
     """Put SIGINT's and SIGTERM's handlers back as they were after the block: for a library call that
     installs its own (ray.init makes SIGTERM `sys.exit(15)`, which would skip the stop's partial
-    outputs and its one line)."""
+    outputs and its one line; ray.shutdown resets SIGTERM to the default in C, where Python's table
+    does not see it: setting the handler again puts Python's C handler back too)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

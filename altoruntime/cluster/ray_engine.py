@@ -178,8 +178,10 @@ class RayBackend:
                 with handlers_kept():  # ray.init's SIGTERM handler exits at once; a stop here is Ctrl-C's
                     ray.init(address=self.address or "local", num_gpus=fake, include_dashboard=False,
                              log_to_driver=self.verbose, logging_level=logging.INFO if self.verbose else logging.ERROR)
-            except SystemExit as e:
-                if e.code == signal.SIGTERM:  # what ray.init's own handler makes of a SIGTERM while it runs
+            except (SystemExit, KeyboardInterrupt) as e:  # a start cut short: a half-started Ray left to the
+                with handlers_kept():  # interpreter's exit crashed it (SIGSEGV), so shut it down here
+                    ray.shutdown()
+                if isinstance(e, SystemExit) and e.code == signal.SIGTERM:  # ray.init's own handler's SIGTERM
                     raise KeyboardInterrupt(f"signal {e.code}") from None
                 raise
             except (ConnectionError, RuntimeError, ValueError) as e:
