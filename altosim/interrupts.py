@@ -83,7 +83,7 @@ class SafeInterrupt:
             if code.co_name == "__del__" or code.co_filename.startswith("<frozen importlib"):
                 return False
             f = f.f_back
-        if os.path.abspath(frame.f_code.co_filename).startswith(self.dirs):
+        if os.path.realpath(frame.f_code.co_filename).startswith(self.dirs):  # dirs are resolved too
             return True
         return self.asked is not None and self.clock() - self.asked >= self.patience_s
 
