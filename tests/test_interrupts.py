@@ -182,3 +182,15 @@ def test_a_stop_that_waited_takes_any_frame_but_never_a_finalizer(tmp_path):
 
     Finalized()
     assert seen == [False]
+
+
+def test_code_reached_through_a_symlink_is_still_ours(tmp_path, monkeypatch):
+    """The packages' folders are resolved; a frame's file is compared by its real path too."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "probe_symlinked_code.py").write_text("import sys\ndef frame():\n    return sys._getframe()\n")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "link"))
+    probe = importlib.import_module("probe_symlinked_code")
+    assert "link" in probe.frame().f_code.co_filename
+    assert SafeInterrupt((os.path.join(str(real.resolve()), ""),)).safe(probe.frame())
