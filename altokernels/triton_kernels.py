@@ -42,7 +42,7 @@ AUTOTUNE = os.environ.get("ALTO_KERNELS_AUTOTUNE", "0") == "1"
 # ALTO_KERNELS_TUNE_CACHE=1: keep autotuning results in Triton's on-disk cache, so a later process
 # on the same machine skips the tuning (~15 s of an H200 run's first step). Opt-in until checked on
 # a GPU; Triton never disk-caches a kernel whose configs carry a pre_hook (our split-K shrink).
-_TUNE_CACHE = ({"cache_results": True} if os.environ.get("ALTO_KERNELS_TUNE_CACHE") == "1"
+TUNE_CACHE = ({"cache_results": True} if os.environ.get("ALTO_KERNELS_TUNE_CACHE") == "1"
                and "cache_results" in inspect.signature(triton.autotune).parameters else {})
 
 
@@ -50,7 +50,7 @@ def _zero_out(nargs: dict) -> None:
     nargs["out_ptr"].zero_()
 
 
-def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Config]:
+def configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Config]:
     """space: (block sizes, num_warps, num_stages); the first entry is the untuned default (it must
     fit every shape). interp: the one config for the interpreter, small enough for its broadcast
     matmul (BLOCK_M x inner x BLOCK_N <= 2**20 elements with a rank block of up to 256)."""
@@ -62,7 +62,7 @@ def _configs(space: list[tuple[dict, int, int]], interp: dict) -> list[triton.Co
     return [triton.Config(kw, num_warps=w, num_stages=st, pre_hook=hook(kw)) for kw, w, st in space]
 
 
-def _tune_bench(kernel_call, quantiles):  # noqa: ANN001, ANN202
+def tune_bench(kernel_call, quantiles):  # noqa: ANN001, ANN202
     """Autotuner timing: 5 ms warm-up, 25 ms of repeats (the kernels take 10-300 us; Triton's default
     25/100 ms made tuning the wider spaces cost most of a benchmark run)."""
     import triton.testing
@@ -128,7 +128,7 @@ def _entry_rows(entry0, sched_seg_ptr, sched_row_ptr, seg_end_ptr, seg_slot_ptr,
 
 
 @triton.jit
-def _dot_acc(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
+def dot_acc(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
     """acc + a @ b in fp32: tl.dot (IEEE: full-precision fp32 inputs), or, under the interpreter
     (UPCAST), a broadcast-and-sum, since its tl.dot runs without BLAS and is wrong for bf16."""
     if UPCAST:
@@ -163,7 +163,7 @@ def _shrink_tile(in_ptr, w_ptr, out_ptr, seg_scale_ptr, seg, slot, rank, rows, r
         kmask = (k0 + ks) < K
         a = tl.load(in_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
         b = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(in_ptr.dtype.element_ty)  # fp32 masters
-        acc = _dot_acc(a, b, acc, IEEE, UPCAST)
+        acc = dot_acc(a, b, acc, IEEE, UPCAST)
         in_ptrs += BLOCK_K * stride_ik
         w_ptrs += BLOCK_K * stride_wk
     if APPLY_SCALE:
@@ -184,14 +184,14 @@ _SHRINK_SPACE = [(64, 64, 1, 4, 3), (64, 128, 1, 4, 3), (32, 64, 1, 4, 3), (32, 
 
 
 @triton.autotune(
-    configs=_configs(
+    configs=configs(
         [({"BLOCK_M": m, "BLOCK_K": k, "SPLIT_K": sk}, w, st) for m, k, sk, w, st in _SHRINK_SPACE],
         {"BLOCK_M": 32, "BLOCK_K": 32, "SPLIT_K": 2},  # the interpreter exercises sub-blocks and split-K
     ),
     key=["K", "R", "BLOCK_R", "ROW_BLOCKS_HINT"],
     prune_configs_by={"early_config_prune": _prune_shrink},
-    do_bench=_tune_bench,
-    **_TUNE_CACHE,
+    do_bench=tune_bench,
+    **TUNE_CACHE,
 )
 @triton.jit(do_not_specialize=["ROW_BLOCKS_HINT", "entry0", "out_row0"])
 def _shrink_kernel(
@@ -229,7 +229,7 @@ def _expand_acc(acc, s_ptr, w_ptr, out_ptr, slot, rank, rows, rmask, n_block, N,
         w_ptr + slot * stride_ws + rs[:, None] * stride_wr + ns[None, :] * stride_wn,
         mask=rsmask[:, None] & nmask[None, :], other=0.0,
     ).to(out_ptr.dtype.element_ty)
-    return _dot_acc(s, w, acc, IEEE, UPCAST)
+    return dot_acc(s, w, acc, IEEE, UPCAST)
 
 
 @triton.jit
@@ -254,15 +254,15 @@ _EXPAND_SPACE = [(64, 128, 4, 2), (64, 64, 4, 2), (64, 256, 8, 2), (32, 64, 2, 2
 
 
 @triton.autotune(
-    configs=_configs(
+    configs=configs(
         [({"BLOCK_M": m, "BLOCK_N": n}, w, st) for m, n, w, st in _EXPAND_SPACE],
         {"BLOCK_M": 32, "BLOCK_N": 64},
     ),
     key=["N", "R", "BLOCK_R", "HAS_BASE"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": _prune_expand},
-    do_bench=_tune_bench,
-    **_TUNE_CACHE,
+    do_bench=tune_bench,
+    **TUNE_CACHE,
 )
 @triton.jit(do_not_specialize=["entry0"])
 def _expand_kernel(
@@ -317,7 +317,7 @@ def _seg_reduce_tile(p_ptr, q_ptr, out_ptr, flags_ptr, seg, pid_m, pid_n,
             p = p.to(q_ptr.dtype.element_ty)
         else:  # dA = X^T dS
             q = q.to(p_ptr.dtype.element_ty)
-        acc = _dot_acc(p, q, acc, IEEE, UPCAST)
+        acc = dot_acc(p, q, acc, IEEE, UPCAST)
     if APPLY_SCALE:
         acc = acc * tl.load(seg_scale_ptr + seg)
     if RANK_ON_M:
@@ -345,15 +345,15 @@ _REDUCE_SPACE = [(64, 64, 64, 4, 3), (64, 128, 128, 8, 3), (32, 128, 128, 8, 3),
 
 
 @triton.autotune(
-    configs=_configs(
+    configs=configs(
         [({"BLOCK_T": t, "BLOCK_M": m, "BLOCK_N": n}, w, st) for t, m, n, w, st in _REDUCE_SPACE],
         {"BLOCK_T": 32, "BLOCK_M": 64, "BLOCK_N": 64},
     ),
     key=["M", "N", "RANK_ON_M", "FULL_M", "FULL_N"],
     restore_value=["out_ptr", "flags_ptr"],  # timing runs must not accumulate into gradients
     prune_configs_by={"early_config_prune": _prune_reduce},
-    do_bench=_tune_bench,
-    **_TUNE_CACHE,
+    do_bench=tune_bench,
+    **TUNE_CACHE,
 )
 @triton.jit
 def _seg_reduce_kernel(
@@ -416,14 +416,14 @@ def _prune_members(prune, names: tuple[str, ...]):  # noqa: ANN001, ANN202
 
 
 @triton.autotune(
-    configs=_configs(
+    configs=configs(
         [({"BLOCK_M": m, "BLOCK_K": k, "SPLIT_K": sk}, w, st) for m, k, sk, w, st in _SHRINK_SPACE],
         {"BLOCK_M": 32, "BLOCK_K": 32, "SPLIT_K": 2},
     ),
     key=["K0", "K1", "K2", "R0", "R1", "R2", "BLOCK_R", "ROW_BLOCKS_HINT", "MEMBERS"],
     prune_configs_by={"early_config_prune": _prune_members(_prune_shrink, ("K",))},
-    do_bench=_tune_bench,
-    **_TUNE_CACHE,
+    do_bench=tune_bench,
+    **TUNE_CACHE,
 )
 @triton.jit(do_not_specialize=["ROW_BLOCKS_HINT"])
 def _member_shrink_kernel(
@@ -452,15 +452,15 @@ def _member_shrink_kernel(
 
 
 @triton.autotune(
-    configs=_configs(
+    configs=configs(
         [({"BLOCK_M": m, "BLOCK_N": n}, w, st) for m, n, w, st in _EXPAND_SPACE],
         {"BLOCK_M": 32, "BLOCK_N": 64},
     ),
     key=["N0", "N1", "N2", "BLOCK_R", "HAS_BASE", "SUM", "MEMBERS"],
     restore_value=["out0", "out1", "out2"],
     prune_configs_by={"early_config_prune": _prune_members(_prune_expand, ("N",))},
-    do_bench=_tune_bench,
-    **_TUNE_CACHE,
+    do_bench=tune_bench,
+    **TUNE_CACHE,
 )
 @triton.jit
 def _member_expand_kernel(
@@ -505,15 +505,15 @@ def _member_expand_kernel(
 
 
 @triton.autotune(
-    configs=_configs(
+    configs=configs(
         [({"BLOCK_T": t, "BLOCK_M": m, "BLOCK_N": n}, w, st) for t, m, n, w, st in _REDUCE_SPACE],
         {"BLOCK_T": 32, "BLOCK_M": 64, "BLOCK_N": 64},
     ),
     key=["M0", "M1", "M2", "N0", "N1", "N2", "RANK_ON_M", "FULL_M", "FULL_N", "MEMBERS"],
     restore_value=["out0", "out1", "out2", "flags_ptr"],  # timing runs must not accumulate into gradients
     prune_configs_by={"early_config_prune": _prune_members(_prune_reduce, ("M", "N"))},
-    do_bench=_tune_bench,
-    **_TUNE_CACHE,
+    do_bench=tune_bench,
+    **TUNE_CACHE,
 )
 @triton.jit
 def _member_seg_reduce_kernel(
@@ -546,7 +546,7 @@ def _member_seg_reduce_kernel(
                      BLOCK_T, BLOCK_M, BLOCK_N)
 
 
-def _pow2(n: int) -> int:
+def pow2(n: int) -> int:
     """Next power of two >= n (plain Python: triton.next_power_of_2 costs microseconds a call)."""
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
@@ -577,11 +577,11 @@ def config_space(kernel: str) -> list[triton.Config]:
     return [triton.Config(kw, num_warps=w, num_stages=st, pre_hook=hook(kw)) for kw, w, st in spaces[kernel]]
 
 
-def _rank_block(r_max: int) -> int:
-    return max(16, _pow2(r_max))
+def rank_block(r_max: int) -> int:
+    return max(16, pow2(r_max))
 
 
-def _flags(dtype: torch.dtype) -> tuple[bool, bool]:
+def dot_flags(dtype: torch.dtype) -> tuple[bool, bool]:
     """(IEEE, UPCAST): fp32 operands get exact (non-TF32) dots so fp32 results match the reference."""
     return dtype == torch.float32, INTERPRET
 
@@ -613,14 +613,14 @@ def shrink(inp: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, r_max: int, 
     if e1 == e0:
         return out
     out_rows = out if r0 == 0 and r1 == t_rows else out[r0:r1]  # the split-K pre-hook zeroes exactly these rows
-    ieee, upcast = _flags(inp.dtype)
+    ieee, upcast = dot_flags(inp.dtype)
     _launch.launch(
         _shrink_kernel, _row_grid(e1 - e0, meta.block_m, "SPLIT_K"),
         (inp, w, out_rows, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank,
          meta.seg_scale, k, r_max, row_blocks_hint(e1 - e0), e0, r0, inp.stride(0), inp.stride(1),
          *w_strides, out.stride(0), out.stride(1)),
         {"APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast, "SCHED_M": meta.block_m,
-         "BLOCK_R": _rank_block(r_max)},
+         "BLOCK_R": rank_block(r_max)},
         meta.launch_cache if fast else None, config,
     )
     return out
@@ -641,13 +641,13 @@ def expand(s: torch.Tensor, w: torch.Tensor, meta: LoraBatchMeta, n: int, apply_
         return out
     r_max = s.shape[1]
     b = base if base is not None else out
-    ieee, upcast = _flags(out.dtype)
+    ieee, upcast = dot_flags(out.dtype)
     _launch.launch(
         _expand_kernel, _row_grid(e1 - e0, meta.block_m, "BLOCK_N", n),
         (s, w, b, out, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
          n, r_max, e0, s.stride(0), s.stride(1), *w_strides, b.stride(0), b.stride(1), out.stride(0), out.stride(1)),
         {"HAS_BASE": base is not None, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,
-         "SCHED_M": meta.block_m, "BLOCK_R": _rank_block(r_max)},
+         "SCHED_M": meta.block_m, "BLOCK_R": rank_block(r_max)},
         meta.launch_cache if fast else None, config,
     )
     return out
@@ -663,8 +663,8 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
     accumulate: out[slot_i] += ... instead (no segment may share a slot); flags: an int32 [slots]
     tensor whose entry for slot_i becomes 1 if a stored value is not finite (never reset here)."""
     m, n = p.shape[1], q.shape[1]
-    full_m = _rank_block(m) if rank_on_m else 0
-    full_n = 0 if rank_on_m else _rank_block(n)
+    full_m = rank_block(m) if rank_on_m else 0
+    full_n = 0 if rank_on_m else rank_block(n)
     z = meta.num_segments
 
     def grid(c: dict) -> tuple[int, int, int]:
@@ -673,7 +673,7 @@ def seg_reduce(p: torch.Tensor, q: torch.Tensor, out: torch.Tensor, meta: LoraBa
         return (z, gm, gn)
 
     cast_to_q = p.dtype == torch.float32 and q.dtype != torch.float32  # dB = S^T dY: S is fp32
-    ieee, upcast = _flags(q.dtype if cast_to_q else p.dtype)
+    ieee, upcast = dot_flags(q.dtype if cast_to_q else p.dtype)
     _launch.launch(
         _seg_reduce_kernel, grid,
         (p, q, out, meta.seg_slot if flags is None else flags, meta.seg_start, meta.seg_end, meta.seg_slot, meta.seg_rank,
@@ -721,7 +721,7 @@ def member_shrink(inps: Sequence[torch.Tensor], ws: Sequence[torch.Tensor], w_st
     ins3, ws3, ws_str3 = _three(inps), _three(ws), _three(w_strides)
     ks3, rs3 = _three([i.shape[1] for i in inps]), _three(list(r_maxes))
     cols = _three(_column_starts(r_maxes))
-    ieee, upcast = _flags(inps[0].dtype)
+    ieee, upcast = dot_flags(inps[0].dtype)
     _launch.launch(
         _member_shrink_kernel,
         lambda c: (meta.num_blocks * ((meta.block_m + c["BLOCK_M"] - 1) // c["BLOCK_M"]), c["SPLIT_K"], n),
@@ -730,7 +730,7 @@ def member_shrink(inps: Sequence[torch.Tensor], ws: Sequence[torch.Tensor], w_st
          *(i.stride(0) for i in ins3), _shared("inps' column stride", [i.stride(1) for i in inps]),
          *(s for st in ws_str3 for s in st), out.stride(0), out.stride(1)),
         {"APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast, "MEMBERS": n, "SCHED_M": meta.block_m,
-         "BLOCK_R": _rank_block(max(r_maxes))},
+         "BLOCK_R": rank_block(max(r_maxes))},
         meta.launch_cache if fast else None, config,
     )
     return out
@@ -757,14 +757,14 @@ def member_expand(s: torch.Tensor, r_maxes: Sequence[int], ws: Sequence[torch.Te
         grid = lambda c: (subs(c), -(-ns[0] // c["BLOCK_N"]))  # noqa: E731
     else:
         grid = lambda c: (subs(c), sum(-(-k // c["BLOCK_N"]) for k in ns))  # noqa: E731
-    ieee, upcast = _flags(outs[0].dtype)
+    ieee, upcast = dot_flags(outs[0].dtype)
     _launch.launch(
         _member_expand_kernel, grid,
         (s, *ws3, *outs3, meta.sched_seg, meta.sched_row, meta.seg_end, meta.seg_slot, meta.seg_rank, meta.seg_scale,
          *ns3, cols[1], cols[2], s.stride(0), s.stride(1), *(v for st in ws_str3 for v in st),
          *(o.stride(0) for o in outs3), _shared("outs' column stride", [o.stride(1) for o in outs])),
         {"SUM": sum_members, "HAS_BASE": has_base, "APPLY_SCALE": apply_scale, "IEEE": ieee, "UPCAST": upcast,
-         "MEMBERS": n, "SCHED_M": meta.block_m, "BLOCK_R": _rank_block(max(r_maxes))},
+         "MEMBERS": n, "SCHED_M": meta.block_m, "BLOCK_R": rank_block(max(r_maxes))},
         meta.launch_cache if fast else None, config,
     )
 
@@ -778,8 +778,8 @@ def member_seg_reduce(ps: Sequence[torch.Tensor], qs: Sequence[torch.Tensor], ou
     finite). The members' P (and Q, and outs) share their column stride."""
     n = len(outs)
     ms, ns = [p.shape[1] for p in ps], [q.shape[1] for q in qs]
-    full_m = _rank_block(max(ms)) if rank_on_m else 0
-    full_n = 0 if rank_on_m else _rank_block(max(ns))
+    full_m = rank_block(max(ms)) if rank_on_m else 0
+    full_n = 0 if rank_on_m else rank_block(max(ns))
     z = meta.num_segments
 
     def grid(c: dict) -> tuple[int, int]:
@@ -788,7 +788,7 @@ def member_seg_reduce(ps: Sequence[torch.Tensor], qs: Sequence[torch.Tensor], ou
         return (z, sum(-(-k // c["BLOCK_M"]) for k in ms))
 
     cast_to_q = ps[0].dtype == torch.float32 and qs[0].dtype != torch.float32
-    ieee, upcast = _flags(qs[0].dtype if cast_to_q else ps[0].dtype)
+    ieee, upcast = dot_flags(qs[0].dtype if cast_to_q else ps[0].dtype)
     ps3, qs3, outs3 = _three(ps), _three(qs), _three(outs)
     _launch.launch(
         _member_seg_reduce_kernel, grid,
@@ -804,14 +804,3 @@ def member_seg_reduce(ps: Sequence[torch.Tensor], qs: Sequence[torch.Tensor], ou
         meta.launch_cache if fast else None, config,
     )
 
-
-# The conventions other kernel modules share (gemm_epilogue.py): configs under the interpreter and
-# the autotune switch, the autotuner's timing and disk cache, the fp32-accumulating product and its
-# flags, the rank block.
-configs = _configs
-tune_bench = _tune_bench
-TUNE_CACHE = _TUNE_CACHE
-dot_acc = _dot_acc
-dot_flags = _flags
-pow2 = _pow2
-rank_block = _rank_block
