@@ -146,8 +146,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--warmup", type=count(0, MAX_PROFILE_STEPS), default=2, help="untimed steps per point first (the "
                    "first one autotunes the Triton kernels for the new shape)")
     p.add_argument("--evals", type=count(0, MAX_PROFILE_STEPS), default=3, help="timed forward-only evaluations per "
-                   "point, after one "
-                   "untimed (the validation cost a replay charges; 0: not measured)")
+                   "point, after one untimed (the validation cost a replay charges; 0: not measured)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", help="profile CSV to write (default: traces/profiles/<gpu>.csv; "
                    "<stem>.meta.json beside it)")

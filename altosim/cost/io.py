@@ -59,10 +59,7 @@ def write_cost_profile(profile: CostProfile, path: str | Path) -> None:
 def read_profile(path: str | Path) -> CostProfile:
     """A CostProfile from .csv (+ .meta.json sidecar) or .json; bad input is one InputError."""
     p = Path(path)
-    if p.exists() and not p.is_file():  # a folder or a FIFO: say which
-        check_regular(p, "--profile")
-    if not p.is_file():
-        raise InputError(str(p), "--profile", "no such file")
+    check_regular(p, "--profile")  # no such file, a folder or a FIFO: one line saying which
     if p.suffix == ".json":
         try:
             return CostProfile.model_validate_json(read_text(p))

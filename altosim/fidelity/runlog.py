@@ -73,10 +73,9 @@ def read_run(folder: str | Path) -> RunFolder:
     if not folder.is_dir():
         raise InputError(str(folder), "--run", "no such run folder")
     path = folder / "events.jsonl"
-    if path.exists() and not path.is_file():  # a folder or a FIFO: say which
-        check_regular(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(str(folder), "events.jsonl", "missing: not a folder written by `alto run`")
+    check_regular(path)  # a folder or a FIFO: say which
     lines = [(i, s) for i, s in enumerate(read_text(path).splitlines(), start=1) if s.strip()]
     recs = []
     for i, s in lines:
