@@ -41,7 +41,8 @@ from altosim.report import save_fig, write_csv
 from altosim.schemas import PolicyRef
 from altosim.simulate import Inputs
 from altosim.tuning import task_inputs
-from experiments.early_exit_study import ROOT, StudyTask, eval_steps, optuna_pruners, optuna_row, real_tasks, sim_row
+from experiments.early_exit_study import (ROOT, StudyTask, eval_steps, optuna_pruners, optuna_row, optuna_specs, real_tasks,
+                                         sim_row)
 
 RANK_OK, REGRET_OK, SAVED_GOAL = 2, 0.005, 0.75
 
@@ -149,11 +150,13 @@ def run(tasks: list[StudyTask], cands: list[dict[str, Any]], optuna: bool = True
         for label, name, params in baselines(base["evals"]):
             rows.append({**base, "policy": label, "family": name, "params": repr(params), **score(inp, name, params)})
         if optuna:
+            # the pruner's class and arguments: its repr names a memory address, new each run
+            specs = {label: f"{cls}({kw})" for label, cls, kw in optuna_specs(base["evals"])}
             for label, pruner in optuna_pruners(base["evals"]):
                 r = optuna_row(inp, label, pruner)
                 r["rank"] = rank_of(inp, r)
                 r["acceptable"] = bool(r["rank"] <= RANK_OK or r["rel_regret"] <= REGRET_OK)
-                rows.append({**base, "policy": label, "family": "optuna", "params": repr(pruner), **r})
+                rows.append({**base, "policy": label, "family": "optuna", "params": specs[label], **r})
     return table, pd.DataFrame(rows)
 
 

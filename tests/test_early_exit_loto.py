@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from altosim.policy.early_exit import Alto
-from experiments.early_exit_loto import GRID, candidates, choose, main
+from experiments.early_exit_loto import GRID, QUICK_GRID, candidates, choose, main, run
+from experiments.early_exit_study import real_tasks
 
 
 @settings(max_examples=80, deadline=None)
@@ -45,6 +46,16 @@ def test_quick_run_writes_its_tables_under_out_only(tmp_path):
     assert ((rows["rank"] >= 1) & (rows["samples_saved"] <= 1)).all()
     text = (out / "early_exit_loto.md").read_text()
     assert "Leave-one-task-out" in text and "Spread over held-out tasks" in text
+
+
+def test_optuna_rows_name_their_pruner_the_same_way_every_run():
+    """The CSV names each Optuna pruner by class and arguments, not by its repr (a memory address)."""
+    task = min(real_tasks(), key=lambda t: t.record.id)
+    params = [run([task], candidates(QUICK_GRID), optuna=True)[1].set_index("policy")["params"] for _ in range(2)]
+    assert params[0]["optuna_median"] == "MedianPruner({})"
+    assert params[0]["optuna_sh_m5"] == "SuccessiveHalvingPruner({'min_resource': 5, 'reduction_factor': 4})"
+    assert params[0].equals(params[1])
+    assert not params[0].str.contains(" at 0x").any()
 
 
 def test_no_real_traces_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
