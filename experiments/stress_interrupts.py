@@ -13,8 +13,10 @@ Exit status 1 if any run is `bad`. Writes <out>/stress_interrupts.csv (one row p
 
     python experiments/stress_interrupts.py --out results/stress_interrupts --runs 60
     python experiments/stress_interrupts.py --out /tmp/si --runs 2          # smoke
-    python experiments/stress_interrupts.py --out results/stress_interrupts_ray --engine ray --runs 10 \
-        --min-delay 8 --max-delay 30
+    python experiments/stress_interrupts.py --out results/stress_interrupts_ray --engine ray --runs 20 \
+        --min-delay 3 --max-delay 16
+    python experiments/stress_interrupts.py --out results/stress_interrupts_ray_start --engine ray --runs 14 \
+        --min-delay 5 --max-delay 9 --seed 12                             # around Ray's start
 """
 
 from __future__ import annotations
