@@ -20,6 +20,17 @@ def test_calls_are_tabled_by_kind_and_graph_outcome(tmp_path):
     assert t.loc[("train", "replayed"), "median_ms"] == 25.0 and set(t["graph_drops"]) == {2}
 
 
+def test_by_shape_splits_each_outcome_by_adapters_rows_and_length(tmp_path):
+    rows = [(2, 64, 20.0), (2, 64, 22.0), (2, 64, 30.0), (2, 128, 40.0), (4, 64, 50.0)]
+    pd.DataFrame([{"kind": "train", "adapters": a, "rows": 2, "length": n, "labels": n, "graph": "replayed",
+                   "invalidated": 0, "ms": ms} for a, n, ms in rows]).to_csv(tmp_path / "calls.csv", index=False)
+    assert fused_calls_summary.main([str(tmp_path / "calls.csv"), "--by-shape", "--out", str(tmp_path / "o")]) == 0
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["fused_calls_by_shape.csv"]
+    t = pd.read_csv(tmp_path / "o" / "fused_calls_by_shape.csv").set_index(["adapters", "rows", "length"])
+    assert t.loc[(2, 2, 64), "calls"] == 3 and t.loc[(2, 2, 64), "median_ms"] == 22.0
+    assert t.loc[(2, 2, 128), "median_ms"] == 40.0 and t.loc[(4, 2, 64), "median_ms"] == 50.0 and len(t) == 3
+
+
 def test_a_file_that_is_not_a_call_log_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     assert fused_calls_summary.main([str(tmp_path / "x.csv"), "--out", str(tmp_path / "o")]) == 2
