@@ -75,6 +75,13 @@ def one_run(work: Path, i: int, delay: float, engine: str = "local") -> dict:
             "stderr_tail": err.strip()[-300:].replace("\n", " | ")}
 
 
+def delays(runs: int, min_delay: float, max_delay: float, seed: int) -> list[float]:
+    """The seconds before each run's SIGTERM: uniform in [min_delay, max_delay], seeded (a CSV's
+    `delay_s` column names the command that made it)."""
+    rng = random.Random(seed)
+    return [rng.uniform(min_delay, max(min_delay, max_delay)) for _ in range(runs)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for stress_interrupts.csv")
@@ -86,14 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                     "local Ray instance starts in each run, so give --min-delay/--max-delay room for it)")
     ap.add_argument("--min-delay", type=float, default=0.5)
     args = ap.parse_args(argv)
-    rng = random.Random(args.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="alto-stress-") as tmp:
         work = Path(tmp)
         (work / "wl.json").write_text(json.dumps(WORKLOAD))
         (work / "cfg.json").write_text(json.dumps(CONFIG))
-        for i in range(args.runs):
-            row = one_run(work, i, rng.uniform(args.min_delay, max(args.min_delay, args.max_delay)), args.engine)
+        for i, delay in enumerate(delays(args.runs, args.min_delay, args.max_delay, args.seed)):
+            row = one_run(work, i, delay, args.engine)
             rows.append(row)
             print(f"run {i}: SIGTERM at {row['delay_s']:.2f} s -> rc {row['rc']}, {row['verdict']}", flush=True)
     table = pd.DataFrame(rows)

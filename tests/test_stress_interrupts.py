@@ -4,8 +4,11 @@ hide a traceback or a lost stop."""
 from __future__ import annotations
 
 import importlib.util
+import re
+import shlex
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +41,21 @@ def _out(tmp_path: Path, summary: bool, ckpt: bool) -> Path:
 ])
 def test_verdicts(tmp_path, rc, err, summary, ckpt, expected):
     assert stress.verdict(rc, err, _out(tmp_path, summary, ckpt)) == expected
+
+
+@pytest.mark.parametrize("folder", ["stress_interrupts", "stress_interrupts_ray", "stress_interrupts_ray_start"])
+def test_the_readme_command_beside_each_committed_table_draws_its_delays(folder):
+    """The README names, beside each committed table's figures, the command that made it: its runs,
+    delays and seed draw the table's `delay_s` column again."""
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    cmds = {}
+    for m in re.finditer(r"`results/(stress_interrupts[a-z_]*)/`, from `python\s+experiments/stress_interrupts\.py([^`]*)`",
+                         readme):
+        args = shlex.split(m.group(2))
+        cmds[m.group(1)] = {k.lstrip("-"): v for k, v in zip(args[::2], args[1::2])}
+    a = cmds[folder]
+    table = pd.read_csv(ROOT / "results" / folder / "stress_interrupts.csv")
+    got = stress.delays(int(a.get("runs", 60)), float(a.get("min-delay", 0.5)), float(a.get("max-delay", 7.0)),
+                        int(a.get("seed", 0)))
+    assert [round(d, 3) for d in got] == table["delay_s"].tolist()
+    assert set(table["engine"]) == {a.get("engine", "local")}
