@@ -101,13 +101,15 @@ def open_model(src: ModelSource, dtype: torch.dtype) -> Backbone:
     from transformers import AutoTokenizer
     from transformers.utils import logging
 
-    bars = logging.is_progress_bar_enabled()
+    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
     logging.disable_progress_bar()  # an error after loading must stay one line; restored below
+    logging.set_verbosity_error()  # its multi-line load report too (what it reports is checked: load_backbone)
     try:
         model = load_backbone(src.folder, gguf_file=src.gguf_file, dtype=dtype)
         kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
         tok = AutoTokenizer.from_pretrained(str(src.folder), local_files_only=True, **kwargs)
     finally:
+        logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
     if tok.pad_token is None and tok.eos_token is not None:
@@ -198,6 +200,17 @@ def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: to
         bases.append(opened[key])
         targets.append(spec)
     return bases, targets
+
+
+def _check_token_ids(base: Backbone, ids: list[torch.Tensor], where: tuple[str, str]) -> None:
+    """Every token id the data gives (padding included) has a row in the model's embedding: a
+    tokenizer of another model fails in the first step otherwise (an IndexError mid-run)."""
+    rows = getattr(base.model.get_input_embeddings(), "num_embeddings", None)
+    pad = base.tokenizer.pad_token_id
+    top = max([int(x.max()) for x in ids if x.numel()] + ([int(pad)] if pad is not None else []), default=-1)
+    if rows is not None and top >= rows:
+        raise InputError(*where, f"the tokenizer gives token id {top} but the model's embedding has {rows} rows "
+                         f"(ids 0..{rows - 1}): tokenizer and weights are not of one model")
 
 
 def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
@@ -332,6 +345,14 @@ def run_config(
                           for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len
             raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
+        ids = [train.input_ids, val.input_ids]
+        if n_eval or rec.objective.metric != "val_loss":  # held-out prompts are generated from after training
+            try:
+                ids.append(ds.tokenize_prompts(base.tokenizer, "eval", seq_len=t.seq_len).input_ids)
+            except ValueError as e:
+                raise InputError(wl_file, f"tasks[{i}].seq_len", f"held-out (eval) split: {e}") from None
+        on_flag = resolve_model(rec.model, wl_dir) is None  # trained on --backbone's model and tokenizer
+        _check_token_ids(base, ids, ("<args>", "--backbone") if on_flag else (wl_file, f"tasks[{i}].model"))
         objective, scored = rec.objective, None
         if objective.metric != "val_loss":  # (checked before the models loaded: _check_objectives)
             scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
