@@ -11,6 +11,7 @@ import contextlib
 import io
 import math
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -115,3 +116,36 @@ def test_any_wall_time_that_is_not_a_positive_number_is_refused(wall):
     rc, err, files = _script(merge_e2e.main, {"e2e.csv": OK, "x.csv": text}, "e2e.csv", "x.csv", "--out", "o")
     _one_line(rc, err, "x.csv", "wall_s")
     assert files == {"e2e.csv", "x.csv"}
+
+
+# ------------------------------------------------ experiments/e2e_sweep.py: every bad flag was a traceback
+
+TINY = ("--backbone", "tiny", "--n-train", "8", "--n-val", "4", "--n-eval", "0", "--epochs", "1", "--evals", "2",
+        "--ranks", "2", "--methods", "batched")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--ranks", "abc"), ("--ranks",)),  # ValueError traceback
+    (("--lrs", "nan"), ("--lrs",)),  # pydantic traceback
+    (("--n-train", "0"), ("--n-train",)),  # pydantic traceback
+    (("--evals", "0"), ("--evals",)),  # ZeroDivisionError traceback
+    (("--seq-len", "1"), ("--seq-len",)),  # InputError traceback, the workload written
+    (("--dataset", "nope"), ("--dataset", "unknown dataset")),  # InputError traceback, the workload written
+    (("--backbone", "nope"), ("--backbone",)),  # InputError traceback, the workload written
+    (("--out", "f.csv"), ("--out", "is a file")),  # FileExistsError traceback
+    (("--methods", "bogus"), ("--methods", "bogus")),  # exit 1
+    (("--methods", "batched,batched"), ("--methods", "twice")),  # the second run replaced the first
+    (("--warmup", "inf"), ("--warmup",)),
+    (("--methods", "early_exit", "--reference-trace", "nope"), ("nope.meta.json",)),  # said after the whole run
+])
+def test_e2e_sweep_bad_flags_are_one_line_before_anything_is_written(monkeypatch, argv, words):
+    import e2e_sweep
+
+    monkeypatch.setattr(sys, "argv", ["e2e_sweep.py", *TINY, "--out", "out", *argv])
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        rc, err, files = _script(lambda _: e2e_sweep.main(), {"f.csv": "x"})
+    finally:  # main installs its own SIGTERM handler
+        signal.signal(signal.SIGTERM, term)
+    _one_line(rc, err, *words)
+    assert files == {"f.csv"}
