@@ -23,7 +23,7 @@ from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
 from altosim.files import check_regular
 from altosim.ids import task_dir
-from altosim.outdir import check_no_clash, check_out, input_files, locked_dir
+from altosim.outdir import check_no_clash, check_out, check_out_kinds, input_files, locked_dir
 from altosim.report import plot_losses, try_plot, write_csv
 from altosim.results import best_line, config_table, label, reports_frame
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
@@ -294,6 +294,8 @@ def run_config(
         data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file, epochs_ok=True)
     check_no_clash(out, RUN_OUTPUTS, config_inputs(cfg) + input_files(None if wl_file == "<workload>" else wl_file))
+    task_folders = tuple(str(task_dir(out, rec.id).relative_to(out)) for rec in workload.tasks)
+    check_out_kinds(out, tuple(n for n in RUN_OUTPUTS if n != "tasks"), ("tasks", *task_folders))
     for i, rec in enumerate(workload.tasks):
         if rec.rigid:
             raise InputError(wl_file, f"tasks[{i}].rigid", f"task {rec.id!r} is a rigid (fixed-duration) job: it has "

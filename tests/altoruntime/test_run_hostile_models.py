@@ -35,9 +35,10 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0) -> tuple[int, str]:
+def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0,
+         out: Path | None = None) -> tuple[int, str]:
     """`alto run` of one task on `model` (copied into tmp_path as ./m) and `dataset`; the run's
-    exit code and stderr, after checking that --out was not created."""
+    exit code and stderr, after checking that --out (default: a new tmp_path/out) was not created."""
     if model != tmp_path / "m":
         shutil.copytree(model, tmp_path / "m")
     if not (tmp_path / dataset).exists():
@@ -49,10 +50,11 @@ def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0)
     (tmp_path / "wl.json").write_text(json.dumps(wl))
     (tmp_path / "cfg.json").write_text(json.dumps({"workload": "wl.json", "cluster": {"gpus": 1},
                                                    "policy": {"early_exit": "none", "inter_task": "fifo"}}))
-    out = tmp_path / "out"
+    fresh = out is None
+    out = tmp_path / "out" if out is None else out
     rc, _, err = cli("run", str(tmp_path / "cfg.json"), "--backbone", "tiny", "--out", str(out), "--n-train", "12",
                      "--n-val", "4", "--n-eval", str(n_eval), "--quiet")
-    assert not out.exists(), sorted(out.rglob("*"))
+    assert not fresh or not out.exists(), sorted(out.rglob("*"))
     return rc, err
 
 
@@ -133,3 +135,23 @@ def _utf8(b: bytes) -> bool:
         return True
     except UnicodeDecodeError:
         return False
+
+
+# ------------------------------------------------ --out holding a folder where a file goes: failed after the whole run
+
+@pytest.mark.parametrize("setup, name, words", [
+    (lambda o: (o / "events.jsonl").mkdir(), "events.jsonl", ("is a folder",)),  # ".events.jsonl.tmp: Is a directory"
+    (lambda o: (o / "tasks").write_text("x"), "tasks", ("is a file",)),  # "tasks/t1: Not a directory"
+    (lambda o: ((o / "tasks").mkdir(), (o / "tasks" / "t1").write_text("x")), "tasks/t1", ("is a file",)),
+])
+def test_an_out_holding_the_wrong_kind_under_an_output_name_is_refused_before_training(tmp_path, tiny_model, setup,
+                                                                                       name, words):
+    """The run trained, then failed writing its outputs with a bare OS error, leaving best_adapter/,
+    configs.csv and a stale .events.jsonl.tmp but no tasks.csv or summary.csv."""
+    out = tmp_path / "out"
+    out.mkdir()
+    setup(out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    rc, err = _run(tmp_path, tiny_model, out=out)
+    assert_input_error(rc, err, "--out", name, *words)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
