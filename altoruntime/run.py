@@ -213,6 +213,19 @@ def _check_token_ids(base: Backbone, ids: list[torch.Tensor], where: tuple[str, 
                          f"(ids 0..{rows - 1}): tokenizer and weights are not of one model")
 
 
+def _named(score: Callable[[Any], float], file: str, field: str) -> Callable[[Any], float]:
+    """`score`, whose ValueError (the user's objective function failed or returned no number) is an
+    InputError naming the workload field."""
+
+    def named(model: Any) -> float:
+        try:
+            return score(model)
+        except ValueError as e:
+            raise InputError(file, field, str(e)) from None
+
+    return named
+
+
 def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
     """The dataset's own metric (exact match, ROUGE-L) of greedy generations on its eval split."""
     from altoruntime.data.evaluate import greedy_predictions
@@ -357,7 +370,8 @@ def run_config(
         _check_token_ids(base, ids, ("<args>", "--backbone") if on_flag else (wl_file, f"tasks[{i}].model"))
         objective, scored = rec.objective, None
         if objective.metric != "val_loss":  # (checked before the models loaded: _check_objectives)
-            scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
+            scored = (objective.metric, objective.minimize,
+                      _named(scorer(objective, ds, base.tokenizer, t.seq_len), wl_file, f"tasks[{i}].objective.metric"))
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
             final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored,

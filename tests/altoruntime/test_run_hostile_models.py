@@ -36,7 +36,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0,
-         out: Path | None = None) -> tuple[int, str]:
+         out: Path | None = None, **task) -> tuple[int, str]:
     """`alto run` of one task on `model` (copied into tmp_path as ./m) and `dataset`; the run's
     exit code and stderr, after checking that --out (default: a new tmp_path/out) was not created."""
     if model != tmp_path / "m":
@@ -46,7 +46,7 @@ def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0,
     wl = {"name": "own", "synthetic": True, "tasks": [{
         "id": "t1", "arrival": 0, "model": "./m", "dataset": dataset, "gpus": 1, "dtype": "float32",
         "search_space": {"lr": [1e-2], "rank": [2], "batch_size": [2]},
-        "samples_per_job": 4, "eval_every_samples": 2, "seq_len": 64}]}
+        "samples_per_job": 4, "eval_every_samples": 2, "seq_len": 64, **task}]}
     (tmp_path / "wl.json").write_text(json.dumps(wl))
     (tmp_path / "cfg.json").write_text(json.dumps({"workload": "wl.json", "cluster": {"gpus": 1},
                                                    "policy": {"early_exit": "none", "inter_task": "fifo"}}))
@@ -155,3 +155,24 @@ def test_an_out_holding_the_wrong_kind_under_an_output_name_is_refused_before_tr
     rc, err = _run(tmp_path, tiny_model, out=out)
     assert_input_error(rc, err, "--out", name, *words)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+# ------------------------------------------------ an objective function of the wrong shape: a traceback after training
+
+def returns_none(prediction: str, reference: str) -> None:
+    """An objective that scores nothing (as `builtins:print` does)."""
+
+
+def raises(prediction: str, reference: str) -> float:
+    return 1 / 0
+
+
+@pytest.mark.parametrize("metric, words", [
+    ("math:sqrt", ("must take (prediction, reference)", "(x, /)")),  # TypeError traceback after training
+    ("json:dumps", ("must take (prediction, reference)",)),
+    (f"{__name__}:returns_none", ("returned None", "finite number")),  # float(None): TypeError traceback
+    (f"{__name__}:raises", ("failed on a prediction", "ZeroDivisionError")),  # its traceback
+])
+def test_an_objective_function_that_cannot_score_is_one_line(tmp_path, tiny_model, metric, words):
+    rc, err = _run(tmp_path, tiny_model, n_eval=2, objective={"metric": metric, "direction": "maximize"})
+    assert_input_error(rc, err, "wl.json", "tasks[0].objective.metric", metric, *words)
