@@ -186,7 +186,8 @@ def comma_list(text: str, flag: str, kind: type, lo: float, hi: float) -> list:
     try:
         values = [kind(v) for v in text.split(",")]
     except ValueError:
-        raise InputError("<args>", flag, f"expected comma-separated {kind.__name__}s, got {one_line(text, 60)!r}") from None
+        raise InputError("<args>", flag, f"expected comma-separated {kind.__name__}s, "
+                         f"got {one_line(text, 60)!r}") from None
     bad = [v for v in values if not lo <= v <= hi]  # NaN is in no range
     if bad:
         raise InputError("<args>", flag, f"every value must be in [{lo:g}, {hi:g}], got {bad[0]!r}")
