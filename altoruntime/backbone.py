@@ -31,7 +31,8 @@ def load_backbone(
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Load a causal LM from a local directory, or a `.gguf` file (path to the file itself, or
-    a directory plus `gguf_file`), frozen and on `device`."""
+    a directory plus `gguf_file`), frozen and on `device`. A checkpoint missing some of the
+    model's weights is a ValueError (transformers would initialize them randomly, with a warning)."""
     from transformers import AutoModelForCausalLM
 
     p = Path(path)
@@ -44,7 +45,18 @@ def load_backbone(
         if not (p / gguf_file).is_file():
             raise ValueError(f"gguf_file: {gguf_file!r} not found in {str(p)!r}")
         kwargs["gguf_file"] = gguf_file
-    model = AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
+    # mismatched sizes are reported here rather than raised with "see the report above" (a log the CLI keeps quiet)
+    model, info = AutoModelForCausalLM.from_pretrained(str(p), output_loading_info=True, ignore_mismatched_sizes=True,
+                                                       **kwargs)
+    mismatched = sorted(info.get("mismatched_keys") or [], key=str)
+    if mismatched:
+        key, got, want = mismatched[0][:3]  # (name, shape in the checkpoint, shape of the model)
+        raise ValueError(f"{len(mismatched)} weights of the checkpoint have another shape than config.json gives "
+                         f"(e.g. {key!r}: {list(got)} in the checkpoint, {list(want)} by the config)")
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # transformers fills them with random values and only logs it: training would go on silently
+        raise ValueError(f"{len(missing)} weights missing from the checkpoint (e.g. {missing[0]!r}): the model "
+                         "would train from random values there; the folder is incomplete or of another model")
     return freeze(model.to(device))
 
 

@@ -8,6 +8,9 @@ else normalized text; `rouge_l` is ROUGE-L F1; an import path names a per-exampl
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -29,7 +32,25 @@ def per_example(objective: Objective, ds: Any) -> Callable[[str, str], float]:
         raise ValueError(f"cannot import {objective.metric}: {e}") from None
     if not callable(fn):
         raise ValueError(f"{objective.metric} is not a function")
+    try:  # said before training, not when the first config is scored (os:system, math:sqrt were a traceback then)
+        inspect.signature(fn).bind("prediction", "reference")
+    except TypeError:
+        raise ValueError(f"{objective.metric} must take (prediction, reference); "
+                         f"its signature is {inspect.signature(fn)}") from None
+    except ValueError:  # a builtin without a signature: checked when it scores
+        pass
     return fn
+
+
+def _scored(metric: str, fn: Callable[[str, str], float], prediction: str, reference: str) -> float:
+    """One per-example score, a finite number (a bool counts), or a ValueError naming the metric."""
+    try:
+        v = fn(prediction, reference)
+    except Exception as e:  # noqa: BLE001  # the user's function: its failure is one line, not a traceback
+        raise ValueError(f"{metric} failed on a prediction: {type(e).__name__}: {e}") from None
+    if not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"{metric} returned {v!r:.60} for a prediction; expected a finite number")
+    return float(v)
 
 
 def scorer(objective: Objective, ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
@@ -41,6 +62,6 @@ def scorer(objective: Objective, ds: Any, tokenizer: Any, seq_len: int) -> Calla
     def score(model: torch.nn.Module) -> float:
         preds = greedy_predictions(model, tokenizer, ds, "eval", seq_len=seq_len)
         refs = ds.references("eval")
-        return float(sum(float(fn(p, r)) for p, r in zip(preds, refs)) / max(1, len(refs)))
+        return sum(_scored(objective.metric, fn, p, r) for p, r in zip(preds, refs)) / max(1, len(refs))
 
     return score

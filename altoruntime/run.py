@@ -23,7 +23,7 @@ from altosim.build import check_policy, runtime_controller, runtime_meta
 from altosim.errors import InputError
 from altosim.files import check_regular
 from altosim.ids import task_dir
-from altosim.outdir import check_no_clash, check_out, input_files, locked_dir
+from altosim.outdir import check_no_clash, check_out, check_out_kinds, input_files, locked_dir
 from altosim.report import plot_losses, try_plot, write_csv
 from altosim.results import best_line, config_table, label, reports_frame
 from altosim.policy.types import StepReport, Stop, TaskSpec, to_dict
@@ -101,13 +101,15 @@ def open_model(src: ModelSource, dtype: torch.dtype) -> Backbone:
     from transformers import AutoTokenizer
     from transformers.utils import logging
 
-    bars = logging.is_progress_bar_enabled()
+    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
     logging.disable_progress_bar()  # an error after loading must stay one line; restored below
+    logging.set_verbosity_error()  # its multi-line load report too (what it reports is checked: load_backbone)
     try:
         model = load_backbone(src.folder, gguf_file=src.gguf_file, dtype=dtype)
         kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
         tok = AutoTokenizer.from_pretrained(str(src.folder), local_files_only=True, **kwargs)
     finally:
+        logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
     if tok.pad_token is None and tok.eos_token is not None:
@@ -200,6 +202,30 @@ def _open_task_models(records: list[Any], wl_file: str, backbone: str, dtype: to
     return bases, targets
 
 
+def _check_token_ids(base: Backbone, ids: list[torch.Tensor], where: tuple[str, str]) -> None:
+    """Every token id the data gives (padding included) has a row in the model's embedding: a
+    tokenizer of another model fails in the first step otherwise (an IndexError mid-run)."""
+    rows = getattr(base.model.get_input_embeddings(), "num_embeddings", None)
+    pad = base.tokenizer.pad_token_id
+    top = max([int(x.max()) for x in ids if x.numel()] + ([int(pad)] if pad is not None else []), default=-1)
+    if rows is not None and top >= rows:
+        raise InputError(*where, f"the tokenizer gives token id {top} but the model's embedding has {rows} rows "
+                         f"(ids 0..{rows - 1}): tokenizer and weights are not of one model")
+
+
+def _named(score: Callable[[Any], float], file: str, field: str) -> Callable[[Any], float]:
+    """`score`, whose ValueError (the user's objective function failed or returned no number) is an
+    InputError naming the workload field."""
+
+    def named(model: Any) -> float:
+        try:
+            return score(model)
+        except ValueError as e:
+            raise InputError(file, field, str(e)) from None
+
+    return named
+
+
 def _generation_metric(ds: Any, tokenizer: Any, seq_len: int) -> Callable[[torch.nn.Module], float]:
     """The dataset's own metric (exact match, ROUGE-L) of greedy generations on its eval split."""
     from altoruntime.data.evaluate import greedy_predictions
@@ -281,6 +307,8 @@ def run_config(
         data_base = Path(data_base or ".").resolve()
     cfg.check_workload(workload, wl_file, epochs_ok=True)
     check_no_clash(out, RUN_OUTPUTS, config_inputs(cfg) + input_files(None if wl_file == "<workload>" else wl_file))
+    task_folders = tuple(str(task_dir(out, rec.id).relative_to(out)) for rec in workload.tasks)
+    check_out_kinds(out, tuple(n for n in RUN_OUTPUTS if n != "tasks"), ("tasks", *task_folders))
     for i, rec in enumerate(workload.tasks):
         if rec.rigid:
             raise InputError(wl_file, f"tasks[{i}].rigid", f"task {rec.id!r} is a rigid (fixed-duration) job: it has "
@@ -332,9 +360,18 @@ def run_config(
                           for split in ("train", "val"))
         except ValueError as e:  # e.g. a prompt longer than the task's seq_len
             raise InputError(wl_file, f"tasks[{i}].seq_len", str(e)) from None
+        ids = [train.input_ids, val.input_ids]
+        if n_eval or rec.objective.metric != "val_loss":  # held-out prompts are generated from after training
+            try:
+                ids.append(ds.tokenize_prompts(base.tokenizer, "eval", seq_len=t.seq_len).input_ids)
+            except ValueError as e:
+                raise InputError(wl_file, f"tasks[{i}].seq_len", f"held-out (eval) split: {e}") from None
+        on_flag = resolve_model(rec.model, wl_dir) is None  # trained on --backbone's model and tokenizer
+        _check_token_ids(base, ids, ("<args>", "--backbone") if on_flag else (wl_file, f"tasks[{i}].model"))
         objective, scored = rec.objective, None
         if objective.metric != "val_loss":  # (checked before the models loaded: _check_objectives)
-            scored = (objective.metric, objective.minimize, scorer(objective, ds, base.tokenizer, t.seq_len))
+            scored = (objective.metric, objective.minimize,
+                      _named(scorer(objective, ds, base.tokenizer, t.seq_len), wl_file, f"tasks[{i}].objective.metric"))
         datasets[t.task_id] = SplitData(
             train, val, val_batch_size,
             final_metric=_generation_metric(ds, base.tokenizer, t.seq_len) if n_eval else None, objective=scored,

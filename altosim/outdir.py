@@ -201,6 +201,26 @@ def check_no_clash(out: Path, names: tuple[str, ...], keep: list[Path], flag: st
                              "goes; choose another --out")
 
 
+def check_out_kinds(out: Path, files: tuple[str, ...], folders: tuple[str, ...], flag: str = "--out") -> None:
+    """What is already in `out` under an output's name is of that output's kind (a regular file,
+    or a folder): `alto run`'s writes at the end of a run cannot fail on it after all the work
+    (`events.jsonl/` a folder: "Is a directory"), and a staged output never replaces a user's
+    folder (output_dir removed a folder `summary.csv/` with its files)."""
+    for name, want_dir in [(n, False) for n in files] + [(n, True) for n in folders]:
+        path = out / name
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:  # not there yet: written fresh
+            continue
+        if want_dir and not stat.S_ISDIR(mode):
+            raise InputError(flag, str(path), "is a file where this command writes a folder of that name; move it "
+                             "or choose another --out")
+        if not want_dir and not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise InputError(flag, str(path), f"is {kind} where this command writes a file of that name; move it "
+                             "or choose another --out")
+
+
 def input_files(*paths: str | Path | None) -> list[Path]:
     """The existing files among `paths`, and the files inside the folders among them (one level)."""
     found: list[Path] = []
@@ -216,13 +236,13 @@ def input_files(*paths: str | Path | None) -> list[Path]:
 
 
 def _move_into(src: Path, dst: Path) -> None:
+    """Staged files replace `dst`'s files of the same names (whose kinds `check_out_kinds` checked:
+    a user's folder named like an output is never removed)."""
     for entry in sorted(src.iterdir()):
         target = dst / entry.name
         if entry.is_dir() and target.is_dir():
             _move_into(entry, target)
         else:
-            if target.is_dir():
-                shutil.rmtree(target)
             os.replace(entry, target)
 
 
@@ -237,6 +257,9 @@ def output_dir(out: str | Path, flag: str = "--out", keep: list[Path] | None = N
         try:
             yield stage
             _check_keeps(stage, p, keep or [], flag)
+            staged = sorted(stage.rglob("*"))  # a folder summary.csv/ in --out was removed with its files
+            check_out_kinds(p, tuple(str(e.relative_to(stage)) for e in staged if not e.is_dir()),
+                            tuple(str(e.relative_to(stage)) for e in staged if e.is_dir()), flag)
             _move_into(stage, p)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)

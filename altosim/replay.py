@@ -17,6 +17,7 @@ from altosim.errors import InputError
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.memory import MemoryModel
 from altosim.ids import id_problem
+from altosim.schemas.limits import MAX_LOG_SECONDS
 from altosim.policy.types import ACTION_KINDS, EVENT_KINDS, StepReport, TaskArrived, TasksAnnounced, Tick, event_from_dict, to_dict
 
 
@@ -64,11 +65,12 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _event_problem(ev: Any, jobs_of: dict[str, set[str]]) -> str | None:
-    """Why an event cannot come from a real run (a replay of it would prove nothing), or None.
-    Records each arriving task's jobs in `jobs_of`."""
-    if not _number(ev.now) or not math.isfinite(ev.now) or ev.now < 0:
-        return f"now: expected a finite time >= 0, got {ev.now!r}"
+def event_problem(ev: Any, jobs_of: dict[str, set[str]]) -> str | None:
+    """Why an event cannot come from a real run (a replay of it would prove nothing), or None, as
+    "<field>: <problem>". Records each arriving task's jobs in `jobs_of`. Every reader of event logs
+    (replay, check-fidelity, profile-from-run) holds each event to it."""
+    if not _number(ev.now) or not 0 <= ev.now <= MAX_LOG_SECONDS:  # NaN is in no range
+        return f"now: expected a time in [0, {MAX_LOG_SECONDS:.0e}] seconds, got {ev.now!r}"
     if isinstance(ev, TaskArrived):
         tid = ev.task.task_id
         problem = id_problem(tid)
@@ -122,7 +124,7 @@ def replay_records(records: list[Any], file: str = "<log>") -> ReplayResult:
     for i, event, logged in steps:
         try:
             ev = event_from_dict(event)
-            problem = _event_problem(ev, jobs_of)
+            problem = event_problem(ev, jobs_of)
             if problem:
                 raise InputError(file, f"line {i}.event", problem)
             got = json.loads(json.dumps([to_dict(a) for a in ctl.on_event(ev)]))  # tuples -> lists

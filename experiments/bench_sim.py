@@ -50,6 +50,10 @@ def main() -> None:
     ap.add_argument("--early-exit", default="alto")
     ap.add_argument("--out", type=Path, default=None, help="also write DIR/bench_sim.csv")
     args = ap.parse_args()
+    if args.out is not None:  # a file or an unwritable place: said before the benchmark, not after
+        from altosim.outdir import check_out
+
+        check_out(args.out)
     wl = workload(args.tasks, 0, args.gap)
     jobs = sum(len(t.search_space.configs()) for t in wl.tasks)
     print(f"{len(wl.tasks)} tasks, {jobs} jobs, {args.gpus} GPUs")
@@ -77,4 +81,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from script_errors import run_script  # noqa: E402  # experiments/ is the script's folder
+
+    run_script(main)

@@ -27,11 +27,15 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
+from altosim.errors import InputError, from_validation_error, one_line
+from altosim.outdir import check_out
 from altosim.policy.types import StepReport
 from altosim.report import write_csv
 from altosim.schemas import LossCurve, LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace, config_from_dict
@@ -169,54 +173,145 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        print(f"error: <args>: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def comma_list(text: str, flag: str, kind: type, lo: float, hi: float) -> list:
+    """'16,32' -> [16, 32]: each a `kind` in [lo, hi], given once; an InputError naming `flag` otherwise."""
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError("<args>", flag, f"expected comma-separated {kind.__name__}s, "
+                         f"got {one_line(text, 60)!r}") from None
+    bad = [v for v in values if not lo <= v <= hi]  # NaN is in no range
+    if bad:
+        raise InputError("<args>", flag, f"every value must be in [{lo:g}, {hi:g}], got {bad[0]!r}")
+    if len(set(values)) != len(values):
+        raise InputError("<args>", flag, f"a value listed twice: {one_line(text, 60)!r}")
+    return values
+
+
+def finite(lo: float, hi: float) -> Any:
+    """An argparse type: a number in [lo, hi] (NaN and inf are not)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {one_line(text, 40)!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {v}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+METHODS = ("batched", "early_exit", "sequential", "concurrent")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before anything is built or written: a bad value is one line."""
+    from altosim.cli import count
+    from altosim.schemas.limits import MAX_ROWS
+
+    ap = _OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
-    ap.add_argument("--n-train", type=int, default=256)
-    ap.add_argument("--n-val", type=int, default=64)
-    ap.add_argument("--n-eval", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--evals", type=int, default=40, help="evaluations per job")
-    ap.add_argument("--warmup", type=float, default=None, help="ALTO warm-up ratio (default: the policy's)")
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--peft-steps", type=int, default=20)
+    ap.add_argument("--n-train", type=count(1, MAX_ROWS), default=256)
+    ap.add_argument("--n-val", type=count(1, MAX_ROWS), default=64)
+    ap.add_argument("--n-eval", type=count(0, MAX_ROWS), default=64)
+    ap.add_argument("--epochs", type=count(1, 10_000), default=3)
+    ap.add_argument("--evals", type=count(1, 100_000), default=40, help="evaluations per job")
+    ap.add_argument("--warmup", type=finite(0, 1), default=None, help="ALTO warm-up ratio (default: the policy's)")
+    ap.add_argument("--seq-len", type=count(2, 1 << 20), default=256)
+    ap.add_argument("--peft-steps", type=count(1, 100_000), default=20)
     ap.add_argument("--ranks", default="16,32,64", help="LoRA ranks of the grid")
     ap.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS), help="learning rates of the grid")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="per-adapter batch sizes of the grid")
-    ap.add_argument("--backbone-layers", type=int, default=None,
+    ap.add_argument("--backbone-layers", type=count(1, 10_000), default=None,
                     help="keep only the first N decoder layers of the backbone (traces labelled <model>-L<N>)")
     ap.add_argument("--methods", default="sequential,batched,early_exit")
-    ap.add_argument("--concurrent-workers", type=int, default=15, help="PEFT worker processes of method 'concurrent'")
-    ap.add_argument("--concurrent-seconds", type=float, default=60.0, help="how long the workers are timed together")
-    ap.add_argument("--concurrent-factor", type=float, default=7.7,
+    ap.add_argument("--concurrent-workers", type=count(1, 1024), default=15,
+                    help="PEFT worker processes of method 'concurrent'")
+    ap.add_argument("--concurrent-seconds", type=finite(1e-3, 86_400), default=60.0,
+                    help="how long the workers are timed together")
+    ap.add_argument("--concurrent-factor", type=finite(0, 1e6), default=7.7,
                     help="estimated speedup of concurrent PEFT workers over one-at-a-time (0: no such row)")
     ap.add_argument("--reference-trace", help="LossTrace set of an earlier full sweep (when 'batched' is not run)")
-    ap.add_argument("--log-every", type=int, default=25, help="progress line every N fused steps (0: none)")
+    ap.add_argument("--log-every", type=count(0, 10**9), default=25, help="progress line every N fused steps (0: none)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--traces-out", help="write the batched run's LossTrace set here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.ranks = comma_list(args.ranks, "--ranks", int, 1, 65_536)
+    args.lrs = comma_list(args.lrs, "--lrs", float, 1e-12, 10.0)
+    args.batches = comma_list(args.batches, "--batches", int, 1, 65_536)
+    args.methods = args.methods.split(",")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or len(set(args.methods)) != len(args.methods):
+        raise InputError("<args>", "--methods", f"unknown {unknown}; known: {', '.join(METHODS)}" if unknown else
+                         "a method listed twice")
+    return args
+
+
+def check_inputs(args: argparse.Namespace) -> Path:
+    """Everything a run would fail on later, said now (nothing written yet): --out, the data set,
+    the backbone path, the reference trace. Returns the checked --out."""
+    from altoruntime.data import get_dataset
+
+    out = check_out(args.out)
+    if args.traces_out is not None:
+        check_out(args.traces_out, "--traces-out")
+    try:
+        get_dataset(args.dataset, n_train=args.n_train, n_val=args.n_val, n_eval=max(args.n_eval, 1), seed=0)
+    except InputError:  # a data file's own problem: it names the file
+        raise
+    except ValueError as e:  # an unknown name
+        raise InputError("<args>", "--dataset", str(e)) from None
+    if args.backbone not in ("tiny", "smollm2") and not Path(args.backbone).expanduser().exists():
+        raise InputError(args.backbone, "--backbone", "no such model folder or .gguf file (or tiny, smollm2)")
+    if args.reference_trace is not None:
+        read_loss_traces(args.reference_trace)  # unreadable: an InputError naming it
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Bad input is one line on stderr and exit code 2, before anything is written; Ctrl-C or
+    SIGTERM (a time limit) keeps what was measured and exits 130 with one line."""
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout` sends SIGTERM: stop like Ctrl-C, keep partial outputs
-    args.ranks = [int(r) for r in args.ranks.split(",")]
-    args.lrs = [float(x) for x in args.lrs.split(",")]
-    args.batches = [int(b) for b in args.batches.split(",")]
+    try:
+        args = parse_args(argv)
+        out = check_inputs(args)
+        sweep(args, out)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"interrupted; the methods measured so far are under {getattr(args, 'out', '?')}/", file=sys.stderr)
+        sys.exit(130)
+
+
+def sweep(args: argparse.Namespace, out: Path) -> None:
     args.model = model_label(args.backbone_layers)
     args.task = task_name(args.dataset)
     use_backbone_layers(args.backbone_layers)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     samples = args.epochs * args.n_train
-    wl = workload(args.dataset, samples, args.evals, args.seq_len, args.ranks, args.lrs, args.batches, args.model)
+    try:
+        wl = workload(args.dataset, samples, args.evals, args.seq_len, args.ranks, args.lrs, args.batches, args.model)
+    except ValidationError as e:  # e.g. more evaluations than samples allow
+        raise from_validation_error(e, "<args>") from None
+    out.mkdir(parents=True, exist_ok=True)
     wl_file = out / f"e2e_{args.task}_workload.json"
     write_workload(wl, wl_file)
     task = wl.to_task_specs()[0]
-    methods = args.methods.split(",")
     rows: list[dict] = []
-    unknown = [m for m in methods if m not in ("batched", "early_exit", "sequential", "concurrent")]
-    if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; known: batched, early_exit, sequential, concurrent")
-    for method in methods:  # in the order given: partial results survive a time limit
+    for method in args.methods:  # in the order given: partial results survive a time limit
         if method == "sequential":
             rows += sequential_rows(args, task, samples)
         elif method == "concurrent":

@@ -592,4 +592,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from script_errors import run_script  # noqa: E402  # experiments/ is the script's folder
+
+    run_script(main)

@@ -23,6 +23,10 @@ COLUMNS = {"kind", "adapters", "rows", "length", "graph", "ms"}
 
 
 def summarize(path: Path, by_shape: bool = False) -> pd.DataFrame:
+    from altosim.files import check_csv_head, check_regular
+
+    check_regular(path)  # a FIFO blocked the read forever
+    check_csv_head(path, str(path))
     calls = pd.read_csv(path)
     missing = COLUMNS - set(calls.columns)
     if missing:
@@ -56,4 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from script_errors import run_script  # noqa: E402  # experiments/ is the script's folder
+
+    run_script(main)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from altosim.errors import InputError
+from altosim.outdir import check_out, input_files, output_dir
 from altosim.report import write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plot_e2e import plot_e2e  # noqa: E402
-
-REQUIRED = ("method", "wall_s")
+from plot_e2e import plot_e2e, read_e2e  # noqa: E402
 
 
 def merge(e2e: pd.DataFrame, baselines: list[pd.DataFrame]) -> pd.DataFrame:
@@ -32,39 +32,32 @@ def merge(e2e: pd.DataFrame, baselines: list[pd.DataFrame]) -> pd.DataFrame:
     return df
 
 
-def read(path: str) -> pd.DataFrame:
-    """A CSV with the e2e columns, or an InputError-style line and exit 2."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        sys.exit(f"error: {path}: columns: missing {missing} (not an e2e CSV)")
-    if not pd.to_numeric(df["wall_s"], errors="coerce").gt(0).all():
-        sys.exit(f"error: {path}: wall_s: every value must be a number > 0")
-    return df
-
-
 def main(argv: list[str] | None = None) -> Path:
+    """Bad input (an unreadable CSV, a wall time that is no number > 0, an --out that is a file or
+    an input): one line on stderr, exit 2, nothing written."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("e2e", help="experiments/e2e_sweep.py's CSV")
     ap.add_argument("baselines", nargs="+", help="CSVs whose rows are baselines (e.g. raytune_<gpu>.csv)")
     ap.add_argument("--out", default="results")
     a = ap.parse_args(argv)
     try:
-        frames = [read(p) for p in (a.e2e, *a.baselines)]
-    except SystemExit as e:  # one line, exit 2, nothing written
-        print(e.code, file=sys.stderr)
+        frames = [read_e2e(p) for p in (a.e2e, *a.baselines)]
+        out = check_out(a.out)
+        name = f"{Path(a.e2e).stem}_merged.csv"
+        with output_dir(out, keep=input_files(a.e2e, *a.baselines)) as stage:  # lands whole, or not at all
+            write_csv(merge(frames[0], frames[1:]), stage / name)
+            try:  # the CSV is written first: a plotting problem must not lose it
+                plot_e2e(stage / name)
+            except Exception as e:  # noqa: BLE001
+                print(f"warning: no plot for {out / name}: {e}", file=sys.stderr)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    out = Path(a.out) / f"{Path(a.e2e).stem}_merged.csv"
-    write_csv(merge(frames[0], frames[1:]), out)
-    try:  # the CSV is written first: a plotting problem must not lose it
-        plot_e2e(out)
-    except Exception as e:  # noqa: BLE001
-        print(f"warning: no plot for {out}: {e}", file=sys.stderr)
-    print(out)
-    return out
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    print(out / name)
+    return out / name
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ chose a config, how far its best val loss is above the full sweep's.
 from __future__ import annotations
 
 import argparse
+import io
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -41,14 +43,40 @@ def _label(r: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def plot_e2e(csv: Path, out: Path | None = None) -> Path:
-    """Write the PNG for `csv` (default: beside it, same stem); return its path."""
-    df = pd.read_csv(csv)
+def read_e2e(csv: str | Path) -> pd.DataFrame:
+    """An e2e CSV (method and wall_s columns, wall_s a finite number > 0 in every row), or an
+    InputError naming the file, the field and the row: a FIFO, non-UTF-8 bytes, an empty file,
+    a row wider than the header or a wall time of 0, -5, inf or text was a traceback (or a plot
+    of a log axis from 0) before."""
+    from altosim.errors import InputError
+    from altosim.files import check_csv_head, read_text
+
+    text = read_text(Path(csv))
+    if not text.strip():
+        raise InputError(str(csv), "<file>", "empty: expected an e2e_sweep CSV (method, wall_s, ...)")
+    check_csv_head(io.StringIO(text), str(csv))
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as e:
+        raise InputError(str(csv), "<file>", f"cannot read as CSV: {e}") from None
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise SystemExit(f"{csv}: not an e2e_sweep CSV (missing columns {missing})")
+        raise InputError(str(csv), missing[0], f"not an e2e_sweep CSV (missing columns {missing})")
     if df.empty:
-        raise SystemExit(f"{csv}: no rows")
+        raise InputError(str(csv), "<rows>", "no rows")
+    wall = pd.to_numeric(df["wall_s"], errors="coerce")
+    bad = ~(wall.gt(0) & wall.lt(math.inf))
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        got = str(df["wall_s"].iloc[i])
+        raise InputError(str(csv), "wall_s", f"must be a finite number of seconds > 0, got {got!r}", line=i + 2)
+    df["wall_s"] = wall
+    return df
+
+
+def plot_e2e(csv: Path, out: Path | None = None) -> Path:
+    """Write the PNG for `csv` (default: beside it, same stem); return its path."""
+    df = read_e2e(csv)
     df = df.sort_values("wall_s", ascending=True).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(9, 0.7 * len(df) + 1.6))
     extrap = df["extrapolated"].astype(str).str.lower().eq("true") if "extrapolated" in df else [False] * len(df)
@@ -69,20 +97,31 @@ def plot_e2e(csv: Path, out: Path | None = None) -> Path:
     ax.set_title(f"LoRA sweep wall time{configs} ({where}); hatched: extrapolated", fontsize=10)
     ax.set_xlabel("wall time (s, log scale)")
     fig.tight_layout()
-    out = out or csv.with_suffix(".png")
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    out = out or Path(csv).with_suffix(".png")
+    from altosim.report import save_fig
+
+    save_fig(fig, Path(out))  # written whole (temp file + rename) or not at all; closes the figure
     return out
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """One line on stderr and exit 2 for bad input (nothing written), as `alto`'s commands do."""
+    from altosim.errors import InputError
+    from altosim.outdir import check_out_file
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", type=Path)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", help="PNG to write (default: beside the CSV, same stem)")
     args = ap.parse_args(argv)
-    if not args.csv.is_file():
-        raise SystemExit(f"{args.csv}: no such file")
-    out = plot_e2e(args.csv, args.out)
+    try:
+        out = check_out_file(args.out if args.out is not None else args.csv.with_suffix(".png"), inputs=(args.csv,))
+        out = plot_e2e(args.csv, out)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     print(f"wrote {out}")
     return out
 

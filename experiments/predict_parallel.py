@@ -165,4 +165,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from script_errors import run_script  # noqa: E402  # experiments/ is the script's folder
+
+    run_script(main)

@@ -97,8 +97,10 @@ def main() -> None:
         print(f"error: --workloads takes default and/or spread and --gap > 0, got {args.workloads!r}, {args.gap!r}",
               file=sys.stderr)
         sys.exit(2)
+    from altosim.outdir import check_out
+
+    out = check_out(args.out)  # a file or an unwritable place: said before the simulations, not after
     df = pd.concat([run(args.config, n, args.gap) for n in names], ignore_index=True)
-    out = Path(args.out)
     write_csv(df, out / "sim_ablation.csv")
     save_fig(plot(df), out / "sim_ablation.png")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
@@ -107,4 +109,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from script_errors import run_script  # noqa: E402  # experiments/ is the script's folder
+
+    run_script(main)

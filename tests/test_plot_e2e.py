@@ -22,8 +22,11 @@ def test_labels_say_speedup_savings_and_regret():
     assert plot_e2e._label(r) == "20.4x vs sequential, 80% samples saved, best val +0.19%"
 
 
-def test_not_an_e2e_csv(tmp_path):
+def test_not_an_e2e_csv(tmp_path, capsys):
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(SystemExit, match="missing columns"):
+    with pytest.raises(SystemExit) as e:
         plot_e2e.main([str(bad)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing columns" in err[0] and "x.csv" in err[0]

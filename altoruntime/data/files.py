@@ -143,10 +143,13 @@ def _load(path: Path, field: str, columns: tuple[str, str], messages: str | None
             raise InputError(str(path), missing[0], f"no column {missing[0]!r}{chat_hint}; columns found: {found}")
         if len(ds) == 0:
             raise InputError(str(path), field, "empty dataset (no rows)")
-        if chat:
-            conversations = ds.select_columns(messages).to_dict()[messages]
-            return [_check_messages(path, messages, i, m) for i, m in enumerate(conversations)]
-        table = ds.select_columns(list(columns)).to_dict()  # whole columns at once: row by row is ~15x slower
+        try:  # arrow keeps a JSON string's bytes as given: invalid UTF-8 (latin-1 text) shows when read out
+            if chat:
+                conversations = ds.select_columns(messages).to_dict()[messages]
+                return [_check_messages(path, messages, i, m) for i, m in enumerate(conversations)]
+            table = ds.select_columns(list(columns)).to_dict()  # whole columns at once: row by row is ~15x slower
+        except UnicodeDecodeError as e:
+            raise InputError(str(path), field, f"not UTF-8 text: {e} (save the file as UTF-8)") from None
         prompts, completions = table[columns[0]], table[columns[1]]
     out = []
     for i, row in enumerate(zip(prompts, completions)):

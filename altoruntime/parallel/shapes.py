@@ -16,6 +16,7 @@ LLAMA_SHAPES: dict[str, tuple[int, int, int, int, int, int, bool]] = {
     "llama-3.1-8b": (4096, 14336, 32, 8, 128256, 32, False),
     "llama-3.1-70b": (8192, 28672, 64, 8, 128256, 80, False),
 }
+TINY_MAX_LAYERS = 64  # `tiny` is a random test model: deeper is no test
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, int]]:
@@ -24,11 +25,16 @@ def parse_spec(spec: str) -> tuple[str, dict[str, int]]:
     opts: dict[str, int] = {}
     for part in filter(None, rest.split(",")):
         key, eq, val = part.partition("=")
-        if not eq or not val.isdigit() or key not in ("layers",):
+        if not eq or not (val.isascii() and val.isdigit()) or len(val) > 9 or key not in ("layers",):
             raise ValueError(f"backbone: bad option {part!r} in {spec!r}, expected e.g. 'llama-3.1-70b:layers=2'")
         opts[key] = int(val)
     if name not in ("tiny", "smollm2", *LLAMA_SHAPES):
         raise ValueError(f"backbone: unknown {name!r}, expected tiny, smollm2 or one of {sorted(LLAMA_SHAPES)}")
+    if "layers" in opts:  # a truncation: 0 layers profiled nothing, 100000 of a 70B shape filled host memory
+        depth = LLAMA_SHAPES[name][5] if name in LLAMA_SHAPES else TINY_MAX_LAYERS
+        if not 1 <= opts["layers"] <= depth:
+            raise ValueError(f"backbone: {spec!r}: layers must be in [1, {depth}] "
+                             f"({'the model has ' + str(depth) if name in LLAMA_SHAPES else 'a test model'})")
     return name, opts
 
 

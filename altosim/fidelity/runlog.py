@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from altosim.errors import InputError, from_validation_error
 from altosim.files import check_nesting, check_regular, loads_json, read_text
 from altosim.policy.types import JobSpec, TaskSpec, action_from_dict, event_from_dict
+from altosim.replay import event_problem
 from altosim.schemas import LossCurve, LossTraceSet, RunConfig, load_config
-from altosim.schemas.limits import MAX_ROWS, Int
+from altosim.schemas.limits import MAX_LOG_SECONDS, MAX_ROWS, Int
 
 EVENT_KINDS = ("task_arrived", "step_report", "job_finished", "job_failed", "tick")
 ACTION_KINDS = ("start_task", "admit", "suspend", "stop", "finish_task")
@@ -61,9 +62,12 @@ def run_phases(folder: str | Path) -> dict[str, float]:
     for k, v in rows[0].items():
         if k and k.endswith("_s") and k != "wall_s" and v not in ("", None):
             try:
-                out[k[:-2]] = float(v)
+                x = float(v)
             except ValueError:
-                raise InputError(str(p), k, f"expected seconds, got {v!r}") from None
+                x = math.nan
+            if not 0 <= x <= MAX_LOG_SECONDS:  # NaN is in no range
+                raise InputError(str(p), k, f"expected seconds in [0, {MAX_LOG_SECONDS:.0e}], got {v!r}", 2)
+            out[k[:-2]] = x
     return out
 
 
@@ -89,6 +93,7 @@ def read_run(folder: str | Path) -> RunFolder:
     if not recs or not isinstance(recs[0][1], dict) or not isinstance(recs[0][1].get("meta"), dict):
         raise InputError(str(path), "meta", "line 1 must be a {\"meta\": {...}} header", 1)
     meta, trace, protocol = recs[0][1]["meta"], [], "runtime"
+    jobs_of: dict[str, set[str]] = {}  # the tasks that arrived so far and their jobs (event_problem)
     for i, rec in recs[1:]:
         if isinstance(rec, dict) and "event" in rec:  # alto simulate: {"event": ..., "actions": [...]}
             protocol = "sim"
@@ -100,12 +105,17 @@ def read_run(folder: str | Path) -> RunFolder:
         for d in items:
             try:
                 kind = d.get("kind") if isinstance(d, dict) else None
-                if kind in EVENT_KINDS:
-                    event_from_dict(d)
+                if kind in EVENT_KINDS:  # held to what `alto replay` holds them to (a time of null was a traceback)
+                    problem = event_problem(event_from_dict(d), jobs_of)
+                    if problem:
+                        field, _, why = problem.partition(": ")
+                        raise InputError(str(path), field, why, i)
                 elif kind in ACTION_KINDS:
                     action_from_dict(d)
                 else:
                     raise ValueError(f"unknown kind {kind!r}")
+            except InputError:
+                raise
             except (KeyError, TypeError, ValueError) as e:
                 raise InputError(str(path), "kind" if "kind" in str(e) else "<record>", str(e), i) from None
             trace.append(d)

@@ -23,6 +23,7 @@ MAX_EVALS = 1_000_000  # evaluations per job (samples_per_job / eval_every_sampl
 MAX_TASKS = 1_000_000
 MAX_ROWS = 10**9  # examples per evaluation / steps between checks: a bound, not a plan
 MAX_SECONDS = 10**9  # an arrival or a duration (~32 years): 1e308 s is finite but makes every time in the report garbage
+MAX_LOG_SECONDS = 10**12  # an event's time in a run log: arrivals (<= MAX_SECONDS) plus queueing behind long tasks
 
 
 def _no_bool(v: Any) -> Any:

@@ -1,0 +1,69 @@
+"""Session 17's audit: `alto check-fidelity` and `alto profile-from-run` read a run's events.jsonl
+without the checks `alto replay` holds each event to. A step report whose `now` was null was a
+TypeError traceback; "x" a bare "could not convert string to float" naming no file; -5 simpy's
+"Negative delay"; NaN, inf, true or 1e300 a fidelity report (and a cost profile of 1e302 ms
+steps) written with exit 0. Every reader now holds each event to `altosim.replay.event_problem`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests._hostile import assert_input_error, cli
+from tests.test_hostile_escapes import sim_run  # noqa: F401  # the module-scoped run folder fixture
+from tests.test_hostile_props import SETTINGS
+
+BAD_NOW = st.one_of(st.none(), st.booleans(), st.text(max_size=5), st.floats(max_value=-1e-9),
+                    st.floats(min_value=1e12 + 1), st.sampled_from([math.nan, math.inf, -math.inf]),
+                    st.lists(st.integers(), max_size=2))
+
+
+def _with_now(run: Path, folder: Path, now) -> int:
+    """A copy of `run` in `folder` whose first step report happened at `now`; its log line number."""
+    shutil.copytree(run, folder)
+    lines = (folder / "events.jsonl").read_text().splitlines()
+    i = next(k for k, s in enumerate(lines) if '"step_report"' in s)
+    rec = json.loads(lines[i])
+    rec["event"]["now"] = now
+    lines[i] = json.dumps(rec, allow_nan=True)
+    (folder / "events.jsonl").write_text("\n".join(lines) + "\n")
+    return i + 1
+
+
+@SETTINGS
+@given(BAD_NOW, st.sampled_from(["check-fidelity", "profile-from-run"]))
+def test_an_event_time_no_run_could_log_is_one_line(sim_run, now, command):  # noqa: F811
+    with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
+        line = _with_now(sim_run, Path("r"), now)
+        argv = ("check-fidelity", "--run", "r", "--out", "out") if command == "check-fidelity" else (
+            "profile-from-run", "r", "--out", "out/p.csv")
+        rc, _, err = cli(*argv)
+        assert_input_error(rc, err, "r/events.jsonl", f"line {line}", "now")
+        assert not Path("out").exists()
+
+
+@pytest.mark.parametrize("now", [0.5, 1e9])
+def test_an_ordinary_event_time_still_reads(sim_run, tmp_path, now):  # noqa: F811
+    _with_now(sim_run, tmp_path / "r", now)
+    rc, _, err = cli("profile-from-run", str(tmp_path / "r"), "--out", str(tmp_path / "p.csv"))
+    assert rc == 0 or "now" not in err, err
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf", "x"])
+def test_a_run_summary_phase_that_is_no_time_is_refused(sim_run, tmp_path, value):  # noqa: F811
+    """summary.csv's `<phase>_s` seconds: nan, -5 and inf were charged as given."""
+    from altosim.errors import InputError
+    from altosim.fidelity.runlog import run_phases
+
+    (tmp_path / "summary.csv").write_text(f"tasks,wall_s,step_s\n1,2.0,{value}\n")
+    with pytest.raises(InputError) as e:
+        run_phases(tmp_path)
+    assert e.value.field == "step_s" and "summary.csv" in e.value.file
