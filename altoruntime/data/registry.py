@@ -88,7 +88,7 @@ def get_dataset(name: str, n_train: int = 2000, n_val: int = 200, n_eval: int = 
     def at(p: str) -> Path:
         return Path(p) if Path(p).is_absolute() or base is None else Path(base) / p
 
-    if files.is_data_path(name):
+    if files.is_data_path(name) or at(name).exists():  # a bare folder name is looked for beside `base` too
         return files.build(at(name), n_train=n_train, n_val=n_val, n_eval=n_eval, seed=seed, columns=columns,
                            messages=messages, render=render, validation=at(validation) if validation else None,
                            validation_fraction=validation_fraction, split_seed=split_seed)

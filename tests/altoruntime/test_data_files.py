@@ -55,6 +55,19 @@ def test_csv_parquet_and_folder_give_the_same_examples(tmp_path):
     assert {e.key for e in part.train} | {e.key for e in part.val} <= {r["prompt"] for r in rows}
 
 
+def test_a_bare_folder_name_is_found_beside_base_not_the_working_folder(tmp_path, monkeypatch):
+    """`dataset: parts` in a workload names the folder beside the workload (base), wherever the
+    command runs from; it was looked for in the working folder and called an unknown dataset."""
+    rows = _rows(60)
+    (tmp_path / "wl" / "parts").mkdir(parents=True)
+    _jsonl(tmp_path / "wl" / "parts" / "a.jsonl", rows)
+    monkeypatch.chdir(tmp_path)  # no `parts` here
+    ds = get_dataset("parts", n_train=20, n_val=3, n_eval=3, base=tmp_path / "wl")
+    assert {e.key for e in ds.train} <= {r["prompt"] for r in rows}
+    with pytest.raises(ValueError, match="unknown dataset"):
+        get_dataset("nothere", n_train=20, n_val=3, n_eval=3, base=tmp_path / "wl")
+
+
 def test_long_completions_score_with_rouge(tmp_path):
     _jsonl(tmp_path / "g.jsonl", _rows(40, long=True))
     ds = build(tmp_path / "g.jsonl", n_train=10, n_val=2, n_eval=2)
