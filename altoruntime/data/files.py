@@ -61,7 +61,11 @@ def data_files(path: Path, field: str) -> tuple[str, list[str]]:
         if path.exists():  # a FIFO, socket or device
             check_regular(path, field)
         raise InputError(str(path), field, "no such file or folder")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in BUILDERS)
+    named = sorted(p for p in path.iterdir() if p.suffix.lower() in BUILDERS)
+    for p in named:  # a FIFO or device named like a data file (validation.jsonl) is said, not skipped
+        if not p.is_dir():
+            check_regular(p, field)
+    files = [p for p in named if p.is_file()]
     kinds = {BUILDERS[p.suffix.lower()] for p in files}
     if not files:
         raise InputError(str(path), field, f"folder holds no {', '.join(BUILDERS)} files")

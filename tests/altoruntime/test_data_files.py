@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -117,3 +118,14 @@ def test_any_prompt_text_round_trips_into_one_split(tmp_path_factory, prompts):
     _jsonl(d / "h.jsonl", [{"prompt": p, "completion": " ok"} for p in prompts])
     ds = build(d / "h.jsonl", n_train=4, n_val=0, n_eval=0)
     assert len(ds.train) == 4 and {e.prompt for e in ds.train} <= set(prompts)
+
+
+def test_a_fifo_named_like_a_split_file_is_said_not_skipped(tmp_path):
+    """A FIFO `validation.jsonl` in a split folder was skipped, and the error then said the folder
+    had no validation file; reading it would block forever. Now it is named as what it is."""
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    _jsonl(folder / "train.jsonl", _rows(60))
+    os.mkfifo(folder / "validation.jsonl")
+    with pytest.raises(InputError, match="validation.jsonl.*(FIFO|pipe)"):
+        get_dataset("splits", n_train=20, n_val=3, n_eval=3, base=tmp_path)
