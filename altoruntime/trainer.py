@@ -551,9 +551,9 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     ALTO_CUDA_GRAPHS ("1", the default: captured steps on CUDA; "0": eager) and ALTO_FUSED_BACKBONE
     ("1", the default: a Llama-family backbone on CUDA runs Liger-Kernel's fused RMSNorm, rope and
     SwiGLU, altoruntime/fused_backbone.py; "0": transformers' own modules) choose; ALTO_CALL_LOG=1
-    records every fused call (`MultiAdapterTrainer.calls`); ALTO_COMPILE_AHEAD=1 (CUDA; off until
-    measured on a GPU) compiles the first training and evaluation bodies' Triton kernels in
-    parallel (`MultiAdapterTrainer.compile_ahead`); ALTO_GROUP_PROJECTIONS=1 (off until measured
+    records every fused call (`MultiAdapterTrainer.calls`); ALTO_COMPILE_AHEAD ("1", the default:
+    on CUDA the first training and evaluation bodies' Triton kernels compile in parallel,
+    `MultiAdapterTrainer.compile_ahead`; "0": each compiles at its first launch); ALTO_GROUP_PROJECTIONS=1 (off until measured
     on a GPU) runs q/k/v and gate/up as one fused LoRA call each (`group_projections`). `alto run` and `alto profile` both build
     theirs here, so a profile measures the paths of the run it models."""
     env = os.environ if env is None else env
@@ -587,7 +587,7 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
         raise ValueError(f"ALTO_CALL_LOG: expected '0' or '1', got {calls!r}")
     if calls == "1":  # each task writes <out>/<task>/fused_calls.csv (altoruntime/task_runner.py)
         tr.calls = []
-    ahead = env.get("ALTO_COMPILE_AHEAD", "0")
+    ahead = env.get("ALTO_COMPILE_AHEAD", "1")
     if ahead not in ("0", "1"):
         raise ValueError(f"ALTO_COMPILE_AHEAD: expected '0' or '1', got {ahead!r}")
     if ahead == "1" and tr.device.type == "cuda":
@@ -595,7 +595,7 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
         if why is None:
             tr.compile_ahead = CompileAhead()
         else:
-            log.warning("ALTO_COMPILE_AHEAD=1 ignored: %s", why)
+            log.info("ALTO_COMPILE_AHEAD=1 ignored: %s", why)  # the kernels compile at first launch, as before
     return tr
 
 
@@ -606,6 +606,6 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
     return (f"lora={env.get('ALTO_LORA_IMPL', 'auto')} optim={env.get('ALTO_OPTIM_IMPL', 'fused')}"
             + (" graphs=0" if env.get("ALTO_CUDA_GRAPHS") == "0" else "")
             + (" fused_backbone=0" if env.get("ALTO_FUSED_BACKBONE") == "0" else "")
-            + (" compile_ahead=1" if env.get("ALTO_COMPILE_AHEAD") == "1" else "")
+            + (" compile_ahead=0" if env.get("ALTO_COMPILE_AHEAD") == "0" else "")
             + (" group=1" if env.get("ALTO_GROUP_PROJECTIONS") == "1" else "")
             + (f" {flags}" if flags else ""))

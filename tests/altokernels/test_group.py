@@ -8,6 +8,8 @@ compiled kernels at SmolLM2's widths, eagerly and captured in a CUDA graph.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -317,7 +319,10 @@ def test_group_equals_per_projection_on_the_gpu(n):
     for name, i in (("y", 0), ("dA", 2), ("dB", 3)):  # split-K adds atomically: equal up to its order
         for a, b in zip(got[i], want[i]):
             torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2, msg=name)
-    torch.testing.assert_close(got[1], want[1], rtol=2e-2, atol=2e-2)
+    # dX sums the members' expands in another order: bf16 rounds each partial sum, so equal up to a
+    # rounding of the largest (a near-zero sum of large terms can differ by that much, relatively inf)
+    ulp = 2.0 ** (math.floor(math.log2(float(want[1].abs().max()))) - 7)
+    torch.testing.assert_close(got[1], want[1], rtol=2e-2, atol=max(2e-2, 2 * ulp))
     _zero_grads(As, Bs)
     flags = torch.zeros(As[0].shape[0], dtype=torch.int32, device="cuda")
     torch.autograd.backward(group_lora_linear(x, ws, As, Bs, meta, grad_flags=flags), dys)

@@ -129,7 +129,7 @@ def test_autotuning_does_not_accumulate_into_the_gradients():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "ALTO_KERNELS_AUTOTUNE": "1", "PYTHONPATH": str(root)}
+    env = {**os.environ, "ALTO_KERNELS_AUTOTUNE": "1", "PYTHONPATH": os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))}
     proc = subprocess.run([sys.executable, "-c", AUTOTUNED], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -51,7 +51,7 @@ print(json.dumps({"res": res, "w": w, "runs": runs, "late": late, "first_s": fir
 
 def _run(ahead: str, cache: Path) -> dict:
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "PYTHONPATH": str(root), "ALTO_KERNELS_AUTOTUNE": "0"}
+    env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH")))), "ALTO_KERNELS_AUTOTUNE": "0"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, ahead], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
