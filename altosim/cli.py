@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from altosim.errors import InputError, one_line
 from altosim.interrupts import signals_as_interrupt
@@ -288,17 +288,27 @@ class _Parser(argparse.ArgumentParser):
 
 def count(lo: int, hi: int) -> Any:
     """An argparse type: an integer in [lo, hi] (bool-free, as the config's fields)."""
+    return _bounded(int, "integer", lo, hi)
 
-    def parse(text: str) -> int:
+
+def finite(lo: float, hi: float) -> Any:
+    """An argparse type: a number in [lo, hi] (NaN and inf are not)."""
+    return _bounded(float, "number", lo, hi)
+
+
+def _bounded(convert: Callable[[str], Any], kind: str, lo: Any, hi: Any) -> Any:
+    article, bounds = ("an", f"[{lo}, {hi}]") if convert is int else ("a", f"[{lo:g}, {hi:g}]")
+
+    def parse(text: str) -> Any:
         try:
-            v = int(text)
+            v = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {one_line(text, 40)!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {v}")
+            raise argparse.ArgumentTypeError(f"expected {article} {kind}, got {one_line(text, 40)!r}") from None
+        if not lo <= v <= hi:  # NaN is in no range
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {v}")
         return v
 
-    parse.__name__ = "integer"
+    parse.__name__ = kind
     return parse
 
 

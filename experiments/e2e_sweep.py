@@ -196,28 +196,12 @@ def comma_list(text: str, flag: str, kind: type, lo: float, hi: float) -> list:
     return values
 
 
-def finite(lo: float, hi: float) -> Any:
-    """An argparse type: a number in [lo, hi] (NaN and inf are not)."""
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {one_line(text, 40)!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {v}")
-        return v
-
-    parse.__name__ = "number"
-    return parse
-
-
 METHODS = ("batched", "early_exit", "sequential", "concurrent")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked before anything is built or written: a bad value is one line."""
-    from altosim.cli import count
+    from altosim.cli import count, finite
     from altosim.schemas.limits import MAX_ROWS
 
     ap = _OneLineParser(description=__doc__.splitlines()[0])
