@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from altosim.errors import InputError
 from altosim.outdir import check_out, input_files, output_dir
 from altosim.report import write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plot_e2e import plot_e2e, read_e2e  # noqa: E402
+from script_errors import one_line_errors  # noqa: E402
 
 
 def merge(e2e: pd.DataFrame, baselines: list[pd.DataFrame]) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("baselines", nargs="+", help="CSVs whose rows are baselines (e.g. raytune_<gpu>.csv)")
     ap.add_argument("--out", default="results")
     a = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         frames = [read_e2e(p) for p in (a.e2e, *a.baselines)]
         out = check_out(a.out)
         name = f"{Path(a.e2e).stem}_merged.csv"
@@ -50,12 +50,6 @@ def main(argv: list[str] | None = None) -> Path:
                 plot_e2e(stage / name)
             except Exception as e:  # noqa: BLE001
                 print(f"warning: no plot for {out / name}: {e}", file=sys.stderr)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     print(out / name)
     return out / name
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -106,22 +105,16 @@ def plot_e2e(csv: Path, out: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """One line on stderr and exit 2 for bad input (nothing written), as `alto`'s commands do."""
-    from altosim.errors import InputError
     from altosim.outdir import check_out_file
+    from script_errors import one_line_errors  # experiments/ is the script's folder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", type=Path)
     ap.add_argument("--out", help="PNG to write (default: beside the CSV, same stem)")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         out = check_out_file(args.out if args.out is not None else args.csv.with_suffix(".png"), inputs=(args.csv,))
         out = plot_e2e(args.csv, out)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     print(f"wrote {out}")
     return out
 

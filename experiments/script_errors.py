@@ -8,15 +8,24 @@ the file and the field, exit code 2, no traceback; Ctrl-C (or SIGTERM) one line 
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from altosim.errors import InputError, one_line
 
 
 def run_script(main: Callable[[], Any]) -> None:
     """Run `main()` and exit with its return code (0 for None); bad input exits 2 with one line."""
-    try:
+    with one_line_errors():
         code = main()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input inside the block exits 2 with one line on stderr; Ctrl-C exits 130 with one."""
+    try:
+        yield
     except InputError as e:
         _fail(str(e))
     except ValueError as e:  # argument checks of the scripts and the library raise ValueError with the field named
@@ -28,7 +37,6 @@ def run_script(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(line: str) -> None:
