@@ -8,7 +8,11 @@
 #   e2e1    the same with ALTO_COMPILE_AHEAD=1
 #   e2eg    the same with ALTO_GROUP_PROJECTIONS=1 (q/k/v and gate/up as one LoRA call each), compile ahead
 #           as COMPILE_AHEAD says (0 by default, to compare with e2e0)
+#   e2es    the e2e run with sequential PEFT first (extrapolated from PEFT steps measured in the same run,
+#           training steps only) then alto's early exit, today's defaults: the 40x figure from one CSV
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
+#   shrink  diag_shrink.py: the group shrinks 60 -> 15 -> 4 -> 2 -> 1, step ms and new Triton compiles
+#   kbench  bench_kernels.py --quick: the fused layer vs the frozen base and padded torch grouped GEMMs
 #   kgemm   the kernel bench's --gemm rows (cuBLAS vs our Triton GEMM with the LoRA expand in its
 #           epilogue, variant "gemm"; session 15) and that variant's GPU tests; log $OUT/kgemm.log
 # Every e2e run starts from an empty Triton cache (a cold start, as a fresh machine sees) and logs
@@ -22,13 +26,13 @@ HF=/root/smollm2_hf
 E2E_LIMIT=${E2E_LIMIT:-220}
 mkdir -p "$OUT"
 
-e2e() {  # $1: tag; $2: ALTO_COMPILE_AHEAD; $3: ALTO_GROUP_PROJECTIONS
-  local tag=$1 dir=/root/$1 t0
+e2e() {  # $1: tag; $2: ALTO_COMPILE_AHEAD; $3: ALTO_GROUP_PROJECTIONS; $4: methods (default early_exit)
+  local tag=$1 dir=/root/$1 methods=${4:-early_exit} t0
   rm -rf "$dir"
   t0=$(date +%s)
   ALTO_CALL_LOG=1 ALTO_COMPILE_AHEAD=$2 ALTO_GROUP_PROJECTIONS=$3 TRITON_CACHE_DIR=$(mktemp -d) timeout -k 20 "$E2E_LIMIT" \
     python3 experiments/e2e_sweep.py --backbone "$HF" --dataset python_docs --n-train 128 --n-val 48 \
-    --n-eval 48 --evals 40 --methods early_exit --concurrent-factor 0 \
+    --n-eval 48 --evals 40 --methods "$methods" --concurrent-factor 0 \
     --reference-trace traces/real/SmolLM2-135M__python_docs.csv.gz --out "$dir" > "$OUT/$tag.log" 2>&1
   echo "== $tag rc=$? $(( $(date +%s) - t0 )) s"
   tail -6 "$OUT/$tag.log"
@@ -62,16 +66,30 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
         tests/altoruntime/test_compile_ahead_gpu.py tests/altoruntime/test_fused_backbone_gpu.py \
         > "$OUT/tests.log" 2>&1
       echo "== tests rc=$?"
-      grep -E "passed|failed|error|FAILED|ERROR|first step" "$OUT/tests.log" | tail -25
+      grep -E "passed|failed|error|FAILED|ERROR|first step|rerun - first" "$OUT/tests.log" | tail -25
       ;;
     e2e0) e2e e2e0 0 0 ;;
     e2e1) e2e e2e1 1 0 ;;
     e2eg) e2e e2eg "${COMPILE_AHEAD:-0}" 1 ;;
+    e2es) e2e e2es 1 0 sequential,early_exit ;;
     diag)
       timeout -k 10 "${DIAG_LIMIT:-200}" python3 experiments/device/diag_host.py --sizes 4,15,60 --graphs 0,1 \
         --styles profile,run --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
       echo "== diag rc=$?"
       tail -12 "$OUT/diag_host.log"
+      ;;
+    shrink)
+      timeout -k 10 "${SHRINK_LIMIT:-150}" python3 experiments/device/diag_shrink.py --impls auto \
+        --out "$OUT/diag_shrink.csv" > "$OUT/diag_shrink.log" 2>&1
+      echo "== shrink rc=$?"
+      tail -20 "$OUT/diag_shrink.log" | cut -c1-200
+      ;;
+    kbench)
+      timeout -k 10 "${KBENCH_LIMIT:-200}" python3 experiments/bench_kernels.py --quick --out /root/kbench \
+        > "$OUT/kbench.log" 2>&1
+      echo "== kbench rc=$?"
+      tail -25 "$OUT/kbench.log"
+      for f in /root/kbench/*.csv /root/kbench/*.txt; do [ -e "$f" ] && cp "$f" "$OUT/kbench_$(basename "$f")"; done
       ;;
     kgemm)
       timeout -k 10 "${GEMM_LIMIT:-420}" python3 experiments/bench_kernels.py --gemm --out /root/kgemm \

@@ -107,13 +107,16 @@ case = make_case(counts, [16, 32, 64, 16, 32, 64, 16, 32], 576, 1536, torch.bflo
 case.A, case.B = (t.detach().float().requires_grad_(True) for t in (case.A, case.B))
 dy = torch.randn(sum(counts), 1536, device="cuda", dtype=torch.bfloat16)
 grads = []
-for flags in (None, torch.zeros(case.A.shape[0], dtype=torch.int32, device="cuda")):
+for flags in (None, None, torch.zeros(case.A.shape[0], dtype=torch.int32, device="cuda")):
     case.A.grad, case.B.grad = torch.zeros_like(case.A), torch.zeros_like(case.B)
     y = fused_lora_linear(case.x, case.weight, case.bias, case.A, case.B, case.meta, wgrad="triton", grad_flags=flags)
     y.backward(dy)
     grads.append((case.A.grad.clone(), case.B.grad.clone()))
-for want, got in zip(*grads):
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # the tuner's timing runs accumulated nothing
+for name, first, again, got in zip("AB", *grads):
+    rel = ((got - first).norm() / first.norm()).item()
+    print(f"d{name}: max |first| {first.abs().max().item():.3g}, max |rerun - first| {(again - first).abs().max().item():.3g}, "
+          f"max |in place - first| {(got - first).abs().max().item():.3g}, relative norm {rel:.2e}")
+    assert rel < 1e-3, rel  # a timing run accumulated into the gradient would add 100% or more
 print("ok")
 """
 
@@ -122,7 +125,12 @@ print("ok")
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_autotuning_does_not_accumulate_into_the_gradients():
     """ALTO_KERNELS_AUTOTUNE=1 times every config on the real arguments: `restore_value` must
-    undo each timing run's accumulation into the gradients (and flags)."""
+    undo each timing run's accumulation into the gradients (and flags). Not compared element by
+    element: a tuned split-K shrink adds dS's partial sums atomically, in an order that changes
+    from run to run, and dA = X^T dS reads dS in bf16, so a flipped rounding moves an element by
+    one bf16 step of one term (session 17: 560 of 331,776 elements, up to 0.19 on values of
+    hundreds). The printed rerun line shows that floor for the same path twice; one timing run
+    accumulated would add 100% or more of the gradient."""
     import os
     import subprocess
     import sys
@@ -132,4 +140,5 @@ def test_autotuning_does_not_accumulate_into_the_gradients():
     env = {**os.environ, "ALTO_KERNELS_AUTOTUNE": "1", "PYTHONPATH": os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))}
     proc = subprocess.run([sys.executable, "-c", AUTOTUNED], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    print(proc.stdout)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout[-1000:] + proc.stderr[-2000:]
