@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(rows[-1], flush=True)
             for style in [s for s in ("run", "profile") if s in styles]:
                 row, table = profile_step(tr, style, n, dev, vocab)
-                rows.append({**row, "fused": fused})
+                timed = next(r for r in reversed(rows) if r["style"] == style and r["adapters"] == n)
+                rows.append({**row, "fused": fused, "step_ms": timed["ms_median"],
+                             "gpu_busy_pct": busy_pct(row["gpu_busy_ms"], timed["ms_median"])})
                 tables.append(table.replace(" batches:", f" batches, fused backbone {fused}:", 1))
                 print(row, flush=True)
             print(f"graphs {graphs}: {dict(tr.graphs.stats)} {tr.graphs.disabled or ''}", flush=True)
@@ -141,7 +143,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         w.writeheader()
         w.writerows(rows)
     out.with_name(out.stem + "_ops.txt").write_text("\n".join(tables))
+    print("adapters graphs fused style              step ms  GPU busy ms  busy %")
+    for r in rows:
+        if "gpu_busy_pct" in r:
+            print(f"{r['adapters']:>8} {r['graphs']:>6} {r['fused']:>5} {r['style']:<18} {r['step_ms']:>8} "
+                  f"{r['gpu_busy_ms']:>12} {r['gpu_busy_pct']:>7}")
     return rows
+
+
+def busy_pct(gpu_busy_ms: float, step_ms: float) -> float:
+    """The GPU's busy share of a steady step: kernel time of one profiled step (the profiler slows
+    the host, not the kernels) over the median wall of the same step timed without the profiler."""
+    return round(100 * gpu_busy_ms / step_ms, 1) if step_ms > 0 else float("nan")
 
 
 if __name__ == "__main__":

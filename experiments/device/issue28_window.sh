@@ -74,9 +74,9 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
     e2es) e2e e2es 1 0 sequential,early_exit ;;
     diag)
       timeout -k 10 "${DIAG_LIMIT:-200}" python3 experiments/device/diag_host.py --sizes 4,15,60 --graphs 0,1 \
-        --styles profile,run --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
+        --styles profile,run --fused 1 --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
       echo "== diag rc=$?"
-      tail -12 "$OUT/diag_host.log"
+      tail -16 "$OUT/diag_host.log"
       ;;
     shrink)
       timeout -k 10 "${SHRINK_LIMIT:-150}" python3 experiments/device/diag_shrink.py --impls auto \
