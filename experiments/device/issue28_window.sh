@@ -12,6 +12,8 @@
 #           training steps only) then alto's early exit, today's defaults: the 40x figure from one CSV
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
 #   shrink  diag_shrink.py: the group shrinks 60 -> 15 -> 4 -> 2 -> 1, step ms and new Triton compiles
+#   setupprof  where a run's `models` setup seconds go (7-10 s in session 17): cProfile of opening the
+#           backbone as `alto run` does, top functions by cumulative time; log $OUT/setupprof.log
 #   kbench  bench_kernels.py --quick: the fused layer vs the frozen base and padded torch grouped GEMMs
 #   kgemm   the kernel bench's --gemm rows (cuBLAS vs our Triton GEMM with the LoRA expand in its
 #           epilogue, variant "gemm"; session 15) and that variant's GPU tests; log $OUT/kgemm.log
@@ -83,6 +85,19 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
         --out "$OUT/diag_shrink.csv" > "$OUT/diag_shrink.log" 2>&1
       echo "== shrink rc=$?"
       tail -20 "$OUT/diag_shrink.log" | cut -c1-200
+      ;;
+    setupprof)
+      timeout -k 10 120 python3 -c "import cProfile, pstats, time
+t = time.perf_counter()
+pr = cProfile.Profile(); pr.enable()
+import torch
+from altoruntime.run import _open_flag_backbone
+t_import = time.perf_counter() - t
+b = _open_flag_backbone('$HF', torch.bfloat16)
+pr.disable()
+print(f'imports {t_import:.2f} s, total {time.perf_counter() - t:.2f} s')
+pstats.Stats(pr).sort_stats('cumulative').print_stats(45)" > "$OUT/setupprof.log" 2>&1
+      echo "== setupprof rc=$?"; head -3 "$OUT/setupprof.log"
       ;;
     kbench)
       timeout -k 10 "${KBENCH_LIMIT:-200}" python3 experiments/bench_kernels.py --quick --out /root/kbench \
