@@ -19,6 +19,7 @@ E2E=${E2E:-1}
 TRIALS=${TRIALS:-15}
 RT_LIMIT=${RT_LIMIT:-$([ "$E2E" = 1 ] && echo 300 || echo 560)}
 E2E_LIMIT=${E2E_LIMIT:-250}
+E2E_METHODS=${E2E_METHODS:-early_exit}  # sequential,early_exit adds sequential PEFT (measured steps, extrapolated)
 REF=traces/real/SmolLM2-135M__python_docs.csv.gz
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
@@ -34,7 +35,7 @@ timeout -k 20 "$RT_LIMIT" python3 experiments/raytune_asha.py $GRID --rungs "$RU
 echo "== raytune $RUNGS rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 if [ "$E2E" = 1 ]; then
   t0=$(date +%s)
-  timeout -k 20 "$E2E_LIMIT" python3 experiments/e2e_sweep.py $GRID --methods early_exit --concurrent-factor 0 \
+  timeout -k 20 "$E2E_LIMIT" python3 experiments/e2e_sweep.py $GRID --methods "$E2E_METHODS" --concurrent-factor 0 \
     --reference-trace "$REF" --out "$OUT/e2e_ee" 2>&1 | grep --line-buffered -v "GGUF tensors\|Loading weights" | tee "$OUT/e2e_ee.log"
   echo "== e2e early_exit rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 fi
