@@ -19,8 +19,11 @@ each kernel compiled during the step (kernel, block sizes, specialized ones, war
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
+import io
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -33,7 +36,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from altoruntime.backbone import tiny_llama  # noqa: E402
-from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altoruntime.trainer import MultiAdapterTrainer, trainer_from_env  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
 
 SHAPES = {  # name -> tiny_llama kwargs
@@ -120,10 +123,13 @@ def grid_batches(n: int, step: int = 0) -> dict[str, tuple]:
 
 
 def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: torch.device,
-                vary: bool) -> list[dict]:
+                vary: bool, profile_first: Path | None = None) -> list[dict]:
+    """The group's steps as it shrinks, on the paths `alto run` takes (`trainer_from_env`: fused
+    backbone, compile ahead and CUDA graphs where the ALTO_* variables leave them on). profile_first:
+    write a cProfile table of the first step there (a cold process's first step: compiles, loads)."""
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     model = tiny_llama(**SHAPES[model_name]).to(dev, dtype)
-    tr = MultiAdapterTrainer(model, capacity=max(sizes), impl=impl)
+    tr = trainer_from_env(model, capacity=max(sizes), env={**os.environ, "ALTO_LORA_IMPL": impl})
     admit_grid(tr, max(sizes))
     rows = []
     log = CompileLog()
@@ -134,11 +140,17 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
             batches = grid_batches(max(sizes), s if vary else 0)
             before = compiled_files()
             sync(dev)
+            prof = cProfile.Profile() if profile_first is not None and not rows else None
             with log:
                 t = time.perf_counter()
+                if prof is not None:
+                    prof.enable()
                 tr.step({j: batches[j] for j in tr.active})
                 sync(dev)
                 ms = 1e3 * (time.perf_counter() - t)
+            if prof is not None:
+                prof.disable()
+                write_profile(prof, profile_first, f"{impl}, {n} adapters, first step: {ms:.0f} ms")
             rows.append({"impl": impl, "adapters": n, "step": s, "ms": round(ms, 2),
                          "new_compiles": compiled_files() - before,
                          "rows": sum(int(batches[j][0].shape[0]) for j in tr.active),
@@ -146,6 +158,15 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
             print(f"{impl:14s} adapters {n:3d} step {s}: {ms:8.1f} ms, {rows[-1]['new_compiles']} new compiles",
                   flush=True)
     return rows
+
+
+def write_profile(prof: cProfile.Profile, path: Path, title: str) -> None:
+    """The profile's top functions by cumulative and by own time, as text."""
+    buf = io.StringIO()
+    for key in ("cumulative", "tottime"):
+        pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(40)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {title}\n{buf.getvalue()}")
 
 
 def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) -> list[dict]:
@@ -183,6 +204,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--fixed-lengths", action="store_true",
                     help="the same batches every step (default: the padded length changes per step, as real data's)")
     ap.add_argument("--out", help="CSV to write")
+    ap.add_argument("--profile-first", type=Path, help="write a cProfile table of the first LoRA step here")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     if sizes != sorted(sizes, reverse=True) or sizes[-1] < 1:
@@ -193,7 +215,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
           flush=True)
     rows = base_rows(args.model, sizes, args.steps, dev)
     for impl in args.impls.split(","):
-        rows += shrink_rows(args.model, impl, sizes, args.steps, dev, vary=not args.fixed_lengths)
+        rows += shrink_rows(args.model, impl, sizes, args.steps, dev, vary=not args.fixed_lengths,
+                            profile_first=args.profile_first if impl == args.impls.split(",")[0] else None)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w", newline="") as f:

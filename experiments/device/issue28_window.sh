@@ -11,7 +11,8 @@
 #   e2es    the e2e run with sequential PEFT first (extrapolated from PEFT steps measured in the same run,
 #           training steps only) then alto's early exit, today's defaults: the 40x figure from one CSV
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
-#   shrink  diag_shrink.py: the group shrinks 60 -> 15 -> 4 -> 2 -> 1, step ms and new Triton compiles
+#   shrink  diag_shrink.py on the run's paths: the group shrinks 60 -> 15 -> 4 -> 2 -> 1, step ms and new Triton
+#           compiles; a cProfile table of the cold first step ($OUT/first_step_prof.txt)
 #   setupprof  where a run's `models` setup seconds go (7-10 s in session 17): cProfile of opening the
 #           backbone as `alto run` does, top functions by cumulative time; log $OUT/setupprof.log
 #   kbench  bench_kernels.py --quick: the fused layer vs the frozen base and padded torch grouped GEMMs
@@ -81,7 +82,7 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
       tail -16 "$OUT/diag_host.log"
       ;;
     shrink)
-      timeout -k 10 "${SHRINK_LIMIT:-150}" python3 experiments/device/diag_shrink.py --impls auto \
+      timeout -k 10 "${SHRINK_LIMIT:-150}" python3 experiments/device/diag_shrink.py --impls auto --profile-first "$OUT/first_step_prof.txt" \
         --out "$OUT/diag_shrink.csv" > "$OUT/diag_shrink.log" 2>&1
       echo "== shrink rc=$?"
       tail -20 "$OUT/diag_shrink.log" | cut -c1-200
