@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from altosim.argparser import OneLineParser
+
 
 def progress_bar(quiet: bool):
     """A tqdm bar over samples trained, out of the samples left to train (a stopped config's rest
@@ -157,8 +159,10 @@ def add_commands(sub: Any) -> None:
 def profile_main(argv: Sequence[str] | None = None) -> int:
     """`python -m altoruntime.profile ...`: the same flags as `alto profile`, for machines where the
     package is not installed (its `alto.commands` entry point then registers nothing)."""
-    ap = argparse.ArgumentParser(prog="python -m altoruntime.profile")
-    add_commands(ap.add_subparsers(dest="cmd", required=True))
+    ap = OneLineParser(prog="python -m altoruntime.profile", command="alto profile")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add_commands(sub)
+    sub.choices["profile"].prog = ap.prog  # "profile" is implied: its usage and --help hint are this command's
     args = ap.parse_args(["profile", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.fn(args) or 0)

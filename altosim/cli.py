@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from altosim.argparser import OneLineParser
 from altosim.errors import InputError, one_line
 from altosim.interrupts import signals_as_interrupt
 from altosim.outdir import check_out, check_out_file, input_files, output_dir
@@ -277,15 +278,6 @@ def cmd_profile_from_run(args: argparse.Namespace) -> int:
 RUN_INPUTS = ("events.jsonl", "run_args.json", "summary.csv", "config.json", "config.yaml")  # what a run folder gives
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (`alto: error: <args>: ...`) with exit code 2, like every
-    other bad input, instead of the usage block."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        print(f"alto: error: <args>: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def count(lo: int, hi: int) -> Any:
     """An argparse type: an integer in [lo, hi] (bool-free, as the config's fields)."""
     return _bounded(int, "integer", lo, hi)
@@ -334,8 +326,8 @@ def safe_name(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    ap = OneLineParser(prog="alto", description="LoRA hyperparameter tuning at cluster scale")
+    sub = ap.add_subparsers(dest="cmd", required=True)  # OneLineParsers too, naming "alto"
 
     s = sub.add_parser("simulate", help="simulate a workload (default: the embedded 11-task, 8-GPU study)")
     s.add_argument("config", nargs="?", help="YAML/JSON run config (default: the embedded workload)")

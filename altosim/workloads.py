@@ -18,12 +18,12 @@ Regenerate the committed files under traces/ with `python -m altosim.workloads`.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections.abc import Collection
 from pathlib import Path
 
+from altosim.argparser import OneLineParser
 from altosim.schemas import LossTraceSet, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.synthetic import SyntheticSpec, generate_loss_set, model_size_b
 from altosim.errors import InputError
@@ -165,7 +165,8 @@ def load_default_loss_sets() -> dict[str, LossTraceSet]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Regenerate the embedded default workload and its synthetic traces.")
+    ap = OneLineParser(prog="python -m altosim.workloads",
+                       description="Regenerate the embedded default workload and its synthetic traces.")
     ap.add_argument("--out", default=str(repo_traces_dir()), help="folder to write (default: traces/)")
     args = ap.parse_args(argv)
     write_default_traces(args.out)

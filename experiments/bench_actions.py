@@ -14,7 +14,6 @@ only (this machine's memcpys, no kernel launches).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 import time
@@ -26,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 RANKS = (8, 16, 32)
@@ -75,7 +75,7 @@ def measure(layers: int, adapters: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for bench_actions.csv")
     ap.add_argument("--layers", type=int, default=30, help="decoder layers (SmolLM2-135M has 30)")
     ap.add_argument("--adapters", type=int, default=8, help="adapters in the stacks")

@@ -22,7 +22,6 @@ host time an admit takes, not for an H200's; the background draws share this mac
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import statistics
@@ -36,6 +35,7 @@ import torch  # noqa: E402
 
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 RANKS = (16, 32, 64)
@@ -81,7 +81,7 @@ def burst(model: torch.nn.Module, n: int, mode: str) -> tuple[list[float], list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for bench_admit.csv")
     ap.add_argument("--admits", type=int, default=16)
     ap.add_argument("--layers", type=int, default=8, help="decoder layers (SmolLM2-135M has 30)")

@@ -20,7 +20,6 @@ The estimated time is printed up front (~2-3 min on an H100 for batches 1,2,4; `
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import time
@@ -30,6 +29,8 @@ from typing import Callable
 os.environ.setdefault("ALTO_KERNELS_AUTOTUNE", "1")  # the kernels at their tuned configs (before altokernels loads)
 
 import torch  # noqa: E402
+
+from altosim.argparser import OneLineParser  # noqa: E402
 
 PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "q": (2048, 2048), "k": (2048, 512), "v": (2048, 512), "o": (2048, 2048),
@@ -377,7 +378,7 @@ def _estimate_s(impls: list[str], batches: list[int], quick: bool, check: bool, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="folder for the CSVs and PNG")
     ap.add_argument("--batches", default="1,2,4", help="per-adapter batch sizes (sequences of 512)")
     ap.add_argument("--impls", default=None,

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from altoruntime.parallel import APTrainer, FSDPDPTrainer, assign, init_from_env  # noqa: E402
 from altoruntime.parallel.shapes import backbone_factory  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 
 COLUMNS = ["device", "gpus", "per_adapter_batch", "impl", "backbone", "layers", "adapters", "seq_len",
            "padded", "step_ms", "tokens_per_s", "speedup_vs_fsdp", "predicted_step_ms", "steps"]
@@ -152,7 +153,7 @@ def finish(rows: list[dict], world: int, device: torch.device, out: Path) -> Pat
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="tiny", help="tiny | smollm2 | llama-3.1-70b:layers=2 (see altoruntime.parallel.shapes)")
     ap.add_argument("--gguf", default=None, help="path of the SmolLM2 .gguf (default: the installed package's)")
     ap.add_argument("--adapters", type=int, default=8)

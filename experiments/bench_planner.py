@@ -15,7 +15,6 @@ only). Writes DIR/bench_planner.csv.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from altosim.argparser import OneLineParser
 from altosim.policy.inter import RunningTask, WaitingTask, lower_bound, validate_plan
 from altosim.policy.registry import INTER_TASK
 from altosim.report import write_csv
@@ -53,7 +53,7 @@ def instance(tasks: int, gpus: int, seed: int, busy: float = 0.9) -> tuple[list[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for bench_planner.csv")
     ap.add_argument("--sizes", default="50x64,1000x1000,10000x1000", help="TASKSxGPUS, comma-separated")
     ap.add_argument("--inter", default="fifo,sjf,cpsat,cpsat:completion",

@@ -11,7 +11,6 @@ DIR/bench_sim.csv, with the process's CPU seconds and the 1-minute load average 
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from altosim.argparser import OneLineParser
 from altosim.report import write_csv
 from altosim.schemas import RunConfig, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.simulate import load_inputs, simulate
@@ -42,7 +42,7 @@ def workload(n_tasks: int, seed: int, mean_gap_s: float) -> WorkloadTrace:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--gpus", type=int, default=1000)
     ap.add_argument("--gap", type=float, default=2.0, help="mean seconds between arrivals")

@@ -18,7 +18,6 @@ split-K zeroing (the GPU's default configs do not split K) and the interpreter's
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import sys
@@ -38,6 +37,7 @@ from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.batching import Batch  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 # ops that launch no kernel on a GPU (views, metadata, allocations, host reads)
@@ -181,7 +181,7 @@ def measure(counter: Counter, adapters: int, layers: int, rows: int, length: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for step_kernels.csv")
     ap.add_argument("--layers", type=int, default=30, help="decoder layers (SmolLM2-135M has 30)")
     ap.add_argument("--adapters", default="4", help="adapter counts, comma-separated")

@@ -12,7 +12,6 @@ the busiest worker. Evaluation is not counted (as for the one-at-a-time baseline
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from altosim.argparser import OneLineParser
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -124,7 +125,7 @@ def extrapolate(jobs: Sequence[tuple[int, int, int]], step_s: dict[tuple[int, in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--n-train", type=int, default=128)

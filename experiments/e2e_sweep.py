@@ -27,13 +27,13 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import ValidationError
 
+from altosim.argparser import OneLineParser
 from altosim.errors import InputError, from_validation_error, one_line
 from altosim.outdir import check_out
 from altosim.policy.types import StepReport
@@ -173,14 +173,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit code 2, like every other bad input."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        print(f"error: <args>: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def comma_list(text: str, flag: str, kind: type, lo: float, hi: float) -> list:
     """'16,32' -> [16, 32]: each a `kind` in [lo, hi], given once; an InputError naming `flag` otherwise."""
     try:
@@ -204,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from altosim.cli import count, finite
     from altosim.schemas.limits import MAX_ROWS
 
-    ap = _OneLineParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--n-train", type=count(1, MAX_ROWS), default=256)

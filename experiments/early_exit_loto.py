@@ -25,7 +25,6 @@ grid's scores), early_exit_loto.md (tables) and early_exit_loto.png.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from altosim.argparser import OneLineParser
 from altosim.policy.early_exit import Alto
 from altosim.policy.early_exit.alto import PAPER_PARAMS, PREVIOUS_PARAMS
 from altosim.report import save_fig, write_csv
@@ -262,7 +262,7 @@ def plot(rows: pd.DataFrame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--quick", action="store_true", help="a 2-candidate grid, no Optuna (for tests)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes for the candidate grid")

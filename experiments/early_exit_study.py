@@ -43,7 +43,6 @@ results/early_exit_study.csv, _summary.csv, _goals.md and .png.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -55,6 +54,7 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import Field
 
+from altosim.argparser import OneLineParser
 from altosim.policy.early_exit import EarlyExitPolicy, Verdict, build_early_exit  # noqa: F401
 from altosim.policy.early_exit.alto import PAPER_PARAMS, PREVIOUS_PARAMS
 from altosim.policy.early_exit.base import CONTINUE, DIVERGING, PRUNED
@@ -566,7 +566,7 @@ def plot(df: pd.DataFrame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--grid-sample", type=int, default=None, help="random subset of the tuning grid (seeded)")
     ap.add_argument("--max-rel-regret", type=float, nargs="+", default=[0.01, 0.03],

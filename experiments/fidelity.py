@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from altosim.argparser import OneLineParser  # noqa: E402
 from altosim.cost import read_profile, write_cost_profile  # noqa: E402
 from altosim.fidelity import check_fidelity, run_config_for  # noqa: E402
 from altosim.schemas import load_config  # noqa: E402
@@ -148,7 +149,7 @@ def archive(folder: Path, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", help="run the real workload first on this backbone (path, 'smollm2' or 'tiny')")
     ap.add_argument("--run", help="an existing run folder to check instead (written by `alto run`)")
     ap.add_argument("--out", default="results")

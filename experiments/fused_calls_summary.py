@@ -13,11 +13,12 @@ runs' calls can be compared at equal shapes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from altosim.argparser import OneLineParser
 
 COLUMNS = {"kind", "adapters", "rows", "length", "graph", "ms"}
 
@@ -42,7 +43,7 @@ def summarize(path: Path, by_shape: bool = False) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("calls", nargs="+", type=Path, help="fused_calls.csv files")
     ap.add_argument("--out", required=True, type=Path, help="folder for fused_calls_summary.csv")
     ap.add_argument("--by-shape", action="store_true",

@@ -9,12 +9,12 @@ bytes (draws from altoruntime.data.rng.StableRandom, stable across Python versio
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Callable
 
 from altoruntime.data.rng import StableRandom
+from altosim.argparser import OneLineParser
 
 ROWS = 1000  # per task; duplicates of a prompt are dropped, so a file holds at most this many
 
@@ -195,7 +195,7 @@ def rows(task: str, seed: int, n: int = ROWS) -> list[dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="traces/datasets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, default=ROWS)

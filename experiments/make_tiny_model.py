@@ -8,10 +8,11 @@ The tokenizer is byte-level (one token per UTF-8 byte, <eos>=256, <pad>=257), so
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
+
+from altosim.argparser import OneLineParser
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
@@ -46,7 +47,7 @@ def save_tiny_model(out: str | Path, style: str = "llama", hidden: int = 64, lay
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--style", default="llama", choices=["llama", "gpt2"])
     ap.add_argument("--hidden", type=int, default=64)

@@ -9,12 +9,12 @@ baseline). Writes <first CSV's stem>_merged.csv under --out and its plot (experi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from altosim.argparser import OneLineParser
 from altosim.outdir import check_out, input_files, output_dir
 from altosim.report import write_csv
 
@@ -35,7 +35,7 @@ def merge(e2e: pd.DataFrame, baselines: list[pd.DataFrame]) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> Path:
     """Bad input (an unreadable CSV, a wall time that is no number > 0, an --out that is a file or
     an input): one line on stderr, exit 2, nothing written."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("e2e", help="experiments/e2e_sweep.py's CSV")
     ap.add_argument("baselines", nargs="+", help="CSVs whose rows are baselines (e.g. raytune_<gpu>.csv)")
     ap.add_argument("--out", default="results")

@@ -16,7 +16,6 @@ the 1-minute load average at the end, so a loaded machine shows.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from altosim.argparser import OneLineParser
 from altosim.errors import InputError
 from altosim.importers.philly import import_philly
 from altosim.report import save_fig, write_csv
@@ -86,7 +86,7 @@ def busy_curve(run: SimRun, bins: int = 400) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", default=str(PHILLY))
     ap.add_argument("--gpus", type=int, default=1024)
     ap.add_argument("--configs", type=int, default=16, help="configs per task")

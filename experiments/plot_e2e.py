@@ -9,7 +9,6 @@ chose a config, how far its best val loss is above the full sweep's.
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 from pathlib import Path
@@ -19,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from altosim.argparser import OneLineParser  # noqa: E402
 
 LABELS = {"sequential_peft": "sequential PEFT", "concurrent_peft": "concurrent PEFT workers",
           "concurrent_peft_est": "concurrent PEFT (estimated)", "batched": "alto fused, no exit",
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> Path:
     from altosim.outdir import check_out_file
     from script_errors import one_line_errors  # experiments/ is the script's folder
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", type=Path)
     ap.add_argument("--out", help="PNG to write (default: beside the CSV, same stem)")
     args = ap.parse_args(argv)

@@ -19,7 +19,6 @@ overlap.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from altosim.argparser import OneLineParser  # noqa: E402
 from altosim.cost import CostModel, Link, ap_step, cost_model_for, fsdp_step, model_shape, read_cost_profile  # noqa: E402
 from altosim.report import save_fig, write_csv  # noqa: E402
 from altosim.schemas import CostProfile  # noqa: E402
@@ -124,7 +124,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU type(s) of the cost model (default: H100 and H200)")
     ap.add_argument("--profile", action="append", help="CostProfile CSV(s) (default: traces/profiles/*.csv)")
     ap.add_argument("--backbone", action="append", help=f"model[:layers=N] (default: {', '.join(BACKBONES)})")

@@ -27,6 +27,7 @@ from altoruntime.backbone import LLAMA_TARGETS  # noqa: E402
 from altoruntime.run import open_backbone  # noqa: E402  (e2e_sweep patched it with a cache)
 from altoruntime.task_data import SplitData  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 
 
 def sync() -> None:
@@ -165,7 +166,7 @@ def peft_profile(args, out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--n-train", type=int, default=128)

@@ -29,7 +29,6 @@ last step (NaN if ASHA stopped that trial). Ray's own files stay in a temp folde
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import os
@@ -47,6 +46,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
 
+from altosim.argparser import OneLineParser
 from altosim.errors import InputError, from_validation_error
 from altosim.policy.types import JobSpec, TaskSpec
 from altosim.report import write_csv
@@ -367,7 +367,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def parse(argv: list[str] | None = None) -> Settings:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
     ap.add_argument("--n-train", type=int, default=256)

@@ -13,13 +13,13 @@ Writes OUT/sim_ablation.csv (one row per workload and policy) and .png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from altosim.argparser import OneLineParser
 from altosim.presets import ABLATION, PAPER_ABLATION, preset_policy
 from altosim.report import save_fig, write_csv
 from altosim.schemas import WorkloadTrace, config_from_dict, load_config
@@ -86,7 +86,7 @@ def plot(df: pd.DataFrame):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", nargs="?")
     ap.add_argument("--out", default="results")
     ap.add_argument("--workloads", default="default,spread", help="comma-separated: default, spread")

@@ -21,7 +21,6 @@ Exit status 1 if any run is `bad`. Writes <out>/stress_interrupts.csv (one row p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
+from altosim.argparser import OneLineParser  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 WORKLOAD = {"name": "stress", "synthetic": True, "tasks": [{
@@ -83,7 +83,7 @@ def delays(runs: int, min_delay: float, max_delay: float, seed: int) -> list[flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for stress_interrupts.csv")
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--max-delay", type=float, default=7.0, help="delays are uniform in [--min-delay, this] s "

@@ -13,19 +13,16 @@ import pytest
 
 from altosim.files import atomic_write
 from altosim.interrupts import SafeInterrupt, deferred_interrupts, handlers_kept, signals_as_interrupt
+from tests._signals import as_interrupt
 
 HERE = (os.path.join(os.path.dirname(os.path.abspath(__file__)), ""),)  # this file's code is "ours" here
-
-
-def _as_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture
 def term_interrupts():
     """SIGTERM raises KeyboardInterrupt, SIGINT is Python's default (a test run started in the
     background by a script inherits an ignored SIGINT)."""
-    before = signal.signal(signal.SIGTERM, _as_interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.signal(signal.SIGTERM, as_interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGTERM, before[0])
     signal.signal(signal.SIGINT, before[1])
@@ -39,7 +36,7 @@ def test_a_signal_inside_the_block_acts_after_it(term_interrupts, signum):
             signal.raise_signal(signum)
             done.append("rest of the block")
     assert done == ["rest of the block"]
-    assert signal.getsignal(signal.SIGTERM) is _as_interrupt  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is as_interrupt  # handlers restored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -49,7 +46,7 @@ def test_no_signal_no_effect_and_errors_pass_through(term_interrupts):
     with pytest.raises(OSError, match="disk"):
         with deferred_interrupts():
             raise OSError("disk full")
-    assert signal.getsignal(signal.SIGTERM) is _as_interrupt
+    assert signal.getsignal(signal.SIGTERM) is as_interrupt
 
 
 def test_an_ignored_signal_stays_ignored():
@@ -158,7 +155,7 @@ def test_handlers_kept_undoes_what_a_library_call_installs(term_interrupts):
     with handlers_kept():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    assert signal.getsignal(signal.SIGTERM) is _as_interrupt
+    assert signal.getsignal(signal.SIGTERM) is as_interrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

@@ -14,7 +14,6 @@ n_val, n_eval, seed=0)`` takes each split's first rows and returns what the gene
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from altoruntime.data import arithmetic, list_ops, python_docs
 from altoruntime.data.example import FineTuneDataset
 from altoruntime.data.python_docs import load_pairs
+from altosim.argparser import OneLineParser
 
 FILES = {"train": "train.jsonl", "val": "validation.jsonl", "eval": "test.jsonl"}  # our split -> file name
 POOL = {"train": 2000, "val": 250, "eval": 250}  # rows per split of the generated tasks
@@ -70,7 +70,7 @@ def write(out: Path, name: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     names = (arithmetic.NAME, list_ops.NAME, python_docs.NAME)
-    ap = argparse.ArgumentParser(prog="python -m altoruntime.data.build_builtin", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m altoruntime.data.build_builtin", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="folder to write <name>/<split>.jsonl under")
     ap.add_argument("--names", nargs="+", choices=names, default=list(names))
     args = ap.parse_args(argv)

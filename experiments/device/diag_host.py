@@ -19,7 +19,6 @@ graphs (altoruntime/step_graphs.py; `--warmup` steps first, so each shape bucket
 
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -33,6 +32,7 @@ from experiments.device.diag_shrink import SHAPES, admit_grid, grid_batches, syn
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
 
 STYLES = ("profile", "on_host", "padded", "mixed", "new_length", "run")
@@ -96,7 +96,7 @@ def profile_step(tr: MultiAdapterTrainer, style: str, n: int, dev: torch.device,
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2", choices=sorted(SHAPES))
     ap.add_argument("--sizes", default="4,15", help="group sizes (adapters)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per style (after 2 warm-up)")

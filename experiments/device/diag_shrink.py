@@ -18,7 +18,6 @@ each kernel compiled during the step (kernel, block sizes, specialized ones, war
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import csv
 import io
@@ -37,6 +36,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer, trainer_from_env  # noqa: E402
+from altosim.argparser import OneLineParser  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
 
 SHAPES = {  # name -> tiny_llama kwargs
@@ -196,7 +196,7 @@ def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) 
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2", choices=sorted(SHAPES))
     ap.add_argument("--sizes", default="60,15,4,2,1", help="group sizes, largest first")
     ap.add_argument("--steps", type=int, default=3, help="steps per group size")

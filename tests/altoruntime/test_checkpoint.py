@@ -14,6 +14,7 @@ import torch
 from altoruntime import checkpoint
 from altoruntime.checkpoint import load_checkpoint, save_checkpoint
 from tests.altoruntime import _kill_resume_run as script
+from tests._signals import as_interrupt
 
 TOTAL = 7
 
@@ -63,10 +64,6 @@ class _SignalsWhilePickled:
         return (dict, ())
 
 
-def _as_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def test_sigterm_while_saving_lands_the_checkpoint_then_interrupts(tmp_path):
     """`alto run` turns SIGTERM into Ctrl-C; one arriving inside torch.save could surface as torch's
     RuntimeError ("unexpected pos", a traceback in CI) or leave the older checkpoint. The interrupt now
@@ -74,7 +71,7 @@ def test_sigterm_while_saving_lands_the_checkpoint_then_interrupts(tmp_path):
     tr = script.new_trainer()
     path = save_checkpoint(tmp_path / "c.pt", tr, {"step": 1})
     tr.step({j: script.batch(j, 0) for j in script.JOBS})
-    before = signal.signal(signal.SIGTERM, _as_interrupt)
+    before = signal.signal(signal.SIGTERM, as_interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
             save_checkpoint(path, tr, {"step": 2, "probe": _SignalsWhilePickled()})

@@ -12,10 +12,7 @@ import types
 import pytest
 
 from altoruntime.cluster.ray_engine import RayBackend
-
-
-def _as_interrupt(signum, frame):
-    raise KeyboardInterrupt
+from tests._signals import as_interrupt
 
 
 def _fake_ray(init_exits: bool) -> types.ModuleType:
@@ -40,7 +37,7 @@ def _fake_ray(init_exits: bool) -> types.ModuleType:
 
 @pytest.fixture
 def handler():
-    before = signal.signal(signal.SIGTERM, _as_interrupt)
+    before = signal.signal(signal.SIGTERM, as_interrupt)
     yield
     signal.signal(signal.SIGTERM, before)
 
@@ -55,7 +52,7 @@ def test_ray_init_and_shutdown_leave_the_handlers_as_they_were(handler, monkeypa
     monkeypatch.setitem(sys.modules, "ray", ray)
     with pytest.raises(KeyboardInterrupt if init_exits else RuntimeError):
         _backend().run([])
-    assert signal.getsignal(signal.SIGTERM) is _as_interrupt
+    assert signal.getsignal(signal.SIGTERM) is as_interrupt
     assert ray.shutdowns == 1  # a start cut short is shut down too (left to the exit, Ray crashed it)
 
 

@@ -1,0 +1,126 @@
+"""A bad flag is one line, exit code 2, no usage block and no traceback (ARCHITECTURE rule 4), for
+`alto`, its module entry points and every experiment script with an argparse `main`: all of them build
+their parser as `altosim.argparser.OneLineParser`. The scripts are found by scanning experiments/, so
+a new script is covered the day it is added."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from altosim.argparser import OneLineParser
+from altosim.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT_DIRS = (ROOT / "experiments", ROOT / "experiments" / "device")
+MODULES = {  # `python -m ...` entry points of the packages: (prog named in the line, argv before the bad flag)
+    "altosim.cli": ("alto", ["simulate"]),
+    "altosim.workloads": ("python -m altosim.workloads", []),
+    "altoruntime.data.build_builtin": ("python -m altoruntime.data.build_builtin", ["--out", "o"]),
+    "altoruntime.profile": ("alto profile", []),
+}
+
+
+def _has_argparse_main(path: Path) -> bool:
+    """A top-level `def main` and a call `.add_argument(...)` somewhere in the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    has_main = any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+    return has_main and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                            and n.func.attr == "add_argument" for n in ast.walk(tree))
+
+
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for d in SCRIPT_DIRS for p in d.glob("*.py") if _has_argparse_main(p))
+
+
+def test_the_scan_finds_the_scripts():
+    assert {"experiments/e2e_sweep.py", "experiments/bench_sim.py", "experiments/device/diag_host.py"} <= set(SCRIPTS)
+    assert "experiments/script_errors.py" not in SCRIPTS and len(SCRIPTS) >= 20, SCRIPTS
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python ARGV` from `cwd`, with this checkout first on the import path (not an installed copy)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_line(r: subprocess.CompletedProcess, prog: str) -> None:
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr[-3000:])
+    assert "usage:" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"{prog}: error: <args>: "), lines[0]
+    assert "--no-such-flag" in lines[0] or "arguments are required" in lines[0], lines[0]  # argparse says either
+
+
+@pytest.mark.slow  # a subprocess each, 0.1-3 s (most import torch)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_script_given_an_unknown_flag_says_one_line(script, tmp_path):
+    _assert_one_line(_run([str(ROOT / script), "--no-such-flag"], tmp_path), Path(script).name)
+    assert not any(tmp_path.iterdir()), "a bad flag must not write anything"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_module_entry_point_given_an_unknown_flag_says_one_line(module, tmp_path):
+    prog, before = MODULES[module]
+    _assert_one_line(_run(["-m", module, *before, "--no-such-flag"], tmp_path), prog)
+
+
+def _parse(ap: argparse.ArgumentParser, argv: list[str]) -> tuple[int | None, str]:
+    """(exit code or None when it parsed, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            ap.parse_args(argv)
+            return None, err.getvalue()
+        except SystemExit as e:
+            return e.code, err.getvalue()
+
+
+def _tool() -> OneLineParser:
+    ap = OneLineParser(prog="tool.py", add_help=False)
+    ap.add_argument("--n", type=int, default=1)
+    ap.add_argument("--kind", choices=("a", "b"), default="a")
+    ap.add_argument("path", nargs="?")
+    return ap
+
+
+def test_a_bad_value_names_the_flag_and_the_script():
+    rc, err = _parse(_tool(), ["--n", "x"])
+    assert rc == 2 and err == "tool.py: error: <args>: argument --n: invalid int value: 'x' (see tool.py --help)\n"
+
+
+def test_subcommands_are_one_line_parsers_naming_the_command():
+    ap = OneLineParser(prog="tool")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    go = sub.add_parser("go")
+    go.add_argument("--k", type=int)
+    assert isinstance(go, OneLineParser)
+    rc, err = _parse(ap, ["go", "--k", "x"])
+    assert rc == 2 and err.startswith("tool: error: <args>: argument --k: ") and err.endswith("(see tool go --help)\n")
+
+
+def test_an_alto_subcommand_names_alto_and_its_own_help():
+    rc, err = _parse(build_parser(), ["simulate", "--gpus", "0"])
+    assert rc == 2 and err.startswith("alto: error: <args>: argument --gpus: ") and err.endswith(
+        "(see alto simulate --help)\n"), err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["--n", "--kind", "-n", "--", "-", "a", "b", "3", "x", "--n=", "--kind=c"]),
+                          st.text(max_size=12)), max_size=6))
+def test_any_argv_parses_or_is_one_line(argv):
+    rc, err = _parse(_tool(), argv)
+    if rc is None:
+        assert err == ""
+    else:
+        assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("tool.py: error: <args>: "), err
