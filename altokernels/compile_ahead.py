@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @dataclass
@@ -59,18 +59,33 @@ def unavailable() -> str | None:
     return None
 
 
+def autograd_threads(device: Any) -> set[int]:
+    """The idents of the threads autograd runs `device`'s backward on, learnt from a one-element
+    backward (CUDA: the engine's worker thread for the device, the same for every backward; CPU:
+    the calling thread)."""
+    import torch
+
+    seen: set[int] = set()
+    x = torch.zeros(1, device=device, requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: seen.add(threading.get_ident()))
+    y.sum().backward()
+    return seen
+
+
 @contextmanager
-def deferred() -> Iterator[Deferred]:
-    """Inside: on this thread, a Triton kernel not yet compiled is skipped (not compiled, not
-    launched; its launch returns None) and its specialization recorded in the yielded `Deferred`."""
+def deferred(threads: Iterable[int] = ()) -> Iterator[Deferred]:
+    """Inside: on this thread and on `threads` (idents), a Triton kernel not yet compiled is
+    skipped (not compiled, not launched; its launch returns None) and its specialization recorded
+    in the yielded `Deferred`."""
     from triton import knobs
 
     out = Deferred()
-    me = threading.get_ident()
+    mine = {threading.get_ident(), *threads}
 
     def hook(*, key: Any, fn: Any, compile: dict, **_: Any) -> bool | None:  # noqa: A002
         data = compile.get("specialization_data")
-        if threading.get_ident() != me or data is None:
+        if threading.get_ident() not in mine or data is None:
             return None  # another thread, or a Triton that does not serialize: compile as usual
         tag = (id(fn.jit_function), str(key))
         if tag not in out.seen:
@@ -88,9 +103,9 @@ def deferred() -> Iterator[Deferred]:
 
 def compile_all(found: Deferred, workers: int | None = None) -> dict:
     """Compile the recorded specializations on `workers` threads (default: one per CPU, at most
-    one per kernel) into each kernel's in-memory cache (and Triton's disk cache). A kernel that
-    fails to compile here is left to compile when it is first launched. Returns
-    {"kernels", "failed", "workers", "seconds"}."""
+    one per kernel) into each kernel's in-memory cache (and Triton's disk cache), then build their
+    launchers there too (`warm_launcher`). A kernel that fails to compile here is left to compile
+    when it is first launched. Returns {"kernels", "failed", "workers", "seconds"}."""
     from triton.runtime._async_compile import AsyncCompileMode
 
     n = len(found.specs)
@@ -104,16 +119,34 @@ def compile_all(found: Deferred, workers: int | None = None) -> dict:
             mode = AsyncCompileMode(pool, ignore_errors=True)  # a failed compile raises nothing at exit
         except TypeError:  # Tritons before the argument
             mode = AsyncCompileMode(pool)
+        compiled = []
         try:
             with mode:
                 for fn, data in found.specs:
                     try:
-                        fn.preload(data)
+                        compiled.append(fn.preload(data))
                     except Exception:  # noqa: BLE001 - compiled at its first launch instead
                         failed += 1
         except Exception:  # noqa: BLE001 - a compile failed at exit (older Triton): the rest finished
             failed += 1
+        list(pool.map(warm_launcher, compiled))
     return {"kernels": n, "failed": failed, "workers": workers, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def warm_launcher(kernel: Any) -> None:
+    """Build the launcher of a compiled kernel (a future of one is waited for) and drop it: where
+    Triton compiles a C launcher per kernel signature (with the system's C compiler, about a second
+    each), the build lands in Triton's disk cache, and the kernel's first launch loads it from
+    there. Anything that fails is left to that first launch."""
+    try:
+        from triton.runtime import driver
+
+        if hasattr(kernel, "result"):  # AsyncCompileMode's future
+            kernel = kernel.result()
+        if kernel is not None and hasattr(kernel, "src") and hasattr(kernel, "metadata"):
+            driver.active.launcher_cls(kernel.src, kernel.metadata)
+    except Exception:  # noqa: BLE001 - the first launch builds it as usual
+        pass
 
 
 class CompileAhead:
@@ -124,8 +157,9 @@ class CompileAhead:
         self.workers = workers
         self.runs: list[dict] = []
 
-    def deferred(self):  # noqa: ANN201 - a context manager yielding a Deferred
-        return deferred()
+    def deferred(self, device: Any = None):  # noqa: ANN201 - a context manager yielding a Deferred
+        """`deferred` on this thread and on the threads autograd runs `device`'s backward on."""
+        return deferred(autograd_threads(device) if device is not None else ())
 
     def compile_all(self, found: Deferred) -> dict:
         out = compile_all(found, self.workers)

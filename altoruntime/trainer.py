@@ -311,7 +311,7 @@ class MultiAdapterTrainer:
         cpu = torch.get_rng_state()
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         try:
-            with self.compile_ahead.deferred() as found:
+            with self.compile_ahead.deferred(self.device) as found:
                 try:
                     prepare()[0](*(t.to(self.device) for t in inp.tensors()))
                 except torch.OutOfMemoryError:  # what it met before is compiled; the real run handles memory

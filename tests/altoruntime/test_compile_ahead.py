@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from contextlib import contextmanager
 
 import pytest
 import torch
 from triton import knobs
 
-from altokernels.compile_ahead import CompileAhead, Deferred, compile_all, deferred, unavailable
+from altokernels.compile_ahead import (CompileAhead, Deferred, autograd_threads, compile_all, deferred, unavailable,
+                                       warm_launcher)
 from altoruntime.backbone import tiny_llama
 from altoruntime.trainer import MultiAdapterTrainer, trainer_from_env
 from tests.altoruntime._batches import make_batch
@@ -28,7 +30,7 @@ class RunsEverything(CompileAhead):
         self.entered = 0
 
     @contextmanager
-    def deferred(self):  # noqa: ANN201
+    def deferred(self, device=None):  # noqa: ANN001, ANN201
         self.entered += 1
         yield Deferred()
 
@@ -133,23 +135,107 @@ def test_the_hook_defers_its_own_threads_kernels_once_each_and_is_removed_after(
     assert [(f, d) for f, d in found.specs] == [(fn, "{}"), (fn, "{}")] and len(found) == 2
 
 
+def test_the_hook_defers_the_threads_it_is_given_too():
+    """Autograd's CUDA backward runs on the engine's device thread: its kernels must defer too."""
+    fn = object()
+    spec = {"specialization_data": "{}", "key": "k1"}
+    got: dict = {}
+
+    def launch(name: str, hook) -> None:  # noqa: ANN001
+        got[name] = hook(key=name, repr="", fn=_Info(fn), compile={**spec, "key": name}, is_manual_warmup=False,
+                         already_compiled=False)
+
+    # a thread's ident is known once it runs (and may be reused once it ends): `named` waits to
+    # launch until the hook is set and stays alive until `other` has launched
+    gate, done = threading.Event(), threading.Event()
+    named = threading.Thread(target=lambda: (gate.wait(), launch("named", knobs.runtime.jit_cache_hook), done.wait()))
+    other = threading.Thread(target=lambda: launch("other", knobs.runtime.jit_cache_hook))
+    named.start()
+    with deferred(threads={named.ident}) as found:
+        gate.set()
+        while "named" not in got:
+            time.sleep(0.001)
+        other.start()
+        other.join()
+        done.set()
+        named.join()
+    assert got == {"named": True, "other": None}
+    assert len(found) == 1
+
+
+def test_autograd_threads_on_the_cpu_is_the_calling_thread():
+    assert autograd_threads("cpu") == {threading.get_ident()}
+
+
+class _Compiled:
+    def __init__(self, name: str) -> None:
+        self.src, self.metadata = name, {"name": name}
+
+
+class _Future:
+    def __init__(self, kernel: _Compiled) -> None:
+        self.kernel = kernel
+
+    def result(self) -> _Compiled:
+        return self.kernel
+
+
 class _Kernel:
     def __init__(self, fail: bool) -> None:
         self.fail, self.threads = fail, []
 
-    def preload(self, data: str) -> None:
+    def preload(self, data: str) -> _Future:
         if self.fail:
             raise RuntimeError("no such target")
         self.threads.append(data)
+        return _Future(_Compiled(data))
 
 
-def test_compile_all_counts_failures_and_leaves_them_to_the_first_launch():
+class _Driver:
+    """What `warm_launcher` reads of Triton's active driver: a launcher class (here one that records)."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.built: list[str] = []
+        self.fail_on = fail_on
+        driver = self
+
+        class Launcher:
+            def __init__(self, src: str, metadata: dict) -> None:
+                if src == driver.fail_on:
+                    raise OSError("no C compiler")
+                driver.built.append(src)
+
+        self.launcher_cls = Launcher
+
+
+@pytest.fixture
+def fake_driver():  # noqa: ANN201
+    from triton.runtime import driver
+
+    fake = _Driver(fail_on="z")
+    driver.set_active(fake)
+    try:
+        yield fake
+    finally:
+        driver.set_active(None)  # back to lazily the default (reset_active builds it: none on a CPU machine)
+
+
+def test_compile_all_counts_failures_and_leaves_them_to_the_first_launch(fake_driver: _Driver):
     good, bad = _Kernel(False), _Kernel(True)
     found = Deferred(specs=[(good, "x"), (bad, "y"), (good, "z")])
     out = compile_all(found, workers=8)
     assert out["kernels"] == 3 and out["failed"] == 1 and out["workers"] == 3  # at most one per kernel
     assert good.threads == ["x", "z"]
+    assert fake_driver.built == ["x"]  # each compiled kernel's launcher built; z's failure left to its launch
     assert compile_all(Deferred())["kernels"] == 0
+
+
+def test_warm_launcher_takes_kernels_futures_and_nothing(fake_driver: _Driver):
+    warm_launcher(_Compiled("a"))
+    warm_launcher(_Future(_Compiled("b")))
+    warm_launcher(None)
+    warm_launcher(object())  # not a compiled kernel: nothing to build
+    assert fake_driver.built == ["a", "b"]
 
 
 def test_unavailable_says_why(monkeypatch: pytest.MonkeyPatch):

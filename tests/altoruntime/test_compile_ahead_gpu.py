@@ -27,16 +27,18 @@ torch.manual_seed(0)
 tr = trainer_from_env(tiny_llama(seed=0).cuda(), 4, env={"ALTO_COMPILE_AHEAD": ahead, "ALTO_CUDA_GRAPHS": "0"})
 for i, (j, r, p) in enumerate((("a", 4, 0.1), ("b", 8, 0.0), ("c", 16, 0.2))):
     tr.admit(j, rank=r, lr=1e-2, seed=i, dropout=p)
-late = []  # kernels compiled after the ahead-of-time compiles (by the real runs)
+phase = ["deferred"]  # compiles by phase: the deferred run's must be none (its backward defers too),
+seen = {"deferred": [], "ahead": [], "late": []}  # the real runs' none (they find every kernel compiled)
 def count(**kw):
-    late.append(kw["fn"].name)
+    seen[phase[0]].append(kw["fn"].name)
+knobs.runtime.jit_post_compile_hook = count
 t0 = time.perf_counter()
-if tr.compile_ahead is not None:  # count only what the real run compiles: install after the deferral
+if tr.compile_ahead is not None:
     orig = tr.compile_ahead.compile_all
     def then_count(found):
-        knobs.runtime.jit_post_compile_hook = None  # (the ahead-of-time compiles call it too)
+        phase[0] = "ahead"
         out = orig(found)
-        knobs.runtime.jit_post_compile_hook = count
+        phase[0] = "late"
         return out
     tr.compile_ahead.compile_all = then_count
 res = [tr.step({j: make_batch(10 * k + i, 2, 16) for i, j in enumerate("abc")}) for k in range(2)]
@@ -45,7 +47,8 @@ first = time.perf_counter() - t0
 res.append(tr.evaluate({j: make_batch(90 + i, 2, 16) for i, j in enumerate("abc")}))
 w = {j: [float(a.double().abs().sum() + b.double().abs().sum()) for _, a, b in tr.adapter_weights(j)] for j in "abc"}
 runs = tr.compile_ahead.runs if tr.compile_ahead is not None else []
-print(json.dumps({"res": res, "w": w, "runs": runs, "late": late, "first_s": first}))
+print(json.dumps({"res": res, "w": w, "runs": runs, "late": seen["late"], "in_deferred": seen["deferred"],
+                  "first_s": first}))
 """
 
 
@@ -65,6 +68,7 @@ def test_compiling_ahead_leaves_nothing_to_compile_and_trains_the_same(tmp_path)
     print(f"first two steps: {plain['first_s']:.2f} s plain, {ahead['first_s']:.2f} s ahead; runs {ahead['runs']}")
     assert len(ahead["runs"]) == 2 and ahead["runs"][0]["kernels"] > 0, ahead["runs"]
     assert all(r["failed"] == 0 for r in ahead["runs"]), ahead["runs"]
+    assert ahead["in_deferred"] == [], ahead["in_deferred"]  # the backward's kernels deferred too (autograd's thread)
     assert ahead["late"] == [], ahead["late"]  # the real runs found every kernel compiled
     for got, want in zip(ahead["res"], plain["res"], strict=True):  # (reductions may differ in the last bits)
         assert got == pytest.approx(want, rel=1e-6)
