@@ -66,10 +66,11 @@ def autograd_threads(device: Any) -> set[int]:
     import torch
 
     seen: set[int] = set()
-    x = torch.zeros(1, device=device, requires_grad=True)
-    y = x * 2
-    y.register_hook(lambda g: seen.add(threading.get_ident()))
-    y.sum().backward()
+    with torch.enable_grad():  # (an evaluation's deferred run comes under no_grad)
+        x = torch.zeros(1, device=device, requires_grad=True)
+        y = x * 2
+        y.register_hook(lambda g: seen.add(threading.get_ident()))
+        y.sum().backward()
     return seen
 
 

@@ -165,6 +165,8 @@ def test_the_hook_defers_the_threads_it_is_given_too():
 
 def test_autograd_threads_on_the_cpu_is_the_calling_thread():
     assert autograd_threads("cpu") == {threading.get_ident()}
+    with torch.no_grad():  # as an evaluation's deferred run calls it
+        assert autograd_threads("cpu") == {threading.get_ident()}
 
 
 class _Compiled:
