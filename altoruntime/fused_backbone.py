@@ -8,7 +8,9 @@ for Liger-Kernel's autograd Functions (one Triton kernel forward, one backward, 
 syncs): every RMSNorm's forward for `LigerRMSNormFunction` (casting_mode "llama": the inverse RMS in
 fp32, cast back before the weight, as transformers computes it), every MLP's act path for
 `LigerSiLUMulFunction(gate_proj(x), up_proj(x))`, and every attention's forward for one that applies
-`LigerRopeFunction` where transformers' forward calls its module-level `apply_rotary_pos_emb` (that call
+alto's own rope (`altokernels.rope.RopeFunction`: Liger's takes the batch size as a constexpr and
+compiles again for every new row count) where transformers' forward calls its module-level
+`apply_rotary_pos_emb` (that call
 cannot be swapped per instance, so this forward repeats transformers' own, line for line; with a KV
 cache it hands over to the class's forward). Nothing in transformers is patched; the projections
 (alto's LoRA layers), the module tree and every weight stay as they are, so state dicts and PEFT
@@ -71,8 +73,9 @@ def fuse_backbone(model: nn.Module, allow_cpu: bool = False) -> Fused:
         return Fused(skipped=f"on {param.device.type if param is not None else 'no device'}, not CUDA")
     import transformers
     from liger_kernel.ops.rms_norm import LigerRMSNormFunction
-    from liger_kernel.ops.rope import LigerRopeFunction
     from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+
+    from altokernels.rope import RopeFunction
 
     mod, prefix = FAMILIES[family]
     norm_cls, mlp_cls, attn_cls = (getattr(importlib.import_module(mod), prefix + n)
@@ -88,7 +91,7 @@ def fuse_backbone(model: nn.Module, allow_cpu: bool = False) -> Fused:
             m.forward = functools.partial(_swiglu_forward, m, allow_cpu, LigerSiLUMulFunction)
             counts["swiglu"] += 1
         elif type(m) is attn_cls and rope:
-            m.forward = functools.partial(_rope_attention_forward, m, allow_cpu, LigerRopeFunction, family)
+            m.forward = functools.partial(_rope_attention_forward, m, allow_cpu, RopeFunction, family)
             counts["rope"] += 1
     return Fused(**counts)
 
@@ -113,7 +116,7 @@ def _swiglu_forward(mlp: nn.Module, allow_cpu: bool, fn: Any, x: torch.Tensor) -
 def _rope_attention_forward(attn: nn.Module, allow_cpu: bool, fn: Any, family: str,
                             hidden_states: torch.Tensor, position_embeddings: Any = None,
                             attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
-    """transformers' {Llama,Mistral,Qwen2}Attention.forward (5.x) with Liger's rope; the cache argument
+    """transformers' {Llama,Mistral,Qwen2}Attention.forward (5.x) with one rope kernel; the cache argument
     is `cache` from 5.25 on, `past_key_values` before; with one given, the class's forward runs."""
     if (kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None or position_embeddings is None
             or not (hidden_states.is_cuda or allow_cpu)):

@@ -132,14 +132,15 @@ def _rope(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):  # noqa: ANN001, 
 
 
 def install(counter: Counter) -> None:
-    """Liger's Functions -> counting stand-ins (before `fuse_backbone` imports them); every Triton
-    launch counted as one kernel and its own interpreter ops not."""
+    """Liger's Functions and alto's rope -> counting stand-ins (before `fuse_backbone` imports them);
+    every Triton launch counted as one kernel and its own interpreter ops not."""
     import liger_kernel.ops.rms_norm as rms_norm
-    import liger_kernel.ops.rope as rope
     import liger_kernel.ops.swiglu as swiglu
 
+    import altokernels.rope as rope
+
     rms_norm.LigerRMSNormFunction = _stand_in(counter, "RMSNorm", _rms)
-    rope.LigerRopeFunction = _stand_in(counter, "rope", _rope)
+    rope.RopeFunction = _stand_in(counter, "rope", _rope)
     swiglu.LigerSiLUMulFunction = _stand_in(counter, "SwiGLU", lambda a, b: torch.nn.functional.silu(a) * b)
     run = interpreter.GridExecutor.__call__
 
