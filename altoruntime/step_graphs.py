@@ -94,7 +94,7 @@ class StepGraphs:
         self._never: set = set()  # keys whose capture ran out of memory (until the next invalidate)
         self._cold_failures = 0  # first-use captures that failed (2: no more first-use captures)
         self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom / cold_capture_failed
-        self.failure_trace = ""  # the failed capture's traceback (for a bug report)
+        self.failure_trace = ""  # the first failed capture's traceback (for a bug report)
         self.last = ""  # how the last `run` went: "eager", "captured" or "replayed"
 
     @property
@@ -147,7 +147,9 @@ class StepGraphs:
             self.stats["capture_oom"] += 1
             return self._eager(host, body)
         except Exception as e:  # noqa: BLE001 - any other capture failure: eager this time
-            self.failure_trace = traceback.format_exc()
+            self.failure_trace = self.failure_trace or traceback.format_exc()  # the first: the cause
+            if self._pool is not None:  # a capture whose end failed leaves its pool "recording": every later
+                self._pool = torch.cuda.graph_pool_handle()  # capture into it would fail (H200, session 18)
             if first_use:  # a first-use capture (e.g. a kernel compiling inside it): only this step
                 self._cold_failures += 1
                 self.stats["cold_capture_failed"] += 1

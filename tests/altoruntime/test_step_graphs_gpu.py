@@ -86,3 +86,33 @@ def test_graphs_retargeted_to_other_row_splits_and_padded_evaluations_equal_eage
         dict(graphed.graphs.stats)
     for a, b in zip(want, got):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_failed_capture_does_not_spoil_later_captures():
+    """A body that cannot be captured (here a host sync; in session 18's diag_host a kernel compiling
+    inside a first-use capture) fails its capture; later bodies still capture (a capture whose end
+    failed leaves its memory pool recording, so a fresh pool is taken) and the first cause is kept."""
+    from altoruntime.step_graphs import StepGraphs
+
+    graphs = StepGraphs(torch.device("cuda"), min_uses=1)
+    x = torch.ones(4, device="cuda")
+
+    def syncs(t):  # noqa: ANN001, ANN202
+        torch.cuda.synchronize()  # not permitted while the stream captures
+        return t * 2
+
+    def doubles(t):  # noqa: ANN001, ANN202
+        return t * 2
+
+    for key in ("a", "b"):  # min_uses=1: each captures at its first use; "a"'s capture fails (eager
+        out = graphs.run(key, (x,), lambda: (syncs, None))  # instead) and turns graphs off: "b" runs eager
+        assert torch.equal(out, x * 2)
+    assert graphs.failure_trace and graphs.disabled and graphs.stats["captured"] == 0, dict(graphs.stats)
+    first = graphs.failure_trace
+    graphs.disabled = None  # turned on again, a capturable body captures into the fresh pool
+    for _ in range(3):
+        out = graphs.run("c", (x,), lambda: (doubles, None))
+    assert torch.equal(out, x * 2)
+    assert graphs.stats["captured"] == 1 and graphs.stats["replayed"] >= 2, dict(graphs.stats)
+    assert graphs.failure_trace == first
