@@ -3,9 +3,9 @@
 Under CUDA graphs a SmolLM2-sized step is launch-bound: a replay takes about as long as its kernels'
 count times a few microseconds (H200, session 11: 2 adapters ~15 ms), so the count is what to cut.
 This builds the GPU configuration on a CPU: SmolLM2's 30 decoder layers (narrow widths: the count does
-not depend on them), alto's Triton LoRA kernels (run by Triton's interpreter), Liger's RMSNorm, rope
-and SwiGLU swapped in as on CUDA (`fuse_backbone`; stand-ins here that count one launch forward and
-one backward, as Liger's kernels do, since those do not run in the interpreter), SDPA attention, the
+not depend on them), alto's Triton LoRA kernels (run by Triton's interpreter), Liger's RMSNorm and
+SwiGLU and alto's rope swapped in as on CUDA (`fuse_backbone`; stand-ins here that count one launch
+forward and one backward, as those kernels do, since Liger's do not run in the interpreter), SDPA attention, the
 fused AdamW; then counts, for one warm step, each Triton launch and each tensor op that launches a
 kernel (views and allocations excluded), by source. Two interpreter-only ops are left out: the
 split-K zeroing (the GPU's default configs do not split K) and the interpreter's own copies.
@@ -56,7 +56,7 @@ class Counter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.by = collections.Counter()
-        self.depth = 0  # > 0 inside a Triton launch or a Liger stand-in: their own ops are not kernels
+        self.depth = 0  # > 0 inside a Triton launch or a stand-in: their own ops are not kernels
 
     def launch(self, source: str) -> None:
         self.by[source] += 1
@@ -85,12 +85,12 @@ def _source(op: str) -> str:
 
 def _stand_in(counter: Counter, name: str, ref):  # noqa: ANN001, ANN202
     """An autograd Function computing `ref` with plain torch ops (not counted) that counts one launch
-    forward and one backward, as Liger's fused kernels launch."""
+    forward and one backward under `name`, as the fused backbone's kernels launch."""
 
     class StandIn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *args):  # noqa: ANN001, ANN205
-            counter.launch(f"Liger {name}")
+            counter.launch(name)
             counter.depth += 1
             try:
                 ins = [a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args]
@@ -103,7 +103,7 @@ def _stand_in(counter: Counter, name: str, ref):  # noqa: ANN001, ANN202
 
         @staticmethod
         def backward(ctx, *grads):  # noqa: ANN001, ANN205
-            counter.launch(f"Liger {name}")
+            counter.launch(name)
             counter.depth += 1
             try:
                 outs = ctx.out if isinstance(ctx.out, tuple) else (ctx.out,)
@@ -139,9 +139,9 @@ def install(counter: Counter) -> None:
 
     import altokernels.rope as rope
 
-    rms_norm.LigerRMSNormFunction = _stand_in(counter, "RMSNorm", _rms)
-    rope.RopeFunction = _stand_in(counter, "rope", _rope)
-    swiglu.LigerSiLUMulFunction = _stand_in(counter, "SwiGLU", lambda a, b: torch.nn.functional.silu(a) * b)
+    rms_norm.LigerRMSNormFunction = _stand_in(counter, "Liger RMSNorm", _rms)
+    rope.RopeFunction = _stand_in(counter, "alto rope", _rope)
+    swiglu.LigerSiLUMulFunction = _stand_in(counter, "Liger SwiGLU", lambda a, b: torch.nn.functional.silu(a) * b)
     run = interpreter.GridExecutor.__call__
 
     def launch(self, *args, **kwargs):  # noqa: ANN001, ANN202
