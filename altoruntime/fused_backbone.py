@@ -1,24 +1,27 @@
-"""Fused Triton ops for a Llama-family backbone's own elementwise work (Liger-Kernel), per model instance.
+"""Fused Triton ops for a Llama-family backbone's own elementwise work (alto's and Liger-Kernel's), per model instance.
 
 Why: with its steps captured as CUDA graphs a fused multi-adapter step is GPU-bound, and about a third
 of its ~5,800 kernels (SmolLM2-135M, 4 adapters, H200) are the frozen backbone's small elementwise ops:
 each RMSNorm's casts, pow, mean, rsqrt and muls, the rotary embedding's mul/neg/cat/add on q and k, the
 MLP's SiLU and product, and their backward. `fuse_backbone` swaps them, on the one model it is given,
-for Liger-Kernel's autograd Functions (one Triton kernel forward, one backward, capturable: no host
-syncs): every RMSNorm's forward for `LigerRMSNormFunction` (casting_mode "llama": the inverse RMS in
-fp32, cast back before the weight, as transformers computes it), every MLP's act path for
-`LigerSiLUMulFunction(gate_proj(x), up_proj(x))`, and every attention's forward for one that applies
-alto's own rope (`altokernels.rope.RopeFunction`: Liger's takes the batch size as a constexpr and
-compiles again for every new row count) where transformers' forward calls its module-level
-`apply_rotary_pos_emb` (that call
-cannot be swapped per instance, so this forward repeats transformers' own, line for line; with a KV
+for fused autograd Functions (one Triton kernel forward, one backward, capturable: no host syncs):
+every RMSNorm's forward for alto's `altokernels.rms_norm.RMSNormFunction` (the inverse RMS in fp32,
+cast back before the weight, as transformers computes it; dX only: a norm whose weight trains keeps
+Liger's `LigerRMSNormFunction`, casting_mode "llama", which computes dW too), every MLP's act path
+for `LigerSiLUMulFunction(gate_proj(x), up_proj(x))`, and every attention's forward for one that
+applies alto's `altokernels.rope.RopeFunction` where transformers' forward calls its module-level
+`apply_rotary_pos_emb` (that call cannot be swapped per instance, so this forward repeats
+transformers' own, line for line; with a KV
 cache it hands over to the class's forward). Nothing in transformers is patched; the projections
 (alto's LoRA layers), the module tree and every weight stay as they are, so state dicts and PEFT
 export see the same model. Only Llama, Mistral and Qwen2 decoders (exact module classes) on CUDA are
-swapped (Liger's kernels are Triton); any other model, or a CPU one, is left untouched. Where a call
+swapped (the kernels are Triton); any other model, or a CPU one, is left untouched. Where a call
 does not fit (a CPU tensor, a weight of another dtype than its input) the module's own forward runs.
 The projections that share an input (q/k/v; gate/up) are called through `lora_layer.lora_group`: one
 fused LoRA call for the group where their context asks for it (`LoraContext.group`), else each as before.
+alto's RMSNorm and rope replace Liger's because those specialize on the batch (the rope's batch size
+is a constexpr, the RMSNorm backward's rows per program an int Triton specializes): an early-exit run
+compiled them again whenever its group shrank (H200, session 18); alto's depend on model shapes only.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def fuse_backbone(model: nn.Module, allow_cpu: bool = False) -> Fused:
     from liger_kernel.ops.rms_norm import LigerRMSNormFunction
     from liger_kernel.ops.swiglu import LigerSiLUMulFunction
 
+    from altokernels.rms_norm import RMSNormFunction
     from altokernels.rope import RopeFunction
 
     mod, prefix = FAMILIES[family]
@@ -85,7 +89,7 @@ def fuse_backbone(model: nn.Module, allow_cpu: bool = False) -> Fused:
     counts = {"rms_norm": 0, "swiglu": 0, "rope": 0}
     for m in model.modules():
         if type(m) is norm_cls:  # exact classes: a subclass may compute something else
-            m.forward = functools.partial(_rms_norm_forward, m, allow_cpu, LigerRMSNormFunction)
+            m.forward = functools.partial(_rms_norm_forward, m, allow_cpu, RMSNormFunction, LigerRMSNormFunction)
             counts["rms_norm"] += 1
         elif type(m) is mlp_cls and silu:
             m.forward = functools.partial(_swiglu_forward, m, allow_cpu, LigerSiLUMulFunction)
@@ -96,14 +100,16 @@ def fuse_backbone(model: nn.Module, allow_cpu: bool = False) -> Fused:
     return Fused(**counts)
 
 
-def _rms_norm_forward(norm: nn.Module, allow_cpu: bool, fn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
-    # transformers returns weight * x.to(input dtype), promoted to the weight's dtype: the kernel's
+def _rms_norm_forward(norm: nn.Module, allow_cpu: bool, fn: Any, liger: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+    # transformers returns weight * x.to(input dtype), promoted to the weight's dtype: the kernels'
     # output keeps the input's dtype, so a mixed pair runs the module's own forward
     if not (hidden_states.is_cuda or allow_cpu) or hidden_states.dtype != norm.weight.dtype:
         return type(norm).forward(norm, hidden_states)
-    # in_place: the backward writes dX over dY, as Liger's own Llama patch does; a norm's output feeds
-    # only projections here (never a residual add), so no other node reads that gradient
-    return fn.apply(hidden_states, norm.weight, norm.variance_epsilon, 0.0, "llama", True)
+    if not norm.weight.requires_grad:  # the frozen backbone's: alto's kernel (dX only, shape-invariant compiles)
+        return fn.apply(hidden_states, norm.weight, norm.variance_epsilon)
+    # a trained norm weight: Liger's, which computes dW too; in_place: the backward writes dX over dY, as
+    # Liger's own Llama patch does (a norm's output feeds only projections here, never a residual add)
+    return liger.apply(hidden_states, norm.weight, norm.variance_epsilon, 0.0, "llama", True)
 
 
 def _swiglu_forward(mlp: nn.Module, allow_cpu: bool, fn: Any, x: torch.Tensor) -> torch.Tensor:

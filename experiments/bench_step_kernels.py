@@ -3,8 +3,8 @@
 Under CUDA graphs a SmolLM2-sized step is launch-bound: a replay takes about as long as its kernels'
 count times a few microseconds (H200, session 11: 2 adapters ~15 ms), so the count is what to cut.
 This builds the GPU configuration on a CPU: SmolLM2's 30 decoder layers (narrow widths: the count does
-not depend on them), alto's Triton LoRA kernels (run by Triton's interpreter), Liger's RMSNorm and
-SwiGLU and alto's rope swapped in as on CUDA (`fuse_backbone`; stand-ins here that count one launch
+not depend on them), alto's Triton LoRA kernels (run by Triton's interpreter), alto's RMSNorm and
+rope and Liger's SwiGLU swapped in as on CUDA (`fuse_backbone`; stand-ins here that count one launch
 forward and one backward, as those kernels do, since Liger's do not run in the interpreter), SDPA attention, the
 fused AdamW; then counts, for one warm step, each Triton launch and each tensor op that launches a
 kernel (views and allocations excluded), by source. Two interpreter-only ops are left out: the
@@ -116,7 +116,7 @@ def _stand_in(counter: Counter, name: str, ref):  # noqa: ANN001, ANN202
     return StandIn
 
 
-def _rms(x, w, eps, offset=0.0, mode="llama", in_place=True):  # noqa: ANN001, ANN202
+def _rms(x, w, eps):  # noqa: ANN001, ANN202
     xf = x.float()
     return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
@@ -132,14 +132,15 @@ def _rope(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):  # noqa: ANN001, 
 
 
 def install(counter: Counter) -> None:
-    """Liger's Functions and alto's rope -> counting stand-ins (before `fuse_backbone` imports them);
-    every Triton launch counted as one kernel and its own interpreter ops not."""
-    import liger_kernel.ops.rms_norm as rms_norm
+    """The fused backbone's Functions (alto's RMSNorm and rope, Liger's SwiGLU) -> counting stand-ins
+    (before `fuse_backbone` imports them); every Triton launch counted as one kernel and its own
+    interpreter ops not."""
     import liger_kernel.ops.swiglu as swiglu
 
+    import altokernels.rms_norm as rms_norm
     import altokernels.rope as rope
 
-    rms_norm.LigerRMSNormFunction = _stand_in(counter, "Liger RMSNorm", _rms)
+    rms_norm.RMSNormFunction = _stand_in(counter, "alto RMSNorm", _rms)
     rope.RopeFunction = _stand_in(counter, "alto rope", _rope)
     swiglu.LigerSiLUMulFunction = _stand_in(counter, "Liger SwiGLU", lambda a, b: torch.nn.functional.silu(a) * b)
     run = interpreter.GridExecutor.__call__

@@ -10,7 +10,7 @@ profile-like batches under torch.profiler: host (CPU) time per op, the GPU's bus
 number of ops and kernel launches. One CSV row per (adapters, graphs, style); the profiler tables
 go to <out>_ops.txt. `--graphs 0,1` times each setting with the steps eager and with captured CUDA
 graphs (altoruntime/step_graphs.py; `--warmup` steps first, so each shape bucket is captured);
-`--fused 0,1` each with the backbone's own RMSNorm, rope and SwiGLU and with Liger's fused ones.
+`--fused 0,1` each with the backbone's own RMSNorm, rope and SwiGLU and with the fused ones (fused_backbone.py).
 
     python experiments/device/diag_host.py --out $OUT/diag_host.csv
     python experiments/device/diag_host.py --graphs 1 --fused 0,1 --sizes 4 --out $OUT/diag_fused.csv
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per style (after 2 warm-up)")
     ap.add_argument("--styles", default=",".join(STYLES))
     ap.add_argument("--graphs", default="0", help="comma list of 0 (eager steps) / 1 (captured CUDA graphs)")
-    ap.add_argument("--fused", default="0", help="comma list of 0 (transformers' RMSNorm, rope, SwiGLU) / 1 (Liger's "
+    ap.add_argument("--fused", default="0", help="comma list of 0 (transformers' RMSNorm, rope, SwiGLU) / 1 (the fused "
                     "fused ops on CUDA: altoruntime/fused_backbone.py)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per style first (captures happen here)")
     ap.add_argument("--out", required=True, help="CSV to write (the profiler tables go beside it, _ops.txt)")

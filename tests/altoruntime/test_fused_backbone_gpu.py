@@ -1,4 +1,4 @@
-"""On CUDA: a backbone with Liger's fused RMSNorm, rope and SwiGLU (altoruntime/fused_backbone.py) gives
+"""On CUDA: a backbone with the fused RMSNorm, rope and SwiGLU (altoruntime/fused_backbone.py) gives
 the plain backbone's logits and gradients, trains the same adapters eagerly and through captured CUDA
 graphs, and launches fewer kernels per step."""
 
