@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--styles", default=",".join(STYLES))
     ap.add_argument("--graphs", default="0", help="comma list of 0 (eager steps) / 1 (captured CUDA graphs)")
     ap.add_argument("--fused", default="0", help="comma list of 0 (transformers' RMSNorm, rope, SwiGLU) / 1 (the fused "
-                    "fused ops on CUDA: altoruntime/fused_backbone.py)")
+                    "backbone's ops on CUDA: altoruntime/fused_backbone.py)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per style first (captures happen here)")
     ap.add_argument("--out", required=True, help="CSV to write (the profiler tables go beside it, _ops.txt)")
     args = ap.parse_args(argv)
