@@ -67,6 +67,7 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
         tests/altokernels/test_inplace_wgrad.py tests/altoruntime/test_step_graphs_gpu.py \
         tests/altokernels/test_group.py tests/altoruntime/test_group_projections.py \
         tests/altoruntime/test_compile_ahead_gpu.py tests/altoruntime/test_fused_backbone_gpu.py \
+        tests/altokernels/test_rope.py tests/altokernels/test_rms_norm.py \
         > "$OUT/tests.log" 2>&1
       echo "== tests rc=$?"
       grep -E "passed|failed|error|FAILED|ERROR|first step|rerun - first" "$OUT/tests.log" | tail -25
