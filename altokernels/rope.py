@@ -21,6 +21,19 @@ import triton
 import triton.language as tl
 
 
+@triton.jit
+def _rotate_heads(ptr, base, head_stride, c, s, d, dmask, N: tl.constexpr, PAD: tl.constexpr, HALF: tl.constexpr):
+    """Rotate the N heads at ptr + base (head i at + i * head_stride) in place: the rotary width's
+    two halves (x1, x2) -> (x1 c - x2 s, x2 c + x1 s), in fp32, stored in ptr's dtype."""
+    h = tl.arange(0, PAD)
+    offs = base + h[:, None] * head_stride + d[None, :]
+    mask = (h[:, None] < N) & dmask[None, :]
+    x1 = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(ptr + offs + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(ptr + offs, (x1 * c - x2 * s).to(ptr.dtype.element_ty), mask=mask)
+    tl.store(ptr + offs + HALF, (x2 * c + x1 * s).to(ptr.dtype.element_ty), mask=mask)
+
+
 @triton.jit(do_not_specialize=["sl", "cos_sb"])
 def _rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, sl, q_sb, q_st, q_sh, k_sb, k_st, k_sh, cos_sb, cos_st,
                  NQ: tl.constexpr, NK: tl.constexpr, PAD_Q: tl.constexpr, PAD_K: tl.constexpr,
@@ -35,20 +48,8 @@ def _rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, sl, q_sb, q_st, q_sh, k_sb, k_s
     s = tl.load(sin_ptr + b * cos_sb + t * cos_st + d, mask=dmask, other=0.0).to(tl.float32)[None, :]
     if BACKWARD:  # the transpose of a rotation is the rotation by -angle
         s = -s
-    hq = tl.arange(0, PAD_Q)
-    offs = b * q_sb + t * q_st + hq[:, None] * q_sh + d[None, :]
-    mask = (hq[:, None] < NQ) & dmask[None, :]
-    x1 = tl.load(q_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(q_ptr + offs + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(q_ptr + offs, (x1 * c - x2 * s).to(q_ptr.dtype.element_ty), mask=mask)
-    tl.store(q_ptr + offs + HALF, (x2 * c + x1 * s).to(q_ptr.dtype.element_ty), mask=mask)
-    hk = tl.arange(0, PAD_K)
-    offs = b * k_sb + t * k_st + hk[:, None] * k_sh + d[None, :]
-    mask = (hk[:, None] < NK) & dmask[None, :]
-    x1 = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(k_ptr + offs + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(k_ptr + offs, (x1 * c - x2 * s).to(k_ptr.dtype.element_ty), mask=mask)
-    tl.store(k_ptr + offs + HALF, (x2 * c + x1 * s).to(k_ptr.dtype.element_ty), mask=mask)
+    _rotate_heads(q_ptr, b * q_sb + t * q_st, q_sh, c, s, d, dmask, NQ, PAD_Q, HALF)
+    _rotate_heads(k_ptr, b * k_sb + t * k_st, k_sh, c, s, d, dmask, NK, PAD_K, HALF)
 
 
 def _table(cos: torch.Tensor) -> torch.Tensor:
