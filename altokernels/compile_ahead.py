@@ -136,9 +136,10 @@ def compile_all(found: Deferred, workers: int | None = None) -> dict:
 
 def warm_launcher(kernel: Any) -> None:
     """Build the launcher of a compiled kernel (a future of one is waited for) and drop it: where
-    Triton compiles a C launcher per kernel signature (with the system's C compiler, about a second
-    each), the build lands in Triton's disk cache, and the kernel's first launch loads it from
-    there. Anything that fails is left to that first launch."""
+    Triton compiles a C launcher per kernel signature with the system's C compiler (Triton 3.6
+    does; 3.9 has one generic launcher, and this costs nothing), the build lands in Triton's disk
+    cache, and the kernel's first launch loads it from there. Anything that fails is left to that
+    first launch."""
     try:
         from triton.runtime import driver
 
