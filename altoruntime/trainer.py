@@ -114,6 +114,10 @@ class MultiAdapterTrainer:
         self.calls: list[dict] | None = None
         self._widest: dict[tuple, tuple[int, int]] = {}  # step family -> widest (length, labels) so far
         self._largest: dict[bool, tuple[int, int]] = {}  # training? -> most (tokens, labels) of a step that ran
+        # training? -> the longest length and most labels per row of a step that ran: with
+        # pad_new_families, a family's first step pads up to them (no capture when it would grow)
+        self._kind_widest: dict[bool, tuple[int, float]] = {}
+        self.pad_new_families = False
         # a length bucket never passes the model's position limit (learned position embeddings)
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if gradient_checkpointing:  # transformers 5.x renamed it; the old name goes in v6
@@ -346,18 +350,24 @@ class MultiAdapterTrainer:
     def _pack(self, training: bool, padded: Sequence[tuple[str, Batch]], plain: Sequence[tuple[str, Batch]],
               **kw) -> tuple[StepInputs, tuple | None]:  # noqa: ANN003
         """The step's inputs and their family: under retargeted graphs `padded` (an evaluation's
-        group with repeats) in coarse buckets, up to its family's widest shape, unless that makes it
-        larger (tokens or labels) than the largest step of its kind that ran, which bounds the
-        padding's memory: then `plain` in the fine buckets (a task's first, largest steps go that
-        way) and no family."""
+        group with repeats) in coarse buckets, up to its family's widest shape (a new family, with
+        `pad_new_families`, up to its kind's longest length and most labels per row so far, so that
+        it is not captured again as it grows), unless that makes it larger (tokens or labels) than
+        the largest step of its kind that ran, which bounds the padding's memory: then `plain` in
+        the fine buckets (a task's first, largest steps go that way) and no family."""
         common = dict(pad_token_id=self.pad_token_id, max_length=self.max_length, **kw)
         steps = self._bucket_steps()
         if steps is not None and kw.get("bucketed", True):  # (an out-of-memory retry: exact sizes)
             family = self._family(training, padded, steps)
-            inp = pack_step(padded, steps=steps, at_least=self._widest.get(family, (0, 0)), **common)
             most = self._largest.get(training, (0, 0))
-            if sum(inp.rows) * inp.length <= most[0] and inp.labels <= most[1]:
-                return inp, family
+            tries = [self._widest.get(family, (0, 0))]
+            if family not in self._widest and self.pad_new_families and training in self._kind_widest:
+                length, per_row = self._kind_widest[training]
+                tries.insert(0, (length, bucket(math.ceil(per_row * family[2]), 1, steps=steps)))
+            for at_least in tries:
+                inp = pack_step(padded, steps=steps, at_least=at_least, **common)
+                if sum(inp.rows) * inp.length <= most[0] and inp.labels <= most[1]:
+                    return inp, family
         return pack_step(plain, **common), None
 
     def _ran(self, training: bool, inp: StepInputs, family: tuple | None, t0: float) -> None:
@@ -368,6 +378,8 @@ class MultiAdapterTrainer:
             self._widest[family] = (max(old[0], inp.length), max(old[1], inp.labels))
         most = self._largest.get(training, (0, 0))
         self._largest[training] = (max(most[0], sum(inp.rows) * inp.length), max(most[1], inp.labels))
+        wide = self._kind_widest.get(training, (0, 0.0))
+        self._kind_widest[training] = (max(wide[0], inp.length), max(wide[1], inp.labels / max(1, sum(inp.rows))))
         if self.calls is not None:
             self._log_call("train" if training else "eval", inp, self.graphs.last, t0)
 
@@ -555,7 +567,9 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
     on CUDA the first training and evaluation bodies' Triton kernels compile in parallel,
     `MultiAdapterTrainer.compile_ahead`; "0": each compiles at its first launch); ALTO_GROUP_PROJECTIONS=1 (off until measured
     on a GPU) runs q/k/v and gate/up as one fused LoRA call each (`group_projections`). `alto run` and `alto profile` both build
-    theirs here, so a profile measures the paths of the run it models."""
+    theirs here, so a profile measures the paths of the run it models. ALTO_GRAPH_PAD_FAMILIES=1 (off
+    until measured on a GPU) pads a new family of captured shapes up front to its kind's widest so
+    far (`pad_new_families`): session 18's H200 run re-captured families 20 times as they grew."""
     env = os.environ if env is None else env
     impl = env.get("ALTO_LORA_IMPL", "auto")
     if impl not in IMPLS:
@@ -575,11 +589,15 @@ def trainer_from_env(model: nn.Module, capacity: int, pad_token_id: int = 0,
         except ImportError as e:  # liger-kernel is in the gpu extra; a CUDA machine without it says so
             raise ValueError(f"ALTO_FUSED_BACKBONE: '1' (the default) needs liger-kernel on CUDA ({e}); "
                              "install it, or set ALTO_FUSED_BACKBONE=0") from None
+    pad_families = env.get("ALTO_GRAPH_PAD_FAMILIES", "0")
+    if pad_families not in ("0", "1"):
+        raise ValueError(f"ALTO_GRAPH_PAD_FAMILIES: expected '0' or '1', got {pad_families!r}")
     group = env.get("ALTO_GROUP_PROJECTIONS", "0")
     if group not in ("0", "1"):
         raise ValueError(f"ALTO_GROUP_PROJECTIONS: expected '0' or '1', got {group!r}")
     tr = MultiAdapterTrainer(model, target_modules=target_modules, capacity=capacity, pad_token_id=pad_token_id,
                              impl=impl, cuda_graphs=graphs == "1", group_projections=group == "1")
+    tr.pad_new_families = pad_families == "1"
     if optim_impl == "loop":  # "fused" is the default where the slots allow it (one device and dtype)
         tr.store.optim.impl = "loop"
     calls = env.get("ALTO_CALL_LOG", "0")
@@ -608,4 +626,5 @@ def env_paths(env: Mapping[str, str] | None = None) -> str:
             + (" fused_backbone=0" if env.get("ALTO_FUSED_BACKBONE") == "0" else "")
             + (" compile_ahead=0" if env.get("ALTO_COMPILE_AHEAD") == "0" else "")
             + (" group=1" if env.get("ALTO_GROUP_PROJECTIONS") == "1" else "")
+            + (" pad_families=1" if env.get("ALTO_GRAPH_PAD_FAMILIES") == "1" else "")
             + (f" {flags}" if flags else ""))

@@ -8,6 +8,8 @@
 #   e2e1    the same with ALTO_COMPILE_AHEAD=1
 #   e2eg    the same with ALTO_GROUP_PROJECTIONS=1 (q/k/v and gate/up as one LoRA call each), compile ahead
 #           as COMPILE_AHEAD says (0 by default, to compare with e2e0)
+#   e2ep    the same as e2e1 with ALTO_GRAPH_PAD_FAMILIES=1 (a new family of captured shapes padded up front
+#           to its kind's widest: session 18 re-captured families 20 times, 5.1 s); compare with e2e1
 #   e2es    the e2e run with sequential PEFT first (extrapolated from PEFT steps measured in the same run,
 #           training steps only) then alto's early exit, today's defaults: the 40x figure from one CSV
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
@@ -76,6 +78,7 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
     e2e1) e2e e2e1 1 0 ;;
     e2eg) e2e e2eg "${COMPILE_AHEAD:-0}" 1 ;;
     e2es) e2e e2es 1 0 sequential,early_exit ;;
+    e2ep) export ALTO_GRAPH_PAD_FAMILIES=1; e2e e2ep 1 0; unset ALTO_GRAPH_PAD_FAMILIES ;;
     diag)
       timeout -k 10 "${DIAG_LIMIT:-200}" python3 experiments/device/diag_host.py --sizes 4,15,60 --graphs 0,1 \
         --styles profile,run --fused 1 --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1

@@ -14,7 +14,7 @@ from altoruntime.backbone import tiny_llama
 from altoruntime.step_graphs import Captured, StepGraphs
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
-from tests.altoruntime._runtime_helpers import assert_adapters_close
+from tests.altoruntime._runtime_helpers import assert_adapters_close, weight_sums
 
 CPU = torch.device("cpu")
 
@@ -399,3 +399,39 @@ def test_one_adapter_out_of_memory_at_a_padded_shape_retries_at_its_exact_size(b
     _oom_once(tr)
     loss = tr.step({"a": make_batch(1, 1, 9)})["a"]
     assert math.isfinite(loss) and tr.status("a") == "active"
+
+
+def test_padding_new_families_to_their_kinds_widest_saves_captures_and_changes_no_number(base):
+    """pad_new_families (ALTO_GRAPH_PAD_FAMILIES=1): a family's first step pads up to the longest
+    length and most labels per row its kind has run, so the family is not captured again when a
+    later step of it is longer; the losses and weights are those of the default packing."""
+    runs = {}
+    for pad in (False, True):
+        tr = _retargeting(base)
+        tr.pad_new_families = pad
+        tr.calls = []
+        for i, (j, r) in enumerate({"a": 4, "b": 2}.items()):
+            tr.admit(j, rank=r, lr=1e-2, seed=i)
+        out = [tr.step({"a": make_batch(1, 4, 30), "b": make_batch(2, 4, 28)})]  # the long, wide first step
+        for k in range(3):  # a smaller family (one adapter, one row), short then long, each shape used twice
+            for length in (6, 6, 20, 20):
+                out.append(tr.step({"a": make_batch(10 * k + length, 1, length)}))
+        runs[pad] = (out, weight_sums(tr, "ab"), tr.graphs.stats["captured"], [c["length"] for c in tr.calls])
+    (want, w_want, caps_plain, lens_plain), (got, w_got, caps_pad, lens_pad) = runs[False], runs[True]
+    flat = [[v for o in out for v in o.values()] for out in (want, got)]
+    assert flat[1] == pytest.approx(flat[0], rel=1e-5)
+    for j in w_want:
+        assert w_got[j] == pytest.approx(w_want[j], rel=1e-5)
+    assert caps_pad < caps_plain, (caps_pad, caps_plain)
+    assert len(set(lens_pad[1:])) == 1 < len(set(lens_plain[1:])), (lens_pad, lens_plain)  # one length: the kind's widest
+
+
+def test_the_pad_families_switch_is_checked_and_named_in_the_paths():
+    from altoruntime.trainer import env_paths, trainer_from_env
+
+    model = tiny_llama(hidden=32, intermediate=64, layers=1)
+    with pytest.raises(ValueError, match="ALTO_GRAPH_PAD_FAMILIES"):
+        trainer_from_env(copy.deepcopy(model), 2, env={"ALTO_GRAPH_PAD_FAMILIES": "yes"})
+    assert trainer_from_env(copy.deepcopy(model), 2, env={"ALTO_GRAPH_PAD_FAMILIES": "1"}).pad_new_families
+    assert not trainer_from_env(model, 2, env={}).pad_new_families  # off until a GPU measures it
+    assert env_paths({"ALTO_GRAPH_PAD_FAMILIES": "1"}) == "lora=auto optim=fused pad_families=1"
