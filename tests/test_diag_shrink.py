@@ -12,13 +12,16 @@ from experiments.device import diag_shrink
 def test_shrinking_group_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))  # compiles counted in a private cache
     rows = diag_shrink.main(["--model", "tiny", "--sizes", "3,1", "--steps", "2", "--impls", "torch_grouped",
-                     "--out", str(tmp_path / "d.csv")])
+                     "--out", str(tmp_path / "d.csv"), "--profile-first", str(tmp_path / "p" / "first.txt")])
     assert [(r["impl"], r["adapters"]) for r in rows] == [("base_only", 3)] * 2 + [("base_only", 1)] * 2 + \
         [("torch_grouped", 3)] * 2 + [("torch_grouped", 1)] * 2
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
     assert all(r["new_compiles"] == 0 for r in rows)  # no Triton on CPU
     assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens,compiled"
     assert all(r["compiled"] == "" for r in rows)
+    prof = (tmp_path / "p" / "first.txt").read_text()  # the first LoRA step's profile, by both orders
+    assert prof.startswith("# torch_grouped, 3 adapters, first step: ") and prof.count("Ordered by") == 2
+    assert "trainer.py" in prof  # the step's own frames are in it
 
 
 def test_compile_log_names_compiles_and_restores_the_listener():
