@@ -16,6 +16,11 @@ def test_styles_and_profiled_steps(tmp_path):
     assert all(math.isfinite(r["ms_median"]) and r["ms_median"] > 0 for r in rows)
     assert all(r["aten_ops"] > 0 for r in rows if r["style"].endswith("/profiled"))
     assert (tmp_path / "h_ops.txt").read_text().count("## 2 adapters") == 2
+    timed = {r["style"]: r["ms_median"] for r in rows if "/" not in r["style"]}
+    for r in (r for r in rows if r["style"].endswith("/profiled")):  # busy share of the unprofiled step of its style
+        assert r["step_ms"] == timed[r["style"].split("/")[0]]
+        assert r["gpu_busy_pct"] == diag_host.busy_pct(r["gpu_busy_ms"], r["step_ms"])
+    assert diag_host.busy_pct(30.0, 40.0) == 75.0 and math.isnan(diag_host.busy_pct(1.0, 0.0))
 
 
 def test_unknown_style_is_refused(tmp_path):
