@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from altosim.argparser import OneLineParser
+from altosim.outdir import check_out
 from altosim.report import write_csv
 from altosim.schemas import RunConfig, SearchSpace, TaskRecord, WorkloadTrace
 from altosim.simulate import load_inputs, simulate
@@ -51,8 +52,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write DIR/bench_sim.csv")
     args = ap.parse_args()
     if args.out is not None:  # a file or an unwritable place: said before the benchmark, not after
-        from altosim.outdir import check_out
-
         check_out(args.out)
     wl = workload(args.tasks, 0, args.gap)
     jobs = sum(len(t.search_space.configs()) for t in wl.tasks)

@@ -19,13 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from altosim.argparser import OneLineParser
+from altosim.files import check_csv_head, check_regular
 
 COLUMNS = {"kind", "adapters", "rows", "length", "graph", "ms"}
 
 
 def summarize(path: Path, by_shape: bool = False) -> pd.DataFrame:
-    from altosim.files import check_csv_head, check_regular
-
     check_regular(path)  # a FIFO blocked the read forever
     check_csv_head(path, str(path))
     calls = pd.read_csv(path)

@@ -20,6 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.errors import InputError  # noqa: E402
+from altosim.files import check_csv_head, read_text  # noqa: E402
+from altosim.outdir import check_out_file  # noqa: E402
+from altosim.report import save_fig  # noqa: E402
 
 LABELS = {"sequential_peft": "sequential PEFT", "concurrent_peft": "concurrent PEFT workers",
           "concurrent_peft_est": "concurrent PEFT (estimated)", "batched": "alto fused, no exit",
@@ -48,9 +52,6 @@ def read_e2e(csv: str | Path) -> pd.DataFrame:
     InputError naming the file, the field and the row: a FIFO, non-UTF-8 bytes, an empty file,
     a row wider than the header or a wall time of 0, -5, inf or text was a traceback (or a plot
     of a log axis from 0) before."""
-    from altosim.errors import InputError
-    from altosim.files import check_csv_head, read_text
-
     text = read_text(Path(csv))
     if not text.strip():
         raise InputError(str(csv), "<file>", "empty: expected an e2e_sweep CSV (method, wall_s, ...)")
@@ -98,15 +99,12 @@ def plot_e2e(csv: Path, out: Path | None = None) -> Path:
     ax.set_xlabel("wall time (s, log scale)")
     fig.tight_layout()
     out = out or Path(csv).with_suffix(".png")
-    from altosim.report import save_fig
-
     save_fig(fig, Path(out))  # written whole (temp file + rename) or not at all; closes the figure
     return out
 
 
 def main(argv: list[str] | None = None) -> Path:
     """One line on stderr and exit 2 for bad input (nothing written), as `alto`'s commands do."""
-    from altosim.outdir import check_out_file
     from script_errors import one_line_errors  # experiments/ is the script's folder
 
     ap = OneLineParser(description=__doc__.splitlines()[0])

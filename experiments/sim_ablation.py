@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from altosim.argparser import OneLineParser
+from altosim.outdir import check_out
 from altosim.presets import ABLATION, PAPER_ABLATION, preset_policy
 from altosim.report import save_fig, write_csv
 from altosim.schemas import WorkloadTrace, config_from_dict, load_config
@@ -97,8 +98,6 @@ def main() -> None:
         print(f"error: --workloads takes default and/or spread and --gap > 0, got {args.workloads!r}, {args.gap!r}",
               file=sys.stderr)
         sys.exit(2)
-    from altosim.outdir import check_out
-
     out = check_out(args.out)  # a file or an unwritable place: said before the simulations, not after
     df = pd.concat([run(args.config, n, args.gap) for n in names], ignore_index=True)
     write_csv(df, out / "sim_ablation.csv")

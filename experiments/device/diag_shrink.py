@@ -214,9 +214,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"device {torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}; {env or 'default paths'}",
           flush=True)
     rows = base_rows(args.model, sizes, args.steps, dev)
-    for impl in args.impls.split(","):
+    for i, impl in enumerate(args.impls.split(",")):  # the first implementation's first step is profiled
         rows += shrink_rows(args.model, impl, sizes, args.steps, dev, vary=not args.fixed_lengths,
-                            profile_first=args.profile_first if impl == args.impls.split(",")[0] else None)
+                            profile_first=args.profile_first if i == 0 else None)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w", newline="") as f:
