@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +138,9 @@ def assert_scripted_runs_agree(runs: dict, results: dict, reference: tuple, grap
                     assert b[j].tokens == a[j].tokens and b[j].correct == a[j].correct
                     assert b[j].loss_sum == pytest.approx(a[j].loss_sum, rel=1e-4), key
         assert_adapters_close(w_want, w_got, rtol=1e-3, atol=5e-5)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """`rows` as a JSONL file at `path` (its folder made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pandas as pd
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from altosim.errors import InputError
 from altoruntime.data import get_dataset
 from altoruntime.data.files import build
+from tests.altoruntime._runtime_helpers import write_jsonl
 
 
 def _rows(n: int, long: bool = False) -> list[dict[str, str]]:
@@ -20,12 +20,8 @@ def _rows(n: int, long: bool = False) -> list[dict[str, str]]:
     return [{"prompt": f"Q{i}: {i} + 1 =", "completion": f" {i + 1}{tail}", "extra": i} for i in range(n)]
 
 
-def _jsonl(path, rows) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def test_jsonl_splits_disjoint_sized_and_exact_match(tmp_path):
-    _jsonl(tmp_path / "d.jsonl", _rows(80))
+    write_jsonl(tmp_path / "d.jsonl", _rows(80))
     ds = get_dataset("d.jsonl", n_train=30, n_val=5, n_eval=4, base=tmp_path)
     assert (len(ds.train), len(ds.val), len(ds.eval)) == (30, 5, 4) and ds.name == "d"
     keys = [{e.key for e in ds.split(s)} for s in ("train", "val", "eval")]
@@ -43,13 +39,13 @@ def test_jsonl_splits_disjoint_sized_and_exact_match(tmp_path):
 
 def test_csv_parquet_and_folder_give_the_same_examples(tmp_path):
     rows = _rows(60)
-    _jsonl(tmp_path / "d.jsonl", rows)
+    write_jsonl(tmp_path / "d.jsonl", rows)
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
     pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
     folder = tmp_path / "parts"
     folder.mkdir()
-    _jsonl(folder / "a.jsonl", rows[:25])
-    _jsonl(folder / "b.jsonl", rows[25:])
+    write_jsonl(folder / "a.jsonl", rows[:25])
+    write_jsonl(folder / "b.jsonl", rows[25:])
     got = [get_dataset(n, n_train=20, n_val=3, n_eval=3, base=tmp_path) for n in ("d.jsonl", "d.csv", "d.parquet")]
     assert got[0].train == got[1].train == got[2].train
     part = build(folder, n_train=20, n_val=3, n_eval=3)
@@ -61,7 +57,7 @@ def test_a_bare_folder_name_is_found_beside_base_not_the_working_folder(tmp_path
     command runs from; it was looked for in the working folder and called an unknown dataset."""
     rows = _rows(60)
     (tmp_path / "wl" / "parts").mkdir(parents=True)
-    _jsonl(tmp_path / "wl" / "parts" / "a.jsonl", rows)
+    write_jsonl(tmp_path / "wl" / "parts" / "a.jsonl", rows)
     monkeypatch.chdir(tmp_path)  # no `parts` here
     ds = get_dataset("parts", n_train=20, n_val=3, n_eval=3, base=tmp_path / "wl")
     assert {e.key for e in ds.train} <= {r["prompt"] for r in rows}
@@ -70,13 +66,13 @@ def test_a_bare_folder_name_is_found_beside_base_not_the_working_folder(tmp_path
 
 
 def test_long_completions_score_with_rouge(tmp_path):
-    _jsonl(tmp_path / "g.jsonl", _rows(40, long=True))
+    write_jsonl(tmp_path / "g.jsonl", _rows(40, long=True))
     ds = build(tmp_path / "g.jsonl", n_train=10, n_val=2, n_eval=2)
     assert ds.metric_name == "rouge_l_f1" and ds.max_new_tokens >= 16
 
 
 def test_nothing_written_beside_the_data(tmp_path):
-    _jsonl(tmp_path / "d.jsonl", _rows(30))
+    write_jsonl(tmp_path / "d.jsonl", _rows(30))
     before = sorted(p.name for p in tmp_path.rglob("*"))
     build(tmp_path / "d.jsonl", n_train=10, n_val=2, n_eval=2)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
@@ -86,10 +82,10 @@ def test_nothing_written_beside_the_data(tmp_path):
     (lambda d: None, "dataset", "no such file"),
     (lambda d: (d / "x.jsonl").write_text(""), "dataset", "empty dataset"),
     (lambda d: (d / "x.jsonl").write_text("prompt,completion\n"), "dataset", "cannot read"),
-    (lambda d: _jsonl(d / "x.jsonl", [{"question": "a", "answer": "b"}]), "prompt", "columns found: question, answer"),
-    (lambda d: _jsonl(d / "x.jsonl", [{"prompt": "a", "answer": "b"}]), "completion", "columns found: prompt, answer"),
-    (lambda d: _jsonl(d / "x.jsonl", [{"prompt": "a", "completion": 3}]), "completion", "non-empty string"),
-    (lambda d: _jsonl(d / "x.jsonl", _rows(3)), "dataset", "too few distinct examples"),
+    (lambda d: write_jsonl(d / "x.jsonl", [{"question": "a", "answer": "b"}]), "prompt", "columns found: question, answer"),
+    (lambda d: write_jsonl(d / "x.jsonl", [{"prompt": "a", "answer": "b"}]), "completion", "columns found: prompt, answer"),
+    (lambda d: write_jsonl(d / "x.jsonl", [{"prompt": "a", "completion": 3}]), "completion", "non-empty string"),
+    (lambda d: write_jsonl(d / "x.jsonl", _rows(3)), "dataset", "too few distinct examples"),
 ])
 def test_bad_files_are_one_line_input_errors(tmp_path, setup, field, needle):
     setup(tmp_path)
@@ -115,7 +111,7 @@ def test_empty_csv_and_folder_without_data(tmp_path):
 @given(st.lists(st.text(min_size=1, max_size=30).filter(lambda s: s.strip()), min_size=12, max_size=40, unique=True))
 def test_any_prompt_text_round_trips_into_one_split(tmp_path_factory, prompts):
     d = tmp_path_factory.mktemp("h")
-    _jsonl(d / "h.jsonl", [{"prompt": p, "completion": " ok"} for p in prompts])
+    write_jsonl(d / "h.jsonl", [{"prompt": p, "completion": " ok"} for p in prompts])
     ds = build(d / "h.jsonl", n_train=4, n_val=0, n_eval=0)
     assert len(ds.train) == 4 and {e.prompt for e in ds.train} <= set(prompts)
 
@@ -125,7 +121,7 @@ def test_a_fifo_named_like_a_split_file_is_said_not_skipped(tmp_path):
     had no validation file; reading it would block forever. Now it is named as what it is."""
     folder = tmp_path / "splits"
     folder.mkdir()
-    _jsonl(folder / "train.jsonl", _rows(60))
+    write_jsonl(folder / "train.jsonl", _rows(60))
     os.mkfifo(folder / "validation.jsonl")
     with pytest.raises(InputError, match="validation.jsonl.*(FIFO|pipe)"):
         get_dataset("splits", n_train=20, n_val=3, n_eval=3, base=tmp_path)

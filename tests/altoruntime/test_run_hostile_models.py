@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from altosim.errors import InputError
 from tests._hostile import assert_input_error, cli
+from tests.altoruntime._runtime_helpers import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -30,11 +31,6 @@ def tiny_model(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("model") / "m", "llama", hidden=32)
 
 
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0,
          out: Path | None = None, **task) -> tuple[int, str]:
     """`alto run` of one task on `model` (copied into tmp_path as ./m) and `dataset`; the run's
@@ -42,7 +38,7 @@ def _run(tmp_path: Path, model: Path, dataset: str = "d.jsonl", n_eval: int = 0,
     if model != tmp_path / "m":
         shutil.copytree(model, tmp_path / "m")
     if not (tmp_path / dataset).exists():
-        _jsonl(tmp_path / dataset, ROWS)
+        write_jsonl(tmp_path / dataset, ROWS)
     wl = {"name": "own", "synthetic": True, "tasks": [{
         "id": "t1", "arrival": 0, "model": "./m", "dataset": dataset, "gpus": 1, "dtype": "float32",
         "search_space": {"lr": [1e-2], "rank": [2], "batch_size": [2]},
@@ -101,9 +97,9 @@ def test_a_tokenizer_with_more_ids_than_the_embedding_is_refused(tmp_path, tiny_
 def test_held_out_prompts_longer_than_seq_len_are_refused_before_training(tmp_path, tiny_model):
     """The eval split is only generated from after training: it failed then ("seq_len=64 too short"),
     naming no file or field, with best_adapter/ already written and no events.jsonl."""
-    _jsonl(tmp_path / "dd" / "train.jsonl", ROWS[:40])
-    _jsonl(tmp_path / "dd" / "validation.jsonl", ROWS[40:])
-    _jsonl(tmp_path / "dd" / "test.jsonl", [{"prompt": "x" * 100 + str(i), "completion": " y"} for i in range(4)])
+    write_jsonl(tmp_path / "dd" / "train.jsonl", ROWS[:40])
+    write_jsonl(tmp_path / "dd" / "validation.jsonl", ROWS[40:])
+    write_jsonl(tmp_path / "dd" / "test.jsonl", [{"prompt": "x" * 100 + str(i), "completion": " y"} for i in range(4)])
     rc, err = _run(tmp_path, tiny_model, dataset="dd/", n_eval=2)
     assert_input_error(rc, err, "wl.json", "tasks[0].seq_len", "held-out", "101 tokens")
 
