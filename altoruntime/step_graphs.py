@@ -24,6 +24,7 @@ tensor a graph points into is reallocated (the adapter stacks grow or compact).
 from __future__ import annotations
 
 import traceback
+import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
@@ -67,9 +68,32 @@ def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.devic
         try:
             out = body(*static)
         finally:
-            graph.capture_end()
+            empty = end_capture(graph)
+    if empty:
+        raise EmptyCaptureError("the capture recorded no kernels: a replay would leave the outputs unwritten")
     torch.cuda.current_stream(device).wait_stream(side)
     return Captured(graph, static, out)
+
+
+def end_capture(graph: Any) -> bool:
+    """End `graph`'s capture; True where it recorded no work. torch only warns about that (and a
+    replay then does nothing); other warnings pass on as they are."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graph.capture_end()
+    empty = False
+    for w in caught:
+        if "graph is empty" in str(w.message).lower():
+            empty = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return empty
+
+
+class EmptyCaptureError(RuntimeError):
+    """A capture ended without recording any work. Replayed, it would leave the step's outputs
+    unwritten (H100, session 19: the first captured 60-adapter step of diag_host and diag_shrink
+    ended empty, and every adapter of that step then failed as non-finite)."""
 
 
 class StepGraphs:

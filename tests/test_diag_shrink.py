@@ -17,8 +17,8 @@ def test_shrinking_group_rows(tmp_path, monkeypatch):
         [("torch_grouped", 3)] * 2 + [("torch_grouped", 1)] * 2
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
     assert all(r["new_compiles"] == 0 for r in rows)  # no Triton on CPU
-    assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens,compiled"
-    assert all(r["compiled"] == "" for r in rows)
+    assert (tmp_path / "d.csv").read_text().splitlines()[0] == "impl,adapters,step,ms,new_compiles,rows,tokens,compiled,graph"
+    assert all(r["compiled"] == "" for r in rows) and {r["graph"] for r in rows} == {"off"}
     prof = (tmp_path / "p" / "first.txt").read_text()  # the first LoRA step's profile, by both orders
     assert prof.startswith("# torch_grouped, 3 adapters, first step: ") and prof.count("Ordered by") == 2
     assert "trainer.py" in prof  # the step's own frames are in it
@@ -47,3 +47,19 @@ def test_compile_log_names_compiles_and_restores_the_listener():
 def test_sizes_must_shrink():
     with pytest.raises(SystemExit, match="largest first"):
         diag_shrink.main(["--model", "tiny", "--sizes", "1,3"])
+
+
+def test_a_step_that_fails_every_adapter_stops_with_the_reasons_and_the_graph_state():
+    from altoruntime.backbone import tiny_llama
+    from altoruntime.trainer import MultiAdapterTrainer
+
+    tr = MultiAdapterTrainer(tiny_llama(**diag_shrink.SHAPES["tiny"]), capacity=3)
+    diag_shrink.admit_grid(tr, 3)
+    batches = diag_shrink.grid_batches(3)
+    diag_shrink.checked_step(tr, batches)  # a real step: nothing fails
+    assert tr.active == ["j0", "j1", "j2"]
+    tr.step = lambda b: [tr.store.fail(j, "non-finite loss") for j in b]  # as a replay of an unwritten graph did
+    with pytest.raises(diag_shrink.AllFailed, match=r"all 3 adapters failed.*graphs .*failures \{'non-finite loss': 3\}"):
+        diag_shrink.checked_step(tr, batches)
+    with pytest.raises(diag_shrink.AllFailed, match="no adapter is active"):
+        diag_shrink.checked_step(tr, batches)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.device.diag_shrink import SHAPES, admit_grid, grid_batches, sync  # noqa: E402
+from experiments.device.diag_shrink import SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches, sync  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
@@ -62,7 +62,7 @@ def time_style(tr: MultiAdapterTrainer, style: str, n: int, steps: int, dev: tor
         b = batches_for(style, n, s, dev, vocab)
         sync(dev)
         t = time.perf_counter()
-        tr.step({j: b[j] for j in tr.active})
+        checked_step(tr, b)
         sync(dev)
         if s >= warmup:
             times.append(1e3 * (time.perf_counter() - t))
@@ -121,9 +121,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(fuse_backbone(model), flush=True)
             tr = MultiAdapterTrainer(model, capacity=n, cuda_graphs=graphs)
             admit_grid(tr, n)
-            for style in styles:
-                rows.append({**time_style(tr, style, n, args.steps, dev, vocab, args.warmup), "fused": fused})
-                print(rows[-1], flush=True)
+            try:
+                for style in styles:
+                    rows.append({**time_style(tr, style, n, args.steps, dev, vocab, args.warmup), "fused": fused})
+                    print(rows[-1], flush=True)
+            except AllFailed as e:  # reported; the next setting still runs
+                print(f"{n} adapters, graphs {int(graphs)}, fused {fused}: {e}", flush=True)
+                del tr, model
+                continue
             for style in [s for s in ("run", "profile") if s in styles]:
                 row, table = profile_step(tr, style, n, dev, vocab)
                 timed = next(r for r in reversed(rows) if r["style"] == style and r["adapters"] == n)
@@ -131,9 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "gpu_busy_pct": busy_pct(row["gpu_busy_ms"], timed["ms_median"])})
                 tables.append(table.replace(" batches:", f" batches, fused backbone {fused}:", 1))
                 print(row, flush=True)
-            print(f"graphs {graphs}: {dict(tr.graphs.stats)} {tr.graphs.disabled or ''}", flush=True)
-            if tr.graphs.failure_trace:
-                print(tr.graphs.failure_trace[-3000:], flush=True)
+            print(f"graphs {graphs}: {graph_report(tr)}", flush=True)
             del tr, model
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,42 @@ def _arg(key: object, names: list[str]) -> str:
     return str(key)
 
 
+class AllFailed(RuntimeError):
+    """Every adapter of a step failed: the message says how (graphs, reasons, memory)."""
+
+
+def checked_step(tr: MultiAdapterTrainer, batches: dict[str, tuple]) -> None:
+    """tr.step on the active adapters' batches; raises AllFailed (with `graph_report`) where none is
+    left active after it, printing the report once where some failed."""
+    active = [j for j in tr.active if j in batches]
+    if not active:
+        raise AllFailed("no adapter is active; " + graph_report(tr))
+    tr.step({j: batches[j] for j in active})
+    failed = [j for j in active if tr.store.failure(j)]
+    if failed:
+        report = graph_report(tr)
+        if len(failed) == len(active):
+            raise AllFailed(f"all {len(active)} adapters failed in this step; {report}")
+        print(f"{len(failed)} of {len(active)} adapters failed; {report}", flush=True)
+
+
+def graph_report(tr: MultiAdapterTrainer) -> str:
+    """The trainer's graph counters and state, its adapters' failure reasons, the first failed
+    capture's trace (tail) and the device's memory: what a diagnosis of a failed step needs."""
+    reasons: dict[str, int] = {}
+    for j in tr.job_ids:
+        if (why := tr.store.failure(j)) is not None:
+            reasons[why] = reasons.get(why, 0) + 1
+    mem = ""
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        mem = (f"; memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak allocated, "
+               f"{torch.cuda.memory_reserved() / 2**30:.1f} reserved, {free / 2**30:.1f} of {total / 2**30:.1f} free")
+    trace = tr.graphs.failure_trace.strip().splitlines()[-12:]
+    return (f"graphs {dict(tr.graphs.stats)} {tr.graphs.disabled or 'on'}; failures {reasons}{mem}"
+            + ("\nfirst failed capture:\n" + "\n".join(trace) if trace else ""))
+
+
 def admit_grid(tr: MultiAdapterTrainer, n: int) -> None:
     """Adapters j0..j{n-1} of ranks 16/32/64 in turn (capped by the narrowest projection)."""
     cap = min(l.max_rank for l in tr.store.layers)
@@ -145,7 +181,11 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
                 t = time.perf_counter()
                 if prof is not None:
                     prof.enable()
-                tr.step({j: batches[j] for j in tr.active})
+                try:
+                    checked_step(tr, batches)
+                except AllFailed as e:
+                    print(f"{impl} at {n} adapters, step {s}: {e}", flush=True)
+                    return rows
                 sync(dev)
                 ms = 1e3 * (time.perf_counter() - t)
             if prof is not None:
@@ -154,9 +194,11 @@ def shrink_rows(model_name: str, impl: str, sizes: list[int], steps: int, dev: t
             rows.append({"impl": impl, "adapters": n, "step": s, "ms": round(ms, 2),
                          "new_compiles": compiled_files() - before,
                          "rows": sum(int(batches[j][0].shape[0]) for j in tr.active),
-                         "tokens": sum(int(batches[j][0].numel()) for j in tr.active), "compiled": log.take()})
-            print(f"{impl:14s} adapters {n:3d} step {s}: {ms:8.1f} ms, {rows[-1]['new_compiles']} new compiles",
-                  flush=True)
+                         "tokens": sum(int(batches[j][0].numel()) for j in tr.active), "compiled": log.take(),
+                         "graph": tr.graphs.last if tr.graphs.enabled else "off"})
+            print(f"{impl:14s} adapters {n:3d} step {s}: {ms:8.1f} ms, {rows[-1]['new_compiles']} new compiles, "
+                  f"{rows[-1]['graph']}", flush=True)
+    print(f"{impl}: {graph_report(tr)}", flush=True)
     return rows
 
 
@@ -190,7 +232,7 @@ def base_rows(model_name: str, sizes: list[int], steps: int, dev: torch.device) 
             sync(dev)
             ms = 1e3 * (time.perf_counter() - t)
             rows.append({"impl": "base_only", "adapters": n, "step": s, "ms": round(ms, 2), "new_compiles": 0,
-                         "rows": int(ids.shape[0]), "tokens": int(ids.numel()), "compiled": ""})
+                         "rows": int(ids.shape[0]), "tokens": int(ids.numel()), "compiled": "", "graph": "off"})
             print(f"{'base_only':14s} adapters {n:3d} step {s}: {ms:8.1f} ms", flush=True)
     return rows
 

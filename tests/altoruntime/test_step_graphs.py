@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from altoruntime.backbone import tiny_llama
-from altoruntime.step_graphs import Captured, StepGraphs
+import warnings
+
+from altoruntime.step_graphs import Captured, EmptyCaptureError, StepGraphs, end_capture
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
 from tests.altoruntime._runtime_helpers import assert_adapters_close, weight_sums
@@ -92,6 +94,32 @@ def test_an_out_of_memory_capture_skips_only_that_shape():
     for _ in range(3):
         assert torch.equal(g.run("k", [x], _prepare(1)), x + 1)
     assert g.enabled and g.stats["capture_oom"] == 1 and g.stats["eager"] == 3
+
+
+class _WarningGraph:
+    """A stand-in for torch.cuda.CUDAGraph whose capture_end warns as torch does."""
+
+    def __init__(self, message):
+        self.message = message
+
+    def capture_end(self):
+        if self.message:
+            warnings.warn(self.message, UserWarning)
+
+
+def test_end_capture_reports_an_empty_graph_and_passes_other_warnings_on():
+    assert end_capture(_WarningGraph("The CUDA Graph is empty. This usually means that the graph was attempted "
+                                     "to be captured on wrong device or stream."))
+    assert not end_capture(_WarningGraph(None))
+    with pytest.warns(UserWarning, match="something else"):
+        assert not end_capture(_WarningGraph("something else"))
+
+
+def test_an_empty_capture_is_a_failed_capture_and_the_step_runs_eagerly():
+    g = StepGraphs(CPU, min_uses=1, capture=failing_capture(EmptyCaptureError("no kernels")))
+    x = torch.ones(2)
+    assert torch.equal(g.run("k", [x], _prepare(4)), x + 4)  # eager, never the unwritten output
+    assert not g.enabled and "EmptyCaptureError" in g.disabled and "no kernels" in g.failure_trace
 
 
 def test_off_without_cuda_unless_a_capture_is_given():
