@@ -54,6 +54,9 @@ VARIANT_IMPLS = {
 # (`ours_fp32_master`), or cast to bf16 before each call and the gradients cast back (`ours_fp32_cast`,
 # what the runtime did before 2026-12-03)
 MASTER_IMPLS = ("ours_fp32_master", "ours_fp32_cast")
+# the layer as the runtime's grouped path runs it (ALTO_GROUP_PROJECTIONS=1): q/k/v and gate/up, which
+# read the same input, as one LoRA call each (altokernels/group_function.py), o and down alone
+GROUP_IMPLS = {"ours_group": [("qkv", ("q", "k", "v")), ("o", ("o",)), ("gate_up", ("gate", "up")), ("down", ("down",))]}
 QUICK_IMPLS = ["base_only", "torch_grouped", "ours", "ours_bmm_wgrad", "ours_addmm", "ours_triton_launch"]
 # `--gemm`: the Triton-GEMM A/B only. `triton_base_only` is base_only (forward + dX, no LoRA) on our
 # Triton GEMM (altokernels/gemm_epilogue.base_gemm): the floor `ours_gemm` can reach, beside cuBLAS's
@@ -94,6 +97,62 @@ def _timer(device: torch.device, slow: bool = False, quick: bool = False) -> Cal
     return cpu
 
 
+def _drawer(device, dtype) -> Callable[..., torch.Tensor]:  # noqa: ANN001
+    """rnd(*shape, s=scale): seeded normal draws made on the device (host randn took minutes)."""
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def rnd(*shape: int, s: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * s).to(dtype)
+
+    return rnd
+
+
+def _group_runner(members: list[tuple[int, int]], counts: list[int], ranks: list[int], device, dtype):  # noqa: ANN001
+    """One fwd+bwd of projections that read the same input: `group_lora_linear` for 2-3 members
+    (one LoRA call), `fused_lora_linear` for one."""
+    from altokernels import build_meta
+    from altokernels.function import fused_lora_linear
+    from altokernels.group_function import group_lora_linear
+
+    z, r_max, t = len(counts), max(ranks), sum(counts)
+    rnd = _drawer(device, dtype)
+    d_in = members[0][0]
+    x = rnd(t, d_in).requires_grad_(True)
+    ws = [rnd(d_out, d_in, s=d_in**-0.5) for _, d_out in members]
+    As = [rnd(z, d_in, r_max, s=d_in**-0.5).requires_grad_(True) for _ in members]
+    Bs = [rnd(z, r_max, d_out, s=0.01).requires_grad_(True) for _, d_out in members]
+    dys = [rnd(t, d_out) for _, d_out in members]
+    meta = build_meta(counts, list(range(z)), ranks, [2.0] * z, device)
+    if len(members) == 1:
+        return lambda: torch.autograd.grad(fused_lora_linear(x, ws[0], None, As[0], Bs[0], meta, True), [x, *As, *Bs],
+                                           dys[0])
+    return lambda: torch.autograd.grad(group_lora_linear(x, ws, As, Bs, meta, True), [x, *As, *Bs], dys)
+
+
+def _graphed(fn: Callable[[], object], device) -> tuple[Callable[[], object], bool]:  # noqa: ANN001
+    """`fn` captured in a CUDA graph (warmed up on a side stream first), as the runtime replays a
+    step: its time is then the GPU's alone, with no host issue between kernels. (fn, False) where
+    it cannot be captured, or off CUDA."""
+    if device.type != "cuda":
+        return fn, False
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception as e:  # noqa: BLE001 - timed eagerly, and said so
+        print(f"  capture failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}): eager",
+              flush=True)
+        torch.cuda.synchronize(device)
+        return fn, False
+    return graph.replay, True
+
+
 def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int], device, dtype):  # noqa: ANN001
     """A closure doing one fwd+bwd of this projection with `impl` (inputs built once)."""
     from altokernels import build_meta, grouped_lora_linear
@@ -101,10 +160,7 @@ def _runner(impl: str, d_in: int, d_out: int, counts: list[int], ranks: list[int
 
     z, r_max, t = len(counts), max(ranks), sum(counts)
     scales = [2.0] * z  # alpha = 2 r
-    g = torch.Generator(device=device).manual_seed(0)
-
-    def rnd(*shape: int, s: float = 1.0) -> torch.Tensor:  # drawn on the device: host randn took minutes
-        return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * s).to(dtype)
+    rnd = _drawer(device, dtype)
 
     x = rnd(t, d_in).requires_grad_(True)
     w = rnd(d_out, d_in, s=d_in**-0.5)
@@ -241,6 +297,15 @@ def _breakdown(d_in: int, d_out: int, counts: list[int], ranks: list[int], devic
     return rows
 
 
+def _units(impl: str, projs: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """What one timed call covers, in order: a projection each, or GROUP_IMPLS's units (their
+    members that `projs` has)."""
+    if impl not in GROUP_IMPLS:
+        return [(name, (name,)) for name in projs]
+    units = [(name, tuple(m for m in members if m in projs)) for name, members in GROUP_IMPLS[impl]]
+    return [(name if len(members) > 1 else members[0], members) for name, members in units if members]
+
+
 def _check(projs: dict, counts: list[int], ranks: list[int], device, dtype, variants: list[str]) -> list[dict]:  # noqa: ANN001
     """Autotuned fused path (`ours` and the `variants` of VARIANT_IMPLS) vs the loop reference at
     benchmark shapes: max error / max |ref|."""
@@ -306,8 +371,13 @@ def _finish(rows: list[dict], projs: dict, z: int):  # noqa: ANN202
     df["speedup"] = (grouped / df["ms"].values).round(3)
     df["vs_base_only"] = (df["ms"].values / base).round(3)
 
+    members = {name: ms for units in GROUP_IMPLS.values() for name, ms in units}
+
     def base_flops(row) -> float:  # noqa: ANN001  frozen base: forward GEMM + dX GEMM
-        pairs = list(projs.values()) if row["proj"] == "layer" else [projs[row["proj"]]]
+        if row["proj"] == "layer":
+            pairs = list(projs.values())
+        else:
+            pairs = [projs[m] for m in members.get(row["proj"], (row["proj"],)) if m in projs]
         return sum(4.0 * row["tokens_per_adapter"] * z * di * do for di, do in pairs)
 
     df["base_tflops"] = [round(base_flops(r) / (b * 1e9), 1) for (_, r), b in zip(df.iterrows(), base)]
@@ -393,6 +463,9 @@ def main() -> None:
                     "without the LoRA term, the floor of ours_gemm, beside cuBLAS's base_only), their check, "
                     "shorter do_bench, and a breakdown of the GEMM kernels alone (per direction: cuBLAS, ours, "
                     "ours with the LoRA term, the expand pass it replaces)")
+    ap.add_argument("--graphs", action="store_true",
+                    help="time each fast impl's call as a CUDA graph replay (as the runtime replays captured steps): "
+                    "the GPU's time alone, with no host issue between kernels (column `graphed`)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
@@ -403,9 +476,9 @@ def main() -> None:
     tag = re.sub(r"[^A-Za-z0-9]+", "_", gpu).strip("_").lower()
     projs, z, seq = PROJS, 32, 512
     if args.smoke:
-        projs, z, seq = {"q": (40, 40), "down": (72, 24)}, 4, 8
+        projs, z, seq = {"q": (40, 40), "k": (40, 24), "down": (72, 24)}, 4, 8
     ranks = ([16, 32, 64] * z)[:z]
-    all_impls = IMPLS + ["triton_base_only"] + list(VARIANT_IMPLS) + list(MASTER_IMPLS)
+    all_impls = IMPLS + ["triton_base_only"] + list(VARIANT_IMPLS) + list(MASTER_IMPLS) + list(GROUP_IMPLS)
     preset = GEMM_IMPLS if args.gemm else QUICK_IMPLS if args.quick else all_impls
     impls = args.impls.split(",") if args.impls else preset
     quick = args.quick or args.gemm
@@ -448,17 +521,26 @@ def main() -> None:
             total = host_total = 0.0
             slow = impl in SLOW_IMPLS
             timer = bench_slow if slow else bench
-            for name, (d_in, d_out) in projs.items():
-                fn = _runner(impl, d_in, d_out, counts, ranks, device, dtype)
+            for name, members in _units(impl, projs):
+                shapes = [projs[m] for m in members]
+                if impl in GROUP_IMPLS:
+                    fn = _group_runner(shapes, counts, ranks, device, dtype)
+                else:
+                    fn = _runner(impl, *shapes[0], counts, ranks, device, dtype)
+                graphed = False
+                if args.graphs and not slow:
+                    fn, graphed = _graphed(fn, device)
                 ms = timer(fn)
                 host = float("nan") if slow else _host_ms(fn, device)
                 del fn
                 total += ms
                 host_total += host
-                rows.append(dict(gpu=gpu, proj=name, d_in=d_in, d_out=d_out, adapters=z, ranks="16/32/64",
-                                 batch=batch, tokens_per_adapter=n, impl=impl, ms=ms, host_ms=host))
+                rows.append(dict(gpu=gpu, proj=name, d_in=shapes[0][0], d_out="+".join(str(d) for _, d in shapes),
+                                 adapters=z, ranks="16/32/64", batch=batch, tokens_per_adapter=n, impl=impl, ms=ms,
+                                 host_ms=host, graphed=graphed))
             rows.append(dict(gpu=gpu, proj="layer", d_in="7proj", d_out="7proj", adapters=z, ranks="16/32/64",
-                             batch=batch, tokens_per_adapter=n, impl=impl, ms=total, host_ms=host_total))
+                             batch=batch, tokens_per_adapter=n, impl=impl, ms=total, host_ms=host_total,
+                             graphed=bool(args.graphs) and not slow and device.type == "cuda"))
             print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer, host {host_total:7.3f} ms to issue"
                   f"  ({time.time() - t_start:.0f} s)", flush=True)
         if "base_only" in impls and "torch_grouped" in impls:
