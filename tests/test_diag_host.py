@@ -20,6 +20,7 @@ def test_styles_and_profiled_steps(tmp_path):
     for r in (r for r in rows if r["style"].endswith("/profiled")):  # busy share of the unprofiled step of its style
         assert r["step_ms"] == timed[r["style"].split("/")[0]]
         assert r["gpu_busy_pct"] == diag_host.busy_pct(r["gpu_busy_ms"], r["step_ms"])
+        assert r["same_batch_ms"] > 0 and r["busy_pct_same_batch"] == diag_host.busy_pct(r["gpu_busy_ms"], r["same_batch_ms"])
     assert diag_host.busy_pct(30.0, 40.0) == 75.0 and math.isnan(diag_host.busy_pct(1.0, 0.0))
 
 

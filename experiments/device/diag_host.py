@@ -75,7 +75,13 @@ def profile_step(tr: MultiAdapterTrainer, style: str, n: int, dev: torch.device,
     from torch.profiler import ProfilerActivity, profile
 
     b = batches_for(style, n, 7, dev, vocab)
-    tr.step({j: b[j] for j in tr.active})  # the same shapes once more, outside the profile
+    same = []  # the same batches, unprofiled (the first may capture): the profiled step's own wall
+    for _ in range(3):
+        sync(dev)
+        t = time.perf_counter()
+        tr.step({j: b[j] for j in tr.active})
+        sync(dev)
+        same.append(1e3 * (time.perf_counter() - t))
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     sync(dev)
     t = time.perf_counter()
@@ -89,7 +95,8 @@ def profile_step(tr: MultiAdapterTrainer, style: str, n: int, dev: torch.device,
                                                      "cudaLaunchKernelExC"))
     gpu_ms = sum(getattr(e, "self_device_time_total", 0) or 0 for e in ev) / 1e3
     row = {"adapters": n, "graphs": int(tr.graphs.enabled), "style": f"{style}/profiled", "ms_median": round(wall, 2), "ms_min": round(wall, 2),
-           "steps": 1, "aten_ops": ops, "launches": launches, "gpu_busy_ms": round(gpu_ms, 2)}
+           "steps": 1, "aten_ops": ops, "launches": launches, "gpu_busy_ms": round(gpu_ms, 2),
+           "same_batch_ms": round(statistics.median(same[1:]), 2)}
     table = ev.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
     return row, f"## {n} adapters, graphs {int(tr.graphs.enabled)}, {style} batches: wall {wall:.1f} ms, {ops} aten ops, {launches} launches, " \
                 f"GPU busy {gpu_ms:.1f} ms\n{table}\n"
@@ -133,7 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 row, table = profile_step(tr, style, n, dev, vocab)
                 timed = next(r for r in reversed(rows) if r["style"] == style and r["adapters"] == n)
                 rows.append({**row, "fused": fused, "step_ms": timed["ms_median"],
-                             "gpu_busy_pct": busy_pct(row["gpu_busy_ms"], timed["ms_median"])})
+                             "gpu_busy_pct": busy_pct(row["gpu_busy_ms"], timed["ms_median"]),
+                             "busy_pct_same_batch": busy_pct(row["gpu_busy_ms"], row["same_batch_ms"])})
                 tables.append(table.replace(" batches:", f" batches, fused backbone {fused}:", 1))
                 print(row, flush=True)
             print(f"graphs {graphs}: {graph_report(tr)}", flush=True)
@@ -146,11 +154,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         w.writeheader()
         w.writerows(rows)
     out.with_name(out.stem + "_ops.txt").write_text("\n".join(tables))
-    print("adapters graphs fused style              step ms  GPU busy ms  busy %")
+    print("adapters graphs fused style              step ms  GPU busy ms  busy %  same-batch ms  busy %")
     for r in rows:
         if "gpu_busy_pct" in r:
             print(f"{r['adapters']:>8} {r['graphs']:>6} {r['fused']:>5} {r['style']:<18} {r['step_ms']:>8} "
-                  f"{r['gpu_busy_ms']:>12} {r['gpu_busy_pct']:>7}")
+                  f"{r['gpu_busy_ms']:>12} {r['gpu_busy_pct']:>7} {r['same_batch_ms']:>14} {r['busy_pct_same_batch']:>7}")
     return rows
 
 
