@@ -18,11 +18,21 @@ recently used dropped). All graphs share one memory pool: replays never overlap 
 replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs off
 for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
 optimization, never a new way to fail. `invalidate()` drops every graph: callers do it whenever a
-tensor a graph points into is reallocated (the adapter stacks grow or compact).
+tensor a graph points into is reallocated (the adapter stacks grow or compact); `release()` also
+gives their memory back (a caller's answer to an out-of-memory step).
+
+Memory: a capture allocates its tensors in the graphs' private pool, beside the allocator's cache
+for eager steps, and a capture that runs out of memory strands what it took (torch releases a
+pool only for a capture that ended; H100, session 19: a 60-adapter SmolLM2 group's failed captures
+held 58 GiB, after which every eager step ran out of memory and every adapter failed). So each
+class's eager peak is measured, and a capture is tried only where that much (with a margin) is
+free on the device or cached by the allocator; otherwise the step runs eagerly.
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import traceback
 import warnings
 from collections import Counter, OrderedDict
@@ -96,12 +106,45 @@ class EmptyCaptureError(RuntimeError):
     ended empty, and every adapter of that step then failed as non-finite)."""
 
 
+def _elements(host: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() for t in host)
+
+
+class CudaMemory:
+    """The device's memory as the capture gate reads it (tests pass a stand-in)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def allocated(self) -> int:
+        return torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        """The allocator's peak so far (never reset here: `alto profile` reads it)."""
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def free(self) -> tuple[int, int]:
+        """(free on the device, cached by the allocator but unallocated)."""
+        return torch.cuda.mem_get_info(self.device)[0], torch.cuda.memory_reserved(self.device) - self.allocated()
+
+    def release(self) -> None:
+        """Free what only cycles still hold (a failed capture's traceback keeps its frames' tensors),
+        then give the allocator's unused cache back to the device."""
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+CAPTURE_MARGIN = 1.25  # a capture is tried where this many times its class's eager peak is available
+
+
 class StepGraphs:
     """Captured step bodies by key (see the module docstring)."""
 
     def __init__(self, device: torch.device, enabled: bool = True, min_uses: int = 2, max_graphs: int = 32,
-                 capture: Callable[[Body, Sequence[torch.Tensor], torch.device, Any], Captured] | None = None) -> None:
-        """capture: how a body is captured (default: a CUDA graph; tests pass a fake one)."""
+                 capture: Callable[[Body, Sequence[torch.Tensor], torch.device, Any], Captured] | None = None,
+                 memory: Any = None) -> None:
+        """capture: how a body is captured (default: a CUDA graph; tests pass a fake one).
+        memory: what the capture gate reads (default: the CUDA device's; None off CUDA: no gate)."""
         if min_uses < 1:
             raise ValueError(f"min_uses: must be >= 1, got {min_uses}")
         if max_graphs < 1:
@@ -119,6 +162,9 @@ class StepGraphs:
         self._cold_failures = 0  # first-use captures that failed (2: no more first-use captures)
         self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom / cold_capture_failed
         self.failure_trace = ""  # the first failed capture's traceback (for a bug report)
+        self.memory = memory if memory is not None else (CudaMemory(device) if self._pool is not None else None)
+        self._need: dict = {}  # key -> bytes its eager run allocated at its peak (the capture gate)
+        self._rate: dict = {}  # class -> the most such bytes per input element of its eager runs
         self.last = ""  # how the last `run` went: "eager", "captured" or "replayed"
 
     @property
@@ -159,17 +205,22 @@ class StepGraphs:
             return self._eager(host, prepare()[0])
         self._seen[key] += 1
         body, keep = prepare()
+        cls = warm if warm is not None else key
         first_use = self._seen[key] < self.min_uses
         if first_use and not (warm is not None and warm in self._warm and self._cold_failures < 2):
             if warm is not None:
                 self._warm.add(warm)
-            return self._eager(host, body)
+            return self._eager(host, body, cls, key)
+        if not self._fits(cls, key, host):  # a capture would likely run out of memory (and strand what it took)
+            self.stats["capture_skipped_memory"] += 1
+            return self._eager(host, body, cls, key)
         try:
             cap = self._capture(body, host)
         except torch.OutOfMemoryError:  # this shape does not fit twice (eager + pool): never capture it
             self._never.add(key)
             self.stats["capture_oom"] += 1
-            return self._eager(host, body)
+            self._after_failure()
+            return self._eager(host, body, cls, key)
         except Exception as e:  # noqa: BLE001 - any other capture failure: eager this time
             self.failure_trace = self.failure_trace or traceback.format_exc()  # the first: the cause
             if self._pool is not None:  # a capture whose end failed leaves its pool "recording": every later
@@ -180,9 +231,8 @@ class StepGraphs:
             else:  # the rest of this process too
                 self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
                 self._graphs.clear()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            return self._eager(host, body)
+            self._after_failure()
+            return self._eager(host, body, cls, key)
         cap.keep = keep
         self._graphs[key] = cap
         self.stats["captured"] += 1
@@ -193,23 +243,59 @@ class StepGraphs:
         self.stats["replayed"] += 1
         return cap.replay(host)
 
+    def release(self) -> None:
+        """Drop every graph and give their memory, and the allocator's unused cache, back to the
+        device (an out-of-memory step's first answer: graphs must never be why a step fails)."""
+        if self._graphs:
+            self.stats["released"] += 1
+        self.invalidate()
+        if self.memory is not None:
+            self.memory.release()
+
+    def _fits(self, cls: Hashable, key: Hashable, host: Sequence[torch.Tensor]) -> bool:
+        """Whether a capture of `key` likely fits: CAPTURE_MARGIN x its eager peak (a key never run
+        eagerly: its class's most bytes per input element times its inputs' elements) is free on
+        the device, or free once the allocator's unused cache goes back (then it does)."""
+        need = self._need.get(key)
+        if need is None and cls in self._rate:
+            need = self._rate[cls] * _elements(host)
+        if self.memory is None or need is None:
+            return True
+        free, cached = self.memory.free()
+        if need * CAPTURE_MARGIN <= free:
+            return True
+        if need * CAPTURE_MARGIN <= free + cached:
+            self.memory.release()
+            return True
+        return False
+
+    def _after_failure(self) -> None:
+        """After a failed capture: its tensors (held by the exception's frames) and the eager cache go."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if self.memory is not None:
+            self.memory.release()
+
     def _capture(self, body: Body, host: Sequence[torch.Tensor]) -> Captured:
         """Capture into the shared pool; a pool whose graphs are all gone is released by the
-        allocator, so a new one is taken then. Out of memory: the allocator's cached blocks (free
-        for eager steps, but not for the graphs' pool) go back to the device, and it tries once more."""
+        allocator, so a new one is taken then."""
         if not self._graphs and self._pool is not None:
             self._pool = torch.cuda.graph_pool_handle()
-        try:
-            return self.capture(body, host, self.device, self._pool)
-        except torch.OutOfMemoryError:
-            if self.device.type != "cuda":
-                raise
-            if not self._graphs and self._pool is not None:
-                self._pool = torch.cuda.graph_pool_handle()
-            torch.cuda.empty_cache()
-            return self.capture(body, host, self.device, self._pool)
+        return self.capture(body, host, self.device, self._pool)
 
-    def _eager(self, host: Sequence[torch.Tensor], body: Body) -> Any:
+    def _eager(self, host: Sequence[torch.Tensor], body: Body, cls: Hashable = None, key: Hashable = None) -> Any:
+        """Run the body eagerly; where a memory reader is set, record the key's peak allocation and,
+        where the run set a new peak (only then is it exact), its class's bytes per input element."""
         self.stats["eager"] += 1
         self.last = "eager"
-        return body(*(t.to(self.device, non_blocking=True) for t in host))
+        if self.memory is None:
+            return body(*(t.to(self.device, non_blocking=True) for t in host))
+        base, before = self.memory.allocated(), self.memory.peak()
+        out = body(*(t.to(self.device, non_blocking=True) for t in host))
+        after, elements = self.memory.peak(), max(1, _elements(host))
+        if after > before:  # exact: this run set the peak
+            self._need[key] = after - base
+            self._rate[cls] = max(self._rate.get(cls, 0.0), self._need[key] / elements)
+        elif key not in self._need:  # bounded by the old peak; the class's rate may say less
+            self._need[key] = min(before - base, self._rate.get(cls, math.inf) * elements)
+        return out

@@ -244,9 +244,11 @@ class MultiAdapterTrainer:
             self.store.record(job_id, "active")
 
     def _train(self, batches: Mapping[str, Batch], bucketed: bool,
-               scale: Mapping[str, float] | None = None) -> list[float]:
-        """Losses of the adapters in `batches` (times `scale`, when given); on out-of-memory, retry
-        in halves at exact sizes (a job that cannot fit alone fails)."""
+               scale: Mapping[str, float] | None = None, retried: bool = False) -> list[float]:
+        """Losses of the adapters in `batches` (times `scale`, when given). On out-of-memory the
+        captured graphs and the allocator's cache give their memory back first, and where graphs
+        held some the same step runs once more; then it retries in halves at exact sizes (a job
+        that cannot fit alone fails)."""
         job_ids = list(batches)
         try:
             t0 = time.perf_counter()
@@ -256,15 +258,20 @@ class MultiAdapterTrainer:
             self._ran(True, inp, family, t0)
             return losses
         except torch.OutOfMemoryError:
-            self.store.zero_grad(job_ids)  # a backward may have half-run
-            if len(job_ids) == 1:
-                if bucketed:  # padded shapes may be what did not fit: once more at the exact size
-                    return self._train(batches, bucketed=False, scale=scale)
-                self.store.fail(job_ids[0], "out of memory even alone")
-                return [math.nan]
-            h = len(job_ids) // 2
-            return (self._train({j: batches[j] for j in job_ids[:h]}, bucketed=False, scale=scale)
-                    + self._train({j: batches[j] for j in job_ids[h:]}, bucketed=False, scale=scale))
+            pass  # handled below, once the failed attempt's frames (and their tensors) are gone
+        self.store.zero_grad(job_ids)  # a backward may have half-run
+        held = len(self.graphs) > 0
+        self.graphs.release()
+        if held and not retried:  # graphs held memory an eager step needed (H100, session 19)
+            return self._train(batches, bucketed, scale, retried=True)
+        if len(job_ids) == 1:
+            if bucketed:  # padded shapes may be what did not fit: once more at the exact size
+                return self._train(batches, bucketed=False, scale=scale, retried=True)
+            self.store.fail(job_ids[0], "out of memory even alone")
+            return [math.nan]
+        h = len(job_ids) // 2
+        return (self._train({j: batches[j] for j in job_ids[:h]}, bucketed=False, scale=scale, retried=True)
+                + self._train({j: batches[j] for j in job_ids[h:]}, bucketed=False, scale=scale, retried=True))
 
     def _run(self, inp: StepInputs, training: bool) -> torch.Tensor:
         """The step body on `inp`: training -> each adapter's mean loss (after its backward);
@@ -498,7 +505,16 @@ class MultiAdapterTrainer:
         pairs = list(batches.items())
         padded = pairs + pairs[-1:] * (_pow2(len(pairs)) - len(pairs))  # repeats: few group sizes, few graphs
         inp, family = self._pack(False, padded, pairs, mean=False)
-        sums, hits = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
+        out = None
+        try:
+            out = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
+        except torch.OutOfMemoryError:
+            if not len(self.graphs):
+                raise
+        if out is None:  # graphs held memory this evaluation needed: they give it back, once more
+            self.graphs.release()
+            out = self._run(inp, training=False).tolist()
+        sums, hits = out
         self._ran(False, inp, family, t0)
         n = len(batches)  # a repeat's numbers are its original's
         return {j: EvalResult(s, c, int(h)) for j, s, c, h in zip(inp.job_ids[:n], sums, inp.counts, hits)}

@@ -122,6 +122,63 @@ def test_an_empty_capture_is_a_failed_capture_and_the_step_runs_eagerly():
     assert not g.enabled and "EmptyCaptureError" in g.disabled and "no kernels" in g.failure_trace
 
 
+class FakeMemory:
+    """The capture gate's view of a device: bytes allocated, the allocator's peak, free and cached."""
+
+    def __init__(self, free, cached=0):
+        self.now = self.top = 0
+        self.on_device, self.cached, self.released = free, cached, 0
+
+    def allocated(self):
+        return self.now
+
+    def peak(self):
+        return self.top
+
+    def free(self):
+        return self.on_device, self.cached
+
+    def release(self):
+        self.released += 1
+        self.on_device, self.cached = self.on_device + self.cached, 0
+
+
+def _allocating(mem, per_element, offset):
+    """A body that peaks at `per_element` bytes per input element above what is allocated."""
+    def body(x):
+        mem.top = max(mem.top, mem.now + per_element * x.numel())
+        return x + offset
+    return lambda: (body, None)
+
+
+def test_a_capture_is_tried_only_where_its_eager_peak_fits():
+    mem = FakeMemory(free=100)
+    g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
+    x = torch.zeros(3)
+    assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)  # eager: peaks at 90 bytes
+    assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)  # 1.25 x 90 > 100 free: eager
+    assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1 and len(g) == 0
+    mem.cached = 30  # the allocator's unused cache makes room: it goes back, then the capture
+    assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)
+    assert g.last == "captured" and len(g) == 1 and mem.released == 1
+
+
+def test_a_new_shape_of_a_warm_class_is_gated_by_its_class_s_bytes_per_element():
+    mem = FakeMemory(free=250)
+    g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
+    g.run("small", [torch.zeros(2)], _allocating(mem, 40, 0), warm="w")  # eager: 80 bytes, 40 per element
+    g.run("big", [torch.zeros(5)], _allocating(mem, 40, 0), warm="w")  # needs 1.25 x 200 = 250: captured
+    assert g.last == "captured" and len(g) == 1
+    g.run("bigger", [torch.zeros(6)], _allocating(mem, 40, 0), warm="w")  # 300 > 250: eager
+    assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
+
+
+def test_without_a_memory_reader_nothing_is_gated():
+    g = StepGraphs(CPU, min_uses=1, capture=fake_capture)
+    g.run("k", [torch.zeros(9)], _prepare(0))
+    assert g.memory is None and g.last == "captured"
+
+
 def test_off_without_cuda_unless_a_capture_is_given():
     assert not StepGraphs(CPU).enabled
     assert not StepGraphs(CPU, enabled=False, capture=fake_capture).enabled
@@ -386,9 +443,9 @@ def test_a_capture_out_of_memory_is_not_retried_for_that_shape():
     assert g.stats["capture_oom"] == 1 and g.enabled, dict(g.stats)
 
 
-def _oom_once(tr):
-    """Make the trainer's next step body raise out-of-memory once (as a CUDA step might)."""
-    real, state = tr._body, {"left": 1}
+def _oom_once(tr, times=1):
+    """Make the trainer's next step bodies raise out-of-memory `times` times (as a CUDA step might)."""
+    real, state = tr._body, {"left": times}
 
     def body(*a, **k):  # noqa: ANN002, ANN003, ANN202
         if state["left"]:
@@ -418,6 +475,49 @@ def test_out_of_memory_halves_give_each_adapter_its_own_loss_with_phantoms(base)
         runs.append(tr.step({f"j{i}": _left_padded(i, 2, 10) for i in range(6)}))
     want, got = runs
     assert list(got) == list(want) and got == pytest.approx(want, rel=1e-6), (want, got)
+
+
+def test_an_out_of_memory_step_first_takes_the_graphs_memory_back_then_runs_whole(base):
+    """Graphs hold memory an eager step may need: an out-of-memory step releases them (and the
+    allocator's cache) and runs once more with every adapter, with the numbers of a step that
+    never ran out of memory, before any split in halves."""
+    runs = []
+    for oom in (False, True):
+        tr = _retargeting(base)
+        tr.graphs.memory = FakeMemory(free=10**12)
+        tr.calls = []
+        for i in range(3):
+            tr.admit(f"j{i}", rank=2 + i, alpha=4, lr=1e-2, seed=i)
+        for s in range(2):  # the same shape twice: captured
+            tr.step({f"j{i}": make_batch(10 * s + i, 2, 10) for i in range(3)})
+        assert len(tr.graphs) == 1
+        if oom:
+            _oom_once(tr)  # the new shape's step
+        out = tr.step({f"j{i}": make_batch(50 + i, 1, 14) for i in range(3)})
+        runs.append((out, [c["adapters"] for c in tr.calls], dict(tr.graphs.stats)))
+    (want, calls_want, _), (got, calls_got, stats) = runs
+    assert got == pytest.approx(want, rel=1e-6) and all(tr.status(j) == "active" for j in got)
+    assert calls_got == calls_want  # whole: no step split in halves
+    assert stats["released"] == 1 and tr.graphs.memory.released == 1
+
+
+def test_an_out_of_memory_evaluation_takes_the_graphs_memory_back_and_runs_once_more(base):
+    runs = []
+    for oom in (False, True):
+        tr = _retargeting(base)
+        tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+        for s in range(2):
+            tr.step({"a": make_batch(s, 2, 10)})
+        if oom:
+            _oom_once(tr)
+        runs.append((tr.evaluate({"a": make_batch(7, 3, 12)}), tr.graphs.stats["released"]))
+    (want, _), (got, released) = runs
+    assert got == pytest.approx(want, rel=1e-6) and released == 1
+    tr = MultiAdapterTrainer(copy.deepcopy(base), capacity=1, cuda_graphs=False)  # no graphs: nothing to give back
+    tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+    _oom_once(tr)
+    with pytest.raises(torch.OutOfMemoryError):
+        tr.evaluate({"a": make_batch(7, 3, 12)})
 
 
 def test_one_adapter_out_of_memory_at_a_padded_shape_retries_at_its_exact_size(base):
