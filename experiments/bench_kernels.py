@@ -47,6 +47,8 @@ VARIANT_IMPLS = {
     "ours_triton_launch": dict(fast_launch=False),  # Triton's own launch path every call (A/B)
     "ours_streams": dict(streams=True),
     "ours_pipelined2": dict(variant="pipelined", streams=True, chunks=2),
+    "ours_pipelined4": dict(variant="pipelined", streams=True, chunks=4),
+    "ours_addmm_streams": dict(variant="addmm", streams=True),  # dS, dA, dB beside the dX GEMM
     "ours_gemm": dict(variant="gemm"),  # our Triton base GEMM with the expand in its epilogue (issue 28's A/B)
     "ours_gemm_streams": dict(variant="gemm", streams=True),  # its dS/dA/dB on the side stream
 }
