@@ -1,7 +1,8 @@
 """Benchmark multi-adapter LoRA implementations on one Llama-3.2-1B decoder layer (fwd+bwd, frozen base).
 
 The 7 projections (hidden 2048, MLP 8192, kv 512), 32 adapters with ranks 16/32/64 mixed equally,
-per-adapter batch 1/2/4 of 512-token sequences, bf16. Implementations side by side in one run:
+per-adapter batch 1/2/4 of 512-token sequences, bf16 (`--model smollm2-135m`, `--adapters`, `--seq`: the
+e2e runs' shapes instead). Implementations side by side in one run:
 base_only (the frozen base GEMMs alone: the floor), loop, sequential, peft, torch_grouped, ours
 (plus `ours_*` variants of the fused path). speedup = time(torch_grouped) / time(row).
 
@@ -36,6 +37,9 @@ PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "q": (2048, 2048), "k": (2048, 512), "v": (2048, 512), "o": (2048, 2048),
     "gate": (2048, 8192), "up": (2048, 8192), "down": (8192, 2048),
 }
+MODELS = {"llama-3.2-1b": PROJS,  # --model: the issue's shapes, or the e2e runs' backbone (SmolLM2-135M)
+          "smollm2-135m": {"q": (576, 576), "k": (576, 192), "v": (576, 192), "o": (576, 576),
+                           "gate": (576, 1536), "up": (576, 1536), "down": (1536, 576)}}
 IMPLS = ["base_only", "loop", "sequential", "peft", "torch_grouped", "ours"]
 SLOW_IMPLS = ("loop", "sequential", "peft")  # 50-180 ms a layer: a few timed iterations suffice
 # variants of the fused path (fused_lora_linear keyword arguments); `ours` is the default
@@ -352,10 +356,13 @@ def _plot(df, path: Path) -> None:  # noqa: ANN001
         sub = layer[layer["impl"] == impl].set_index("batch")
         ax.bar([b + (j - len(impls) / 2) * width for b in range(len(batches))],
                [sub.loc[b, "ms"] for b in batches], width, label=impl)
-    ax.set_xticks(range(len(batches)), [f"batch {b}\n({b * 512} tok/adapter)" for b in batches])
+    tokens = layer.groupby("batch")["tokens_per_adapter"].first()
+    ax.set_xticks(range(len(batches)), [f"batch {b}\n({tokens[b]} tok/adapter)" for b in batches])
     ax.set_yscale("log")
     ax.set_ylabel("ms per layer, fwd+bwd (log)")
-    ax.set_title(f"Llama-3.2-1B layer, 32 LoRA adapters r=16/32/64, {df['gpu'].iloc[0]}")
+    graphed = " (CUDA graph replays)" if bool(layer["graphed"].any()) else ""
+    ax.set_title(f"{df['model'].iloc[0]} layer, {df['adapters'].iloc[0]} LoRA adapters r=16/32/64, "
+                 f"{df['gpu'].iloc[0]}{graphed}")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -468,6 +475,10 @@ def main() -> None:
     ap.add_argument("--graphs", action="store_true",
                     help="time each fast impl's call as a CUDA graph replay (as the runtime replays captured steps): "
                     "the GPU's time alone, with no host issue between kernels (column `graphed`)")
+    ap.add_argument("--model", default="llama-3.2-1b", choices=sorted(MODELS),
+                    help="the layer's shapes (smollm2-135m: the e2e runs' backbone)")
+    ap.add_argument("--adapters", type=int, default=32, help="adapters in the group (ranks 16/32/64 in turn)")
+    ap.add_argument("--seq", type=int, default=512, help="tokens per sequence (per-adapter batch x this = its rows)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
@@ -476,7 +487,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     tag = re.sub(r"[^A-Za-z0-9]+", "_", gpu).strip("_").lower()
-    projs, z, seq = PROJS, 32, 512
+    projs, z, seq = MODELS[args.model], args.adapters, args.seq
     if args.smoke:
         projs, z, seq = {"q": (40, 40), "k": (40, 24), "down": (72, 24)}, 4, 8
     ranks = ([16, 32, 64] * z)[:z]
@@ -537,10 +548,10 @@ def main() -> None:
                 del fn
                 total += ms
                 host_total += host
-                rows.append(dict(gpu=gpu, proj=name, d_in=shapes[0][0], d_out="+".join(str(d) for _, d in shapes),
+                rows.append(dict(gpu=gpu, model=args.model, proj=name, d_in=shapes[0][0], d_out="+".join(str(d) for _, d in shapes),
                                  adapters=z, ranks="16/32/64", batch=batch, tokens_per_adapter=n, impl=impl, ms=ms,
                                  host_ms=host, graphed=graphed))
-            rows.append(dict(gpu=gpu, proj="layer", d_in="7proj", d_out="7proj", adapters=z, ranks="16/32/64",
+            rows.append(dict(gpu=gpu, model=args.model, proj="layer", d_in="7proj", d_out="7proj", adapters=z, ranks="16/32/64",
                              batch=batch, tokens_per_adapter=n, impl=impl, ms=total, host_ms=host_total,
                              graphed=bool(args.graphs) and not slow and device.type == "cuda"))
             print(f"batch {batch} {impl:>20}: {total:9.3f} ms/layer, host {host_total:7.3f} ms to issue"
