@@ -26,7 +26,9 @@ for eager steps, and a capture that runs out of memory strands what it took (tor
 pool only for a capture that ended; H100, session 19: a 60-adapter SmolLM2 group's failed captures
 held 58 GiB, after which every eager step ran out of memory and every adapter failed). So each
 class's eager peak is measured, and a capture is tried only where that much (with a margin) is
-free on the device or cached by the allocator; otherwise the step runs eagerly.
+free on the device beside the largest eager peak since the graphs were last dropped (the pool
+serves only captures; eager steps and the adapters' state need the rest); otherwise the step runs
+eagerly.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class StepGraphs:
         self.stats = Counter()  # eager / captured / replayed / evicted / invalidated / capture_oom / cold_capture_failed
         self.failure_trace = ""  # the first failed capture's traceback (for a bug report)
         self.memory = memory if memory is not None else (CudaMemory(device) if self._pool is not None else None)
-        self._need: dict = {}  # key -> bytes its eager run allocated at its peak (the capture gate)
+        self._need: dict = {}  # key -> bytes its eager run allocated at its peak, since the last invalidate
         self._rate: dict = {}  # class -> the most such bytes per input element of its eager runs
         self.last = ""  # how the last `run` went: "eager", "captured" or "replayed"
 
@@ -181,6 +183,7 @@ class StepGraphs:
         self._graphs.clear()
         self._seen.clear()
         self._never.clear()
+        self._need.clear()  # (the classes' rates stay: a new key is gated by them)
 
     def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]],
             on_replay: Callable[[Any], None] | None = None, warm: Hashable | None = None) -> Any:
@@ -253,21 +256,25 @@ class StepGraphs:
             self.memory.release()
 
     def _fits(self, cls: Hashable, key: Hashable, host: Sequence[torch.Tensor]) -> bool:
-        """Whether a capture of `key` likely fits: CAPTURE_MARGIN x its eager peak (a key never run
-        eagerly: its class's most bytes per input element times its inputs' elements) is free on
-        the device, or free once the allocator's unused cache goes back (then it does)."""
+        """Whether a capture of `key` fits and leaves room for eager work: CAPTURE_MARGIN x its
+        eager peak (a key never run eagerly: its class's most bytes per input element times its
+        inputs' elements) plus the largest eager peak since the graphs were last dropped must be
+        free on the device, after the allocator's unused cache goes back if need be. (Memory the
+        graphs' pool holds serves only captures: the e2e run on an 80-GB H100, session 19, crashed
+        when graphs held 51 GiB and parking an adapter's state found no room.)"""
         need = self._need.get(key)
         if need is None and cls in self._rate:
             need = self._rate[cls] * _elements(host)
         if self.memory is None or need is None:
             return True
+        want = need * CAPTURE_MARGIN + max(self._need.values(), default=0)
         free, cached = self.memory.free()
-        if need * CAPTURE_MARGIN <= free:
+        if want <= free:
             return True
-        if need * CAPTURE_MARGIN <= free + cached:
-            self.memory.release()
-            return True
-        return False
+        if want > free + cached:
+            return False
+        self.memory.release()
+        return want <= self.memory.free()[0]
 
     def _after_failure(self) -> None:
         """After a failed capture: its tensors (held by the exception's frames) and the eager cache go."""

@@ -161,8 +161,12 @@ class AdapterStore:
         self.packer.zero(rec.slot)  # free slots are zero
         self.optim.free_slot(rec.slot)
         rec.slot = None
+        if compact:
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
         live = sum(1 for r in self.adapters.values() if r.slot is not None)
-        if compact and self.shrink_at and live <= self.capacity // self.shrink_at:  # hysteresis (growth doubles)
+        if self.shrink_at and live <= self.capacity // self.shrink_at:  # hysteresis (growth doubles)
             self.compact()
 
     def compact(self) -> None:
@@ -275,11 +279,12 @@ class AdapterStore:
         stay for the task's result, its AdamW moments (twice the weights' size) are not copied
         or kept; a later `resume` (to evaluate it) starts them at zero."""
         rec = self.record(job_id, "active")
-        rec.status = "suspended"
         if self.park and keep_optimizer:
-            self._park_out(rec)
-            return
-        self._offload(rec, keep_optimizer)
+            self._park_out(rec, compact=False)
+        else:
+            self._offload(rec, keep_optimizer, compact=False)
+        rec.status = "suspended"  # (after the copies: one that ran out of memory left the adapter as it was)
+        self._maybe_compact()
 
     def _park_out(self, rec: AdapterRecord, compact: bool = True) -> None:
         """Gather a suspended adapter's rank block (weights, AdamW moments) into device tensors

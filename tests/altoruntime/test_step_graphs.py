@@ -151,25 +151,45 @@ def _allocating(mem, per_element, offset):
     return lambda: (body, None)
 
 
-def test_a_capture_is_tried_only_where_its_eager_peak_fits():
-    mem = FakeMemory(free=100)
+def test_a_capture_is_tried_only_where_its_eager_peak_fits_beside_the_largest_eager_step():
+    mem = FakeMemory(free=200)
     g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
     x = torch.zeros(3)
     assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)  # eager: peaks at 90 bytes
-    assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)  # 1.25 x 90 > 100 free: eager
+    # 1.25 x 90 for the capture + 90 left for an eager step = 202.5 > 200 free: eager
+    assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)
     assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1 and len(g) == 0
-    mem.cached = 30  # the allocator's unused cache makes room: it goes back, then the capture
+    mem.cached = 10  # the allocator's unused cache makes room: it goes back, then the capture
     assert torch.equal(g.run("k", [x], _allocating(mem, 30, 1)), x + 1)
     assert g.last == "captured" and len(g) == 1 and mem.released == 1
 
 
+def test_the_room_kept_for_eager_steps_is_the_largest_since_the_graphs_were_dropped():
+    mem = FakeMemory(free=10**6)
+    g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
+    g.run("huge", [torch.zeros(100)], _allocating(mem, 10, 0))  # eager: 1000 bytes
+    mem.now = mem.top = 0  # (the allocator's peak, as if measured afresh)
+    mem.on_device = 1100
+    g.run("k", [torch.zeros(2)], _allocating(mem, 10, 0))  # eager: 20 bytes
+    g.run("k", [torch.zeros(2)], _allocating(mem, 10, 0))  # 25 + 1000 kept for "huge" <= 1100: captured
+    assert g.last == "captured"
+    mem.on_device = 1000
+    g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))
+    g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))  # 25 + 1000 > 1000: eager
+    assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
+    g.invalidate()  # the stacks moved (e.g. the group shrank): the old steps' peaks no longer count
+    g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))
+    g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))
+    assert g.last == "captured"
+
+
 def test_a_new_shape_of_a_warm_class_is_gated_by_its_class_s_bytes_per_element():
-    mem = FakeMemory(free=250)
+    mem = FakeMemory(free=330)
     g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
     g.run("small", [torch.zeros(2)], _allocating(mem, 40, 0), warm="w")  # eager: 80 bytes, 40 per element
-    g.run("big", [torch.zeros(5)], _allocating(mem, 40, 0), warm="w")  # needs 1.25 x 200 = 250: captured
+    g.run("big", [torch.zeros(5)], _allocating(mem, 40, 0), warm="w")  # 1.25 x 200 + 80 = 330: captured
     assert g.last == "captured" and len(g) == 1
-    g.run("bigger", [torch.zeros(6)], _allocating(mem, 40, 0), warm="w")  # 300 > 250: eager
+    g.run("bigger", [torch.zeros(6)], _allocating(mem, 40, 0), warm="w")  # 300 + 80 > 330: eager
     assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
 
 
@@ -518,6 +538,39 @@ def test_an_out_of_memory_evaluation_takes_the_graphs_memory_back_and_runs_once_
     _oom_once(tr)
     with pytest.raises(torch.OutOfMemoryError):
         tr.evaluate({"a": make_batch(7, 3, 12)})
+
+
+def _slot_state_oom_once(tr):
+    real, state = tr.store.optim.slot_state, {"left": 1}
+
+    def slot_state(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        if state["left"]:
+            state["left"] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return real(*a, **k)
+    tr.store.optim.slot_state = slot_state
+
+
+def test_a_suspend_out_of_memory_takes_the_graphs_memory_back_and_suspends(base):
+    tr = _retargeting(base)
+    tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+    for s in range(2):
+        tr.step({"a": make_batch(s, 2, 10)})
+    assert len(tr.graphs) == 1
+    want = weight_sums(tr, ["a"])
+    _slot_state_oom_once(tr)
+    tr.suspend("a")
+    assert tr.status("a") == "suspended" and tr.graphs.stats["released"] == 1 and len(tr.graphs) == 0
+    tr.resume("a")
+    assert weight_sums(tr, ["a"])["a"] == pytest.approx(want["a"])
+    plain = MultiAdapterTrainer(copy.deepcopy(base), capacity=1, cuda_graphs=False)  # no graphs: the error stands,
+    plain.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)  # and the adapter is as it was
+    _slot_state_oom_once(plain)
+    with pytest.raises(torch.OutOfMemoryError):
+        plain.suspend("a")
+    assert plain.status("a") == "active"
+    plain.suspend("a")
+    assert plain.status("a") == "suspended"
 
 
 def test_one_adapter_out_of_memory_at_a_padded_shape_retries_at_its_exact_size(base):
