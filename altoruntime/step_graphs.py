@@ -205,7 +205,7 @@ class StepGraphs:
                 on_replay(hit.keep)
             return hit.replay(host)
         if key in self._never:
-            return self._eager(host, prepare()[0])
+            return self._eager(host, prepare()[0], warm if warm is not None else key, key)
         self._seen[key] += 1
         body, keep = prepare()
         cls = warm if warm is not None else key
@@ -248,10 +248,11 @@ class StepGraphs:
 
     def release(self) -> None:
         """Drop every graph and give their memory, and the allocator's unused cache, back to the
-        device (an out-of-memory step's first answer: graphs must never be why a step fails)."""
+        device (an out-of-memory step's first answer: graphs must never be why a step fails).
+        With no graph held, only the cache goes back (what the graphs learnt stays)."""
         if self._graphs:
             self.stats["released"] += 1
-        self.invalidate()
+            self.invalidate()
         if self.memory is not None:
             self.memory.release()
 
@@ -295,7 +296,7 @@ class StepGraphs:
         where the run set a new peak (only then is it exact), its class's bytes per input element."""
         self.stats["eager"] += 1
         self.last = "eager"
-        if self.memory is None:
+        if self.memory is None or self.disabled is not None:
             return body(*(t.to(self.device, non_blocking=True) for t in host))
         base, before = self.memory.allocated(), self.memory.peak()
         out = body(*(t.to(self.device, non_blocking=True) for t in host))
