@@ -33,6 +33,7 @@ eagerly.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import traceback
@@ -79,8 +80,11 @@ def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.devic
         graph.capture_begin(*(() if pool is None else (pool,)))
         try:
             out = body(*static)
-        finally:
-            empty = end_capture(graph)
+        except BaseException:  # the body's error is the cause: ending the broken capture may raise its own
+            with contextlib.suppress(Exception):
+                end_capture(graph)
+            raise
+        empty = end_capture(graph)
     if empty:
         raise EmptyCaptureError("the capture recorded no kernels: a replay would leave the outputs unwritten")
     torch.cuda.current_stream(device).wait_stream(side)
@@ -106,6 +110,11 @@ class EmptyCaptureError(RuntimeError):
     """A capture ended without recording any work. Replayed, it would leave the step's outputs
     unwritten (H100, session 19: the first captured 60-adapter step of diag_host and diag_shrink
     ended empty, and every adapter of that step then failed as non-finite)."""
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's OutOfMemoryError, or the CUDA error a capture's end raises for the same cause."""
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def _elements(host: Sequence[torch.Tensor]) -> int:
@@ -217,23 +226,17 @@ class StepGraphs:
         if not self._fits(cls, key, host):  # a capture would likely run out of memory (and strand what it took)
             self.stats["capture_skipped_memory"] += 1
             return self._eager(host, body, cls, key)
+        cap = None
         try:
             cap = self._capture(body, host)
-        except torch.OutOfMemoryError:  # this shape does not fit twice (eager + pool): never capture it
-            self._never.add(key)
-            self.stats["capture_oom"] += 1
-            self._after_failure()
-            return self._eager(host, body, cls, key)
-        except Exception as e:  # noqa: BLE001 - any other capture failure: eager this time
-            self.failure_trace = self.failure_trace or traceback.format_exc()  # the first: the cause
-            if self._pool is not None:  # a capture whose end failed leaves its pool "recording": every later
-                self._pool = torch.cuda.graph_pool_handle()  # capture into it would fail (H200, session 18)
-            if first_use:  # a first-use capture (e.g. a kernel compiling inside it): only this step
-                self._cold_failures += 1
-                self.stats["cold_capture_failed"] += 1
-            else:  # the rest of this process too
-                self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-                self._graphs.clear()
+        except Exception as e:  # noqa: BLE001 - a failed capture: eager this time (below, once its frames are gone)
+            oom = _out_of_memory(e)
+            if oom:  # this shape does not fit twice (eager + pool): never capture it
+                self._never.add(key)
+                self.stats["capture_oom"] += 1
+            else:
+                self._note_failure(e, first_use)
+        if cap is None:
             self._after_failure()
             return self._eager(host, body, cls, key)
         cap.keep = keep
@@ -245,6 +248,19 @@ class StepGraphs:
             self.stats["evicted"] += 1
         self.stats["replayed"] += 1
         return cap.replay(host)
+
+    def _note_failure(self, e: Exception, first_use: bool) -> None:
+        """A capture failed for another reason than memory: a first-use capture (e.g. a kernel
+        compiling inside it) costs only this step; any other turns graphs off for this process."""
+        self.failure_trace = self.failure_trace or "".join(traceback.format_exception(e))  # the first: the cause
+        if self._pool is not None:  # a capture whose end failed leaves its pool "recording": every later
+            self._pool = torch.cuda.graph_pool_handle()  # capture into it would fail (H200, session 18)
+        if first_use:
+            self._cold_failures += 1
+            self.stats["cold_capture_failed"] += 1
+        else:
+            self.disabled = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            self._graphs.clear()
 
     def release(self) -> None:
         """Drop every graph and give their memory, and the allocator's unused cache, back to the

@@ -199,6 +199,15 @@ def test_without_a_memory_reader_nothing_is_gated():
     assert g.memory is None and g.last == "captured"
 
 
+def test_a_capture_s_end_out_of_memory_counts_as_out_of_memory_not_as_a_broken_capture():
+    """torch raises a plain CUDA error ("out of memory") from a capture's end: that shape runs
+    eagerly from then on, and graphs stay on."""
+    g = StepGraphs(CPU, min_uses=1, capture=failing_capture(RuntimeError("CUDA error: out of memory")))
+    x = torch.ones(2)
+    assert torch.equal(g.run("k", [x], _prepare(1)), x + 1)
+    assert g.enabled and g.stats["capture_oom"] == 1 and not g.failure_trace
+
+
 def test_off_without_cuda_unless_a_capture_is_given():
     assert not StepGraphs(CPU).enabled
     assert not StepGraphs(CPU, enabled=False, capture=fake_capture).enabled

@@ -116,3 +116,30 @@ def test_a_failed_capture_does_not_spoil_later_captures():
     assert torch.equal(out, x * 2)
     assert graphs.stats["captured"] == 1 and graphs.stats["replayed"] >= 2, dict(graphs.stats)
     assert graphs.failure_trace == first
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_capture_reports_its_body_s_error_and_an_empty_graph():
+    """The body's own error comes out of a capture (not the CUDA error ending the broken capture
+    raises), so an out-of-memory body is handled as one; a body that launches nothing is refused
+    (its replay would write nothing) and runs eagerly."""
+    from altoruntime.step_graphs import EmptyCaptureError, StepGraphs, capture_cuda
+
+    x = torch.ones(4, device="cuda")
+
+    def runs_out(t):  # noqa: ANN001, ANN202
+        t = t * 2  # a kernel, then the allocator gives up
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        capture_cuda(runs_out, (x,), torch.device("cuda"), None)
+    with pytest.raises(EmptyCaptureError):
+        capture_cuda(lambda t: t, (x,), torch.device("cuda"), None)
+    graphs = StepGraphs(torch.device("cuda"), min_uses=1)
+    out = graphs.run("a", (x,), lambda: ((lambda t: t), None))
+    assert torch.equal(out, x) and graphs.stats["captured"] == 0
+    assert "EmptyCaptureError" in graphs.failure_trace
+    graphs.disabled = None
+    for _ in range(2):
+        assert torch.equal(graphs.run("b", (x,), lambda: ((lambda t: t * 3), None)), x * 3)
+    assert graphs.stats["captured"] == 1, dict(graphs.stats)
