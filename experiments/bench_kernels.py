@@ -4,7 +4,10 @@ The 7 projections (hidden 2048, MLP 8192, kv 512), 32 adapters with ranks 16/32/
 per-adapter batch 1/2/4 of 512-token sequences, bf16 (`--model smollm2-135m`, `--adapters`, `--seq`: the
 e2e runs' shapes instead). Implementations side by side in one run:
 base_only (the frozen base GEMMs alone: the floor), loop, sequential, peft, torch_grouped, ours
-(plus `ours_*` variants of the fused path). speedup = time(torch_grouped) / time(row).
+(plus `ours_*` variants of the fused path). speedup = time(torch_grouped) / time(row). Where base_only
+ran, two `floor_*` rows per batch bound the fused layer: the base plus the bytes the LoRA work must
+move (`lora_bytes`) at this device's measured copy bandwidth, with cuBLAS for the base
+(`floor_cublas_passes`) or with the LoRA terms in a cuBLAS-speed GEMM's epilogue (`floor_epilogue`).
 
 Writes results/kernels_<gpu>.csv (one row per projection and a `layer` row summing the 7; `ms`
 and `host_ms`, the host time to issue one call), results/kernels_breakdown_<gpu>.csv (each kernel
@@ -410,6 +413,39 @@ def _print_gemm_floor(df) -> None:  # noqa: ANN001
     print(out.round(4).to_string())
 
 
+def lora_bytes(projs: dict, tokens: int, elem: int, epilogue: bool) -> int:
+    """Bytes the LoRA work of one layer must move outside the base GEMMs (fwd + bwd, frozen base):
+    X and dY read twice each (shrink and dA; dS and dB), plus, where the base GEMM is cuBLAS (no
+    epilogue), Y and dX read and written once each (adding sBS and dS A^T). S, dS and the adapter
+    weights are left out (rank-wide: under 5% of these at the benchmark's shapes)."""
+    per = 2 if epilogue else 4
+    return sum(per * tokens * elem * (d_in + d_out) for d_in, d_out in projs.values())
+
+
+def copy_bandwidth(device, bench) -> float:  # noqa: ANN001
+    """Bytes per ms of a 1-GiB device copy (read + write), timed like the layers: the bandwidth a
+    memory-bound pass can hope for on this device."""
+    n = 1 << 29 if device.type == "cuda" else 1 << 22
+    a = torch.empty(n, dtype=torch.bfloat16, device=device)
+    b = torch.empty_like(a)
+    ms = bench(lambda: b.copy_(a))
+    del a, b
+    return 2 * n * 2 / ms
+
+
+def floor_rows(rows: list[dict], projs: dict, elem: int, bandwidth: float) -> list[dict]:
+    """Per batch with a base_only layer row: the layer's floor in the two forms (cuBLAS base +
+    LoRA passes; the LoRA terms in the base GEMM's epilogue at cuBLAS's speed) as the base's time
+    plus `lora_bytes` at the copy bandwidth. ms only: no kernel ran."""
+    out = []
+    for r in rows:
+        if r["proj"] == "layer" and r["impl"] == "base_only":
+            for impl, epi in (("floor_cublas_passes", False), ("floor_epilogue", True)):
+                lora_ms = lora_bytes(projs, r["tokens_per_adapter"] * r["adapters"], elem, epi) / bandwidth
+                out.append({**r, "impl": impl, "ms": r["ms"] + lora_ms, "host_ms": float("nan")})
+    return out
+
+
 def _write_csv(df, path: Path) -> None:  # noqa: ANN001
     tmp = path.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
@@ -558,6 +594,10 @@ def main() -> None:
                   f"  ({time.time() - t_start:.0f} s)", flush=True)
         if "base_only" in impls and "torch_grouped" in impls:
             _write_csv(_finish(rows, projs, z), csv)  # partial results survive a time limit
+    if "base_only" in impls:  # what no kernel of these forms can beat, at this device's copy bandwidth
+        bw = copy_bandwidth(device, bench)
+        print(f"copy bandwidth {bw / 1e9:.2f} TB/s: floors = base + LoRA bytes / bandwidth", flush=True)
+        rows += floor_rows(rows, projs, torch.empty((), dtype=dtype).element_size(), bw)
     df = _finish(rows, projs, z)
     _write_csv(df, csv)
     _write_autotune_choices(out / f"kernels_autotune_{tag}.txt")

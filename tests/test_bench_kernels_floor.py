@@ -1,0 +1,39 @@
+"""experiments/bench_kernels.py's floor rows: the bytes the LoRA work must move, and the layer's bound."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from experiments import bench_kernels as bk
+
+
+def test_lora_bytes_of_the_llama_layer_at_batch_1():
+    tokens = 32 * 512
+    passes = bk.lora_bytes(bk.PROJS, tokens, 2, epilogue=False)
+    assert passes == 4 * tokens * 2 * 44032 == pytest.approx(5.77e9, rel=1e-3)  # X, dY twice; Y, dX read + written
+    assert bk.lora_bytes(bk.PROJS, tokens, 2, epilogue=True) * 2 == passes
+
+
+def test_floor_rows_add_the_bytes_at_the_bandwidth_to_the_base():
+    base = {"proj": "layer", "impl": "base_only", "ms": 5.0, "host_ms": 1.0, "tokens_per_adapter": 512, "adapters": 32,
+            "batch": 1}
+    other = {**base, "impl": "ours", "ms": 7.5}
+    rows = bk.floor_rows([base, other, {**base, "proj": "q"}], bk.PROJS, 2, bandwidth=3.35e9)  # bytes per ms
+    assert [r["impl"] for r in rows] == ["floor_cublas_passes", "floor_epilogue"]
+    assert rows[0]["ms"] == pytest.approx(5.0 + 5.7706e9 / 3.35e9, rel=1e-4)  # ~1.72 ms of passes
+    assert rows[1]["ms"] - 5.0 == pytest.approx((rows[0]["ms"] - 5.0) / 2)
+    assert all(math.isnan(r["host_ms"]) for r in rows)
+
+
+def test_smoke_run_writes_the_floor_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr("sys.argv", ["bench_kernels.py", "--smoke", "--impls", "base_only,torch_grouped", "--no-check",
+                                     "--no-breakdown", "--batches", "1", "--out", str(tmp_path)])
+    bk.main()
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "kernels_cpu.csv")
+    layer = df[df["proj"] == "layer"].set_index("impl")["ms"]
+    assert layer["floor_epilogue"] > layer["base_only"] and layer["floor_cublas_passes"] > layer["floor_epilogue"]
