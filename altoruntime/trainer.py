@@ -401,10 +401,16 @@ class MultiAdapterTrainer:
             self._log_call("train" if training else "eval", inp, self.graphs.last, t0)
 
     def _log_call(self, kind: str, inp: StepInputs, graph: str, t0: float, **extra: object) -> None:
-        """One row of the call log (`calls`): the call's sizes, graph outcome and wall ms since t0."""
+        """One row of the call log (`calls`): the call's sizes, graph outcome, the graphs' drops and
+        memory-gated or out-of-memory captures so far, the allocator's reserved MiB (CUDA) and the
+        wall ms since t0."""
+        stats = self.graphs.stats
+        memory = ({"reserved_mib": round(torch.cuda.memory_reserved(self.device) / 2**20)}
+                  if self.device.type == "cuda" else {})
         self.calls.append({"kind": kind, "adapters": len(inp.job_ids), "rows": sum(inp.rows), "length": inp.length,
-                           "labels": inp.labels, "graph": graph, "invalidated": self.graphs.stats["invalidated"],
-                           "ms": round((time.perf_counter() - t0) * 1e3, 3), **extra})
+                           "labels": inp.labels, "graph": graph, "invalidated": stats["invalidated"],
+                           "skipped_memory": stats["capture_skipped_memory"], "capture_oom": stats["capture_oom"],
+                           "ms": round((time.perf_counter() - t0) * 1e3, 3), **memory, **extra})
 
     def _causal_mask(self, length: int) -> torch.Tensor | None:
         """No mask where the attention kernel takes `is_causal` (SDPA, flash); elsewhere (eager

@@ -3,7 +3,8 @@
 `ALTO_CALL_LOG=1 alto run ...` (or `experiments/e2e_sweep.py`) writes each task's fused calls to
 `<out>/tasks/<task>/fused_calls.csv` (kind train/eval, adapters, rows, length, labels, graph outcome,
 graph drops so far, wall ms to the call's host sync). This tables one or more such logs: per log,
-kind and outcome, the calls, their seconds and median ms, and the graph drops (stack reallocations).
+kind and outcome, the calls, their seconds and median ms, the graph drops (stack reallocations), the
+captures the memory gate skipped or that ran out of memory, and the most memory the allocator reserved.
 `--by-shape` splits each row by the call's adapters, rows and length (fused_calls_by_shape.csv), so two
 runs' calls can be compared at equal shapes.
 
@@ -37,7 +38,10 @@ def summarize(path: Path, by_shape: bool = False) -> pd.DataFrame:
     table["seconds"] = (table["seconds"] / 1e3).round(2)
     table["median_ms"] = table["median_ms"].round(1)
     table.insert(0, "log", str(path))
-    table["graph_drops"] = int(calls["invalidated"].max()) if "invalidated" in calls else None
+    for col, name in (("invalidated", "graph_drops"), ("skipped_memory", "captures_skipped_memory"),
+                      ("capture_oom", "captures_oom")):  # running counts: the run's total is the last row's
+        table[name] = int(calls[col].max()) if col in calls else None
+    table["peak_reserved_gib"] = round(calls["reserved_mib"].max() / 1024, 1) if "reserved_mib" in calls else None
     return table
 
 

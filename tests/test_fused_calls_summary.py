@@ -20,6 +20,22 @@ def test_calls_are_tabled_by_kind_and_graph_outcome(tmp_path):
     assert t.loc[("train", "replayed"), "median_ms"] == 25.0 and set(t["graph_drops"]) == {2}
 
 
+def test_memory_columns_give_the_run_s_gated_captures_and_peak_reservation(tmp_path):
+    """The running counts of memory-gated and out-of-memory captures end at the run's totals; the
+    reserved MiB peak; logs from before these columns table without them."""
+    rows = [("eager", 0, 0, 10240), ("captured", 0, 0, 30720), ("eager", 1, 0, 51200), ("eager", 3, 1, 20480)]
+    pd.DataFrame([{"kind": "train", "adapters": 2, "rows": 4, "length": 64, "labels": 64, "graph": g, "invalidated": 0,
+                   "skipped_memory": sk, "capture_oom": oom, "reserved_mib": mib, "ms": 10.0}
+                  for g, sk, oom, mib in rows]).to_csv(tmp_path / "calls.csv", index=False)
+    t = fused_calls_summary.summarize(tmp_path / "calls.csv")
+    assert set(t["captures_skipped_memory"]) == {3} and set(t["captures_oom"]) == {1}
+    assert set(t["peak_reserved_gib"]) == {50.0}
+    pd.DataFrame([{"kind": "train", "adapters": 2, "rows": 4, "length": 64, "graph": "eager", "ms": 1.0}]).to_csv(
+        tmp_path / "old.csv", index=False)
+    old = fused_calls_summary.summarize(tmp_path / "old.csv")
+    assert old["captures_skipped_memory"].isna().all() and old["peak_reserved_gib"].isna().all()
+
+
 def test_by_shape_splits_each_outcome_by_adapters_rows_and_length(tmp_path):
     rows = [(2, 64, 20.0), (2, 64, 22.0), (2, 64, 30.0), (2, 128, 40.0), (4, 64, 50.0)]
     pd.DataFrame([{"kind": "train", "adapters": a, "rows": 2, "length": n, "labels": n, "graph": "replayed",
