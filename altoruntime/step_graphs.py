@@ -138,10 +138,12 @@ class CudaMemory:
         """(free on the device, cached by the allocator but unallocated)."""
         return torch.cuda.mem_get_info(self.device)[0], torch.cuda.memory_reserved(self.device) - self.allocated()
 
-    def release(self) -> None:
-        """Free what only cycles still hold (a failed capture's traceback keeps its frames' tensors),
-        then give the allocator's unused cache back to the device."""
-        gc.collect()
+    def release(self, collect: bool = True) -> None:
+        """Give the allocator's unused cache back to the device; `collect`: first free what only
+        reference cycles still hold (a failed capture's traceback keeps its frames' tensors; a
+        collection can take tens of ms, so the capture gate skips it)."""
+        if collect:
+            gc.collect()
         torch.cuda.empty_cache()
 
 
@@ -290,7 +292,7 @@ class StepGraphs:
             return True
         if want > free + cached:
             return False
-        self.memory.release()
+        self.memory.release(collect=False)
         return want <= self.memory.free()[0]
 
     def _after_failure(self) -> None:
