@@ -277,13 +277,13 @@ class StepGraphs:
     def _fits(self, cls: Hashable, key: Hashable, host: Sequence[torch.Tensor]) -> bool:
         """Whether a capture of `key` fits and leaves room for eager work: CAPTURE_MARGIN x its
         eager peak (a key never run eagerly: its class's most bytes per input element times its
-        inputs' elements) plus the largest eager peak since the graphs were last dropped must be
+        inputs' elements, or the largest peak where its class has no exact one) plus the largest eager peak since the graphs were last dropped must be
         free on the device, after the allocator's unused cache goes back if need be. (Memory the
         graphs' pool holds serves only captures: the e2e run on an 80-GB H100, session 19, crashed
         when graphs held 51 GiB and parking an adapter's state found no room.)"""
         need = self._need.get(key)
-        if need is None and cls in self._rate:
-            need = self._rate[cls] * _elements(host)
+        if need is None:  # a new key: its class's rate, else (no exact peak of its class yet) the largest need
+            need = self._rate[cls] * _elements(host) if cls in self._rate else max(self._need.values(), default=None)
         if self.memory is None or need is None:
             return True
         want = need * CAPTURE_MARGIN + max(self._need.values(), default=0)

@@ -193,6 +193,18 @@ def test_a_new_shape_of_a_warm_class_is_gated_by_its_class_s_bytes_per_element()
     assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
 
 
+def test_a_new_key_of_a_class_with_no_exact_peak_is_gated_by_the_largest_peak():
+    """An evaluation's eager run may peak below the training peak already set: no exact figure for
+    its class, so its new keys are gated by the largest peak known."""
+    mem = FakeMemory(free=10**6)
+    g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
+    g.run("train", [torch.zeros(10)], _allocating(mem, 50, 0), warm="t")  # sets the peak: 500 bytes
+    g.run("eval", [torch.zeros(2)], _allocating(mem, 50, 0), warm="e")  # 100 bytes, under the peak: bounded
+    mem.on_device = 1000
+    g.run("eval2", [torch.zeros(2)], _allocating(mem, 50, 0), warm="e")  # 1.25 x 500 + 500 > 1000: eager
+    assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
+
+
 def test_without_a_memory_reader_nothing_is_gated():
     g = StepGraphs(CPU, min_uses=1, capture=fake_capture)
     g.run("k", [torch.zeros(9)], _prepare(0))
