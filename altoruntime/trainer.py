@@ -155,7 +155,10 @@ class MultiAdapterTrainer:
             if not len(self.graphs):
                 raise
         self.graphs.release()
-        self.store.suspend(job_id, keep_optimizer)
+        if self.store.status(job_id) == "suspended":  # the copies went through, the compaction after them did not
+            self.store.maybe_compact()
+        else:
+            self.store.suspend(job_id, keep_optimizer)
 
     def resume(self, job_id: str) -> None:
         self.store.resume(job_id)

@@ -162,9 +162,10 @@ class AdapterStore:
         self.optim.free_slot(rec.slot)
         rec.slot = None
         if compact:
-            self._maybe_compact()
+            self.maybe_compact()
 
-    def _maybe_compact(self) -> None:
+    def maybe_compact(self) -> None:
+        """Compact the stacks where few enough slots are live (see `compact`)."""
         live = sum(1 for r in self.adapters.values() if r.slot is not None)
         if self.shrink_at and live <= self.capacity // self.shrink_at:  # hysteresis (growth doubles)
             self.compact()
@@ -284,7 +285,7 @@ class AdapterStore:
         else:
             self._offload(rec, keep_optimizer, compact=False)
         rec.status = "suspended"  # (after the copies: one that ran out of memory left the adapter as it was)
-        self._maybe_compact()
+        self.maybe_compact()
 
     def _park_out(self, rec: AdapterRecord, compact: bool = True) -> None:
         """Gather a suspended adapter's rank block (weights, AdamW moments) into device tensors

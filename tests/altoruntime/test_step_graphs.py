@@ -594,6 +594,25 @@ def test_a_suspend_out_of_memory_takes_the_graphs_memory_back_and_suspends(base)
     assert plain.status("a") == "suspended"
 
 
+def test_a_suspend_whose_compaction_runs_out_of_memory_compacts_after_the_graphs_give_memory_back(base):
+    tr = _retargeting(base)
+    tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
+    tr.admit("b", rank=4, alpha=8, lr=1e-2, seed=2)
+    for s in range(2):
+        tr.step({"a": make_batch(s, 2, 10), "b": make_batch(s + 5, 1, 10)})
+    assert len(tr.graphs) == 1
+    real, calls = tr.store.maybe_compact, []
+
+    def maybe_compact():  # noqa: ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        real()
+    tr.store.maybe_compact = maybe_compact
+    tr.suspend("a")
+    assert tr.status("a") == "suspended" and calls == [1, 1] and tr.graphs.stats["released"] == 1
+
+
 def test_one_adapter_out_of_memory_at_a_padded_shape_retries_at_its_exact_size(base):
     tr = _retargeting(base)
     tr.admit("a", rank=4, alpha=8, lr=1e-2, seed=1)
