@@ -533,8 +533,14 @@ def main() -> None:
     quick = args.quick or args.gemm
     unknown = [i for i in impls if i not in all_impls]
     if unknown:
-        raise SystemExit(f"--impls: unknown {unknown}; known: {all_impls}")
-    batches = [int(b) for b in args.batches.split(",")]
+        ap.error(f"--impls: unknown {unknown}; known: {all_impls}")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        ap.error(f"--batches: expected comma-separated integers, got {args.batches!r}")
+    for flag, value in (("--adapters", args.adapters), ("--seq", args.seq), ("--batches", min(batches))):
+        if value < 1:
+            ap.error(f"{flag}: must be >= 1, got {value}")
     breakdown = not args.no_breakdown and (args.gemm or not args.quick)
     bench = _timer(device, quick=quick)
     bench_slow = _timer(device, slow=True)

@@ -37,3 +37,14 @@ def test_smoke_run_writes_the_floor_rows(tmp_path, monkeypatch):
     df = pd.read_csv(tmp_path / "kernels_cpu.csv")
     layer = df[df["proj"] == "layer"].set_index("impl")["ms"]
     assert layer["floor_epilogue"] > layer["base_only"] and layer["floor_cublas_passes"] > layer["floor_epilogue"]
+
+
+@pytest.mark.parametrize("flags, field", [(["--adapters", "0"], "--adapters"), (["--seq", "-1"], "--seq"),
+                                          (["--batches", "x"], "--batches"), (["--batches", "1,0"], "--batches"),
+                                          (["--impls", "nope"], "--impls")])
+def test_bad_sizes_are_one_line_and_exit_2_before_anything_is_written(tmp_path, monkeypatch, capsys, flags, field):
+    monkeypatch.setattr("sys.argv", ["bench_kernels.py", *flags, "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as e:
+        bk.main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and field in err and not (tmp_path / "o").exists()
