@@ -24,6 +24,11 @@ def test_styles_and_profiled_steps(tmp_path):
     assert diag_host.busy_pct(30.0, 40.0) == 75.0 and math.isnan(diag_host.busy_pct(1.0, 0.0))
 
 
-def test_unknown_style_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--styles"):
-        diag_host.main(["--model", "tiny", "--styles", "nope", "--out", str(tmp_path / "h.csv")])
+@pytest.mark.parametrize("flags, field", [(["--styles", "nope"], "--styles"), (["--sizes", "x"], "--sizes"),
+                                          (["--sizes", "0"], "--sizes"), (["--graphs", "2"], "--graphs"),
+                                          (["--fused", "0,x"], "--fused"), (["--steps", "0"], "--steps")])
+def test_bad_flags_are_one_line_and_exit_2_before_anything_runs(tmp_path, capsys, flags, field):
+    with pytest.raises(SystemExit) as e:
+        diag_host.main(["--model", "tiny", *flags, "--out", str(tmp_path / "d" / "h.csv")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and field in err and not (tmp_path / "d").exists()

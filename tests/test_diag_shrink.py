@@ -44,9 +44,14 @@ def test_compile_log_names_compiles_and_restores_the_listener():
                           "spec={'x_ptr': [['tt.divisibility', 16]]} warps=4 stages=3") and log.take() == ""
 
 
-def test_sizes_must_shrink():
-    with pytest.raises(SystemExit, match="largest first"):
-        diag_shrink.main(["--model", "tiny", "--sizes", "1,3"])
+@pytest.mark.parametrize("flags, field", [(["--sizes", "1,3"], "largest first"), (["--sizes", "x"], "--sizes"),
+                                          (["--sizes", "2,0"], "--sizes"), (["--impls", "nope"], "--impls"),
+                                          (["--steps", "0"], "--steps")])
+def test_bad_flags_are_one_line_and_exit_2(capsys, flags, field):
+    with pytest.raises(SystemExit) as e:
+        diag_shrink.main(["--model", "tiny", *flags])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and field in err
 
 
 def test_a_step_that_fails_every_adapter_stops_with_the_reasons_and_the_graph_state():

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.device.diag_shrink import SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches, sync  # noqa: E402
+from experiments.device.diag_shrink import (SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches,  # noqa: E402
+                                           int_list, sync)  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
@@ -118,10 +119,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     styles = args.styles.split(",")
     if unknown := [s for s in styles if s not in STYLES]:
-        raise SystemExit(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
+        ap.error(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
+    sizes = int_list(ap, "--sizes", args.sizes)
+    settings = [(bool(g), f) for g in int_list(ap, "--graphs", args.graphs, choices=(0, 1))
+                for f in int_list(ap, "--fused", args.fused, choices=(0, 1))]
+    if args.steps < 1 or args.warmup < 0:
+        ap.error(f"--steps: must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     rows, tables = [], []
-    for n in [int(x) for x in args.sizes.split(",")]:
-        for graphs, fused in [(bool(int(g)), int(f)) for g in args.graphs.split(",") for f in args.fused.split(",")]:
+    for n in sizes:
+        for graphs, fused in settings:
             model = tiny_llama(**SHAPES[args.model]).to(dev, dtype)
             vocab = int(model.config.vocab_size)
             if fused:

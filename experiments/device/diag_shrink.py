@@ -34,6 +34,7 @@ if __name__ == "__main__":  # a private, empty kernel cache: every compile of th
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from altokernels.validate import IMPLS  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer, trainer_from_env  # noqa: E402
 from altosim.argparser import OneLineParser  # noqa: E402
@@ -43,6 +44,20 @@ SHAPES = {  # name -> tiny_llama kwargs
     "smollm2": dict(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536),
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2),
 }
+
+
+def int_list(ap, flag: str, text: str, choices: tuple[int, ...] | None = None, minimum: int = 1) -> list[int]:  # noqa: ANN001
+    """A comma-separated flag as ints, each >= `minimum` (or one of `choices`); else the parser's
+    one-line error (exit 2)."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        ap.error(f"{flag}: expected comma-separated integers, got {text!r}")
+    bad = [v for v in values if (v not in choices if choices is not None else v < minimum)]
+    if bad:
+        want = f"one of {', '.join(map(str, choices))}" if choices is not None else f">= {minimum}"
+        ap.error(f"{flag}: each must be {want}, got {text!r}")
+    return values
 
 
 def sync(dev: torch.device) -> None:
@@ -248,9 +263,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", help="CSV to write")
     ap.add_argument("--profile-first", type=Path, help="write a cProfile table of the first LoRA step here")
     args = ap.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
-    if sizes != sorted(sizes, reverse=True) or sizes[-1] < 1:
-        raise SystemExit(f"--sizes: need positive sizes, largest first, got {args.sizes}")
+    sizes = int_list(ap, "--sizes", args.sizes)
+    if sizes != sorted(sizes, reverse=True):
+        ap.error(f"--sizes: need the largest first, got {args.sizes!r}")
+    if args.steps < 1:
+        ap.error(f"--steps: must be >= 1, got {args.steps}")
+    if unknown := [i for i in args.impls.split(",") if i not in IMPLS]:
+        ap.error(f"--impls: unknown {unknown}; choose from {','.join(IMPLS)}")
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ALTO_"))
     print(f"device {torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}; {env or 'default paths'}",
