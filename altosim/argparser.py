@@ -31,3 +31,15 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.command}: error: <args>: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+    def int_list(self, flag: str, text: str, minimum: int = 1, choices: tuple[int, ...] | None = None) -> list[int]:
+        """A comma-separated flag value as ints, each >= `minimum` (or one of `choices`); anything
+        else is the parser's one-line error."""
+        try:
+            values = [int(x) for x in text.split(",")]
+        except ValueError:
+            self.error(f"{flag}: expected comma-separated integers, got {text!r}")
+        if bad := [v for v in values if (v not in choices if choices is not None else v < minimum)]:
+            want = f"one of {', '.join(map(str, choices))}" if choices is not None else f">= {minimum}"
+            self.error(f"{flag}: each must be {want}, got {bad[0]} in {text!r}")
+        return values

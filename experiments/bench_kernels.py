@@ -534,11 +534,8 @@ def main() -> None:
     unknown = [i for i in impls if i not in all_impls]
     if unknown:
         ap.error(f"--impls: unknown {unknown}; known: {all_impls}")
-    try:
-        batches = [int(b) for b in args.batches.split(",")]
-    except ValueError:
-        ap.error(f"--batches: expected comma-separated integers, got {args.batches!r}")
-    for flag, value in (("--adapters", args.adapters), ("--seq", args.seq), ("--batches", min(batches))):
+    batches = ap.int_list("--batches", args.batches)
+    for flag, value in (("--adapters", args.adapters), ("--seq", args.seq)):
         if value < 1:
             ap.error(f"{flag}: must be >= 1, got {value}")
     breakdown = not args.no_breakdown and (args.gemm or not args.quick)

@@ -81,7 +81,7 @@ def bench(args: argparse.Namespace, world: int, rank: int, device: torch.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     factory = backbone_factory(args.backbone, device, dtype, args.gguf)
     jobs = [f"j{i}" for i in range(args.adapters)]
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = list(args.batches)
     rows_out: list[dict] = []
     probe = factory()
     vocab, layers = int(probe.config.vocab_size), int(probe.config.num_hidden_layers)
@@ -165,6 +165,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", default="results")
     args = ap.parse_args()
+    args.batches = ap.int_list("--batches", args.batches)  # checked before any rank starts
+    for flag, value in (("--adapters", args.adapters), ("--lora-rank", args.lora_rank), ("--seq", args.seq),
+                        ("--steps", args.steps)):
+        if value < 1:
+            ap.error(f"{flag}: must be >= 1, got {value}")
     if "RANK" in os.environ:
         world, rank, device = init_from_env()
     else:

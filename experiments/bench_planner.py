@@ -68,7 +68,7 @@ def main() -> None:
         if any(len(s) != 2 or min(s) < 1 for s in sizes):
             raise ValueError
     except ValueError:
-        sys.exit(f"--sizes/--seeds: expected e.g. 50x64,10000x1000 and 0,1, got {args.sizes!r} / {args.seeds!r}")
+        ap.error(f"--sizes/--seeds: expected e.g. 50x64,10000x1000 and 0,1, got {args.sizes!r} / {args.seeds!r}")
     for label in args.inter.split(","):
         name, _, objective = label.partition(":")
         if name not in INTER_TASK.names() or (objective and (name != "cpsat" or objective not in ("makespan", "completion"))):

@@ -135,8 +135,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=60.0)
     args = ap.parse_args()
-    ranks = [int(r) for r in args.ranks.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
+    ranks = ap.int_list("--ranks", args.ranks)
+    batches = ap.int_list("--batches", args.batches)
     t = measure(args.backbone, args.dataset, args.n_train, args.seq_len, ranks, batches, args.workers, args.seconds)
     for (r, b), s in sorted(t.items()):
         print(f"r={r} b={b}: {1e3 * s:.1f} ms/step with {args.workers} workers sharing the device")

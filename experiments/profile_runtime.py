@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--parts", default="step,peft,loop")
     ap.add_argument("--out", default="results/profile")
     args = ap.parse_args()
-    args.ranks = [int(r) for r in args.ranks.split(",")]
+    args.ranks = ap.int_list("--ranks", args.ranks)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")

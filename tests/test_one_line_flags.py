@@ -124,3 +124,17 @@ def test_any_argv_parses_or_is_one_line(argv):
         assert err == ""
     else:
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("tool.py: error: <args>: "), err
+
+
+def test_int_list_flags_are_checked_by_the_parser(capsys):
+    from altosim.argparser import OneLineParser
+
+    ap = OneLineParser(prog="x.py")
+    assert ap.int_list("--sizes", "60,15,4") == [60, 15, 4]
+    assert ap.int_list("--graphs", "0,1", choices=(0, 1)) == [0, 1]
+    assert ap.int_list("--warmup", "0", minimum=0) == [0]
+    for text, kw in (("4,x", {}), ("0", {}), ("2", {"choices": (0, 1)}), ("", {})):
+        with pytest.raises(SystemExit) as e:
+            ap.int_list("--sizes", text, **kw)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("x.py: error: <args>: --sizes")

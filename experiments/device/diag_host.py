@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.device.diag_shrink import (SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches,  # noqa: E402
-                                           int_list, sync)  # noqa: E402
+from experiments.device.diag_shrink import SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches, sync  # noqa: E402,E501  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
@@ -120,9 +119,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     styles = args.styles.split(",")
     if unknown := [s for s in styles if s not in STYLES]:
         ap.error(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
-    sizes = int_list(ap, "--sizes", args.sizes)
-    settings = [(bool(g), f) for g in int_list(ap, "--graphs", args.graphs, choices=(0, 1))
-                for f in int_list(ap, "--fused", args.fused, choices=(0, 1))]
+    sizes = ap.int_list("--sizes", args.sizes)
+    settings = [(bool(g), f) for g in ap.int_list("--graphs", args.graphs, choices=(0, 1))
+                for f in ap.int_list("--fused", args.fused, choices=(0, 1))]
     if args.steps < 1 or args.warmup < 0:
         ap.error(f"--steps: must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     rows, tables = [], []

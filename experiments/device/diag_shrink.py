@@ -46,20 +46,6 @@ SHAPES = {  # name -> tiny_llama kwargs
 }
 
 
-def int_list(ap, flag: str, text: str, choices: tuple[int, ...] | None = None, minimum: int = 1) -> list[int]:  # noqa: ANN001
-    """A comma-separated flag as ints, each >= `minimum` (or one of `choices`); else the parser's
-    one-line error (exit 2)."""
-    try:
-        values = [int(x) for x in text.split(",")]
-    except ValueError:
-        ap.error(f"{flag}: expected comma-separated integers, got {text!r}")
-    bad = [v for v in values if (v not in choices if choices is not None else v < minimum)]
-    if bad:
-        want = f"one of {', '.join(map(str, choices))}" if choices is not None else f">= {minimum}"
-        ap.error(f"{flag}: each must be {want}, got {text!r}")
-    return values
-
-
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -263,7 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", help="CSV to write")
     ap.add_argument("--profile-first", type=Path, help="write a cProfile table of the first LoRA step here")
     args = ap.parse_args(argv)
-    sizes = int_list(ap, "--sizes", args.sizes)
+    sizes = ap.int_list("--sizes", args.sizes)
     if sizes != sorted(sizes, reverse=True):
         ap.error(f"--sizes: need the largest first, got {args.sizes!r}")
     if args.steps < 1:
