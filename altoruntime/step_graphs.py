@@ -107,9 +107,9 @@ def end_capture(graph: Any) -> bool:
 
 
 class EmptyCaptureError(RuntimeError):
-    """A capture ended without recording any work. Replayed, it would leave the step's outputs
-    unwritten (H100, session 19: the first captured 60-adapter step of diag_host and diag_shrink
-    ended empty, and every adapter of that step then failed as non-finite)."""
+    """A capture ended without recording any work: replayed, it would leave the step's outputs
+    unwritten (H100, session 19: a 60-adapter step's capture ended empty among captures that ran
+    out of memory)."""
 
 
 def _out_of_memory(e: BaseException) -> bool:
