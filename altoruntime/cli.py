@@ -106,7 +106,7 @@ MAX_PROFILE_STEPS = 10_000  # steps (warm-up, evaluations) per profiled point: a
 
 
 def add_commands(sub: Any) -> None:
-    from altosim.cli import count  # the same bounded-integer flags as the simulator commands
+    from altosim.argparser import count  # the same bounded-integer flags as the simulator commands
     from altosim.schemas.limits import MAX_ROWS
 
     r = sub.add_parser("run", help="run a config's workload on the local GPU(s) (or CPU) with real training")

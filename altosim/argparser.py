@@ -1,4 +1,4 @@
-"""The argument parser of `alto` and of every experiment script: a bad flag or flag value is one line
+"""The argument parser of `alto` and of every experiment script, and its bounded value types: a bad flag or flag value is one line
 `<command>: error: <args>: <problem> (see <prog> --help)` on stderr and exit code 2, as any other bad
 input (ARCHITECTURE rule 4), instead of argparse's usage block.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from altosim.errors import one_line
 
@@ -43,3 +43,40 @@ class OneLineParser(argparse.ArgumentParser):
             want = f"one of {', '.join(map(str, choices))}" if choices is not None else f">= {minimum}"
             self.error(f"{flag}: each must be {want}, got {bad[0]} in {text!r}")
         return values
+
+
+def count(lo: int, hi: int) -> Any:
+    """An argparse type: an integer in [lo, hi] (bool-free, as the config's fields)."""
+    return _bounded(int, "integer", lo, hi)
+
+
+def finite(lo: float, hi: float) -> Any:
+    """An argparse type: a number in [lo, hi] (NaN and inf are not)."""
+    return _bounded(float, "number", lo, hi)
+
+
+def _bounded(convert: Callable[[str], Any], kind: str, lo: Any, hi: Any) -> Any:
+    article, bounds = ("an", f"[{lo}, {hi}]") if convert is int else ("a", f"[{lo:g}, {hi:g}]")
+
+    def parse(text: str) -> Any:
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {article} {kind}, got {one_line(text, 40)!r}") from None
+        if not lo <= v <= hi:  # NaN is in no range
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {v}")
+        return v
+
+    parse.__name__ = kind
+    return parse
+
+
+def share(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {one_line(text, 40)!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return v

@@ -11,9 +11,9 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count, finite, share  # noqa: F401 (count: altoruntime's CLI too)
 from altosim.errors import InputError, one_line
 from altosim.interrupts import signals_as_interrupt
 from altosim.outdir import check_out, check_out_file, input_files, output_dir
@@ -276,43 +276,6 @@ def cmd_profile_from_run(args: argparse.Namespace) -> int:
 
 
 RUN_INPUTS = ("events.jsonl", "run_args.json", "summary.csv", "config.json", "config.yaml")  # what a run folder gives
-
-
-def count(lo: int, hi: int) -> Any:
-    """An argparse type: an integer in [lo, hi] (bool-free, as the config's fields)."""
-    return _bounded(int, "integer", lo, hi)
-
-
-def finite(lo: float, hi: float) -> Any:
-    """An argparse type: a number in [lo, hi] (NaN and inf are not)."""
-    return _bounded(float, "number", lo, hi)
-
-
-def _bounded(convert: Callable[[str], Any], kind: str, lo: Any, hi: Any) -> Any:
-    article, bounds = ("an", f"[{lo}, {hi}]") if convert is int else ("a", f"[{lo:g}, {hi:g}]")
-
-    def parse(text: str) -> Any:
-        try:
-            v = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {article} {kind}, got {one_line(text, 40)!r}") from None
-        if not lo <= v <= hi:  # NaN is in no range
-            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {v}")
-        return v
-
-    parse.__name__ = kind
-    return parse
-
-
-def share(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {one_line(text, 40)!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
-    return v
 
 
 def safe_name(text: str) -> str:

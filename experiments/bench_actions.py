@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 RANKS = (8, 16, 32)
@@ -77,8 +77,8 @@ def measure(layers: int, adapters: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for bench_actions.csv")
-    ap.add_argument("--layers", type=int, default=30, help="decoder layers (SmolLM2-135M has 30)")
-    ap.add_argument("--adapters", type=int, default=8, help="adapters in the stacks")
+    ap.add_argument("--layers", type=count(1, 4096), default=30, help="decoder layers (SmolLM2-135M has 30)")
+    ap.add_argument("--adapters", type=count(1, 4096), default=8, help="adapters in the stacks")
     a = ap.parse_args(argv)
     if a.layers < 1 or a.adapters < 4:
         print("bench_actions: --layers must be >= 1 and --adapters >= 4", file=sys.stderr)

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 RANKS = (16, 32, 64)
@@ -83,10 +83,10 @@ def burst(model: torch.nn.Module, n: int, mode: str) -> tuple[list[float], list[
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for bench_admit.csv")
-    ap.add_argument("--admits", type=int, default=16)
-    ap.add_argument("--layers", type=int, default=8, help="decoder layers (SmolLM2-135M has 30)")
-    ap.add_argument("--hidden", type=int, default=576)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--admits", type=count(1, 100_000), default=16)
+    ap.add_argument("--layers", type=count(1, 4096), default=8, help="decoder layers (SmolLM2-135M has 30)")
+    ap.add_argument("--hidden", type=count(1, 1 << 16), default=576)
+    ap.add_argument("--repeats", type=count(1, 10_000), default=2)
     a = ap.parse_args(argv)
     if a.admits < 1 or a.layers < 1 or a.repeats < 1:
         print("bench_admit: --admits, --layers and --repeats must be >= 1", file=sys.stderr)

@@ -34,7 +34,7 @@ os.environ.setdefault("ALTO_KERNELS_AUTOTUNE", "1")  # the kernels at their tune
 
 import torch  # noqa: E402
 
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 
 PROJS = {  # name: (d_in, d_out) of Llama-3.2-1B
     "q": (2048, 2048), "k": (2048, 512), "v": (2048, 512), "o": (2048, 2048),
@@ -513,8 +513,8 @@ def main() -> None:
                     "the GPU's time alone, with no host issue between kernels (column `graphed`)")
     ap.add_argument("--model", default="llama-3.2-1b", choices=sorted(MODELS),
                     help="the layer's shapes (smollm2-135m: the e2e runs' backbone)")
-    ap.add_argument("--adapters", type=int, default=32, help="adapters in the group (ranks 16/32/64 in turn)")
-    ap.add_argument("--seq", type=int, default=512, help="tokens per sequence (per-adapter batch x this = its rows)")
+    ap.add_argument("--adapters", type=count(1, 4096), default=32, help="adapters in the group (ranks 16/32/64 in turn)")
+    ap.add_argument("--seq", type=count(1, 1 << 20), default=512, help="tokens per sequence (per-adapter batch x this = its rows)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU check of the script)")
     args = ap.parse_args()
     import pandas as pd
@@ -535,9 +535,6 @@ def main() -> None:
     if unknown:
         ap.error(f"--impls: unknown {unknown}; known: {all_impls}")
     batches = ap.int_list("--batches", args.batches)
-    for flag, value in (("--adapters", args.adapters), ("--seq", args.seq)):
-        if value < 1:
-            ap.error(f"{flag}: must be >= 1, got {value}")
     breakdown = not args.no_breakdown and (args.gemm or not args.quick)
     bench = _timer(device, quick=quick)
     bench_slow = _timer(device, slow=True)

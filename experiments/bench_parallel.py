@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from altoruntime.parallel import APTrainer, FSDPDPTrainer, assign, init_from_env  # noqa: E402
 from altoruntime.parallel.shapes import backbone_factory  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 
 COLUMNS = ["device", "gpus", "per_adapter_batch", "impl", "backbone", "layers", "adapters", "seq_len",
            "padded", "step_ms", "tokens_per_s", "speedup_vs_fsdp", "predicted_step_ms", "steps"]
@@ -156,20 +156,16 @@ def main() -> None:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="tiny", help="tiny | smollm2 | llama-3.1-70b:layers=2 (see altoruntime.parallel.shapes)")
     ap.add_argument("--gguf", default=None, help="path of the SmolLM2 .gguf (default: the installed package's)")
-    ap.add_argument("--adapters", type=int, default=8)
-    ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--seq", type=int, default=256, help="tokens per sequence")
+    ap.add_argument("--adapters", type=count(1, 4096), default=8)
+    ap.add_argument("--lora-rank", type=count(1, 4096), default=16)
+    ap.add_argument("--seq", type=count(1, 1 << 20), default=256, help="tokens per sequence")
     ap.add_argument("--batches", default="1,2,4,8", help="per-adapter batch sizes")
     ap.add_argument("--impls", default="ap,fsdp,single", help="comma-separated subset of ap,fsdp,single")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=count(1, 100_000), default=10)
+    ap.add_argument("--warmup", type=count(0, 100_000), default=3)
     ap.add_argument("--out", default="results")
     args = ap.parse_args()
     args.batches = ap.int_list("--batches", args.batches)  # checked before any rank starts
-    for flag, value in (("--adapters", args.adapters), ("--lora-rank", args.lora_rank), ("--seq", args.seq),
-                        ("--steps", args.steps)):
-        if value < 1:
-            ap.error(f"{flag}: must be >= 1, got {value}")
     if "RANK" in os.environ:
         world, rank, device = init_from_env()
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, finite, share
 from altosim.policy.inter import RunningTask, WaitingTask, lower_bound, validate_plan
 from altosim.policy.registry import INTER_TASK
 from altosim.report import write_csv
@@ -58,9 +58,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="50x64,1000x1000,10000x1000", help="TASKSxGPUS, comma-separated")
     ap.add_argument("--inter", default="fifo,sjf,cpsat,cpsat:completion",
                     help="schedulers; cpsat:OBJECTIVE sets CP-SAT's objective (makespan or completion)")
-    ap.add_argument("--time-limit", type=float, default=1.0, help="cpsat time_limit_s (wall seconds)")
+    ap.add_argument("--time-limit", type=finite(1e-3, 86_400), default=1.0, help="cpsat time_limit_s (wall seconds)")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--busy", type=float, default=0.9, help="share of the GPUs running tasks hold at the plan")
+    ap.add_argument("--busy", type=share, default=0.9, help="share of the GPUs running tasks hold at the plan")
     args = ap.parse_args()
     try:
         sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",")]

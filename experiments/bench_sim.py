@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count, finite
 from altosim.outdir import check_out
 from altosim.report import write_csv
 from altosim.schemas import RunConfig, SearchSpace, TaskRecord, WorkloadTrace
@@ -44,9 +44,9 @@ def workload(n_tasks: int, seed: int, mean_gap_s: float) -> WorkloadTrace:
 
 def main() -> None:
     ap = OneLineParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--gpus", type=int, default=1000)
-    ap.add_argument("--gap", type=float, default=2.0, help="mean seconds between arrivals")
+    ap.add_argument("--tasks", type=count(1, 10**9), default=1000)
+    ap.add_argument("--gpus", type=count(1, 10**9), default=1000)
+    ap.add_argument("--gap", type=finite(0, 1e9), default=2.0, help="mean seconds between arrivals")
     ap.add_argument("--inter", default="fifo,sjf,cpsat")
     ap.add_argument("--early-exit", default="alto")
     ap.add_argument("--out", type=Path, default=None, help="also write DIR/bench_sim.csv")

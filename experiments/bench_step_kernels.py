@@ -37,7 +37,7 @@ from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.batching import Batch  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 # ops that launch no kernel on a GPU (views, metadata, allocations, host reads)
@@ -185,10 +185,10 @@ def measure(counter: Counter, adapters: int, layers: int, rows: int, length: int
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for step_kernels.csv")
-    ap.add_argument("--layers", type=int, default=30, help="decoder layers (SmolLM2-135M has 30)")
+    ap.add_argument("--layers", type=count(1, 4096), default=30, help="decoder layers (SmolLM2-135M has 30)")
     ap.add_argument("--adapters", default="4", help="adapter counts, comma-separated")
-    ap.add_argument("--rows", type=int, default=2, help="sequences per adapter")
-    ap.add_argument("--length", type=int, default=64, help="tokens per sequence")
+    ap.add_argument("--rows", type=count(1, 1 << 20), default=2, help="sequences per adapter")
+    ap.add_argument("--length", type=count(1, 1 << 20), default=64, help="tokens per sequence")
     ap.add_argument("--group", default=os.environ.get("ALTO_GROUP_PROJECTIONS", "0"),
                     help="q/k/v and gate/up grouped: 0, 1 or both (0,1); default: ALTO_GROUP_PROJECTIONS or 0")
     args = ap.parse_args(argv)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count, finite
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -128,12 +128,12 @@ def main() -> None:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
-    ap.add_argument("--n-train", type=int, default=128)
-    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--n-train", type=count(1, 10**9), default=128)
+    ap.add_argument("--seq-len", type=count(1, 1 << 20), default=256)
     ap.add_argument("--ranks", default="16,64")
     ap.add_argument("--batches", default="1,2,4,8")
-    ap.add_argument("--workers", type=int, default=15)
-    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--workers", type=count(1, 1024), default=15)
+    ap.add_argument("--seconds", type=finite(1e-3, 1e6), default=60.0)
     args = ap.parse_args()
     ranks = ap.int_list("--ranks", args.ranks)
     batches = ap.int_list("--batches", args.batches)

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count
 from altosim.policy.early_exit import Alto
 from altosim.policy.early_exit.alto import PAPER_PARAMS, PREVIOUS_PARAMS
 from altosim.report import save_fig, write_csv
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--quick", action="store_true", help="a 2-candidate grid, no Optuna (for tests)")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes for the candidate grid")
+    ap.add_argument("--jobs", type=count(1, 1024), default=1, help="worker processes for the candidate grid")
     args = ap.parse_args(argv)
     tasks = real_tasks()
     if not tasks:

@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import Field
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count, finite
 from altosim.policy.early_exit import EarlyExitPolicy, Verdict, build_early_exit  # noqa: F401
 from altosim.policy.early_exit.alto import PAPER_PARAMS, PREVIOUS_PARAMS
 from altosim.policy.early_exit.base import CONTINUE, DIVERGING, PRUNED
@@ -568,8 +568,8 @@ def plot(df: pd.DataFrame):
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "results"))
-    ap.add_argument("--grid-sample", type=int, default=None, help="random subset of the tuning grid (seeded)")
-    ap.add_argument("--max-rel-regret", type=float, nargs="+", default=[0.01, 0.03],
+    ap.add_argument("--grid-sample", type=count(1, 10**9), default=None, help="random subset of the tuning grid (seeded)")
+    ap.add_argument("--max-rel-regret", type=finite(0, 1e3), nargs="+", default=[0.01, 0.03],
                     help="tuner regret budgets; the first gives `tuned`, others `tuned_r<budget>`")
     ap.add_argument("--no-optuna", action="store_true")
     args = ap.parse_args(argv)

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count, share  # noqa: E402
 from altosim.cost import read_profile, write_cost_profile  # noqa: E402
 from altosim.fidelity import check_fidelity, run_config_for  # noqa: E402
 from altosim.schemas import load_config  # noqa: E402
@@ -163,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lrs", default="1e-5,2e-4,5e-4")
     ap.add_argument("--ranks", default="16")
     ap.add_argument("--batches", default="1,2,4,8")
-    ap.add_argument("--samples", type=int, default=32, help="training samples per config (the run's length)")
-    ap.add_argument("--evals", type=int, default=8, help="evaluations per config")
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--n-train", type=int, default=256)
-    ap.add_argument("--n-val", type=int, default=32)
+    ap.add_argument("--samples", type=count(1, 10**9), default=32, help="training samples per config (the run's length)")
+    ap.add_argument("--evals", type=count(1, 100_000), default=8, help="evaluations per config")
+    ap.add_argument("--seq-len", type=count(1, 1 << 20), default=256)
+    ap.add_argument("--n-train", type=count(1, 10**9), default=256)
+    ap.add_argument("--n-val", type=count(1, 10**9), default=32)
     ap.add_argument("--early-exit", default="alto")
-    ap.add_argument("--warmup", type=float, default=0.25, help="ALTO warm-up ratio (0.25 of 8 evals: cut at the 2nd)")
+    ap.add_argument("--warmup", type=share, default=0.25, help="ALTO warm-up ratio (0.25 of 8 evals: cut at the 2nd)")
     ap.add_argument("--costs", default="measured,model")
     ap.add_argument("--profile-method", default="auto", choices=("auto", "interp", "hostgpu"),
                     help="how the model replay reads the profile (see alto check-fidelity)")

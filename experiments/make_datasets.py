@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from altoruntime.data.rng import StableRandom
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count
 
 ROWS = 1000  # per task; duplicates of a prompt are dropped, so a file holds at most this many
 
@@ -197,8 +197,8 @@ def rows(task: str, seed: int, n: int = ROWS) -> list[dict[str, str]]:
 def main(argv: list[str] | None = None) -> None:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="traces/datasets")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rows", type=int, default=ROWS)
+    ap.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    ap.add_argument("--rows", type=count(1, 10**9), default=ROWS)
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ", ".join(TASKS))
     args = ap.parse_args(argv)
     unknown = [t for t in args.tasks.split(",") if t not in TASKS]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
@@ -50,9 +50,9 @@ def main() -> None:
     ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--style", default="llama", choices=["llama", "gpt2"])
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=count(1, 1 << 16), default=64)
+    ap.add_argument("--layers", type=count(1, 4096), default=2)
+    ap.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     a = ap.parse_args()
     print(save_tiny_model(a.out, a.style, a.hidden, a.layers, a.seed))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count, finite
 from altosim.errors import InputError
 from altosim.importers.philly import import_philly
 from altosim.report import save_fig, write_csv
@@ -88,16 +88,16 @@ def busy_curve(run: SimRun, bins: int = 400) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", default=str(PHILLY))
-    ap.add_argument("--gpus", type=int, default=1024)
-    ap.add_argument("--configs", type=int, default=16, help="configs per task")
-    ap.add_argument("--evals", type=int, default=20, help="evaluations per job")
+    ap.add_argument("--gpus", type=count(1, 10**9), default=1024)
+    ap.add_argument("--configs", type=count(1, 100_000), default=16, help="configs per task")
+    ap.add_argument("--evals", type=count(1, 100_000), default=20, help="evaluations per job")
     ap.add_argument("--policies", default="fifo,sjf,cpsat")
     ap.add_argument("--early-exits", default="alto,none", help="early-exit policies to pair with each")
-    ap.add_argument("--time-limit", type=float, default=0.2, help="CP-SAT wall seconds per re-plan")
+    ap.add_argument("--time-limit", type=finite(1e-3, 86_400), default=0.2, help="CP-SAT wall seconds per re-plan")
     ap.add_argument("--cpsat-objective", choices=("completion", "makespan"), default="completion",
                     help="what CP-SAT minimizes: the sum of completion times (mean task completion) or the makespan")
-    ap.add_argument("--limit", type=int, help="replay only the first N tasks (smoke runs)")
-    ap.add_argument("--max-wall", type=float, default=300.0, help="seconds one replay may take")
+    ap.add_argument("--limit", type=count(1, 10**9), help="replay only the first N tasks (smoke runs)")
+    ap.add_argument("--max-wall", type=finite(1e-3, 1e9), default=300.0, help="seconds one replay may take")
     ap.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
                     help="what --max-wall counts: wall seconds, or this process's CPU seconds (on a shared machine)")
     ap.add_argument("--out", required=True, help="folder for the CSV and PNGs")

@@ -28,7 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count, finite, share  # noqa: E402
 from altosim.cost import CostModel, Link, ap_step, cost_model_for, fsdp_step, model_shape, read_cost_profile  # noqa: E402
 from altosim.report import save_fig, write_csv  # noqa: E402
 from altosim.schemas import CostProfile  # noqa: E402
@@ -130,13 +130,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ap.add_argument("--backbone", action="append", help=f"model[:layers=N] (default: {', '.join(BACKBONES)})")
     ap.add_argument("--gpus", default="2,4,8")
     ap.add_argument("--batches", default="1,2,4,8", help="per-adapter batch sizes")
-    ap.add_argument("--adapters", type=int, default=8)
-    ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--link-gbytes", type=float, default=360.0,
+    ap.add_argument("--adapters", type=count(1, 4096), default=8)
+    ap.add_argument("--lora-rank", type=count(1, 4096), default=16)
+    ap.add_argument("--seq", type=count(1, 1 << 20), default=256)
+    ap.add_argument("--link-gbytes", type=finite(1e-3, 1e6), default=360.0,
                     help="GB/s per GPU for collectives (default 360: NCCL bus bandwidth of NVLink 4 nodes)")
     ap.add_argument("--config", help="a run config: take the link from its cluster.link_gbps (Gbit/s) instead")
-    ap.add_argument("--overlap", type=float, default=0.7, help="share of the all-gather hidden behind compute")
+    ap.add_argument("--overlap", type=share, default=0.7, help="share of the all-gather hidden behind compute")
     ap.add_argument("--profile-method", default="interp", choices=("interp", "hostgpu"),
                     help="how step times are read from the profiles (altosim.cost.profile.ProfileTable)")
     ap.add_argument("--out", default=str(ROOT / "results"))

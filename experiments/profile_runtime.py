@@ -27,7 +27,7 @@ from altoruntime.backbone import LLAMA_TARGETS  # noqa: E402
 from altoruntime.run import open_backbone  # noqa: E402  (e2e_sweep patched it with a cache)
 from altoruntime.task_data import SplitData  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 
 
 def sync() -> None:
@@ -169,11 +169,11 @@ def main() -> None:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
-    ap.add_argument("--n-train", type=int, default=128)
-    ap.add_argument("--n-val", type=int, default=48)
-    ap.add_argument("--samples", type=int, default=48, help="samples per config in the loop profile")
-    ap.add_argument("--evals", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--n-train", type=count(1, 10**9), default=128)
+    ap.add_argument("--n-val", type=count(1, 10**9), default=48)
+    ap.add_argument("--samples", type=count(1, 10**9), default=48, help="samples per config in the loop profile")
+    ap.add_argument("--evals", type=count(1, 100_000), default=8)
+    ap.add_argument("--seq-len", type=count(1, 1 << 20), default=256)
     ap.add_argument("--ranks", default="16,32,64")
     ap.add_argument("--parts", default="step,peft,loop")
     ap.add_argument("--out", default="results/profile")

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, count, finite
 from altosim.errors import InputError, from_validation_error
 from altosim.policy.types import JobSpec, TaskSpec
 from altosim.report import write_csv
@@ -370,20 +370,20 @@ def parse(argv: list[str] | None = None) -> Settings:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--dataset", default="arithmetic")
-    ap.add_argument("--n-train", type=int, default=256)
-    ap.add_argument("--n-val", type=int, default=64)
-    ap.add_argument("--n-eval", type=int, default=64, help="eval examples of the best config's generation metric (0: none)")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--evals", type=int, default=40, help="evaluations per config")
-    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--n-train", type=count(1, 10**9), default=256)
+    ap.add_argument("--n-val", type=count(1, 10**9), default=64)
+    ap.add_argument("--n-eval", type=count(0, 10**9), default=64, help="eval examples of the best config's generation metric (0: none)")
+    ap.add_argument("--epochs", type=count(1, 10_000), default=3)
+    ap.add_argument("--evals", type=count(1, 100_000), default=40, help="evaluations per config")
+    ap.add_argument("--seq-len", type=count(1, 1 << 20), default=256)
     ap.add_argument("--ranks", default="16,32,64")
     ap.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS))
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    ap.add_argument("--backbone-layers", type=int, default=None)
+    ap.add_argument("--backbone-layers", type=count(1, 4096), default=None)
     ap.add_argument("--rungs", default="default", help="default, gentle or both (comma-separated, run in order)")
-    ap.add_argument("--trials-at-once", type=int, default=15, help="trials sharing the GPU (or the CPUs)")
-    ap.add_argument("--cpus", type=int, default=None, help="CPUs the local Ray instance gets (default: all)")
-    ap.add_argument("--sequential-s", type=float, default=None, help="sequential PEFT wall seconds (speedup column)")
+    ap.add_argument("--trials-at-once", type=count(1, 1024), default=15, help="trials sharing the GPU (or the CPUs)")
+    ap.add_argument("--cpus", type=count(1, 4096), default=None, help="CPUs the local Ray instance gets (default: all)")
+    ap.add_argument("--sequential-s", type=finite(1e-6, 1e9), default=None, help="sequential PEFT wall seconds (speedup column)")
     ap.add_argument("--reference-trace", default=None, help="LossTrace set of the full sweep (regret)")
     ap.add_argument("--out", default="results")
     a = ap.parse_args(argv)

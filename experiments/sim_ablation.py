@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from altosim.argparser import OneLineParser
+from altosim.argparser import OneLineParser, finite
 from altosim.outdir import check_out
 from altosim.presets import ABLATION, PAPER_ABLATION, preset_policy
 from altosim.report import save_fig, write_csv
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("config", nargs="?")
     ap.add_argument("--out", default="results")
     ap.add_argument("--workloads", default="default,spread", help="comma-separated: default, spread")
-    ap.add_argument("--gap", type=float, default=400.0, help="mean arrival gap of the spread workload, s")
+    ap.add_argument("--gap", type=finite(0, 1e9), default=400.0, help="mean arrival gap of the spread workload, s")
     args = ap.parse_args()
     names = args.workloads.split(",")
     if not names or any(n not in ("default", "spread") for n in names) or not args.gap > 0:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count, finite  # noqa: E402
 from altosim.report import write_csv  # noqa: E402
 
 WORKLOAD = {"name": "stress", "synthetic": True, "tasks": [{
@@ -85,13 +85,13 @@ def delays(runs: int, min_delay: float, max_delay: float, seed: int) -> list[flo
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for stress_interrupts.csv")
-    ap.add_argument("--runs", type=int, default=60)
-    ap.add_argument("--max-delay", type=float, default=7.0, help="delays are uniform in [--min-delay, this] s "
+    ap.add_argument("--runs", type=count(1, 100_000), default=60)
+    ap.add_argument("--max-delay", type=finite(0, 1e6), default=7.0, help="delays are uniform in [--min-delay, this] s "
                     "(a run takes 6-8 s on a 2-core machine: some signals land after it)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     ap.add_argument("--engine", choices=("local", "ray"), default="local", help="`alto run --engine` (ray: a "
                     "local Ray instance starts in each run, so give --min-delay/--max-delay room for it)")
-    ap.add_argument("--min-delay", type=float, default=0.5)
+    ap.add_argument("--min-delay", type=finite(0, 1e6), default=0.5)
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="alto-stress-") as tmp:

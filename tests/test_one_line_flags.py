@@ -138,3 +138,41 @@ def test_int_list_flags_are_checked_by_the_parser(capsys):
             ap.int_list("--sizes", text, **kw)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("x.py: error: <args>: --sizes")
+
+
+def _numeric_flags(path: Path) -> list[tuple[str, str]]:
+    """(flag, the type's source) of each add_argument(..., type=...) whose type is a bare int or
+    float, or one of altosim.argparser's bounded types."""
+    out = []
+    for n in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "add_argument":
+            typ = next((k.value for k in n.keywords if k.arg == "type"), None)
+            flag = n.args[0].value if n.args and isinstance(n.args[0], ast.Constant) else "?"
+            if typ is not None:
+                src = ast.unparse(typ)
+                if src in ("int", "float") or src.startswith(("count(", "finite(")) or src == "share":
+                    out.append((flag, src))
+    return out
+
+
+def test_every_numeric_flag_of_a_script_is_bounded():
+    """A bare `type=int` takes 0, -1 and 10**12 alike, and the script fails later with a traceback
+    (session 19: a negative --hidden built a tensor of negative size); the bounded types of
+    altosim.argparser refuse them at parse time in one line."""
+    bare = [(s, f) for s in SCRIPTS for f, src in _numeric_flags(ROOT / s) if src in ("int", "float")]
+    assert not bare, bare
+    assert sum(len(_numeric_flags(ROOT / s)) for s in SCRIPTS) >= 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, flag, value", [
+    ("experiments/bench_admit.py", "--hidden", "-1"), ("experiments/bench_sim.py", "--gap", "nan"),
+    ("experiments/raytune_asha.py", "--trials-at-once", "0"), ("experiments/fidelity.py", "--warmup", "1.5"),
+    ("experiments/device/diag_host.py", "--warmup", "-1"), ("experiments/stress_interrupts.py", "--runs", "x"),
+])
+def test_a_numeric_flag_out_of_range_says_one_line(script, flag, value, tmp_path):
+    r = _run([str(ROOT / script), flag, value], tmp_path)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[0].startswith(f"{Path(script).name}: error: <args>: argument {flag}"), lines[0]
+    assert not any(tmp_path.iterdir())

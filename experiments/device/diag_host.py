@@ -32,7 +32,7 @@ from experiments.device.diag_shrink import SHAPES, AllFailed, admit_grid, checke
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
 
 STYLES = ("profile", "on_host", "padded", "mixed", "new_length", "run")
@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2", choices=sorted(SHAPES))
     ap.add_argument("--sizes", default="4,15", help="group sizes (adapters)")
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per style (after 2 warm-up)")
+    ap.add_argument("--steps", type=count(1, 100_000), default=5, help="timed steps per style (after 2 warm-up)")
     ap.add_argument("--styles", default=",".join(STYLES))
     ap.add_argument("--graphs", default="0", help="comma list of 0 (eager steps) / 1 (captured CUDA graphs)")
     ap.add_argument("--fused", default="0", help="comma list of 0 (transformers' RMSNorm, rope, SwiGLU) / 1 (the fused "
                     "backbone's ops on CUDA: altoruntime/fused_backbone.py)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per style first (captures happen here)")
+    ap.add_argument("--warmup", type=count(0, 100_000), default=2, help="untimed steps per style first (captures happen here)")
     ap.add_argument("--out", required=True, help="CSV to write (the profiler tables go beside it, _ops.txt)")
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,8 +122,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sizes = ap.int_list("--sizes", args.sizes)
     settings = [(bool(g), f) for g in ap.int_list("--graphs", args.graphs, choices=(0, 1))
                 for f in ap.int_list("--fused", args.fused, choices=(0, 1))]
-    if args.steps < 1 or args.warmup < 0:
-        ap.error(f"--steps: must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     rows, tables = [], []
     for n in sizes:
         for graphs, fused in settings:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from altokernels.validate import IMPLS  # noqa: E402
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer, trainer_from_env  # noqa: E402
-from altosim.argparser import OneLineParser  # noqa: E402
+from altosim.argparser import OneLineParser, count  # noqa: E402
 from tests.altoruntime._batches import make_batch  # noqa: E402
 
 SHAPES = {  # name -> tiny_llama kwargs
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2", choices=sorted(SHAPES))
     ap.add_argument("--sizes", default="60,15,4,2,1", help="group sizes, largest first")
-    ap.add_argument("--steps", type=int, default=3, help="steps per group size")
+    ap.add_argument("--steps", type=count(1, 100_000), default=3, help="steps per group size")
     ap.add_argument("--impls", default="auto,torch_grouped", help="LoRA implementations (auto: Triton on CUDA)")
     ap.add_argument("--fixed-lengths", action="store_true",
                     help="the same batches every step (default: the padded length changes per step, as real data's)")
@@ -252,8 +252,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sizes = ap.int_list("--sizes", args.sizes)
     if sizes != sorted(sizes, reverse=True):
         ap.error(f"--sizes: need the largest first, got {args.sizes!r}")
-    if args.steps < 1:
-        ap.error(f"--steps: must be >= 1, got {args.steps}")
     if unknown := [i for i in args.impls.split(",") if i not in IMPLS]:
         ap.error(f"--impls: unknown {unknown}; choose from {','.join(IMPLS)}")
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
