@@ -535,7 +535,13 @@ def main() -> None:
     if unknown:
         ap.error(f"--impls: unknown {unknown}; known: {all_impls}")
     batches = ap.int_list("--batches", args.batches)
+    if device.type != "cuda" and not args.smoke:
+        ap.error("needs a CUDA device (--smoke runs tiny shapes on the CPU)")
     breakdown = not args.no_breakdown and (args.gemm or not args.quick)
+    triton_impls = [i for i in impls if i not in IMPLS[:-1]]  # all but the torch forms and base_only
+    if device.type != "cuda" and (triton_impls or not args.no_check or breakdown) \
+            and os.environ.get("TRITON_INTERPRET") != "1":
+        ap.error("Triton on the CPU (the fused impls, the check, the breakdown) needs TRITON_INTERPRET=1 set")
     bench = _timer(device, quick=quick)
     bench_slow = _timer(device, slow=True)
     out = Path(args.out)

@@ -32,7 +32,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from altoruntime.parallel import APTrainer, FSDPDPTrainer, assign, init_from_env  # noqa: E402
-from altoruntime.parallel.shapes import backbone_factory  # noqa: E402
+from altoruntime.parallel.shapes import backbone_factory, parse_spec  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
 from altosim.argparser import OneLineParser, count  # noqa: E402
 
@@ -166,6 +166,12 @@ def main() -> None:
     ap.add_argument("--out", default="results")
     args = ap.parse_args()
     args.batches = ap.int_list("--batches", args.batches)  # checked before any rank starts
+    try:
+        parse_spec(args.backbone)
+    except ValueError as e:
+        ap.error(str(e))
+    if unknown := [i for i in args.impls.split(",") if i not in ("ap", "fsdp", "single")]:
+        ap.error(f"--impls: unknown {unknown}; choose from ap,fsdp,single")
     if "RANK" in os.environ:
         world, rank, device = init_from_env()
     else:

@@ -48,3 +48,18 @@ def test_bad_sizes_are_one_line_and_exit_2_before_anything_is_written(tmp_path, 
         bk.main()
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.count("\n") == 0 and field in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the CPU's refusals")
+@pytest.mark.parametrize("flags, words", [
+    ([], "needs a CUDA device"),
+    (["--smoke", "--impls", "ours", "--no-check", "--no-breakdown"], "TRITON_INTERPRET=1"),
+    (["--smoke", "--impls", "base_only"], "TRITON_INTERPRET=1"),  # the check runs the fused path
+])
+def test_on_the_cpu_without_smoke_or_the_interpreter_it_says_so_in_one_line(tmp_path, monkeypatch, capsys, flags, words):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr("sys.argv", ["bench_kernels.py", *flags, "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as e:
+        bk.main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and words in err and not (tmp_path / "o").exists()

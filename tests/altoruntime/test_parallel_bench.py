@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = {"gpus", "per_adapter_batch", "impl", "layers", "padded", "step_ms", "tokens_per_s",
@@ -34,3 +36,14 @@ def test_bench_parallel_smoke_two_gloo_ranks(tmp_path):
         fsdp_ms = df[(df.impl == "fsdp") & (df.per_adapter_batch == r.per_adapter_batch)].step_ms.item()
         assert math.isclose(r.speedup_vs_fsdp, fsdp_ms / r.step_ms, rel_tol=1e-3)
     assert df.predicted_step_ms.isna().all()
+
+
+@pytest.mark.parametrize("flags, words", [(["--backbone", "x"], "unknown 'x'"), (["--impls", "ap,nope"], "--impls"),
+                                          (["--backbone", "llama-3.2-1b:layers=0"], "layers must be in")])
+def test_bad_backbone_or_impls_are_one_line_before_any_rank_starts(tmp_path, flags, words):
+    r = subprocess.run([sys.executable, "experiments/bench_parallel.py", *flags, "--out", str(tmp_path / "o")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and words in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
