@@ -65,6 +65,8 @@ def main() -> None:
     try:
         sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",")]
         seeds = [int(s) for s in args.seeds.split(",")]
+        if min(seeds) < 0 or max(seeds) >= 2**32:
+            raise ValueError
         if any(len(s) != 2 or min(s) < 1 for s in sizes):
             raise ValueError
     except ValueError:

@@ -195,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     groups = [g.strip() for g in args.group.split(",")]
     if not groups or any(g not in ("0", "1") for g in groups):
         ap.error(f"--group: expected 0, 1 or 0,1, got {args.group!r}")
+    counts = ap.int_list("--adapters", args.adapters)
     counter = Counter()
     install(counter)
     rows = []
-    for n, g in ((int(a), g) for a in args.adapters.split(",") for g in groups):
+    for n, g in ((a, g) for a in counts for g in groups):
         by = measure(counter, n, args.layers, args.rows, args.length, g == "1")
         gpu = {k: v for k, v in by.items() if not k.startswith("interpreter-only")}
         total = sum(gpu.values())

@@ -176,3 +176,18 @@ def test_a_numeric_flag_out_of_range_says_one_line(script, flag, value, tmp_path
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert lines[0].startswith(f"{Path(script).name}: error: <args>: argument {flag}"), lines[0]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, flag, value", [
+    ("experiments/bench_step_kernels.py", "--adapters", "4,x"), ("experiments/bench_planner.py", "--seeds", "-1"),
+    ("experiments/concurrent_peft.py", "--ranks", "x"), ("experiments/profile_runtime.py", "--ranks", "16,0"),
+    ("experiments/bench_parallel.py", "--batches", "0"), ("experiments/device/diag_host.py", "--graphs", "2"),
+])
+def test_a_bad_list_flag_says_one_line(script, flag, value, tmp_path):
+    out = [] if "concurrent_peft" in script else ["--out", str(tmp_path / "o" / "x.csv")]  # (it has no --out)
+    r = _run([str(ROOT / script), flag, value, *out], tmp_path)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[0].startswith(f"{Path(script).name}: error: <args>: ") and flag in lines[0], lines[0]
+    assert not any(tmp_path.iterdir())
