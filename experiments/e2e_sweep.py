@@ -227,6 +227,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.ranks = comma_list(args.ranks, "--ranks", int, 1, 65_536)
     args.lrs = comma_list(args.lrs, "--lrs", float, 1e-12, 10.0)
     args.batches = comma_list(args.batches, "--batches", int, 1, 65_536)
+    for flag, value in (("--backbone", args.backbone), ("--reference-trace", args.reference_trace),
+                        ("--traces-out", args.traces_out), ("--out", args.out)):
+        if value is not None and not str(value).strip():
+            raise InputError("<args>", flag, "empty")
     args.methods = args.methods.split(",")
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown or len(set(args.methods)) != len(args.methods):

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     unknown = [t for t in args.tasks.split(",") if t not in TASKS]
     if unknown:
-        raise SystemExit(f"--tasks: unknown {unknown}; known: {', '.join(TASKS)}")
+        ap.error(f"--tasks: unknown {unknown}; known: {', '.join(TASKS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for task in args.tasks.split(","):

@@ -103,6 +103,12 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="folder for the CSV and PNGs")
     ap.add_argument("--name", default="philly_replay", help="file stem of the CSV and PNGs")
     args = ap.parse_args()
+    import altosim.policy  # noqa: F401  (registers the policies)
+    from altosim.policy.registry import EARLY_EXIT, INTER_TASK
+
+    for flag, text, reg in (("--policies", args.policies, INTER_TASK), ("--early-exits", args.early_exits, EARLY_EXIT)):
+        if unknown := [n for n in text.split(",") if n not in reg.names()]:  # before the trace's long import
+            ap.error(f"{flag}: unknown {unknown}; known: {', '.join(reg.names())}")
     try:
         wl = philly_workload(Path(args.trace), args.gpus, args.configs, args.evals, args.limit)
     except InputError as e:
@@ -179,4 +185,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from script_errors import run_script  # noqa: E402  # experiments/ is the script's folder
+
+    run_script(main)

@@ -119,10 +119,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def main(argv: list[str] | None = None) -> list[Path]:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU type(s) of the cost model (default: H100 and H200)")
@@ -141,7 +137,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                     help="how step times are read from the profiles (altosim.cost.profile.ProfileTable)")
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
-
+    gpus, batches = ap.int_list("--gpus", args.gpus), ap.int_list("--batches", args.batches)
     link_gb = args.link_gbytes
     if args.config:
         from altosim.schemas import load_config
@@ -153,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     written = []
     for gpu in args.gpu or ["H100", "H200"]:
         cost = cost_model_for(gpu, link_gb, profile=profile, method=args.profile_method)
-        df = predict(cost, args.backbone or list(BACKBONES), _ints(args.gpus), _ints(args.batches), args.adapters,
+        df = predict(cost, args.backbone or list(BACKBONES), gpus, batches, args.adapters,
                      args.lora_rank, args.seq, link, args.overlap)
         path = Path(args.out) / f"parallel_predicted_{gpu.lower()}.csv"
         write_csv(df.round(4), path)

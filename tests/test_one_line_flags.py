@@ -191,3 +191,24 @@ def test_a_bad_list_flag_says_one_line(script, flag, value, tmp_path):
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert lines[0].startswith(f"{Path(script).name}: error: <args>: ") and flag in lines[0], lines[0]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, argv, field", [
+    ("experiments/philly_replay.py", ["--policies", "fifo,x"], "--policies"),
+    ("experiments/philly_replay.py", ["--early-exits", ""], "--early-exits"),
+    ("experiments/profile_runtime.py", ["--parts", "step,x"], "--parts"),
+    ("experiments/profile_runtime.py", ["--dataset", "nope"], "--dataset"),
+    ("experiments/profile_runtime.py", ["--backbone", ""], "--backbone"),
+    ("experiments/e2e_sweep.py", ["--backbone", ""], "--backbone"),
+    ("experiments/e2e_sweep.py", ["--reference-trace", " "], "--reference-trace"),
+    ("experiments/make_datasets.py", ["--tasks", "x"], "--tasks"),
+])
+def test_a_bad_name_flag_says_one_line_before_anything_is_written(script, argv, field, tmp_path):
+    """Found by probing every script's flags with `x`, `-1` and empty values (session 19): these were
+    tracebacks, exit 1, or a file written first."""
+    r = _run([str(ROOT / script), *argv, "--out", str(tmp_path / "o")], tmp_path)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert field in lines[0], lines[0]
+    assert not (tmp_path / "o").exists()
