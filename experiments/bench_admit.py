@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=count(1, 4096), default=8, help="decoder layers (SmolLM2-135M has 30)")
     ap.add_argument("--hidden", type=count(1, 1 << 16), default=576)
     ap.add_argument("--repeats", type=count(1, 10_000), default=2)
-    a = ap.parse_args(argv)
-    if a.admits < 1 or a.layers < 1 or a.repeats < 1:
-        print("bench_admit: --admits, --layers and --repeats must be >= 1", file=sys.stderr)
-        return 2
+    a = ap.parse_args(argv)  # (the bounded types refuse 0 and negatives in one line, exit 2)
     inter = a.hidden * 8 // 3 if a.hidden != 576 else 1536
     model = tiny_llama(hidden=a.hidden, layers=a.layers, heads=max(1, a.hidden // 64),
                        kv_heads=max(1, a.hidden // 192), intermediate=inter, seed=0)

@@ -74,7 +74,9 @@ def test_bench_admit_writes_both_modes(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_admit", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.main(["--out", str(tmp_path), "--admits", "0"]) == 2
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--out", str(tmp_path), "--admits", "0"])
+    assert e.value.code == 2 and "--admits" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
     assert mod.main(["--out", str(tmp_path), "--admits", "3", "--layers", "1", "--hidden", "64", "--repeats", "1"]) == 0
     rows = (tmp_path / "bench_admit.csv").read_text().splitlines()
