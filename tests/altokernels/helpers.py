@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -104,3 +106,18 @@ def cross_compile_for_sm90(script: str, timeout_s: float) -> None:
     if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
         pytest.skip("no ptxas for a cross-compile")
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+@contextmanager
+def recorded_compiles() -> Iterator[list[str]]:
+    """Inside: each Triton compile of this process is appended (its key, cut to 80 characters) to
+    the yielded list, through Triton's post-compile hook; the previous hook is put back after."""
+    from triton import knobs
+
+    compiled: list[str] = []
+    before = knobs.runtime.jit_post_compile_hook
+    knobs.runtime.jit_post_compile_hook = lambda **kw: compiled.append(str(kw.get("key"))[:80])
+    try:
+        yield compiled
+    finally:
+        knobs.runtime.jit_post_compile_hook = before

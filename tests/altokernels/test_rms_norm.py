@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.altokernels.helpers import recorded_compiles
 from tests.altoruntime._runtime_helpers import run_interpreted
 
 SCRIPT = """
@@ -83,19 +84,12 @@ def test_rms_norm_equals_transformers_values_and_gradients():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_rms_norm_compiles_once_per_direction_for_any_rows():
     """Liger's RMSNorm backward compiled again as a group shrank (its rows per program specialize)."""
-    from triton import knobs
-
     from altokernels.rms_norm import RMSNormFunction
 
-    compiled: list[str] = []
-    before = knobs.runtime.jit_post_compile_hook
-    knobs.runtime.jit_post_compile_hook = lambda **kw: compiled.append(str(kw.get("key"))[:80])
     w = torch.randn(576, device="cuda", dtype=torch.bfloat16)
-    try:
+    with recorded_compiles() as compiled:
         for rows in (64, 97, 1, 28_800, 16, 3_000):
             x = torch.randn(rows, 576, device="cuda", dtype=torch.bfloat16, requires_grad=True)
             RMSNormFunction.apply(x, w, 1e-5).sum().backward()
         torch.cuda.synchronize()
-    finally:
-        knobs.runtime.jit_post_compile_hook = before
     assert len(compiled) <= 2, compiled  # forward and backward (none if another test compiled them first)

@@ -4,11 +4,10 @@ and on a GPU it compiles once per direction whatever the batch's rows and length
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
+from tests.altokernels.helpers import recorded_compiles
 from tests.altoruntime._runtime_helpers import run_interpreted
 
 SCRIPT = """
@@ -78,14 +77,9 @@ def test_rope_equals_transformers_values_and_gradients():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_rope_compiles_once_per_direction_for_any_rows_and_length():
     """Liger's rope compiled again for every new row count (its batch size is a constexpr)."""
-    from triton import knobs
-
     from altokernels.rope import rope_
 
-    compiled: list[str] = []
-    before = knobs.runtime.jit_post_compile_hook
-    knobs.runtime.jit_post_compile_hook = lambda **kw: compiled.append(json.dumps(str(kw.get("key")))[:80])
-    try:
+    with recorded_compiles() as compiled:
         for b, s in ((1, 64), (3, 80), (17, 96), (225, 128), (4, 97), (1, 1)):
             for backward in (False, True):
                 for per_row in (False, True):
@@ -94,6 +88,4 @@ def test_rope_compiles_once_per_direction_for_any_rows_and_length():
                     cos = torch.randn(b if per_row else 1, s, 64, device="cuda", dtype=torch.bfloat16)
                     rope_(q, k, cos, cos, backward=backward)
         torch.cuda.synchronize()
-    finally:
-        knobs.runtime.jit_post_compile_hook = before
     assert len(compiled) <= 2, compiled  # forward and backward (none if another test compiled them first)
