@@ -25,7 +25,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -148,17 +148,25 @@ class MultiAdapterTrainer:
         """Suspend an adapter (its state copied out of its slot). Out of memory for the copies while
         captured graphs hold memory: they give it back and the suspend runs once more (the e2e run
         on an 80-GB H100, session 19, crashed parking an adapter while graphs held 51 GiB)."""
+        def again() -> None:
+            if self.store.status(job_id) == "suspended":  # the copies went through, the compaction after them did not
+                self.store.maybe_compact()
+            else:
+                self.store.suspend(job_id, keep_optimizer)
+
+        self._freeing_graphs(lambda: self.store.suspend(job_id, keep_optimizer), again)
+
+    def _freeing_graphs(self, run: Callable[[], Any], again: Callable[[], Any] | None = None) -> Any:
+        """run(); where it runs out of memory while captured graphs hold some, the graphs give it
+        back (`StepGraphs.release`) and `again` (default: run) runs once more, outside the failed
+        attempt's frames. With no graph held the error stands."""
         try:
-            self.store.suspend(job_id, keep_optimizer)
-            return
+            return run()
         except torch.OutOfMemoryError:
             if not len(self.graphs):
                 raise
         self.graphs.release()
-        if self.store.status(job_id) == "suspended":  # the copies went through, the compaction after them did not
-            self.store.maybe_compact()
-        else:
-            self.store.suspend(job_id, keep_optimizer)
+        return (again or run)()
 
     def resume(self, job_id: str) -> None:
         self.store.resume(job_id)
@@ -524,16 +532,8 @@ class MultiAdapterTrainer:
         pairs = list(batches.items())
         padded = pairs + pairs[-1:] * (_pow2(len(pairs)) - len(pairs))  # repeats: few group sizes, few graphs
         inp, family = self._pack(False, padded, pairs, mean=False)
-        out = None
-        try:
-            out = self._run(inp, training=False).tolist()  # one host sync for every adapter's sums
-        except torch.OutOfMemoryError:
-            if not len(self.graphs):
-                raise
-        if out is None:  # graphs held memory this evaluation needed: they give it back, once more
-            self.graphs.release()
-            out = self._run(inp, training=False).tolist()
-        sums, hits = out
+        # one host sync for every adapter's sums; graphs that held memory it needed give it back, once more
+        sums, hits = self._freeing_graphs(lambda: self._run(inp, training=False).tolist())
         self._ran(False, inp, family, t0)
         n = len(batches)  # a repeat's numbers are its original's
         return {j: EvalResult(s, c, int(h)) for j, s, c, h in zip(inp.job_ids[:n], sums, inp.counts, hits)}
