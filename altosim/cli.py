@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from altosim.argparser import OneLineParser, count, finite, share  # noqa: F401 (count: altoruntime's CLI too)
+from altosim.argparser import OneLineParser, count, share
 from altosim.errors import InputError, one_line
 from altosim.interrupts import signals_as_interrupt
 from altosim.outdir import check_out, check_out_file, input_files, output_dir

@@ -193,7 +193,7 @@ METHODS = ("batched", "early_exit", "sequential", "concurrent")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked before anything is built or written: a bad value is one line."""
-    from altosim.cli import count, finite
+    from altosim.argparser import count, finite
     from altosim.schemas.limits import MAX_ROWS
 
     ap = OneLineParser(description=__doc__.splitlines()[0])

@@ -14,7 +14,6 @@ Writes OUT/sim_ablation.csv (one row per workload and policy) and .png.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
