@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.device.diag_shrink import SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches, sync  # noqa: E402,E501  # noqa: E402
+from experiments.device.diag_shrink import SHAPES, AllFailed, admit_grid, checked_step, graph_report, grid_batches, sync  # noqa: E402,E501
 from altoruntime.backbone import tiny_llama  # noqa: E402
 from altoruntime.fused_backbone import fuse_backbone  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402

@@ -120,7 +120,7 @@ def checked_step(tr: MultiAdapterTrainer, batches: dict[str, tuple]) -> None:
     if not active:
         raise AllFailed("no adapter is active; " + graph_report(tr))
     tr.step({j: batches[j] for j in active})
-    failed = [j for j in active if tr.store.failure(j)]
+    failed = [j for j in active if tr.failure(j)]
     if failed:
         report = graph_report(tr)
         if len(failed) == len(active):
@@ -133,7 +133,7 @@ def graph_report(tr: MultiAdapterTrainer) -> str:
     capture's trace (tail) and the device's memory: what a diagnosis of a failed step needs."""
     reasons: dict[str, int] = {}
     for j in tr.job_ids:
-        if (why := tr.store.failure(j)) is not None:
+        if (why := tr.failure(j)) is not None:
             reasons[why] = reasons.get(why, 0) + 1
     mem = ""
     if torch.cuda.is_available():
