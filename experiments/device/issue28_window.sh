@@ -12,12 +12,14 @@
 #           to its kind's widest: session 18 re-captured families 20 times, 5.1 s); compare with e2e1
 #   e2es    the e2e run with sequential PEFT first (extrapolated from PEFT steps measured in the same run,
 #           training steps only) then alto's early exit, today's defaults: the 40x figure from one CSV
+#   capt    the GPU tests of captured steps alone (tests/altoruntime/test_step_graphs_gpu.py); log $OUT/capt.log
 #   diag    diag_host.py at 4, 15 and 60 adapters, eager and captured steps
 #   shrink  diag_shrink.py on the run's paths: the group shrinks 60 -> 15 -> 4 -> 2 -> 1, step ms and new Triton
 #           compiles; a cProfile table of the cold first step ($OUT/first_step_prof.txt)
 #   setupprof  where a run's `models` setup seconds go (7-10 s in session 17): cProfile of opening the
 #           backbone as `alto run` does, top functions by cumulative time; log $OUT/setupprof.log
-#   kbench  bench_kernels.py --quick: the fused layer vs the frozen base and padded torch grouped GEMMs
+#   kbench  bench_kernels.py --quick --graphs: the fused layer vs the frozen base and padded torch grouped
+#           GEMMs, each timed as a CUDA graph replay, with the floor rows at the copy bandwidth it measures
 #   kgemm   the kernel bench's --gemm rows (cuBLAS vs our Triton GEMM with the LoRA expand in its
 #           epilogue, variant "gemm"; session 15) and that variant's GPU tests; log $OUT/kgemm.log
 # Every e2e run starts from an empty Triton cache (a cold start, as a fresh machine sees) and logs
@@ -79,6 +81,11 @@ r.plain_checkpoint('$G', None, torch.bfloat16, Path('$HF'))" 2>&1 | tail -2
     e2eg) e2e e2eg "${COMPILE_AHEAD:-0}" 1 ;;
     e2es) e2e e2es 1 0 sequential,early_exit ;;
     e2ep) export ALTO_GRAPH_PAD_FAMILIES=1; e2e e2ep 1 0; unset ALTO_GRAPH_PAD_FAMILIES ;;
+    capt)
+      timeout -k 10 120 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/altoruntime/test_step_graphs_gpu.py \
+        > "$OUT/capt.log" 2>&1
+      echo "== capt rc=$?"; tail -5 "$OUT/capt.log"
+      ;;
     diag)
       timeout -k 10 "${DIAG_LIMIT:-200}" python3 experiments/device/diag_host.py --sizes 4,15,60 --graphs 0,1 \
         --styles profile,run --fused 1 --warmup 4 --out "$OUT/diag_host.csv" > "$OUT/diag_host.log" 2>&1
@@ -105,7 +112,7 @@ pstats.Stats(pr).sort_stats('cumulative').print_stats(45)" > "$OUT/setupprof.log
       echo "== setupprof rc=$?"; head -3 "$OUT/setupprof.log"
       ;;
     kbench)
-      timeout -k 10 "${KBENCH_LIMIT:-200}" python3 experiments/bench_kernels.py --quick --out /root/kbench \
+      timeout -k 10 "${KBENCH_LIMIT:-200}" python3 experiments/bench_kernels.py --quick --graphs --out /root/kbench \
         > "$OUT/kbench.log" 2>&1
       echo "== kbench rc=$?"
       tail -25 "$OUT/kbench.log"
