@@ -25,10 +25,13 @@ Memory: a capture allocates its tensors in the graphs' private pool, beside the 
 for eager steps, and a capture that runs out of memory strands what it took (torch releases a
 pool only for a capture that ended; H100, session 19: a 60-adapter SmolLM2 group's failed captures
 held 58 GiB, after which every eager step ran out of memory and every adapter failed). So each
-class's eager peak is measured, and a capture is tried only where that much (with a margin) is
-free on the device beside the largest eager peak since the graphs were last dropped (the pool
-serves only captures; eager steps and the adapters' state need the rest); otherwise the step runs
-eagerly.
+class's eager peak is measured, and a capture is tried only where that much (with a margin) fits,
+in the pool's unused blocks (a capture reuses them: the graphs' replays never overlap) and on the
+device, beside the largest eager peak of the last `RESERVE_RUNS` runs (eager steps and the
+adapters' state cannot use the pool); otherwise the step runs eagerly. The room kept for eager
+work follows the recent runs, not the whole run: an e2e run whose group shrank from 60 adapters
+kept room for the 60-adapter step, and the pool's blocks went uncounted, so on an 80-GB H100 it
+captured nothing after the first minute (session 20: 420 captures skipped, steps eager).
 """
 
 from __future__ import annotations
@@ -138,6 +141,16 @@ class CudaMemory:
         """(free on the device, cached by the allocator but unallocated)."""
         return torch.cuda.mem_get_info(self.device)[0], torch.cuda.memory_reserved(self.device) - self.allocated()
 
+    def pool_free(self, pool: Any) -> int:
+        """Bytes that the private `pool` holds unused: a capture into it allocates there first."""
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        try:
+            segments = torch.cuda.memory_snapshot()
+        except (RuntimeError, TypeError):  # an allocator without snapshots: count none
+            return 0
+        return sum(s["total_size"] - s["active_size"] for s in segments
+                   if s.get("device", index) == index and tuple(s.get("segment_pool_id", ())) == tuple(pool))
+
     def release(self, collect: bool = True) -> None:
         """Give the allocator's unused cache back to the device; `collect`: first free what only
         reference cycles still hold (a failed capture's traceback keeps its frames' tensors; a
@@ -148,6 +161,7 @@ class CudaMemory:
 
 
 CAPTURE_MARGIN = 1.25  # a capture is tried where this many times its class's eager peak is available
+RESERVE_RUNS = 16  # the eager peaks of this many latest runs are kept free beside the graphs
 
 
 class StepGraphs:
@@ -177,6 +191,8 @@ class StepGraphs:
         self.failure_trace = ""  # the first failed capture's traceback (for a bug report)
         self.memory = memory if memory is not None else (CudaMemory(device) if self._pool is not None else None)
         self._need: dict = {}  # key -> bytes its eager run allocated at its peak, since the last invalidate
+        self._eager_at: dict = {}  # key -> the run (a count of `run` calls) of its latest eager run
+        self._runs = 0
         self._rate: dict = {}  # class -> the most such bytes per input element of its eager runs
         self.last = ""  # how the last `run` went: "eager", "captured" or "replayed"
 
@@ -195,6 +211,7 @@ class StepGraphs:
         self._seen.clear()
         self._never.clear()
         self._need.clear()  # (the classes' rates stay: a new key is gated by them)
+        self._eager_at.clear()
 
     def run(self, key: Hashable, host: Sequence[torch.Tensor], prepare: Callable[[], tuple[Body, Any]],
             on_replay: Callable[[Any], None] | None = None, warm: Hashable | None = None) -> Any:
@@ -205,6 +222,7 @@ class StepGraphs:
         on_replay: called with that kept object before each replay (to write this use's values
         into it, when the key leaves them out).
         warm: the key's class (see the module docstring); None: the key is its own class."""
+        self._runs += 1
         if self.disabled is not None:
             return self._eager(host, prepare()[0])
         hit = self._graphs.get(key)
@@ -277,23 +295,30 @@ class StepGraphs:
     def _fits(self, cls: Hashable, key: Hashable, host: Sequence[torch.Tensor]) -> bool:
         """Whether a capture of `key` fits and leaves room for eager work: CAPTURE_MARGIN x its
         eager peak (a key never run eagerly: its class's most bytes per input element times its
-        inputs' elements, or the largest peak where its class has no exact one) plus the largest eager peak since the graphs were last dropped must be
-        free on the device, after the allocator's unused cache goes back if need be. (Memory the
-        graphs' pool holds serves only captures: the e2e run on an 80-GB H100, session 19, crashed
-        when graphs held 51 GiB and parking an adapter's state found no room.)"""
+        inputs' elements, or the largest peak where its class has no exact one), less what the
+        graphs' pool holds unused, plus the largest eager peak of the last RESERVE_RUNS runs must
+        be free on the device, after the allocator's unused cache goes back if need be. (The pool
+        serves only captures: the e2e run on an 80-GB H100, session 19, crashed when graphs held
+        51 GiB and parking an adapter's state found no room.)"""
         need = self._need.get(key)
         if need is None:  # a new key: its class's rate, else (no exact peak of its class yet) the largest need
             need = self._rate[cls] * _elements(host) if cls in self._rate else max(self._need.values(), default=None)
         if self.memory is None or need is None:
             return True
-        want = need * CAPTURE_MARGIN + max(self._need.values(), default=0)
+        take = need * CAPTURE_MARGIN
+        keep = max((self._need[k] for k, at in self._eager_at.items() if self._runs - at < RESERVE_RUNS and k in self._need),
+                   default=0)
         free, cached = self.memory.free()
-        if want <= free:
+        if take + keep <= free:
             return True
-        if want > free + cached:
+        pooled = self.memory.pool_free(self._pool) if self._graphs else 0  # (a pool with no graph is replaced)
+        grow = max(0.0, take - pooled)
+        if grow + keep <= free:
+            return True
+        if grow + keep > free + cached - pooled:
             return False
         self.memory.release(collect=False)
-        return want <= self.memory.free()[0]
+        return grow + keep <= self.memory.free()[0]
 
     def _after_failure(self) -> None:
         """After a failed capture: its tensors (held by the exception's frames) and the eager cache go."""
@@ -316,6 +341,7 @@ class StepGraphs:
         self.last = "eager"
         if self.memory is None or self.disabled is not None:
             return body(*(t.to(self.device, non_blocking=True) for t in host))
+        self._eager_at[key] = self._runs
         base, before = self.memory.allocated(), self.memory.peak()
         out = body(*(t.to(self.device, non_blocking=True) for t in host))
         after, elements = self.memory.peak(), max(1, _elements(host))

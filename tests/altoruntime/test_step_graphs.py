@@ -13,7 +13,7 @@ import torch
 from altoruntime.backbone import tiny_llama
 import warnings
 
-from altoruntime.step_graphs import Captured, EmptyCaptureError, StepGraphs, end_capture
+from altoruntime.step_graphs import RESERVE_RUNS, Captured, EmptyCaptureError, StepGraphs, end_capture
 from altoruntime.trainer import MultiAdapterTrainer
 from tests.altoruntime._batches import make_batch
 from tests.altoruntime._runtime_helpers import assert_adapters_close, weight_sums
@@ -123,10 +123,11 @@ def test_an_empty_capture_is_a_failed_capture_and_the_step_runs_eagerly():
 
 
 class FakeMemory:
-    """The capture gate's view of a device: bytes allocated, the allocator's peak, free and cached."""
+    """The capture gate's view of a device: bytes allocated, the allocator's peak, free and cached
+    (`pooled` of which the graphs' pool holds unused)."""
 
     def __init__(self, free, cached=0):
-        self.now = self.top = 0
+        self.now = self.top = self.pooled = 0
         self.on_device, self.cached, self.released = free, cached, 0
 
     def allocated(self):
@@ -138,9 +139,12 @@ class FakeMemory:
     def free(self):
         return self.on_device, self.cached
 
+    def pool_free(self, pool):
+        return self.pooled
+
     def release(self, collect=True):
         self.released += 1
-        self.on_device, self.cached = self.on_device + self.cached, 0
+        self.on_device, self.cached = self.on_device + self.cached - self.pooled, self.pooled
 
 
 def _allocating(mem, per_element, offset):
@@ -164,7 +168,7 @@ def test_a_capture_is_tried_only_where_its_eager_peak_fits_beside_the_largest_ea
     assert g.last == "captured" and len(g) == 1 and mem.released == 1
 
 
-def test_the_room_kept_for_eager_steps_is_the_largest_since_the_graphs_were_dropped():
+def test_the_room_kept_for_eager_steps_is_the_largest_of_the_recent_runs():
     mem = FakeMemory(free=10**6)
     g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
     g.run("huge", [torch.zeros(100)], _allocating(mem, 10, 0))  # eager: 1000 bytes
@@ -177,10 +181,33 @@ def test_the_room_kept_for_eager_steps_is_the_largest_since_the_graphs_were_drop
     g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))
     g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))  # 25 + 1000 > 1000: eager
     assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
-    g.invalidate()  # the stacks moved (e.g. the group shrank): the old steps' peaks no longer count
+    for _ in range(RESERVE_RUNS):  # the group shrank: "huge" no longer runs, its peak stops counting
+        g.run("k", [torch.zeros(2)], _prepare(0))
     g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))
-    g.run("j", [torch.zeros(2)], _allocating(mem, 10, 0))
+    assert g.last == "captured" and len(g) == 2
+    g.invalidate()  # the stacks moved: every peak is forgotten with the graphs
+    g.run("huge", [torch.zeros(100)], _allocating(mem, 10, 0))
+    g.run("huge", [torch.zeros(100)], _allocating(mem, 10, 0))  # 1250 + 1000 > 1000: eager
+    assert g.last == "eager"
+
+
+def test_a_capture_counts_the_blocks_its_pool_holds_unused():
+    """Graphs of a larger group leave their pool's blocks free once it shrank: a new capture reuses
+    them (session 20, H100: uncounted, they kept every capture out after the first minute)."""
+    mem = FakeMemory(free=100)
+    g = StepGraphs(CPU, min_uses=2, capture=fake_capture, memory=mem)
+    g.run("big", [torch.zeros(4)], _allocating(mem, 10, 0))
+    mem.on_device = 10**6
+    g.run("big", [torch.zeros(4)], _allocating(mem, 10, 0))  # captured: the pool holds it
     assert g.last == "captured"
+    mem.on_device, mem.cached, mem.pooled = 60, 70, 70  # 70 bytes of the pool unused, none elsewhere
+    g.run("j", [torch.zeros(4)], _allocating(mem, 10, 0))  # eager: 40 bytes
+    g.run("j", [torch.zeros(4)], _allocating(mem, 10, 0))  # 50 - 70 pooled: nothing new, + 40 kept <= 60
+    assert g.last == "captured" and mem.released == 0
+    mem.on_device, mem.cached, mem.pooled = 30, 0, 0  # no room in the pool, and 30 free < 40 kept: eager
+    g.run("i", [torch.zeros(4)], _allocating(mem, 10, 0))
+    g.run("i", [torch.zeros(4)], _allocating(mem, 10, 0))
+    assert g.last == "eager" and g.stats["capture_skipped_memory"] == 1
 
 
 def test_a_new_shape_of_a_warm_class_is_gated_by_its_class_s_bytes_per_element():

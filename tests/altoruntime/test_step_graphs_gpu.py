@@ -143,3 +143,24 @@ def test_a_capture_reports_its_body_s_error_and_an_empty_graph():
     for _ in range(2):
         assert torch.equal(graphs.run("b", (x,), lambda: ((lambda t: t * 3), None)), x * 3)
     assert graphs.stats["captured"] == 1, dict(graphs.stats)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_pool_s_unused_blocks_are_counted_for_the_next_capture():
+    """A capture's temporaries stay in its private pool, unused once it ended: the gate counts
+    them as room for the next capture into that pool, and the default pool's blocks not at all."""
+    from altoruntime.step_graphs import CudaMemory, capture_cuda
+
+    device = torch.device("cuda")
+    memory, pool = CudaMemory(device), torch.cuda.graph_pool_handle()
+    x = torch.ones(1024, device=device)
+
+    def body(t):  # noqa: ANN001, ANN202 - a 64-MiB temporary, a small output
+        return (t.repeat(16 * 1024) * 2).view(-1, 1024).sum(0)
+
+    held = torch.empty(64 << 20, dtype=torch.uint8, device=device)  # default pool: not counted
+    del held
+    assert memory.pool_free(pool) == 0
+    captured = capture_cuda(body, (x,), device, pool)
+    assert torch.equal(captured.replay((x.cpu(),)), x * 2 * 16 * 1024)
+    assert memory.pool_free(pool) >= 64 << 20
