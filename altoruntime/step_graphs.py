@@ -14,7 +14,8 @@ class ran eagerly: a run meets dozens of shapes, and an eager run before each ca
 as the capture (H200, python_docs e2e, session 11: 154 eager runs and 99 captures took 47 of the
 52 s of fused calls; replays ~20 ms each). A first-use capture that fails runs eagerly instead
 (the class goes cold after two such failures); at most `max_graphs` graphs are kept (least
-recently used dropped). All graphs share one memory pool: replays never overlap and each graph's outputs are read before the next
+recently used dropped). All graphs share one memory pool, captured on one stream (`GraphPool`: a
+capture reuses what earlier captures freed), since replays never overlap and each graph's outputs are read before the next
 replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs off
 for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
 optimization, never a new way to fail. `invalidate()` drops every graph: callers do it whenever a
@@ -68,8 +69,29 @@ class Captured:
         return self.output
 
 
-def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.device, pool: Any) -> Captured:
-    """Capture `body(*static_inputs)` as a CUDA graph (inputs copied to fresh device buffers).
+@dataclass(frozen=True)
+class GraphPool:
+    """A private memory pool and the one side stream its captures run on. The allocator reuses a
+    free block only for an allocation on the stream that freed it, so graphs share their pool's
+    memory only when captured on one stream, as `torch.cuda.graph` captures on one default stream
+    (session 20: with a new stream per capture each capture took fresh memory)."""
+
+    handle: Any
+    stream: Any
+
+    @classmethod
+    def new(cls, device: torch.device) -> "GraphPool":
+        return cls(torch.cuda.graph_pool_handle(), torch.cuda.Stream(device))
+
+    def capturing(self) -> bool:
+        """Whether its stream is still capturing (a capture whose end failed)."""
+        with torch.cuda.stream(self.stream):
+            return torch.cuda.is_current_stream_capturing()
+
+
+def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.device, pool: GraphPool | None) -> Captured:
+    """Capture `body(*static_inputs)` as a CUDA graph (inputs copied to fresh device buffers), into
+    `pool` on its stream (None: the default pool, on a new side stream).
 
     `torch.cuda.graph` empties the allocator's cache at every capture (cudaMalloc again after);
     this captures on a side stream as it does, without that."""
@@ -77,10 +99,10 @@ def capture_cuda(body: Body, inputs: Sequence[torch.Tensor], device: torch.devic
     for dst, src in zip(static, inputs):
         dst.copy_(src)
     graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream(device)
+    side = pool.stream if pool is not None else torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side), deferred_interrupts():  # a capture cut short would leave the stream capturing
-        graph.capture_begin(*(() if pool is None else (pool,)))
+        graph.capture_begin(*(() if pool is None else (pool.handle,)))
         try:
             out = body(*static)
         except BaseException:  # the body's error is the cause: ending the broken capture may raise its own
@@ -141,15 +163,15 @@ class CudaMemory:
         """(free on the device, cached by the allocator but unallocated)."""
         return torch.cuda.mem_get_info(self.device)[0], torch.cuda.memory_reserved(self.device) - self.allocated()
 
-    def pool_free(self, pool: Any) -> int:
-        """Bytes that the private `pool` holds unused: a capture into it allocates there first."""
+    def pool_free(self, pool: GraphPool) -> int:
+        """Bytes that the private `pool` holds unused: a capture into it (on its stream) allocates there first."""
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         try:
             segments = torch.cuda.memory_snapshot()
         except (RuntimeError, TypeError):  # an allocator without snapshots: count none
             return 0
         return sum(s["total_size"] - s["active_size"] for s in segments
-                   if s.get("device", index) == index and tuple(s.get("segment_pool_id", ())) == tuple(pool))
+                   if s.get("device", index) == index and tuple(s.get("segment_pool_id", ())) == tuple(pool.handle))
 
     def release(self, collect: bool = True) -> None:
         """Give the allocator's unused cache back to the device; `collect`: first free what only
@@ -181,7 +203,7 @@ class StepGraphs:
         self.capture = capture or capture_cuda
         on_cuda = device.type == "cuda" and torch.cuda.is_available()
         self.disabled: str | None = None if (enabled and (on_cuda or capture is not None)) else "off"
-        self._pool = torch.cuda.graph_pool_handle() if on_cuda and self.disabled is None and capture is None else None
+        self._pool = GraphPool.new(device) if on_cuda and self.disabled is None and capture is None else None
         self._graphs: OrderedDict[Hashable, Captured] = OrderedDict()
         self._seen: Counter = Counter()
         self._warm: set = set()  # classes whose bodies ran eagerly (their kernels are compiled)
@@ -274,7 +296,7 @@ class StepGraphs:
         compiling inside it) costs only this step; any other turns graphs off for this process."""
         self.failure_trace = self.failure_trace or "".join(traceback.format_exception(e))  # the first: the cause
         if self._pool is not None:  # a capture whose end failed leaves its pool "recording": every later
-            self._pool = torch.cuda.graph_pool_handle()  # capture into it would fail (H200, session 18)
+            self._pool = GraphPool.new(self.device)  # capture into it would fail (H200, session 18)
         if first_use:
             self._cold_failures += 1
             self.stats["cold_capture_failed"] += 1
@@ -321,7 +343,10 @@ class StepGraphs:
         return grow + keep <= self.memory.free()[0]
 
     def _after_failure(self) -> None:
-        """After a failed capture: its tensors (held by the exception's frames) and the eager cache go."""
+        """After a failed capture: its tensors (held by the exception's frames) and the eager cache
+        go, and a pool whose stream was left capturing is replaced (its next capture would fail)."""
+        if self._pool is not None and self._pool.capturing():
+            self._pool = GraphPool.new(self.device)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         if self.memory is not None:
@@ -331,7 +356,7 @@ class StepGraphs:
         """Capture into the shared pool; a pool whose graphs are all gone is released by the
         allocator, so a new one is taken then."""
         if not self._graphs and self._pool is not None:
-            self._pool = torch.cuda.graph_pool_handle()
+            self._pool = GraphPool.new(self.device)
         return self.capture(body, host, self.device, self._pool)
 
     def _eager(self, host: Sequence[torch.Tensor], body: Body, cls: Hashable = None, key: Hashable = None) -> Any:

@@ -145,22 +145,31 @@ def test_a_capture_reports_its_body_s_error_and_an_empty_graph():
     assert graphs.stats["captured"] == 1, dict(graphs.stats)
 
 
+def _temporary_64mib(t):  # noqa: ANN001, ANN202 - a body with a 64-MiB temporary and a small output
+    return (t.repeat(16 * 1024) * 2).view(-1, 1024).sum(0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_the_pool_s_unused_blocks_are_counted_for_the_next_capture():
-    """A capture's temporaries stay in its private pool, unused once it ended: the gate counts
-    them as room for the next capture into that pool, and the default pool's blocks not at all."""
-    from altoruntime.step_graphs import CudaMemory, capture_cuda
+def test_the_pool_s_unused_blocks_are_counted_and_reused_by_the_next_capture():
+    """A capture's temporaries stay in its private pool, unused once it ended: the gate counts them
+    as room, and the next capture into that pool, on its stream, takes them rather than new memory
+    (with a new stream per capture, session 20, every capture took fresh memory)."""
+    from altoruntime.step_graphs import CudaMemory, GraphPool, capture_cuda
 
     device = torch.device("cuda")
-    memory, pool = CudaMemory(device), torch.cuda.graph_pool_handle()
+    memory, pool = CudaMemory(device), GraphPool.new(device)
     x = torch.ones(1024, device=device)
-
-    def body(t):  # noqa: ANN001, ANN202 - a 64-MiB temporary, a small output
-        return (t.repeat(16 * 1024) * 2).view(-1, 1024).sum(0)
-
-    held = torch.empty(64 << 20, dtype=torch.uint8, device=device)  # default pool: not counted
+    held = torch.empty(64 << 20, dtype=torch.uint8, device=device)  # the default pool's: not counted
     del held
     assert memory.pool_free(pool) == 0
-    captured = capture_cuda(body, (x,), device, pool)
-    assert torch.equal(captured.replay((x.cpu(),)), x * 2 * 16 * 1024)
+    first = capture_cuda(_temporary_64mib, (x,), device, pool)
+    assert torch.equal(first.replay((x.cpu(),)), x * 2 * 16 * 1024)
     assert memory.pool_free(pool) >= 64 << 20
+    reserved = torch.cuda.memory_reserved(device)
+    second = capture_cuda(_temporary_64mib, (x,), device, pool)
+    assert torch.cuda.memory_reserved(device) - reserved < 32 << 20  # the first one's blocks, reused
+    assert torch.equal(second.replay((x.cpu(),)), first.replay((x.cpu(),)))
+    other = GraphPool(pool.handle, torch.cuda.Stream(device))  # the same pool on another stream: fresh memory
+    reserved = torch.cuda.memory_reserved(device)
+    capture_cuda(_temporary_64mib, (x,), device, other)
+    assert torch.cuda.memory_reserved(device) - reserved >= 64 << 20
