@@ -133,13 +133,50 @@ def chat_renderer(tokenizer: Any) -> Callable[[list[dict]], tuple[str, str]]:
     return render
 
 
+def _narrowest(layers: list[tuple[str, torch.nn.Module]]) -> tuple[int, str] | None:
+    """(min(d_in, d_out), name) of the narrowest targeted layer: the widest LoRA rank it takes."""
+    widths = [(min(m.weight.shape), n) for n, m in layers if getattr(m, "weight", None) is not None]
+    return min(widths) if widths else None
+
+
+def rank_limit(backbone: str) -> tuple[int, str] | None:
+    """The widest LoRA rank `--backbone` takes on its default targets, and the layer that limits
+    it, from the model's config alone (its layers built on the meta device, no weights read): what
+    a script checks its ranks against before writing anything. None where the config cannot be
+    read here (loading the model later says why)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging
+
+    if backbone == "tiny":
+        return _narrowest(find_targets(tiny_llama(vocab=258), LLAMA_TARGETS))
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        if backbone == "smollm2":
+            from altoruntime.data.smollm2 import smollm2_gguf_path
+
+            path = smollm2_gguf_path()
+            if path is None:
+                return None
+        else:
+            path = Path(backbone).expanduser()
+        gguf = {"gguf_file": path.name} if path.suffix.lower() == ".gguf" else {}
+        config = AutoConfig.from_pretrained(str(path.parent if gguf else path), local_files_only=True, **gguf)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return _narrowest(find_targets(model, LLAMA_TARGETS))
+    except Exception:  # noqa: BLE001 - any config transformers cannot read: the load reports it
+        return None
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def _check_ranks(rec: Any, i: int, wl_file: str, layers: list[tuple[str, torch.nn.Module]], model: str) -> None:
     """No searched LoRA rank wider than the narrowest targeted layer (min(d_in, d_out)): said
     from the workload's field before any training."""
-    widths = [(min(m.weight.shape), n) for n, m in layers if getattr(m, "weight", None) is not None]
-    if not widths:
+    if (found := _narrowest(layers)) is None:
         return
-    narrow, where = min(widths)
+    narrow, where = found
     rank = max(c["rank"] for _, c in rec.search_space.configs())
     if rank > narrow:
         raise InputError(wl_file, f"tasks[{i}].search_space.rank", f"{rank} exceeds min(d_in, d_out) = {narrow} "

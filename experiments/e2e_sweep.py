@@ -239,22 +239,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_inputs(args: argparse.Namespace) -> Path:
-    """Everything a run would fail on later, said now (nothing written yet): --out, the data set,
-    the backbone path, the reference trace. Returns the checked --out."""
+def check_data_and_backbone(dataset: str, backbone: str, ranks: list[int], n_train: int, n_val: int,
+                            n_eval: int = 1) -> None:
+    """What a run of `--dataset`, `--backbone` and `--ranks` would fail on later, said before a
+    script writes anything: an unknown or broken data set, a backbone path that is not there, a
+    rank wider than the backbone's narrowest targeted layer (else refused only once the run's
+    workload file is written, and named by that file)."""
     from altoruntime.data import get_dataset
+    from altoruntime.run import rank_limit
 
-    out = check_out(args.out)
-    if args.traces_out is not None:
-        check_out(args.traces_out, "--traces-out")
     try:
-        get_dataset(args.dataset, n_train=args.n_train, n_val=args.n_val, n_eval=max(args.n_eval, 1), seed=0)
+        get_dataset(dataset, n_train=n_train, n_val=n_val, n_eval=max(n_eval, 1), seed=0)
     except InputError:  # a data file's own problem: it names the file
         raise
     except ValueError as e:  # an unknown name
         raise InputError("<args>", "--dataset", str(e)) from None
-    if args.backbone not in ("tiny", "smollm2") and not Path(args.backbone).expanduser().exists():
-        raise InputError(args.backbone, "--backbone", "no such model folder or .gguf file (or tiny, smollm2)")
+    if backbone not in ("tiny", "smollm2") and not (backbone.strip() and Path(backbone).expanduser().exists()):
+        raise InputError(backbone if backbone.strip() else "<args>", "--backbone",
+                         "no such model folder or .gguf file (or tiny, smollm2)")
+    limit = rank_limit(backbone)
+    if limit is not None and max(ranks) > limit[0]:
+        raise InputError("<args>", "--ranks", f"{max(ranks)} exceeds min(d_in, d_out) = {limit[0]} of {backbone}'s "
+                         f"targeted layer {limit[1]!r}; give ranks <= {limit[0]}")
+
+
+def check_inputs(args: argparse.Namespace) -> Path:
+    """Everything a run would fail on later, said now (nothing written yet): --out, the data set,
+    the backbone path, the ranks, the reference trace. Returns the checked --out."""
+    out = check_out(args.out)
+    if args.traces_out is not None:
+        check_out(args.traces_out, "--traces-out")
+    check_data_and_backbone(args.dataset, args.backbone, args.ranks, args.n_train, args.n_val, args.n_eval)
     if args.reference_trace is not None:
         read_loss_traces(args.reference_trace)  # unreadable: an InputError naming it
     return out

@@ -27,7 +27,6 @@ from altoruntime.backbone import LLAMA_TARGETS  # noqa: E402
 from altoruntime.run import open_backbone  # noqa: E402  (e2e_sweep patched it with a cache)
 from altoruntime.task_data import SplitData  # noqa: E402
 from altoruntime.trainer import MultiAdapterTrainer  # noqa: E402
-from altosim.errors import InputError  # noqa: E402
 from altosim.argparser import OneLineParser, count  # noqa: E402
 
 
@@ -183,16 +182,7 @@ def main() -> None:
     parts = args.parts.split(",")
     if unknown := [p for p in parts if p not in ("step", "peft", "loop")]:
         ap.error(f"--parts: unknown {unknown}; choose from step,peft,loop")
-    if args.backbone not in ("tiny", "smollm2") and not (args.backbone.strip() and Path(args.backbone).expanduser().exists()):
-        ap.error(f"--backbone: no such model folder or .gguf file (or tiny, smollm2): {args.backbone!r}")
-    from altoruntime.data import get_dataset
-
-    try:  # before anything is written
-        get_dataset(args.dataset, n_train=args.n_train, n_val=args.n_val, n_eval=1, seed=0)
-    except InputError:  # a data file's own problem: it names the file (one line, from run_script)
-        raise
-    except ValueError as e:
-        ap.error(f"--dataset: {e}")
+    e2e_sweep.check_data_and_backbone(args.dataset, args.backbone, args.ranks, args.n_train, args.n_val)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if "step" in parts:

@@ -74,3 +74,18 @@ def test_rank_wider_than_the_narrowest_layer_names_the_workload_field(tmp_path, 
     assert err.startswith(f"alto: error: {tmp_path / 'wl.json'}: tasks[0].search_space.rank: 64 exceeds "
                           "min(d_in, d_out) = 32 of tiny's targeted layer ")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_rank_limit_comes_from_the_config_alone(tmp_path):
+    """What scripts check `--ranks` against before writing anything: tiny's k_proj is 32 wide; a
+    saved Llama of hidden 32 (2 of 4 heads for keys and values) is 16 wide at k_proj, read from its
+    config.json without its weights; a path with no config gives None (the load says why)."""
+    from altoruntime.run import rank_limit
+
+    assert rank_limit("tiny") == (32, "model.layers.0.self_attn.k_proj")
+    folder = tmp_path / "m"
+    save_tiny_model(folder, "llama")
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    assert rank_limit(str(folder)) == (16, "model.layers.0.self_attn.k_proj")
+    assert rank_limit(str(tmp_path / "missing")) is None
