@@ -11,13 +11,13 @@ autotunes the Triton kernels, which must not happen inside a capture) and is cap
 `min_uses`-th use. A key of a *warm* class (callers name it: e.g. training or evaluation bodies,
 which launch the same kernels at every shape) is captured at its first use once any key of that
 class ran eagerly: a run meets dozens of shapes, and an eager run before each capture cost as much
-as the capture (H200, python_docs e2e, session 11: 154 eager runs and 99 captures took 47 of the
-52 s of fused calls; replays ~20 ms each). A first-use capture that fails runs eagerly instead
-(the class goes cold after two such failures); at most `max_graphs` graphs are kept (least
-recently used dropped). All graphs share one memory pool, captured on one stream (`GraphPool`: a
-capture reuses what earlier captures freed), since replays never overlap and each graph's outputs are read before the next
-replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs off
-for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
+as the capture (H200, python_docs e2e, session 11: 154 eager runs and 99 captures took 47 of the 52
+s of fused calls; replays ~20 ms each). A first-use capture that fails runs eagerly instead (the
+class goes cold after two such failures); at most `max_graphs` graphs are kept (least recently used
+dropped). All graphs share one memory pool, captured on one stream (`GraphPool`: a capture reuses
+what earlier captures freed): replays never overlap and each graph's outputs are read before the
+next replay. A capture that fails (an op that syncs with the host, an out-of-memory) turns graphs
+off for this cache, with the reason kept in `disabled`, and the step runs eagerly: graphs are an
 optimization, never a new way to fail. `invalidate()` drops every graph: callers do it whenever a
 tensor a graph points into is reallocated (the adapter stacks grow or compact); `release()` also
 gives their memory back (a caller's answer to an out-of-memory step).
@@ -29,10 +29,9 @@ held 58 GiB, after which every eager step ran out of memory and every adapter fa
 class's eager peak is measured, and a capture is tried only where that much (with a margin) fits,
 in the pool's unused blocks (a capture reuses them: the graphs' replays never overlap) and on the
 device, beside the largest eager peak of the last `RESERVE_RUNS` runs (eager steps and the
-adapters' state cannot use the pool); otherwise the step runs eagerly. The room kept for eager
-work follows the recent runs, not the whole run: an e2e run whose group shrank from 60 adapters
-kept room for the 60-adapter step, and the pool's blocks went uncounted, so on an 80-GB H100 it
-captured nothing after the first minute (session 20: 420 captures skipped, steps eager).
+adapters' state cannot use the pool); otherwise the step runs eagerly. Room for the peaks of the
+whole run instead kept an 80-GB H100 from capturing once its group had shrunk from 60 adapters
+(`results/device_h100/session20/`).
 """
 
 from __future__ import annotations
@@ -328,8 +327,8 @@ class StepGraphs:
         if self.memory is None or need is None:
             return True
         take = need * CAPTURE_MARGIN
-        keep = max((self._need[k] for k, at in self._eager_at.items() if self._runs - at < RESERVE_RUNS and k in self._need),
-                   default=0)
+        recent = [k for k, at in self._eager_at.items() if self._runs - at < RESERVE_RUNS and k in self._need]
+        keep = max((self._need[k] for k in recent), default=0)
         free, cached = self.memory.free()
         if take + keep <= free:
             return True
