@@ -167,11 +167,15 @@ def main() -> None:
     args = ap.parse_args()
     args.batches = ap.int_list("--batches", args.batches)  # checked before any rank starts
     try:
-        parse_spec(args.backbone)
+        name = parse_spec(args.backbone)[0]
     except ValueError as e:
         ap.error(str(e))
     if unknown := [i for i in args.impls.split(",") if i not in ("ap", "fsdp", "single")]:
         ap.error(f"--impls: unknown {unknown}; choose from ap,fsdp,single")
+    if args.gguf is not None and name != "smollm2":
+        ap.error(f"--gguf: read only with --backbone smollm2, not {args.backbone!r}")
+    if args.gguf is not None and not Path(args.gguf).expanduser().is_file():
+        ap.error(f"--gguf: no such file: {args.gguf!r}")
     if "RANK" in os.environ:
         world, rank, device = init_from_env()
     else:

@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = ap.parse_args(argv)
     gpus, batches = ap.int_list("--gpus", args.gpus), ap.int_list("--batches", args.batches)
     link_gb = args.link_gbytes
-    if args.config:
+    if args.config is not None:
+        if not args.config.strip():
+            ap.error("--config: empty; give a run config file, or leave the flag out")
         from altosim.schemas import load_config
 
         link_gb = load_config(args.config).cluster.link_gbps / 8

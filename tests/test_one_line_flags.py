@@ -198,6 +198,9 @@ def test_a_bad_number_says_one_line(script, flag, value, tmp_path):
     ("experiments/profile_runtime.py", ["--backbone", "tiny", "--parts", "loop"], "--ranks"),
     ("experiments/e2e_sweep.py", ["--reference-trace", " "], "--reference-trace"),
     ("experiments/make_datasets.py", ["--tasks", "x"], "--tasks"),
+    ("experiments/predict_parallel.py", ["--config", ""], "--config"),  # was taken as no config
+    ("experiments/bench_parallel.py", ["--gguf", "x.gguf"], "--gguf"),  # was ignored: tiny is the default
+    ("experiments/bench_parallel.py", ["--backbone", "smollm2", "--gguf", "missing.gguf"], "--gguf"),
 ])
 def test_a_bad_name_flag_says_one_line_before_anything_is_written(script, argv, field, tmp_path):
     """Found by probing every script's flags with `x`, `-1` and empty values (session 19): these were
