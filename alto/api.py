@@ -97,9 +97,10 @@ def tune(model: str, dataset: str, search_space: dict[str, Any], early_exit: str
     cfg = config_from_dict({"cluster": {"gpus": gpus}, "seed": seed, "policy": policy}, "alto.tune")
     on_step = on_samples = bar = None
     if progress:
-        from altoruntime.cli import progress_bar
+        from altoruntime.cli import ProgressBar
 
-        bar, on_step, on_samples = progress_bar(False)
+        bar = ProgressBar()
+        on_step, on_samples = bar.on_step, bar.on_samples
     try:
         log = run_config(cfg, Path(out), backbone=model, n_train=n_train, n_val=n_val, n_eval=n_eval,
                          progress=on_step, on_samples=on_samples, save_adapters=save_adapters, workload=workload,

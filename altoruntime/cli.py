@@ -11,25 +11,33 @@ from typing import Any, Sequence
 from altosim.argparser import OneLineParser
 
 
-def progress_bar(quiet: bool):
+class ProgressBar:
     """A tqdm bar over samples trained, out of the samples left to train (a stopped config's rest
-    comes off the total), so its time left follows early exit; the postfix shows the latest losses."""
-    if quiet:
-        return None, None, None
-    from tqdm import tqdm
+    comes off the total), so its time left follows early exit; the postfix shows the latest losses.
+    It appears at the first samples' count, once the run's inputs passed their checks: a refusal
+    before stays the one line it is (tqdm draws a bar as soon as it is made)."""
 
-    bar = tqdm(desc="run", unit="sample", file=sys.stderr, dynamic_ncols=True, leave=False, total=0)
+    def __init__(self) -> None:
+        self.bar: Any = None
 
-    def on_step(task_id: str, losses: dict[str, float]) -> None:
+    def on_samples(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc="run", unit="sample", file=sys.stderr, dynamic_ncols=True, leave=False, total=0)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def on_step(self, task_id: str, losses: dict[str, float]) -> None:
+        if self.bar is None:
+            return
         shown = dict(list(losses.items())[:4])
-        bar.set_postfix({"task": task_id, "jobs": len(losses), **{k: f"{v:.3f}" for k, v in shown.items()}},
-                        refresh=False)
+        self.bar.set_postfix({"task": task_id, "jobs": len(losses), **{k: f"{v:.3f}" for k, v in shown.items()}},
+                             refresh=False)
 
-    def on_samples(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return bar, on_step, on_samples
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -48,7 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.engine == "ray":  # before ray is imported: its C++ crash handler takes SIGTERM from Python's
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # (abort, or kill with no outputs)
     out = check_path(args.out if args.out is not None else cfg.out or "runs/run", "--out")  # "" is no folder
-    bar, on_step, on_samples = progress_bar(args.quiet)
+    bar = None if args.quiet else ProgressBar()
+    on_step, on_samples = (None, None) if bar is None else (bar.on_step, bar.on_samples)
     try:  # SIGTERM (a time limit) arrives as Ctrl-C does: `alto`'s main turns it into KeyboardInterrupt
         log = run_config(cfg, out, backbone=args.backbone, n_train=args.n_train, n_val=args.n_val, n_eval=args.n_eval,
                          checkpoint_every=args.checkpoint_every, progress=on_step, on_samples=on_samples,

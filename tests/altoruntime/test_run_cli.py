@@ -72,6 +72,31 @@ def test_alto_run_unknown_dataset_is_one_line_error(tmp_path, capsys):
     assert rc == 2 and "tasks[0].dataset" in err and "nope" in err and len(err.splitlines()) == 1
 
 
+def test_a_refusal_without_quiet_is_one_line_with_no_progress_bar(tmp_path, capsys):
+    """The bar appears only once samples are counted: a refusal before stays its one line (the bar
+    was drawn first, session 20's probe: 62 refusals began with `run: 0sample ...` on stderr)."""
+    for argv in (["--engine", "x"], []):
+        (tmp_path / str(len(argv))).mkdir()
+        cfg = _config(tmp_path / str(len(argv)), dataset="nope" if not argv else "list_ops")
+        rc = main(["run", cfg, "--backbone", "tiny", "--out", str(tmp_path / "o"), *argv])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "\r" not in err and err.startswith("alto: error: "), repr(err)
+        assert not (tmp_path / "o").exists()
+
+
+def test_the_progress_bar_shows_samples_once_counted(capsys):
+    from altoruntime.cli import ProgressBar
+
+    bar = ProgressBar()
+    bar.on_step("t1", {"j0": 1.0})  # before any count: nothing drawn
+    assert capsys.readouterr().err == ""
+    bar.on_samples(3, 12)
+    bar.on_step("t1", {"j0": 1.0})
+    assert bar.bar.n == 3 and bar.bar.total == 12
+    bar.close()
+    assert "sample" in capsys.readouterr().err
+
+
 def _own_data_config(tmp_path, data_name="data.jsonl"):
     rows = [{"prompt": f"Reverse {w}:", "completion": f" {w[::-1]}"} for w in (f"w{i:03d}x" for i in range(120))]
     data = tmp_path / "own"
