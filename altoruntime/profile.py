@@ -104,7 +104,7 @@ def profile_device(device: str | None) -> torch.device:
         raise ValueError(f"--device: not a torch device: {e}") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"--device: {device!r} is not on this machine ({torch.cuda.device_count()} CUDA devices)")
-    if dev.type not in ("cpu", "cuda"):
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
         raise ValueError(f"--device: {device!r}: expected cpu, cuda or cuda:N")
     return dev
 
@@ -112,7 +112,7 @@ def profile_device(device: str | None) -> torch.device:
 def parse_ints(text: str, name: str) -> tuple[int, ...]:
     """'1,4,16' -> (1, 4, 16); a clear ValueError naming the flag otherwise."""
     try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
+        vals = tuple(int(v) for v in text.split(","))  # an empty item too ("1,,2" is a slip, not 1,2)
     except ValueError:
         raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
     if not vals:

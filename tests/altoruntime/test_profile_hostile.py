@@ -30,3 +30,19 @@ def test_a_depth_within_the_model_still_profiles(tmp_path):
     rc, _, err = cli("profile", "--backbone", "tiny:layers=1", *GRID, "--device", "cpu", "--out", str(tmp_path / "p.csv"))
     assert rc == 0, err
     assert (tmp_path / "p.csv").is_file()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--backbone", "tiny", "--adapters", "1,,2"), ("--adapters", "'1,,2'")),  # was read as 1,2
+    (("--backbone", "tiny", "--gguf", "{gguf}"), ("--gguf", "read only with --backbone smollm2")),  # was ignored
+    (("--backbone", "smollm2", "--gguf", "{other}"), ("--gguf", "not a .gguf")),  # was a hub-id message
+    (("--backbone", ""), ("<args>: --backbone", "unknown ''")),
+    (("--backbone", "tiny", "--device", "cpu:99"), ("--device", "cpu:99")),  # was taken as the CPU
+])
+def test_flags_found_by_the_session_20_probe_are_one_line(tmp_path, argv, words):
+    (tmp_path / "w.gguf").write_bytes(b"")
+    (tmp_path / "w.bin").write_bytes(b"")
+    argv = [a.format(gguf=tmp_path / "w.gguf", other=tmp_path / "w.bin") for a in argv]
+    rc, _, err = cli("profile", *GRID, "--device", "cpu", *argv, "--out", str(tmp_path / "o" / "p.csv"))  # last wins
+    assert_input_error(rc, err, *words)
+    assert not (tmp_path / "o").exists()
