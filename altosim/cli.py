@@ -198,6 +198,7 @@ def cmd_import_trace(args: argparse.Namespace) -> int:
     if args.kind != "philly":
         raise InputError("<args>", "kind", f"unknown trace kind {args.kind!r}; known: philly")
     check_out_file(args.out, inputs=(args.file,))
+    given(args.loss_traces, "--loss-traces")
     loss = load_trace_dir(args.loss_traces) if args.loss_traces else None  # None: the embedded pool, read after the trace
     res = import_philly(args.file, configs_per_task=args.configs_per_task, max_gpus=args.max_gpus,
                         loss_sets=loss, seed=args.seed, skip_bad=args.skip_bad, rigid_share=args.rigid_share)
@@ -221,6 +222,10 @@ def cmd_check_fidelity(args: argparse.Namespace) -> int:
     from altosim.schemas import load_config
 
     check_out(args.out)
+    for flag in ("run", "config", "profile", "calibrate_from"):
+        given(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.costs == "both":
+        args.costs = "measured,model"
     cfg = load_config(args.config) if args.config else None
     if getattr(args, "calibrate_from", None):
         return _check_heldout(args, cfg)
@@ -240,7 +245,7 @@ def _check_heldout(args: argparse.Namespace, cfg: Any) -> int:
 
     if not args.run:
         raise InputError("<args>", "--run", "--calibrate-from needs the run to predict (--run)")
-    fit, test = read_run(args.calibrate_from), read_run(args.run)
+    fit, test = read_run(args.calibrate_from, "--calibrate-from"), read_run(args.run)
     cfg = cfg if cfg is not None else run_config_for(test.folder)
     if cfg is None:
         raise InputError(str(test.folder), "--config", "needed to replay an `alto run` log")
@@ -256,6 +261,13 @@ def _check_heldout(args: argparse.Namespace, cfg: Any) -> int:
     return 0 if ok or not args.strict else 1
 
 
+def given(value: str | None, flag: str) -> None:
+    """An optional path flag left out is None; given empty (`--config ''`, a slip of an unset shell
+    variable) it is refused, not read as left out."""
+    if value is not None and not value.strip():
+        raise InputError("<args>", flag, "empty: give a path, or leave the flag out")
+
+
 def cmd_profile_from_run(args: argparse.Namespace) -> int:
     from altosim.cost import EvalShape, write_cost_profile
     from altosim.fidelity import profile_from_run, read_run, run_val_rows
@@ -263,7 +275,7 @@ def cmd_profile_from_run(args: argparse.Namespace) -> int:
 
     run_inputs = tuple(Path(args.run) / n for n in RUN_INPUTS)
     check_out_file(args.out, inputs=run_inputs, sidecar=None if args.out.endswith(".json") else ".meta.json")
-    run = read_run(args.run)
+    run = read_run(args.run, "run")
     rows = args.val_rows if args.val_rows is not None else run_val_rows(run.folder)
     prof = profile_from_run(run, args.gpu_type, shape=EvalShape(rows), overheads=args.overheads)
     out = Path(args.out)
@@ -348,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--profile", help="cost profile (.csv with .meta.json, or .json) for the step-time check")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--costs", default="measured,model",
-                   help="step costs of the replay: measured (from the run), model (cost model), or both")
+                   help="step costs of the replay: measured (from the run), model (cost model), or both "
+                        "(measured,model or both)")
     f.add_argument("--holdout-every", type=count(1, MAX_ROWS), default=5, help="hold out every k-th profile row")
     f.add_argument("--val-rows", type=count(0, MAX_ROWS), help="validation examples per evaluation in the run (`alto run "
                    "--n-val`), charged in the model replay (default: <run>/run_args.json, else 0)")

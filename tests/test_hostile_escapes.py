@@ -104,6 +104,15 @@ def test_import_trace_out_cannot_be_the_trace_itself(tmp_path):
     assert trace.read_text() == PHILLY
 
 
+def test_import_trace_empty_loss_traces_is_refused_not_the_embedded_pool(tmp_path):
+    """`--loss-traces ''` (an unset shell variable) was taken as the flag left out (session 20)."""
+    trace = tmp_path / "p.csv"
+    trace.write_text(PHILLY)
+    rc, _, err = cli("import-trace", "philly", str(trace), "--loss-traces", "", "--out", str(tmp_path / "o" / "w.json"))
+    assert_input_error(rc, err, "<args>: --loss-traces", "empty")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("name", ["events.jsonl", "events.csv", "summary.csv"])
 def test_profile_from_run_out_cannot_replace_the_run_log(sim_run, tmp_path, name):
     """`events.csv` would write its sidecar `events.meta.json`... and `events.jsonl` is the log

@@ -67,3 +67,27 @@ def test_a_run_summary_phase_that_is_no_time_is_refused(sim_run, tmp_path, value
     with pytest.raises(InputError) as e:
         run_phases(tmp_path)
     assert e.value.field == "step_s" and "summary.csv" in e.value.file
+
+
+@pytest.mark.parametrize("argv, words", [
+    # an empty path was read as the flag left out (session 20's probe)
+    (("check-fidelity", "--run", "{run}", "--config", "", "--out", "{out}"), ("<args>: --config", "empty")),
+    (("check-fidelity", "--run", "{run}", "--profile", " ", "--out", "{out}"), ("<args>: --profile", "empty")),
+    (("check-fidelity", "--run", "{run}", "--calibrate-from", "", "--out", "{out}"), ("--calibrate-from", "empty")),
+    (("check-fidelity", "--run", "", "--out", "{out}"), ("<args>: --run", "empty")),
+    # the folder that is missing is named by its own flag (both were called --run)
+    (("check-fidelity", "--run", "{run}", "--calibrate-from", "{missing}", "--out", "{out}"),
+     ("--calibrate-from: no such run folder",)),
+    (("profile-from-run", "{missing}", "--out", "{out}/p.csv"), (": run: no such run folder",)),
+])
+def test_empty_or_missing_run_inputs_are_named_by_their_flag(sim_run, tmp_path, argv, words):  # noqa: F811
+    fill = {"run": str(sim_run), "out": str(tmp_path / "out"), "missing": str(tmp_path / "missing")}
+    rc, _, err = cli(*(a.format(**fill) for a in argv))
+    assert_input_error(rc, err, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_fidelity_takes_both_as_its_help_says(sim_run, tmp_path):  # noqa: F811
+    rc, out, err = cli("check-fidelity", "--run", str(sim_run), "--costs", "both", "--out", str(tmp_path / "o"))
+    assert rc == 0, err
+    assert any((tmp_path / "o").glob("fidelity_*.csv"))

@@ -71,11 +71,11 @@ def run_phases(folder: str | Path) -> dict[str, float]:
     return out
 
 
-def read_run(folder: str | Path) -> RunFolder:
-    """Read and check `<folder>/events.jsonl`; bad input is one InputError naming the line."""
+def read_run(folder: str | Path, flag: str = "--run") -> RunFolder:
+    """Read and check `<folder>/events.jsonl` (given as `flag`); bad input is one InputError naming the line."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(str(folder), "--run", "no such run folder")
+        raise InputError(str(folder), flag, "no such run folder")
     path = folder / "events.jsonl"
     if not path.exists():
         raise InputError(str(folder), "events.jsonl", "missing: not a folder written by `alto run`")
