@@ -94,6 +94,8 @@ def read_curves(path: str | Path) -> Curves:
                              f"({samples} after {prev[-1][0]})", n)
         prev.append((samples, train, val))
         hp = {k: _number(rec[k], kind, file, k, n) for k, kind in HYPER.items() if rec.get(k)}
+        if bad := next((k for k, v in hp.items() if not math.isfinite(v)), None):
+            raise InputError(file, bad, f"must be a finite number, got {one_line(rec[bad], 40)}", n)
         if hyper.setdefault(name, hp) != hp:
             raise InputError(file, next(k for k in HYPER if hyper[name].get(k) != hp.get(k)),
                              f"config {one_line(name, 60)!r} changes its hyperparameters between rows", n)

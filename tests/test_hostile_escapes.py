@@ -539,3 +539,24 @@ def test_a_key_given_twice_anywhere_is_refused_in_json_and_yaml(data, draw):
         with pytest.raises(InputError) as e:
             load(text, name)
         assert e.value.file == name and "twice" in e.value.problem and key in str(e.value)
+
+
+# ------------------------------------------------ session 20's probe: NaN hyperparameters, an empty config
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_curve_s_hyperparameter_that_is_no_number_is_named(tmp_path, value):
+    """NaN never equals itself, so it was reported as "changes its hyperparameters between rows"."""
+    (tmp_path / "c.csv").write_text("config,lr,samples,train_loss,val_loss\n"
+                                    f"a,{value},8,1.0,1.1\na,{value},16,0.9,1.0\n")
+    rc, _, err = cli("replay-curves", str(tmp_path / "c.csv"), "--out", str(tmp_path / "out"))
+    assert_input_error(rc, err, "line 2", "lr", "finite")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+@pytest.mark.parametrize("config", ["", " "])
+def test_an_empty_config_argument_is_named_as_such(tmp_path, command, config):
+    """Path('') is '.': it was "is a folder" (and ' ' a blank file name)."""
+    rc, _, err = cli(command, config, "--out", str(tmp_path / "out"))
+    assert_input_error(rc, err, "<args>: config: empty")
+    assert not (tmp_path / "out").exists()

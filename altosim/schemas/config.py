@@ -172,5 +172,7 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     """Read a run config (YAML or JSON); None -> the default run (embedded workload)."""
     if path is None:
         return RunConfig()
+    if not str(path).strip():  # Path("") is ".": "is a folder" would name no file
+        raise InputError("<args>", "config", "empty: give a YAML or JSON run config file")
     path = Path(path)
     return config_from_dict(read_mapping(path), str(path), path.resolve().parent)
