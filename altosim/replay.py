@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from altosim.errors import InputError
+from altosim.errors import InputError, from_validation_error
 from altosim.policy.controller import Controller, ControllerConfig
 from altosim.policy.memory import MemoryModel
 from altosim.ids import id_problem
@@ -113,6 +113,13 @@ def replay_records(records: list[Any], file: str = "<log>") -> ReplayResult:
     if missing:
         raise InputError(file, f"line 1.meta.{missing[0]}", "missing: this log was written without the Controller's "
                          "settings (an `alto run` older than the replayable header); rerun to get a replayable log")
+    if isinstance(meta["controller"], dict):  # each field's type, named (the Controller compares them later)
+        from pydantic import TypeAdapter, ValidationError
+
+        try:
+            TypeAdapter(ControllerConfig).validate_python(meta["controller"])
+        except ValidationError as e:
+            raise from_validation_error(e, file, prefix="line 1.meta.controller") from None
     try:
         ctl = controller_from_meta(meta)
     except (TypeError, ValueError, AttributeError, ArithmeticError) as e:

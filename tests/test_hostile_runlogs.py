@@ -91,3 +91,14 @@ def test_check_fidelity_takes_both_as_its_help_says(sim_run, tmp_path):  # noqa:
     rc, out, err = cli("check-fidelity", "--run", str(sim_run), "--costs", "both", "--out", str(tmp_path / "o"))
     assert rc == 0, err
     assert any((tmp_path / "o").glob("fidelity_*.csv"))
+
+
+@pytest.mark.parametrize("field, value", [("num_gpus", "x"), ("batching", "maybe"), ("replan_shift", [1])])
+def test_a_controller_setting_of_the_wrong_type_is_named(sim_run, tmp_path, field, value):  # noqa: F811
+    """The Controller compared them later: `'<' not supported between 'str' and 'int'` (session 20's probe)."""
+    lines = (sim_run / "events.jsonl").read_text().splitlines()
+    head = json.loads(lines[0])
+    head["meta"]["controller"][field] = value
+    (tmp_path / "e.jsonl").write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    rc, _, err = cli("replay", str(tmp_path / "e.jsonl"))
+    assert_input_error(rc, err, f"line 1.meta.controller.{field}")
