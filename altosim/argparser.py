@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, Sequence
 
 from altosim.errors import one_line
 
@@ -43,6 +43,14 @@ class OneLineParser(argparse.ArgumentParser):
             want = f"one of {', '.join(map(str, choices))}" if choices is not None else f">= {minimum}"
             self.error(f"{flag}: each must be {want}, got {bad[0]} in {text!r}")
         return values
+
+    def name_list(self, flag: str, text: str, known: Sequence[str]) -> list[str]:
+        """A comma-separated flag value as names, each one of `known`; anything else is the parser's
+        one-line error (before the script does any work)."""
+        names = text.split(",")
+        if unknown := [n for n in names if n not in known]:
+            self.error(f"{flag}: unknown {unknown}; choose from {','.join(known)}")
+        return names
 
 
 def count(lo: int, hi: int) -> Any:

@@ -529,11 +529,8 @@ def main() -> None:
     ranks = ([16, 32, 64] * z)[:z]
     all_impls = IMPLS + ["triton_base_only"] + list(VARIANT_IMPLS) + list(MASTER_IMPLS) + list(GROUP_IMPLS)
     preset = GEMM_IMPLS if args.gemm else QUICK_IMPLS if args.quick else all_impls
-    impls = args.impls.split(",") if args.impls else preset
+    impls = ap.name_list("--impls", args.impls, all_impls) if args.impls else preset
     quick = args.quick or args.gemm
-    unknown = [i for i in impls if i not in all_impls]
-    if unknown:
-        ap.error(f"--impls: unknown {unknown}; known: {all_impls}")
     batches = ap.int_list("--batches", args.batches)
     if device.type != "cuda" and not args.smoke:
         ap.error("needs a CUDA device (--smoke runs tiny shapes on the CPU)")

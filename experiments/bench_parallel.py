@@ -170,8 +170,7 @@ def main() -> None:
         name = parse_spec(args.backbone)[0]
     except ValueError as e:
         ap.error(str(e))
-    if unknown := [i for i in args.impls.split(",") if i not in ("ap", "fsdp", "single")]:
-        ap.error(f"--impls: unknown {unknown}; choose from ap,fsdp,single")
+    ap.name_list("--impls", args.impls, ("ap", "fsdp", "single"))
     if args.gguf is not None and name != "smollm2":
         ap.error(f"--gguf: read only with --backbone smollm2, not {args.backbone!r}")
     if args.gguf is not None and not Path(args.gguf).expanduser().is_file():

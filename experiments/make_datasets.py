@@ -201,12 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=count(1, 10**9), default=ROWS)
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ", ".join(TASKS))
     args = ap.parse_args(argv)
-    unknown = [t for t in args.tasks.split(",") if t not in TASKS]
-    if unknown:
-        ap.error(f"--tasks: unknown {unknown}; known: {', '.join(TASKS)}")
+    tasks = ap.name_list("--tasks", args.tasks, list(TASKS))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks.split(","):
+    for task in tasks:
         data = rows(task, args.seed, args.rows)
         tmp = out / f".{task}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in data), encoding="utf-8")

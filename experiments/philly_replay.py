@@ -106,9 +106,8 @@ def main() -> None:
     import altosim.policy  # noqa: F401  (registers the policies)
     from altosim.policy.registry import EARLY_EXIT, INTER_TASK
 
-    for flag, text, reg in (("--policies", args.policies, INTER_TASK), ("--early-exits", args.early_exits, EARLY_EXIT)):
-        if unknown := [n for n in text.split(",") if n not in reg.names()]:  # before the trace's long import
-            ap.error(f"{flag}: unknown {unknown}; known: {', '.join(reg.names())}")
+    ap.name_list("--policies", args.policies, INTER_TASK.names())  # before the trace's long import
+    ap.name_list("--early-exits", args.early_exits, EARLY_EXIT.names())
     try:
         wl = philly_workload(Path(args.trace), args.gpus, args.configs, args.evals, args.limit)
     except InputError as e:

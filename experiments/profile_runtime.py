@@ -179,9 +179,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/profile")
     args = ap.parse_args()
     args.ranks = ap.int_list("--ranks", args.ranks)
-    parts = args.parts.split(",")
-    if unknown := [p for p in parts if p not in ("step", "peft", "loop")]:
-        ap.error(f"--parts: unknown {unknown}; choose from step,peft,loop")
+    parts = ap.name_list("--parts", args.parts, ("step", "peft", "loop"))
     e2e_sweep.check_data_and_backbone(args.dataset, args.backbone, args.ranks, args.n_train, args.n_val)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

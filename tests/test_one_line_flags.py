@@ -140,6 +140,18 @@ def test_int_list_flags_are_checked_by_the_parser(capsys):
         assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("x.py: error: <args>: --sizes")
 
 
+def test_name_list_flags_are_checked_by_the_parser(capsys):
+    from altosim.argparser import OneLineParser
+
+    ap = OneLineParser(prog="x.py")
+    assert ap.name_list("--parts", "step,loop", ("step", "peft", "loop")) == ["step", "loop"]
+    for text in ("step,x", "", "step,"):
+        with pytest.raises(SystemExit) as e:
+            ap.name_list("--parts", text, ("step", "peft", "loop"))
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("x.py: error: <args>: --parts: unknown")
+
+
 def _numeric_flags(path: Path) -> list[tuple[str, str]]:
     """(flag, the type's source) of each add_argument(..., type=...) whose type is a bare int or
     float, or one of altosim.argparser's bounded types."""

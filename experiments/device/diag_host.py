@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    styles = args.styles.split(",")
-    if unknown := [s for s in styles if s not in STYLES]:
-        ap.error(f"--styles: unknown {unknown}; choose from {','.join(STYLES)}")
+    styles = ap.name_list("--styles", args.styles, STYLES)
     sizes = ap.int_list("--sizes", args.sizes)
     settings = [(bool(g), f) for g in ap.int_list("--graphs", args.graphs, choices=(0, 1))
                 for f in ap.int_list("--fused", args.fused, choices=(0, 1))]

@@ -252,8 +252,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sizes = ap.int_list("--sizes", args.sizes)
     if sizes != sorted(sizes, reverse=True):
         ap.error(f"--sizes: need the largest first, got {args.sizes!r}")
-    if unknown := [i for i in args.impls.split(",") if i not in IMPLS]:
-        ap.error(f"--impls: unknown {unknown}; choose from {','.join(IMPLS)}")
+    ap.name_list("--impls", args.impls, IMPLS)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ALTO_"))
     print(f"device {torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}; {env or 'default paths'}",
